@@ -1,0 +1,282 @@
+//! The audit log's bytes: the canonical encoding of an audit event, its RFC 6962 leaf hash, and
+//! the hash chain that links each record to every one before it. No I/O.
+//!
+//! The encoding is line-oriented UTF-8 text, one `name value` pair a line, in a fixed order,
+//! absent fields omitted, values escaped so that a line never breaks (see
+//! `docs/design/audit-log.md`). The same event always encodes to the same bytes.
+
+use careid_domain::audit::{AuditEvent, AuditRecord};
+use sha2::{Digest, Sha256};
+
+/// The first line of every entry: names the format and its version.
+pub const ENTRY_HEADER: &str = "careid-audit/v1";
+
+/// The chain hash before the first record.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape(value: &str) -> Option<String> {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next()? {
+                '\\' => out.push('\\'),
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// RFC 3339 with microseconds, always UTC: `2026-11-23T18:21:39.123456Z`.
+pub fn format_time(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.microsecond()
+    )
+}
+
+/// Encodes an event canonically. Names in `detail` must be lower-case words; values are escaped.
+pub fn encode(event: &AuditEvent) -> Vec<u8> {
+    let mut lines: Vec<(String, String)> = Vec::with_capacity(16 + event.detail.len());
+    let mut put = |name: &str, value: &str| lines.push((name.to_owned(), escape(value)));
+    put("at", &format_time(event.at));
+    put("request", &event.request_id);
+    if let Some(p) = &event.actor.person {
+        put("actor.person", p.as_str());
+    }
+    if let Some(a) = &event.actor.assignment {
+        put("actor.assignment", &a.to_string());
+    }
+    if let Some(r) = &event.actor.role {
+        put("actor.role", r);
+    }
+    if let Some(o) = &event.actor.org {
+        put("actor.org", o.as_str());
+    }
+    put("actor.auth", event.actor.auth);
+    if let Some(s) = &event.actor.session {
+        put("actor.session", s);
+    }
+    put("action", event.action.code());
+    put("subject", &format!("{} {}", event.subject_kind, event.subject_id));
+    if let Some(p) = &event.subject_person {
+        put("subject.person", p.as_str());
+    }
+    if let Some(o) = &event.org {
+        put("org", o.as_str());
+    }
+    put("outcome", event.outcome.code());
+    if let Some(rule) = event.outcome.rule() {
+        put("rule", rule);
+    }
+    if let Some(w) = &event.workstation {
+        put("workstation", w);
+    }
+    for (name, value) in &event.detail {
+        put(&format!("detail.{name}"), value);
+    }
+    let mut out = String::with_capacity(256);
+    out.push_str(ENTRY_HEADER);
+    out.push('\n');
+    for (name, value) in lines {
+        out.push_str(&name);
+        out.push(' ');
+        out.push_str(&value);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// An entry read back: its fields in order, values unescaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub fields: Vec<(String, String)>,
+}
+
+impl Entry {
+    /// The first value of a field.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why bytes are not a valid entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("entry does not start with {ENTRY_HEADER}")]
+    Header,
+    #[error("entry is not UTF-8 text")]
+    NotText,
+    #[error("line {0} is not a `name value` pair")]
+    Line(usize),
+}
+
+pub fn decode(entry: &[u8]) -> Result<Entry, DecodeError> {
+    let text = std::str::from_utf8(entry).map_err(|_| DecodeError::NotText)?;
+    let mut lines = text.split_terminator('\n');
+    if lines.next() != Some(ENTRY_HEADER) {
+        return Err(DecodeError::Header);
+    }
+    let fields = lines
+        .enumerate()
+        .map(|(i, line)| {
+            let (name, value) = line.split_once(' ').ok_or(DecodeError::Line(i + 2))?;
+            Ok((name.to_owned(), unescape(value).ok_or(DecodeError::Line(i + 2))?))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Entry { fields })
+}
+
+/// RFC 6962 leaf hash: SHA-256(0x00 || entry).
+pub fn leaf_hash(entry: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(entry);
+    h.finalize().into()
+}
+
+/// The chain hash of a record: SHA-256("careid-chain" || previous chain hash || leaf hash).
+pub fn chain_hash(previous: &[u8; 32], entry: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"careid-chain");
+    h.update(previous);
+    h.update(leaf_hash(entry));
+    h.finalize().into()
+}
+
+/// Where a chain of records stops being what it claims.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("record {expected} is missing: the next record found is {found}")]
+    Gap { expected: u64, found: u64 },
+    #[error("record {seq} does not match its chain hash (edited, or a record before it changed)")]
+    HashMismatch { seq: u64 },
+    #[error("record {seq} is not a valid entry: {error}")]
+    Undecodable { seq: u64, error: DecodeError },
+}
+
+/// Checks records in order, starting after `previous` (the chain hash before `records[0]`).
+/// Returns the chain hash after the last record.
+pub fn verify_chain(previous: [u8; 32], first_seq: u64, records: &[AuditRecord]) -> Result<[u8; 32], ChainError> {
+    let mut hash = previous;
+    for (expected, record) in (first_seq..).zip(records) {
+        if record.seq != expected {
+            return Err(ChainError::Gap { expected, found: record.seq });
+        }
+        decode(&record.entry).map_err(|error| ChainError::Undecodable { seq: record.seq, error })?;
+        hash = chain_hash(&hash, &record.entry);
+        if hash != record.chain_hash {
+            return Err(ChainError::HashMismatch { seq: record.seq });
+        }
+    }
+    Ok(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use careid_domain::audit::{Action, AuditActor, Outcome};
+    use careid_domain::ids::{OdsCode, PersonUuid};
+
+    use super::*;
+
+    fn event(detail: &str) -> AuditEvent {
+        AuditEvent {
+            at: time::macros::datetime!(2026-11-23 18:21:39.123456 UTC),
+            request_id: "req-1".into(),
+            actor: AuditActor::system(),
+            action: Action::PersonCreate,
+            subject_kind: "person",
+            subject_id: "100000000008".into(),
+            subject_person: Some(PersonUuid::from_serial(PersonUuid::FIRST_SERIAL).unwrap()),
+            org: Some(OdsCode::parse("F84003").unwrap()),
+            outcome: Outcome::Refused { rule: "duplicate_person" },
+            detail: vec![("note", detail.into())],
+            workstation: None,
+        }
+    }
+
+    #[test]
+    fn encoding_is_canonical_and_round_trips() {
+        let tricky = "line one\nline two \\ with a backslash\r";
+        let bytes = encode(&event(tricky));
+        assert_eq!(bytes, encode(&event(tricky)), "same event, same bytes");
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(
+            text.lines().take(3).collect::<Vec<_>>(),
+            ["careid-audit/v1", "at 2026-11-23T18:21:39.123456Z", "request req-1"]
+        );
+        let entry = decode(&bytes).unwrap();
+        assert_eq!(entry.get("detail.note"), Some(tricky));
+        assert_eq!(entry.get("outcome"), Some("refused"));
+        assert_eq!(entry.get("rule"), Some("duplicate_person"));
+        assert_eq!(entry.get("subject"), Some("person 100000000008"));
+    }
+
+    #[test]
+    fn leaf_hash_is_rfc6962() {
+        // RFC 6962 test vector: the hash of the empty leaf.
+        assert_eq!(hex::encode(leaf_hash(b"")), "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d");
+    }
+
+    fn chain(n: u64) -> Vec<AuditRecord> {
+        let mut previous = GENESIS;
+        (0..n)
+            .map(|seq| {
+                let entry = encode(&event(&format!("record {seq}")));
+                previous = chain_hash(&previous, &entry);
+                AuditRecord { seq, entry, chain_hash: previous }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chain_verification_names_the_first_bad_record() {
+        let records = chain(5);
+        assert!(verify_chain(GENESIS, 0, &records).is_ok());
+
+        let mut edited = records.clone();
+        let last = edited[2].entry.len() - 2;
+        edited[2].entry[last] ^= 1;
+        assert_eq!(verify_chain(GENESIS, 0, &edited), Err(ChainError::HashMismatch { seq: 2 }));
+
+        let mut deleted = records.clone();
+        deleted.remove(3);
+        assert_eq!(verify_chain(GENESIS, 0, &deleted), Err(ChainError::Gap { expected: 3, found: 4 }));
+
+        let mut reordered = records.clone();
+        reordered.swap(1, 2);
+        assert_eq!(verify_chain(GENESIS, 0, &reordered), Err(ChainError::Gap { expected: 1, found: 2 }));
+
+        // Renumbering after a swap still breaks the chain.
+        let mut renumbered = records;
+        renumbered.swap(1, 2);
+        renumbered[1].seq = 1;
+        renumbered[2].seq = 2;
+        assert_eq!(verify_chain(GENESIS, 0, &renumbered), Err(ChainError::HashMismatch { seq: 1 }));
+    }
+}

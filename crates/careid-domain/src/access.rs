@@ -1,0 +1,467 @@
+//! Who may do what: RA functions derived from a position, the permission matrix, scope, and
+//! separation of duties. Every refusal names the rule that refused it.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::ids::{ActivityCode, AssignmentId, OdsCode, PersonUuid, PositionId, RoleTriple};
+
+/// An RA function a position confers, by its job role or its activities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RaFunction {
+    /// Job role R5080 (or R5072, Root RA Manager).
+    RaManager,
+    /// Job role R5090 with careid activity B9901.
+    RaAgentAdvanced,
+    /// Job role R5090.
+    RaAgent,
+    /// careid activity B9902.
+    IdChecker,
+    /// Activity B1300 "Approve RA Requests".
+    Sponsor,
+    /// careid activity B9903.
+    LocalSmartcardAdministrator,
+    /// Job role R0001.
+    PrivacyOfficer,
+    /// Job role R5105.
+    CaldicottGuardian,
+}
+
+impl RaFunction {
+    pub fn code(self) -> &'static str {
+        match self {
+            RaFunction::RaManager => "ra_manager",
+            RaFunction::RaAgentAdvanced => "ra_agent_advanced",
+            RaFunction::RaAgent => "ra_agent",
+            RaFunction::IdChecker => "id_checker",
+            RaFunction::Sponsor => "sponsor",
+            RaFunction::LocalSmartcardAdministrator => "local_smartcard_administrator",
+            RaFunction::PrivacyOfficer => "privacy_officer",
+            RaFunction::CaldicottGuardian => "caldicott_guardian",
+        }
+    }
+
+    /// The functions a position confers, given its role and the activities it grants
+    /// (already expanded through the activity hierarchy).
+    pub fn of_position(role: &RoleTriple, granted: &BTreeSet<ActivityCode>) -> BTreeSet<RaFunction> {
+        let has = |code: &str| granted.iter().any(|a| a.as_str() == code);
+        let mut functions = BTreeSet::new();
+        match role.job_role().as_str() {
+            "R5080" | "R5072" => {
+                functions.insert(RaFunction::RaManager);
+            }
+            "R5090" if has("B9901") => {
+                functions.insert(RaFunction::RaAgentAdvanced);
+            }
+            "R5090" => {
+                functions.insert(RaFunction::RaAgent);
+            }
+            "R0001" => {
+                functions.insert(RaFunction::PrivacyOfficer);
+            }
+            "R5105" => {
+                functions.insert(RaFunction::CaldicottGuardian);
+            }
+            _ => {}
+        }
+        if has("B9902") {
+            functions.insert(RaFunction::IdChecker);
+        }
+        if has("B1300") {
+            functions.insert(RaFunction::Sponsor);
+        }
+        if has("B9903") {
+            functions.insert(RaFunction::LocalSmartcardAdministrator);
+        }
+        functions
+    }
+}
+
+/// What someone asks to do, as the permission matrix of the domain names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RaAction {
+    FindPersonOrOrganisation,
+    PreRegister,
+    CreateProfile,
+    ChangePersonalDetails,
+    ChangeName,
+    CloseOrReopenProfile,
+    CreatePosition,
+    MarkAssignable,
+    AssignPosition,
+    DecideRequest,
+    /// careid: create organisations and import them.
+    ManageOrganisations,
+    /// careid: issue an interim sign-in credential to a member of staff before they have a card.
+    IssueCredential,
+    /// careid: read the audit records of the people and organisations in scope.
+    ReadAudit,
+    /// The sponsor removes a leaver's organisation from their profile.
+    RemoveFromOrganisation,
+}
+
+impl RaAction {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RaAction::FindPersonOrOrganisation => "find a person or an organisation",
+            RaAction::PreRegister => "pre-register a new person",
+            RaAction::CreateProfile => "create a person's profile",
+            RaAction::ChangePersonalDetails => "change a person's personal details",
+            RaAction::ChangeName => "record a change of name",
+            RaAction::CloseOrReopenProfile => "close or reopen a profile",
+            RaAction::CreatePosition => "create a position",
+            RaAction::MarkAssignable => "mark positions assignable by sponsors",
+            RaAction::AssignPosition => "assign a position",
+            RaAction::DecideRequest => "grant or reject a sponsor's request",
+            RaAction::ManageOrganisations => "manage organisations",
+            RaAction::IssueCredential => "issue an interim sign-in credential",
+            RaAction::ReadAudit => "read the audit records",
+            RaAction::RemoveFromOrganisation => "remove a leaver from an organisation",
+        }
+    }
+}
+
+/// What the matrix allows one actor for one action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    Denied,
+    /// Only by a request that the RA decides.
+    ByRequest,
+    /// Directly for positions marked assignable by sponsors; others by request.
+    AssignableOnly,
+    Allowed,
+}
+
+/// The permission matrix of the domain: what one function may do.
+pub fn function_permission(function: RaFunction, action: RaAction) -> Permission {
+    use Permission::{Allowed, AssignableOnly, ByRequest, Denied};
+    use RaAction as A;
+    use RaFunction as F;
+    let ra = matches!(function, F::RaManager | F::RaAgentAdvanced | F::RaAgent);
+    let senior_ra = matches!(function, F::RaManager | F::RaAgentAdvanced);
+    match action {
+        A::FindPersonOrOrganisation => Allowed,
+        A::PreRegister => {
+            if function == F::Sponsor {
+                Allowed
+            } else {
+                Denied
+            }
+        }
+        A::RemoveFromOrganisation => {
+            if function == F::Sponsor || ra {
+                Allowed
+            } else {
+                Denied
+            }
+        }
+        A::CreateProfile | A::ChangeName => {
+            if ra || function == F::IdChecker {
+                Allowed
+            } else {
+                Denied
+            }
+        }
+        A::ChangePersonalDetails => {
+            if ra || function == F::IdChecker {
+                Allowed
+            } else if function == F::Sponsor {
+                ByRequest
+            } else {
+                Denied
+            }
+        }
+        A::CloseOrReopenProfile => {
+            if ra {
+                Allowed
+            } else if function == F::Sponsor {
+                ByRequest
+            } else {
+                Denied
+            }
+        }
+        A::CreatePosition | A::MarkAssignable => {
+            if senior_ra {
+                Allowed
+            } else {
+                Denied
+            }
+        }
+        A::AssignPosition => {
+            if ra {
+                Allowed
+            } else if function == F::Sponsor {
+                AssignableOnly
+            } else {
+                Denied
+            }
+        }
+        A::DecideRequest => {
+            if ra {
+                Allowed
+            } else {
+                Denied
+            }
+        }
+        A::ManageOrganisations | A::IssueCredential => {
+            if function == F::RaManager {
+                Allowed
+            } else {
+                Denied
+            }
+        }
+        A::ReadAudit => {
+            if matches!(function, F::RaManager | F::PrivacyOfficer | F::CaldicottGuardian) {
+                Allowed
+            } else {
+                Denied
+            }
+        }
+    }
+}
+
+/// How the actor proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// The deployment's recovery credential, printed once by `careid init`.
+    Recovery,
+    /// An interim credential an RA Manager issued before the person has a card.
+    InterimCredential,
+}
+
+impl AuthMethod {
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthMethod::Recovery => "recovery",
+            AuthMethod::InterimCredential => "interim_credential",
+        }
+    }
+}
+
+/// An authenticated person acting in one selected position at one organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub person: PersonUuid,
+    pub assignment: AssignmentId,
+    pub position: PositionId,
+    pub org: OdsCode,
+    pub role: RoleTriple,
+    pub functions: BTreeSet<RaFunction>,
+    pub auth: AuthMethod,
+    /// The session's public identifier (never the bearer token).
+    pub session: String,
+}
+
+impl Actor {
+    /// The best permission any of the actor's functions gives for `action`.
+    pub fn permission(&self, action: RaAction) -> Permission {
+        if action == RaAction::FindPersonOrOrganisation {
+            return Permission::Allowed;
+        }
+        self.functions.iter().map(|f| function_permission(*f, action)).max().unwrap_or(Permission::Denied)
+    }
+
+    /// Refuses unless the matrix allows `action` outright.
+    pub fn require(&self, action: RaAction) -> Result<(), Refusal> {
+        match self.permission(action) {
+            Permission::Allowed => Ok(()),
+            Permission::ByRequest | Permission::AssignableOnly => Err(Refusal::new(
+                Rule::ByRequestOnly,
+                format!("your role may only {} by a request to the RA", action.describe()),
+            )),
+            Permission::Denied => Err(Refusal::new(
+                Rule::RoleNotPermitted,
+                format!("the role you are acting in may not {}", action.describe()),
+            )),
+        }
+    }
+
+    /// Refuses unless `target` is the actor's organisation or below it. `target_ancestors` is
+    /// the target and every organisation above it.
+    pub fn require_scope(&self, target: &OdsCode, target_ancestors: &[OdsCode]) -> Result<(), Refusal> {
+        if target_ancestors.contains(&self.org) {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                Rule::OutOfScope,
+                format!("{target} is outside the organisations your position at {} covers", self.org),
+            ))
+        }
+    }
+
+    /// Separation of duties: nobody acts on their own profile, card, request or incident.
+    pub fn require_not_self(&self, subject: &PersonUuid) -> Result<(), Refusal> {
+        if &self.person == subject {
+            Err(Refusal::new(Rule::OwnRecord, "nobody may act on their own profile, card, request or incident"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Separation of duties: whoever requests is not who approves.
+    pub fn require_not_requester(&self, requester: &PersonUuid) -> Result<(), Refusal> {
+        if &self.person == requester {
+            Err(Refusal::new(Rule::RequesterIsApprover, "whoever requests may not approve or reject the same request"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The rules that refuse an action, each with a stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    RoleNotPermitted,
+    ByRequestOnly,
+    OutOfScope,
+    OwnRecord,
+    RequesterIsApprover,
+    DuplicatePerson,
+    ProfileClosed,
+    NotPending,
+    PositionNotAssignable,
+    AlreadyAssigned,
+    CredentialInvalid,
+    NoSuchPosition,
+    RoleSelectionNeeded,
+}
+
+impl Rule {
+    pub fn code(self) -> &'static str {
+        match self {
+            Rule::RoleNotPermitted => "role_not_permitted",
+            Rule::ByRequestOnly => "by_request_only",
+            Rule::OutOfScope => "out_of_scope",
+            Rule::OwnRecord => "separation_of_duties.own_record",
+            Rule::RequesterIsApprover => "separation_of_duties.requester_is_approver",
+            Rule::DuplicatePerson => "duplicate_person",
+            Rule::ProfileClosed => "profile_closed",
+            Rule::NotPending => "not_pending",
+            Rule::PositionNotAssignable => "position_not_assignable",
+            Rule::AlreadyAssigned => "already_assigned",
+            Rule::CredentialInvalid => "credential_invalid",
+            Rule::NoSuchPosition => "no_current_position",
+            Rule::RoleSelectionNeeded => "role_selection_needed",
+        }
+    }
+}
+
+/// A refusal by a rule: what was refused and why, safe to show to the person who asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub rule: Rule,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(rule: Rule, message: impl Into<String>) -> Refusal {
+        Refusal { rule, message: message.into() }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "refused by rule {}: {}", self.rule.code(), self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Permission::{Allowed, AssignableOnly, ByRequest, Denied};
+    use RaAction as A;
+    use RaFunction as F;
+
+    /// The permission matrix of domain.md, row by row, as data. Columns:
+    /// RAM, RAA(A), RAA, S, IDC, LSA, PO, CG.
+    #[test]
+    fn permission_matrix_matches_the_domain() {
+        let functions = [
+            F::RaManager,
+            F::RaAgentAdvanced,
+            F::RaAgent,
+            F::Sponsor,
+            F::IdChecker,
+            F::LocalSmartcardAdministrator,
+            F::PrivacyOfficer,
+            F::CaldicottGuardian,
+        ];
+        let rows: &[(RaAction, [Permission; 8])] = &[
+            (A::FindPersonOrOrganisation, [Allowed; 8]),
+            (A::PreRegister, [Denied, Denied, Denied, Allowed, Denied, Denied, Denied, Denied]),
+            (A::CreateProfile, [Allowed, Allowed, Allowed, Denied, Allowed, Denied, Denied, Denied]),
+            (A::ChangePersonalDetails, [Allowed, Allowed, Allowed, ByRequest, Allowed, Denied, Denied, Denied]),
+            (A::ChangeName, [Allowed, Allowed, Allowed, Denied, Allowed, Denied, Denied, Denied]),
+            (A::CloseOrReopenProfile, [Allowed, Allowed, Allowed, ByRequest, Denied, Denied, Denied, Denied]),
+            (A::CreatePosition, [Allowed, Allowed, Denied, Denied, Denied, Denied, Denied, Denied]),
+            (A::MarkAssignable, [Allowed, Allowed, Denied, Denied, Denied, Denied, Denied, Denied]),
+            (A::AssignPosition, [Allowed, Allowed, Allowed, AssignableOnly, Denied, Denied, Denied, Denied]),
+            (A::DecideRequest, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied, Denied]),
+            (A::ManageOrganisations, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
+            (A::IssueCredential, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
+            (A::ReadAudit, [Allowed, Denied, Denied, Denied, Denied, Denied, Allowed, Allowed]),
+            (A::RemoveFromOrganisation, [Allowed, Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied]),
+        ];
+        for (action, expected) in rows {
+            for (function, want) in functions.iter().zip(expected) {
+                assert_eq!(function_permission(*function, *action), *want, "{function:?} / {action:?}");
+            }
+        }
+    }
+
+    fn activities(codes: &[&str]) -> BTreeSet<ActivityCode> {
+        codes.iter().map(|c| ActivityCode::parse(c).unwrap()).collect()
+    }
+
+    #[test]
+    fn functions_come_from_role_codes_and_activities() {
+        let role = |s: &str| RoleTriple::parse(s).unwrap();
+        let check = |r: &str, acts: &[&str], want: &[RaFunction]| {
+            let got = RaFunction::of_position(&role(r), &activities(acts));
+            assert_eq!(got, want.iter().copied().collect(), "{r} {acts:?}");
+        };
+        check("S0080:G0450:R5080", &[], &[F::RaManager]);
+        check("S0080:G0450:R5090", &[], &[F::RaAgent]);
+        check("S0080:G0450:R5090", &["B9901"], &[F::RaAgentAdvanced]);
+        check("S8000:G8000:R8000", &["B1300", "B0360"], &[F::Sponsor]);
+        check("S8000:G8000:R8000", &["B0360"], &[]);
+        check("S0080:G0450:R0001", &[], &[F::PrivacyOfficer]);
+        check("S0080:G0450:R5105", &["B9903"], &[F::CaldicottGuardian, F::LocalSmartcardAdministrator]);
+    }
+
+    fn actor(functions: &[RaFunction]) -> Actor {
+        Actor {
+            person: PersonUuid::from_serial(PersonUuid::FIRST_SERIAL).unwrap(),
+            assignment: AssignmentId(1),
+            position: PositionId(1),
+            org: OdsCode::parse("QWE").unwrap(),
+            role: RoleTriple::parse("S0080:G0450:R5090").unwrap(),
+            functions: functions.iter().copied().collect(),
+            auth: AuthMethod::InterimCredential,
+            session: "s".into(),
+        }
+    }
+
+    #[test]
+    fn refusals_name_their_rule() {
+        let sponsor = actor(&[F::Sponsor]);
+        assert_eq!(sponsor.require(A::CreateProfile).unwrap_err().rule, Rule::RoleNotPermitted);
+        assert_eq!(sponsor.require(A::CloseOrReopenProfile).unwrap_err().rule, Rule::ByRequestOnly);
+        assert!(sponsor.require(A::PreRegister).is_ok());
+        assert_eq!(actor(&[]).require(A::PreRegister).unwrap_err().rule, Rule::RoleNotPermitted);
+
+        let qwe = OdsCode::parse("QWE").unwrap();
+        let practice = OdsCode::parse("F84003").unwrap();
+        let other = OdsCode::parse("RH8").unwrap();
+        assert!(sponsor.require_scope(&practice, &[practice.clone(), qwe.clone()]).is_ok());
+        assert_eq!(sponsor.require_scope(&other, &[other.clone()]).unwrap_err().rule, Rule::OutOfScope);
+
+        let me = sponsor.person.clone();
+        let someone = PersonUuid::from_serial(PersonUuid::FIRST_SERIAL + 1).unwrap();
+        assert_eq!(sponsor.require_not_self(&me).unwrap_err().rule, Rule::OwnRecord);
+        assert!(sponsor.require_not_self(&someone).is_ok());
+        assert_eq!(sponsor.require_not_requester(&me).unwrap_err().rule, Rule::RequesterIsApprover);
+    }
+}

@@ -1,0 +1,168 @@
+//! The audit event: what every state change, refusal and sign-in records.
+//!
+//! Its fields are final: the tamper-evident log encodes exactly these (see `careid-audit`).
+
+use time::OffsetDateTime;
+
+use crate::access::{Actor, Refusal};
+use crate::ids::{AssignmentId, OdsCode, PersonUuid};
+
+/// What happened, as a stable dotted code (`person.create`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    DeploymentInit,
+    OrganisationCreate,
+    PositionCreate,
+    PositionSetAssignable,
+    RegistrationCreate,
+    RegistrationReject,
+    PersonCreate,
+    PersonChangeName,
+    PersonChangeDetails,
+    PersonChangeContact,
+    PersonClose,
+    PersonReopen,
+    PersonRemoveFromOrganisation,
+    TermsAccept,
+    AssignmentCreate,
+    AssignmentRemove,
+    RequestCreate,
+    RequestGrant,
+    RequestReject,
+    CredentialIssue,
+    SessionCreate,
+    SessionRefuse,
+    SessionEnd,
+    AuditRead,
+    BulkImport,
+}
+
+impl Action {
+    pub fn code(self) -> &'static str {
+        match self {
+            Action::DeploymentInit => "deployment.init",
+            Action::OrganisationCreate => "organisation.create",
+            Action::PositionCreate => "position.create",
+            Action::PositionSetAssignable => "position.set_assignable",
+            Action::RegistrationCreate => "registration.create",
+            Action::RegistrationReject => "registration.reject",
+            Action::PersonCreate => "person.create",
+            Action::PersonChangeName => "person.change_name",
+            Action::PersonChangeDetails => "person.change_details",
+            Action::PersonChangeContact => "person.change_contact",
+            Action::PersonClose => "person.close",
+            Action::PersonReopen => "person.reopen",
+            Action::PersonRemoveFromOrganisation => "person.remove_from_organisation",
+            Action::TermsAccept => "terms.accept",
+            Action::AssignmentCreate => "assignment.create",
+            Action::AssignmentRemove => "assignment.remove",
+            Action::RequestCreate => "request.create",
+            Action::RequestGrant => "request.grant",
+            Action::RequestReject => "request.reject",
+            Action::CredentialIssue => "credential.issue",
+            Action::SessionCreate => "session.create",
+            Action::SessionRefuse => "session.refuse",
+            Action::SessionEnd => "session.end",
+            Action::AuditRead => "audit.read",
+            Action::BulkImport => "bulk.import",
+        }
+    }
+}
+
+/// The outcome of the action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Refused by a rule, with the rule's stable code.
+    Refused {
+        rule: &'static str,
+    },
+}
+
+impl Outcome {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Refused { .. } => "refused",
+        }
+    }
+
+    pub fn rule(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Success => None,
+            Outcome::Refused { rule } => Some(rule),
+        }
+    }
+}
+
+/// Who acted: a person in a role, or the deployment itself (`careid init`, demo set-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditActor {
+    pub person: Option<PersonUuid>,
+    pub assignment: Option<AssignmentId>,
+    pub role: Option<String>,
+    pub org: Option<OdsCode>,
+    /// How they signed in (`recovery`, `interim_credential`, later `card`), or `system`.
+    pub auth: &'static str,
+    pub session: Option<String>,
+}
+
+impl AuditActor {
+    pub fn system() -> AuditActor {
+        AuditActor { person: None, assignment: None, role: None, org: None, auth: "system", session: None }
+    }
+}
+
+impl From<&Actor> for AuditActor {
+    fn from(actor: &Actor) -> AuditActor {
+        AuditActor {
+            person: Some(actor.person.clone()),
+            assignment: Some(actor.assignment),
+            role: Some(actor.role.as_str().to_owned()),
+            org: Some(actor.org.clone()),
+            auth: actor.auth.code(),
+            session: Some(actor.session.clone()),
+        }
+    }
+}
+
+/// One audit event, before the log gives it a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: OffsetDateTime,
+    pub request_id: String,
+    pub actor: AuditActor,
+    pub action: Action,
+    /// The kind of thing acted on (`person`, `position`, ...) and its identifier.
+    pub subject_kind: &'static str,
+    pub subject_id: String,
+    /// The person the action concerns, so that they can find it in their own trail.
+    pub subject_person: Option<PersonUuid>,
+    /// The organisation the action concerns, for scoped queries.
+    pub org: Option<OdsCode>,
+    pub outcome: Outcome,
+    /// Non-secret facts about the change, as ordered name/value pairs.
+    pub detail: Vec<(&'static str, String)>,
+    /// The workstation the request came from, once card login exists.
+    pub workstation: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event for a refusal: the same subject, the rule, and the message given to the actor.
+    pub fn refused(mut self, refusal: &Refusal) -> AuditEvent {
+        self.outcome = Outcome::Refused { rule: refusal.rule.code() };
+        self.detail.push(("refusal", refusal.message.clone()));
+        self
+    }
+}
+
+/// An event as stored: its place in the log and the hash chain up to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the log, from 0, with no gaps.
+    pub seq: u64,
+    /// The canonical encoding of the event, exactly as hashed.
+    pub entry: Vec<u8>,
+    /// SHA-256 chain hash: commits to this entry and every one before it.
+    pub chain_hash: [u8; 32],
+}

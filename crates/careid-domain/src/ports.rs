@@ -1,0 +1,225 @@
+//! The ports the use cases need from the outside world: a clock and a store.
+//!
+//! A store hands out transactions. Everything a use case reads to decide, and everything it
+//! writes with the audit event that describes it, goes through one transaction; a write
+//! transaction is serialised with every other write from its first statement, so decisions
+//! (duplicate checks, "at most one" rules) never race.
+
+use async_trait::async_trait;
+use time::{Date, OffsetDateTime};
+
+use crate::access::AuthMethod;
+use crate::audit::{AuditEvent, AuditRecord};
+use crate::ids::{AssignmentId, NiNumber, OdsCode, PersonUuid, PositionId, RegistrationId, RequestId};
+use crate::model::{
+    Assignment, IdentityCheck, NewPosition, Organisation, Person, PersonalDetails, Position, Registration,
+    RegistrationStatus, Removal, RequestStatus, SponsorRequest,
+};
+
+/// The only way the core learns the time.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The only way the core gets random bytes (for secrets and session identifiers).
+pub trait Random: Send + Sync + std::fmt::Debug {
+    fn fill(&self, buf: &mut [u8]);
+}
+
+/// A clock stopped at one instant, for tests and benchmarks.
+#[derive(Debug)]
+pub struct FixedClock(pub std::sync::Mutex<OffsetDateTime>);
+
+impl FixedClock {
+    pub fn at(now: OffsetDateTime) -> FixedClock {
+        FixedClock(std::sync::Mutex::new(now))
+    }
+
+    pub fn advance(&self, by: time::Duration) {
+        let mut now = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *now += by;
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What a store can fail with. Driver errors never cross this boundary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule of the schema refused the write; names the rule.
+    #[error("duplicate: {0}")]
+    Duplicate(&'static str),
+    /// A referenced record does not exist.
+    #[error("reference to a missing record: {0}")]
+    MissingReference(&'static str),
+    /// The database could not be reached or failed; the message is for operators' logs.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be read back as a valid domain value.
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+}
+
+/// An interim or recovery credential: a random secret, stored only as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub secret_hash: [u8; 32],
+    pub person: PersonUuid,
+    pub kind: AuthMethod,
+    pub issued_by: Option<PersonUuid>,
+    pub issued_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A signed-in session acting in one assignment. The bearer token is stored only as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub token_hash: [u8; 32],
+    pub person: PersonUuid,
+    pub assignment: AssignmentId,
+    pub auth: AuthMethod,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub ended_at: Option<OffsetDateTime>,
+}
+
+/// A new assignment, before the store gives it an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAssignment {
+    pub person: PersonUuid,
+    pub position: PositionId,
+    pub org: OdsCode,
+    pub start: Date,
+    pub end: Option<Date>,
+    pub assigned_by: Option<PersonUuid>,
+}
+
+/// Which audit records to read, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Records where this person acted or was the subject.
+    pub person: Option<PersonUuid>,
+    /// Records about this organisation or any below it.
+    pub org_under: Option<OdsCode>,
+    /// Records of this action code.
+    pub action: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// Only records before this sequence number (for paging backwards).
+    pub before_seq: Option<u64>,
+    pub limit: u32,
+}
+
+/// A store of RA records with an append-only, hash-chained audit log.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// A transaction for reading only.
+    async fn begin_read(&self) -> Result<Box<dyn Transaction>, StoreError>;
+    /// A transaction that will write: serialised with every other write from its start.
+    async fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+}
+
+/// One transaction. Dropping it without `commit` rolls it back.
+#[async_trait]
+pub trait Transaction: Send {
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+
+    /// Appends one event to the audit log and returns its sequence number.
+    async fn append_audit(&mut self, event: &AuditEvent) -> Result<u64, StoreError>;
+    /// Appends events in order and returns the sequence number of the first.
+    async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> Result<u64, StoreError>;
+    async fn audit_records(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Every record from `from_seq` on, in order, at most `limit`.
+    async fn audit_range(&mut self, from_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The next serial for a person's 12-digit identifier; never returns the same one twice.
+    async fn next_person_serial(&mut self) -> Result<u64, StoreError>;
+
+    async fn insert_organisation(&mut self, org: &Organisation) -> Result<(), StoreError>;
+    async fn organisation(&mut self, ods: &OdsCode) -> Result<Option<Organisation>, StoreError>;
+    /// The organisation and every one above it, nearest first; empty if it does not exist.
+    async fn organisation_ancestors(&mut self, ods: &OdsCode) -> Result<Vec<OdsCode>, StoreError>;
+    /// Organisations whose code or name contains `text`, optionally only those directly under `parent`.
+    async fn organisations(
+        &mut self,
+        text: Option<&str>,
+        parent: Option<&OdsCode>,
+        limit: u32,
+    ) -> Result<Vec<Organisation>, StoreError>;
+
+    async fn insert_person(&mut self, person: &Person) -> Result<(), StoreError>;
+    async fn person(&mut self, uuid: &PersonUuid) -> Result<Option<Person>, StoreError>;
+    async fn update_person(&mut self, person: &Person) -> Result<(), StoreError>;
+    /// Profiles with this NI number, or with the same names and date of birth.
+    async fn possible_duplicates(&mut self, details: &PersonalDetails) -> Result<Vec<Person>, StoreError>;
+    /// Profiles whose family name starts with `family_prefix` (case-insensitive).
+    async fn people_by_family_name(&mut self, family_prefix: &str, limit: u32) -> Result<Vec<Person>, StoreError>;
+    async fn person_by_ni(&mut self, ni: &NiNumber) -> Result<Option<Person>, StoreError>;
+
+    async fn insert_identity_check(&mut self, check: &IdentityCheck) -> Result<(), StoreError>;
+    async fn identity_checks(&mut self, person: &PersonUuid) -> Result<Vec<IdentityCheck>, StoreError>;
+    async fn record_terms_acceptance(
+        &mut self,
+        person: &PersonUuid,
+        version: &str,
+        context: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    async fn insert_registration(&mut self, registration: &Registration) -> Result<RegistrationId, StoreError>;
+    async fn registration(&mut self, id: RegistrationId) -> Result<Option<Registration>, StoreError>;
+    async fn set_registration_status(
+        &mut self,
+        id: RegistrationId,
+        status: &RegistrationStatus,
+    ) -> Result<(), StoreError>;
+    /// Registrations at `org` or below it, optionally only pending ones.
+    async fn registrations_under(&mut self, org: &OdsCode, pending_only: bool)
+    -> Result<Vec<Registration>, StoreError>;
+    /// Pending registrations with this NI number or the same names and date of birth.
+    async fn pending_registration_duplicates(
+        &mut self,
+        details: &PersonalDetails,
+    ) -> Result<Vec<Registration>, StoreError>;
+
+    async fn insert_position(
+        &mut self,
+        position: &NewPosition,
+        created_by: Option<&PersonUuid>,
+        at: OffsetDateTime,
+    ) -> Result<PositionId, StoreError>;
+    async fn position(&mut self, id: PositionId) -> Result<Option<Position>, StoreError>;
+    async fn positions_at(&mut self, org: &OdsCode) -> Result<Vec<Position>, StoreError>;
+    async fn set_position_assignable(&mut self, id: PositionId, assignable: bool) -> Result<(), StoreError>;
+
+    async fn insert_assignment(&mut self, assignment: &NewAssignment) -> Result<AssignmentId, StoreError>;
+    async fn assignment(&mut self, id: AssignmentId) -> Result<Option<Assignment>, StoreError>;
+    async fn assignments_of(&mut self, person: &PersonUuid) -> Result<Vec<Assignment>, StoreError>;
+    async fn remove_assignment(&mut self, id: AssignmentId, removal: &Removal) -> Result<(), StoreError>;
+
+    async fn insert_request(&mut self, request: &SponsorRequest) -> Result<RequestId, StoreError>;
+    async fn request(&mut self, id: RequestId) -> Result<Option<SponsorRequest>, StoreError>;
+    async fn set_request_status(&mut self, id: RequestId, status: &RequestStatus) -> Result<(), StoreError>;
+    async fn requests_under(&mut self, org: &OdsCode, pending_only: bool) -> Result<Vec<SponsorRequest>, StoreError>;
+
+    async fn insert_credential(&mut self, credential: &Credential) -> Result<(), StoreError>;
+    async fn credential(&mut self, secret_hash: &[u8; 32]) -> Result<Option<Credential>, StoreError>;
+    async fn insert_session(&mut self, session: &Session) -> Result<(), StoreError>;
+    async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>, StoreError>;
+    async fn touch_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+    async fn end_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Inserts many people with their assignments at once (bulk import). The caller appends
+    /// the audit events in the same transaction.
+    async fn bulk_insert_people(&mut self, people: &[Person], assignments: &[NewAssignment]) -> Result<(), StoreError>;
+}

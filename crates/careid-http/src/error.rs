@@ -1,0 +1,142 @@
+//! The one place errors become HTTP: status, stable code, and a message safe to show. Internals
+//! are logged here and never returned.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use careid_domain::access::Rule;
+use careid_domain::ids::InvalidInput;
+use careid_proto::ErrorDetail;
+use careid_service::{AuthenticateError, LoginError, RaError};
+
+/// An error on its way to the client. The request id is filled in by the request-id layer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: ErrorDetail,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            detail: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+                field: None,
+                rule: None,
+                existing: None,
+                choices: Vec::new(),
+                request_id: String::new(),
+            },
+        }
+    }
+
+    pub fn malformed(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    fn unavailable(internal: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %internal, "store failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store is unavailable; nothing was changed",
+        )
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> ApiError {
+        let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", e.to_string());
+        error.detail.field = Some(e.field.into());
+        error
+    }
+}
+
+/// Rules about who may act answer 403; rules about a record's state answer 409.
+fn refusal_status(rule: Rule) -> StatusCode {
+    match rule {
+        Rule::RoleNotPermitted
+        | Rule::ByRequestOnly
+        | Rule::OutOfScope
+        | Rule::OwnRecord
+        | Rule::RequesterIsApprover
+        | Rule::PositionNotAssignable
+        | Rule::CredentialInvalid
+        | Rule::NoSuchPosition => StatusCode::FORBIDDEN,
+        Rule::DuplicatePerson
+        | Rule::ProfileClosed
+        | Rule::NotPending
+        | Rule::AlreadyAssigned
+        | Rule::RoleSelectionNeeded => StatusCode::CONFLICT,
+    }
+}
+
+impl From<RaError> for ApiError {
+    fn from(e: RaError) -> ApiError {
+        match e {
+            RaError::Invalid(invalid) => invalid.into(),
+            RaError::NotFound { what, id } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what} {id}"))
+            }
+            RaError::Refused(refusal) => {
+                let mut error = ApiError::new(refusal_status(refusal.rule), "refused", refusal.message);
+                error.detail.rule = Some(refusal.rule.code().into());
+                error
+            }
+            RaError::Duplicate { existing, message } => {
+                let mut error = ApiError::new(StatusCode::CONFLICT, "duplicate", message);
+                error.detail.rule = Some(Rule::DuplicatePerson.code().into());
+                error.detail.existing = Some(existing);
+                error
+            }
+            RaError::Store(store) => ApiError::unavailable(&store),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            LoginError::CredentialRejected => ApiError::new(StatusCode::UNAUTHORIZED, "credential_rejected", message),
+            LoginError::NoCurrentPosition(_) => ApiError::new(StatusCode::FORBIDDEN, "no_current_position", message),
+            LoginError::RoleSelectionNeeded(choices) => {
+                let mut error = ApiError::new(StatusCode::CONFLICT, "role_selection_needed", message);
+                error.detail.choices = choices
+                    .into_iter()
+                    .map(|c| careid_proto::RoleChoice {
+                        assignment_id: c.assignment.0,
+                        org: c.org,
+                        position_name: c.position_name,
+                        role: c.role,
+                    })
+                    .collect();
+                error
+            }
+            LoginError::Store(store) => ApiError::unavailable(&store),
+        }
+    }
+}
+
+impl From<AuthenticateError> for ApiError {
+    fn from(e: AuthenticateError) -> ApiError {
+        match e {
+            AuthenticateError::Store(store) => ApiError::unavailable(&store),
+            other => ApiError::unauthenticated(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // The request-id layer turns this extension into the JSON body, with the request id.
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self.detail);
+        response
+    }
+}

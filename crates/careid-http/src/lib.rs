@@ -1,0 +1,128 @@
+//! careid's HTTP API: routes, the OpenAPI document, metrics, and the one error-to-HTTP table.
+//! Handlers only convert and call the service; no SQL and no rules live here.
+
+mod convert;
+mod error;
+mod extract;
+mod metrics;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use careid_service::Service;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub service: Arc<Service>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    pub fn new(service: Service) -> App {
+        App { service: Arc::new(service), metrics: Arc::new(Metrics::default()) }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "careid", description = "Care identity service: Registration Authority API"),
+    paths(
+        routes::healthz, routes::metrics_get,
+        routes::sessions_create, routes::sessions_delete, routes::me_get, routes::credentials_create,
+        routes::organisations_list, routes::organisations_create, routes::organisations_import, routes::organisations_get,
+        routes::organisation_positions_list, routes::job_roles_list, routes::activities_list,
+        routes::positions_create, routes::positions_get, routes::positions_set_assignable,
+        routes::registrations_create, routes::registrations_list, routes::registrations_verify, routes::registrations_reject,
+        routes::people_create, routes::people_import, routes::people_list, routes::people_get, routes::people_change_name,
+        routes::people_change_contact, routes::people_correct_details, routes::people_close, routes::people_reopen,
+        routes::people_leave,
+        routes::assignments_create, routes::assignments_remove,
+        routes::requests_create, routes::requests_list, routes::requests_grant, routes::requests_reject,
+        routes::audit_list, routes::me_audit_list,
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI 3 document of the API, generated from the handlers and wire types.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Bulk imports may carry many thousands of records.
+const IMPORT_BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+pub fn router(app: App) -> Router {
+    use routes as r;
+    let api = Router::new()
+        .route("/healthz", get(r::healthz))
+        .route("/metrics", get(r::metrics_get))
+        .route("/api/openapi.json", get(|| async { axum::Json(openapi()) }))
+        .route("/api/v1/sessions", post(r::sessions_create))
+        .route("/api/v1/sessions/current", delete(r::sessions_delete))
+        .route("/api/v1/me", get(r::me_get))
+        .route("/api/v1/me/audit", get(r::me_audit_list))
+        .route("/api/v1/audit", get(r::audit_list))
+        .route("/api/v1/organisations", get(r::organisations_list).post(r::organisations_create))
+        .route(
+            "/api/v1/organisations/import",
+            post(r::organisations_import).layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
+        )
+        .route("/api/v1/organisations/{ods_code}", get(r::organisations_get))
+        .route("/api/v1/organisations/{ods_code}/positions", get(r::organisation_positions_list))
+        .route("/api/v1/job-roles", get(r::job_roles_list))
+        .route("/api/v1/activities", get(r::activities_list))
+        .route("/api/v1/positions", post(r::positions_create))
+        .route("/api/v1/positions/{id}", get(r::positions_get))
+        .route("/api/v1/positions/{id}/assignable", put(r::positions_set_assignable))
+        .route("/api/v1/registrations", get(r::registrations_list).post(r::registrations_create))
+        .route("/api/v1/registrations/{id}/verify", post(r::registrations_verify))
+        .route("/api/v1/registrations/{id}/reject", post(r::registrations_reject))
+        .route("/api/v1/people", get(r::people_list).post(r::people_create))
+        .route("/api/v1/people/import", post(r::people_import).layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)))
+        .route("/api/v1/people/{uuid}", get(r::people_get))
+        .route("/api/v1/people/{uuid}/name", post(r::people_change_name))
+        .route("/api/v1/people/{uuid}/contact", put(r::people_change_contact))
+        .route("/api/v1/people/{uuid}/details", put(r::people_correct_details))
+        .route("/api/v1/people/{uuid}/close", post(r::people_close))
+        .route("/api/v1/people/{uuid}/reopen", post(r::people_reopen))
+        .route("/api/v1/people/{uuid}/leave", post(r::people_leave))
+        .route("/api/v1/people/{uuid}/credentials", post(r::credentials_create))
+        .route("/api/v1/assignments", post(r::assignments_create))
+        .route("/api/v1/assignments/{id}/remove", post(r::assignments_remove))
+        .route("/api/v1/requests", get(r::requests_list).post(r::requests_create))
+        .route("/api/v1/requests/{id}/grant", post(r::requests_grant))
+        .route("/api/v1/requests/{id}/reject", post(r::requests_reject))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), extract::metrics_layer));
+    api.layer(axum::middleware::from_fn(extract::request_id_layer)).with_state(app)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+}

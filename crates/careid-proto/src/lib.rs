@@ -1,0 +1,383 @@
+//! careid's wire types: the JSON of the HTTP API, shared by the server and the `careid ra` client.
+//! Nothing else in careid derives `Serialize`. Dates are `YYYY-MM-DD`, times RFC 3339 in UTC.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every error the API returns: a stable code, a message for people, and the request id.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: `invalid_input`, `malformed_request`, `not_found`, `refused`, `duplicate`,
+    /// `unauthenticated`, `credential_rejected`, `role_selection_needed`, `no_current_position`,
+    /// `store_unavailable`, `internal`.
+    pub code: String,
+    pub message: String,
+    /// For `invalid_input`: the field that was wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// For `refused`: the rule that refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// For `duplicate`: the existing record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing: Option<String>,
+    /// For `role_selection_needed`: the positions to choose from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<RoleChoice>,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RoleChoice {
+    pub assignment_id: i64,
+    pub org: String,
+    pub position_name: String,
+    pub role: String,
+}
+
+// ----- Sessions ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    /// A recovery or interim credential. Never logged.
+    pub credential: String,
+    /// Which position to act in, when the person holds several.
+    #[serde(default)]
+    pub assignment_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginResponse {
+    /// Bearer token for `Authorization: Bearer ...`.
+    pub token: String,
+    pub session_id: String,
+    pub expires_at: String,
+    pub acting: Acting,
+}
+
+/// Who a session acts as.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Acting {
+    pub person: String,
+    pub assignment_id: i64,
+    pub position_id: i64,
+    pub org: String,
+    pub role: String,
+    /// RA functions the position confers (`ra_manager`, `sponsor`, ...).
+    pub functions: Vec<String>,
+    pub auth: String,
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CredentialIssued {
+    /// Shown once; give it to the person in person. Never logged.
+    pub credential: String,
+    pub expires_at: String,
+}
+
+// ----- Organisations and catalogue -----------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Organisation {
+    pub ods_code: String,
+    pub name: String,
+    /// `icb`, `trust`, `gp_practice`, `pharmacy` or `other`.
+    pub kind: String,
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OrganisationDetail {
+    pub organisation: Organisation,
+    pub children: Vec<Organisation>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImportSummary {
+    pub created: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobRole {
+    pub code: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Activity {
+    pub code: String,
+    pub name: String,
+    pub parent: Option<String>,
+}
+
+// ----- Positions -----------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewPosition {
+    pub org: String,
+    pub name: String,
+    /// `S8000:G8000:R8000`.
+    pub role: String,
+    #[serde(default)]
+    pub activities: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Who approved the position's access.
+    pub approved_by: String,
+    /// How it was approved (meeting, minute, reference).
+    pub approved_how: String,
+    #[serde(default)]
+    pub assignable_by_sponsors: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Position {
+    pub id: i64,
+    pub org: String,
+    pub name: String,
+    pub role: String,
+    pub role_name: Option<String>,
+    pub activities: Vec<String>,
+    pub description: String,
+    pub approved_by: String,
+    pub approved_how: String,
+    pub assignable_by_sponsors: bool,
+    pub created_by: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SetAssignable {
+    pub assignable_by_sponsors: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Created {
+    pub id: String,
+}
+
+// ----- People and registration ---------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PersonalDetails {
+    #[serde(default)]
+    pub title: Option<String>,
+    pub given_name: String,
+    pub family_name: String,
+    pub date_of_birth: String,
+    pub ni_number: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ContactDetails {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewRegistration {
+    pub org: String,
+    #[serde(flatten)]
+    pub details: PersonalDetails,
+    #[serde(flatten)]
+    pub contact: ContactDetails,
+    #[serde(default)]
+    pub position_sought: Option<i64>,
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Registration {
+    pub id: i64,
+    pub org: String,
+    #[serde(flatten)]
+    pub details: PersonalDetails,
+    #[serde(flatten)]
+    pub contact: ContactDetails,
+    pub position_sought: Option<i64>,
+    pub note: String,
+    pub sponsor: String,
+    /// `pending`, `verified` or `rejected`.
+    pub status: String,
+    pub person: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Document {
+    /// `passport`, `photocard_driving_licence`, `utility_bill`, ...
+    pub kind: String,
+    pub number: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VerifyIdentity {
+    pub documents: Vec<Document>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewPerson {
+    pub org: String,
+    #[serde(flatten)]
+    pub details: PersonalDetails,
+    #[serde(flatten)]
+    pub contact: ContactDetails,
+    pub documents: Vec<Document>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PersonCreated {
+    pub uuid: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PersonSummary {
+    pub uuid: String,
+    #[serde(flatten)]
+    pub details: PersonalDetails,
+    /// `active` or `closed`.
+    pub status: String,
+    pub registered_org: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Person {
+    pub uuid: String,
+    #[serde(flatten)]
+    pub details: PersonalDetails,
+    #[serde(flatten)]
+    pub contact: ContactDetails,
+    pub status: String,
+    pub registered_org: String,
+    pub created_at: String,
+    pub assignments: Vec<Assignment>,
+    pub identity_checks: Vec<IdentityCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IdentityCheck {
+    pub purpose: String,
+    pub documents: Vec<Document>,
+    pub checked_by: Option<String>,
+    pub checked_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Assignment {
+    pub id: i64,
+    pub position_id: i64,
+    pub position_name: Option<String>,
+    pub role: Option<String>,
+    pub org: String,
+    pub start: String,
+    pub end: Option<String>,
+    /// `future`, `current`, `expired` or `removed`.
+    pub status: String,
+    pub assigned_by: Option<String>,
+    pub removed_by: Option<String>,
+    pub removal_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChangeName {
+    pub given_name: String,
+    pub family_name: String,
+    pub documents: Vec<Document>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Reason {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CloseOutcome {
+    /// True when the profile is closed now; false when the close went to the RA as a request.
+    pub closed: bool,
+    pub request_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeaveOrganisation {
+    pub org: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeaveOutcome {
+    pub assignments_ended: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImportPerson {
+    #[serde(flatten)]
+    pub details: PersonalDetails,
+    #[serde(flatten)]
+    pub contact: ContactDetails,
+    pub position: i64,
+    pub start: String,
+}
+
+// ----- Assignments and requests --------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewAssignment {
+    pub person: String,
+    pub position: i64,
+    /// Defaults to today.
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    /// For requests only: a note to the RA.
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Request {
+    pub id: i64,
+    pub person: String,
+    pub org: String,
+    /// `assign_position` or `close_profile`.
+    pub kind: String,
+    pub position: Option<i64>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub reason: Option<String>,
+    pub note: String,
+    pub requested_by: String,
+    pub requested_at: String,
+    /// `pending`, `granted` or `rejected`.
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decision_reason: Option<String>,
+}
+
+// ----- Audit ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditRecord {
+    pub seq: u64,
+    /// The chain hash after this record, hex.
+    pub chain_hash: String,
+    /// The entry's fields, in their canonical order.
+    pub fields: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub records: Vec<AuditRecord>,
+    /// Pass as `before` for the next page.
+    pub next_before: Option<u64>,
+}

@@ -1,0 +1,366 @@
+//! Signing in before cards exist: the deployment's bootstrap, recovery and interim credentials,
+//! sessions acting in one selected position, and turning a bearer token back into an `Actor`.
+
+use careid_domain::access::{Actor, AuthMethod, RaAction, RaFunction, Refusal, Rule};
+use careid_domain::audit::{Action, AuditActor, Outcome};
+use careid_domain::ids::{AssignmentId, PersonUuid, RoleTriple};
+use careid_domain::model::{
+    AssignmentStatus, ContactDetails, IdentityCheck, IdentityCheckPurpose, NewPosition, Organisation, Person,
+    PersonalDetails, PositionApproval, ProfileStatus,
+};
+use careid_domain::ports::{Credential, NewAssignment, Session};
+use careid_domain::secret::Secret;
+use time::Duration;
+
+use crate::error::{AuthenticateError, LoginError, RaError, RoleChoice};
+use crate::{RequestContext, Service, secret_hash};
+
+/// What `careid init` sets up: the RA's own organisation and its first RA Manager.
+#[derive(Debug, Clone)]
+pub struct InitDeployment {
+    pub org: Organisation,
+    pub manager: PersonalDetails,
+    pub contact: ContactDetails,
+}
+
+#[derive(Debug)]
+pub struct InitOutcome {
+    pub manager: PersonUuid,
+    pub assignment: AssignmentId,
+    /// Shown once to whoever ran `careid init`; stored only as a hash.
+    pub recovery_credential: Secret,
+    pub expires_at: time::OffsetDateTime,
+}
+
+#[derive(Debug)]
+pub struct LoginOutcome {
+    /// The bearer token; stored only as a hash.
+    pub token: Secret,
+    pub session_id: String,
+    pub actor: Actor,
+    pub expires_at: time::OffsetDateTime,
+}
+
+/// The role code careid gives the bootstrap RA Manager's position.
+pub const RA_MANAGER_ROLE: &str = "S0080:G0450:R5080";
+
+impl Service {
+    /// Creates a new deployment: the RA organisation, an RA Manager position, the first RA
+    /// Manager and a recovery credential for them. Refused once the deployment exists.
+    pub async fn init_deployment(&self, ctx: &RequestContext, init: InitDeployment) -> Result<InitOutcome, RaError> {
+        let now = self.clock.now();
+        init.manager.check(now.date())?;
+        let mut tx = self.store.begin_write().await?;
+        if !tx.audit_range(0, 1).await?.is_empty() {
+            return Err(RaError::Refused(Refusal::new(Rule::NotPending, "this deployment is already initialised")));
+        }
+        let system = AuditActor::system();
+        let mut events =
+            vec![self.event(ctx, system.clone(), Action::DeploymentInit, "deployment", &init.org.ods_code)];
+
+        tx.insert_organisation(&init.org).await?;
+        let mut e = self.event(ctx, system.clone(), Action::OrganisationCreate, "organisation", &init.org.ods_code);
+        e.org = Some(init.org.ods_code.clone());
+        events.push(e);
+
+        let position = NewPosition {
+            org: init.org.ods_code.clone(),
+            name: "Registration Authority Manager".into(),
+            role: RoleTriple::parse(RA_MANAGER_ROLE)?,
+            activities: Vec::new(),
+            description: "Runs the Registration Authority".into(),
+            approval: PositionApproval { approved_by: "deployment".into(), how: "careid init".into() },
+            assignable_by_sponsors: false,
+        };
+        let position_id = tx.insert_position(&position, None, now).await?;
+        let mut e = self.event(ctx, system.clone(), Action::PositionCreate, "position", position_id);
+        e.org = Some(init.org.ods_code.clone());
+        events.push(e);
+
+        let uuid = PersonUuid::from_serial(tx.next_person_serial().await?)?;
+        let person = Person {
+            uuid: uuid.clone(),
+            details: init.manager,
+            contact: init.contact,
+            status: ProfileStatus::Active,
+            registered_org: init.org.ods_code.clone(),
+            created_at: now,
+        };
+        tx.insert_person(&person).await?;
+        tx.insert_identity_check(&IdentityCheck {
+            person: uuid.clone(),
+            purpose: IdentityCheckPurpose::Bootstrap,
+            documents: Vec::new(),
+            checked_by: None,
+            checked_at: now,
+        })
+        .await?;
+        let mut e = self.event(ctx, system.clone(), Action::PersonCreate, "person", &uuid);
+        e.subject_person = Some(uuid.clone());
+        e.org = Some(init.org.ods_code.clone());
+        e.detail.push(("identity", "bootstrap: vouched for by whoever ran careid init".into()));
+        events.push(e);
+
+        let assignment = tx
+            .insert_assignment(&NewAssignment {
+                person: uuid.clone(),
+                position: position_id,
+                org: init.org.ods_code.clone(),
+                start: now.date(),
+                end: None,
+                assigned_by: None,
+            })
+            .await?;
+        let mut e = self.event(ctx, system.clone(), Action::AssignmentCreate, "assignment", assignment);
+        e.subject_person = Some(uuid.clone());
+        e.org = Some(init.org.ods_code.clone());
+        e.detail.push(("position", position_id.to_string()));
+        events.push(e);
+
+        let secret = Secret::new(format!("careid-recovery-{}", self.random_hex(32)));
+        let expires_at = now + self.settings.recovery_credential_lifetime;
+        tx.insert_credential(&Credential {
+            secret_hash: secret_hash(secret.expose()),
+            person: uuid.clone(),
+            kind: AuthMethod::Recovery,
+            issued_by: None,
+            issued_at: now,
+            expires_at,
+        })
+        .await?;
+        let mut e = self.event(ctx, system, Action::CredentialIssue, "person", &uuid);
+        e.subject_person = Some(uuid.clone());
+        e.detail.push(("kind", AuthMethod::Recovery.code().into()));
+        e.detail.push(("expires_at", careid_audit::format_time(expires_at)));
+        events.push(e);
+
+        tx.append_audit_batch(&events).await?;
+        tx.commit().await?;
+        Ok(InitOutcome { manager: uuid, assignment, recovery_credential: secret, expires_at })
+    }
+
+    /// An RA Manager gives a member of staff a credential to sign in with until they have a card.
+    pub async fn issue_credential(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        person: &PersonUuid,
+    ) -> Result<(Secret, time::OffsetDateTime), RaError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let subject = self.load_person(&mut tx, person).await?;
+        let mut event = self.event(ctx, actor.into(), Action::CredentialIssue, "person", person);
+        event.subject_person = Some(person.clone());
+        event.org = Some(subject.registered_org.clone());
+        event.detail.push(("kind", AuthMethod::InterimCredential.code().into()));
+        let check = match (actor.require(RaAction::IssueCredential), actor.require_not_self(person)) {
+            (Err(r), _) | (Ok(()), Err(r)) => Err(r),
+            _ => self.person_in_scope(&mut tx, actor, &subject).await?,
+        };
+        let check = check.and_then(|()| {
+            if subject.status == ProfileStatus::Closed {
+                Err(Refusal::new(Rule::ProfileClosed, format!("{person}'s profile is closed")))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(refusal) = check {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let secret = Secret::new(format!("careid-interim-{}", self.random_hex(32)));
+        let expires_at = now + self.settings.interim_credential_lifetime;
+        tx.insert_credential(&Credential {
+            secret_hash: secret_hash(secret.expose()),
+            person: person.clone(),
+            kind: AuthMethod::InterimCredential,
+            issued_by: Some(actor.person.clone()),
+            issued_at: now,
+            expires_at,
+        })
+        .await?;
+        event.detail.push(("expires_at", careid_audit::format_time(expires_at)));
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok((secret, expires_at))
+    }
+
+    /// Signs in with a credential, acting in one current position: the one chosen, or the only one.
+    pub async fn login(
+        &self,
+        ctx: &RequestContext,
+        credential: &Secret,
+        choice: Option<AssignmentId>,
+    ) -> Result<LoginOutcome, LoginError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let hash = secret_hash(credential.expose());
+        let found = tx.credential(&hash).await?;
+        let person = match &found {
+            Some(c) => tx.person(&c.person).await?,
+            None => None,
+        };
+        let refused = |reason: &str, person: Option<&PersonUuid>| {
+            let mut actor = AuditActor::system();
+            actor.person = person.cloned();
+            let mut e = self.event(ctx, actor, Action::SessionRefuse, "credential", &hex::encode(&hash[..6]));
+            e.subject_person = person.cloned();
+            e.outcome = Outcome::Refused { rule: Rule::CredentialInvalid.code() };
+            e.detail.push(("reason", reason.to_owned()));
+            e
+        };
+        let (credential, person) = match (found, person) {
+            (Some(c), Some(p)) if c.expires_at > now && p.status == ProfileStatus::Active => (c, p),
+            (Some(c), Some(p)) => {
+                let reason = if c.expires_at <= now { "credential expired" } else { "profile closed" };
+                tx.append_audit(&refused(reason, Some(&p.uuid))).await?;
+                tx.commit().await?;
+                return Err(LoginError::CredentialRejected);
+            }
+            _ => {
+                tx.append_audit(&refused("unknown credential", None)).await?;
+                tx.commit().await?;
+                return Err(LoginError::CredentialRejected);
+            }
+        };
+        let today = now.date();
+        let mut choices = Vec::new();
+        for a in tx.assignments_of(&person.uuid).await? {
+            if a.status(today) == AssignmentStatus::Current {
+                let position = tx.position(a.position).await?;
+                if let Some(position) = position {
+                    choices.push((a, position));
+                }
+            }
+        }
+        let selected = match choice {
+            Some(id) => choices.iter().find(|(a, _)| a.id == id),
+            None if choices.len() == 1 => choices.first(),
+            None => None,
+        };
+        let Some((assignment, position)) = selected else {
+            let (rule, error) = if choices.is_empty() || choice.is_some() {
+                let which = choice.map(|c| format!(" matching assignment {c}")).unwrap_or_default();
+                (Rule::NoSuchPosition, LoginError::NoCurrentPosition(which))
+            } else {
+                let list = choices
+                    .iter()
+                    .map(|(a, p)| RoleChoice {
+                        assignment: a.id,
+                        org: a.org.to_string(),
+                        position_name: p.name.clone(),
+                        role: p.role.to_string(),
+                    })
+                    .collect();
+                (Rule::RoleSelectionNeeded, LoginError::RoleSelectionNeeded(list))
+            };
+            let mut e = refused(&error.to_string(), Some(&person.uuid));
+            e.outcome = Outcome::Refused { rule: rule.code() };
+            tx.append_audit(&e).await?;
+            tx.commit().await?;
+            return Err(error);
+        };
+        let granted = self.catalogue.granted(&position.activities);
+        let token = Secret::new(format!("careid-session-{}", self.random_hex(32)));
+        let session = Session {
+            id: self.random_hex(12),
+            token_hash: secret_hash(token.expose()),
+            person: person.uuid.clone(),
+            assignment: assignment.id,
+            auth: credential.kind,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.settings.session_absolute_lifetime,
+            ended_at: None,
+        };
+        tx.insert_session(&session).await?;
+        let actor = Actor {
+            person: person.uuid.clone(),
+            assignment: assignment.id,
+            position: position.id,
+            org: assignment.org.clone(),
+            role: position.role.clone(),
+            functions: RaFunction::of_position(&position.role, &granted),
+            auth: credential.kind,
+            session: session.id.clone(),
+        };
+        let mut e = self.event(ctx, (&actor).into(), Action::SessionCreate, "session", &session.id);
+        e.subject_person = Some(person.uuid.clone());
+        e.org = Some(assignment.org.clone());
+        if credential.kind == AuthMethod::Recovery {
+            // The recovery credential is for disaster recovery: its every use stands out.
+            e.detail.push(("alert", "recovery credential used".into()));
+            tracing::warn!(session = %session.id, "recovery credential used to sign in");
+        }
+        tx.append_audit(&e).await?;
+        tx.commit().await?;
+        Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at })
+    }
+
+    /// The actor a bearer token speaks for, if its session is alive.
+    pub async fn authenticate(&self, token: &str) -> Result<Actor, AuthenticateError> {
+        let now = self.clock.now();
+        let hash = secret_hash(token);
+        let mut tx = self.store.begin_read().await?;
+        let session = tx.session(&hash).await?.ok_or(AuthenticateError::NoSession)?;
+        if session.ended_at.is_some() {
+            return Err(AuthenticateError::NoSession);
+        }
+        let idle_expired = now - session.last_seen_at > self.settings.session_idle_timeout;
+        if now >= session.expires_at || idle_expired {
+            drop(tx);
+            self.end_session_by_system(&session, if idle_expired { "idle timeout" } else { "absolute lifetime" })
+                .await?;
+            return Err(AuthenticateError::Expired);
+        }
+        let assignment = tx.assignment(session.assignment).await?.ok_or(AuthenticateError::PositionEnded)?;
+        if assignment.status(now.date()) != AssignmentStatus::Current {
+            return Err(AuthenticateError::PositionEnded);
+        }
+        let position = tx.position(assignment.position).await?.ok_or(AuthenticateError::PositionEnded)?;
+        let person = tx.person(&session.person).await?;
+        if person.is_none_or(|p| p.status != ProfileStatus::Active) {
+            return Err(AuthenticateError::PositionEnded);
+        }
+        drop(tx);
+        if now - session.last_seen_at > Duration::seconds(30) {
+            let mut tx = self.store.begin_write().await?;
+            tx.touch_session(&session.id, now).await?;
+            tx.commit().await?;
+        }
+        let granted = self.catalogue.granted(&position.activities);
+        Ok(Actor {
+            person: session.person,
+            assignment: assignment.id,
+            position: position.id,
+            org: assignment.org,
+            functions: RaFunction::of_position(&position.role, &granted),
+            role: position.role,
+            auth: session.auth,
+            session: session.id,
+        })
+    }
+
+    async fn end_session_by_system(&self, session: &Session, reason: &str) -> Result<(), AuthenticateError> {
+        let mut tx = self.store.begin_write().await?;
+        tx.end_session(&session.id, self.clock.now()).await?;
+        let ctx = RequestContext::new("system");
+        let mut e = self.event(&ctx, AuditActor::system(), Action::SessionEnd, "session", &session.id);
+        e.subject_person = Some(session.person.clone());
+        e.detail.push(("reason", reason.to_owned()));
+        tx.append_audit(&e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends the actor's own session.
+    pub async fn logout(&self, ctx: &RequestContext, actor: &Actor) -> Result<(), RaError> {
+        let mut tx = self.store.begin_write().await?;
+        tx.end_session(&actor.session, self.clock.now()).await?;
+        let mut e = self.event(ctx, actor.into(), Action::SessionEnd, "session", &actor.session);
+        e.subject_person = Some(actor.person.clone());
+        e.detail.push(("reason", "signed out".into()));
+        tx.append_audit(&e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! careid's use cases over the ports: each one reads, decides by the domain's rules, writes and
+//! appends its audit event in one store transaction. Refusals by a rule are audited too.
+
+mod auth;
+mod error;
+mod ra;
+
+use std::sync::Arc;
+
+use careid_domain::access::{Actor, Refusal};
+use careid_domain::audit::{Action, AuditActor, AuditEvent, Outcome};
+use careid_domain::catalogue::Catalogue;
+use careid_domain::ids::{OdsCode, PersonUuid};
+use careid_domain::model::Person;
+use careid_domain::ports::{Clock, Random, Store, Transaction};
+use sha2::{Digest, Sha256};
+use time::Duration;
+
+pub use auth::{InitDeployment, InitOutcome, LoginOutcome};
+pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
+pub use ra::{AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, PositionDecision, ReadAudit};
+
+/// Settings the use cases take from configuration.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// A session ends after this long without a request.
+    pub session_idle_timeout: Duration,
+    /// A session ends this long after sign-in, whatever happens.
+    pub session_absolute_lifetime: Duration,
+    /// How long `careid init`'s recovery credential stays valid.
+    pub recovery_credential_lifetime: Duration,
+    /// How long an interim credential issued by an RA Manager stays valid.
+    pub interim_credential_lifetime: Duration,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> ServiceSettings {
+        ServiceSettings {
+            session_idle_timeout: Duration::minutes(15),
+            session_absolute_lifetime: Duration::hours(12),
+            recovery_credential_lifetime: Duration::days(7),
+            interim_credential_lifetime: Duration::days(14),
+        }
+    }
+}
+
+/// What a request carries into a use case besides its input.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request id returned to the caller and written in every audit event.
+    pub request_id: String,
+}
+
+impl RequestContext {
+    pub fn new(request_id: impl Into<String>) -> RequestContext {
+        RequestContext { request_id: request_id.into() }
+    }
+}
+
+/// OS randomness (the kernel's CSPRNG through `rand`).
+#[derive(Debug, Default)]
+pub struct OsRandom;
+
+impl Random for OsRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        use rand::RngCore;
+        rand::rng().fill_bytes(buf);
+    }
+}
+
+/// The use cases, over their ports.
+#[derive(Debug, Clone)]
+pub struct Service {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    catalogue: Arc<Catalogue>,
+    settings: ServiceSettings,
+}
+
+impl Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        settings: ServiceSettings,
+    ) -> Service {
+        Service { store, clock, random, catalogue: Arc::new(Catalogue::national()), settings }
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn today(&self) -> time::Date {
+        self.clock.now().date()
+    }
+
+    /// A random hex string of `bytes` bytes.
+    fn random_hex(&self, bytes: usize) -> String {
+        let mut buf = vec![0u8; bytes];
+        self.random.fill(&mut buf);
+        hex::encode(buf)
+    }
+
+    /// An audit event for `actor` doing `action` on a subject, successful until told otherwise.
+    fn event(
+        &self,
+        ctx: &RequestContext,
+        actor: AuditActor,
+        action: Action,
+        subject_kind: &'static str,
+        subject_id: impl ToString,
+    ) -> AuditEvent {
+        AuditEvent {
+            at: self.clock.now(),
+            request_id: ctx.request_id.clone(),
+            actor,
+            action,
+            subject_kind,
+            subject_id: subject_id.to_string(),
+            subject_person: None,
+            org: None,
+            outcome: Outcome::Success,
+            detail: Vec::new(),
+            workstation: None,
+        }
+    }
+
+    /// Records a refusal in the log, in the write transaction that was deciding, and returns it.
+    /// Nothing else was written in that transaction: every rule is checked before any write.
+    async fn refuse(&self, mut tx: Box<dyn Transaction>, event: AuditEvent, refusal: Refusal) -> RaError {
+        tracing::info!(rule = refusal.rule.code(), action = event.action.code(), "refused");
+        let event = event.refused(&refusal);
+        let result = async {
+            tx.append_audit(&event).await?;
+            tx.commit().await
+        }
+        .await;
+        match result {
+            Ok(()) => RaError::Refused(refusal),
+            Err(e) => RaError::Store(e),
+        }
+    }
+
+    /// Whether `person` is within the organisations `actor`'s position covers: registered there,
+    /// or holding (or having held) a position there.
+    async fn person_in_scope(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        actor: &Actor,
+        person: &Person,
+    ) -> Result<Result<(), Refusal>, RaError> {
+        let mut orgs: Vec<OdsCode> = vec![person.registered_org.clone()];
+        for a in tx.assignments_of(&person.uuid).await? {
+            if !orgs.contains(&a.org) {
+                orgs.push(a.org);
+            }
+        }
+        for org in &orgs {
+            let ancestors = tx.organisation_ancestors(org).await?;
+            if actor.require_scope(org, &ancestors).is_ok() {
+                return Ok(Ok(()));
+            }
+        }
+        Ok(Err(Refusal::new(
+            careid_domain::access::Rule::OutOfScope,
+            format!(
+                "{} is not registered or employed within the organisations your position at {} covers",
+                person.uuid, actor.org
+            ),
+        )))
+    }
+
+    async fn load_person(&self, tx: &mut Box<dyn Transaction>, uuid: &PersonUuid) -> Result<Person, RaError> {
+        tx.person(uuid).await?.ok_or_else(|| error::not_found("person", uuid))
+    }
+}
+
+/// SHA-256 of a secret, as stored.
+pub(crate) fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}

@@ -1,0 +1,286 @@
+//! Reading rows back into domain values; a value that no longer parses is reported as corrupt.
+
+use careid_domain::access::AuthMethod;
+use careid_domain::ids::{
+    ActivityCode, AssignmentId, Email, InvalidInput, NamePart, NiNumber, OdsCode, PersonUuid, Phone, PositionId,
+    RegistrationId, RequestId, RoleTriple, parse_date,
+};
+use careid_domain::model::{
+    Assignment, ContactDetails, IdentityCheck, IdentityCheckPurpose, IdentityDocument, Organisation, OrganisationKind,
+    Person, PersonalDetails, Position, PositionApproval, ProfileStatus, Registration, RegistrationStatus, Removal,
+    RequestKind, RequestStatus, SponsorRequest,
+};
+use careid_domain::ports::{Credential, Session, StoreError};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use time::{Date, OffsetDateTime};
+
+pub(crate) fn micros(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1000) as i64
+}
+
+pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn corrupt(e: InvalidInput) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+pub(crate) fn text(row: &AnyRow, column: &str) -> Result<String, StoreError> {
+    row.try_get::<String, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn opt_text(row: &AnyRow, column: &str) -> Result<Option<String>, StoreError> {
+    row.try_get::<Option<String>, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn int(row: &AnyRow, column: &str) -> Result<i64, StoreError> {
+    row.try_get::<i64, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn opt_int(row: &AnyRow, column: &str) -> Result<Option<i64>, StoreError> {
+    row.try_get::<Option<i64>, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn bytes(row: &AnyRow, column: &str) -> Result<Vec<u8>, StoreError> {
+    row.try_get::<Vec<u8>, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn hash(row: &AnyRow, column: &str) -> Result<[u8; 32], StoreError> {
+    bytes(row, column)?.try_into().map_err(|_| StoreError::Corrupt(format!("{column}: not 32 bytes")))
+}
+
+fn time_at(row: &AnyRow, column: &str) -> Result<OffsetDateTime, StoreError> {
+    from_micros(int(row, column)?)
+}
+
+fn opt_time_at(row: &AnyRow, column: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+    opt_int(row, column)?.map(from_micros).transpose()
+}
+
+fn date(row: &AnyRow, column: &'static str) -> Result<Date, StoreError> {
+    parse_date(column, &text(row, column)?).map_err(corrupt)
+}
+
+fn opt_date(row: &AnyRow, column: &'static str) -> Result<Option<Date>, StoreError> {
+    opt_text(row, column)?.map(|s| parse_date(column, &s).map_err(corrupt)).transpose()
+}
+
+fn uuid(row: &AnyRow, column: &str) -> Result<PersonUuid, StoreError> {
+    PersonUuid::parse(&text(row, column)?).map_err(corrupt)
+}
+
+fn opt_uuid(row: &AnyRow, column: &str) -> Result<Option<PersonUuid>, StoreError> {
+    opt_text(row, column)?.map(|s| PersonUuid::parse(&s).map_err(corrupt)).transpose()
+}
+
+fn ods(row: &AnyRow, column: &str) -> Result<OdsCode, StoreError> {
+    OdsCode::parse(&text(row, column)?).map_err(corrupt)
+}
+
+fn auth_method(code: &str) -> Result<AuthMethod, StoreError> {
+    match code {
+        "recovery" => Ok(AuthMethod::Recovery),
+        "interim_credential" => Ok(AuthMethod::InterimCredential),
+        other => Err(StoreError::Corrupt(format!("unknown auth method {other}"))),
+    }
+}
+
+pub(crate) fn organisation(row: &AnyRow) -> Result<Organisation, StoreError> {
+    Ok(Organisation {
+        ods_code: ods(row, "ods_code")?,
+        name: text(row, "name")?,
+        kind: OrganisationKind::parse(&text(row, "kind")?).map_err(corrupt)?,
+        parent: opt_text(row, "parent")?.map(|p| OdsCode::parse(&p).map_err(corrupt)).transpose()?,
+    })
+}
+
+/// Name columns are stored as given and as a lower-case key for matching.
+pub(crate) fn name_key(name: &NamePart) -> String {
+    name.as_str().to_lowercase()
+}
+
+fn details(row: &AnyRow) -> Result<PersonalDetails, StoreError> {
+    Ok(PersonalDetails {
+        title: opt_text(row, "title")?.map(|t| NamePart::parse("title", &t).map_err(corrupt)).transpose()?,
+        given_name: NamePart::parse("given_name", &text(row, "given_name")?).map_err(corrupt)?,
+        family_name: NamePart::parse("family_name", &text(row, "family_name")?).map_err(corrupt)?,
+        date_of_birth: date(row, "date_of_birth")?,
+        ni_number: NiNumber::parse(&text(row, "ni_number")?).map_err(corrupt)?,
+    })
+}
+
+fn contact(row: &AnyRow) -> Result<ContactDetails, StoreError> {
+    Ok(ContactDetails {
+        email: opt_text(row, "email")?.map(|e| Email::parse(&e).map_err(corrupt)).transpose()?,
+        phone: opt_text(row, "phone")?.map(|p| Phone::parse(&p).map_err(corrupt)).transpose()?,
+    })
+}
+
+pub(crate) fn person(row: &AnyRow) -> Result<Person, StoreError> {
+    Ok(Person {
+        uuid: uuid(row, "uuid")?,
+        details: details(row)?,
+        contact: contact(row)?,
+        status: match text(row, "status")?.as_str() {
+            "active" => ProfileStatus::Active,
+            "closed" => ProfileStatus::Closed,
+            other => return Err(StoreError::Corrupt(format!("unknown profile status {other}"))),
+        },
+        registered_org: ods(row, "registered_org")?,
+        created_at: time_at(row, "created_at")?,
+    })
+}
+
+pub(crate) fn encode_documents(documents: &[IdentityDocument]) -> String {
+    documents.iter().map(|d| format!("{}:{}", d.kind.code(), d.number)).collect::<Vec<_>>().join(";")
+}
+
+pub(crate) fn identity_check(row: &AnyRow) -> Result<IdentityCheck, StoreError> {
+    let documents = text(row, "documents")?
+        .split(';')
+        .filter(|s| !s.is_empty())
+        .map(|d| {
+            let (kind, number) = d.split_once(':').ok_or_else(|| StoreError::Corrupt("document".into()))?;
+            IdentityDocument::parse(kind, number).map_err(corrupt)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(IdentityCheck {
+        person: uuid(row, "person")?,
+        purpose: match text(row, "purpose")?.as_str() {
+            "registration" => IdentityCheckPurpose::Registration,
+            "change_of_name" => IdentityCheckPurpose::ChangeOfName,
+            "bootstrap" => IdentityCheckPurpose::Bootstrap,
+            other => return Err(StoreError::Corrupt(format!("unknown identity check purpose {other}"))),
+        },
+        documents,
+        checked_by: opt_uuid(row, "checked_by")?,
+        checked_at: time_at(row, "checked_at")?,
+    })
+}
+
+pub(crate) fn position(row: &AnyRow) -> Result<Position, StoreError> {
+    Ok(Position {
+        id: PositionId(int(row, "id")?),
+        org: ods(row, "org")?,
+        name: text(row, "name")?,
+        role: RoleTriple::parse(&text(row, "role")?).map_err(corrupt)?,
+        activities: text(row, "activities")?
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|a| ActivityCode::parse(a).map_err(corrupt))
+            .collect::<Result<_, _>>()?,
+        description: text(row, "description")?,
+        approval: PositionApproval { approved_by: text(row, "approved_by")?, how: text(row, "approved_how")? },
+        assignable_by_sponsors: int(row, "assignable")? != 0,
+        created_by: opt_uuid(row, "created_by")?,
+        created_at: time_at(row, "created_at")?,
+    })
+}
+
+pub(crate) fn assignment(row: &AnyRow) -> Result<Assignment, StoreError> {
+    let removal = match opt_time_at(row, "removed_at")? {
+        Some(removed_at) => Some(Removal {
+            removed_by: opt_uuid(row, "removed_by")?,
+            removed_at,
+            reason: opt_text(row, "removal_reason")?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(Assignment {
+        id: AssignmentId(int(row, "id")?),
+        person: uuid(row, "person")?,
+        position: PositionId(int(row, "position")?),
+        org: ods(row, "org")?,
+        start: date(row, "start_date")?,
+        end: opt_date(row, "end_date")?,
+        assigned_by: opt_uuid(row, "assigned_by")?,
+        removal,
+    })
+}
+
+pub(crate) fn registration(row: &AnyRow) -> Result<Registration, StoreError> {
+    let status = match text(row, "status")?.as_str() {
+        "pending" => RegistrationStatus::Pending,
+        "verified" => RegistrationStatus::Verified(uuid(row, "person")?),
+        "rejected" => RegistrationStatus::Rejected { reason: opt_text(row, "reason")?.unwrap_or_default() },
+        other => return Err(StoreError::Corrupt(format!("unknown registration status {other}"))),
+    };
+    Ok(Registration {
+        id: RegistrationId(int(row, "id")?),
+        org: ods(row, "org")?,
+        details: details(row)?,
+        contact: contact(row)?,
+        position_sought: opt_int(row, "position_sought")?.map(PositionId),
+        note: text(row, "note")?,
+        sponsor: uuid(row, "sponsor")?,
+        status,
+        created_at: time_at(row, "created_at")?,
+    })
+}
+
+pub(crate) fn request(row: &AnyRow) -> Result<SponsorRequest, StoreError> {
+    let kind = match text(row, "kind")?.as_str() {
+        "assign_position" => RequestKind::AssignPosition {
+            position: PositionId(opt_int(row, "position")?.ok_or_else(|| StoreError::Corrupt("position".into()))?),
+            start: date(row, "start_date")?,
+            end: opt_date(row, "end_date")?,
+        },
+        "close_profile" => RequestKind::CloseProfile { reason: opt_text(row, "reason")?.unwrap_or_default() },
+        other => return Err(StoreError::Corrupt(format!("unknown request kind {other}"))),
+    };
+    let decided = || -> Result<(PersonUuid, OffsetDateTime), StoreError> {
+        Ok((
+            opt_uuid(row, "decided_by")?.ok_or_else(|| StoreError::Corrupt("decided_by".into()))?,
+            opt_time_at(row, "decided_at")?.ok_or_else(|| StoreError::Corrupt("decided_at".into()))?,
+        ))
+    };
+    let status = match text(row, "status")?.as_str() {
+        "pending" => RequestStatus::Pending,
+        "granted" => {
+            let (by, at) = decided()?;
+            RequestStatus::Granted { by, at }
+        }
+        "rejected" => {
+            let (by, at) = decided()?;
+            RequestStatus::Rejected { by, at, reason: opt_text(row, "decision_reason")?.unwrap_or_default() }
+        }
+        other => return Err(StoreError::Corrupt(format!("unknown request status {other}"))),
+    };
+    Ok(SponsorRequest {
+        id: RequestId(int(row, "id")?),
+        person: uuid(row, "person")?,
+        org: ods(row, "org")?,
+        kind,
+        note: text(row, "note")?,
+        requested_by: uuid(row, "requested_by")?,
+        requested_at: time_at(row, "requested_at")?,
+        status,
+    })
+}
+
+pub(crate) fn credential(row: &AnyRow) -> Result<Credential, StoreError> {
+    Ok(Credential {
+        secret_hash: hash(row, "secret_hash")?,
+        person: uuid(row, "person")?,
+        kind: auth_method(&text(row, "kind")?)?,
+        issued_by: opt_uuid(row, "issued_by")?,
+        issued_at: time_at(row, "issued_at")?,
+        expires_at: time_at(row, "expires_at")?,
+    })
+}
+
+pub(crate) fn session(row: &AnyRow) -> Result<Session, StoreError> {
+    Ok(Session {
+        id: text(row, "id")?,
+        token_hash: hash(row, "token_hash")?,
+        person: uuid(row, "person")?,
+        assignment: AssignmentId(int(row, "assignment")?),
+        auth: auth_method(&text(row, "auth")?)?,
+        created_at: time_at(row, "created_at")?,
+        last_seen_at: time_at(row, "last_seen_at")?,
+        expires_at: time_at(row, "expires_at")?,
+        ended_at: opt_time_at(row, "ended_at")?,
+    })
+}

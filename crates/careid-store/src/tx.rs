@@ -1,0 +1,746 @@
+//! One transaction on SQLite or PostgreSQL: the SQL behind every `Transaction` method.
+
+use async_trait::async_trait;
+use careid_domain::audit::{AuditEvent, AuditRecord};
+use careid_domain::ids::{
+    AssignmentId, NiNumber, OdsCode, PersonUuid, PositionId, RegistrationId, RequestId, format_date,
+};
+use careid_domain::model::{
+    Assignment, IdentityCheck, NewPosition, Organisation, Person, PersonalDetails, Position, Registration,
+    RegistrationStatus, Removal, RequestKind, RequestStatus, SponsorRequest,
+};
+use careid_domain::ports::{AuditQuery, Credential, NewAssignment, Session, StoreError, Transaction};
+use sqlx::Any;
+use sqlx::any::AnyRow;
+use time::OffsetDateTime;
+
+use crate::driver_error;
+use crate::rows::{self, hash, int, micros, name_key};
+
+/// A value bound to a query built at run time.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// How many rows one multi-row INSERT carries in a bulk write (well under SQLite's 32,766 parameters).
+const BULK_ROWS: usize = 500;
+
+pub struct SqlTransaction {
+    tx: sqlx::Transaction<'static, Any>,
+    /// Held until the transaction ends; dropped after `tx` (fields drop in order).
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The log's head, once read in this transaction: next sequence number and chain hash.
+    head: Option<(u64, [u8; 32])>,
+}
+
+impl std::fmt::Debug for SqlTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlTransaction").field("head", &self.head.map(|h| h.0)).finish_non_exhaustive()
+    }
+}
+
+impl SqlTransaction {
+    pub(crate) fn new(tx: sqlx::Transaction<'static, Any>, gate: Option<tokio::sync::OwnedMutexGuard<()>>) -> Self {
+        SqlTransaction { tx, _gate: gate, head: None }
+    }
+
+    async fn fetch_all(&mut self, context: &'static str, sql: &str, args: Vec<Arg>) -> Result<Vec<AnyRow>, StoreError> {
+        let mut query = sqlx::query(sql);
+        for arg in args {
+            query = match arg {
+                Arg::Text(s) => query.bind(s),
+                Arg::Int(i) => query.bind(i),
+            };
+        }
+        query.fetch_all(&mut *self.tx).await.map_err(|e| driver_error(context, &e))
+    }
+
+    async fn head(&mut self) -> Result<(u64, [u8; 32]), StoreError> {
+        if let Some(head) = self.head {
+            return Ok(head);
+        }
+        let row = sqlx::query("SELECT next_seq, chain_hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("read audit head", &e))?;
+        let head = (int(&row, "next_seq")? as u64, hash(&row, "chain_hash")?);
+        self.head = Some(head);
+        Ok(head)
+    }
+
+    async fn write_head(&mut self, head: (u64, [u8; 32])) -> Result<(), StoreError> {
+        sqlx::query("UPDATE audit_head SET next_seq = $1, chain_hash = $2 WHERE id = 1")
+            .bind(head.0 as i64)
+            .bind(head.1.to_vec())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("write audit head", &e))?;
+        self.head = Some(head);
+        Ok(())
+    }
+
+    /// Appends events with one multi-row INSERT per chunk and one head update.
+    async fn append_many(&mut self, events: &[AuditEvent]) -> Result<u64, StoreError> {
+        let (first_seq, mut chain) = self.head().await?;
+        let mut seq = first_seq;
+        for chunk in events.chunks(BULK_ROWS) {
+            let mut sql = String::from(
+                "INSERT INTO audit_log (seq, at_us, action, actor, subject_person, org, entry, chain_hash) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 8);
+            let mut query = sqlx::query(&sql);
+            for event in chunk {
+                let entry = careid_audit::encode(event);
+                chain = careid_audit::chain_hash(&chain, &entry);
+                query = query
+                    .bind(seq as i64)
+                    .bind(micros(event.at))
+                    .bind(event.action.code())
+                    .bind(event.actor.person.as_ref().map(|p| p.as_str().to_owned()))
+                    .bind(event.subject_person.as_ref().map(|p| p.as_str().to_owned()))
+                    .bind(event.org.as_ref().map(|o| o.as_str().to_owned()))
+                    .bind(entry)
+                    .bind(chain.to_vec());
+                seq += 1;
+            }
+            query.execute(&mut *self.tx).await.map_err(|e| driver_error("append audit", &e))?;
+        }
+        self.write_head((seq, chain)).await?;
+        Ok(first_seq)
+    }
+}
+
+/// Appends `($1, $2, ...), (...)` for `rows` rows of `columns` columns.
+fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
+    use std::fmt::Write;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            let sep = if c == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", r * columns + c + 1);
+        }
+        sql.push(')');
+    }
+}
+
+fn record(row: &AnyRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: int(row, "seq")? as u64,
+        entry: rows::bytes(row, "entry")?,
+        chain_hash: hash(row, "chain_hash")?,
+    })
+}
+
+fn opt_string<T: ToString>(value: Option<&T>) -> Option<String> {
+    value.map(ToString::to_string)
+}
+
+const PERSON_COLUMNS: &str = "uuid, title, given_name, family_name, given_name_key, family_name_key, date_of_birth, \
+                              ni_number, email, phone, status, registered_org, created_at";
+
+const UNDER: &str = "WITH RECURSIVE under_org(ods_code) AS (\
+        SELECT CAST($1 AS TEXT) \
+        UNION ALL SELECT o.ods_code FROM organisations o JOIN under_org u ON o.parent = u.ods_code)";
+
+#[async_trait]
+impl Transaction for SqlTransaction {
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let this = *self;
+        this.tx.commit().await.map_err(|e| driver_error("commit", &e))
+    }
+
+    async fn append_audit(&mut self, event: &AuditEvent) -> Result<u64, StoreError> {
+        self.append_many(std::slice::from_ref(event)).await
+    }
+
+    async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> Result<u64, StoreError> {
+        self.append_many(events).await
+    }
+
+    async fn audit_records(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut args = Vec::new();
+        let mut sql = String::new();
+        if let Some(org) = &query.org_under {
+            args.push(Arg::Text(org.to_string()));
+            sql.push_str(UNDER);
+        }
+        sql.push_str(" SELECT seq, entry, chain_hash FROM audit_log WHERE 1 = 1");
+        if query.org_under.is_some() {
+            sql.push_str(" AND org IN (SELECT ods_code FROM under_org)");
+        }
+        let next = |args: &mut Vec<Arg>, arg: Arg| {
+            args.push(arg);
+            args.len()
+        };
+        if let Some(person) = &query.person {
+            let n = next(&mut args, Arg::Text(person.to_string()));
+            sql.push_str(&format!(" AND (actor = ${n} OR subject_person = ${n})"));
+        }
+        if let Some(action) = &query.action {
+            let n = next(&mut args, Arg::Text(action.clone()));
+            sql.push_str(&format!(" AND action = ${n}"));
+        }
+        if let Some(since) = query.since {
+            let n = next(&mut args, Arg::Int(micros(since)));
+            sql.push_str(&format!(" AND at_us >= ${n}"));
+        }
+        if let Some(until) = query.until {
+            let n = next(&mut args, Arg::Int(micros(until)));
+            sql.push_str(&format!(" AND at_us < ${n}"));
+        }
+        if let Some(before) = query.before_seq {
+            let n = next(&mut args, Arg::Int(before as i64));
+            sql.push_str(&format!(" AND seq < ${n}"));
+        }
+        let n = next(&mut args, Arg::Int(i64::from(query.limit)));
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${n}"));
+        self.fetch_all("read audit", &sql, args).await?.iter().map(record).collect()
+    }
+
+    async fn audit_range(&mut self, from_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = "SELECT seq, entry, chain_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2";
+        let args = vec![Arg::Int(from_seq as i64), Arg::Int(i64::from(limit))];
+        self.fetch_all("read audit range", sql, args).await?.iter().map(record).collect()
+    }
+
+    async fn next_person_serial(&mut self) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "UPDATE counters SET next_value = next_value + 1 WHERE name = 'person_serial' RETURNING next_value - 1 AS v",
+        )
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| driver_error("next person serial", &e))?;
+        Ok(int(&row, "v")? as u64)
+    }
+
+    async fn insert_organisation(&mut self, org: &Organisation) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO organisations (ods_code, name, kind, parent) VALUES ($1, $2, $3, $4)")
+            .bind(org.ods_code.to_string())
+            .bind(org.name.clone())
+            .bind(org.kind.code())
+            .bind(opt_string(org.parent.as_ref()))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("organisation", &e))?;
+        Ok(())
+    }
+
+    async fn organisation(&mut self, ods: &OdsCode) -> Result<Option<Organisation>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "read organisation",
+                "SELECT ods_code, name, kind, parent FROM organisations WHERE ods_code = $1",
+                vec![Arg::Text(ods.to_string())],
+            )
+            .await?;
+        rows.first().map(rows::organisation).transpose()
+    }
+
+    async fn organisation_ancestors(&mut self, ods: &OdsCode) -> Result<Vec<OdsCode>, StoreError> {
+        let sql = "WITH RECURSIVE up(ods_code, parent, depth) AS (\
+                     SELECT ods_code, parent, 0 FROM organisations WHERE ods_code = $1 \
+                     UNION ALL SELECT o.ods_code, o.parent, up.depth + 1 FROM organisations o \
+                       JOIN up ON o.ods_code = up.parent WHERE up.depth < 64) \
+                   SELECT ods_code FROM up ORDER BY depth";
+        let rows = self.fetch_all("organisation ancestors", sql, vec![Arg::Text(ods.to_string())]).await?;
+        rows.iter().map(|r| OdsCode::parse(&rows::text(r, "ods_code")?).map_err(rows::corrupt)).collect()
+    }
+
+    async fn organisations(
+        &mut self,
+        text: Option<&str>,
+        parent: Option<&OdsCode>,
+        limit: u32,
+    ) -> Result<Vec<Organisation>, StoreError> {
+        let mut sql = String::from("SELECT ods_code, name, kind, parent FROM organisations WHERE 1 = 1");
+        let mut args = Vec::new();
+        if let Some(text) = text {
+            args.push(Arg::Text(format!("%{}%", text.to_lowercase())));
+            sql.push_str(" AND (LOWER(ods_code) LIKE $1 OR LOWER(name) LIKE $1)");
+        }
+        if let Some(parent) = parent {
+            args.push(Arg::Text(parent.to_string()));
+            sql.push_str(&format!(" AND parent = ${}", args.len()));
+        }
+        args.push(Arg::Int(i64::from(limit)));
+        sql.push_str(&format!(" ORDER BY ods_code LIMIT ${}", args.len()));
+        self.fetch_all("list organisations", &sql, args).await?.iter().map(rows::organisation).collect()
+    }
+
+    async fn insert_person(&mut self, person: &Person) -> Result<(), StoreError> {
+        self.bulk_insert_people(std::slice::from_ref(person), &[]).await
+    }
+
+    async fn person(&mut self, uuid: &PersonUuid) -> Result<Option<Person>, StoreError> {
+        let sql = format!("SELECT {PERSON_COLUMNS} FROM people WHERE uuid = $1");
+        let rows = self.fetch_all("read person", &sql, vec![Arg::Text(uuid.to_string())]).await?;
+        rows.first().map(rows::person).transpose()
+    }
+
+    async fn update_person(&mut self, person: &Person) -> Result<(), StoreError> {
+        let d = &person.details;
+        sqlx::query(
+            "UPDATE people SET title = $2, given_name = $3, family_name = $4, given_name_key = $5, \
+             family_name_key = $6, date_of_birth = $7, ni_number = $8, email = $9, phone = $10, status = $11 \
+             WHERE uuid = $1",
+        )
+        .bind(person.uuid.to_string())
+        .bind(opt_string(d.title.as_ref()))
+        .bind(d.given_name.to_string())
+        .bind(d.family_name.to_string())
+        .bind(name_key(&d.given_name))
+        .bind(name_key(&d.family_name))
+        .bind(format_date(d.date_of_birth))
+        .bind(d.ni_number.to_string())
+        .bind(opt_string(person.contact.email.as_ref()))
+        .bind(opt_string(person.contact.phone.as_ref()))
+        .bind(person.status.code())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| driver_error("person", &e))?;
+        Ok(())
+    }
+
+    async fn possible_duplicates(&mut self, details: &PersonalDetails) -> Result<Vec<Person>, StoreError> {
+        let sql = format!(
+            "SELECT {PERSON_COLUMNS} FROM people WHERE ni_number = $1 \
+             UNION SELECT {PERSON_COLUMNS} FROM people \
+               WHERE family_name_key = $2 AND given_name_key = $3 AND date_of_birth = $4"
+        );
+        let args = vec![
+            Arg::Text(details.ni_number.to_string()),
+            Arg::Text(name_key(&details.family_name)),
+            Arg::Text(name_key(&details.given_name)),
+            Arg::Text(format_date(details.date_of_birth)),
+        ];
+        self.fetch_all("duplicate check", &sql, args).await?.iter().map(rows::person).collect()
+    }
+
+    async fn people_by_family_name(&mut self, family_prefix: &str, limit: u32) -> Result<Vec<Person>, StoreError> {
+        // A range on the key column, so the index serves it on both backends.
+        let low = family_prefix.to_lowercase();
+        let high = format!("{low}\u{10FFFF}");
+        let sql = format!(
+            "SELECT {PERSON_COLUMNS} FROM people WHERE family_name_key >= $1 AND family_name_key < $2 \
+             ORDER BY family_name_key, given_name_key, uuid LIMIT $3"
+        );
+        let args = vec![Arg::Text(low), Arg::Text(high), Arg::Int(i64::from(limit))];
+        self.fetch_all("search people", &sql, args).await?.iter().map(rows::person).collect()
+    }
+
+    async fn person_by_ni(&mut self, ni: &NiNumber) -> Result<Option<Person>, StoreError> {
+        let sql = format!("SELECT {PERSON_COLUMNS} FROM people WHERE ni_number = $1");
+        let rows = self.fetch_all("read person", &sql, vec![Arg::Text(ni.to_string())]).await?;
+        rows.first().map(rows::person).transpose()
+    }
+
+    async fn insert_identity_check(&mut self, check: &IdentityCheck) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO identity_checks (person, purpose, documents, checked_by, checked_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(check.person.to_string())
+        .bind(check.purpose.code())
+        .bind(rows::encode_documents(&check.documents))
+        .bind(opt_string(check.checked_by.as_ref()))
+        .bind(micros(check.checked_at))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| driver_error("identity check", &e))?;
+        Ok(())
+    }
+
+    async fn identity_checks(&mut self, person: &PersonUuid) -> Result<Vec<IdentityCheck>, StoreError> {
+        let sql = "SELECT person, purpose, documents, checked_by, checked_at FROM identity_checks \
+                   WHERE person = $1 ORDER BY id";
+        self.fetch_all("identity checks", sql, vec![Arg::Text(person.to_string())])
+            .await?
+            .iter()
+            .map(rows::identity_check)
+            .collect()
+    }
+
+    async fn record_terms_acceptance(
+        &mut self,
+        person: &PersonUuid,
+        version: &str,
+        context: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO terms_acceptances (person, version, context, accepted_at) VALUES ($1, $2, $3, $4)")
+            .bind(person.to_string())
+            .bind(version.to_owned())
+            .bind(context.to_owned())
+            .bind(micros(at))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("terms acceptance", &e))?;
+        Ok(())
+    }
+
+    async fn insert_registration(&mut self, r: &Registration) -> Result<RegistrationId, StoreError> {
+        let d = &r.details;
+        let row = sqlx::query(
+            "INSERT INTO registrations (org, title, given_name, family_name, given_name_key, family_name_key, \
+             date_of_birth, ni_number, email, phone, position_sought, note, sponsor, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+        )
+        .bind(r.org.to_string())
+        .bind(opt_string(d.title.as_ref()))
+        .bind(d.given_name.to_string())
+        .bind(d.family_name.to_string())
+        .bind(name_key(&d.given_name))
+        .bind(name_key(&d.family_name))
+        .bind(format_date(d.date_of_birth))
+        .bind(d.ni_number.to_string())
+        .bind(opt_string(r.contact.email.as_ref()))
+        .bind(opt_string(r.contact.phone.as_ref()))
+        .bind(r.position_sought.map(|p| p.0))
+        .bind(r.note.clone())
+        .bind(r.sponsor.to_string())
+        .bind(r.status.code())
+        .bind(micros(r.created_at))
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| driver_error("registration", &e))?;
+        Ok(RegistrationId(int(&row, "id")?))
+    }
+
+    async fn registration(&mut self, id: RegistrationId) -> Result<Option<Registration>, StoreError> {
+        let rows = self
+            .fetch_all("read registration", "SELECT * FROM registrations WHERE id = $1", vec![Arg::Int(id.0)])
+            .await?;
+        rows.first().map(rows::registration).transpose()
+    }
+
+    async fn set_registration_status(
+        &mut self,
+        id: RegistrationId,
+        status: &RegistrationStatus,
+    ) -> Result<(), StoreError> {
+        let (person, reason) = match status {
+            RegistrationStatus::Pending => (None, None),
+            RegistrationStatus::Verified(uuid) => (Some(uuid.to_string()), None),
+            RegistrationStatus::Rejected { reason } => (None, Some(reason.clone())),
+        };
+        sqlx::query("UPDATE registrations SET status = $2, person = $3, reason = $4 WHERE id = $1")
+            .bind(id.0)
+            .bind(status.code())
+            .bind(person)
+            .bind(reason)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("registration", &e))?;
+        Ok(())
+    }
+
+    async fn registrations_under(
+        &mut self,
+        org: &OdsCode,
+        pending_only: bool,
+    ) -> Result<Vec<Registration>, StoreError> {
+        let filter = if pending_only { " AND status = 'pending'" } else { "" };
+        let sql = format!(
+            "{UNDER} SELECT * FROM registrations WHERE org IN (SELECT ods_code FROM under_org){filter} ORDER BY id"
+        );
+        self.fetch_all("list registrations", &sql, vec![Arg::Text(org.to_string())])
+            .await?
+            .iter()
+            .map(rows::registration)
+            .collect()
+    }
+
+    async fn pending_registration_duplicates(
+        &mut self,
+        details: &PersonalDetails,
+    ) -> Result<Vec<Registration>, StoreError> {
+        let sql = "SELECT * FROM registrations WHERE status = 'pending' AND (ni_number = $1 OR \
+                   (family_name_key = $2 AND given_name_key = $3 AND date_of_birth = $4))";
+        let args = vec![
+            Arg::Text(details.ni_number.to_string()),
+            Arg::Text(name_key(&details.family_name)),
+            Arg::Text(name_key(&details.given_name)),
+            Arg::Text(format_date(details.date_of_birth)),
+        ];
+        self.fetch_all("duplicate check", sql, args).await?.iter().map(rows::registration).collect()
+    }
+
+    async fn insert_position(
+        &mut self,
+        p: &NewPosition,
+        created_by: Option<&PersonUuid>,
+        at: OffsetDateTime,
+    ) -> Result<PositionId, StoreError> {
+        let activities: Vec<&str> = p.activities.iter().map(|a| a.as_str()).collect();
+        let row = sqlx::query(
+            "INSERT INTO positions (org, name, role, activities, description, approved_by, approved_how, \
+             assignable, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(p.org.to_string())
+        .bind(p.name.clone())
+        .bind(p.role.to_string())
+        .bind(activities.join(","))
+        .bind(p.description.clone())
+        .bind(p.approval.approved_by.clone())
+        .bind(p.approval.how.clone())
+        .bind(i64::from(p.assignable_by_sponsors))
+        .bind(opt_string(created_by))
+        .bind(micros(at))
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| driver_error("position", &e))?;
+        Ok(PositionId(int(&row, "id")?))
+    }
+
+    async fn position(&mut self, id: PositionId) -> Result<Option<Position>, StoreError> {
+        let rows =
+            self.fetch_all("read position", "SELECT * FROM positions WHERE id = $1", vec![Arg::Int(id.0)]).await?;
+        rows.first().map(rows::position).transpose()
+    }
+
+    async fn positions_at(&mut self, org: &OdsCode) -> Result<Vec<Position>, StoreError> {
+        let sql = "SELECT * FROM positions WHERE org = $1 ORDER BY id";
+        self.fetch_all("list positions", sql, vec![Arg::Text(org.to_string())])
+            .await?
+            .iter()
+            .map(rows::position)
+            .collect()
+    }
+
+    async fn set_position_assignable(&mut self, id: PositionId, assignable: bool) -> Result<(), StoreError> {
+        sqlx::query("UPDATE positions SET assignable = $2 WHERE id = $1")
+            .bind(id.0)
+            .bind(i64::from(assignable))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("position", &e))?;
+        Ok(())
+    }
+
+    async fn insert_assignment(&mut self, a: &NewAssignment) -> Result<AssignmentId, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO assignments (person, position, org, start_date, end_date, assigned_by) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(a.person.to_string())
+        .bind(a.position.0)
+        .bind(a.org.to_string())
+        .bind(format_date(a.start))
+        .bind(a.end.map(format_date))
+        .bind(opt_string(a.assigned_by.as_ref()))
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| driver_error("assignment", &e))?;
+        Ok(AssignmentId(int(&row, "id")?))
+    }
+
+    async fn assignment(&mut self, id: AssignmentId) -> Result<Option<Assignment>, StoreError> {
+        let rows =
+            self.fetch_all("read assignment", "SELECT * FROM assignments WHERE id = $1", vec![Arg::Int(id.0)]).await?;
+        rows.first().map(rows::assignment).transpose()
+    }
+
+    async fn assignments_of(&mut self, person: &PersonUuid) -> Result<Vec<Assignment>, StoreError> {
+        let sql = "SELECT * FROM assignments WHERE person = $1 ORDER BY id";
+        self.fetch_all("list assignments", sql, vec![Arg::Text(person.to_string())])
+            .await?
+            .iter()
+            .map(rows::assignment)
+            .collect()
+    }
+
+    async fn remove_assignment(&mut self, id: AssignmentId, removal: &Removal) -> Result<(), StoreError> {
+        sqlx::query("UPDATE assignments SET removed_by = $2, removed_at = $3, removal_reason = $4 WHERE id = $1")
+            .bind(id.0)
+            .bind(opt_string(removal.removed_by.as_ref()))
+            .bind(micros(removal.removed_at))
+            .bind(removal.reason.clone())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("assignment", &e))?;
+        Ok(())
+    }
+
+    async fn insert_request(&mut self, r: &SponsorRequest) -> Result<RequestId, StoreError> {
+        let (position, start, end, reason) = match &r.kind {
+            RequestKind::AssignPosition { position, start, end } => {
+                (Some(position.0), Some(format_date(*start)), end.map(format_date), None)
+            }
+            RequestKind::CloseProfile { reason } => (None, None, None, Some(reason.clone())),
+        };
+        let row = sqlx::query(
+            "INSERT INTO requests (person, org, kind, position, start_date, end_date, reason, note, requested_by, \
+             requested_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending') RETURNING id",
+        )
+        .bind(r.person.to_string())
+        .bind(r.org.to_string())
+        .bind(r.kind.code())
+        .bind(position)
+        .bind(start)
+        .bind(end)
+        .bind(reason)
+        .bind(r.note.clone())
+        .bind(r.requested_by.to_string())
+        .bind(micros(r.requested_at))
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| driver_error("request", &e))?;
+        Ok(RequestId(int(&row, "id")?))
+    }
+
+    async fn request(&mut self, id: RequestId) -> Result<Option<SponsorRequest>, StoreError> {
+        let rows = self.fetch_all("read request", "SELECT * FROM requests WHERE id = $1", vec![Arg::Int(id.0)]).await?;
+        rows.first().map(rows::request).transpose()
+    }
+
+    async fn set_request_status(&mut self, id: RequestId, status: &RequestStatus) -> Result<(), StoreError> {
+        let (by, at, reason) = match status {
+            RequestStatus::Pending => (None, None, None),
+            RequestStatus::Granted { by, at } => (Some(by.to_string()), Some(micros(*at)), None),
+            RequestStatus::Rejected { by, at, reason } => {
+                (Some(by.to_string()), Some(micros(*at)), Some(reason.clone()))
+            }
+        };
+        sqlx::query(
+            "UPDATE requests SET status = $2, decided_by = $3, decided_at = $4, decision_reason = $5 WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(status.code())
+        .bind(by)
+        .bind(at)
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| driver_error("request", &e))?;
+        Ok(())
+    }
+
+    async fn requests_under(&mut self, org: &OdsCode, pending_only: bool) -> Result<Vec<SponsorRequest>, StoreError> {
+        let filter = if pending_only { " AND status = 'pending'" } else { "" };
+        let sql =
+            format!("{UNDER} SELECT * FROM requests WHERE org IN (SELECT ods_code FROM under_org){filter} ORDER BY id");
+        self.fetch_all("list requests", &sql, vec![Arg::Text(org.to_string())])
+            .await?
+            .iter()
+            .map(rows::request)
+            .collect()
+    }
+
+    async fn insert_credential(&mut self, c: &Credential) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO credentials (secret_hash, person, kind, issued_by, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(c.secret_hash.to_vec())
+        .bind(c.person.to_string())
+        .bind(c.kind.code())
+        .bind(opt_string(c.issued_by.as_ref()))
+        .bind(micros(c.issued_at))
+        .bind(micros(c.expires_at))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| driver_error("credential", &e))?;
+        Ok(())
+    }
+
+    async fn credential(&mut self, secret_hash: &[u8; 32]) -> Result<Option<Credential>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM credentials WHERE secret_hash = $1")
+            .bind(secret_hash.to_vec())
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("read credential", &e))?;
+        rows.first().map(rows::credential).transpose()
+    }
+
+    async fn insert_session(&mut self, s: &Session) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, token_hash, person, assignment, auth, created_at, last_seen_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(s.id.clone())
+        .bind(s.token_hash.to_vec())
+        .bind(s.person.to_string())
+        .bind(s.assignment.0)
+        .bind(s.auth.code())
+        .bind(micros(s.created_at))
+        .bind(micros(s.last_seen_at))
+        .bind(micros(s.expires_at))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| driver_error("session", &e))?;
+        Ok(())
+    }
+
+    async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM sessions WHERE token_hash = $1")
+            .bind(token_hash.to_vec())
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("read session", &e))?;
+        rows.first().map(rows::session).transpose()
+    }
+
+    async fn touch_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
+            .bind(id.to_owned())
+            .bind(micros(at))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("session", &e))?;
+        Ok(())
+    }
+
+    async fn end_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
+            .bind(id.to_owned())
+            .bind(micros(at))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| driver_error("session", &e))?;
+        Ok(())
+    }
+
+    async fn bulk_insert_people(&mut self, people: &[Person], assignments: &[NewAssignment]) -> Result<(), StoreError> {
+        for chunk in people.chunks(BULK_ROWS) {
+            let mut sql = format!("INSERT INTO people ({PERSON_COLUMNS}) VALUES ");
+            push_placeholders(&mut sql, chunk.len(), 13);
+            let mut query = sqlx::query(&sql);
+            for p in chunk {
+                let d = &p.details;
+                query = query
+                    .bind(p.uuid.to_string())
+                    .bind(opt_string(d.title.as_ref()))
+                    .bind(d.given_name.to_string())
+                    .bind(d.family_name.to_string())
+                    .bind(name_key(&d.given_name))
+                    .bind(name_key(&d.family_name))
+                    .bind(format_date(d.date_of_birth))
+                    .bind(d.ni_number.to_string())
+                    .bind(opt_string(p.contact.email.as_ref()))
+                    .bind(opt_string(p.contact.phone.as_ref()))
+                    .bind(p.status.code())
+                    .bind(p.registered_org.to_string())
+                    .bind(micros(p.created_at));
+            }
+            query.execute(&mut *self.tx).await.map_err(|e| driver_error("person", &e))?;
+        }
+        for chunk in assignments.chunks(BULK_ROWS) {
+            let mut sql = String::from(
+                "INSERT INTO assignments (person, position, org, start_date, end_date, assigned_by) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 6);
+            let mut query = sqlx::query(&sql);
+            for a in chunk {
+                query = query
+                    .bind(a.person.to_string())
+                    .bind(a.position.0)
+                    .bind(a.org.to_string())
+                    .bind(format_date(a.start))
+                    .bind(a.end.map(format_date))
+                    .bind(opt_string(a.assigned_by.as_ref()));
+            }
+            query.execute(&mut *self.tx).await.map_err(|e| driver_error("assignment", &e))?;
+        }
+        Ok(())
+    }
+}

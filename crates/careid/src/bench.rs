@@ -1,0 +1,229 @@
+//! `careid bench ...`: performance figures, printed. Benchmarks, not tests: this machine is
+//! shared and noisy, so each figure is printed beside a baseline measured in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use careid_domain::access::{Actor, RaAction};
+use careid_domain::ids::{NamePart, OdsCode, PersonUuid, RoleTriple};
+use careid_domain::model::{
+    ContactDetails, NewPosition, Organisation, OrganisationKind, PersonalDetails, PositionApproval,
+};
+use careid_service::{ImportPerson, InitDeployment, OsRandom, RequestContext, Service, ServiceSettings};
+use careid_store::{SqlStore, StoreOptions};
+use clap::{Args, Subcommand};
+
+use crate::SystemClock;
+use crate::demo::demo_ni_number;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Registration Authority: bulk import, person lookup and permission checks.
+    Ra {
+        /// People to import into SQLite.
+        #[arg(long, default_value_t = 1_200_000)]
+        people: usize,
+        /// People to import into PostgreSQL (when a URL is given).
+        #[arg(long, default_value_t = 200_000)]
+        postgres_people: usize,
+        /// PostgreSQL URL; a fresh schema is created and dropped.
+        #[arg(long, env = "CAREID_TEST_POSTGRES_URL")]
+        postgres_url: Option<String>,
+        /// Lookups and permission checks to time.
+        #[arg(long, default_value_t = 20_000)]
+        samples: usize,
+    },
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::Ra { people, postgres_people, postgres_url, samples } => {
+            let dir = tempfile_dir()?;
+            let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+            println!("careid bench ra: SQLite ({people} people)");
+            bench_ra(StoreOptions::new(url), people, samples).await?;
+            if let Some(url) = postgres_url {
+                println!("\ncareid bench ra: PostgreSQL ({postgres_people} people)");
+                let mut options = StoreOptions::new(url);
+                options.schema = Some(format!("careid_bench_{}", std::process::id()));
+                bench_ra(options.clone(), postgres_people, samples).await?;
+                drop_schema(&options).await?;
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(())
+        }
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("careid-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+async fn drop_schema(options: &StoreOptions) -> anyhow::Result<()> {
+    let Some(schema) = &options.schema else { return Ok(()) };
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&options.url).await?;
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&pool).await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) {
+    samples.sort_unstable();
+    println!(
+        "  {name:<34} p50 {:>8.1} µs   p99 {:>8.1} µs   ({} samples)",
+        percentile(&samples, 0.50).as_secs_f64() * 1e6,
+        percentile(&samples, 0.99).as_secs_f64() * 1e6,
+        samples.len()
+    );
+}
+
+/// Sets up one organisation and position, then imports `people` in batches.
+async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyhow::Result<()> {
+    let store = SqlStore::open(&options).await?;
+    let service =
+        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default());
+    let ctx = RequestContext::new("bench");
+    let details = |given: &str, family: &str, n: u64| -> anyhow::Result<PersonalDetails> {
+        Ok(PersonalDetails {
+            title: None,
+            given_name: NamePart::parse("given_name", given)?,
+            family_name: NamePart::parse("family_name", family)?,
+            date_of_birth: time::Date::from_calendar_date(
+                1960 + (n % 40) as i32,
+                time::Month::March,
+                1 + (n % 28) as u8,
+            )?,
+            ni_number: demo_ni_number(n),
+        })
+    };
+    let icb = OdsCode::parse("QBENCH")?;
+    let init = service
+        .init_deployment(
+            &ctx,
+            InitDeployment {
+                org: Organisation {
+                    ods_code: icb.clone(),
+                    name: "Bench ICB".into(),
+                    kind: OrganisationKind::IntegratedCareBoard,
+                    parent: None,
+                },
+                manager: details("Bench", "Manager", 999_999_999)?,
+                contact: ContactDetails::default(),
+            },
+        )
+        .await?;
+    let manager: Actor = service.login(&ctx, &init.recovery_credential, None).await?.actor;
+    let practice = OdsCode::parse("B81001")?;
+    service
+        .create_organisation(
+            &ctx,
+            &manager,
+            Organisation {
+                ods_code: practice.clone(),
+                name: "Bench Practice".into(),
+                kind: OrganisationKind::GpPractice,
+                parent: Some(icb),
+            },
+        )
+        .await?;
+    let position = service
+        .create_position(
+            &ctx,
+            &manager,
+            NewPosition {
+                org: practice,
+                name: "Receptionist".into(),
+                role: RoleTriple::parse("S0080:G0440:R8009")?,
+                activities: Vec::new(),
+                description: String::new(),
+                approval: PositionApproval { approved_by: "bench".into(), how: "bench".into() },
+                assignable_by_sponsors: true,
+            },
+        )
+        .await?;
+
+    const BATCH: usize = 20_000;
+    const FAMILY: &[&str] = &["Smith", "Jones", "Patel", "Khan", "Brown", "Taylor", "Evans", "Wilson"];
+    let start_date = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
+    let mut uuids: Vec<PersonUuid> = Vec::with_capacity(people);
+    let mut build = Duration::ZERO;
+    let started = Instant::now();
+    let mut n = 0u64;
+    while uuids.len() < people {
+        let size = BATCH.min(people - uuids.len());
+        let build_started = Instant::now();
+        let batch = (0..size)
+            .map(|_| {
+                n += 1;
+                let family = format!("{}{}", FAMILY[(n % 8) as usize], n / 8 % 1000);
+                Ok(ImportPerson {
+                    details: details("Sam", &family, n)?,
+                    contact: ContactDetails::default(),
+                    position,
+                    start: start_date,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        build += build_started.elapsed();
+        uuids.extend(service.import_people(&ctx, &manager, batch).await?);
+    }
+    let elapsed = started.elapsed() - build;
+    let rate = people as f64 / elapsed.as_secs_f64();
+    println!(
+        "  bulk import (person + position + audit)  {rate:>10.0} people/s   {people} in {:.1} s{}",
+        elapsed.as_secs_f64(),
+        if options.url.starts_with("sqlite") {
+            format!("   (target: 1.2M in < 60 s; projected {:.1} s)", 1_200_000.0 / rate)
+        } else {
+            String::new()
+        }
+    );
+
+    // A baseline from the same run: the cheapest read the store can do.
+    let mut ping = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        service.store().ping().await?;
+        ping.push(t.elapsed());
+    }
+    report("baseline: store round trip (SELECT 1)", ping);
+
+    let mut lookups = Vec::with_capacity(samples);
+    let mut checks = Vec::with_capacity(samples);
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..samples {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let uuid = &uuids[(x % uuids.len() as u64) as usize];
+        let t = Instant::now();
+        let view = service.person(uuid).await?;
+        lookups.push(t.elapsed());
+        debug_assert_eq!(&view.person.uuid, uuid);
+        let t = Instant::now();
+        let decision = service.authorise_on_person(&manager, RaAction::ChangePersonalDetails, uuid).await?;
+        checks.push(t.elapsed());
+        anyhow::ensure!(decision.is_ok(), "the RA Manager should be allowed: {decision:?}");
+    }
+    report("person lookup by identifier", lookups);
+    report("permission check on a person", checks);
+    store.close().await;
+    Ok(())
+}

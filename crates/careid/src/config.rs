@@ -1,0 +1,214 @@
+//! Configuration: one typed struct, read from a TOML file and overlaid by `CAREID_*`
+//! environment variables. Unknown keys are refused. The reference page (`docs/config.md`) is
+//! generated from the declarations below, and a test fails when it is stale.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// A store URL. Its `Debug` hides any password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoreUrl(pub String);
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // postgres://user:password@host/db -> postgres://user:[redacted]@host/db
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                let credentials = &self.0[scheme_end + 3..at];
+                match credentials.split_once(':') {
+                    Some((user, _)) => {
+                        write!(f, "\"{}{user}:[redacted]{}\"", &self.0[..scheme_end + 3], &self.0[at..])
+                    }
+                    None => write!(f, "{:?}", self.0),
+                }
+            }
+            _ => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+/// Environment variables that start with `CAREID_` but are not settings.
+const NOT_SETTINGS: &[&str] = &["CAREID_CONFIG", "CAREID_SERVER", "CAREID_CLI_HOME", "CAREID_PROFILE"];
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $field:ident : $ty:ty = $default:expr ; )*) => {
+        /// careid's settings.
+        #[derive(Clone, Debug, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $field: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Config {
+                Config { $( $field: $default, )* }
+            }
+        }
+
+        impl Config {
+            /// Each setting's name, default (as TOML) and documentation.
+            pub fn reference() -> Vec<(&'static str, String, String)> {
+                let defaults = Config::default();
+                vec![$(
+                    (
+                        stringify!($field),
+                        toml::Value::try_from(&defaults.$field).map(|v| v.to_string()).unwrap_or_default(),
+                        [$($doc),+].iter().map(|l| l.trim()).collect::<Vec<_>>().join(" "),
+                    ),
+                )*]
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address and port the HTTP server listens on.
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8420));
+    /// Where careid keeps its files (the SQLite database by default, and later its keys).
+    data_dir: PathBuf = PathBuf::from("careid-data");
+    /// The store: `sqlite:PATH` (embedded, the default: `careid.db` in `data_dir`) or
+    /// `postgres://user:password@host/database`. The scheme picks the backend. Empty means
+    /// the default.
+    store_url: StoreUrl = StoreUrl(String::new());
+    /// PostgreSQL only: the schema careid's tables live in (empty: the server's default).
+    store_schema: String = String::new();
+    /// Most connections the store keeps open.
+    store_max_connections: u32 = 8;
+    /// A session ends after this many seconds without a request.
+    session_idle_timeout_seconds: u32 = 15 * 60;
+    /// A session ends this many seconds after sign-in, whatever happens.
+    session_absolute_lifetime_seconds: u32 = 12 * 60 * 60;
+    /// Days the recovery credential printed by `careid init` stays valid.
+    recovery_credential_days: u32 = 7;
+    /// Days an interim credential issued by an RA Manager stays valid.
+    interim_credential_days: u32 = 14;
+    /// Log filter, in `tracing` env-filter syntax (`info`, `careid=debug,sqlx=warn`).
+    log: String = "info,sqlx=warn".to_owned();
+}
+
+impl Config {
+    /// Reads the TOML file (if given), then overlays `CAREID_<SETTING>` variables from `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                text.parse::<toml::Table>().with_context(|| format!("{} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("CAREID_") else { continue };
+            if NOT_SETTINGS.contains(&name.as_str()) || key.starts_with("TEST_") {
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            // Numbers and booleans as TOML reads them; anything else as a string.
+            let parsed = format!("v = {value}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
+            let value = match parsed {
+                Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_))) => v,
+                _ => toml::Value::String(value),
+            };
+            table.insert(key, value);
+        }
+        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("configuration: {} (settings are listed in docs/config.md)", e.message())
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.session_idle_timeout_seconds == 0 || self.session_absolute_lifetime_seconds == 0 {
+            bail!("configuration: session timeouts must be more than 0 seconds");
+        }
+        if self.store_max_connections == 0 {
+            bail!("configuration: store_max_connections must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The store URL in effect: the configured one, or SQLite in the data directory.
+    pub fn effective_store_url(&self) -> String {
+        if self.store_url.0.trim().is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("careid.db").display())
+        } else {
+            self.store_url.0.clone()
+        }
+    }
+
+    pub fn service_settings(&self) -> careid_service::ServiceSettings {
+        careid_service::ServiceSettings {
+            session_idle_timeout: time::Duration::seconds(i64::from(self.session_idle_timeout_seconds)),
+            session_absolute_lifetime: time::Duration::seconds(i64::from(self.session_absolute_lifetime_seconds)),
+            recovery_credential_lifetime: time::Duration::days(i64::from(self.recovery_credential_days)),
+            interim_credential_lifetime: time::Duration::days(i64::from(self.interim_credential_days)),
+        }
+    }
+
+    /// The reference page, as `docs/config.md` holds it.
+    pub fn reference_markdown() -> String {
+        let mut out = String::from(
+            "# Configuration reference\n\n\
+             Generated by `careid config-reference`; a test fails when this page is stale.\n\n\
+             careid reads a TOML file (`careid --config FILE`, or `CAREID_CONFIG`), then overlays \
+             environment variables: each setting `name` can be set as `CAREID_NAME`. Unknown keys \
+             and unknown `CAREID_*` variables are refused.\n\n\
+             | setting | default | what it does |\n| --- | --- | --- |\n",
+        );
+        for (name, default, doc) in Config::reference() {
+            out.push_str(&format!("| `{name}` | `{default}` | {doc} |\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn environment_overlays_the_file_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("careid.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nstore_max_connections = 3\n").unwrap();
+        let config = Config::load(Some(&file), env(&[("CAREID_STORE_MAX_CONNECTIONS", "5"), ("HOME", "/x")])).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.store_max_connections, 5);
+
+        let err = Config::load(None, env(&[("CAREID_LISTN", "127.0.0.1:1")])).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+        std::fs::write(&file, "colour = \"blue\"\n").unwrap();
+        assert!(Config::load(Some(&file), env(&[])).unwrap_err().to_string().contains("colour"));
+        assert!(Config::load(None, env(&[("CAREID_SESSION_IDLE_TIMEOUT_SECONDS", "0")])).is_err());
+        // Variables that are not settings are left alone.
+        assert!(Config::load(None, env(&[("CAREID_TEST_POSTGRES_URL", "x"), ("CAREID_SERVER", "y")])).is_ok());
+    }
+
+    #[test]
+    fn debug_hides_the_store_password() {
+        let config =
+            Config { store_url: StoreUrl("postgres://careid:s3cret-pw@db.example/careid".into()), ..Config::default() };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("postgres://careid:[redacted]@db.example/careid"), "{shown}");
+    }
+
+    #[test]
+    fn reference_page_is_current() {
+        let page = include_str!("../../../docs/config.md");
+        assert_eq!(
+            page,
+            Config::reference_markdown(),
+            "docs/config.md is stale: run `careid config-reference > docs/config.md`"
+        );
+    }
+}

@@ -1,0 +1,494 @@
+//! `careid ra ...`: every RA operation from the command line, over the HTTP API.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client::{self, Client, Profiles};
+
+#[derive(Debug, Args)]
+pub struct RaArgs {
+    /// The careid server (default: the profile's, or http://127.0.0.1:8420).
+    #[arg(long, global = true, env = "CAREID_SERVER")]
+    server: Option<String>,
+    /// Act as this saved profile (see `careid ra login`).
+    #[arg(long = "as", global = true, env = "CAREID_PROFILE")]
+    profile: Option<String>,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: RaCommand,
+}
+
+/// A document seen at an identity check, written `kind:number` (`passport:123456789`).
+fn document(s: &str) -> Result<Value, String> {
+    let (kind, number) = s.split_once(':').ok_or("write documents as kind:number, like passport:123456789")?;
+    Ok(json!({ "kind": kind, "number": number }))
+}
+
+#[derive(Debug, Args)]
+struct DetailsArgs {
+    #[arg(long)]
+    title: Option<String>,
+    #[arg(long)]
+    given_name: String,
+    #[arg(long)]
+    family_name: String,
+    /// YYYY-MM-DD.
+    #[arg(long)]
+    date_of_birth: String,
+    #[arg(long)]
+    ni_number: String,
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    phone: Option<String>,
+}
+
+impl DetailsArgs {
+    fn json(&self) -> Value {
+        json!({
+            "title": self.title, "given_name": self.given_name, "family_name": self.family_name,
+            "date_of_birth": self.date_of_birth, "ni_number": self.ni_number,
+            "email": self.email, "phone": self.phone,
+        })
+    }
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+#[derive(Debug, Subcommand)]
+enum RaCommand {
+    /// Signs in with a recovery or interim credential and saves the session as a profile.
+    Login {
+        /// The profile name to save the session under (for `--as`).
+        name: String,
+        #[arg(long)]
+        credential: String,
+        /// Which position to act in, if you hold several.
+        #[arg(long)]
+        assignment: Option<i64>,
+    },
+    /// Ends the session and forgets the profile.
+    Logout,
+    /// Shows who the session acts as.
+    Whoami,
+    /// Organisations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// The national job roles.
+    Roles,
+    /// The activity codes and their hierarchy.
+    Activities,
+    /// Positions.
+    #[command(subcommand)]
+    Position(PositionCommand),
+    /// As a sponsor: pre-register a new member of staff for the RA to meet.
+    Register {
+        /// The organisation they will work at.
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        details: DetailsArgs,
+        /// A position the sponsor seeks for them.
+        #[arg(long)]
+        position: Option<i64>,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Lists pre-registrations at your organisation and below.
+    Registrations {
+        /// Include verified and rejected ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// As the RA: verify a pre-registered person's identity face to face and create the profile.
+    Verify {
+        registration: i64,
+        /// Three documents, kind:number (one photo ID, one proof of address, one more).
+        #[arg(long = "doc", value_parser = document, required = true)]
+        documents: Vec<Value>,
+    },
+    /// As the RA: reject a pre-registration.
+    RejectRegistration {
+        registration: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// People.
+    #[command(subcommand)]
+    Person(PersonCommand),
+    /// As an RA Manager: issue an interim sign-in credential to someone without a card yet.
+    IssueCredential { uuid: String },
+    /// Assigns a position (RA; sponsors only positions marked assignable).
+    Assign {
+        uuid: String,
+        position: i64,
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+    },
+    /// Ends an assignment early (it stays visible as removed).
+    Unassign {
+        assignment: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// As a sponsor: ask the RA to assign a position.
+    Request {
+        uuid: String,
+        position: i64,
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Lists sponsor requests at your organisation and below.
+    Requests {
+        #[arg(long)]
+        all: bool,
+    },
+    /// As the RA: grant a sponsor's request.
+    Grant { request: i64 },
+    /// As the RA: reject a sponsor's request.
+    Reject {
+        request: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reads the audit log (RA Manager, privacy officer, Caldicott Guardian: in scope).
+    Audit(AuditArgs),
+    /// Reads your own audit trail.
+    MyAudit(AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Finds organisations by code or name.
+    List {
+        #[arg(long)]
+        q: Option<String>,
+    },
+    Show {
+        ods_code: String,
+    },
+    Create {
+        #[arg(long)]
+        ods_code: String,
+        #[arg(long)]
+        name: String,
+        /// icb, trust, gp_practice, pharmacy or other.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        parent: String,
+    },
+    /// Imports organisations from CSV (header: ods_code,name,kind,parent), all or none.
+    Import {
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PositionCommand {
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+        /// Role code triple, S8000:G8000:R8000.
+        #[arg(long)]
+        role: String,
+        /// Activity codes (repeat, or comma-separated).
+        #[arg(long = "activity", value_delimiter = ',')]
+        activities: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Who approved the position's access.
+        #[arg(long)]
+        approved_by: String,
+        /// How it was approved (meeting, minute, reference).
+        #[arg(long)]
+        approved_how: String,
+        /// Sponsors of the organisation may assign it directly.
+        #[arg(long)]
+        assignable: bool,
+    },
+    Show {
+        id: i64,
+    },
+    /// The positions of an organisation.
+    List {
+        org: String,
+    },
+    /// Marks a position assignable by sponsors (or not, with --no).
+    Assignable {
+        id: i64,
+        #[arg(long)]
+        no: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PersonCommand {
+    /// As the RA: create a profile directly after a face-to-face check.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        details: DetailsArgs,
+        #[arg(long = "doc", value_parser = document, required = true)]
+        documents: Vec<Value>,
+    },
+    Show {
+        uuid: String,
+    },
+    /// Finds people by the start of their family name.
+    Find {
+        family_name: String,
+    },
+    /// Records a change of name (face to face, with proof).
+    ChangeName {
+        uuid: String,
+        #[arg(long)]
+        given_name: String,
+        #[arg(long)]
+        family_name: String,
+        #[arg(long = "doc", value_parser = document, required = true)]
+        documents: Vec<Value>,
+    },
+    /// Changes contact details (your own, or as the RA).
+    Contact {
+        uuid: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+    },
+    /// Closes a profile (a sponsor's close goes to the RA as a request).
+    Close {
+        uuid: String,
+        #[arg(long)]
+        reason: String,
+    },
+    Reopen {
+        uuid: String,
+    },
+    /// A leaver: removes an organisation from the profile.
+    Leave {
+        uuid: String,
+        #[arg(long)]
+        org: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    #[arg(long)]
+    person: Option<String>,
+    #[arg(long)]
+    org: Option<String>,
+    #[arg(long)]
+    action: Option<String>,
+    /// RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long)]
+    before: Option<u64>,
+    #[arg(long)]
+    limit: Option<u32>,
+}
+
+impl AuditArgs {
+    fn query(&self) -> String {
+        let mut parts = Vec::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                parts.push(format!("{k}={}", encode(&v)));
+            }
+        };
+        add("person", self.person.clone());
+        add("org", self.org.clone());
+        add("action", self.action.clone());
+        add("since", self.since.clone());
+        add("until", self.until.clone());
+        add("before", self.before.map(|b| b.to_string()));
+        add("limit", self.limit.map(|l| l.to_string()));
+        if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";
+
+pub async fn run(args: RaArgs) -> anyhow::Result<()> {
+    let server = args.server.as_deref();
+    let value = match args.command {
+        RaCommand::Login { name, credential, assignment } => {
+            client::login(server.unwrap_or(DEFAULT_SERVER), &name, &credential, assignment).await?
+        }
+        RaCommand::Logout => {
+            let mut profiles = Profiles::load()?;
+            let name = args.profile.clone().or(profiles.default.clone()).ok_or_else(|| anyhow!("not signed in"))?;
+            let result = Client::for_profile(Some(&name), server)?.delete("/api/v1/sessions/current").await;
+            profiles.profiles.remove(&name);
+            if profiles.default.as_deref() == Some(&name) {
+                profiles.default = None;
+            }
+            profiles.save()?;
+            result.map(|_| json!({ "signed_out": name }))?
+        }
+        command => {
+            let client = Client::for_profile(args.profile.as_deref(), server)?;
+            let audit = matches!(command, RaCommand::Audit(_) | RaCommand::MyAudit(_));
+            let value = call(&client, command).await?;
+            if audit && !args.json {
+                client::print_audit(&value);
+                return Ok(());
+            }
+            value
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        client::print_human(&value);
+    }
+    Ok(())
+}
+
+async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
+    match command {
+        RaCommand::Login { .. } | RaCommand::Logout => unreachable_command(),
+        RaCommand::Whoami => c.get("/api/v1/me").await,
+        RaCommand::Org(org) => match org {
+            OrgCommand::List { q } => {
+                c.get(&format!("/api/v1/organisations?q={}", encode(q.as_deref().unwrap_or("")))).await
+            }
+            OrgCommand::Show { ods_code } => c.get(&format!("/api/v1/organisations/{}", encode(&ods_code))).await,
+            OrgCommand::Create { ods_code, name, kind, parent } => {
+                c.post(
+                    "/api/v1/organisations",
+                    json!({ "ods_code": ods_code, "name": name, "kind": kind, "parent": parent }),
+                )
+                .await
+            }
+            OrgCommand::Import { file } => {
+                c.post("/api/v1/organisations/import", client::organisations_csv(&file)?).await
+            }
+        },
+        RaCommand::Roles => c.get("/api/v1/job-roles").await,
+        RaCommand::Activities => c.get("/api/v1/activities").await,
+        RaCommand::Position(p) => match p {
+            PositionCommand::Create {
+                org,
+                name,
+                role,
+                activities,
+                description,
+                approved_by,
+                approved_how,
+                assignable,
+            } => {
+                let body = json!({
+                    "org": org, "name": name, "role": role, "activities": activities, "description": description,
+                    "approved_by": approved_by, "approved_how": approved_how, "assignable_by_sponsors": assignable,
+                });
+                c.post("/api/v1/positions", body).await
+            }
+            PositionCommand::Show { id } => c.get(&format!("/api/v1/positions/{id}")).await,
+            PositionCommand::List { org } => c.get(&format!("/api/v1/organisations/{}/positions", encode(&org))).await,
+            PositionCommand::Assignable { id, no } => {
+                c.put(&format!("/api/v1/positions/{id}/assignable"), json!({ "assignable_by_sponsors": !no })).await
+            }
+        },
+        RaCommand::Register { org, details, position, note } => {
+            let body = merge(details.json(), json!({ "org": org, "position_sought": position, "note": note }));
+            c.post("/api/v1/registrations", body).await
+        }
+        RaCommand::Registrations { all } => c.get(&format!("/api/v1/registrations?pending={}", !all)).await,
+        RaCommand::Verify { registration, documents } => {
+            c.post(&format!("/api/v1/registrations/{registration}/verify"), json!({ "documents": documents })).await
+        }
+        RaCommand::RejectRegistration { registration, reason } => {
+            c.post(&format!("/api/v1/registrations/{registration}/reject"), json!({ "reason": reason })).await
+        }
+        RaCommand::Person(p) => person(c, p).await,
+        RaCommand::IssueCredential { uuid } => {
+            c.post(&format!("/api/v1/people/{}/credentials", encode(&uuid)), json!({})).await
+        }
+        RaCommand::Assign { uuid, position, start, end } => {
+            c.post("/api/v1/assignments", json!({ "person": uuid, "position": position, "start": start, "end": end }))
+                .await
+        }
+        RaCommand::Unassign { assignment, reason } => {
+            c.post(&format!("/api/v1/assignments/{assignment}/remove"), json!({ "reason": reason })).await
+        }
+        RaCommand::Request { uuid, position, start, end, note } => {
+            let body = json!({ "person": uuid, "position": position, "start": start, "end": end, "note": note });
+            c.post("/api/v1/requests", body).await
+        }
+        RaCommand::Requests { all } => c.get(&format!("/api/v1/requests?pending={}", !all)).await,
+        RaCommand::Grant { request } => c.post(&format!("/api/v1/requests/{request}/grant"), json!({})).await,
+        RaCommand::Reject { request, reason } => {
+            c.post(&format!("/api/v1/requests/{request}/reject"), json!({ "reason": reason })).await
+        }
+        RaCommand::Audit(a) => c.get(&format!("/api/v1/audit{}", a.query())).await,
+        RaCommand::MyAudit(a) => c.get(&format!("/api/v1/me/audit{}", a.query())).await,
+    }
+}
+
+fn unreachable_command() -> anyhow::Result<Value> {
+    Err(anyhow!("login and logout are handled before a session is needed"))
+}
+
+async fn person(c: &Client, command: PersonCommand) -> anyhow::Result<Value> {
+    match command {
+        PersonCommand::Create { org, details, documents } => {
+            c.post("/api/v1/people", merge(details.json(), json!({ "org": org, "documents": documents }))).await
+        }
+        PersonCommand::Show { uuid } => c.get(&format!("/api/v1/people/{}", encode(&uuid))).await,
+        PersonCommand::Find { family_name } => {
+            c.get(&format!("/api/v1/people?family_name={}", encode(&family_name))).await
+        }
+        PersonCommand::ChangeName { uuid, given_name, family_name, documents } => {
+            let body = json!({ "given_name": given_name, "family_name": family_name, "documents": documents });
+            c.post(&format!("/api/v1/people/{}/name", encode(&uuid)), body).await
+        }
+        PersonCommand::Contact { uuid, email, phone } => {
+            c.put(&format!("/api/v1/people/{}/contact", encode(&uuid)), json!({ "email": email, "phone": phone })).await
+        }
+        PersonCommand::Close { uuid, reason } => {
+            c.post(&format!("/api/v1/people/{}/close", encode(&uuid)), json!({ "reason": reason })).await
+        }
+        PersonCommand::Reopen { uuid } => c.post(&format!("/api/v1/people/{}/reopen", encode(&uuid)), json!({})).await,
+        PersonCommand::Leave { uuid, org } => {
+            c.post(&format!("/api/v1/people/{}/leave", encode(&uuid)), json!({ "org": org })).await
+        }
+    }
+}
