@@ -456,7 +456,7 @@ mod tests {
         let practice = OdsCode::parse("F84003").unwrap();
         let other = OdsCode::parse("RH8").unwrap();
         assert!(sponsor.require_scope(&practice, &[practice.clone(), qwe.clone()]).is_ok());
-        assert_eq!(sponsor.require_scope(&other, &[other.clone()]).unwrap_err().rule, Rule::OutOfScope);
+        assert_eq!(sponsor.require_scope(&other, std::slice::from_ref(&other)).unwrap_err().rule, Rule::OutOfScope);
 
         let me = sponsor.person.clone();
         let someone = PersonUuid::from_serial(PersonUuid::FIRST_SERIAL + 1).unwrap();

@@ -148,6 +148,7 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    #[must_use]
     /// An event for a refusal: the same subject, the rule, and the message given to the actor.
     pub fn refused(mut self, refusal: &Refusal) -> AuditEvent {
         self.outcome = Outcome::Refused { rule: refusal.rule.code() };

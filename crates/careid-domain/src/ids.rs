@@ -341,6 +341,7 @@ int_id!(
 mod tests {
     use super::*;
 
+    #[allow(clippy::needless_pass_by_value, reason = "reads best as check(parse(..), true)")]
     fn check<T: fmt::Debug>(result: Result<T, InvalidInput>, ok: bool) {
         assert_eq!(result.is_ok(), ok, "{result:?}");
     }

@@ -12,14 +12,14 @@ use careid_service::{AuthenticateError, LoginError, RaError};
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub detail: ErrorDetail,
+    pub detail: Box<ErrorDetail>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            detail: ErrorDetail {
+            detail: Box::new(ErrorDetail {
                 code: code.into(),
                 message: message.into(),
                 field: None,
@@ -27,7 +27,7 @@ impl ApiError {
                 existing: None,
                 choices: Vec::new(),
                 request_id: String::new(),
-            },
+            }),
         }
     }
 
@@ -136,7 +136,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The request-id layer turns this extension into the JSON body, with the request id.
         let mut response = self.status.into_response();
-        response.extensions_mut().insert(self.detail);
+        response.extensions_mut().insert(*self.detail);
         response
     }
 }

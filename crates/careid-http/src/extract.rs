@@ -45,7 +45,7 @@ pub async fn request_id_layer(mut request: Request, next: Next) -> Response {
     } else if response.status() == StatusCode::NOT_FOUND && response.headers().get("content-type").is_none() {
         let mut error = ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
         error.detail.request_id.clone_from(&id);
-        response = (StatusCode::NOT_FOUND, axum::Json(ErrorBody { error: error.detail })).into_response();
+        response = (StatusCode::NOT_FOUND, axum::Json(ErrorBody { error: *error.detail })).into_response();
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);

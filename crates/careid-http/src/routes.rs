@@ -480,7 +480,8 @@ pub async fn requests_create(
     let position = PositionId::parse(&body.position.to_string())?;
     let note = parse_note("note", &body.note, false)?;
     let person = uuid(&body.person)?;
-    let id = app.service.request_position(&auth.ctx, &auth.actor, &person, position, start, end, note).await?;
+    let terms = careid_service::AssignmentTerms { position, start, end };
+    let id = app.service.request_position(&auth.ctx, &auth.actor, &person, terms, note).await?;
     Ok((StatusCode::CREATED, Json(wire::Created { id: id.to_string() })))
 }
 

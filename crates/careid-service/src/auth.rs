@@ -202,7 +202,7 @@ impl Service {
         let refused = |reason: &str, person: Option<&PersonUuid>| {
             let mut actor = AuditActor::system();
             actor.person = person.cloned();
-            let mut e = self.event(ctx, actor, Action::SessionRefuse, "credential", &hex::encode(&hash[..6]));
+            let mut e = self.event(ctx, actor, Action::SessionRefuse, "credential", hex::encode(&hash[..6]));
             e.subject_person = person.cloned();
             e.outcome = Outcome::Refused { rule: Rule::CredentialInvalid.code() };
             e.detail.push(("reason", reason.to_owned()));

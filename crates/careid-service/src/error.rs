@@ -37,7 +37,7 @@ impl From<Refusal> for RaError {
     }
 }
 
-pub(crate) fn not_found(what: &'static str, id: impl ToString) -> RaError {
+pub(crate) fn not_found(what: &'static str, id: impl std::fmt::Display) -> RaError {
     RaError::NotFound { what, id: id.to_string() }
 }
 

@@ -18,7 +18,7 @@ use time::Duration;
 
 pub use auth::{InitDeployment, InitOutcome, LoginOutcome};
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
-pub use ra::{AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, PositionDecision, ReadAudit};
+pub use ra::{AssignmentTerms, AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, ReadAudit};
 
 /// Settings the use cases take from configuration.
 #[derive(Debug, Clone)]
@@ -118,7 +118,7 @@ impl Service {
         actor: AuditActor,
         action: Action,
         subject_kind: &'static str,
-        subject_id: impl ToString,
+        subject_id: impl std::fmt::Display,
     ) -> AuditEvent {
         AuditEvent {
             at: self.clock.now(),

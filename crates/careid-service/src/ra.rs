@@ -55,11 +55,12 @@ pub struct PersonView {
     pub identity_checks: Vec<IdentityCheck>,
 }
 
-/// What an assignment or close attempt did: done at once, or put to the RA as a request.
+/// Which position, from when, until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PositionDecision {
-    Assigned(AssignmentId),
-    Requested(RequestId),
+pub struct AssignmentTerms {
+    pub position: PositionId,
+    pub start: Date,
+    pub end: Option<Date>,
 }
 
 /// A query of the audit log.
@@ -214,7 +215,7 @@ impl Service {
         }
         let id = tx.insert_position(&position, Some(&actor.person), self.clock.now()).await?;
         event.subject_id = id.to_string();
-        let activities: Vec<&str> = position.activities.iter().map(|a| a.as_str()).collect();
+        let activities: Vec<&str> = position.activities.iter().map(careid_domain::ids::ActivityCode::as_str).collect();
         event.detail = vec![
             ("name", position.name.clone()),
             ("role", position.role.to_string()),
@@ -830,11 +831,10 @@ impl Service {
         ctx: &RequestContext,
         actor: &Actor,
         uuid: &PersonUuid,
-        position_id: PositionId,
-        start: Date,
-        end: Option<Date>,
+        terms: AssignmentTerms,
         note: String,
     ) -> Result<RequestId, RaError> {
+        let AssignmentTerms { position: position_id, start, end } = terms;
         check_assignment_dates(start, end)?;
         let mut tx = self.store.begin_write().await?;
         let person = self.load_person(&mut tx, uuid).await?;

@@ -159,6 +159,12 @@ impl SqlStore {
         Ok(SqlStore { pool, backend, write_gate })
     }
 
+    /// The connection pool, for operator tools that read the raw tables (verification,
+    /// tamper tests). Use cases go through `Store`.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -23,6 +23,7 @@ pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "used as `map_err(corrupt)`")]
 pub(crate) fn corrupt(e: InvalidInput) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }

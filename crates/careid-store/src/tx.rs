@@ -32,6 +32,9 @@ pub struct SqlTransaction {
     _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// The log's head, once read in this transaction: next sequence number and chain hash.
     head: Option<(u64, [u8; 32])>,
+    /// A statement failed. PostgreSQL then refuses everything until rollback, SQLite does not;
+    /// so that both behave alike, a failed transaction never commits.
+    failed: bool,
 }
 
 impl std::fmt::Debug for SqlTransaction {
@@ -42,7 +45,13 @@ impl std::fmt::Debug for SqlTransaction {
 
 impl SqlTransaction {
     pub(crate) fn new(tx: sqlx::Transaction<'static, Any>, gate: Option<tokio::sync::OwnedMutexGuard<()>>) -> Self {
-        SqlTransaction { tx, _gate: gate, head: None }
+        SqlTransaction { tx, _gate: gate, head: None, failed: false }
+    }
+
+    /// Records that a statement failed and translates the driver's error.
+    fn failure(&mut self, context: &'static str, error: &sqlx::Error) -> StoreError {
+        self.failed = true;
+        driver_error(context, error)
     }
 
     async fn fetch_all(&mut self, context: &'static str, sql: &str, args: Vec<Arg>) -> Result<Vec<AnyRow>, StoreError> {
@@ -53,7 +62,7 @@ impl SqlTransaction {
                 Arg::Int(i) => query.bind(i),
             };
         }
-        query.fetch_all(&mut *self.tx).await.map_err(|e| driver_error(context, &e))
+        query.fetch_all(&mut *self.tx).await.map_err(|e| self.failure(context, &e))
     }
 
     async fn head(&mut self) -> Result<(u64, [u8; 32]), StoreError> {
@@ -63,7 +72,7 @@ impl SqlTransaction {
         let row = sqlx::query("SELECT next_seq, chain_hash FROM audit_head WHERE id = 1")
             .fetch_one(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("read audit head", &e))?;
+            .map_err(|e| self.failure("read audit head", &e))?;
         let head = (int(&row, "next_seq")? as u64, hash(&row, "chain_hash")?);
         self.head = Some(head);
         Ok(head)
@@ -75,7 +84,7 @@ impl SqlTransaction {
             .bind(head.1.to_vec())
             .execute(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("write audit head", &e))?;
+            .map_err(|e| self.failure("write audit head", &e))?;
         self.head = Some(head);
         Ok(())
     }
@@ -104,7 +113,7 @@ impl SqlTransaction {
                     .bind(chain.to_vec());
                 seq += 1;
             }
-            query.execute(&mut *self.tx).await.map_err(|e| driver_error("append audit", &e))?;
+            query.execute(&mut *self.tx).await.map_err(|e| self.failure("append audit", &e))?;
         }
         self.write_head((seq, chain)).await?;
         Ok(first_seq)
@@ -147,6 +156,12 @@ const UNDER: &str = "WITH RECURSIVE under_org(ods_code) AS (\
 impl Transaction for SqlTransaction {
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let this = *self;
+        if this.failed {
+            // Dropping the transaction rolls it back.
+            return Err(StoreError::Unavailable(
+                "a statement in this transaction failed; nothing was committed".into(),
+            ));
+        }
         this.tx.commit().await.map_err(|e| driver_error("commit", &e))
     }
 
@@ -210,7 +225,7 @@ impl Transaction for SqlTransaction {
         )
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(|e| driver_error("next person serial", &e))?;
+        .map_err(|e| self.failure("next person serial", &e))?;
         Ok(int(&row, "v")? as u64)
     }
 
@@ -222,7 +237,7 @@ impl Transaction for SqlTransaction {
             .bind(opt_string(org.parent.as_ref()))
             .execute(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("organisation", &e))?;
+            .map_err(|e| self.failure("organisation", &e))?;
         Ok(())
     }
 
@@ -298,7 +313,7 @@ impl Transaction for SqlTransaction {
         .bind(person.status.code())
         .execute(&mut *self.tx)
         .await
-        .map_err(|e| driver_error("person", &e))?;
+        .map_err(|e| self.failure("person", &e))?;
         Ok(())
     }
 
@@ -346,7 +361,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(check.checked_at))
         .execute(&mut *self.tx)
         .await
-        .map_err(|e| driver_error("identity check", &e))?;
+        .map_err(|e| self.failure("identity check", &e))?;
         Ok(())
     }
 
@@ -374,7 +389,7 @@ impl Transaction for SqlTransaction {
             .bind(micros(at))
             .execute(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("terms acceptance", &e))?;
+            .map_err(|e| self.failure("terms acceptance", &e))?;
         Ok(())
     }
 
@@ -402,7 +417,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(r.created_at))
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(|e| driver_error("registration", &e))?;
+        .map_err(|e| self.failure("registration", &e))?;
         Ok(RegistrationId(int(&row, "id")?))
     }
 
@@ -430,7 +445,7 @@ impl Transaction for SqlTransaction {
             .bind(reason)
             .execute(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("registration", &e))?;
+            .map_err(|e| self.failure("registration", &e))?;
         Ok(())
     }
 
@@ -471,7 +486,7 @@ impl Transaction for SqlTransaction {
         created_by: Option<&PersonUuid>,
         at: OffsetDateTime,
     ) -> Result<PositionId, StoreError> {
-        let activities: Vec<&str> = p.activities.iter().map(|a| a.as_str()).collect();
+        let activities: Vec<&str> = p.activities.iter().map(careid_domain::ids::ActivityCode::as_str).collect();
         let row = sqlx::query(
             "INSERT INTO positions (org, name, role, activities, description, approved_by, approved_how, \
              assignable, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
@@ -488,7 +503,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(at))
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(|e| driver_error("position", &e))?;
+        .map_err(|e| self.failure("position", &e))?;
         Ok(PositionId(int(&row, "id")?))
     }
 
@@ -513,7 +528,7 @@ impl Transaction for SqlTransaction {
             .bind(i64::from(assignable))
             .execute(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("position", &e))?;
+            .map_err(|e| self.failure("position", &e))?;
         Ok(())
     }
 
@@ -530,7 +545,7 @@ impl Transaction for SqlTransaction {
         .bind(opt_string(a.assigned_by.as_ref()))
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(|e| driver_error("assignment", &e))?;
+        .map_err(|e| self.failure("assignment", &e))?;
         Ok(AssignmentId(int(&row, "id")?))
     }
 
@@ -557,7 +572,7 @@ impl Transaction for SqlTransaction {
             .bind(removal.reason.clone())
             .execute(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("assignment", &e))?;
+            .map_err(|e| self.failure("assignment", &e))?;
         Ok(())
     }
 
@@ -584,7 +599,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(r.requested_at))
         .fetch_one(&mut *self.tx)
         .await
-        .map_err(|e| driver_error("request", &e))?;
+        .map_err(|e| self.failure("request", &e))?;
         Ok(RequestId(int(&row, "id")?))
     }
 
@@ -611,7 +626,7 @@ impl Transaction for SqlTransaction {
         .bind(reason)
         .execute(&mut *self.tx)
         .await
-        .map_err(|e| driver_error("request", &e))?;
+        .map_err(|e| self.failure("request", &e))?;
         Ok(())
     }
 
@@ -639,7 +654,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(c.expires_at))
         .execute(&mut *self.tx)
         .await
-        .map_err(|e| driver_error("credential", &e))?;
+        .map_err(|e| self.failure("credential", &e))?;
         Ok(())
     }
 
@@ -648,7 +663,7 @@ impl Transaction for SqlTransaction {
             .bind(secret_hash.to_vec())
             .fetch_all(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("read credential", &e))?;
+            .map_err(|e| self.failure("read credential", &e))?;
         rows.first().map(rows::credential).transpose()
     }
 
@@ -667,7 +682,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(s.expires_at))
         .execute(&mut *self.tx)
         .await
-        .map_err(|e| driver_error("session", &e))?;
+        .map_err(|e| self.failure("session", &e))?;
         Ok(())
     }
 
@@ -676,7 +691,7 @@ impl Transaction for SqlTransaction {
             .bind(token_hash.to_vec())
             .fetch_all(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("read session", &e))?;
+            .map_err(|e| self.failure("read session", &e))?;
         rows.first().map(rows::session).transpose()
     }
 
@@ -686,7 +701,7 @@ impl Transaction for SqlTransaction {
             .bind(micros(at))
             .execute(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("session", &e))?;
+            .map_err(|e| self.failure("session", &e))?;
         Ok(())
     }
 
@@ -696,7 +711,7 @@ impl Transaction for SqlTransaction {
             .bind(micros(at))
             .execute(&mut *self.tx)
             .await
-            .map_err(|e| driver_error("session", &e))?;
+            .map_err(|e| self.failure("session", &e))?;
         Ok(())
     }
 
@@ -722,7 +737,7 @@ impl Transaction for SqlTransaction {
                     .bind(p.registered_org.to_string())
                     .bind(micros(p.created_at));
             }
-            query.execute(&mut *self.tx).await.map_err(|e| driver_error("person", &e))?;
+            query.execute(&mut *self.tx).await.map_err(|e| self.failure("person", &e))?;
         }
         for chunk in assignments.chunks(BULK_ROWS) {
             let mut sql = String::from(
@@ -739,7 +754,7 @@ impl Transaction for SqlTransaction {
                     .bind(a.end.map(format_date))
                     .bind(opt_string(a.assigned_by.as_ref()));
             }
-            query.execute(&mut *self.tx).await.map_err(|e| driver_error("assignment", &e))?;
+            query.execute(&mut *self.tx).await.map_err(|e| self.failure("assignment", &e))?;
         }
         Ok(())
     }

@@ -94,6 +94,9 @@ fn report(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
+const BATCH: usize = 20_000;
+const FAMILY: &[&str] = &["Smith", "Jones", "Patel", "Khan", "Brown", "Taylor", "Evans", "Wilson"];
+
 /// Sets up one organisation and position, then imports `people` in batches.
 async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyhow::Result<()> {
     let store = SqlStore::open(&options).await?;
@@ -159,8 +162,6 @@ async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyho
         )
         .await?;
 
-    const BATCH: usize = 20_000;
-    const FAMILY: &[&str] = &["Smith", "Jones", "Patel", "Khan", "Brown", "Taylor", "Evans", "Wilson"];
     let start_date = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
     let mut uuids: Vec<PersonUuid> = Vec::with_capacity(people);
     let mut build = Duration::ZERO;
@@ -184,7 +185,7 @@ async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyho
         build += build_started.elapsed();
         uuids.extend(service.import_people(&ctx, &manager, batch).await?);
     }
-    let elapsed = started.elapsed() - build;
+    let elapsed = started.elapsed().saturating_sub(build);
     let rate = people as f64 / elapsed.as_secs_f64();
     println!(
         "  bulk import (person + position + audit)  {rate:>10.0} people/s   {people} in {:.1} s{}",

@@ -235,7 +235,7 @@ pub fn print_human(value: &Value) {
                                 println!();
                             }
                             Value::Array(pair) => {
-                                println!("{pad}    {}", pair.iter().map(scalar).collect::<Vec<_>>().join(" "))
+                                println!("{pad}    {}", pair.iter().map(scalar).collect::<Vec<_>>().join(" "));
                             }
                             other => println!("{pad}    {}", scalar(other)),
                         }

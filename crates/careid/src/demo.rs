@@ -14,7 +14,9 @@ use careid_domain::model::{
     PositionApproval,
 };
 use careid_domain::secret::Secret;
-use careid_service::{ImportPerson, InitDeployment, NewPerson, NewRegistration, RequestContext, Service};
+use careid_service::{
+    AssignmentTerms, ImportPerson, InitDeployment, NewPerson, NewRegistration, RequestContext, Service,
+};
 use std::path::PathBuf;
 use time::Date;
 
@@ -436,9 +438,7 @@ pub async fn build(service: &Service) -> anyhow::Result<DemoArea> {
                 &ctx,
                 &sponsor_actor,
                 person,
-                gp_position,
-                start + time::Duration::days(400),
-                None,
+                AssignmentTerms { position: gp_position, start: start + time::Duration::days(400), end: None },
                 "GP registrar rotation".into(),
             )
             .await?;
@@ -500,7 +500,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let url = format!("http://{}", listener.local_addr()?);
     save_profiles(&service, &url, &area).await?;
     let credentials_file = args.data_dir.join("credentials.txt");
-    let listing: String = area.credentials.iter().map(|(n, p, s)| format!("{n} {p} {}\n", s.expose())).collect();
+    let mut listing = String::new();
+    for (name, person, secret) in &area.credentials {
+        listing.push_str(&format!("{name} {person} {}\n", secret.expose()));
+    }
     write_private(&credentials_file, listing.as_bytes())?;
     print_tour(&url, &area, &credentials_file);
     if args.no_serve {

@@ -1,0 +1,363 @@
+//! The store contract: behaviour every backend must show. Each test runs on SQLite always, and
+//! on PostgreSQL when `CAREID_TEST_POSTGRES_URL` is set (CI sets it), each run in a fresh
+//! schema so tests never share state.
+
+use std::sync::Arc;
+
+use careid_domain::access::AuthMethod;
+use careid_domain::audit::{Action, AuditActor, AuditEvent, Outcome};
+use careid_domain::ids::{NamePart, NiNumber, OdsCode, PersonUuid, RoleTriple};
+use careid_domain::model::{
+    ContactDetails, NewPosition, Organisation, OrganisationKind, Person, PersonalDetails, PositionApproval,
+    ProfileStatus, Registration, RegistrationStatus,
+};
+use careid_domain::ports::{AuditQuery, Credential, NewAssignment, Session, Store, StoreError};
+use careid_store::{SqlStore, StoreOptions};
+use time::macros::{date, datetime};
+
+/// The backends to run against: SQLite in memory, and PostgreSQL in a fresh schema if
+/// configured (with the schema to drop afterwards).
+async fn stores() -> Vec<(SqlStore, Option<String>)> {
+    let mut stores = vec![(SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.expect("sqlite"), None)];
+    if let Ok(url) = std::env::var("CAREID_TEST_POSTGRES_URL") {
+        let mut options = StoreOptions::new(url);
+        let unique: u64 = rand::random();
+        let schema = format!("careid_test_{unique:016x}");
+        options.schema = Some(schema.clone());
+        stores.push((SqlStore::open(&options).await.expect("postgres"), Some(schema)));
+    }
+    stores
+}
+
+/// Runs `body` once per backend, naming the backend when it fails.
+macro_rules! contract {
+    ($name:ident, |$store:ident| $body:block) => {
+        #[tokio::test]
+        async fn $name() {
+            for ($store, schema) in stores().await {
+                let backend = $store.backend();
+                let pool = $store.pool().clone();
+                let outcome = tokio::spawn(async move { $body }).await;
+                if let Some(schema) = schema {
+                    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                        .execute(&pool)
+                        .await
+                        .expect("drop schema");
+                }
+                assert!(outcome.is_ok(), "{} failed on {backend}", stringify!($name));
+            }
+        }
+    };
+}
+
+fn event(n: u64) -> AuditEvent {
+    AuditEvent {
+        at: datetime!(2026-11-23 09:00 UTC),
+        request_id: format!("req-{n}"),
+        actor: AuditActor::system(),
+        action: Action::OrganisationCreate,
+        subject_kind: "organisation",
+        subject_id: format!("ORG{n}"),
+        subject_person: None,
+        org: None,
+        outcome: Outcome::Success,
+        detail: vec![("n", n.to_string())],
+        workstation: None,
+    }
+}
+
+fn org(code: &str, parent: Option<&str>) -> Organisation {
+    Organisation {
+        ods_code: OdsCode::parse(code).unwrap(),
+        name: format!("Organisation {code}"),
+        kind: OrganisationKind::Other,
+        parent: parent.map(|p| OdsCode::parse(p).unwrap()),
+    }
+}
+
+fn person(serial: u64, ni: &str, org: &str) -> Person {
+    Person {
+        uuid: PersonUuid::from_serial(serial).unwrap(),
+        details: PersonalDetails {
+            title: None,
+            given_name: NamePart::parse("given_name", "Ada").unwrap(),
+            family_name: NamePart::parse("family_name", "Lovelace").unwrap(),
+            date_of_birth: date!(1985 - 12 - 10),
+            ni_number: NiNumber::parse(ni).unwrap(),
+        },
+        contact: ContactDetails::default(),
+        status: ProfileStatus::Active,
+        registered_org: OdsCode::parse(org).unwrap(),
+        created_at: datetime!(2026-11-23 09:00 UTC),
+    }
+}
+
+async fn verify_whole_log(store: &SqlStore) -> u64 {
+    let mut tx = store.begin_read().await.unwrap();
+    let records = tx.audit_range(0, 100_000).await.unwrap();
+    careid_audit::verify_chain(careid_audit::GENESIS, 0, &records).expect("chain verifies");
+    records.len() as u64
+}
+
+contract!(audit_log_is_gapless_and_chained, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.append_audit(&event(0)).await.unwrap(), 0);
+    assert_eq!(tx.append_audit_batch(&[event(1), event(2), event(3)]).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.append_audit(&event(4)).await.unwrap(), 4);
+    tx.commit().await.unwrap();
+    assert_eq!(verify_whole_log(&store).await, 5);
+    let mut tx = store.begin_read().await.unwrap();
+    let entry = careid_audit::decode(&tx.audit_range(2, 1).await.unwrap()[0].entry).unwrap();
+    assert_eq!(entry.get("detail.n"), Some("2"));
+});
+
+contract!(audit_log_refuses_updates_and_deletes, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    tx.append_audit(&event(0)).await.unwrap();
+    tx.commit().await.unwrap();
+    for sql in ["UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log"] {
+        assert!(sqlx::query(sql).execute(store.pool()).await.is_err(), "{sql} must be refused");
+    }
+    assert_eq!(verify_whole_log(&store).await, 1);
+});
+
+contract!(a_change_and_its_audit_record_commit_or_vanish_together, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("QWE", None)).await.unwrap();
+    tx.append_audit(&event(0)).await.unwrap();
+    drop(tx); // rolled back
+    let mut tx = store.begin_read().await.unwrap();
+    assert!(tx.organisation(&OdsCode::parse("QWE").unwrap()).await.unwrap().is_none());
+    assert!(tx.audit_range(0, 10).await.unwrap().is_empty());
+    drop(tx);
+    // The next append still starts at 0: nothing was half-written.
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.append_audit(&event(0)).await.unwrap(), 0);
+    tx.commit().await.unwrap();
+});
+
+contract!(concurrent_writers_never_fork_the_chain, |store| {
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = store.begin_write().await.unwrap();
+            tx.append_audit(&event(n)).await.unwrap();
+            tx.append_audit(&event(n + 100)).await.unwrap();
+            tx.commit().await.unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(verify_whole_log(&store).await, 32);
+});
+
+contract!(organisation_hierarchy_and_scope_queries, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    for (code, parent) in [("QWE", None), ("F84003", Some("QWE")), ("F84003A", Some("F84003")), ("RH8", None)] {
+        tx.insert_organisation(&org(code, parent)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("ZZZ", None)).await.unwrap();
+    assert_eq!(tx.insert_organisation(&org("RH8", None)).await, Err(StoreError::Duplicate("organisation")));
+    assert!(tx.commit().await.is_err(), "a transaction with a failed statement never commits");
+    let mut tx = store.begin_read().await.unwrap();
+    let ancestors = tx.organisation_ancestors(&OdsCode::parse("F84003A").unwrap()).await.unwrap();
+    let codes: Vec<&str> = ancestors.iter().map(OdsCode::as_str).collect();
+    assert!(tx.organisation(&OdsCode::parse("ZZZ").unwrap()).await.unwrap().is_none(), "rolled back");
+    assert_eq!(codes, ["F84003A", "F84003", "QWE"]);
+    assert!(tx.organisation_ancestors(&OdsCode::parse("NOPE1").unwrap()).await.unwrap().is_empty());
+    let found = tx.organisations(Some("f840"), None, 10).await.unwrap();
+    assert_eq!(found.len(), 2);
+    let children = tx.organisations(None, Some(&OdsCode::parse("QWE").unwrap()), 10).await.unwrap();
+    assert_eq!(children.len(), 1);
+});
+
+contract!(people_are_unique_by_ni_number_and_found_by_name_and_birth_date, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("QWE", None)).await.unwrap();
+    let first = tx.next_person_serial().await.unwrap();
+    let second = tx.next_person_serial().await.unwrap();
+    assert_eq!(second, first + 1, "serials come from a sequence");
+    let ada = person(first, "AB123456C", "QWE");
+    tx.insert_person(&ada).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.insert_person(&person(second, "AB123456C", "QWE")).await, Err(StoreError::Duplicate("person")));
+    drop(tx);
+
+    let mut tx = store.begin_read().await.unwrap();
+    assert_eq!(tx.person(&ada.uuid).await.unwrap().as_ref(), Some(&ada));
+    let mut other = ada.details.clone();
+    other.ni_number = NiNumber::parse("CE654321A").unwrap();
+    other.family_name = NamePart::parse("family_name", "LOVELACE").unwrap();
+    let duplicates = tx.possible_duplicates(&other).await.unwrap();
+    assert_eq!(duplicates.len(), 1, "same names (any case) and date of birth");
+    assert_eq!(tx.people_by_family_name("love", 10).await.unwrap().len(), 1);
+    assert!(tx.people_by_family_name("lovx", 10).await.unwrap().is_empty());
+});
+
+contract!(positions_assignments_and_registrations_round_trip, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("QWE", None)).await.unwrap();
+    tx.insert_organisation(&org("F84003", Some("QWE"))).await.unwrap();
+    let ada = person(tx.next_person_serial().await.unwrap(), "AB123456C", "F84003");
+    tx.insert_person(&ada).await.unwrap();
+    let position = NewPosition {
+        org: OdsCode::parse("F84003").unwrap(),
+        name: "Receptionist".into(),
+        role: RoleTriple::parse("S0080:G0440:R8009").unwrap(),
+        activities: vec![careid_domain::ids::ActivityCode::parse("B0560").unwrap()],
+        description: "Front desk".into(),
+        approval: PositionApproval { approved_by: "Caldicott Guardian".into(), how: "minute 12".into() },
+        assignable_by_sponsors: false,
+    };
+    let id = tx.insert_position(&position, None, datetime!(2026-11-23 09:00 UTC)).await.unwrap();
+    tx.set_position_assignable(id, true).await.unwrap();
+    let stored = tx.position(id).await.unwrap().unwrap();
+    assert!(stored.assignable_by_sponsors);
+    assert_eq!(stored.activities, position.activities);
+
+    let assignment = NewAssignment {
+        person: ada.uuid.clone(),
+        position: id,
+        org: position.org.clone(),
+        start: date!(2026 - 01 - 01),
+        end: Some(date!(2026 - 12 - 31)),
+        assigned_by: None,
+    };
+    let assignment_id = tx.insert_assignment(&assignment).await.unwrap();
+    let removal = careid_domain::model::Removal {
+        removed_by: None,
+        removed_at: datetime!(2026-11-23 10:00 UTC),
+        reason: "left".into(),
+    };
+    tx.remove_assignment(assignment_id, &removal).await.unwrap();
+    let listed = tx.assignments_of(&ada.uuid).await.unwrap();
+    assert_eq!(listed.len(), 1, "removed assignments stay visible");
+    assert_eq!(listed[0].removal.as_ref(), Some(&removal));
+
+    let registration = Registration {
+        id: careid_domain::ids::RegistrationId(0),
+        org: position.org.clone(),
+        details: person(99_999_999_999, "CE654321A", "QWE").details,
+        contact: ContactDetails::default(),
+        position_sought: Some(id),
+        note: "starts Monday".into(),
+        sponsor: ada.uuid.clone(),
+        status: RegistrationStatus::Pending,
+        created_at: datetime!(2026-11-23 09:00 UTC),
+    };
+    let reg_id = tx.insert_registration(&registration).await.unwrap();
+    assert_eq!(
+        tx.registrations_under(&OdsCode::parse("QWE").unwrap(), true).await.unwrap().len(),
+        1,
+        "seen from above"
+    );
+    tx.set_registration_status(reg_id, &RegistrationStatus::Rejected { reason: "no show".into() }).await.unwrap();
+    assert!(tx.registrations_under(&OdsCode::parse("QWE").unwrap(), true).await.unwrap().is_empty());
+    tx.commit().await.unwrap();
+});
+
+contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("QWE", None)).await.unwrap();
+    let ada = person(tx.next_person_serial().await.unwrap(), "AB123456C", "QWE");
+    tx.insert_person(&ada).await.unwrap();
+    let at = datetime!(2026-11-23 09:00 UTC);
+    let credential = Credential {
+        secret_hash: [7; 32],
+        person: ada.uuid.clone(),
+        kind: AuthMethod::Recovery,
+        issued_by: None,
+        issued_at: at,
+        expires_at: at + time::Duration::days(7),
+    };
+    tx.insert_credential(&credential).await.unwrap();
+    assert_eq!(tx.credential(&[7; 32]).await.unwrap(), Some(credential));
+    assert_eq!(tx.credential(&[8; 32]).await.unwrap(), None);
+    let position = tx
+        .insert_position(
+            &NewPosition {
+                org: OdsCode::parse("QWE").unwrap(),
+                name: "RA Manager".into(),
+                role: RoleTriple::parse("S0080:G0450:R5080").unwrap(),
+                activities: vec![],
+                description: String::new(),
+                approval: PositionApproval { approved_by: "x".into(), how: "y".into() },
+                assignable_by_sponsors: false,
+            },
+            None,
+            at,
+        )
+        .await
+        .unwrap();
+    let assignment = tx
+        .insert_assignment(&NewAssignment {
+            person: ada.uuid.clone(),
+            position,
+            org: OdsCode::parse("QWE").unwrap(),
+            start: date!(2026 - 01 - 01),
+            end: None,
+            assigned_by: None,
+        })
+        .await
+        .unwrap();
+    let session = Session {
+        id: "s1".into(),
+        token_hash: [9; 32],
+        person: ada.uuid.clone(),
+        assignment,
+        auth: AuthMethod::Recovery,
+        created_at: at,
+        last_seen_at: at,
+        expires_at: at + time::Duration::hours(12),
+        ended_at: None,
+    };
+    tx.insert_session(&session).await.unwrap();
+    tx.end_session("s1", at + time::Duration::minutes(5)).await.unwrap();
+    let ended = tx.session(&[9; 32]).await.unwrap().unwrap();
+    assert_eq!(ended.ended_at, Some(at + time::Duration::minutes(5)));
+    tx.commit().await.unwrap();
+});
+
+contract!(audit_queries_filter_by_person_org_action_and_page, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("QWE", None)).await.unwrap();
+    tx.insert_organisation(&org("F84003", Some("QWE"))).await.unwrap();
+    tx.insert_organisation(&org("RH8", None)).await.unwrap();
+    let ada = PersonUuid::from_serial(PersonUuid::FIRST_SERIAL).unwrap();
+    let mut events = Vec::new();
+    for n in 0..10u64 {
+        let mut e = event(n);
+        e.org = Some(OdsCode::parse(if n % 2 == 0 { "F84003" } else { "RH8" }).unwrap());
+        if n == 3 {
+            e.subject_person = Some(ada.clone());
+            e.action = Action::PersonCreate;
+        }
+        events.push(e);
+    }
+    tx.append_audit_batch(&events).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_read().await.unwrap();
+    let query = |q: AuditQuery| AuditQuery { limit: 100, ..q };
+    let under_qwe = tx
+        .audit_records(&query(AuditQuery { org_under: Some(OdsCode::parse("QWE").unwrap()), ..Default::default() }))
+        .await
+        .unwrap();
+    assert_eq!(under_qwe.iter().map(|r| r.seq).collect::<Vec<_>>(), [8, 6, 4, 2, 0], "newest first, only below QWE");
+    let ada_records = tx.audit_records(&query(AuditQuery { person: Some(ada), ..Default::default() })).await.unwrap();
+    assert_eq!(ada_records.len(), 1);
+    let by_action = tx
+        .audit_records(&query(AuditQuery { action: Some("person.create".into()), ..Default::default() }))
+        .await
+        .unwrap();
+    assert_eq!(by_action.len(), 1);
+    let page = tx.audit_records(&AuditQuery { before_seq: Some(5), limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 3]);
+});
