@@ -1,0 +1,266 @@
+//! The HTTP API end to end: a real server on port 0 over a temporary SQLite database, driven
+//! over loopback. Bad input is refused with the field named and nothing changes.
+
+use std::sync::Arc;
+
+use careid_domain::ports::{FixedClock, Store};
+use careid_service::{InitDeployment, OsRandom, RequestContext, Service, ServiceSettings};
+use careid_store::{SqlStore, StoreOptions};
+use serde_json::{Value, json};
+use time::macros::datetime;
+
+struct Server {
+    url: String,
+    store: SqlStore,
+    manager_token: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("careid.db").display());
+        let store = SqlStore::open(&StoreOptions::new(url)).await.unwrap();
+        let clock = Arc::new(FixedClock::at(datetime!(2026-11-23 09:00 UTC)));
+        let service = Service::new(Arc::new(store.clone()), clock, Arc::new(OsRandom), ServiceSettings::default());
+        let init = InitDeployment {
+            org: careid_domain::model::Organisation {
+                ods_code: careid_domain::ids::OdsCode::parse("QWE").unwrap(),
+                name: "Test ICB".into(),
+                kind: careid_domain::model::OrganisationKind::IntegratedCareBoard,
+                parent: None,
+            },
+            manager: careid_domain::model::PersonalDetails {
+                title: None,
+                given_name: careid_domain::ids::NamePart::parse("given_name", "Mina").unwrap(),
+                family_name: careid_domain::ids::NamePart::parse("family_name", "Manager").unwrap(),
+                date_of_birth: time::macros::date!(1980 - 01 - 01),
+                ni_number: careid_domain::ids::NiNumber::parse("AB000001A").unwrap(),
+            },
+            contact: careid_domain::model::ContactDetails::default(),
+        };
+        let outcome = service.init_deployment(&RequestContext::new("test"), init).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(careid_http::serve(listener, careid_http::App::new(service), std::future::pending()));
+        let http = reqwest::Client::new();
+        let login: Value = http
+            .post(format!("{url}/api/v1/sessions"))
+            .json(&json!({ "credential": outcome.recovery_credential.expose() }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let manager_token = login["token"].as_str().unwrap().to_owned();
+        Server { url, store, manager_token, http, _dir: dir }
+    }
+
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call("POST", path, Some(&self.manager_token), Some(&body.to_string())).await
+    }
+
+    async fn audit_len(&self) -> usize {
+        let mut tx = self.store.begin_read().await.unwrap();
+        tx.audit_range(0, 1_000_000).await.unwrap().len()
+    }
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field_and_changes_nothing() {
+    let server = Server::start().await;
+    let (status, _) = server
+        .post(
+            "/api/v1/organisations",
+            &json!({"ods_code": "F84003", "name": "Practice", "kind": "gp_practice", "parent": "QWE"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let person = json!({
+        "org": "F84003", "given_name": "Ada", "family_name": "Lovelace", "date_of_birth": "1985-12-10",
+        "ni_number": "AB123456C", "documents": [
+            {"kind": "passport", "number": "1"}, {"kind": "utility_bill", "number": "2"}, {"kind": "bank_statement", "number": "3"}]
+    });
+    let with = |field: &str, value: Value| {
+        let mut p = person.clone();
+        p[field] = value;
+        p
+    };
+    // (path, body, status, code, field)
+    let cases: Vec<(&str, Value, u16, &str, Option<&str>)> = vec![
+        (
+            "/api/v1/organisations",
+            json!({"ods_code": "F8-4003", "name": "X", "kind": "gp_practice", "parent": "QWE"}),
+            422,
+            "invalid_input",
+            Some("ods_code"),
+        ),
+        (
+            "/api/v1/organisations",
+            json!({"ods_code": "F84009", "name": "X", "kind": "castle", "parent": "QWE"}),
+            422,
+            "invalid_input",
+            Some("kind"),
+        ),
+        (
+            "/api/v1/organisations",
+            json!({"ods_code": "F84009", "name": "X", "kind": "gp_practice", "parent": "NOPE9"}),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            "/api/v1/organisations",
+            json!({"ods_code": "F84003", "name": "X", "kind": "gp_practice", "parent": "QWE"}),
+            409,
+            "duplicate",
+            None,
+        ),
+        ("/api/v1/people", with("org", json!("f84-003")), 422, "invalid_input", Some("org")),
+        ("/api/v1/people", with("ni_number", json!("AB12345")), 422, "invalid_input", Some("ni_number")),
+        ("/api/v1/people", with("date_of_birth", json!("10/12/1985")), 422, "invalid_input", Some("date_of_birth")),
+        ("/api/v1/people", with("date_of_birth", json!("2030-01-01")), 422, "invalid_input", Some("date_of_birth")),
+        ("/api/v1/people", with("email", json!("not-an-email")), 422, "invalid_input", Some("email")),
+        (
+            "/api/v1/people",
+            with("documents", json!([{"kind": "passport", "number": "1"}])),
+            422,
+            "invalid_input",
+            Some("documents"),
+        ),
+        ("/api/v1/people", with("org", json!("F84999")), 404, "not_found", None),
+        (
+            "/api/v1/positions",
+            json!({"org": "F84003", "name": "GP", "role": "S8000:G8000", "approved_by": "a", "approved_how": "b"}),
+            422,
+            "invalid_input",
+            Some("role"),
+        ),
+        (
+            "/api/v1/positions",
+            json!({"org": "F84003", "name": "GP", "role": "S8000:G8000:R0000", "approved_by": "a", "approved_how": "b"}),
+            422,
+            "invalid_input",
+            Some("role"),
+        ),
+        (
+            "/api/v1/positions",
+            json!({"org": "F84003", "name": "GP", "role": "S8000:G8000:R0260", "activities": ["B0001"], "approved_by": "a", "approved_how": "b"}),
+            422,
+            "invalid_input",
+            Some("activities"),
+        ),
+        (
+            "/api/v1/positions",
+            json!({"org": "F84003", "name": "GP", "role": "S8000:G8000:R0260", "approved_by": "", "approved_how": "b"}),
+            422,
+            "invalid_input",
+            Some("approved_by"),
+        ),
+        ("/api/v1/assignments", json!({"person": "123456789012", "position": 1}), 422, "invalid_input", Some("uuid")),
+        (
+            "/api/v1/assignments",
+            json!({"person": "100000000008", "position": 1, "start": "2026-12-01", "end": "2026-11-01"}),
+            422,
+            "invalid_input",
+            Some("end"),
+        ),
+        ("/api/v1/registrations/0/verify", json!({"documents": []}), 422, "invalid_input", Some("registration_id")),
+    ];
+    let before = server.audit_len().await;
+    for (path, body, status, code, field) in cases {
+        let (got, response) = server.post(path, &body).await;
+        assert_eq!(got, status, "{path} {body}: {response}");
+        assert_eq!(response["error"]["code"], code, "{path} {body}: {response}");
+        if let Some(field) = field {
+            assert_eq!(response["error"]["field"], field, "{path} {body}: {response}");
+        }
+        assert!(response["error"]["request_id"].as_str().is_some_and(|r| r.starts_with("req-")));
+    }
+    assert_eq!(server.audit_len().await, before, "bad input changes nothing, not even the log");
+
+    // Malformed JSON and bad path parameters, in the same error format.
+    let (status, response) =
+        server.call("POST", "/api/v1/people", Some(&server.manager_token), Some("{not json")).await;
+    assert_eq!((status, response["error"]["code"].as_str()), (400, Some("malformed_request")));
+    let (status, response) = server.call("GET", "/api/v1/people/12345", Some(&server.manager_token), None).await;
+    assert_eq!((status, response["error"]["field"].as_str()), (422, Some("uuid")));
+    let (status, response) = server.call("GET", "/api/v1/people/100000000009", Some(&server.manager_token), None).await;
+    assert_eq!(status, 422, "a wrong check digit is caught: {response}");
+    let (status, response) = server.call("GET", "/api/v1/people/100000000016", Some(&server.manager_token), None).await;
+    assert_eq!((status, response["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, response) = server.call("GET", "/api/v1/nowhere", None, None).await;
+    assert_eq!((status, response["error"]["code"].as_str()), (404, Some("not_found")));
+}
+
+#[tokio::test]
+async fn every_write_needs_a_session() {
+    let server = Server::start().await;
+    let before = server.audit_len().await;
+    for (method, path) in
+        [("POST", "/api/v1/organisations"), ("POST", "/api/v1/people"), ("GET", "/api/v1/audit"), ("GET", "/api/v1/me")]
+    {
+        let (status, response) = server.call(method, path, None, Some("{}")).await;
+        assert_eq!((status, response["error"]["code"].as_str()), (401, Some("unauthenticated")), "{method} {path}");
+        let (status, _) = server.call(method, path, Some("careid-session-forged"), Some("{}")).await;
+        assert_eq!(status, 401, "{method} {path} with a forged token");
+    }
+    assert_eq!(server.audit_len().await, before);
+    let (status, response) =
+        server.call("POST", "/api/v1/sessions", None, Some(r#"{"credential": "careid-recovery-guess"}"#)).await;
+    assert_eq!((status, response["error"]["code"].as_str()), (401, Some("credential_rejected")));
+    assert_eq!(server.audit_len().await, before + 1, "a refused sign-in is audited");
+}
+
+#[tokio::test]
+async fn operations_endpoints_and_request_ids() {
+    let server = Server::start().await;
+    let response = server
+        .http
+        .get(format!("{}/healthz", server.url))
+        .header("x-request-id", "my-request-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "my-request-0001", "a sane caller id is kept");
+
+    let (status, doc) = server.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/registrations/{id}/verify",
+        "/api/v1/requests/{id}/grant",
+        "/api/v1/audit",
+        "/api/v1/people/{uuid}/name",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+    assert!(doc["components"]["schemas"].get("NewRegistration").is_some());
+
+    let (_, _) = server.call("GET", "/api/v1/me", Some(&server.manager_token), None).await;
+    let metrics = server.http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"careid_http_requests_total{route="/api/v1/me",method="GET",status="200"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("careid_http_request_duration_seconds_bucket"));
+    assert!(metrics.contains("careid_store_ping_duration_seconds_count 1"));
+}
