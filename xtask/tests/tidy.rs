@@ -1,5 +1,7 @@
 //! The repository's invariants, checked on every `cargo test`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+
 #[test]
 fn sources_are_tidy() {
     let problems = xtask::tidy();

@@ -2,6 +2,8 @@
 //! store and a fixed clock: permissions, scope, separation of duties, duplicates, sessions,
 //! and that every refusal is audited and changes nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+
 use std::sync::Arc;
 
 use careid_domain::access::{Actor, RaAction, Rule};

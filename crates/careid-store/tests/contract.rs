@@ -2,6 +2,8 @@
 //! on PostgreSQL when `CAREID_TEST_POSTGRES_URL` is set (CI sets it), each run in a fresh
 //! schema so tests never share state.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+
 use std::sync::Arc;
 
 use careid_domain::access::AuthMethod;

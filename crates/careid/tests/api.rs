@@ -1,6 +1,8 @@
 //! The HTTP API end to end: a real server on port 0 over a temporary SQLite database, driven
 //! over loopback. Bad input is refused with the field named and nothing changes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+
 use std::sync::Arc;
 
 use careid_domain::ports::{FixedClock, Store};

@@ -2,6 +2,8 @@
 //! process with debug logging, and the `careid ra` command line against it. Afterwards the
 //! server's logs and the audit output are scanned for the secrets the run used.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -25,9 +27,9 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn ok(output: Output) -> String {
-    assert!(output.status.success(), "careid failed: {}\n{}", stdout(&output), String::from_utf8_lossy(&output.stderr));
-    stdout(&output)
+fn ok(output: &Output) -> String {
+    assert!(output.status.success(), "careid failed: {}\n{}", stdout(output), String::from_utf8_lossy(&output.stderr));
+    stdout(output)
 }
 
 fn free_port() -> u16 {
@@ -48,7 +50,7 @@ impl Drop for Child {
 fn init_serve_and_the_ra_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let init = ok(careid(
+    let init = ok(&careid(
         dir,
         &[
             "init",
@@ -113,15 +115,15 @@ fn init_serve_and_the_ra_command_line() {
         all.extend_from_slice(args);
         careid(dir, &all)
     };
-    ok(ra(&["login", "ram", "--credential", &credential]));
-    assert!(ok(ra(&["whoami"])).contains("ra_manager"));
-    let whoami: serde_json::Value = serde_json::from_str(&ok(ra(&["--json", "whoami"]))).unwrap();
+    ok(&ra(&["login", "ram", "--credential", &credential]));
+    assert!(ok(&ra(&["whoami"])).contains("ra_manager"));
+    let whoami: serde_json::Value = serde_json::from_str(&ok(&ra(&["--json", "whoami"]))).unwrap();
     assert_eq!(whoami["org"], "QWE");
 
     let csv = dir.join("orgs.csv");
     std::fs::write(&csv, "ods_code,name,kind,parent\nF84003,Camden Road Surgery,gp_practice,QWE\nF84004,Holloway Medical Centre,gp_practice,QWE\n").unwrap();
-    assert!(ok(ra(&["org", "import", csv.to_str().unwrap()])).contains("created: 2"));
-    let position = ok(ra(&[
+    assert!(ok(&ra(&["org", "import", csv.to_str().unwrap()])).contains("created: 2"));
+    let position = ok(&ra(&[
         "--json",
         "position",
         "create",
@@ -161,9 +163,9 @@ fn init_serve_and_the_ra_command_line() {
         "bank_statement:BS12",
     ];
     let created: serde_json::Value =
-        serde_json::from_str(&ok(ra(&[&["--json"][..], &person_args[..]].concat()))).unwrap();
+        serde_json::from_str(&ok(&ra(&[&["--json"][..], &person_args[..]].concat()))).unwrap();
     let uuid = created["uuid"].as_str().unwrap().to_owned();
-    ok(ra(&["assign", &uuid, position["id"].as_str().unwrap()]));
+    ok(&ra(&["assign", &uuid, position["id"].as_str().unwrap()]));
 
     // The duplicate is refused, with the rule and the existing profile named, and a failing exit code.
     let duplicate = ra(&person_args);
@@ -171,7 +173,7 @@ fn init_serve_and_the_ra_command_line() {
     let message = String::from_utf8_lossy(&duplicate.stderr);
     assert!(message.contains("duplicate") && message.contains(&uuid) && message.contains("request id"), "{message}");
 
-    let audit = ok(ra(&["audit", "--limit", "50"]));
+    let audit = ok(&ra(&["audit", "--limit", "50"]));
     for action in
         ["person.create", "assignment.create", "organisation.create", "position.create", "REFUSED (duplicate_person)"]
     {
@@ -182,7 +184,7 @@ fn init_serve_and_the_ra_command_line() {
     let profiles = std::fs::read_to_string(dir.join("cli/profiles.json")).unwrap();
     let profiles: serde_json::Value = serde_json::from_str(&profiles).unwrap();
     let token = profiles["profiles"]["ram"]["token"].as_str().unwrap().to_owned();
-    ok(ra(&["logout"]));
+    ok(&ra(&["logout"]));
     let logs = std::fs::read_to_string(dir.join("server.log")).unwrap();
     assert!(logs.contains("DEBUG") || logs.contains("INFO"), "the server logged at debug level");
     for secret in [&credential, &token] {
