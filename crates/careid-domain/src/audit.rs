@@ -35,6 +35,8 @@ pub enum Action {
     SessionEnd,
     AuditRead,
     BulkImport,
+    PersonRead,
+    QueueRead,
 }
 
 impl Action {
@@ -65,6 +67,8 @@ impl Action {
             Action::SessionEnd => "session.end",
             Action::AuditRead => "audit.read",
             Action::BulkImport => "bulk.import",
+            Action::PersonRead => "person.read",
+            Action::QueueRead => "queue.read",
         }
     }
 }

@@ -142,8 +142,9 @@ pub trait Transaction: Send {
     /// Every record from `from_seq` on, in order, at most `limit`.
     async fn audit_range(&mut self, from_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 
-    /// The next serial for a person's 12-digit identifier; never returns the same one twice.
-    async fn next_person_serial(&mut self) -> Result<u64, StoreError>;
+    /// Reserves `count` consecutive serials for people's 12-digit identifiers and returns the
+    /// first; no serial is ever handed out twice.
+    async fn reserve_person_serials(&mut self, count: u64) -> Result<u64, StoreError>;
 
     async fn insert_organisation(&mut self, org: &Organisation) -> Result<(), StoreError>;
     async fn organisation(&mut self, ods: &OdsCode) -> Result<Option<Organisation>, StoreError>;

@@ -196,7 +196,9 @@ pub fn assignment_out(a: &Assignment, position: Option<&Position>, today: Date) 
 pub fn person_summary_out(p: &Person) -> wire::PersonSummary {
     wire::PersonSummary {
         uuid: p.uuid.to_string(),
-        details: details_out(&p.details),
+        title: p.details.title.as_ref().map(ToString::to_string),
+        given_name: p.details.given_name.to_string(),
+        family_name: p.details.family_name.to_string(),
         status: p.status.code().into(),
         registered_org: p.registered_org.to_string(),
     }

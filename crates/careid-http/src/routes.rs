@@ -263,7 +263,7 @@ pub async fn registrations_list(
     auth: Authed,
     Params(p): Params<PendingParams>,
 ) -> ApiResult<Vec<wire::Registration>> {
-    let list = app.service.registrations(&auth.actor, p.pending.unwrap_or(true)).await?;
+    let list = app.service.registrations(&auth.ctx, &auth.actor, p.pending.unwrap_or(true)).await?;
     Ok(Json(list.iter().map(c::registration_out).collect()))
 }
 
@@ -493,7 +493,7 @@ pub async fn requests_list(
     auth: Authed,
     Params(p): Params<PendingParams>,
 ) -> ApiResult<Vec<wire::Request>> {
-    let list = app.service.requests(&auth.actor, p.pending.unwrap_or(true)).await?;
+    let list = app.service.requests(&auth.ctx, &auth.actor, p.pending.unwrap_or(true)).await?;
     Ok(Json(list.iter().map(c::request_out).collect()))
 }
 

@@ -241,11 +241,13 @@ pub struct PersonCreated {
     pub uuid: String,
 }
 
+/// What anyone signed in sees when finding a person: no date of birth, no NI number.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PersonSummary {
     pub uuid: String,
-    #[serde(flatten)]
-    pub details: PersonalDetails,
+    pub title: Option<String>,
+    pub given_name: String,
+    pub family_name: String,
     /// `active` or `closed`.
     pub status: String,
     pub registered_org: String,

@@ -77,7 +77,7 @@ impl Service {
         e.org = Some(init.org.ods_code.clone());
         events.push(e);
 
-        let uuid = PersonUuid::from_serial(tx.next_person_serial().await?)?;
+        let uuid = PersonUuid::from_serial(tx.reserve_person_serials(1).await?)?;
         let person = Person {
             uuid: uuid.clone(),
             details: init.manager,

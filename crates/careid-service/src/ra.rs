@@ -353,7 +353,19 @@ impl Service {
         Ok(id)
     }
 
-    pub async fn registrations(&self, actor: &Actor, pending_only: bool) -> Result<Vec<Registration>, RaError> {
+    /// Registrations at the actor's organisation and below: for RA staff and sponsors.
+    pub async fn registrations(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        pending_only: bool,
+    ) -> Result<Vec<Registration>, RaError> {
+        let may = actor.permission(RaAction::CreateProfile) == Permission::Allowed
+            || actor.permission(RaAction::PreRegister) == Permission::Allowed;
+        if !may {
+            let refusal = Refusal::new(Rule::RoleNotPermitted, "only RA staff and sponsors see pre-registrations");
+            return Err(self.refuse_read(ctx, actor, Action::QueueRead, "registrations", refusal).await);
+        }
         let mut tx = self.store.begin_read().await?;
         Ok(tx.registrations_under(&actor.org, pending_only).await?)
     }
@@ -490,7 +502,7 @@ impl Service {
         mut event: AuditEvent,
     ) -> Result<(PersonUuid, Vec<AuditEvent>), RaError> {
         let now = self.clock.now();
-        let uuid = PersonUuid::from_serial(tx.next_person_serial().await?)?;
+        let uuid = PersonUuid::from_serial(tx.reserve_person_serials(1).await?)?;
         let person = Person {
             uuid: uuid.clone(),
             details: new.details.clone(),
@@ -528,6 +540,54 @@ impl Service {
         Ok((uuid, vec![event, terms]))
     }
 
+    /// A full profile (personal details, positions, identity checks) as `actor` may see it:
+    /// their own, or, for RA staff, sponsors and privacy officers, anyone in their scope.
+    /// Anyone else is refused (finding a person by name shows names only).
+    pub async fn person_profile(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        uuid: &PersonUuid,
+    ) -> Result<PersonView, RaError> {
+        let view = self.person(uuid).await?;
+        if &actor.person == uuid {
+            return Ok(view);
+        }
+        let mut tx = self.store.begin_read().await?;
+        let scope = self.person_in_scope(&mut tx, actor, &view.person).await?;
+        drop(tx);
+        let role = if actor.functions.is_empty() {
+            Err(Refusal::new(
+                Rule::RoleNotPermitted,
+                "only the person, RA staff, sponsors and privacy officers see a profile",
+            ))
+        } else {
+            Ok(())
+        };
+        match first_refusal([role, scope]) {
+            Ok(()) => Ok(view),
+            Err(refusal) => Err(self.refuse_read(ctx, actor, Action::PersonRead, uuid.as_str(), refusal).await),
+        }
+    }
+
+    /// Audits a refused read in a write transaction of its own.
+    async fn refuse_read(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        action: Action,
+        subject: &str,
+        refusal: Refusal,
+    ) -> RaError {
+        let event = self.event(ctx, actor.into(), action, "read", subject);
+        match self.store.begin_write().await {
+            Ok(tx) => self.refuse(tx, event, refusal).await,
+            Err(e) => e.into(),
+        }
+    }
+
+    /// A profile without any check: for the composition root's own use (demo, benchmarks)
+    /// and tests. Requests from people go through `person_profile`.
     pub async fn person(&self, uuid: &PersonUuid) -> Result<PersonView, RaError> {
         let mut tx = self.store.begin_read().await?;
         let person = self.load_person(&mut tx, uuid).await?;
@@ -936,7 +996,17 @@ impl Service {
         Ok(ended)
     }
 
-    pub async fn requests(&self, actor: &Actor, pending_only: bool) -> Result<Vec<SponsorRequest>, RaError> {
+    /// Sponsor requests at the actor's organisation and below: for RA staff and sponsors.
+    pub async fn requests(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        pending_only: bool,
+    ) -> Result<Vec<SponsorRequest>, RaError> {
+        if actor.permission(RaAction::AssignPosition) == Permission::Denied {
+            let refusal = Refusal::new(Rule::RoleNotPermitted, "only RA staff and sponsors see requests");
+            return Err(self.refuse_read(ctx, actor, Action::QueueRead, "requests", refusal).await);
+        }
         let mut tx = self.store.begin_read().await?;
         Ok(tx.requests_under(&actor.org, pending_only).await?)
     }
@@ -1083,8 +1153,9 @@ impl Service {
         let mut records = Vec::with_capacity(people.len());
         let mut assignments = Vec::with_capacity(people.len());
         let mut events = Vec::with_capacity(people.len());
-        for p in people {
-            let uuid = PersonUuid::from_serial(tx.next_person_serial().await?)?;
+        let first_serial = tx.reserve_person_serials(people.len() as u64).await?;
+        for (serial, p) in (first_serial..).zip(people) {
+            let uuid = PersonUuid::from_serial(serial)?;
             let org = positions[&p.position].clone();
             let mut e = self.event(ctx, actor.into(), Action::PersonCreate, "person", &uuid);
             e.subject_person = Some(uuid.clone());
@@ -1108,6 +1179,7 @@ impl Service {
                 created_at: now,
             });
         }
+        let started = std::time::Instant::now();
         tx.bulk_insert_people(&records, &assignments).await.map_err(|e| match e {
             StoreError::Duplicate(_) => RaError::Duplicate {
                 existing: "ni_number".into(),
@@ -1115,8 +1187,17 @@ impl Service {
             },
             other => other.into(),
         })?;
+        let inserted = started.elapsed();
         tx.append_audit_batch(&events).await?;
+        let audited = started.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            people = records.len(),
+            insert_ms = inserted.as_millis() as u64,
+            audit_ms = audited.saturating_sub(inserted).as_millis() as u64,
+            commit_ms = started.elapsed().saturating_sub(audited).as_millis() as u64,
+            "bulk import"
+        );
         Ok(records.into_iter().map(|p| p.uuid).collect())
     }
 

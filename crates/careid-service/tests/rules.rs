@@ -386,7 +386,7 @@ async fn whoever_requests_is_not_who_approves() {
     w.assert_refused(before, result, Rule::RequesterIsApprover).await;
     let uuid = w.service.verify_registration(&ctx(), &w.agent, id, evidence()).await.unwrap();
     // The position sought became a request by the sponsor, waiting for the RA.
-    let pending = w.service.requests(&w.agent, true).await.unwrap();
+    let pending = w.service.requests(&ctx(), &w.agent, true).await.unwrap();
     let sought = pending.iter().find(|r| r.person == uuid).expect("a request for the position sought");
     assert_eq!(sought.requested_by, w.agent_sponsor.person);
 }
@@ -612,6 +612,30 @@ async fn no_secret_reaches_the_audit_log() {
             assert!(!text.contains(random_part), "record {} contains a secret", record.seq);
         }
     }
+}
+
+#[tokio::test]
+async fn personal_details_are_for_the_person_and_the_ra_in_scope() {
+    let w = world().await;
+    let person = w.new_person("Ola", "CE000096A", &w.practice_b).await;
+    w.service.assign_position(&ctx(), &w.agent, &person, w.receptionist_b, date!(2026 - 01 - 01), None).await.unwrap();
+    let (credential, _) = w.service.issue_credential(&ctx(), &w.manager, &person).await.unwrap();
+    let ola = w.service.login(&ctx(), &credential, None).await.unwrap().actor;
+    assert!(w.service.person_profile(&ctx(), &ola, &person).await.is_ok(), "their own");
+    assert!(w.service.person_profile(&ctx(), &w.agent, &person).await.is_ok(), "the RA above them");
+
+    let before = w.audit_len().await;
+    let result = w.service.person_profile(&ctx(), &w.sponsor_a, &person).await;
+    w.assert_refused(before, result, Rule::OutOfScope).await;
+    let before = w.audit_len().await;
+    let result = w.service.person_profile(&ctx(), &ola, &w.sponsor_a.person).await;
+    w.assert_refused(before, result, Rule::RoleNotPermitted).await;
+    let before = w.audit_len().await;
+    let result = w.service.registrations(&ctx(), &ola, true).await;
+    w.assert_refused(before, result, Rule::RoleNotPermitted).await;
+    let before = w.audit_len().await;
+    let result = w.service.requests(&ctx(), &ola, true).await;
+    w.assert_refused(before, result, Rule::RoleNotPermitted).await;
 }
 
 #[tokio::test]

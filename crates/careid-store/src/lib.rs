@@ -137,7 +137,8 @@ impl SqlStore {
                         Backend::Sqlite => {
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                                 PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
                             )
                             .await?;
                         }
@@ -174,7 +175,7 @@ impl SqlStore {
 impl Store for SqlStore {
     async fn begin_read(&self) -> Result<Box<dyn Transaction>, StoreError> {
         let tx = self.pool.begin().await.map_err(|e| driver_error("begin", &e))?;
-        Ok(Box::new(SqlTransaction::new(tx, None)))
+        Ok(Box::new(SqlTransaction::new(tx, None, self.backend)))
     }
 
     async fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError> {
@@ -189,7 +190,7 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| driver_error("take write lock", &e))?;
-        Ok(Box::new(SqlTransaction::new(tx, gate)))
+        Ok(Box::new(SqlTransaction::new(tx, gate, self.backend)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

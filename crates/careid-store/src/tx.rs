@@ -14,8 +14,8 @@ use sqlx::Any;
 use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
-use crate::driver_error;
 use crate::rows::{self, hash, int, micros, name_key};
+use crate::{Backend, driver_error};
 
 /// A value bound to a query built at run time.
 enum Arg {
@@ -35,6 +35,7 @@ pub struct SqlTransaction {
     /// A statement failed. PostgreSQL then refuses everything until rollback, SQLite does not;
     /// so that both behave alike, a failed transaction never commits.
     failed: bool,
+    backend: Backend,
 }
 
 impl std::fmt::Debug for SqlTransaction {
@@ -44,8 +45,12 @@ impl std::fmt::Debug for SqlTransaction {
 }
 
 impl SqlTransaction {
-    pub(crate) fn new(tx: sqlx::Transaction<'static, Any>, gate: Option<tokio::sync::OwnedMutexGuard<()>>) -> Self {
-        SqlTransaction { tx, _gate: gate, head: None, failed: false }
+    pub(crate) fn new(
+        tx: sqlx::Transaction<'static, Any>,
+        gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+        backend: Backend,
+    ) -> Self {
+        SqlTransaction { tx, _gate: gate, head: None, failed: false, backend }
     }
 
     /// Records that a statement failed and translates the driver's error.
@@ -97,7 +102,7 @@ impl SqlTransaction {
             let mut sql = String::from(
                 "INSERT INTO audit_log (seq, at_us, action, actor, subject_person, org, entry, chain_hash) VALUES ",
             );
-            push_placeholders(&mut sql, chunk.len(), 8);
+            push_placeholders(&mut sql, self.backend, chunk.len(), 8);
             let mut query = sqlx::query(&sql);
             for event in chunk {
                 let entry = careid_audit::encode(event);
@@ -120,14 +125,23 @@ impl SqlTransaction {
     }
 }
 
-/// Appends `($1, $2, ...), (...)` for `rows` rows of `columns` columns.
-fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
+/// Appends `($1, $2, ...), (...)` for `rows` rows of `columns` columns. SQLite gets anonymous
+/// `?` placeholders instead: sqlx asks SQLite for every parameter's name, and SQLite finds a
+/// named one by a linear scan, which made a 6,500-parameter insert quadratic.
+fn push_placeholders(sql: &mut String, backend: Backend, rows: usize, columns: usize) {
     use std::fmt::Write;
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
         for c in 0..columns {
             let sep = if c == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}${}", r * columns + c + 1);
+            match backend {
+                Backend::Sqlite => {
+                    let _ = write!(sql, "{sep}?");
+                }
+                Backend::Postgres => {
+                    let _ = write!(sql, "{sep}${}", r * columns + c + 1);
+                }
+            }
         }
         sql.push(')');
     }
@@ -219,10 +233,11 @@ impl Transaction for SqlTransaction {
         self.fetch_all("read audit range", sql, args).await?.iter().map(record).collect()
     }
 
-    async fn next_person_serial(&mut self) -> Result<u64, StoreError> {
+    async fn reserve_person_serials(&mut self, count: u64) -> Result<u64, StoreError> {
         let row = sqlx::query(
-            "UPDATE counters SET next_value = next_value + 1 WHERE name = 'person_serial' RETURNING next_value - 1 AS v",
+            "UPDATE counters SET next_value = next_value + $1 WHERE name = 'person_serial' RETURNING next_value - $1 AS v",
         )
+        .bind(count as i64)
         .fetch_one(&mut *self.tx)
         .await
         .map_err(|e| self.failure("next person serial", &e))?;
@@ -718,7 +733,7 @@ impl Transaction for SqlTransaction {
     async fn bulk_insert_people(&mut self, people: &[Person], assignments: &[NewAssignment]) -> Result<(), StoreError> {
         for chunk in people.chunks(BULK_ROWS) {
             let mut sql = format!("INSERT INTO people ({PERSON_COLUMNS}) VALUES ");
-            push_placeholders(&mut sql, chunk.len(), 13);
+            push_placeholders(&mut sql, self.backend, chunk.len(), 13);
             let mut query = sqlx::query(&sql);
             for p in chunk {
                 let d = &p.details;
@@ -743,7 +758,7 @@ impl Transaction for SqlTransaction {
             let mut sql = String::from(
                 "INSERT INTO assignments (person, position, org, start_date, end_date, assigned_by) VALUES ",
             );
-            push_placeholders(&mut sql, chunk.len(), 6);
+            push_placeholders(&mut sql, self.backend, chunk.len(), 6);
             let mut query = sqlx::query(&sql);
             for a in chunk {
                 query = query

@@ -183,9 +183,11 @@ contract!(organisation_hierarchy_and_scope_queries, |store| {
 contract!(people_are_unique_by_ni_number_and_found_by_name_and_birth_date, |store| {
     let mut tx = store.begin_write().await.unwrap();
     tx.insert_organisation(&org("QWE", None)).await.unwrap();
-    let first = tx.next_person_serial().await.unwrap();
-    let second = tx.next_person_serial().await.unwrap();
-    assert_eq!(second, first + 1, "serials come from a sequence");
+    let first = tx.reserve_person_serials(1).await.unwrap();
+    let block = tx.reserve_person_serials(100).await.unwrap();
+    assert_eq!(block, first + 1, "serials come from a sequence");
+    let second = tx.reserve_person_serials(1).await.unwrap();
+    assert_eq!(second, block + 100, "a reserved block is never handed out again");
     let ada = person(first, "AB123456C", "QWE");
     tx.insert_person(&ada).await.unwrap();
     tx.commit().await.unwrap();
@@ -208,7 +210,7 @@ contract!(positions_assignments_and_registrations_round_trip, |store| {
     let mut tx = store.begin_write().await.unwrap();
     tx.insert_organisation(&org("QWE", None)).await.unwrap();
     tx.insert_organisation(&org("F84003", Some("QWE"))).await.unwrap();
-    let ada = person(tx.next_person_serial().await.unwrap(), "AB123456C", "F84003");
+    let ada = person(tx.reserve_person_serials(1).await.unwrap(), "AB123456C", "F84003");
     tx.insert_person(&ada).await.unwrap();
     let position = NewPosition {
         org: OdsCode::parse("F84003").unwrap(),
@@ -269,7 +271,7 @@ contract!(positions_assignments_and_registrations_round_trip, |store| {
 contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
     let mut tx = store.begin_write().await.unwrap();
     tx.insert_organisation(&org("QWE", None)).await.unwrap();
-    let ada = person(tx.next_person_serial().await.unwrap(), "AB123456C", "QWE");
+    let ada = person(tx.reserve_person_serials(1).await.unwrap(), "AB123456C", "QWE");
     tx.insert_person(&ada).await.unwrap();
     let at = datetime!(2026-11-23 09:00 UTC);
     let credential = Credential {
