@@ -300,19 +300,46 @@ pub fn print_audit(page: &Value) {
     }
 }
 
-/// Reads organisations from CSV with the header `ods_code,name,kind,parent`.
-pub fn organisations_csv(path: &std::path::Path) -> anyhow::Result<Value> {
+/// Reads a CSV file whose header must be exactly `columns`, one JSON object a row (empty
+/// cells become null; `numeric` columns become numbers).
+fn csv_objects(path: &std::path::Path, columns: &[&str], numeric: &[&str]) -> anyhow::Result<Value> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let headers = reader.headers()?.clone();
-    let expected = ["ods_code", "name", "kind", "parent"];
-    if headers.iter().collect::<Vec<_>>() != expected {
-        bail!("{}: the header must be {}", path.display(), expected.join(","));
+    if headers.iter().collect::<Vec<_>>() != columns {
+        bail!("{}: the header must be {}", path.display(), columns.join(","));
     }
     let mut out = Vec::new();
     for (i, row) in reader.records().enumerate() {
         let row = row.with_context(|| format!("{} line {}", path.display(), i + 2))?;
-        let parent = row.get(3).filter(|p| !p.is_empty());
-        out.push(json!({ "ods_code": &row[0], "name": &row[1], "kind": &row[2], "parent": parent }));
+        let mut object = serde_json::Map::new();
+        for (column, cell) in columns.iter().zip(row.iter()) {
+            let value = if cell.is_empty() {
+                Value::Null
+            } else if numeric.contains(column) {
+                let n: i64 = cell
+                    .parse()
+                    .with_context(|| format!("{} line {}: {column} must be a number", path.display(), i + 2))?;
+                json!(n)
+            } else {
+                json!(cell)
+            };
+            object.insert((*column).to_owned(), value);
+        }
+        out.push(Value::Object(object));
     }
     Ok(Value::Array(out))
+}
+
+/// Organisations from CSV with the header `ods_code,name,kind,parent`.
+pub fn organisations_csv(path: &std::path::Path) -> anyhow::Result<Value> {
+    csv_objects(path, &["ods_code", "name", "kind", "parent"], &[])
+}
+
+/// People from CSV with the header `given_name,family_name,date_of_birth,ni_number,email,position,start`.
+pub fn people_csv(path: &std::path::Path) -> anyhow::Result<Value> {
+    csv_objects(
+        path,
+        &["given_name", "family_name", "date_of_birth", "ni_number", "email", "position", "start"],
+        &["position"],
+    )
 }

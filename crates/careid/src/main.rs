@@ -70,18 +70,9 @@ struct InitArgs {
     /// icb, trust, gp_practice, pharmacy or other.
     #[arg(long, default_value = "icb")]
     org_kind: String,
-    /// The first RA Manager's given name.
-    #[arg(long)]
-    given_name: String,
-    #[arg(long)]
-    family_name: String,
-    /// YYYY-MM-DD.
-    #[arg(long)]
-    date_of_birth: String,
-    #[arg(long)]
-    ni_number: String,
-    #[arg(long)]
-    email: Option<String>,
+    /// The first RA Manager.
+    #[command(flatten)]
+    manager: ra::DetailsArgs,
 }
 
 fn init_tracing(filter: &str) {
@@ -141,10 +132,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn init(config: &Config, args: InitArgs) -> anyhow::Result<()> {
-    use careid_domain::ids::{Email, NamePart, NiNumber, OdsCode, parse_date};
-    use careid_domain::model::{
-        ContactDetails, Organisation, OrganisationKind, PersonalDetails, parse_organisation_name,
-    };
+    use careid_domain::ids::OdsCode;
+    use careid_domain::model::{Organisation, OrganisationKind, parse_organisation_name};
+    let (manager, contact) = args.manager.parse()?;
     let init = careid_service::InitDeployment {
         org: Organisation {
             ods_code: OdsCode::parse(&args.org_code)?,
@@ -152,14 +142,8 @@ async fn init(config: &Config, args: InitArgs) -> anyhow::Result<()> {
             kind: OrganisationKind::parse(&args.org_kind)?,
             parent: None,
         },
-        manager: PersonalDetails {
-            title: None,
-            given_name: NamePart::parse("given_name", &args.given_name)?,
-            family_name: NamePart::parse("family_name", &args.family_name)?,
-            date_of_birth: parse_date("date_of_birth", &args.date_of_birth)?,
-            ni_number: NiNumber::parse(&args.ni_number)?,
-        },
-        contact: ContactDetails { email: args.email.as_deref().map(Email::parse).transpose()?, phone: None },
+        manager,
+        contact,
     };
     let (_store, service) = open_service(config).await?;
     let outcome = service.init_deployment(&careid_service::RequestContext::new("init"), init).await?;

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::anyhow;
+use careid_domain::ids::{Email, NamePart, NiNumber, Phone, parse_date};
+use careid_domain::model::{ContactDetails, PersonalDetails};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -29,8 +31,9 @@ fn document(s: &str) -> Result<Value, String> {
     Ok(json!({ "kind": kind, "number": number }))
 }
 
+/// A person's details as the command line takes them.
 #[derive(Debug, Args)]
-struct DetailsArgs {
+pub struct DetailsArgs {
     #[arg(long)]
     title: Option<String>,
     #[arg(long)]
@@ -49,6 +52,22 @@ struct DetailsArgs {
 }
 
 impl DetailsArgs {
+    /// The details parsed into domain values, for commands that run in-process (`careid init`).
+    pub fn parse(&self) -> anyhow::Result<(PersonalDetails, ContactDetails)> {
+        let details = PersonalDetails {
+            title: self.title.as_deref().map(|t| NamePart::parse("title", t)).transpose()?,
+            given_name: NamePart::parse("given_name", &self.given_name)?,
+            family_name: NamePart::parse("family_name", &self.family_name)?,
+            date_of_birth: parse_date("date_of_birth", &self.date_of_birth)?,
+            ni_number: NiNumber::parse(&self.ni_number)?,
+        };
+        let contact = ContactDetails {
+            email: self.email.as_deref().map(Email::parse).transpose()?,
+            phone: self.phone.as_deref().map(Phone::parse).transpose()?,
+        };
+        Ok((details, contact))
+    }
+
     fn json(&self) -> Value {
         json!({
             "title": self.title, "given_name": self.given_name, "family_name": self.family_name,
@@ -268,6 +287,17 @@ enum PersonCommand {
         #[arg(long = "doc", value_parser = document, required = true)]
         documents: Vec<Value>,
     },
+    /// Corrects title, date of birth or NI number (names change through change-name).
+    Details {
+        uuid: String,
+        #[command(flatten)]
+        details: DetailsArgs,
+    },
+    /// Imports people verified by a previous RA system, all or none (RA Manager). CSV header:
+    /// given_name,family_name,date_of_birth,ni_number,email,position,start
+    Import {
+        file: PathBuf,
+    },
     /// Changes contact details (your own, or as the RA).
     Contact {
         uuid: String,
@@ -480,6 +510,10 @@ async fn person(c: &Client, command: PersonCommand) -> anyhow::Result<Value> {
             let body = json!({ "given_name": given_name, "family_name": family_name, "documents": documents });
             c.post(&format!("/api/v1/people/{}/name", encode(&uuid)), body).await
         }
+        PersonCommand::Details { uuid, details } => {
+            c.put(&format!("/api/v1/people/{}/details", encode(&uuid)), details.json()).await
+        }
+        PersonCommand::Import { file } => c.post("/api/v1/people/import", client::people_csv(&file)?).await,
         PersonCommand::Contact { uuid, email, phone } => {
             c.put(&format!("/api/v1/people/{}/contact", encode(&uuid)), json!({ "email": email, "phone": phone })).await
         }

@@ -173,6 +173,22 @@ fn init_serve_and_the_ra_command_line() {
     let message = String::from_utf8_lossy(&duplicate.stderr);
     assert!(message.contains("duplicate") && message.contains(&uuid) && message.contains("request id"), "{message}");
 
+    let people = dir.join("people.csv");
+    let header = "given_name,family_name,date_of_birth,ni_number,email,position,start\n";
+    let id = position["id"].as_str().unwrap();
+    let rows = format!(
+        "{header}Ann,Import,1970-01-02,CE200001A,ann@nhs.net,{id},2026-01-01\nBen,Import,1971-03-04,CE200002A,,{id},2026-01-01\n"
+    );
+    std::fs::write(&people, rows).unwrap();
+    let imported: serde_json::Value =
+        serde_json::from_str(&ok(&ra(&["--json", "person", "import", people.to_str().unwrap()]))).unwrap();
+    assert_eq!(imported.as_array().unwrap().len(), 2);
+    let found = ok(&ra(&["person", "find", "Imp"]));
+    assert!(
+        found.contains("Ann") && found.contains("Ben") && !found.contains("CE200001A"),
+        "finding shows names, not NI numbers:\n{found}"
+    );
+
     let audit = ok(&ra(&["audit", "--limit", "50"]));
     for action in
         ["person.create", "assignment.create", "organisation.create", "position.create", "REFUSED (duplicate_person)"]
