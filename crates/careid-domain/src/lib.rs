@@ -4,9 +4,11 @@
 
 pub mod access;
 pub mod audit;
+pub mod card;
 pub mod catalogue;
 pub mod ids;
 pub mod model;
+pub mod passcode;
 pub mod ports;
 pub mod secret;
 
