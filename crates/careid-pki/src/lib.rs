@@ -1,0 +1,307 @@
+//! careid's certificate authority: a root and an issuing CA (ECDSA P-256), card certificates
+//! that bind a card's serial to a person's 12-digit identifier, and signed CRLs with RFC 5280
+//! reason codes. No I/O: keys and certificates come in and go out as bytes.
+//!
+//! Signing goes through rcgen's `SigningKey` trait (the `Signer` seam): today the issuing key
+//! is a P-256 key sealed at rest under a key from configuration (`MasterKey`); an HSM over
+//! PKCS#11 implements the same trait.
+
+mod seal;
+
+use careid_domain::card::{CardSerial, RevocationReason};
+use careid_domain::ids::PersonUuid;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PublicKeyData, RevokedCertParams, SanType, SerialNumber, SubjectPublicKeyInfo,
+};
+use time::{Duration, OffsetDateTime};
+
+pub use seal::{MasterKey, SealError};
+
+/// careid's certificate policy for card certificates: `2.25.<UUID>` (ITU-T X.667), so it
+/// needs no registration. Card certificates assert it; relying parties can require it.
+pub const CARD_POLICY_OID: &str = "2.25.198407736510883573426339734409853741262";
+
+/// Why the CA could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("sealed key: {0}")]
+    Seal(#[from] SealError),
+    #[error("the public key is not an EC P-256 SubjectPublicKeyInfo")]
+    PublicKey,
+    #[error("validity: {0}")]
+    Validity(&'static str),
+}
+
+/// What a card certificate says.
+#[derive(Debug, Clone)]
+pub struct CardCertificateRequest<'a> {
+    /// The card's public key as DER SubjectPublicKeyInfo, read from the card.
+    pub public_key_der: &'a [u8],
+    pub person: &'a PersonUuid,
+    pub card: &'a CardSerial,
+    /// A random, unique certificate serial (positive, at most 20 bytes).
+    pub serial: &'a [u8],
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+/// A revoked certificate, for the CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub serial: Vec<u8>,
+    pub at: OffsetDateTime,
+    pub reason: RevocationReason,
+}
+
+/// The files a CA lives in: certificates in the clear, keys sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaFiles {
+    pub root_certificate_der: Vec<u8>,
+    pub issuing_certificate_der: Vec<u8>,
+    pub root_key_sealed: Vec<u8>,
+    pub issuing_key_sealed: Vec<u8>,
+}
+
+/// The issuing CA, ready to sign.
+pub struct CertificateAuthority {
+    root_der: Vec<u8>,
+    issuing_der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+    crl_url: Option<String>,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateAuthority").field("crl_url", &self.crl_url).finish_non_exhaustive()
+    }
+}
+
+fn name(common: &str, organisation: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, organisation);
+    dn.push(DnType::CommonName, common);
+    dn
+}
+
+/// DER of `certificatePolicies`: SEQUENCE { SEQUENCE { OBJECT IDENTIFIER } }.
+fn certificate_policies(oid: &str) -> Vec<u8> {
+    let arcs: Vec<u128> = oid.split('.').filter_map(|a| a.parse().ok()).collect();
+    let mut body = Vec::new();
+    let mut push_arc = |mut n: u128| {
+        let mut bytes = vec![(n & 0x7f) as u8];
+        n >>= 7;
+        while n > 0 {
+            bytes.push(((n & 0x7f) as u8) | 0x80);
+            n >>= 7;
+        }
+        body.extend(bytes.iter().rev());
+    };
+    push_arc(arcs[0] * 40 + arcs[1]);
+    for arc in &arcs[2..] {
+        push_arc(*arc);
+    }
+    let tlv = |tag: u8, content: &[u8]| {
+        let mut out = vec![tag];
+        if content.len() < 128 {
+            out.push(content.len() as u8);
+        } else {
+            out.push(0x81);
+            out.push(content.len() as u8);
+        }
+        out.extend_from_slice(content);
+        out
+    };
+    tlv(0x30, &tlv(0x30, &tlv(0x06, &body)))
+}
+
+fn rfc5280(reason: RevocationReason) -> rcgen::RevocationReason {
+    match reason {
+        RevocationReason::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
+        RevocationReason::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
+        RevocationReason::Superseded => rcgen::RevocationReason::Superseded,
+        RevocationReason::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+    }
+}
+
+impl CertificateAuthority {
+    /// Creates a new root and issuing CA for a deployment, and seals their keys.
+    pub fn create(
+        deployment: &str,
+        now: OffsetDateTime,
+        master_key: &MasterKey,
+    ) -> Result<(CertificateAuthority, CaFiles), PkiError> {
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut root = CertificateParams::default();
+        root.distinguished_name = name(&format!("{deployment} Root CA"), deployment);
+        root.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+        root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        root.not_before = now - Duration::minutes(5);
+        root.not_after = now + Duration::days(20 * 365);
+        root.key_identifier_method = KeyIdMethod::Sha256;
+        let root_certificate = root.self_signed(&root_key)?;
+        let root_key_der = zeroize::Zeroizing::new(root_key.serialize_der());
+        let root_issuer = Issuer::new(root, root_key);
+
+        let issuing_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut issuing = CertificateParams::default();
+        issuing.distinguished_name = name(&format!("{deployment} Card Issuing CA"), deployment);
+        issuing.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        issuing.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        issuing.not_before = now - Duration::minutes(5);
+        issuing.not_after = now + Duration::days(10 * 365);
+        issuing.key_identifier_method = KeyIdMethod::Sha256;
+        issuing.use_authority_key_identifier_extension = true;
+        let issuing_certificate = issuing.signed_by(&issuing_key, &root_issuer)?;
+
+        let files = CaFiles {
+            root_certificate_der: root_certificate.der().to_vec(),
+            issuing_certificate_der: issuing_certificate.der().to_vec(),
+            root_key_sealed: master_key.seal(b"careid root CA key", &root_key_der)?,
+            issuing_key_sealed: master_key
+                .seal(b"careid issuing CA key", &zeroize::Zeroizing::new(issuing_key.serialize_der()))?,
+        };
+        let ca = CertificateAuthority::open(&files, master_key)?;
+        Ok((ca, files))
+    }
+
+    /// Opens a CA from its files; the issuing key is unsealed with `master_key`.
+    pub fn open(files: &CaFiles, master_key: &MasterKey) -> Result<CertificateAuthority, PkiError> {
+        let key_der = master_key.unseal(b"careid issuing CA key", &files.issuing_key_sealed)?;
+        let key = KeyPair::try_from(key_der.as_slice())?;
+        let issuing_der = rustls_pki_types::CertificateDer::from(files.issuing_certificate_der.clone());
+        let issuer = Issuer::from_ca_cert_der(&issuing_der, key)?;
+        Ok(CertificateAuthority {
+            root_der: files.root_certificate_der.clone(),
+            issuing_der: files.issuing_certificate_der.clone(),
+            issuer,
+            crl_url: None,
+        })
+    }
+
+    /// Card certificates will name this URL as their CRL distribution point.
+    #[must_use]
+    pub fn with_crl_url(mut self, url: impl Into<String>) -> CertificateAuthority {
+        self.crl_url = Some(url.into());
+        self
+    }
+
+    pub fn root_certificate_der(&self) -> &[u8] {
+        &self.root_der
+    }
+
+    pub fn issuing_certificate_der(&self) -> &[u8] {
+        &self.issuing_der
+    }
+
+    /// Issues a card certificate: subject CN = the person's identifier and serialNumber = the
+    /// card's serial, the identifier again as a SAN URI, digital signature and client
+    /// authentication only, careid's card policy.
+    pub fn issue_card_certificate(&self, request: &CardCertificateRequest<'_>) -> Result<Vec<u8>, PkiError> {
+        if request.not_after <= request.not_before {
+            return Err(PkiError::Validity("not_after must be after not_before"));
+        }
+        let public_key = SubjectPublicKeyInfo::from_der(request.public_key_der).map_err(|_| PkiError::PublicKey)?;
+        if public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
+            return Err(PkiError::PublicKey);
+        }
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, request.person.as_str());
+        dn.push(DnType::CustomDnType(vec![2, 5, 4, 5]), request.card.as_str());
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![SanType::URI(format!("urn:careid:person:{}", request.person).try_into()?)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(SerialNumber::from(request.serial.to_vec()));
+        params.not_before = request.not_before;
+        params.not_after = request.not_after;
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        params.custom_extensions =
+            vec![CustomExtension::from_oid_content(&[2, 5, 29, 32], certificate_policies(CARD_POLICY_OID))];
+        if let Some(url) = &self.crl_url {
+            params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.clone()] }];
+        }
+        Ok(params.signed_by(&public_key, &self.issuer)?.der().to_vec())
+    }
+
+    /// A CRL listing `revoked`, signed by the issuing CA.
+    pub fn crl(
+        &self,
+        revoked: &[Revoked],
+        crl_number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<Vec<u8>, PkiError> {
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from(crl_number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|r| RevokedCertParams {
+                    serial_number: SerialNumber::from(r.serial.clone()),
+                    revocation_time: r.at,
+                    reason_code: Some(rfc5280(r.reason)),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.der().to_vec())
+    }
+}
+
+/// PEM of a DER certificate or CRL.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);
+    for chunk in der.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_oid_encodes_as_der() {
+        // 2.25 → 0x69; the rest is base-128. Checked against `openssl asn1parse`.
+        assert_eq!(certificate_policies("2.25.1"), [0x30, 0x06, 0x30, 0x04, 0x06, 0x02, 0x69, 0x01]);
+        // A 128-bit arc takes 19 base-128 bytes, high bit set on all but the last.
+        let long = certificate_policies(CARD_POLICY_OID);
+        assert_eq!(long[4], 0x06);
+        assert_eq!(usize::from(long[5]), long.len() - 6);
+        assert_eq!(long[6], 0x69);
+        assert!(long[7..long.len() - 1].iter().all(|b| b & 0x80 != 0) && long[long.len() - 1] & 0x80 == 0);
+    }
+
+    #[test]
+    fn pem_wraps_base64() {
+        assert_eq!(pem("X", b"hello"), "-----BEGIN X-----\naGVsbG8=\n-----END X-----\n");
+    }
+}
