@@ -60,6 +60,7 @@ pub fn tidy() -> Vec<String> {
 pub const FORBIDDEN: &[(&str, &[&str])] = &[
     ("careid-domain", &["tokio", "sqlx", "axum", "hyper", "reqwest", "cryptoki", "serde"]),
     ("careid-audit", &["tokio", "sqlx", "axum", "hyper", "reqwest", "cryptoki"]),
+    ("careid-card", &["tokio", "sqlx", "axum", "hyper", "reqwest", "careid-store", "careid-service", "careid-http"]),
     ("careid-pki", &["tokio", "sqlx", "axum", "hyper", "reqwest", "careid-store", "careid-service"]),
     ("careid-proto", &["tokio", "sqlx", "axum", "careid-domain", "careid-service", "careid-store"]),
     ("careid-service", &["sqlx", "axum", "hyper", "reqwest", "careid-store", "careid-http"]),

@@ -46,6 +46,11 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
+    /// A key from 32 bytes (for example derived from a passphrase with a slow KDF).
+    pub fn from_bytes(bytes: [u8; 32]) -> MasterKey {
+        MasterKey(Zeroizing::new(bytes))
+    }
+
     /// A new random key, as hex, for `careid init`.
     pub fn generate_hex() -> Result<Zeroizing<String>, SealError> {
         let mut key = Zeroizing::new([0u8; 32]);
