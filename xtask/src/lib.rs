@@ -63,7 +63,7 @@ pub const FORBIDDEN: &[(&str, &[&str])] = &[
     ("careid-card", &["tokio", "sqlx", "axum", "hyper", "reqwest", "careid-store", "careid-service", "careid-http"]),
     ("careid-pki", &["tokio", "sqlx", "axum", "hyper", "reqwest", "careid-store", "careid-service"]),
     ("careid-proto", &["tokio", "sqlx", "axum", "careid-domain", "careid-service", "careid-store"]),
-    ("careid-service", &["sqlx", "axum", "hyper", "reqwest", "careid-store", "careid-http"]),
+    ("careid-service", &["sqlx", "axum", "hyper", "reqwest", "cryptoki", "careid-store", "careid-http", "careid-card"]),
     ("careid-store", &["axum", "hyper", "reqwest", "careid-service", "careid-http"]),
     ("careid-http", &["sqlx", "cryptoki", "careid-store"]),
 ];

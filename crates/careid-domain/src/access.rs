@@ -98,6 +98,19 @@ pub enum RaAction {
     ReadAudit,
     /// The sponsor removes a leaver's organisation from their profile.
     RemoveFromOrganisation,
+    IssueCard,
+    /// Authorise an unlock (or a holder's first passcode): the holder chooses the passcode.
+    UnlockCard,
+    /// Renew certificates due within 90 days.
+    RenewCard,
+    /// Repair a card, or renew expired certificates.
+    RepairCard,
+    /// Cancel a card or clear it for reuse.
+    CancelCard,
+    /// Report a card lost, stolen or damaged (the holder may always report their own).
+    ReportCard,
+    /// careid: close a lost-card investigation.
+    CloseInvestigation,
 }
 
 impl RaAction {
@@ -117,6 +130,13 @@ impl RaAction {
             RaAction::IssueCredential => "issue an interim sign-in credential",
             RaAction::ReadAudit => "read the audit records",
             RaAction::RemoveFromOrganisation => "remove a leaver from an organisation",
+            RaAction::IssueCard => "issue a smartcard",
+            RaAction::UnlockCard => "authorise a smartcard unlock",
+            RaAction::RenewCard => "renew a smartcard's certificates",
+            RaAction::RepairCard => "repair a smartcard",
+            RaAction::CancelCard => "cancel a smartcard or clear it for reuse",
+            RaAction::ReportCard => "report a smartcard lost, stolen or damaged",
+            RaAction::CloseInvestigation => "close a lost-card investigation",
         }
     }
 }
@@ -196,7 +216,7 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
                 Denied
             }
         }
-        A::DecideRequest => {
+        A::DecideRequest | A::IssueCard | A::RepairCard | A::CancelCard => {
             if ra {
                 Allowed
             } else {
@@ -212,6 +232,27 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
         }
         A::ReadAudit => {
             if matches!(function, F::RaManager | F::PrivacyOfficer | F::CaldicottGuardian) {
+                Allowed
+            } else {
+                Denied
+            }
+        }
+        A::UnlockCard | A::RenewCard => {
+            if ra || matches!(function, F::Sponsor | F::LocalSmartcardAdministrator) {
+                Allowed
+            } else {
+                Denied
+            }
+        }
+        A::ReportCard => {
+            if ra || function == F::Sponsor {
+                Allowed
+            } else {
+                Denied
+            }
+        }
+        A::CloseInvestigation => {
+            if senior_ra || matches!(function, F::PrivacyOfficer | F::CaldicottGuardian) {
                 Allowed
             } else {
                 Denied
@@ -324,6 +365,16 @@ pub enum Rule {
     CredentialInvalid,
     NoSuchPosition,
     RoleSelectionNeeded,
+    /// At most one live card per person.
+    OneLiveCard,
+    /// The card state machine has no such transition.
+    CardState,
+    /// A replacement for a lost or stolen card waits for its investigation to close.
+    InvestigationOpen,
+    /// The holder and the reporter never close the investigation of a card's loss.
+    InvestigatorConflicted,
+    /// A certificate past its end cannot be renewed or unlocked, only repaired.
+    CertificateExpired,
 }
 
 impl Rule {
@@ -342,6 +393,11 @@ impl Rule {
             Rule::CredentialInvalid => "credential_invalid",
             Rule::NoSuchPosition => "no_current_position",
             Rule::RoleSelectionNeeded => "role_selection_needed",
+            Rule::OneLiveCard => "one_live_card",
+            Rule::CardState => "card_state",
+            Rule::InvestigationOpen => "investigation_open",
+            Rule::InvestigatorConflicted => "separation_of_duties.investigator",
+            Rule::CertificateExpired => "certificate_expired",
         }
     }
 }
@@ -403,6 +459,13 @@ mod tests {
             (A::IssueCredential, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
             (A::ReadAudit, [Allowed, Denied, Denied, Denied, Denied, Denied, Allowed, Allowed]),
             (A::RemoveFromOrganisation, [Allowed, Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied]),
+            (A::IssueCard, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied, Denied]),
+            (A::UnlockCard, [Allowed, Allowed, Allowed, Allowed, Denied, Allowed, Denied, Denied]),
+            (A::RenewCard, [Allowed, Allowed, Allowed, Allowed, Denied, Allowed, Denied, Denied]),
+            (A::RepairCard, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied, Denied]),
+            (A::CancelCard, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied, Denied]),
+            (A::ReportCard, [Allowed, Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied]),
+            (A::CloseInvestigation, [Allowed, Allowed, Denied, Denied, Denied, Denied, Allowed, Allowed]),
         ];
         for (action, expected) in rows {
             for (function, want) in functions.iter().zip(expected) {

@@ -37,6 +37,15 @@ pub enum Action {
     BulkImport,
     PersonRead,
     QueueRead,
+    CardIssue,
+    CardCertify,
+    CardCeremonyAuthorise,
+    CardCeremonyComplete,
+    CardWrongPasscode,
+    CardReport,
+    CardEnd,
+    IncidentOpen,
+    IncidentClose,
 }
 
 impl Action {
@@ -69,6 +78,15 @@ impl Action {
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",
+            Action::CardIssue => "card.issue",
+            Action::CardCertify => "card.certify",
+            Action::CardCeremonyAuthorise => "card.ceremony_authorise",
+            Action::CardCeremonyComplete => "card.ceremony_complete",
+            Action::CardWrongPasscode => "card.wrong_passcode",
+            Action::CardReport => "card.report",
+            Action::CardEnd => "card.end",
+            Action::IncidentOpen => "incident.open",
+            Action::IncidentClose => "incident.close",
         }
     }
 }

@@ -58,6 +58,17 @@ impl RevocationReason {
         }
     }
 
+    pub fn parse(code: &str) -> Option<RevocationReason> {
+        [
+            RevocationReason::KeyCompromise,
+            RevocationReason::AffiliationChanged,
+            RevocationReason::Superseded,
+            RevocationReason::CessationOfOperation,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             RevocationReason::KeyCompromise => "key_compromise",
@@ -189,6 +200,80 @@ impl CardEvent {
             CardEvent::ClearedForReuse => "cleared_for_reuse",
         }
     }
+}
+
+/// A card's record in careid (the physical card keeps its own serial; a card cleared for reuse
+/// and issued again is a new record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRecord {
+    pub id: i64,
+    pub serial: CardSerial,
+    pub person: crate::ids::PersonUuid,
+    pub state: CardState,
+    /// Wrong passcodes reported in a row: careid locks the card at three, whatever the card does.
+    pub wrong_passcodes: u8,
+    /// The card's public key (SubjectPublicKeyInfo DER), once generated.
+    pub public_key: Option<Vec<u8>>,
+    pub issued_by: Option<crate::ids::PersonUuid>,
+    pub issued_at: time::OffsetDateTime,
+    /// When the card was last known to be in its holder's hands (its last good use).
+    pub last_known_safe_at: time::OffsetDateTime,
+    /// The investigation opened when it was reported lost or stolen.
+    pub incident: Option<i64>,
+}
+
+/// Wrong passcodes in a row that lock a card.
+pub const WRONG_PASSCODE_LIMIT: u8 = 3;
+
+/// A certificate careid issued to a card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardCertificate {
+    /// The certificate's serial number, hex.
+    pub serial: String,
+    pub card: i64,
+    pub der: Vec<u8>,
+    pub not_before: time::OffsetDateTime,
+    pub not_after: time::OffsetDateTime,
+    pub revoked: Option<(time::OffsetDateTime, RevocationReason)>,
+}
+
+/// What an incident is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentKind {
+    LostCard,
+    StolenCard,
+}
+
+impl IncidentKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            IncidentKind::LostCard => "lost_card",
+            IncidentKind::StolenCard => "stolen_card",
+        }
+    }
+}
+
+/// An investigation: of a lost or stolen card, for now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    pub id: i64,
+    pub kind: IncidentKind,
+    pub card: i64,
+    /// The person the incident is about (the card's holder).
+    pub subject: crate::ids::PersonUuid,
+    pub reported_by: crate::ids::PersonUuid,
+    pub reported_at: time::OffsetDateTime,
+    pub closure: Option<IncidentClosure>,
+}
+
+/// How an investigation closed: who, when, the review of the card's use since it was last
+/// known safe, and the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentClosure {
+    pub by: crate::ids::PersonUuid,
+    pub at: time::OffsetDateTime,
+    pub review: String,
+    pub outcome: String,
 }
 
 /// A transition the state machine does not have.

@@ -10,6 +10,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::access::AuthMethod;
 use crate::audit::{AuditEvent, AuditRecord};
+use crate::card::{CardCertificate, CardRecord, Incident, IncidentClosure, RevocationReason};
 use crate::ids::{AssignmentId, NiNumber, OdsCode, PersonUuid, PositionId, RegistrationId, RequestId};
 use crate::model::{
     Assignment, IdentityCheck, NewPosition, Organisation, Person, PersonalDetails, Position, Registration,
@@ -219,6 +220,39 @@ pub trait Transaction: Send {
     async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>, StoreError>;
     async fn touch_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
     async fn end_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Inserts a card record with its sealed administrative secret and returns its id.
+    /// `Duplicate("card")` when the person (or the physical card) already has a live card.
+    async fn insert_card(&mut self, card: &CardRecord, administrator_secret: &[u8]) -> Result<i64, StoreError>;
+    async fn card(&mut self, id: i64) -> Result<Option<CardRecord>, StoreError>;
+    async fn cards_of(&mut self, person: &PersonUuid) -> Result<Vec<CardRecord>, StoreError>;
+    /// Saves a card's state, wrong-passcode count, public key, last safe use and incident.
+    async fn update_card(&mut self, card: &CardRecord) -> Result<(), StoreError>;
+    /// The card's sealed administrative secret, and the pending next one if a ceremony has it.
+    async fn card_administrator_secret(&mut self, card: i64) -> Result<(Vec<u8>, Option<Vec<u8>>), StoreError>;
+    /// Sets the current and pending sealed administrative secrets.
+    async fn set_card_administrator_secret(
+        &mut self,
+        card: i64,
+        current: &[u8],
+        pending: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+    async fn insert_certificate(&mut self, certificate: &CardCertificate) -> Result<(), StoreError>;
+    async fn certificates_of(&mut self, card: i64) -> Result<Vec<CardCertificate>, StoreError>;
+    /// Revokes every certificate of the card not yet revoked; returns how many.
+    async fn revoke_certificates_of(
+        &mut self,
+        card: i64,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<usize, StoreError>;
+    /// Every revoked certificate: serial (hex), when, why. For the CRL.
+    async fn revoked_certificates(&mut self) -> Result<Vec<(String, OffsetDateTime, RevocationReason)>, StoreError>;
+    /// The next CRL number; never the same twice.
+    async fn next_crl_number(&mut self) -> Result<u64, StoreError>;
+    async fn insert_incident(&mut self, incident: &Incident) -> Result<i64, StoreError>;
+    async fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError>;
+    async fn close_incident(&mut self, id: i64, closure: &IncidentClosure) -> Result<(), StoreError>;
 
     /// Inserts many people with their assignments at once (bulk import). The caller appends
     /// the audit events in the same transaction.

@@ -67,12 +67,17 @@ fn refusal_status(rule: Rule) -> StatusCode {
         | Rule::RequesterIsApprover
         | Rule::PositionNotAssignable
         | Rule::CredentialInvalid
+        | Rule::InvestigatorConflicted
         | Rule::NoSuchPosition => StatusCode::FORBIDDEN,
         Rule::DuplicatePerson
         | Rule::ProfileClosed
         | Rule::NotPending
         | Rule::AlreadyAssigned
-        | Rule::RoleSelectionNeeded => StatusCode::CONFLICT,
+        | Rule::RoleSelectionNeeded
+        | Rule::OneLiveCard
+        | Rule::CardState
+        | Rule::InvestigationOpen
+        | Rule::CertificateExpired => StatusCode::CONFLICT,
     }
 }
 

@@ -2,6 +2,7 @@
 //! appends its audit event in one store transaction. Refusals by a rule are audited too.
 
 mod auth;
+mod cards;
 mod error;
 mod ra;
 
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 use time::Duration;
 
 pub use auth::{InitDeployment, InitOutcome, LoginOutcome};
+pub use cards::{CardAuthority, CardReport, Ceremony, ReleasedSecrets};
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
 pub use ra::{AssignmentTerms, AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, ReadAudit};
 
@@ -76,6 +78,8 @@ pub struct Service {
     random: Arc<dyn Random>,
     catalogue: Arc<Catalogue>,
     settings: ServiceSettings,
+    /// The certificate authority, once the deployment has one.
+    cards: Option<Arc<cards::CardAuthority>>,
 }
 
 impl Service {
@@ -85,7 +89,14 @@ impl Service {
         random: Arc<dyn Random>,
         settings: ServiceSettings,
     ) -> Service {
-        Service { store, clock, random, catalogue: Arc::new(Catalogue::national()), settings }
+        Service { store, clock, random, catalogue: Arc::new(Catalogue::national()), settings, cards: None }
+    }
+
+    /// Gives the service its certificate authority: card use cases need it.
+    #[must_use]
+    pub fn with_card_authority(mut self, authority: cards::CardAuthority) -> Service {
+        self.cards = Some(Arc::new(authority));
+        self
     }
 
     pub fn catalogue(&self) -> &Catalogue {

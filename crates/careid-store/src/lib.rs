@@ -69,17 +69,28 @@ pub struct SqlStore {
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
+/// Each backend's migrations, in order: (version, description, SQL).
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "registration authority", include_str!("../migrations/sqlite/0001_registration_authority.sql")),
+    (2, "cards", include_str!("../migrations/sqlite/0002_cards.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),
+    (2, "cards", include_str!("../migrations/postgres/0002_cards.sql")),
+];
+
 fn migrations(backend: Backend) -> Migrator {
-    let (name, sql) = match backend {
-        Backend::Sqlite => {
-            ("registration authority", include_str!("../migrations/sqlite/0001_registration_authority.sql"))
-        }
-        Backend::Postgres => {
-            ("registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql"))
-        }
+    let list = match backend {
+        Backend::Sqlite => SQLITE_MIGRATIONS,
+        Backend::Postgres => POSTGRES_MIGRATIONS,
     };
-    let migration = Migration::new(1, name.into(), MigrationType::Simple, sql.into(), false);
-    Migrator { migrations: vec![migration].into(), ignore_missing: false, locking: true, no_tx: false }
+    let migrations: Vec<Migration> = list
+        .iter()
+        .map(|(version, name, sql)| {
+            Migration::new(*version, (*name).into(), MigrationType::Simple, (*sql).into(), false)
+        })
+        .collect();
+    Migrator { migrations: migrations.into(), ignore_missing: false, locking: true, no_tx: false }
 }
 
 pub(crate) fn driver_error(context: &'static str, error: &sqlx::Error) -> StoreError {

@@ -1,6 +1,9 @@
 //! Reading rows back into domain values; a value that no longer parses is reported as corrupt.
 
 use careid_domain::access::AuthMethod;
+use careid_domain::card::{
+    CardCertificate, CardRecord, CardSerial, CardState, Incident, IncidentClosure, IncidentKind, RevocationReason,
+};
 use careid_domain::ids::{
     ActivityCode, AssignmentId, Email, InvalidInput, NamePart, NiNumber, OdsCode, PersonUuid, Phone, PositionId,
     RegistrationId, RequestId, RoleTriple, parse_date,
@@ -283,5 +286,70 @@ pub(crate) fn session(row: &AnyRow) -> Result<Session, StoreError> {
         last_seen_at: time_at(row, "last_seen_at")?,
         expires_at: time_at(row, "expires_at")?,
         ended_at: opt_time_at(row, "ended_at")?,
+    })
+}
+
+pub(crate) fn card(row: &AnyRow) -> Result<CardRecord, StoreError> {
+    Ok(CardRecord {
+        id: int(row, "id")?,
+        serial: CardSerial::parse(&text(row, "serial")?).map_err(corrupt)?,
+        person: uuid(row, "person")?,
+        state: CardState::parse(&text(row, "state")?).map_err(corrupt)?,
+        wrong_passcodes: u8::try_from(int(row, "wrong_passcodes")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        public_key: row
+            .try_get::<Option<Vec<u8>>, _>("public_key")
+            .map_err(|e| StoreError::Corrupt(format!("public_key: {e}")))?,
+        issued_by: opt_uuid(row, "issued_by")?,
+        issued_at: time_at(row, "issued_at")?,
+        last_known_safe_at: time_at(row, "last_known_safe_at")?,
+        incident: opt_int(row, "incident")?,
+    })
+}
+
+fn reason(code: &str) -> Result<RevocationReason, StoreError> {
+    RevocationReason::parse(code).ok_or_else(|| StoreError::Corrupt(format!("unknown revocation reason {code}")))
+}
+
+pub(crate) fn certificate(row: &AnyRow) -> Result<CardCertificate, StoreError> {
+    let revoked = match opt_time_at(row, "revoked_at")? {
+        Some(at) => Some((at, reason(&opt_text(row, "revocation_reason")?.unwrap_or_default())?)),
+        None => None,
+    };
+    Ok(CardCertificate {
+        serial: text(row, "serial")?,
+        card: int(row, "card")?,
+        der: bytes(row, "der")?,
+        not_before: time_at(row, "not_before")?,
+        not_after: time_at(row, "not_after")?,
+        revoked,
+    })
+}
+
+pub(crate) fn revoked(row: &AnyRow) -> Result<(String, OffsetDateTime, RevocationReason), StoreError> {
+    Ok((text(row, "serial")?, time_at(row, "revoked_at")?, reason(&text(row, "revocation_reason")?)?))
+}
+
+pub(crate) fn incident(row: &AnyRow) -> Result<Incident, StoreError> {
+    let closure = match opt_time_at(row, "closed_at")? {
+        Some(at) => Some(IncidentClosure {
+            by: opt_uuid(row, "closed_by")?.ok_or_else(|| StoreError::Corrupt("closed_by".into()))?,
+            at,
+            review: opt_text(row, "review")?.unwrap_or_default(),
+            outcome: opt_text(row, "outcome")?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(Incident {
+        id: int(row, "id")?,
+        kind: match text(row, "kind")?.as_str() {
+            "lost_card" => IncidentKind::LostCard,
+            "stolen_card" => IncidentKind::StolenCard,
+            other => return Err(StoreError::Corrupt(format!("unknown incident kind {other}"))),
+        },
+        card: int(row, "card")?,
+        subject: uuid(row, "subject")?,
+        reported_by: uuid(row, "reported_by")?,
+        reported_at: time_at(row, "reported_at")?,
+        closure,
     })
 }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use careid_domain::audit::{AuditEvent, AuditRecord};
+use careid_domain::card::{CardCertificate, CardRecord, Incident, IncidentClosure, RevocationReason};
 use careid_domain::ids::{
     AssignmentId, NiNumber, OdsCode, PersonUuid, PositionId, RegistrationId, RequestId, format_date,
 };
@@ -10,8 +11,8 @@ use careid_domain::model::{
     RegistrationStatus, Removal, RequestKind, RequestStatus, SponsorRequest,
 };
 use careid_domain::ports::{AuditQuery, Credential, NewAssignment, Session, StoreError, Transaction};
-use sqlx::Any;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
 use time::OffsetDateTime;
 
 use crate::rows::{self, hash, int, micros, name_key};
@@ -727,6 +728,173 @@ impl Transaction for SqlTransaction {
             .execute(&mut *self.tx)
             .await
             .map_err(|e| self.failure("session", &e))?;
+        Ok(())
+    }
+
+    async fn insert_card(&mut self, card: &CardRecord, administrator_secret: &[u8]) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO cards (serial, person, state, live, wrong_passcodes, public_key, administrator_secret, \
+             issued_by, issued_at, last_known_safe_at, incident) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             RETURNING id",
+        )
+        .bind(card.serial.to_string())
+        .bind(card.person.to_string())
+        .bind(card.state.code())
+        .bind(i64::from(card.state.is_live()))
+        .bind(i64::from(card.wrong_passcodes))
+        .bind(card.public_key.clone())
+        .bind(administrator_secret.to_vec())
+        .bind(opt_string(card.issued_by.as_ref()))
+        .bind(micros(card.issued_at))
+        .bind(micros(card.last_known_safe_at))
+        .bind(card.incident)
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| self.failure("card", &e))?;
+        int(&row, "id")
+    }
+
+    async fn card(&mut self, id: i64) -> Result<Option<CardRecord>, StoreError> {
+        let rows = self.fetch_all("read card", "SELECT * FROM cards WHERE id = $1", vec![Arg::Int(id)]).await?;
+        rows.first().map(rows::card).transpose()
+    }
+
+    async fn cards_of(&mut self, person: &PersonUuid) -> Result<Vec<CardRecord>, StoreError> {
+        let sql = "SELECT * FROM cards WHERE person = $1 ORDER BY id";
+        self.fetch_all("list cards", sql, vec![Arg::Text(person.to_string())]).await?.iter().map(rows::card).collect()
+    }
+
+    async fn update_card(&mut self, card: &CardRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE cards SET state = $2, live = $3, wrong_passcodes = $4, public_key = $5, last_known_safe_at = $6, \
+             incident = $7 WHERE id = $1",
+        )
+        .bind(card.id)
+        .bind(card.state.code())
+        .bind(i64::from(card.state.is_live()))
+        .bind(i64::from(card.wrong_passcodes))
+        .bind(card.public_key.clone())
+        .bind(micros(card.last_known_safe_at))
+        .bind(card.incident)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| self.failure("card", &e))?;
+        Ok(())
+    }
+
+    async fn card_administrator_secret(&mut self, card: i64) -> Result<(Vec<u8>, Option<Vec<u8>>), StoreError> {
+        let sql = "SELECT administrator_secret, pending_administrator_secret FROM cards WHERE id = $1";
+        let rows = self.fetch_all("read card secret", sql, vec![Arg::Int(card)]).await?;
+        let row = rows.first().ok_or(StoreError::MissingReference("card"))?;
+        let pending = row
+            .try_get::<Option<Vec<u8>>, _>("pending_administrator_secret")
+            .map_err(|e| StoreError::Corrupt(format!("pending_administrator_secret: {e}")))?;
+        Ok((rows::bytes(row, "administrator_secret")?, pending))
+    }
+
+    async fn set_card_administrator_secret(
+        &mut self,
+        card: i64,
+        current: &[u8],
+        pending: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE cards SET administrator_secret = $2, pending_administrator_secret = $3 WHERE id = $1")
+            .bind(card)
+            .bind(current.to_vec())
+            .bind(pending.map(<[u8]>::to_vec))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.failure("card", &e))?;
+        Ok(())
+    }
+
+    async fn insert_certificate(&mut self, c: &CardCertificate) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO card_certificates (serial, card, der, not_before, not_after, revoked_at, revocation_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(c.serial.clone())
+        .bind(c.card)
+        .bind(c.der.clone())
+        .bind(micros(c.not_before))
+        .bind(micros(c.not_after))
+        .bind(c.revoked.map(|(at, _)| micros(at)))
+        .bind(c.revoked.map(|(_, reason)| reason.code()))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| self.failure("certificate", &e))?;
+        Ok(())
+    }
+
+    async fn certificates_of(&mut self, card: i64) -> Result<Vec<CardCertificate>, StoreError> {
+        let sql = "SELECT * FROM card_certificates WHERE card = $1 ORDER BY not_before, serial";
+        self.fetch_all("list certificates", sql, vec![Arg::Int(card)]).await?.iter().map(rows::certificate).collect()
+    }
+
+    async fn revoke_certificates_of(
+        &mut self,
+        card: i64,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        let result = sqlx::query(
+            "UPDATE card_certificates SET revoked_at = $2, revocation_reason = $3 WHERE card = $1 AND revoked_at IS NULL",
+        )
+        .bind(card)
+        .bind(micros(at))
+        .bind(reason.code())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| self.failure("certificate", &e))?;
+        Ok(result.rows_affected() as usize)
+    }
+
+    async fn revoked_certificates(&mut self) -> Result<Vec<(String, OffsetDateTime, RevocationReason)>, StoreError> {
+        let sql = "SELECT serial, revoked_at, revocation_reason FROM card_certificates WHERE revoked_at IS NOT NULL \
+                   ORDER BY revoked_at, serial";
+        self.fetch_all("revoked certificates", sql, Vec::new()).await?.iter().map(rows::revoked).collect()
+    }
+
+    async fn next_crl_number(&mut self) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "UPDATE counters SET next_value = next_value + 1 WHERE name = 'crl_number' RETURNING next_value - 1 AS v",
+        )
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| self.failure("crl number", &e))?;
+        Ok(int(&row, "v")? as u64)
+    }
+
+    async fn insert_incident(&mut self, i: &Incident) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO incidents (kind, card, subject, reported_by, reported_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(i.kind.code())
+        .bind(i.card)
+        .bind(i.subject.to_string())
+        .bind(i.reported_by.to_string())
+        .bind(micros(i.reported_at))
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| self.failure("incident", &e))?;
+        int(&row, "id")
+    }
+
+    async fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError> {
+        let rows = self.fetch_all("read incident", "SELECT * FROM incidents WHERE id = $1", vec![Arg::Int(id)]).await?;
+        rows.first().map(rows::incident).transpose()
+    }
+
+    async fn close_incident(&mut self, id: i64, closure: &IncidentClosure) -> Result<(), StoreError> {
+        sqlx::query("UPDATE incidents SET closed_by = $2, closed_at = $3, review = $4, outcome = $5 WHERE id = $1")
+            .bind(id)
+            .bind(closure.by.to_string())
+            .bind(micros(closure.at))
+            .bind(closure.review.clone())
+            .bind(closure.outcome.clone())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.failure("incident", &e))?;
         Ok(())
     }
 

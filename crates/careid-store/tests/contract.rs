@@ -365,3 +365,57 @@ contract!(audit_queries_filter_by_person_org_action_and_page, |store| {
     let page = tx.audit_records(&AuditQuery { before_seq: Some(5), limit: 2, ..Default::default() }).await.unwrap();
     assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 3]);
 });
+
+contract!(the_store_itself_allows_at_most_one_live_card_per_person, |store| {
+    use careid_domain::card::{CardCertificate, CardRecord, CardSerial, CardState, RevocationReason};
+    let at = datetime!(2026-11-23 09:00 UTC);
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("QWE", None)).await.unwrap();
+    let ada = person(tx.reserve_person_serials(1).await.unwrap(), "AB123456C", "QWE");
+    tx.insert_person(&ada).await.unwrap();
+    let card = |serial: &str| CardRecord {
+        id: 0,
+        serial: CardSerial::parse(serial).unwrap(),
+        person: ada.uuid.clone(),
+        state: CardState::AwaitingPasscode,
+        wrong_passcodes: 0,
+        public_key: None,
+        issued_by: None,
+        issued_at: at,
+        last_known_safe_at: at,
+        incident: None,
+    };
+    let first = tx.insert_card(&card("CARD1"), b"sealed").await.unwrap();
+    tx.insert_certificate(&CardCertificate {
+        serial: "10ab".into(),
+        card: first,
+        der: vec![1, 2, 3],
+        not_before: at,
+        not_after: at + time::Duration::days(730),
+        revoked: None,
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // A second live card for the same person is refused by the schema, whatever the caller checked.
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.insert_card(&card("CARD2"), b"sealed").await, Err(StoreError::Duplicate("card")));
+    drop(tx);
+
+    // Once the first has ended, a replacement fits; the same physical card is live only once.
+    let mut tx = store.begin_write().await.unwrap();
+    let mut ended = tx.card(first).await.unwrap().unwrap();
+    ended.state = CardState::Lost;
+    tx.update_card(&ended).await.unwrap();
+    assert_eq!(tx.revoke_certificates_of(first, RevocationReason::KeyCompromise, at).await.unwrap(), 1);
+    assert_eq!(tx.revoke_certificates_of(first, RevocationReason::KeyCompromise, at).await.unwrap(), 0, "revoked once");
+    let second = tx.insert_card(&card("CARD2"), b"sealed-2").await.unwrap();
+    tx.set_card_administrator_secret(second, b"current", Some(b"next")).await.unwrap();
+    assert_eq!(tx.card_administrator_secret(second).await.unwrap(), (b"current".to_vec(), Some(b"next".to_vec())));
+    let revoked = tx.revoked_certificates().await.unwrap();
+    assert_eq!(revoked, vec![("10ab".to_owned(), at, RevocationReason::KeyCompromise)]);
+    let n = tx.next_crl_number().await.unwrap();
+    assert_eq!(tx.next_crl_number().await.unwrap(), n + 1);
+    tx.commit().await.unwrap();
+});

@@ -1,0 +1,549 @@
+//! Smartcards on the server side: issue (two steps around the card's own key generation), the
+//! passcode ceremonies (first passcode and unlock: the helper authorises, the holder alone
+//! chooses), careid's own lock after three wrong passcodes, loss and theft with their
+//! investigations, damage, cancellation, and the CRL.
+//!
+//! The server never sees a passcode. It releases a card's administrative secret only to an
+//! authorised ceremony, together with the next one, and swaps them when the ceremony reports
+//! success.
+
+use careid_domain::access::{Actor, RaAction, Refusal, Rule};
+use careid_domain::audit::{Action, AuditActor, AuditEvent};
+use careid_domain::card::{
+    CardCertificate, CardEvent, CardRecord, CardSerial, CardState, Incident, IncidentClosure, IncidentKind,
+    WRONG_PASSCODE_LIMIT, transition,
+};
+use careid_domain::ids::{InvalidInput, PersonUuid, parse_note};
+use careid_domain::model::ProfileStatus;
+use careid_domain::ports::Transaction;
+use careid_domain::secret::Secret;
+use careid_pki::{CardCertificateRequest, CertificateAuthority, MasterKey, Revoked};
+use time::Duration;
+
+use crate::error::{RaError, not_found};
+use crate::{RequestContext, Service};
+
+/// The deployment's certificate authority and the key that seals card secrets.
+#[derive(Debug)]
+pub struct CardAuthority {
+    pub ca: CertificateAuthority,
+    pub master_key: MasterKey,
+    /// How long card certificates last.
+    pub certificate_validity: Duration,
+}
+
+/// Why a card ceremony asks for the administrative secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ceremony {
+    /// The holder sets their first passcode on a newly issued card.
+    FirstPasscode,
+    /// An assisted unlock: the holder chooses a new passcode.
+    Unlock,
+}
+
+/// How a card was reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardReport {
+    Lost,
+    Stolen,
+    Damaged,
+}
+
+/// The administrative secrets released to a ceremony: the card's current one, and the one to
+/// rotate to once the holder's passcode is set. Never shown; held only by the ceremony.
+#[derive(Debug)]
+pub struct ReleasedSecrets {
+    pub current: Secret,
+    pub next: Secret,
+}
+
+const SECRET_LABEL: &[u8] = b"careid card administrative secret";
+
+fn state_refusal(card: &CardRecord, event: CardEvent) -> Refusal {
+    Refusal::new(Rule::CardState, transition(card.state, event).err().map_or_else(String::new, |e| e.to_string()))
+}
+
+impl Service {
+    fn card_authority(&self) -> Result<&CardAuthority, RaError> {
+        self.cards.as_deref().ok_or_else(|| {
+            RaError::Invalid(InvalidInput::new(
+                "card",
+                "this deployment has no certificate authority (careid init creates one)",
+            ))
+        })
+    }
+
+    fn seal_secret(&self, secret: &Secret) -> Result<Vec<u8>, RaError> {
+        let authority = self.card_authority()?;
+        authority
+            .master_key
+            .seal(SECRET_LABEL, secret.expose().as_bytes())
+            .map_err(|e| RaError::Store(careid_domain::ports::StoreError::Unavailable(e.to_string())))
+    }
+
+    fn unseal_secret(&self, sealed: &[u8]) -> Result<Secret, RaError> {
+        let authority = self.card_authority()?;
+        let bytes = authority
+            .master_key
+            .unseal(SECRET_LABEL, sealed)
+            .map_err(|e| RaError::Store(careid_domain::ports::StoreError::Corrupt(e.to_string())))?;
+        Ok(Secret::new(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    fn card_event(&self, ctx: &RequestContext, actor: AuditActor, action: Action, card: &CardRecord) -> AuditEvent {
+        let mut event = self.event(ctx, actor, action, "card", card.id);
+        event.subject_person = Some(card.person.clone());
+        event.detail.push(("serial", card.serial.to_string()));
+        event
+    }
+
+    async fn load_card(&self, tx: &mut Box<dyn Transaction>, id: i64) -> Result<CardRecord, RaError> {
+        tx.card(id).await?.ok_or_else(|| not_found("card", id))
+    }
+
+    /// Permission for `action` on the holder of `card`, in scope, never on one's own card.
+    async fn card_check(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        actor: &Actor,
+        card: &CardRecord,
+        action: RaAction,
+    ) -> Result<Result<(), Refusal>, RaError> {
+        let person = self.load_person(tx, &card.person).await?;
+        let scope = self.person_in_scope(tx, actor, &person).await?;
+        Ok([actor.require(action), actor.require_not_self(&card.person), scope].into_iter().collect())
+    }
+
+    /// Step one of issue (RA, holder present): checks the person may have a card, records it
+    /// awaiting its passcode, and returns the card's new administrative secret to the issuing
+    /// ceremony, which initialises the card with it and generates the key on the card.
+    pub async fn begin_card_issue(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        person: &PersonUuid,
+        serial: CardSerial,
+    ) -> Result<(i64, Secret), RaError> {
+        let now = self.clock.now();
+        let secret = Secret::new(self.random_hex(12));
+        let sealed = self.seal_secret(&secret)?;
+        let mut tx = self.store.begin_write().await?;
+        let holder = self.load_person(&mut tx, person).await?;
+        let mut event = self.event(ctx, actor.into(), Action::CardIssue, "card", "new");
+        event.subject_person = Some(person.clone());
+        event.detail.push(("serial", serial.to_string()));
+        let scope = self.person_in_scope(&mut tx, actor, &holder).await?;
+        let active = if holder.status == ProfileStatus::Active {
+            Ok(())
+        } else {
+            Err(Refusal::new(Rule::ProfileClosed, format!("{person}'s profile is closed")))
+        };
+        let cards = tx.cards_of(person).await?;
+        let one = match cards.iter().find(|c| c.state.is_live()) {
+            Some(live) => Err(Refusal::new(
+                Rule::OneLiveCard,
+                format!(
+                    "{person} already has a live card ({}, {}): at most one per person",
+                    live.serial,
+                    live.state.code()
+                ),
+            )),
+            None => Ok(()),
+        };
+        let mut investigation = Ok(());
+        for ended in cards.iter().filter(|c| c.state.replacement_needs_investigation()) {
+            let open = match ended.incident {
+                Some(id) => tx.incident(id).await?.is_none_or(|i| i.closure.is_none()),
+                None => true,
+            };
+            if open {
+                investigation = Err(Refusal::new(
+                    Rule::InvestigationOpen,
+                    format!(
+                        "card {} was reported {}: a replacement waits for its investigation (incident {}) to close",
+                        ended.serial,
+                        ended.state.code(),
+                        ended.incident.map_or_else(|| "-".into(), |i| i.to_string())
+                    ),
+                ));
+            }
+        }
+        let checks =
+            [actor.require(RaAction::IssueCard), actor.require_not_self(person), scope, active, one, investigation];
+        if let Err(refusal) = checks.into_iter().collect::<Result<(), Refusal>>() {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let record = CardRecord {
+            id: 0,
+            serial,
+            person: person.clone(),
+            state: CardState::AwaitingPasscode,
+            wrong_passcodes: 0,
+            public_key: None,
+            issued_by: Some(actor.person.clone()),
+            issued_at: now,
+            last_known_safe_at: now,
+            incident: None,
+        };
+        let id = tx.insert_card(&record, &sealed).await.map_err(|e| match e {
+            careid_domain::ports::StoreError::Duplicate(_) => RaError::Refused(Refusal::new(
+                Rule::OneLiveCard,
+                "this person, or this physical card, already has a live card record",
+            )),
+            other => other.into(),
+        })?;
+        event.subject_id = id.to_string();
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok((id, secret))
+    }
+
+    /// Step two of issue: certifies the public key the card generated, and returns the
+    /// certificate for the ceremony to write to the card.
+    pub async fn certify_card(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        card_id: i64,
+        public_key_der: &[u8],
+    ) -> Result<Vec<u8>, RaError> {
+        let authority = self.card_authority()?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let mut card = self.load_card(&mut tx, card_id).await?;
+        let mut event = self.card_event(ctx, actor.into(), Action::CardCertify, &card);
+        let fresh = if card.state == CardState::AwaitingPasscode && card.public_key.is_none() {
+            Ok(())
+        } else {
+            Err(Refusal::new(Rule::CardState, "only a card being issued, with no key yet, is certified this way"))
+        };
+        let check = self.card_check(&mut tx, actor, &card, RaAction::IssueCard).await?;
+        if let Err(refusal) = [check, fresh].into_iter().collect::<Result<(), Refusal>>() {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let mut serial = [0u8; 16];
+        self.random.fill(&mut serial);
+        serial[0] &= 0x7f;
+        serial[0] |= 0x10;
+        let request = CardCertificateRequest {
+            public_key_der,
+            person: &card.person,
+            card: &card.serial,
+            serial: &serial,
+            not_before: now - Duration::minutes(5),
+            not_after: now + authority.certificate_validity,
+        };
+        let der = authority.ca.issue_card_certificate(&request).map_err(|_| {
+            InvalidInput::new("public_key", "must be the card's EC P-256 public key (SubjectPublicKeyInfo DER)")
+        })?;
+        let certificate = CardCertificate {
+            serial: hex::encode(serial),
+            card: card.id,
+            der: der.clone(),
+            not_before: request.not_before,
+            not_after: request.not_after,
+            revoked: None,
+        };
+        tx.insert_certificate(&certificate).await?;
+        card.public_key = Some(public_key_der.to_vec());
+        tx.update_card(&card).await?;
+        event.detail.push(("certificate", certificate.serial.clone()));
+        event.detail.push(("not_after", careid_audit::format_time(certificate.not_after)));
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(der)
+    }
+
+    /// An authorised ceremony (first passcode, unlock) gets the card's administrative secret
+    /// and the next one. The helper authorises; the holder types the passcode on their machine.
+    pub async fn release_administrator_secret(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        card_id: i64,
+        ceremony: Ceremony,
+    ) -> Result<ReleasedSecrets, RaError> {
+        let now = self.clock.now();
+        let next = Secret::new(self.random_hex(12));
+        let sealed_next = self.seal_secret(&next)?;
+        let mut tx = self.store.begin_write().await?;
+        let card = self.load_card(&mut tx, card_id).await?;
+        let mut event = self.card_event(ctx, actor.into(), Action::CardCeremonyAuthorise, &card);
+        event.detail.push(("ceremony", format!("{ceremony:?}").to_lowercase()));
+        let (action, event_kind, needs_key) = match ceremony {
+            Ceremony::FirstPasscode => (RaAction::IssueCard, CardEvent::PasscodeSet, true),
+            Ceremony::Unlock => (RaAction::UnlockCard, CardEvent::Unlocked, true),
+        };
+        let state = transition(card.state, event_kind).map(|_| ()).map_err(|_| state_refusal(&card, event_kind));
+        let keyed = if needs_key && card.public_key.is_none() {
+            Err(Refusal::new(Rule::CardState, "the card has no certified key yet"))
+        } else {
+            Ok(())
+        };
+        let certificates = tx.certificates_of(card.id).await?;
+        let current_certificate = certificates.iter().rev().find(|c| c.revoked.is_none());
+        let expired = match current_certificate {
+            Some(c) if c.not_after <= now => Err(Refusal::new(
+                Rule::CertificateExpired,
+                "the card's certificate has expired: the RA repairs it instead",
+            )),
+            _ => Ok(()),
+        };
+        let check = self.card_check(&mut tx, actor, &card, action).await?;
+        if let Err(refusal) = [check, state, keyed, expired].into_iter().collect::<Result<(), Refusal>>() {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let (sealed_current, _) = tx.card_administrator_secret(card.id).await?;
+        let current = self.unseal_secret(&sealed_current)?;
+        tx.set_card_administrator_secret(card.id, &sealed_current, Some(&sealed_next)).await?;
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(ReleasedSecrets { current, next })
+    }
+
+    /// The ceremony reports success: the holder's passcode is set and the card now has the
+    /// next administrative secret. The card becomes active.
+    pub async fn complete_ceremony(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        card_id: i64,
+    ) -> Result<CardState, RaError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let mut card = self.load_card(&mut tx, card_id).await?;
+        let event_kind = if card.state == CardState::Locked { CardEvent::Unlocked } else { CardEvent::PasscodeSet };
+        let action = if event_kind == CardEvent::Unlocked { RaAction::UnlockCard } else { RaAction::IssueCard };
+        let mut event = self.card_event(ctx, actor.into(), Action::CardCeremonyComplete, &card);
+        let (current, pending) = tx.card_administrator_secret(card.id).await?;
+        let released = if pending.is_some() {
+            Ok(())
+        } else {
+            Err(Refusal::new(Rule::CardState, "no ceremony is under way for this card"))
+        };
+        let state = transition(card.state, event_kind).map_err(|_| state_refusal(&card, event_kind));
+        let check = self.card_check(&mut tx, actor, &card, action).await?;
+        let to = match [check, released].into_iter().collect::<Result<(), Refusal>>().and(state) {
+            Ok(to) => to,
+            Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
+        };
+        let pending = pending.unwrap_or(current);
+        tx.set_card_administrator_secret(card.id, &pending, None).await?;
+        event.detail.push(("from", card.state.code().into()));
+        event.detail.push(("to", to.code().into()));
+        card.state = to;
+        card.wrong_passcodes = 0;
+        card.last_known_safe_at = now;
+        tx.update_card(&card).await?;
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(to)
+    }
+
+    /// A wrong passcode was entered on the card (reported by the agent or the CLI). At the
+    /// third in a row careid locks the card in its own records, whatever the card itself does.
+    pub async fn record_wrong_passcode(&self, ctx: &RequestContext, card_id: i64) -> Result<CardState, RaError> {
+        let mut tx = self.store.begin_write().await?;
+        let mut card = self.load_card(&mut tx, card_id).await?;
+        let mut event = self.card_event(ctx, AuditActor::system(), Action::CardWrongPasscode, &card);
+        if card.state != CardState::Active {
+            event = event.refused(&Refusal::new(Rule::CardState, format!("the card is {}", card.state.code())));
+            tx.append_audit(&event).await?;
+            tx.commit().await?;
+            return Ok(card.state);
+        }
+        card.wrong_passcodes = card.wrong_passcodes.saturating_add(1);
+        event.detail.push(("in_a_row", card.wrong_passcodes.to_string()));
+        if card.wrong_passcodes >= WRONG_PASSCODE_LIMIT {
+            card.state = transition(card.state, CardEvent::WrongPasscodeLimit).unwrap_or(CardState::Locked);
+            event.detail.push(("locked", "true".into()));
+        }
+        tx.update_card(&card).await?;
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(card.state)
+    }
+
+    /// Reports a card lost, stolen or damaged: the holder always may, and so may their sponsor
+    /// and the RA. The card and its certificates are revoked at once; a loss or theft opens an
+    /// investigation that a replacement must wait for.
+    pub async fn report_card(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        card_id: i64,
+        report: CardReport,
+    ) -> Result<Option<i64>, RaError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let mut card = self.load_card(&mut tx, card_id).await?;
+        let mut event = self.card_event(ctx, actor.into(), Action::CardReport, &card);
+        let event_kind = match report {
+            CardReport::Lost => CardEvent::ReportedLost,
+            CardReport::Stolen => CardEvent::ReportedStolen,
+            CardReport::Damaged => CardEvent::ReportedDamaged,
+        };
+        event.detail.push(("report", event_kind.code().into()));
+        let allowed = if actor.person == card.person {
+            Ok(())
+        } else {
+            let person = self.load_person(&mut tx, &card.person).await?;
+            let scope = self.person_in_scope(&mut tx, actor, &person).await?;
+            actor.require(RaAction::ReportCard).and(scope)
+        };
+        let to = match allowed.and(transition(card.state, event_kind).map_err(|_| state_refusal(&card, event_kind))) {
+            Ok(to) => to,
+            Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
+        };
+        let reason = to.revocation_reason().unwrap_or(careid_domain::card::RevocationReason::CessationOfOperation);
+        let revoked = tx.revoke_certificates_of(card.id, reason, now).await?;
+        let mut incident_id = None;
+        if to.replacement_needs_investigation() {
+            let incident = Incident {
+                id: 0,
+                kind: if to == CardState::Stolen { IncidentKind::StolenCard } else { IncidentKind::LostCard },
+                card: card.id,
+                subject: card.person.clone(),
+                reported_by: actor.person.clone(),
+                reported_at: now,
+                closure: None,
+            };
+            incident_id = Some(tx.insert_incident(&incident).await?);
+        }
+        card.state = to;
+        card.incident = incident_id.or(card.incident);
+        tx.update_card(&card).await?;
+        event.detail.push(("certificates_revoked", revoked.to_string()));
+        event.detail.push(("revocation_reason", reason.code().into()));
+        event.detail.push(("last_known_safe_at", careid_audit::format_time(card.last_known_safe_at)));
+        let mut events = vec![event];
+        if let Some(id) = incident_id {
+            let mut e = self.card_event(ctx, actor.into(), Action::IncidentOpen, &card);
+            e.subject_kind = "incident";
+            e.subject_id = id.to_string();
+            e.detail.push(("kind", if to == CardState::Stolen { "stolen_card" } else { "lost_card" }.into()));
+            events.push(e);
+        }
+        tx.append_audit_batch(&events).await?;
+        tx.commit().await?;
+        Ok(incident_id)
+    }
+
+    /// Cancels a card (RA only); its certificates are revoked.
+    pub async fn cancel_card(&self, ctx: &RequestContext, actor: &Actor, card_id: i64) -> Result<(), RaError> {
+        self.end_card(ctx, actor, card_id, CardEvent::Cancelled).await
+    }
+
+    /// Clears an ended card for reuse (RA only, card in hand): a reissue starts a new record.
+    pub async fn clear_card(&self, ctx: &RequestContext, actor: &Actor, card_id: i64) -> Result<(), RaError> {
+        self.end_card(ctx, actor, card_id, CardEvent::ClearedForReuse).await
+    }
+
+    async fn end_card(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        card_id: i64,
+        kind: CardEvent,
+    ) -> Result<(), RaError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let mut card = self.load_card(&mut tx, card_id).await?;
+        let mut event = self.card_event(ctx, actor.into(), Action::CardEnd, &card);
+        event.detail.push(("event", kind.code().into()));
+        let check = self.card_check(&mut tx, actor, &card, RaAction::CancelCard).await?;
+        let to = match check.and(transition(card.state, kind).map_err(|_| state_refusal(&card, kind))) {
+            Ok(to) => to,
+            Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
+        };
+        if let Some(reason) = to.revocation_reason() {
+            let revoked = tx.revoke_certificates_of(card.id, reason, now).await?;
+            event.detail.push(("certificates_revoked", revoked.to_string()));
+        }
+        card.state = to;
+        tx.update_card(&card).await?;
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Closes a lost-card investigation with a review of the card's use since it was last known
+    /// safe. Never by the holder or whoever reported the loss.
+    pub async fn close_investigation(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        incident_id: i64,
+        review: &str,
+        outcome: &str,
+    ) -> Result<(), RaError> {
+        let review = parse_note("review", review, true)?;
+        let outcome = parse_note("outcome", outcome, true)?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let incident = tx.incident(incident_id).await?.ok_or_else(|| not_found("incident", incident_id))?;
+        let card = self.load_card(&mut tx, incident.card).await?;
+        let mut event = self.card_event(ctx, actor.into(), Action::IncidentClose, &card);
+        event.subject_kind = "incident";
+        event.subject_id = incident_id.to_string();
+        let conflicted = if actor.person == incident.subject || actor.person == incident.reported_by {
+            Err(Refusal::new(
+                Rule::InvestigatorConflicted,
+                "the holder and whoever reported the loss never close its investigation",
+            ))
+        } else {
+            Ok(())
+        };
+        let open = if incident.closure.is_none() {
+            Ok(())
+        } else {
+            Err(Refusal::new(Rule::NotPending, format!("incident {incident_id} is already closed")))
+        };
+        let person = self.load_person(&mut tx, &incident.subject).await?;
+        let scope = self.person_in_scope(&mut tx, actor, &person).await?;
+        let checks = [actor.require(RaAction::CloseInvestigation), conflicted, scope, open];
+        if let Err(refusal) = checks.into_iter().collect::<Result<(), Refusal>>() {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let closure =
+            IncidentClosure { by: actor.person.clone(), at: now, review: review.clone(), outcome: outcome.clone() };
+        tx.close_incident(incident_id, &closure).await?;
+        event.detail.push(("review", review));
+        event.detail.push(("outcome", outcome));
+        event.detail.push(("card_last_known_safe_at", careid_audit::format_time(card.last_known_safe_at)));
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A person's cards, newest last.
+    pub async fn cards_of(&self, person: &PersonUuid) -> Result<Vec<CardRecord>, RaError> {
+        let mut tx = self.store.begin_read().await?;
+        Ok(tx.cards_of(person).await?)
+    }
+
+    /// A card's certificates, oldest first.
+    pub async fn card_certificates(&self, card_id: i64) -> Result<Vec<CardCertificate>, RaError> {
+        let mut tx = self.store.begin_read().await?;
+        Ok(tx.certificates_of(card_id).await?)
+    }
+
+    /// The current CRL (DER), signed by the issuing CA, listing every revoked card certificate.
+    pub async fn current_crl(&self) -> Result<Vec<u8>, RaError> {
+        let authority = self.card_authority()?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let number = tx.next_crl_number().await?;
+        let revoked = tx
+            .revoked_certificates()
+            .await?
+            .into_iter()
+            .filter_map(|(serial, at, reason)| Some(Revoked { serial: hex::decode(serial).ok()?, at, reason }))
+            .collect::<Vec<_>>();
+        tx.commit().await?;
+        authority
+            .ca
+            .crl(&revoked, number, now - Duration::minutes(5), now + Duration::days(1))
+            .map_err(|e| RaError::Store(careid_domain::ports::StoreError::Unavailable(e.to_string())))
+    }
+}

@@ -1,0 +1,273 @@
+//! The card lifecycle through the use cases, with a real (virtual) card doing the card's part
+//! of every ceremony: issue, the holder's first passcode, careid's own lock after three wrong
+//! passcodes, unlock, loss with its investigation, damage, and the rules around each.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+
+mod support;
+
+use careid_card::{Card, VirtualCard, verify_signature};
+use careid_domain::access::{Actor, Rule};
+use careid_domain::card::{CardSerial, CardState, RevocationReason};
+use careid_domain::ids::PersonUuid;
+use careid_domain::passcode::choose;
+use careid_domain::ports::Store;
+use careid_domain::secret::Secret;
+use careid_service::{CardReport, Ceremony, RaError};
+use support::{World, ctx, world};
+use time::macros::date;
+
+struct IssuedCard {
+    id: i64,
+    card: VirtualCard,
+    _dir: tempfile::TempDir,
+}
+
+fn passcode(digits: &str) -> careid_domain::passcode::Passcode {
+    choose(digits, digits, date!(1985 - 06 - 15)).unwrap()
+}
+
+/// Issue as an RA agent would at the desk, with the holder choosing `digits` as the passcode.
+async fn issue(w: &World, ra: &Actor, holder: &PersonUuid, digits: &str, secrets: &mut Vec<String>) -> IssuedCard {
+    let dir = tempfile::tempdir().unwrap();
+    let mut card = VirtualCard::create(&dir.path().join("card.json")).unwrap();
+    let serial = card.status().unwrap().serial;
+    let (id, administrator) = w.service.begin_card_issue(&ctx(), ra, holder, serial).await.unwrap();
+    card.initialise(&Secret::new("transport".into()), &administrator, "careid").unwrap();
+    let public_key = card.generate_key(&administrator).unwrap();
+    let certificate = w.service.certify_card(&ctx(), ra, id, &public_key).await.unwrap();
+    card.store_certificate(&certificate).unwrap();
+    let released = w.service.release_administrator_secret(&ctx(), ra, id, Ceremony::FirstPasscode).await.unwrap();
+    card.set_passcode_as_administrator(&released.current, &passcode(digits)).unwrap();
+    card.rotate_administrator_secret(&released.current, &released.next).unwrap();
+    assert_eq!(w.service.complete_ceremony(&ctx(), ra, id).await.unwrap(), CardState::Active);
+    secrets.extend([
+        administrator.expose().to_owned(),
+        released.current.expose().to_owned(),
+        released.next.expose().to_owned(),
+        digits.to_owned(),
+    ]);
+    IssuedCard { id, card, _dir: dir }
+}
+
+async fn state(w: &World, person: &PersonUuid, id: i64) -> CardState {
+    w.service.cards_of(person).await.unwrap().into_iter().find(|c| c.id == id).unwrap().state
+}
+
+/// A member of staff at practice A, signed in.
+async fn holder(w: &World, given: &str, ni: &str) -> Actor {
+    let person = w.new_person(given, ni, &w.practice_a).await;
+    w.service.assign_position(&ctx(), &w.agent, &person, w.receptionist_a, date!(2026 - 01 - 01), None).await.unwrap();
+    let (credential, _) = w.service.issue_credential(&ctx(), &w.manager, &person).await.unwrap();
+    w.service.login(&ctx(), &credential, None).await.unwrap().actor
+}
+
+#[tokio::test]
+async fn a_card_is_issued_locked_and_only_the_holders_passcode_opens_it() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let holder = holder(&w, "Hal", "CE300001A").await;
+    let mut issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    let certificates = w.service.card_certificates(issued.id).await.unwrap();
+    assert_eq!(certificates.len(), 1);
+    let public_key = issued.card.public_key().unwrap();
+    let signature = issued.card.sign(&Secret::new("582039".into()), b"challenge").unwrap();
+    assert!(verify_signature(&public_key, b"challenge", &signature));
+    // The certificate careid issued is for the key the card generated.
+    let (_, parsed) = x509_parser::parse_x509_certificate(&certificates[0].der).unwrap();
+    assert_eq!(parsed.tbs_certificate.subject_pki.raw, public_key.as_slice());
+    assert_eq!(
+        parsed.tbs_certificate.subject.to_string(),
+        format!("CN={}, serialNumber={}", holder.person, issued.card.status().unwrap().serial)
+    );
+}
+
+#[tokio::test]
+async fn at_most_one_live_card_per_person_and_never_ones_own() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let holder = holder(&w, "Una", "CE300002A").await;
+    issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    let before = w.audit_len().await;
+    let second =
+        w.service.begin_card_issue(&ctx(), &w.agent, &holder.person, CardSerial::parse("SPARE0001").unwrap()).await;
+    w.assert_refused(before, second, Rule::OneLiveCard).await;
+
+    let before = w.audit_len().await;
+    let own =
+        w.service.begin_card_issue(&ctx(), &w.agent, &w.agent.person, CardSerial::parse("OWN0001").unwrap()).await;
+    w.assert_refused(before, own, Rule::OwnRecord).await;
+    let before = w.audit_len().await;
+    let by_sponsor = w
+        .service
+        .begin_card_issue(&ctx(), &w.sponsor_a, &w.privacy_officer.person, CardSerial::parse("S1").unwrap())
+        .await;
+    w.assert_refused(before, by_sponsor, Rule::RoleNotPermitted).await;
+}
+
+#[tokio::test]
+async fn three_wrong_passcodes_lock_the_card_in_careids_records_and_a_sponsor_unlocks_it() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let holder = holder(&w, "Lou", "CE300003A").await;
+    let mut issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    for expected in [CardState::Active, CardState::Active, CardState::Locked] {
+        assert_eq!(w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap(), expected);
+    }
+    assert_eq!(state(&w, &holder.person, issued.id).await, CardState::Locked);
+
+    // A receptionist holds no unlock right; the sponsor of their practice can authorise it.
+    let before = w.audit_len().await;
+    let own = w.service.release_administrator_secret(&ctx(), &holder, issued.id, Ceremony::Unlock).await;
+    w.assert_refused(before, own, Rule::RoleNotPermitted).await;
+    let released =
+        w.service.release_administrator_secret(&ctx(), &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
+    // The holder types the new passcode on their own machine; the sponsor never sees it.
+    issued.card.set_passcode_as_administrator(&released.current, &passcode("740261")).unwrap();
+    issued.card.rotate_administrator_secret(&released.current, &released.next).unwrap();
+    assert_eq!(w.service.complete_ceremony(&ctx(), &w.sponsor_a, issued.id).await.unwrap(), CardState::Active);
+    assert!(issued.card.sign(&Secret::new("740261".into()), b"m").is_ok());
+    // The secret the sponsor's ceremony used is already rotated away.
+    assert!(issued.card.set_passcode_as_administrator(&released.current, &passcode("318264")).is_err());
+    let card = w.service.cards_of(&holder.person).await.unwrap().pop().unwrap();
+    assert_eq!(card.wrong_passcodes, 0);
+    // Completing without a released secret is refused.
+    let before = w.audit_len().await;
+    let stray = w.service.complete_ceremony(&ctx(), &w.agent, issued.id).await;
+    w.assert_refused(before, stray, Rule::CardState).await;
+    secrets.extend([released.current.expose().to_owned(), released.next.expose().to_owned()]);
+
+    // A sponsor, who may unlock others' cards, may not unlock their own.
+    let sponsors_card = issue(&w, &w.agent, &w.sponsor_a.person, "906172", &mut secrets).await;
+    for _ in 0..3 {
+        w.service.record_wrong_passcode(&ctx(), sponsors_card.id).await.unwrap();
+    }
+    let before = w.audit_len().await;
+    let own = w.service.release_administrator_secret(&ctx(), &w.sponsor_a, sponsors_card.id, Ceremony::Unlock).await;
+    w.assert_refused(before, own, Rule::OwnRecord).await;
+}
+
+#[tokio::test]
+async fn a_lost_card_is_revoked_at_once_and_its_replacement_waits_for_the_investigation() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let holder = holder(&w, "Liz", "CE300004A").await;
+    let issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+
+    // The RA Manager reports it lost: the card and its certificate are revoked at once.
+    let incident = w.service.report_card(&ctx(), &w.manager, issued.id, CardReport::Lost).await.unwrap().unwrap();
+    assert_eq!(state(&w, &holder.person, issued.id).await, CardState::Lost);
+    let certificates = w.service.card_certificates(issued.id).await.unwrap();
+    assert_eq!(certificates[0].revoked.map(|(_, reason)| reason), Some(RevocationReason::KeyCompromise));
+    let crl = w.service.current_crl().await.unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&crl).unwrap();
+    let listed: Vec<String> = crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect();
+    assert!(listed.contains(&certificates[0].serial), "{listed:?}");
+
+    // No replacement while the investigation is open.
+    let before = w.audit_len().await;
+    let replacement =
+        w.service.begin_card_issue(&ctx(), &w.agent, &holder.person, CardSerial::parse("NEW0001").unwrap()).await;
+    w.assert_refused(before, replacement, Rule::InvestigationOpen).await;
+
+    // The reporter may not close it, though an RA Manager otherwise could; neither may the
+    // holder or an RA agent, who hold no such right.
+    for (actor, rule) in [
+        (&w.manager, Rule::InvestigatorConflicted),
+        (&holder, Rule::RoleNotPermitted),
+        (&w.agent, Rule::RoleNotPermitted),
+    ] {
+        let before = w.audit_len().await;
+        let result = w.service.close_investigation(&ctx(), actor, incident, "looked", "no case").await;
+        w.assert_refused(before, result, rule).await;
+    }
+    let empty = w.service.close_investigation(&ctx(), &w.privacy_officer, incident, " ", "no case").await;
+    assert!(matches!(empty, Err(RaError::Invalid(ref e)) if e.field == "review"), "{empty:?}");
+    w.service
+        .close_investigation(
+            &ctx(),
+            &w.privacy_officer,
+            incident,
+            "No use of the card since it was last known safe; audit reviewed.",
+            "no case",
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.last_audit().await.get("action"), Some("incident.close"));
+
+    // Now the replacement is issued, and the lost card can only be cleared.
+    issue(&w, &w.agent, &holder.person, "906172", &mut secrets).await;
+    let before = w.audit_len().await;
+    let back = w.service.release_administrator_secret(&ctx(), &w.agent, issued.id, Ceremony::Unlock).await;
+    w.assert_refused(before, back, Rule::CardState).await;
+    w.service.clear_card(&ctx(), &w.agent, issued.id).await.unwrap();
+    assert_eq!(state(&w, &holder.person, issued.id).await, CardState::Cleared);
+
+    // A privacy officer whose own card is stolen may not close its investigation.
+    let officers_card = issue(&w, &w.agent, &w.privacy_officer.person, "582039", &mut secrets).await;
+    let incident =
+        w.service.report_card(&ctx(), &w.privacy_officer, officers_card.id, CardReport::Stolen).await.unwrap().unwrap();
+    let before = w.audit_len().await;
+    let own = w.service.close_investigation(&ctx(), &w.privacy_officer, incident, "mine", "no case").await;
+    w.assert_refused(before, own, Rule::InvestigatorConflicted).await;
+    assert!(
+        w.service
+            .close_investigation(&ctx(), &w.advanced, incident, "reviewed the card's use", "no case")
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_card_is_replaced_directly_and_the_holder_may_report_their_own() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let holder = holder(&w, "Dee", "CE300005A").await;
+    let issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    assert_eq!(
+        w.service.report_card(&ctx(), &holder, issued.id, CardReport::Damaged).await.unwrap(),
+        None,
+        "no investigation"
+    );
+    let certificates = w.service.card_certificates(issued.id).await.unwrap();
+    assert_eq!(certificates[0].revoked.map(|(_, reason)| reason), Some(RevocationReason::CessationOfOperation));
+    issue(&w, &w.agent, &holder.person, "740261", &mut secrets).await;
+    // Someone unrelated cannot report a card: the privacy officer holds no such right.
+    let other = holder_card(&w, &holder.person).await;
+    let before = w.audit_len().await;
+    let result = w.service.report_card(&ctx(), &w.privacy_officer, other, CardReport::Stolen).await;
+    w.assert_refused(before, result, Rule::RoleNotPermitted).await;
+}
+
+async fn holder_card(w: &World, person: &PersonUuid) -> i64 {
+    w.service.cards_of(person).await.unwrap().into_iter().find(|c| c.state.is_live()).unwrap().id
+}
+
+#[tokio::test]
+async fn no_card_secret_or_passcode_reaches_the_audit_log() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let holder = holder(&w, "Sec", "CE300006A").await;
+    let issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    for _ in 0..3 {
+        w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
+    }
+    let released =
+        w.service.release_administrator_secret(&ctx(), &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
+    secrets.extend([released.current.expose().to_owned(), released.next.expose().to_owned()]);
+    let mut tx = w.store.begin_read().await.unwrap();
+    let records = tx.audit_range(0, 1_000_000).await.unwrap();
+    let actions: Vec<String> =
+        records.iter().map(|r| careid_audit::decode(&r.entry).unwrap().get("action").unwrap().to_owned()).collect();
+    for expected in
+        ["card.issue", "card.certify", "card.ceremony_authorise", "card.ceremony_complete", "card.wrong_passcode"]
+    {
+        assert!(actions.iter().any(|a| a == expected), "{expected} not audited");
+    }
+    for record in &records {
+        let text = String::from_utf8_lossy(&record.entry);
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "record {} contains a card secret or passcode", record.seq);
+        }
+    }
+}

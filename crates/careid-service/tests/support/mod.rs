@@ -1,0 +1,241 @@
+//! The world the service tests share: a deployment on in-memory SQLite with a fixed clock, a
+//! certificate authority, two practices under an ICB, and RA staff, sponsors and a privacy
+//! officer, each signed in.
+
+#![allow(dead_code, reason = "each test binary uses part of the shared world")]
+
+use std::sync::Arc;
+
+use careid_domain::access::{Actor, Rule};
+use careid_domain::ids::{ActivityCode, NamePart, NiNumber, OdsCode, PersonUuid, PositionId, RoleTriple};
+use careid_domain::model::{
+    ContactDetails, IdentityDocument, IdentityEvidence, NewPosition, Organisation, OrganisationKind, PersonalDetails,
+    PositionApproval,
+};
+use careid_domain::ports::{Clock, FixedClock, Store};
+use careid_domain::secret::Secret;
+use careid_service::{
+    CardAuthority, InitDeployment, NewPerson, OsRandom, RaError, RequestContext, Service, ServiceSettings,
+};
+use careid_store::{SqlStore, StoreOptions};
+use time::macros::{date, datetime};
+
+pub struct World {
+    pub service: Service,
+    pub clock: Arc<FixedClock>,
+    pub store: SqlStore,
+    pub secrets: Vec<String>,
+    pub manager: Actor,
+    pub manager_credential: Secret,
+    pub agent: Actor,
+    /// An RA agent who is also a sponsor at the ICB (small RAs work like this).
+    pub agent_sponsor: Actor,
+    pub advanced: Actor,
+    pub sponsor_a: Actor,
+    pub id_checker: Actor,
+    pub privacy_officer: Actor,
+    pub practice_a: OdsCode,
+    pub practice_b: OdsCode,
+    pub receptionist_a: PositionId,
+    pub gp_a: PositionId,
+    pub receptionist_b: PositionId,
+}
+
+pub fn ctx() -> RequestContext {
+    RequestContext::new("test")
+}
+
+pub fn details(given: &str, family: &str, ni: &str) -> PersonalDetails {
+    PersonalDetails {
+        title: None,
+        given_name: NamePart::parse("given_name", given).unwrap(),
+        family_name: NamePart::parse("family_name", family).unwrap(),
+        date_of_birth: date!(1985 - 06 - 15),
+        ni_number: NiNumber::parse(ni).unwrap(),
+    }
+}
+
+pub fn evidence() -> IdentityEvidence {
+    IdentityEvidence::new(vec![
+        IdentityDocument::parse("passport", "123456789").unwrap(),
+        IdentityDocument::parse("utility_bill", "UB1").unwrap(),
+        IdentityDocument::parse("bank_statement", "BS1").unwrap(),
+    ])
+    .unwrap()
+}
+
+pub fn ods(s: &str) -> OdsCode {
+    OdsCode::parse(s).unwrap()
+}
+
+pub async fn position(
+    w: &Service,
+    manager: &Actor,
+    org: &OdsCode,
+    name: &str,
+    role: &str,
+    activities: &[&str],
+    assignable: bool,
+) -> PositionId {
+    w.create_position(
+        &ctx(),
+        manager,
+        NewPosition {
+            org: org.clone(),
+            name: name.into(),
+            role: RoleTriple::parse(role).unwrap(),
+            activities: activities.iter().map(|a| ActivityCode::parse(a).unwrap()).collect(),
+            description: String::new(),
+            approval: PositionApproval { approved_by: "IG group".into(), how: "minute 1".into() },
+            assignable_by_sponsors: assignable,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Creates a person in `position` and signs them in.
+pub async fn staff(
+    w: &Service,
+    manager: &Actor,
+    secrets: &mut Vec<String>,
+    org: &OdsCode,
+    position: PositionId,
+    given: &str,
+    ni: &str,
+) -> Actor {
+    let uuid = w
+        .create_person(
+            &ctx(),
+            manager,
+            NewPerson {
+                org: org.clone(),
+                details: details(given, "Staff", ni),
+                contact: ContactDetails::default(),
+                evidence: evidence(),
+            },
+        )
+        .await
+        .unwrap();
+    w.assign_position(&ctx(), manager, &uuid, position, date!(2026 - 01 - 01), None).await.unwrap();
+    let (credential, _) = w.issue_credential(&ctx(), manager, &uuid).await.unwrap();
+    let outcome = w.login(&ctx(), &credential, None).await.unwrap();
+    secrets.push(credential.expose().to_owned());
+    secrets.push(outcome.token.expose().to_owned());
+    outcome.actor
+}
+
+pub async fn world() -> World {
+    let store = SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.unwrap();
+    let clock = Arc::new(FixedClock::at(datetime!(2026-11-23 09:00 UTC)));
+    let master_key = careid_pki::MasterKey::from_bytes([7; 32]);
+    let (ca, _) = careid_pki::CertificateAuthority::create("careid test", clock.now(), &master_key).unwrap();
+    let authority = CardAuthority { ca, master_key, certificate_validity: time::Duration::days(730) };
+    let service = Service::new(Arc::new(store.clone()), clock.clone(), Arc::new(OsRandom), ServiceSettings::default())
+        .with_card_authority(authority);
+    let icb = ods("QWE");
+    let init = service
+        .init_deployment(
+            &ctx(),
+            InitDeployment {
+                org: Organisation {
+                    ods_code: icb.clone(),
+                    name: "Test ICB".into(),
+                    kind: OrganisationKind::IntegratedCareBoard,
+                    parent: None,
+                },
+                manager: details("Mina", "Manager", "AB000001A"),
+                contact: ContactDetails::default(),
+            },
+        )
+        .await
+        .unwrap();
+    let login = service.login(&ctx(), &init.recovery_credential, None).await.unwrap();
+    let mut secrets = vec![init.recovery_credential.expose().to_owned(), login.token.expose().to_owned()];
+    let manager = login.actor;
+    let (practice_a, practice_b) = (ods("F84003"), ods("F84004"));
+    for code in [&practice_a, &practice_b] {
+        let org = Organisation {
+            ods_code: code.clone(),
+            name: format!("Practice {code}"),
+            kind: OrganisationKind::GpPractice,
+            parent: Some(icb.clone()),
+        };
+        service.create_organisation(&ctx(), &manager, org).await.unwrap();
+    }
+    let s = &service;
+    let m = &manager;
+    let agent_position = position(s, m, &icb, "RA Agent", "S0080:G0450:R5090", &[], false).await;
+    let agent_sponsor_position =
+        position(s, m, &icb, "RA Agent (Sponsor)", "S0080:G0450:R5090", &["B1300"], false).await;
+    let advanced_position = position(s, m, &icb, "RA Agent (Advanced)", "S0080:G0450:R5090", &["B9901"], false).await;
+    let idc_position = position(s, m, &icb, "ID Checker", "S0080:G0440:R8010", &["B9902"], false).await;
+    let po_position = position(s, m, &icb, "Privacy Officer", "S0080:G0450:R0001", &[], false).await;
+    let sponsor_position =
+        position(s, m, &practice_a, "Practice Manager", "S0080:G0440:R8011", &["B1300"], false).await;
+    let receptionist_a = position(s, m, &practice_a, "Receptionist", "S0080:G0440:R8009", &["B0560"], true).await;
+    let gp_a = position(s, m, &practice_a, "GP", "S8000:G8000:R0260", &["B0360"], false).await;
+    let receptionist_b = position(s, m, &practice_b, "Receptionist", "S0080:G0440:R8009", &["B0560"], true).await;
+    let agent = staff(s, m, &mut secrets, &icb, agent_position, "Aga", "AB000002B").await;
+    let agent_sponsor = staff(s, m, &mut secrets, &icb, agent_sponsor_position, "Asa", "AB000003C").await;
+    let advanced = staff(s, m, &mut secrets, &icb, advanced_position, "Ada", "AB000004D").await;
+    let id_checker = staff(s, m, &mut secrets, &icb, idc_position, "Ida", "AB000005A").await;
+    let sponsor_a = staff(s, m, &mut secrets, &practice_a, sponsor_position, "Spo", "AB000006B").await;
+    let privacy_officer = staff(s, m, &mut secrets, &icb, po_position, "Pri", "AB000007C").await;
+    World {
+        service,
+        clock,
+        store,
+        secrets,
+        manager,
+        manager_credential: init.recovery_credential,
+        agent,
+        agent_sponsor,
+        advanced,
+        sponsor_a,
+        id_checker,
+        privacy_officer,
+        practice_a,
+        practice_b,
+        receptionist_a,
+        gp_a,
+        receptionist_b,
+    }
+}
+
+impl World {
+    pub async fn audit_len(&self) -> u64 {
+        let mut tx = self.store.begin_read().await.unwrap();
+        tx.audit_range(0, 1_000_000).await.unwrap().len() as u64
+    }
+
+    /// The last audit record's fields.
+    pub async fn last_audit(&self) -> careid_audit::Entry {
+        let mut tx = self.store.begin_read().await.unwrap();
+        let records = tx.audit_range(0, 1_000_000).await.unwrap();
+        careid_audit::decode(&records.last().unwrap().entry).unwrap()
+    }
+
+    /// Asserts `result` was refused by `rule`, that exactly one audit record (the refusal)
+    /// was written, and returns nothing else.
+    pub async fn assert_refused<T: std::fmt::Debug>(&self, before: u64, result: Result<T, RaError>, rule: Rule) {
+        match result {
+            Err(RaError::Refused(refusal)) => assert_eq!(refusal.rule, rule, "{}", refusal.message),
+            other => panic!("expected refusal by {rule:?}, got {other:?}"),
+        }
+        assert_eq!(self.audit_len().await, before + 1, "the refusal is audited, and nothing else is written");
+        let last = self.last_audit().await;
+        assert_eq!(last.get("outcome"), Some("refused"));
+        assert_eq!(last.get("rule"), Some(rule.code()));
+    }
+
+    pub async fn new_person(&self, given: &str, ni: &str, org: &OdsCode) -> PersonUuid {
+        let new = NewPerson {
+            org: org.clone(),
+            details: details(given, "Person", ni),
+            contact: ContactDetails::default(),
+            evidence: evidence(),
+        };
+        self.service.create_person(&ctx(), &self.agent, new).await.unwrap()
+    }
+}
