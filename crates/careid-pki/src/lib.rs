@@ -7,6 +7,7 @@
 //! PKCS#11 implements the same trait.
 
 mod seal;
+mod sealed_box;
 
 use careid_domain::card::{CardSerial, RevocationReason};
 use careid_domain::ids::PersonUuid;
@@ -18,6 +19,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 pub use seal::{MasterKey, SealError};
+pub use sealed_box::{BoxRecipient, seal_to};
 
 /// careid's certificate policy for card certificates: `2.25.<UUID>` (ITU-T X.667), so it
 /// needs no registration. Card certificates assert it; relying parties can require it.

@@ -57,7 +57,30 @@ pub struct ReleasedSecrets {
     pub next: Secret,
 }
 
+impl ReleasedSecrets {
+    /// Opens what `release_administrator_secret` sealed to the ceremony's one-time key.
+    pub fn open(recipient: careid_pki::BoxRecipient, sealed: &[u8]) -> Result<ReleasedSecrets, careid_pki::SealError> {
+        let bytes = recipient.open(RELEASE_LABEL, sealed)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| careid_pki::SealError::Format)?;
+        let (current, next) = text.split_once('\n').ok_or(careid_pki::SealError::Format)?;
+        Ok(ReleasedSecrets { current: Secret::new(current.to_owned()), next: Secret::new(next.to_owned()) })
+    }
+}
+
+/// Opens the administrative secret `begin_card_issue` sealed to the issuing ceremony's key.
+pub fn open_issue_secret(recipient: careid_pki::BoxRecipient, sealed: &[u8]) -> Result<Secret, careid_pki::SealError> {
+    let bytes = recipient.open(ISSUE_LABEL, sealed)?;
+    Ok(Secret::new(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 const SECRET_LABEL: &[u8] = b"careid card administrative secret";
+const ISSUE_LABEL: &[u8] = b"careid card issue";
+const RELEASE_LABEL: &[u8] = b"careid card ceremony";
+
+fn seal_to_ceremony(ceremony_key: &[u8], label: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, RaError> {
+    careid_pki::seal_to(ceremony_key, label, plaintext)
+        .map_err(|_| RaError::Invalid(InvalidInput::new("ceremony_key", "must be the ceremony's 32-byte X25519 public key")))
+}
 
 fn state_refusal(card: &CardRecord, event: CardEvent) -> Refusal {
     Refusal::new(Rule::CardState, transition(card.state, event).err().map_or_else(String::new, |e| e.to_string()))
@@ -115,18 +138,21 @@ impl Service {
     }
 
     /// Step one of issue (RA, holder present): checks the person may have a card, records it
-    /// awaiting its passcode, and returns the card's new administrative secret to the issuing
-    /// ceremony, which initialises the card with it and generates the key on the card.
+    /// awaiting its passcode, and returns the card's new administrative secret sealed to the
+    /// issuing ceremony's one-time key (`ceremony_key`); the ceremony initialises the card with
+    /// it and generates the key on the card.
     pub async fn begin_card_issue(
         &self,
         ctx: &RequestContext,
         actor: &Actor,
         person: &PersonUuid,
         serial: CardSerial,
-    ) -> Result<(i64, Secret), RaError> {
+        ceremony_key: &[u8],
+    ) -> Result<(i64, Vec<u8>), RaError> {
         let now = self.clock.now();
         let secret = Secret::new(self.random_hex(12));
         let sealed = self.seal_secret(&secret)?;
+        let for_ceremony = seal_to_ceremony(ceremony_key, ISSUE_LABEL, secret.expose().as_bytes())?;
         let mut tx = self.store.begin_write().await?;
         let holder = self.load_person(&mut tx, person).await?;
         let mut event = self.event(ctx, actor.into(), Action::CardIssue, "card", "new");
@@ -195,7 +221,7 @@ impl Service {
         event.subject_id = id.to_string();
         tx.append_audit(&event).await?;
         tx.commit().await?;
-        Ok((id, secret))
+        Ok((id, for_ceremony))
     }
 
     /// Step two of issue: certifies the public key the card generated, and returns the
@@ -255,14 +281,17 @@ impl Service {
     }
 
     /// An authorised ceremony (first passcode, unlock) gets the card's administrative secret
-    /// and the next one. The helper authorises; the holder types the passcode on their machine.
+    /// and the next one, sealed to the ceremony's one-time key (`ceremony_key`): open them with
+    /// `ReleasedSecrets::open`. The helper authorises; the holder types the passcode on their
+    /// machine.
     pub async fn release_administrator_secret(
         &self,
         ctx: &RequestContext,
         actor: &Actor,
         card_id: i64,
         ceremony: Ceremony,
-    ) -> Result<ReleasedSecrets, RaError> {
+        ceremony_key: &[u8],
+    ) -> Result<Vec<u8>, RaError> {
         let now = self.clock.now();
         let next = Secret::new(self.random_hex(12));
         let sealed_next = self.seal_secret(&next)?;
@@ -295,10 +324,12 @@ impl Service {
         }
         let (sealed_current, _) = tx.card_administrator_secret(card.id).await?;
         let current = self.unseal_secret(&sealed_current)?;
+        let both = zeroize::Zeroizing::new(format!("{}\n{}", current.expose(), next.expose()));
+        let for_ceremony = seal_to_ceremony(ceremony_key, RELEASE_LABEL, both.as_bytes())?;
         tx.set_card_administrator_secret(card.id, &sealed_current, Some(&sealed_next)).await?;
         tx.append_audit(&event).await?;
         tx.commit().await?;
-        Ok(ReleasedSecrets { current, next })
+        Ok(for_ceremony)
     }
 
     /// The ceremony reports success: the holder's passcode is set and the card now has the

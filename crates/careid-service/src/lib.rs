@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use time::Duration;
 
 pub use auth::{InitDeployment, InitOutcome, LoginOutcome};
-pub use cards::{CardAuthority, CardReport, Ceremony, ReleasedSecrets};
+pub use cards::{CardAuthority, CardReport, Ceremony, ReleasedSecrets, open_issue_secret};
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
 pub use ra::{AssignmentTerms, AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, ReadAudit};
 

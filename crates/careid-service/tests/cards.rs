@@ -13,7 +13,8 @@ use careid_domain::ids::PersonUuid;
 use careid_domain::passcode::choose;
 use careid_domain::ports::Store;
 use careid_domain::secret::Secret;
-use careid_service::{CardReport, Ceremony, RaError};
+use careid_pki::BoxRecipient;
+use careid_service::{CardReport, Ceremony, RaError, ReleasedSecrets, open_issue_secret};
 use support::{World, ctx, world};
 use time::macros::date;
 
@@ -32,12 +33,14 @@ async fn issue(w: &World, ra: &Actor, holder: &PersonUuid, digits: &str, secrets
     let dir = tempfile::tempdir().unwrap();
     let mut card = VirtualCard::create(&dir.path().join("card.json")).unwrap();
     let serial = card.status().unwrap().serial;
-    let (id, administrator) = w.service.begin_card_issue(&ctx(), ra, holder, serial).await.unwrap();
+    let recipient = BoxRecipient::new().unwrap();
+    let (id, sealed) = w.service.begin_card_issue(&ctx(), ra, holder, serial, recipient.public_key()).await.unwrap();
+    let administrator = open_issue_secret(recipient, &sealed).unwrap();
     card.initialise(&Secret::new("transport".into()), &administrator, "careid").unwrap();
     let public_key = card.generate_key(&administrator).unwrap();
     let certificate = w.service.certify_card(&ctx(), ra, id, &public_key).await.unwrap();
     card.store_certificate(&certificate).unwrap();
-    let released = w.service.release_administrator_secret(&ctx(), ra, id, Ceremony::FirstPasscode).await.unwrap();
+    let released = release(w, ra, id, Ceremony::FirstPasscode).await.unwrap();
     card.set_passcode_as_administrator(&released.current, &passcode(digits)).unwrap();
     card.rotate_administrator_secret(&released.current, &released.next).unwrap();
     assert_eq!(w.service.complete_ceremony(&ctx(), ra, id).await.unwrap(), CardState::Active);
@@ -48,6 +51,13 @@ async fn issue(w: &World, ra: &Actor, holder: &PersonUuid, digits: &str, secrets
         digits.to_owned(),
     ]);
     IssuedCard { id, card, _dir: dir }
+}
+
+/// An authorised ceremony's release of the administrative secrets, opened by the ceremony.
+async fn release(w: &World, actor: &Actor, id: i64, ceremony: Ceremony) -> Result<ReleasedSecrets, RaError> {
+    let recipient = BoxRecipient::new().unwrap();
+    let sealed = w.service.release_administrator_secret(&ctx(), actor, id, ceremony, recipient.public_key()).await?;
+    Ok(ReleasedSecrets::open(recipient, &sealed).unwrap())
 }
 
 async fn state(w: &World, person: &PersonUuid, id: i64) -> CardState {
@@ -90,17 +100,17 @@ async fn at_most_one_live_card_per_person_and_never_ones_own() {
     issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
     let before = w.audit_len().await;
     let second =
-        w.service.begin_card_issue(&ctx(), &w.agent, &holder.person, CardSerial::parse("SPARE0001").unwrap()).await;
+        w.service.begin_card_issue(&ctx(), &w.agent, &holder.person, CardSerial::parse("SPARE0001").unwrap(), BoxRecipient::new().unwrap().public_key()).await;
     w.assert_refused(before, second, Rule::OneLiveCard).await;
 
     let before = w.audit_len().await;
     let own =
-        w.service.begin_card_issue(&ctx(), &w.agent, &w.agent.person, CardSerial::parse("OWN0001").unwrap()).await;
+        w.service.begin_card_issue(&ctx(), &w.agent, &w.agent.person, CardSerial::parse("OWN0001").unwrap(), BoxRecipient::new().unwrap().public_key()).await;
     w.assert_refused(before, own, Rule::OwnRecord).await;
     let before = w.audit_len().await;
     let by_sponsor = w
         .service
-        .begin_card_issue(&ctx(), &w.sponsor_a, &w.privacy_officer.person, CardSerial::parse("S1").unwrap())
+        .begin_card_issue(&ctx(), &w.sponsor_a, &w.privacy_officer.person, CardSerial::parse("S1").unwrap(), BoxRecipient::new().unwrap().public_key())
         .await;
     w.assert_refused(before, by_sponsor, Rule::RoleNotPermitted).await;
 }
@@ -118,10 +128,10 @@ async fn three_wrong_passcodes_lock_the_card_in_careids_records_and_a_sponsor_un
 
     // A receptionist holds no unlock right; the sponsor of their practice can authorise it.
     let before = w.audit_len().await;
-    let own = w.service.release_administrator_secret(&ctx(), &holder, issued.id, Ceremony::Unlock).await;
+    let own = release(&w, &holder, issued.id, Ceremony::Unlock).await;
     w.assert_refused(before, own, Rule::RoleNotPermitted).await;
     let released =
-        w.service.release_administrator_secret(&ctx(), &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
+        release(&w, &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
     // The holder types the new passcode on their own machine; the sponsor never sees it.
     issued.card.set_passcode_as_administrator(&released.current, &passcode("740261")).unwrap();
     issued.card.rotate_administrator_secret(&released.current, &released.next).unwrap();
@@ -143,7 +153,7 @@ async fn three_wrong_passcodes_lock_the_card_in_careids_records_and_a_sponsor_un
         w.service.record_wrong_passcode(&ctx(), sponsors_card.id).await.unwrap();
     }
     let before = w.audit_len().await;
-    let own = w.service.release_administrator_secret(&ctx(), &w.sponsor_a, sponsors_card.id, Ceremony::Unlock).await;
+    let own = release(&w, &w.sponsor_a, sponsors_card.id, Ceremony::Unlock).await;
     w.assert_refused(before, own, Rule::OwnRecord).await;
 }
 
@@ -167,7 +177,7 @@ async fn a_lost_card_is_revoked_at_once_and_its_replacement_waits_for_the_invest
     // No replacement while the investigation is open.
     let before = w.audit_len().await;
     let replacement =
-        w.service.begin_card_issue(&ctx(), &w.agent, &holder.person, CardSerial::parse("NEW0001").unwrap()).await;
+        w.service.begin_card_issue(&ctx(), &w.agent, &holder.person, CardSerial::parse("NEW0001").unwrap(), BoxRecipient::new().unwrap().public_key()).await;
     w.assert_refused(before, replacement, Rule::InvestigationOpen).await;
 
     // The reporter may not close it, though an RA Manager otherwise could; neither may the
@@ -198,7 +208,7 @@ async fn a_lost_card_is_revoked_at_once_and_its_replacement_waits_for_the_invest
     // Now the replacement is issued, and the lost card can only be cleared.
     issue(&w, &w.agent, &holder.person, "906172", &mut secrets).await;
     let before = w.audit_len().await;
-    let back = w.service.release_administrator_secret(&ctx(), &w.agent, issued.id, Ceremony::Unlock).await;
+    let back = release(&w, &w.agent, issued.id, Ceremony::Unlock).await;
     w.assert_refused(before, back, Rule::CardState).await;
     w.service.clear_card(&ctx(), &w.agent, issued.id).await.unwrap();
     assert_eq!(state(&w, &holder.person, issued.id).await, CardState::Cleared);
@@ -253,7 +263,7 @@ async fn no_card_secret_or_passcode_reaches_the_audit_log() {
         w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
     }
     let released =
-        w.service.release_administrator_secret(&ctx(), &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
+        release(&w, &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
     secrets.extend([released.current.expose().to_owned(), released.next.expose().to_owned()]);
     let mut tx = w.store.begin_read().await.unwrap();
     let records = tx.audit_range(0, 1_000_000).await.unwrap();

@@ -87,6 +87,15 @@ settings! {
     recovery_credential_days: u32 = 7;
     /// Days an interim credential issued by an RA Manager stays valid.
     interim_credential_days: u32 = 14;
+    /// The file holding the master key (64 hex digits) that seals the CA's private keys and the
+    /// cards' administrative secrets. `careid init` creates it, readable by its owner only.
+    /// Empty means `master.key` in `data_dir`.
+    master_key_file: PathBuf = PathBuf::new();
+    /// Days a card certificate lasts (2 to 3 years is usual).
+    card_certificate_days: u32 = 730;
+    /// The address clients reach careid at, for links inside certificates (the CRL
+    /// distribution point). Empty means `http://` and `listen`.
+    public_url: String = String::new();
     /// Log filter, in `tracing` env-filter syntax (`info`, `careid=debug,sqlx=warn`).
     log: String = "info,sqlx=warn".to_owned();
 }
@@ -126,6 +135,9 @@ impl Config {
         if self.session_idle_timeout_seconds == 0 || self.session_absolute_lifetime_seconds == 0 {
             bail!("configuration: session timeouts must be more than 0 seconds");
         }
+        if !(1..=3650).contains(&self.card_certificate_days) {
+            bail!("configuration: card_certificate_days must be 1 to 3650");
+        }
         if self.store_max_connections == 0 {
             bail!("configuration: store_max_connections must be at least 1");
         }
@@ -139,6 +151,14 @@ impl Config {
         } else {
             self.store_url.0.clone()
         }
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        if self.master_key_file.as_os_str().is_empty() { self.data_dir.join("master.key") } else { self.master_key_file.clone() }
+    }
+
+    pub fn public_url(&self) -> String {
+        if self.public_url.is_empty() { format!("http://{}", self.listen) } else { self.public_url.trim_end_matches('/').to_owned() }
     }
 
     pub fn service_settings(&self) -> careid_service::ServiceSettings {

@@ -83,6 +83,64 @@ fn init_tracing(filter: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
+/// The CA's files under the data directory.
+fn pki_dir(config: &Config) -> PathBuf {
+    config.data_dir.join("pki")
+}
+
+const PKI_FILES: [&str; 4] = ["root.der", "issuing.der", "root.key.sealed", "issuing.key.sealed"];
+
+fn read_master_key(config: &Config) -> anyhow::Result<careid_pki::MasterKey> {
+    let path = config.master_key_path();
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&path).with_context(|| format!("reading the master key {}", path.display()))?,
+    );
+    careid_pki::MasterKey::from_hex(&text).with_context(|| format!("the master key in {}", path.display()))
+}
+
+/// Creates the deployment's CA (and its master key, if none exists yet).
+fn create_card_authority(config: &Config, deployment: &str) -> anyhow::Result<()> {
+    let dir = pki_dir(config);
+    if dir.join(PKI_FILES[0]).exists() {
+        anyhow::bail!("{} already holds a certificate authority", dir.display());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key_path = config.master_key_path();
+    if !key_path.exists() {
+        let hex = careid_pki::MasterKey::generate_hex()?;
+        client::write_private(&key_path, format!("{}\n", hex.as_str()).as_bytes())?;
+    }
+    let master_key = read_master_key(config)?;
+    let (_, files) = careid_pki::CertificateAuthority::create(deployment, SystemClock.now(), &master_key)?;
+    let contents = [&files.root_certificate_der, &files.issuing_certificate_der, &files.root_key_sealed, &files.issuing_key_sealed];
+    for (name, bytes) in PKI_FILES.iter().zip(contents) {
+        client::write_private(&dir.join(name), bytes)?;
+    }
+    Ok(())
+}
+
+/// Loads the deployment's CA, if it has one.
+fn load_card_authority(config: &Config) -> anyhow::Result<Option<careid_service::CardAuthority>> {
+    let dir = pki_dir(config);
+    if !dir.join(PKI_FILES[0]).exists() {
+        return Ok(None);
+    }
+    let read = |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
+    let files = careid_pki::CaFiles {
+        root_certificate_der: read(PKI_FILES[0])?,
+        issuing_certificate_der: read(PKI_FILES[1])?,
+        root_key_sealed: read(PKI_FILES[2])?,
+        issuing_key_sealed: read(PKI_FILES[3])?,
+    };
+    let master_key = read_master_key(config)?;
+    let ca = careid_pki::CertificateAuthority::open(&files, &master_key)?.with_crl_url(format!("{}/pki/crl", config.public_url()));
+    Ok(Some(careid_service::CardAuthority {
+        ca,
+        master_key,
+        certificate_validity: time::Duration::days(i64::from(config.card_certificate_days)),
+    }))
+}
+
 /// Opens the configured store and builds the service on it.
 pub async fn open_service(config: &Config) -> anyhow::Result<(SqlStore, Service)> {
     let url = config.effective_store_url();
@@ -94,8 +152,12 @@ pub async fn open_service(config: &Config) -> anyhow::Result<(SqlStore, Service)
     options.max_connections = config.store_max_connections;
     options.schema = Some(config.store_schema.clone()).filter(|s| !s.is_empty());
     let store = SqlStore::open(&options).await.context("opening the store")?;
-    let service =
+    let mut service =
         Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), config.service_settings());
+    match load_card_authority(config)? {
+        Some(authority) => service = service.with_card_authority(authority),
+        None => tracing::warn!("no certificate authority in the data directory: card operations are refused"),
+    }
     Ok((store, service))
 }
 
@@ -145,9 +207,11 @@ async fn init(config: &Config, args: InitArgs) -> anyhow::Result<()> {
         manager,
         contact,
     };
+    create_card_authority(config, &args.org_name)?;
     let (_store, service) = open_service(config).await?;
     let outcome = service.init_deployment(&careid_service::RequestContext::new("init"), init).await?;
     println!("careid initialised: store {}", service.store().backend());
+    println!("certificate authority in {}, its keys sealed under {}", pki_dir(config).display(), config.master_key_path().display());
     println!("first RA Manager: {}", outcome.manager);
     println!();
     println!("Recovery credential (shown once; valid until {}):", careid_audit::format_time(outcome.expires_at));
