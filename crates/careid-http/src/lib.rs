@@ -1,6 +1,7 @@
 //! careid's HTTP API: routes, the OpenAPI document, metrics, and the one error-to-HTTP table.
 //! Handlers only convert and call the service; no SQL and no rules live here.
 
+mod cards;
 mod convert;
 mod error;
 mod extract;
@@ -34,7 +35,7 @@ impl App {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "careid", description = "Care identity service: Registration Authority API"),
+    info(title = "careid", description = "Care identity service: Registration Authority and smartcard API"),
     paths(
         routes::healthz, routes::metrics_get,
         routes::sessions_create, routes::sessions_delete, routes::me_get, routes::credentials_create,
@@ -48,6 +49,9 @@ impl App {
         routes::assignments_create, routes::assignments_remove,
         routes::requests_create, routes::requests_list, routes::requests_grant, routes::requests_reject,
         routes::audit_list, routes::me_audit_list,
+        cards::pki_ca, cards::pki_root, cards::pki_crl, cards::cards_create, cards::cards_certify, cards::cards_ceremony,
+        cards::cards_ceremony_complete, cards::cards_wrong_passcode, cards::cards_report, cards::cards_cancel,
+        cards::cards_clear, cards::person_cards_list, cards::incidents_close, cards::cards_get,
     ),
     modifiers(&BearerAuth)
 )]
@@ -114,6 +118,20 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/requests", get(r::requests_list).post(r::requests_create))
         .route("/api/v1/requests/{id}/grant", post(r::requests_grant))
         .route("/api/v1/requests/{id}/reject", post(r::requests_reject))
+        .route("/pki/ca", get(cards::pki_ca))
+        .route("/pki/root", get(cards::pki_root))
+        .route("/pki/crl", get(cards::pki_crl))
+        .route("/api/v1/cards", post(cards::cards_create))
+        .route("/api/v1/cards/{id}", get(cards::cards_get))
+        .route("/api/v1/cards/{id}/certify", post(cards::cards_certify))
+        .route("/api/v1/cards/{id}/ceremony", post(cards::cards_ceremony))
+        .route("/api/v1/cards/{id}/ceremony/complete", post(cards::cards_ceremony_complete))
+        .route("/api/v1/cards/{id}/wrong-passcode", post(cards::cards_wrong_passcode))
+        .route("/api/v1/cards/{id}/report", post(cards::cards_report))
+        .route("/api/v1/cards/{id}/cancel", post(cards::cards_cancel))
+        .route("/api/v1/cards/{id}/clear", post(cards::cards_clear))
+        .route("/api/v1/people/{uuid}/cards", get(cards::person_cards_list))
+        .route("/api/v1/incidents/{id}/close", post(cards::incidents_close))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), extract::metrics_layer));
     api.layer(axum::middleware::from_fn(extract::request_id_layer)).with_state(app)
 }

@@ -383,3 +383,99 @@ pub struct AuditPage {
     /// Pass as `before` for the next page.
     pub next_before: Option<u64>,
 }
+
+// ----- Cards ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BeginCardIssue {
+    pub person: String,
+    /// The card's serial, as the card reports it.
+    pub serial: String,
+    /// The issuing ceremony's one-time X25519 public key (base64): the card's administrative
+    /// secret comes back sealed to it.
+    pub ceremony_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardIssueStarted {
+    pub card_id: i64,
+    /// The card's administrative secret, sealed to the ceremony key (base64).
+    pub sealed_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CertifyCard {
+    /// The card's public key: SubjectPublicKeyInfo DER, base64.
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardCertificateIssued {
+    /// The certificate, DER, base64.
+    pub certificate: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StartCeremony {
+    /// `first_passcode` or `unlock`.
+    pub ceremony: String,
+    /// The ceremony's one-time X25519 public key (base64).
+    pub ceremony_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CeremonySecrets {
+    /// The current and next administrative secrets, sealed to the ceremony key (base64).
+    pub sealed_secrets: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardStateResponse {
+    pub card_id: i64,
+    /// `awaiting_passcode`, `active`, `locked`, `lost`, `stolen`, `damaged`, `cancelled`, `cleared`.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReportCard {
+    /// `lost`, `stolen` or `damaged`.
+    pub report: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardReported {
+    pub card_id: i64,
+    /// The investigation a loss or theft opened.
+    pub incident_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardCertificateSummary {
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub revoked_at: Option<String>,
+    pub revocation_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Card {
+    pub card_id: i64,
+    pub serial: String,
+    pub person: String,
+    pub state: String,
+    pub wrong_passcodes: u8,
+    pub issued_by: Option<String>,
+    pub issued_at: String,
+    pub last_known_safe_at: String,
+    pub incident_id: Option<i64>,
+    pub certificates: Vec<CardCertificateSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CloseInvestigation {
+    /// The review of the card's use since it was last known safe.
+    pub review: String,
+    /// `no case`, `retraining`, `warning`, `suspension`, `card revoked`, `disciplinary`, ...
+    pub outcome: String,
+}

@@ -78,8 +78,9 @@ const ISSUE_LABEL: &[u8] = b"careid card issue";
 const RELEASE_LABEL: &[u8] = b"careid card ceremony";
 
 fn seal_to_ceremony(ceremony_key: &[u8], label: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, RaError> {
-    careid_pki::seal_to(ceremony_key, label, plaintext)
-        .map_err(|_| RaError::Invalid(InvalidInput::new("ceremony_key", "must be the ceremony's 32-byte X25519 public key")))
+    careid_pki::seal_to(ceremony_key, label, plaintext).map_err(|_| {
+        RaError::Invalid(InvalidInput::new("ceremony_key", "must be the ceremony's 32-byte X25519 public key"))
+    })
 }
 
 fn state_refusal(card: &CardRecord, event: CardEvent) -> Refusal {
@@ -545,6 +546,22 @@ impl Service {
         tx.append_audit(&event).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The issuing CA's certificate (DER).
+    pub fn issuing_certificate(&self) -> Result<Vec<u8>, RaError> {
+        Ok(self.card_authority()?.ca.issuing_certificate_der().to_vec())
+    }
+
+    /// The root CA's certificate (DER).
+    pub fn root_certificate(&self) -> Result<Vec<u8>, RaError> {
+        Ok(self.card_authority()?.ca.root_certificate_der().to_vec())
+    }
+
+    /// One card's record.
+    pub async fn card(&self, card_id: i64) -> Result<CardRecord, RaError> {
+        let mut tx = self.store.begin_read().await?;
+        self.load_card(&mut tx, card_id).await
     }
 
     /// A person's cards, newest last.

@@ -99,18 +99,40 @@ async fn at_most_one_live_card_per_person_and_never_ones_own() {
     let holder = holder(&w, "Una", "CE300002A").await;
     issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
     let before = w.audit_len().await;
-    let second =
-        w.service.begin_card_issue(&ctx(), &w.agent, &holder.person, CardSerial::parse("SPARE0001").unwrap(), BoxRecipient::new().unwrap().public_key()).await;
+    let second = w
+        .service
+        .begin_card_issue(
+            &ctx(),
+            &w.agent,
+            &holder.person,
+            CardSerial::parse("SPARE0001").unwrap(),
+            BoxRecipient::new().unwrap().public_key(),
+        )
+        .await;
     w.assert_refused(before, second, Rule::OneLiveCard).await;
 
     let before = w.audit_len().await;
-    let own =
-        w.service.begin_card_issue(&ctx(), &w.agent, &w.agent.person, CardSerial::parse("OWN0001").unwrap(), BoxRecipient::new().unwrap().public_key()).await;
+    let own = w
+        .service
+        .begin_card_issue(
+            &ctx(),
+            &w.agent,
+            &w.agent.person,
+            CardSerial::parse("OWN0001").unwrap(),
+            BoxRecipient::new().unwrap().public_key(),
+        )
+        .await;
     w.assert_refused(before, own, Rule::OwnRecord).await;
     let before = w.audit_len().await;
     let by_sponsor = w
         .service
-        .begin_card_issue(&ctx(), &w.sponsor_a, &w.privacy_officer.person, CardSerial::parse("S1").unwrap(), BoxRecipient::new().unwrap().public_key())
+        .begin_card_issue(
+            &ctx(),
+            &w.sponsor_a,
+            &w.privacy_officer.person,
+            CardSerial::parse("S1").unwrap(),
+            BoxRecipient::new().unwrap().public_key(),
+        )
         .await;
     w.assert_refused(before, by_sponsor, Rule::RoleNotPermitted).await;
 }
@@ -130,8 +152,7 @@ async fn three_wrong_passcodes_lock_the_card_in_careids_records_and_a_sponsor_un
     let before = w.audit_len().await;
     let own = release(&w, &holder, issued.id, Ceremony::Unlock).await;
     w.assert_refused(before, own, Rule::RoleNotPermitted).await;
-    let released =
-        release(&w, &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
+    let released = release(&w, &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
     // The holder types the new passcode on their own machine; the sponsor never sees it.
     issued.card.set_passcode_as_administrator(&released.current, &passcode("740261")).unwrap();
     issued.card.rotate_administrator_secret(&released.current, &released.next).unwrap();
@@ -176,8 +197,16 @@ async fn a_lost_card_is_revoked_at_once_and_its_replacement_waits_for_the_invest
 
     // No replacement while the investigation is open.
     let before = w.audit_len().await;
-    let replacement =
-        w.service.begin_card_issue(&ctx(), &w.agent, &holder.person, CardSerial::parse("NEW0001").unwrap(), BoxRecipient::new().unwrap().public_key()).await;
+    let replacement = w
+        .service
+        .begin_card_issue(
+            &ctx(),
+            &w.agent,
+            &holder.person,
+            CardSerial::parse("NEW0001").unwrap(),
+            BoxRecipient::new().unwrap().public_key(),
+        )
+        .await;
     w.assert_refused(before, replacement, Rule::InvestigationOpen).await;
 
     // The reporter may not close it, though an RA Manager otherwise could; neither may the
@@ -262,8 +291,7 @@ async fn no_card_secret_or_passcode_reaches_the_audit_log() {
     for _ in 0..3 {
         w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
     }
-    let released =
-        release(&w, &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
+    let released = release(&w, &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
     secrets.extend([released.current.expose().to_owned(), released.next.expose().to_owned()]);
     let mut tx = w.store.begin_read().await.unwrap();
     let records = tx.audit_range(0, 1_000_000).await.unwrap();

@@ -154,11 +154,19 @@ impl Config {
     }
 
     pub fn master_key_path(&self) -> PathBuf {
-        if self.master_key_file.as_os_str().is_empty() { self.data_dir.join("master.key") } else { self.master_key_file.clone() }
+        if self.master_key_file.as_os_str().is_empty() {
+            self.data_dir.join("master.key")
+        } else {
+            self.master_key_file.clone()
+        }
     }
 
     pub fn public_url(&self) -> String {
-        if self.public_url.is_empty() { format!("http://{}", self.listen) } else { self.public_url.trim_end_matches('/').to_owned() }
+        if self.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.public_url.trim_end_matches('/').to_owned()
+        }
     }
 
     pub fn service_settings(&self) -> careid_service::ServiceSettings {

@@ -3,6 +3,7 @@
 //! command line and the benchmarks.
 
 mod bench;
+mod card;
 mod client;
 mod config;
 mod demo;
@@ -54,6 +55,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// The Registration Authority's command line (a client of the HTTP API).
     Ra(ra::RaArgs),
+    /// Smartcard ceremonies, run where the card is (a client of the HTTP API).
+    Card(card::CardArgs),
     /// Measures careid's performance and prints the figures.
     Bench(bench::BenchArgs),
     /// Prints the configuration reference page (docs/config.md).
@@ -112,7 +115,12 @@ fn create_card_authority(config: &Config, deployment: &str) -> anyhow::Result<()
     }
     let master_key = read_master_key(config)?;
     let (_, files) = careid_pki::CertificateAuthority::create(deployment, SystemClock.now(), &master_key)?;
-    let contents = [&files.root_certificate_der, &files.issuing_certificate_der, &files.root_key_sealed, &files.issuing_key_sealed];
+    let contents = [
+        &files.root_certificate_der,
+        &files.issuing_certificate_der,
+        &files.root_key_sealed,
+        &files.issuing_key_sealed,
+    ];
     for (name, bytes) in PKI_FILES.iter().zip(contents) {
         client::write_private(&dir.join(name), bytes)?;
     }
@@ -125,7 +133,8 @@ fn load_card_authority(config: &Config) -> anyhow::Result<Option<careid_service:
     if !dir.join(PKI_FILES[0]).exists() {
         return Ok(None);
     }
-    let read = |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
     let files = careid_pki::CaFiles {
         root_certificate_der: read(PKI_FILES[0])?,
         issuing_certificate_der: read(PKI_FILES[1])?,
@@ -133,7 +142,8 @@ fn load_card_authority(config: &Config) -> anyhow::Result<Option<careid_service:
         issuing_key_sealed: read(PKI_FILES[3])?,
     };
     let master_key = read_master_key(config)?;
-    let ca = careid_pki::CertificateAuthority::open(&files, &master_key)?.with_crl_url(format!("{}/pki/crl", config.public_url()));
+    let ca = careid_pki::CertificateAuthority::open(&files, &master_key)?
+        .with_crl_url(format!("{}/pki/crl", config.public_url()));
     Ok(Some(careid_service::CardAuthority {
         ca,
         master_key,
@@ -154,9 +164,10 @@ pub async fn open_service(config: &Config) -> anyhow::Result<(SqlStore, Service)
     let store = SqlStore::open(&options).await.context("opening the store")?;
     let mut service =
         Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), config.service_settings());
-    match load_card_authority(config)? {
-        Some(authority) => service = service.with_card_authority(authority),
-        None => tracing::warn!("no certificate authority in the data directory: card operations are refused"),
+    if let Some(authority) = load_card_authority(config)? {
+        service = service.with_card_authority(authority);
+    } else {
+        tracing::warn!("no certificate authority in the data directory: card operations are refused");
     }
     Ok((store, service))
 }
@@ -185,6 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(args) => init(&config, args).await,
         Command::Demo(args) => demo::run(config, args).await,
         Command::Ra(args) => ra::run(args).await,
+        Command::Card(args) => card::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::ConfigReference => {
             print!("{}", Config::reference_markdown());
@@ -211,7 +223,11 @@ async fn init(config: &Config, args: InitArgs) -> anyhow::Result<()> {
     let (_store, service) = open_service(config).await?;
     let outcome = service.init_deployment(&careid_service::RequestContext::new("init"), init).await?;
     println!("careid initialised: store {}", service.store().backend());
-    println!("certificate authority in {}, its keys sealed under {}", pki_dir(config).display(), config.master_key_path().display());
+    println!(
+        "certificate authority in {}, its keys sealed under {}",
+        pki_dir(config).display(),
+        config.master_key_path().display()
+    );
     println!("first RA Manager: {}", outcome.manager);
     println!();
     println!("Recovery credential (shown once; valid until {}):", careid_audit::format_time(outcome.expires_at));

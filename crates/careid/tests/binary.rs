@@ -209,3 +209,273 @@ fn init_serve_and_the_ra_command_line() {
         assert!(!audit.contains(random_part), "a secret reached the audit output");
     }
 }
+
+fn careid_input(dir: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(CAREID)
+        .args(args)
+        .env("CAREID_DATA_DIR", dir.join("data"))
+        .env("CAREID_CLI_HOME", dir.join("cli"))
+        .env_remove("CAREID_SERVER")
+        .env_remove("CAREID_PROFILE")
+        .env_remove("CAREID_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run careid");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl");
+    (output.status.success(), format!("{}{}", stdout(&output), String::from_utf8_lossy(&output.stderr)))
+}
+
+/// Starts `careid serve` on a free port with its log in `server.log`; returns the URL.
+fn serve(dir: &Path) -> (Child, String) {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let child = Child(
+        Command::new(CAREID)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("CAREID_DATA_DIR", dir.join("data"))
+            .env("CAREID_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(ready, "server did not start");
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(output)).unwrap()
+}
+
+#[test]
+fn a_card_from_issue_to_replacement_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let init = ok(&careid(
+        dir,
+        &[
+            "init",
+            "--org-code",
+            "QWE",
+            "--org-name",
+            "Test ICB",
+            "--given-name",
+            "Mina",
+            "--family-name",
+            "Manager",
+            "--date-of-birth",
+            "1980-01-01",
+            "--ni-number",
+            "AB000001A",
+        ],
+    ));
+    let credential = init.lines().map(str::trim).find(|l| l.starts_with("careid-recovery-")).unwrap().to_owned();
+    let (_server, url) = serve(dir);
+    let ra = |args: &[&str]| {
+        let mut all = vec!["ra", "--server", url.as_str()];
+        all.extend_from_slice(args);
+        careid(dir, &all)
+    };
+    let card = |args: &[&str], input: &str| {
+        let mut all = vec!["card", "--json"];
+        all.extend_from_slice(args);
+        careid_input(dir, &all, input)
+    };
+    ok(&ra(&["login", "ram", "--credential", &credential]));
+    ok(&ra(&[
+        "org",
+        "create",
+        "--ods-code",
+        "F84003",
+        "--name",
+        "Camden Road Surgery",
+        "--kind",
+        "gp_practice",
+        "--parent",
+        "QWE",
+    ]));
+    let position = |name: &str, role: &str, activity: &str| {
+        let created = json(&ra(&[
+            "--as",
+            "ram",
+            "--json",
+            "position",
+            "create",
+            "--org",
+            "F84003",
+            "--name",
+            name,
+            "--role",
+            role,
+            "--activity",
+            activity,
+            "--approved-by",
+            "IG group",
+            "--approved-how",
+            "minute 3",
+        ]));
+        created["id"].as_str().unwrap().to_owned()
+    };
+    let sponsor_position = position("Practice Manager", "S0080:G0440:R8011", "B1300");
+    let receptionist_position = position("Receptionist", "S0080:G0440:R8009", "B0560");
+    let person = |given: &str, ni: &str, position: &str, profile: &str| {
+        let created = json(&ra(&[
+            "--as",
+            "ram",
+            "--json",
+            "person",
+            "create",
+            "--org",
+            "F84003",
+            "--given-name",
+            given,
+            "--family-name",
+            "Staff",
+            "--date-of-birth",
+            "1990-02-03",
+            "--ni-number",
+            ni,
+            "--doc",
+            "passport:1",
+            "--doc",
+            "utility_bill:2",
+            "--doc",
+            "bank_statement:3",
+        ]));
+        let uuid = created["uuid"].as_str().unwrap().to_owned();
+        ok(&ra(&["--as", "ram", "assign", &uuid, position]));
+        let issued = json(&ra(&["--as", "ram", "--json", "issue-credential", &uuid]));
+        ok(&ra(&["login", profile, "--credential", issued["credential"].as_str().unwrap()]));
+        uuid
+    };
+    person("Spo", "CE400001A", &sponsor_position, "sponsor");
+    let holder = person("Hol", "CE400002A", &receptionist_position, "holder");
+    let card_file = dir.join("card.json");
+    let card_path = card_file.to_str().unwrap();
+
+    // Issue: the card leaves the desk locked; the holder sets the passcode, the RA authorising.
+    let issued = json(&card(&["--as", "ram", "issue", &holder, "--virtual", card_path], ""));
+    let id = issued["card_id"].as_i64().unwrap().to_string();
+    let weak =
+        card(&["--as", "ram", "set-passcode", &id, "--virtual", card_path, "--passcode-stdin"], "123456\n123456\n");
+    assert!(!weak.status.success(), "a weak passcode is refused where it is typed");
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("run of digits"));
+    let set = json(&card(
+        &["--as", "ram", "set-passcode", &id, "--virtual", card_path, "--passcode-stdin"],
+        "582039\n582039\n",
+    ));
+    assert_eq!(set["state"], "active");
+    assert_eq!(
+        json(&card(&["--as", "holder", "try", &id, "--virtual", card_path, "--passcode-stdin"], "582039\n"))["signed"],
+        true
+    );
+
+    // Three wrong passcodes lock it in careid's records.
+    let mut last = serde_json::Value::Null;
+    for wrong in ["111112", "111113", "111114"] {
+        last = json(&card(
+            &["--as", "holder", "try", &id, "--virtual", card_path, "--passcode-stdin"],
+            &format!("{wrong}\n"),
+        ));
+    }
+    assert_eq!(last["state"], "locked");
+    // The sponsor authorises the unlock; the holder types the new passcode.
+    let unlocked = json(&card(
+        &["--as", "sponsor", "unlock", &id, "--virtual", card_path, "--passcode-stdin"],
+        "740261\n740261\n",
+    ));
+    assert_eq!(unlocked["state"], "active");
+    assert_eq!(
+        json(&card(&["--as", "holder", "try", &id, "--virtual", card_path, "--passcode-stdin"], "740261\n"))["signed"],
+        true
+    );
+
+    // openssl accepts the live card's certificate with careid's CA and CRL.
+    let hex_certificate: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&card_file).unwrap()).unwrap();
+    std::fs::write(dir.join("card.der"), hex_decode(hex_certificate["certificate"].as_str().unwrap())).unwrap();
+    let fetch = |path: &str, file: &str| {
+        let bytes =
+            Command::new("curl").args(["-sf", &format!("{url}{path}")]).output().map(|o| o.stdout).unwrap_or_default();
+        std::fs::write(dir.join(file), bytes).unwrap();
+    };
+    let verify = |label: &str| {
+        fetch("/pki/root", "root.pem");
+        fetch("/pki/ca", "ca.pem");
+        fetch("/pki/crl", "crl.der");
+        let chain = format!(
+            "{}{}",
+            std::fs::read_to_string(dir.join("root.pem")).unwrap(),
+            std::fs::read_to_string(dir.join("ca.pem")).unwrap()
+        );
+        std::fs::write(dir.join("chain.pem"), chain).unwrap();
+        assert!(
+            openssl(dir, &["crl", "-inform", "DER", "-in", "crl.der", "-out", "crl.pem"]).0,
+            "{label}: the CRL parses"
+        );
+        assert!(openssl(dir, &["x509", "-inform", "DER", "-in", "card.der", "-out", "card.pem"]).0);
+        openssl(dir, &["verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "crl.pem", "card.pem"])
+    };
+    let (verified, text) = verify("live");
+    assert!(verified, "{text}");
+
+    // The holder reports it lost: revoked at once, and openssl now refuses it.
+    let reported = json(&card(&["--as", "holder", "report", &id, "--reason", "lost"], ""));
+    let incident = reported["incident_id"].as_i64().unwrap().to_string();
+    let (verified, text) = verify("revoked");
+    assert!(!verified && text.contains("revoked"), "{text}");
+
+    // No replacement until the investigation closes, and the holder cannot close it.
+    let new_card = dir.join("replacement.json");
+    let refused = card(&["--as", "ram", "issue", &holder, "--virtual", new_card.to_str().unwrap()], "");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("investigation_open"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let by_holder =
+        card(&["--as", "holder", "close-investigation", &incident, "--review", "fine", "--outcome", "no case"], "");
+    assert!(!by_holder.status.success());
+    ok(&card(
+        &[
+            "--as",
+            "ram",
+            "close-investigation",
+            &incident,
+            "--review",
+            "No use since it was last known safe.",
+            "--outcome",
+            "no case",
+        ],
+        "",
+    ));
+    let replacement = json(&card(&["--as", "ram", "issue", &holder, "--virtual", new_card.to_str().unwrap()], ""));
+    assert_eq!(replacement["state"], "awaiting_passcode");
+
+    let cards = json(&card(&["--as", "ram", "list", &holder], ""));
+    let states: Vec<&str> = cards.as_array().unwrap().iter().map(|c| c["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["lost", "awaiting_passcode"]);
+
+    // No passcode reached the server's log.
+    let logs = std::fs::read_to_string(dir.join("server.log")).unwrap();
+    for passcode in ["582039", "740261", "111112"] {
+        assert!(!logs.contains(passcode), "a passcode reached the server's log");
+    }
+}
+
+fn hex_decode(hex: &str) -> Vec<u8> {
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+}
