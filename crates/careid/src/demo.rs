@@ -261,6 +261,8 @@ pub struct DemoArea {
     /// Profile name and the interim (or recovery) credential behind it.
     pub credentials: Vec<(String, PersonUuid, Secret)>,
     pub sample_person: PersonUuid,
+    /// Who gets a demo card: the RA staff and the first practice's staff.
+    pub card_holders: Vec<PersonUuid>,
 }
 
 fn details(names: &mut Names, n: u64) -> anyhow::Result<PersonalDetails> {
@@ -465,6 +467,11 @@ pub async fn build(service: &Service) -> anyhow::Result<DemoArea> {
     }
     service.close_profile(&ctx, &agent_actor, &people[second], "left the NHS".into()).await?;
 
+    // Demo cards: the RA staff and every member of staff at the first practice.
+    let card_holders: Vec<PersonUuid> = [agent.clone(), id_checker.clone(), privacy_officer.clone()]
+        .into_iter()
+        .chain(people[slot(3, 0)..slot(4, 0)].iter().cloned())
+        .collect();
     Ok(DemoArea {
         manager: init.manager,
         agent,
@@ -473,6 +480,7 @@ pub async fn build(service: &Service) -> anyhow::Result<DemoArea> {
         receptionist_position,
         gp_position,
         people: people.len() + 2,
+        card_holders,
         credentials,
         sample_person,
     })
@@ -488,14 +496,24 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(args.data_dir.join(file));
     }
     config.data_dir.clone_from(&args.data_dir);
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
     config.store_url.0.clear();
     // Demo sessions stay alive for a working day, so the printed commands keep working.
     config.session_idle_timeout_seconds = config.session_absolute_lifetime_seconds;
+    for dir in ["pki", "cards"] {
+        let _ = std::fs::remove_dir_all(args.data_dir.join(dir));
+    }
+    let _ = std::fs::remove_file(config.master_key_path());
+    crate::create_card_authority(&config, "careid demo")?;
     let (_store, service) = crate::open_service(&config).await?;
     eprintln!("building the demo RA area...");
     let area = build(&service).await?;
+    eprintln!("issuing demo virtual cards...");
+    let cards = issue_demo_cards(&config, &service, &area, &args.data_dir.join("cards")).await?;
 
-    let address = args.listen.unwrap_or(config.listen);
+    let address = config.listen;
     let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))?;
     let url = format!("http://{}", listener.local_addr()?);
     save_profiles(&service, &url, &area).await?;
@@ -506,6 +524,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     }
     write_private(&credentials_file, listing.as_bytes())?;
     print_tour(&url, &area, &credentials_file);
+    println!("{cards}");
+    if !args.no_serve {
+        println!("\nPress Ctrl-C to stop.");
+    }
     if args.no_serve {
         return Ok(());
     }
@@ -567,9 +589,7 @@ Try, in another terminal (prefix `cargo run --release --` if careid is not insta
   careid ra --as demo-ra-agent grant <THAT REQUEST>
   # Everything above is in the audit log, refusals included
   careid ra --as demo-ra-manager audit --limit 20
-  careid ra --as demo-ra-agent my-audit
-
-Press Ctrl-C to stop.",
+  careid ra --as demo-ra-agent my-audit",
         people = area.people,
         creds = credentials_file.display(),
         sample = area.sample_person,
@@ -577,6 +597,113 @@ Press Ctrl-C to stop.",
         agent = area.agent,
         sponsor = area.sponsor,
     );
+}
+
+/// A passcode the policy accepts, for a demo card.
+fn demo_passcode(names: &mut Names, date_of_birth: Date) -> careid_domain::passcode::Passcode {
+    loop {
+        let digits = format!("{:06}", names.next() % 1_000_000);
+        if let Ok(passcode) = careid_domain::passcode::choose(&digits, &digits, date_of_birth) {
+            return passcode;
+        }
+    }
+}
+
+/// Issues demo virtual cards through the same ceremonies a desk runs: most active, two locked
+/// by wrong passcodes, one lost with its investigation open, two expiring within 90 days.
+/// Their passcodes go to a file labelled as a demo: with real cards nobody but the holder
+/// knows one.
+async fn issue_demo_cards(
+    config: &Config,
+    service: &Service,
+    area: &DemoArea,
+    dir: &std::path::Path,
+) -> anyhow::Result<String> {
+    use careid_card::{Card, VirtualCard};
+    use careid_pki::BoxRecipient;
+    use careid_service::{CardReport, Ceremony, ReleasedSecrets, open_issue_secret};
+
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ctx = RequestContext::new("demo-setup");
+    let manager = login(service, &area.credentials[0].2).await?;
+    let agent = login(service, &area.credentials[1].2).await?;
+    // Two cards are issued by a CA configured for short certificates, so they fall due soon.
+    let mut short = crate::load_card_authority(config)?.ok_or_else(|| anyhow::anyhow!("the demo CA is missing"))?;
+    short.certificate_validity = time::Duration::days(60);
+    let soon = Service::new(
+        service.store().clone(),
+        service.clock().clone(),
+        std::sync::Arc::new(careid_service::OsRandom),
+        config.service_settings(),
+    )
+    .with_card_authority(short);
+    let mut names = Names { state: 0x000C_A4D5 };
+    let mut passcodes = String::from(
+        "# DEMO ONLY. These are virtual cards, not security devices: a real card's passcode is known\n\
+         # to its holder alone. person card_id card_file passcode state\n",
+    );
+    let mut summary = Vec::new();
+    let mut locked_example = None;
+    for (n, holder) in area.card_holders.iter().enumerate() {
+        let issuer = if holder == &area.agent { &manager } else { &agent };
+        let path = dir.join(format!("{holder}.json"));
+        let mut card = VirtualCard::create(&path)?;
+        let recipient = BoxRecipient::new()?;
+        let (id, sealed) =
+            service.begin_card_issue(&ctx, issuer, holder, card.status()?.serial, recipient.public_key()).await?;
+        let administrator = open_issue_secret(recipient, &sealed)?;
+        card.initialise(&Secret::new("careid-transport".into()), &administrator, "careid demo")?;
+        let public_key = card.generate_key(&administrator)?;
+        let certifier = if n == 4 || n == 5 { &soon } else { service };
+        card.store_certificate(&certifier.certify_card(&ctx, issuer, id, &public_key).await?)?;
+        let date_of_birth = service.person(holder).await?.person.details.date_of_birth;
+        let passcode = demo_passcode(&mut names, date_of_birth);
+        let recipient = BoxRecipient::new()?;
+        let sealed = service
+            .release_administrator_secret(&ctx, issuer, id, Ceremony::FirstPasscode, recipient.public_key())
+            .await?;
+        let secrets = ReleasedSecrets::open(recipient, &sealed)?;
+        card.set_passcode_as_administrator(&secrets.current, &passcode)?;
+        card.rotate_administrator_secret(&secrets.current, &secrets.next)?;
+        service.complete_ceremony(&ctx, issuer, id).await?;
+        let state = match n {
+            6 | 7 => {
+                for _ in 0..3 {
+                    service.record_wrong_passcode(&ctx, id).await?;
+                }
+                locked_example.get_or_insert((id, path.clone()));
+                "locked"
+            }
+            8 => {
+                service.report_card(&ctx, &agent, id, CardReport::Lost).await?;
+                "lost, investigation open"
+            }
+            4 | 5 => "active, certificate expires within 90 days",
+            _ => "active",
+        };
+        passcodes.push_str(&format!("{holder} {id} {} {} {state}\n", path.display(), passcode.expose()));
+        if n <= 8 {
+            summary.push(format!("  card {id:>3}  {holder}  {state}"));
+        }
+    }
+    let file = dir.join("passcodes.txt");
+    write_private(&file, passcodes.as_bytes())?;
+    let (locked_id, locked_path) = locked_example.ok_or_else(|| anyhow::anyhow!("the demo has no locked card"))?;
+    Ok(format!(
+        "Demo virtual cards ({} issued; files and DEMO-ONLY passcodes in {}):\n{}\n\n\
+         Try, with a demo card:\n  \
+         careid card --as demo-ra-agent show {locked_id}\n  \
+         # the practice's sponsor authorises an unlock; the holder types a new passcode (twice)\n  \
+         careid card --as demo-sponsor unlock {locked_id} --virtual {}\n  \
+         careid card --as demo-ra-agent report {locked_id} --reason stolen\n  \
+         curl -s {}/pki/ca ; curl -s {}/pki/crl | openssl crl -inform DER -noout -text",
+        area.card_holders.len(),
+        file.display(),
+        summary.join("\n"),
+        locked_path.display(),
+        config.public_url(),
+        config.public_url(),
+    ))
 }
 
 #[cfg(test)]

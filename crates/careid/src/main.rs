@@ -102,7 +102,7 @@ fn read_master_key(config: &Config) -> anyhow::Result<careid_pki::MasterKey> {
 }
 
 /// Creates the deployment's CA (and its master key, if none exists yet).
-fn create_card_authority(config: &Config, deployment: &str) -> anyhow::Result<()> {
+pub(crate) fn create_card_authority(config: &Config, deployment: &str) -> anyhow::Result<()> {
     let dir = pki_dir(config);
     if dir.join(PKI_FILES[0]).exists() {
         anyhow::bail!("{} already holds a certificate authority", dir.display());
@@ -128,7 +128,7 @@ fn create_card_authority(config: &Config, deployment: &str) -> anyhow::Result<()
 }
 
 /// Loads the deployment's CA, if it has one.
-fn load_card_authority(config: &Config) -> anyhow::Result<Option<careid_service::CardAuthority>> {
+pub(crate) fn load_card_authority(config: &Config) -> anyhow::Result<Option<careid_service::CardAuthority>> {
     let dir = pki_dir(config);
     if !dir.join(PKI_FILES[0]).exists() {
         return Ok(None);
