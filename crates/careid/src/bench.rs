@@ -69,7 +69,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
             Ok(())
         }
-        BenchCommand::Pki { certificates, revoked } => bench_pki(certificates, revoked),
+        BenchCommand::Pki { certificates, revoked } => {
+            bench_pki(certificates, revoked)?;
+            bench_card_issue(certificates.min(5_000)).await
+        }
     }
 }
 
@@ -139,7 +142,89 @@ fn bench_pki(certificates: usize, revoked: usize) -> anyhow::Result<()> {
         elapsed.as_secs_f64() * 1e3,
         crl.len()
     );
-    println!("  (issuing a card end to end, with store and audit, is measured once card issue lands in the service)");
+    Ok(())
+}
+
+/// Card certificates issued through the service on SQLite: build, sign, store and audit in one
+/// durable transaction each (`certify_card`), beside a durable empty write in the same store.
+async fn bench_card_issue(cards: usize) -> anyhow::Result<()> {
+    use careid_domain::card::CardSerial;
+    use careid_pki::{BoxRecipient, CertificateAuthority, MasterKey};
+    use careid_service::CardAuthority;
+    use rcgen::PublicKeyData;
+
+    let dir = tempfile_dir()?;
+    let store =
+        SqlStore::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", dir.join("pki.db").display()))).await?;
+    let master_key = MasterKey::from_hex(&MasterKey::generate_hex()?)?;
+    let (ca, _) = CertificateAuthority::create(
+        "careid bench",
+        careid_domain::ports::Clock::now(&crate::SystemClock),
+        &master_key,
+    )?;
+    let authority = CardAuthority { ca, master_key, certificate_validity: time::Duration::days(730) };
+    let service =
+        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default())
+            .with_card_authority(authority);
+    let (manager, position) = bench_deployment(&service).await?;
+    let ctx = RequestContext::new("bench");
+    let start = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
+    let people = (0..cards)
+        .map(|i| {
+            let n = i as u64 + 1;
+            Ok(ImportPerson {
+                details: bench_details("Card", &format!("Holder{n}"), n)?,
+                contact: ContactDetails::default(),
+                position,
+                start,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let uuids = service.import_people(&ctx, &manager, people).await?;
+    let mut card_ids = Vec::with_capacity(cards);
+    for (i, uuid) in uuids.iter().enumerate() {
+        let recipient = BoxRecipient::new()?;
+        let serial = CardSerial::parse(&format!("BENCH{i:08}"))?;
+        card_ids.push(service.begin_card_issue(&ctx, &manager, uuid, serial, recipient.public_key()).await?.0);
+    }
+    let public_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?.subject_public_key_info();
+
+    // Baseline: the same number of durable transactions that only append one audit record,
+    // the floor for any audited change.
+    let started = Instant::now();
+    for n in 0..cards {
+        let mut tx = service.store().begin_write().await?;
+        tx.append_audit(&careid_domain::audit::AuditEvent {
+            at: careid_domain::ports::Clock::now(&SystemClock),
+            request_id: format!("bench-{n}"),
+            actor: careid_domain::audit::AuditActor::system(),
+            action: careid_domain::audit::Action::CardCertify,
+            subject_kind: "card",
+            subject_id: n.to_string(),
+            subject_person: None,
+            org: None,
+            outcome: careid_domain::audit::Outcome::Success,
+            detail: Vec::new(),
+            workstation: None,
+        })
+        .await?;
+        tx.commit().await?;
+    }
+    let floor = started.elapsed();
+    let started = Instant::now();
+    for id in &card_ids {
+        service.certify_card(&ctx, &manager, *id, &public_key).await?;
+    }
+    let elapsed = started.elapsed();
+    let rate = cards as f64 / elapsed.as_secs_f64();
+    let floor_rate = cards as f64 / floor.as_secs_f64();
+    println!("  baseline: durable commits of one audit record (SQLite)  {floor_rate:>10.0} /s");
+    println!(
+        "  card certificates issued, build + sign + store + audit  {rate:>10.0} /s   ({:.2} of the commit floor; {cards} cards; target >= 2,000/s)",
+        rate / floor_rate
+    );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -178,25 +263,20 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 const BATCH: usize = 20_000;
 const FAMILY: &[&str] = &["Smith", "Jones", "Patel", "Khan", "Brown", "Taylor", "Evans", "Wilson"];
 
-/// Sets up one organisation and position, then imports `people` in batches.
-async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyhow::Result<()> {
-    let store = SqlStore::open(&options).await?;
-    let service =
-        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default());
+fn bench_details(given: &str, family: &str, n: u64) -> anyhow::Result<PersonalDetails> {
+    Ok(PersonalDetails {
+        title: None,
+        given_name: NamePart::parse("given_name", given)?,
+        family_name: NamePart::parse("family_name", family)?,
+        date_of_birth: time::Date::from_calendar_date(1960 + (n % 40) as i32, time::Month::March, 1 + (n % 28) as u8)?,
+        ni_number: demo_ni_number(n),
+    })
+}
+
+/// A deployment with one practice and one position; returns its RA Manager and the position.
+async fn bench_deployment(service: &Service) -> anyhow::Result<(Actor, careid_domain::ids::PositionId)> {
     let ctx = RequestContext::new("bench");
-    let details = |given: &str, family: &str, n: u64| -> anyhow::Result<PersonalDetails> {
-        Ok(PersonalDetails {
-            title: None,
-            given_name: NamePart::parse("given_name", given)?,
-            family_name: NamePart::parse("family_name", family)?,
-            date_of_birth: time::Date::from_calendar_date(
-                1960 + (n % 40) as i32,
-                time::Month::March,
-                1 + (n % 28) as u8,
-            )?,
-            ni_number: demo_ni_number(n),
-        })
-    };
+    let details = bench_details;
     let icb = OdsCode::parse("QBENCH")?;
     let init = service
         .init_deployment(
@@ -242,6 +322,17 @@ async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyho
             },
         )
         .await?;
+    Ok((manager, position))
+}
+
+/// Sets up one organisation and position, then imports `people` in batches.
+async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyhow::Result<()> {
+    let store = SqlStore::open(&options).await?;
+    let service =
+        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default());
+    let ctx = RequestContext::new("bench");
+    let (manager, position) = bench_deployment(&service).await?;
+    let details = bench_details;
 
     let start_date = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
     let mut uuids: Vec<PersonUuid> = Vec::with_capacity(people);
