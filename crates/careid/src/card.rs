@@ -114,6 +114,9 @@ enum CardCommand {
     },
 }
 
+/// The SO PIN a blank card is initialised with before careid accepts the issue.
+const TRANSPORT_SECRET: &str = "careid-transport";
+
 /// Where passcodes come from: the terminal, without echo, or standard input.
 struct Keyboard {
     stdin: bool,
@@ -270,15 +273,18 @@ pub async fn run(args: CardArgs) -> anyhow::Result<()> {
 /// key; the certificate goes onto the card. The card leaves locked.
 async fn issue(c: &Client, person: &str, device: &Device) -> anyhow::Result<Value> {
     let mut card = open_device(device, true)?;
+    // A blank token has no serial until it is initialised. It is initialised under the
+    // well-known transport secret first (no key, no passcode: nothing to protect yet), so a
+    // refused issue leaves it reusable; once careid accepts, the secret rotates to careid's.
+    let transport = Secret::new(TRANSPORT_SECRET.into());
+    card.initialise(&transport, &transport, &format!("careid {person}"))?;
     let serial = card.status()?.serial;
     let recipient = BoxRecipient::new()?;
     let body = json!({ "person": person, "serial": serial.to_string(), "ceremony_key": STANDARD.encode(recipient.public_key()) });
     let started = c.post("/api/v1/cards", body).await?;
     let card_id = started["card_id"].as_i64().ok_or_else(|| anyhow!("the server sent no card id"))?;
     let administrator = open_issue_secret(recipient, &b64(&started, "sealed_secret")?)?;
-    // A blank token accepts any SO PIN at initialisation; a reissued virtual card needs none.
-    let transport = Secret::new("careid-transport".into());
-    card.initialise(&transport, &administrator, &format!("careid {person}"))?;
+    card.rotate_administrator_secret(&transport, &administrator)?;
     let public_key = card.generate_key(&administrator)?;
     let certified = c
         .post(&format!("/api/v1/cards/{card_id}/certify"), json!({ "public_key": STANDARD.encode(&public_key) }))

@@ -479,3 +479,133 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
 fn hex_decode(hex: &str) -> Vec<u8> {
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
 }
+
+/// SoftHSM2's configuration for this test process: tokens under target/, never the system's.
+fn softhsm_module() -> Option<std::path::PathBuf> {
+    let module = std::path::PathBuf::from("/usr/lib/softhsm/libsofthsm2.so");
+    if !module.exists() {
+        assert!(std::env::var_os("CAREID_TEST_REQUIRE_PKCS11").is_none(), "SoftHSM2 is required but not installed");
+        return None;
+    }
+    let conf = std::path::PathBuf::from(std::env::var("SOFTHSM2_CONF").expect("set by .cargo/config.toml"));
+    let tokens = conf.parent().unwrap().join("tokens-binary");
+    let _ = std::fs::remove_dir_all(&tokens);
+    std::fs::create_dir_all(&tokens).unwrap();
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display()),
+    )
+    .unwrap();
+    Some(module)
+}
+
+#[test]
+fn a_card_on_a_pkcs11_token_through_the_command_line() {
+    let Some(module) = softhsm_module() else { return };
+    let module = module.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let init = ok(&careid(
+        dir,
+        &[
+            "init",
+            "--org-code",
+            "QWE",
+            "--org-name",
+            "Test ICB",
+            "--given-name",
+            "Mina",
+            "--family-name",
+            "Manager",
+            "--date-of-birth",
+            "1980-01-01",
+            "--ni-number",
+            "AB000001A",
+        ],
+    ));
+    let credential = init.lines().map(str::trim).find(|l| l.starts_with("careid-recovery-")).unwrap().to_owned();
+    let (_server, url) = serve(dir);
+    ok(&careid(dir, &["ra", "--server", &url, "login", "ram", "--credential", &credential]));
+    let created = json(&careid(
+        dir,
+        &[
+            "ra",
+            "--json",
+            "person",
+            "create",
+            "--org",
+            "QWE",
+            "--given-name",
+            "Tok",
+            "--family-name",
+            "Holder",
+            "--date-of-birth",
+            "1990-02-03",
+            "--ni-number",
+            "CE500001A",
+            "--doc",
+            "passport:1",
+            "--doc",
+            "utility_bill:2",
+            "--doc",
+            "bank_statement:3",
+        ],
+    ));
+    let holder = created["uuid"].as_str().unwrap();
+
+    let issued = json(&careid_input(dir, &["card", "--json", "issue", holder, "--pkcs11-module", module], ""));
+    let id = issued["card_id"].as_i64().unwrap().to_string();
+    let serial = issued["serial"].as_str().unwrap().to_owned();
+
+    // OpenSC's pkcs11-tool, an independent PKCS#11 client, finds the token, the certificate and
+    // the public key; the private key is not visible without the holder's passcode.
+    let slot = slot_of(module, &serial);
+    let objects = stdout(
+        &Command::new("pkcs11-tool")
+            .args(["--module", module, "--slot", &format!("0x{slot:x}"), "--list-objects"])
+            .output()
+            .unwrap(),
+    );
+    assert!(objects.contains("Certificate Object") && objects.contains("Public Key Object"), "{objects}");
+    assert!(!objects.contains("Private Key Object"), "the private key stays behind the passcode:\n{objects}");
+
+    // The holder sets the passcode (the RA at the desk authorises) and the token signs.
+    let device_slot = |args: &mut Vec<String>| {
+        args.extend(["--pkcs11-module".to_owned(), module.to_owned(), "--slot".to_owned(), slot.to_string()]);
+    };
+    let mut set = vec!["card".to_owned(), "--json".to_owned(), "set-passcode".to_owned(), id.clone()];
+    device_slot(&mut set);
+    set.push("--passcode-stdin".into());
+    let set: Vec<&str> = set.iter().map(String::as_str).collect();
+    assert_eq!(json(&careid_input(dir, &set, "582039\n582039\n"))["state"], "active");
+    let mut try_args = vec!["card".to_owned(), "--json".to_owned(), "try".to_owned(), id.clone()];
+    device_slot(&mut try_args);
+    try_args.push("--passcode-stdin".into());
+    let try_args: Vec<&str> = try_args.iter().map(String::as_str).collect();
+    assert_eq!(json(&careid_input(dir, &try_args, "582039\n"))["signed"], true);
+    // SoftHSM2 never locks a token; careid does, in its own records, at the third wrong passcode.
+    let mut last = serde_json::Value::Null;
+    for wrong in ["111112", "111113", "111114"] {
+        last = json(&careid_input(dir, &try_args, &format!("{wrong}\n")));
+    }
+    assert_eq!(last["state"], "locked");
+}
+
+/// The slot id of the token with this serial, as OpenSC's pkcs11-tool lists it.
+fn slot_of(module: &str, serial: &str) -> u64 {
+    let listing =
+        stdout(&Command::new("pkcs11-tool").args(["--module", module, "--list-slots"]).output().expect("pkcs11-tool"));
+    let mut current = None;
+    for line in listing.lines() {
+        if let Some(rest) = line.strip_prefix("Slot ") {
+            current = rest
+                .split(['(', ')'])
+                .nth(1)
+                .and_then(|hex| u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok());
+        }
+        if line.contains("serial num") && line.trim_end().ends_with(serial) {
+            return current.expect("a slot line before its serial");
+        }
+    }
+    panic!("no token with serial {serial}:\n{listing}");
+}
