@@ -76,6 +76,9 @@ pub trait Card: Send {
     /// Generates the card's P-256 key pair on the card and returns its SubjectPublicKeyInfo
     /// (DER). The private key never leaves the card. Afterwards no passcode opens the card.
     fn generate_key(&mut self, administrator: &Secret) -> Result<Vec<u8>, CardError>;
+    /// Renewal: a new key pair on the card, replacing the old one and its certificate, once
+    /// the holder's passcode opens the card. Returns the new SubjectPublicKeyInfo (DER).
+    fn rekey(&mut self, administrator: &Secret, passcode: &Secret) -> Result<Vec<u8>, CardError>;
     /// Writes the card's certificate (DER) to the card.
     fn store_certificate(&mut self, certificate_der: &[u8]) -> Result<(), CardError>;
     fn certificate(&self) -> Result<Option<Vec<u8>>, CardError>;

@@ -166,65 +166,20 @@ impl Card for Pkcs11Card {
             session.init_pin(&pin(throwaway.expose())).map_err(|e| device(&e))?;
         }
         let session = self.holder_session(&throwaway)?;
-        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY, ObjectClass::CERTIFICATE] {
-            while let Some(old) = Self::find(&session, class)? {
-                session.destroy_object(old).map_err(|e| device(&e))?;
-            }
-        }
-        let public_template = [
-            Attribute::Token(true),
-            Attribute::Private(false),
-            Attribute::Verify(true),
-            Attribute::EcParams(P256_PARAMS.to_vec()),
-            Attribute::Id(KEY_ID.to_vec()),
-            Attribute::Label(b"careid card key".to_vec()),
-        ];
-        let private_template = [
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::KeyType(KeyType::EC),
-            Attribute::Id(KEY_ID.to_vec()),
-            Attribute::Label(b"careid card key".to_vec()),
-        ];
-        let (public, _private) = session
-            .generate_key_pair(&Mechanism::EccKeyPairGen, &public_template, &private_template)
-            .map_err(|e| device(&e))?;
-        let point = ec_point(&session, public)?;
-        p256_spki(&point)
+        Self::new_key_pair(&session)
+    }
+
+    fn rekey(&mut self, _administrator: &Secret, passcode: &Secret) -> Result<Vec<u8>, CardError> {
+        let session = self.holder_session(passcode)?;
+        Self::new_key_pair(&session)
     }
 
     fn store_certificate(&mut self, certificate_der: &[u8]) -> Result<(), CardError> {
-        let subject = crate::certificate_subject(certificate_der)?;
-        let session = self.session()?;
-        while let Some(old) = Self::find(&session, ObjectClass::CERTIFICATE)? {
-            session.destroy_object(old).map_err(|e| device(&e))?;
-        }
-        session
-            .create_object(&[
-                Attribute::Class(ObjectClass::CERTIFICATE),
-                Attribute::CertificateType(CertificateType::X_509),
-                Attribute::Token(true),
-                Attribute::Private(false),
-                Attribute::Id(KEY_ID.to_vec()),
-                Attribute::Label(b"careid card certificate".to_vec()),
-                Attribute::Subject(subject),
-                Attribute::Value(certificate_der.to_vec()),
-            ])
-            .map_err(|e| device(&e))?;
-        Ok(())
+        self.store_certificate_object(certificate_der)
     }
 
     fn certificate(&self) -> Result<Option<Vec<u8>>, CardError> {
-        let session = self.session()?;
-        let Some(handle) = Self::find(&session, ObjectClass::CERTIFICATE)? else { return Ok(None) };
-        let attributes = session.get_attributes(handle, &[AttributeType::Value]).map_err(|e| device(&e))?;
-        Ok(attributes.into_iter().find_map(|a| match a {
-            Attribute::Value(v) => Some(v),
-            _ => None,
-        }))
+        self.certificate_object()
     }
 
     fn public_key(&self) -> Result<Vec<u8>, CardError> {
@@ -253,6 +208,71 @@ impl Card for Pkcs11Card {
         let key = Self::find(&session, ObjectClass::PRIVATE_KEY)?.ok_or(CardError::NoKey)?;
         let digest = ring::digest::digest(&ring::digest::SHA256, message);
         session.sign(&Mechanism::Ecdsa, key, digest.as_ref()).map_err(|e| device(&e))
+    }
+}
+
+impl Pkcs11Card {
+    /// Replaces the card's key pair and certificate with a new P-256 key pair, in a holder session.
+    fn new_key_pair(session: &Session) -> Result<Vec<u8>, CardError> {
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY, ObjectClass::CERTIFICATE] {
+            while let Some(old) = Self::find(session, class)? {
+                session.destroy_object(old).map_err(|e| device(&e))?;
+            }
+        }
+        let public_template = [
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::Id(KEY_ID.to_vec()),
+            Attribute::Label(b"careid card key".to_vec()),
+        ];
+        let private_template = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::Id(KEY_ID.to_vec()),
+            Attribute::Label(b"careid card key".to_vec()),
+        ];
+        let (public, _private) = session
+            .generate_key_pair(&Mechanism::EccKeyPairGen, &public_template, &private_template)
+            .map_err(|e| device(&e))?;
+        let point = ec_point(session, public)?;
+        p256_spki(&point)
+    }
+
+    fn store_certificate_object(&mut self, certificate_der: &[u8]) -> Result<(), CardError> {
+        let subject = crate::certificate_subject(certificate_der)?;
+        let session = self.session()?;
+        while let Some(old) = Self::find(&session, ObjectClass::CERTIFICATE)? {
+            session.destroy_object(old).map_err(|e| device(&e))?;
+        }
+        session
+            .create_object(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::CertificateType(CertificateType::X_509),
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Id(KEY_ID.to_vec()),
+                Attribute::Label(b"careid card certificate".to_vec()),
+                Attribute::Subject(subject),
+                Attribute::Value(certificate_der.to_vec()),
+            ])
+            .map_err(|e| device(&e))?;
+        Ok(())
+    }
+
+    fn certificate_object(&self) -> Result<Option<Vec<u8>>, CardError> {
+        let session = self.session()?;
+        let Some(handle) = Self::find(&session, ObjectClass::CERTIFICATE)? else { return Ok(None) };
+        let attributes = session.get_attributes(handle, &[AttributeType::Value]).map_err(|e| device(&e))?;
+        Ok(attributes.into_iter().find_map(|a| match a {
+            Attribute::Value(v) => Some(v),
+            _ => None,
+        }))
     }
 }
 

@@ -74,6 +74,17 @@ fn seal(secret: &str, salt_hex: &str, plaintext: &[u8]) -> Result<String, CardEr
     Ok(hex::encode(key.seal(b"careid virtual card key", plaintext).map_err(|e| CardError::Device(e.to_string()))?))
 }
 
+/// A new P-256 key: its PKCS#8 and its SubjectPublicKeyInfo.
+fn new_key() -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), CardError> {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| CardError::Device("key generation failed".into()))?;
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| CardError::Device("key generation failed".into()))?;
+    let spki = p256_spki(key.public_key().as_ref())?;
+    Ok((Zeroizing::new(pkcs8.as_ref().to_vec()), spki))
+}
+
 fn unseal(secret: &str, salt_hex: &str, sealed_hex: &str) -> Option<Zeroizing<Vec<u8>>> {
     let key = MasterKey::from_bytes(*derive(secret, salt_hex));
     key.unseal(b"careid virtual card key", &hex::decode(sealed_hex).ok()?).ok()
@@ -216,6 +227,19 @@ impl Card for VirtualCard {
         self.state.public_key = Some(hex::encode(&spki));
         self.state.certificate = None;
         self.save()?;
+        Ok(spki)
+    }
+
+    fn rekey(&mut self, administrator: &Secret, passcode: &Secret) -> Result<Vec<u8>, CardError> {
+        self.check_administrator(administrator)?;
+        // The holder's passcode must open the card (and counts as a try if wrong).
+        self.key_with_passcode(passcode)?;
+        let (pkcs8, spki) = new_key()?;
+        self.state.key_under_administrator =
+            Some(seal(administrator.expose(), &self.state.administrator_salt, pkcs8.as_ref())?);
+        self.state.public_key = Some(hex::encode(&spki));
+        self.state.certificate = None;
+        self.reseal_under_passcode(pkcs8.as_ref(), passcode.expose())?;
         Ok(spki)
     }
 

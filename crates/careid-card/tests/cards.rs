@@ -140,6 +140,17 @@ fn unlock_rotate_and_change() {
         // The holder changes their own passcode.
         card.change_passcode(&secret("318264"), &passcode("906172")).unwrap();
         assert!(card.sign(&secret("906172"), b"m").is_ok(), "{kind}");
+        // Renewal: a new key on the card, opened by the same passcode; the old key is gone.
+        let old_key = card.public_key().unwrap();
+        assert!(card.rekey(&rotated, &secret("000001")).is_err(), "{kind}: rekey needs the holder's passcode");
+        let new_key = card.rekey(&rotated, &secret("906172")).unwrap();
+        assert_ne!(new_key, old_key, "{kind}");
+        assert_eq!(card.public_key().unwrap(), new_key, "{kind}");
+        let signature = card.sign(&secret("906172"), b"renewed").unwrap();
+        assert!(
+            verify_signature(&new_key, b"renewed", &signature) && !verify_signature(&old_key, b"renewed", &signature),
+            "{kind}"
+        );
         // Clearing for reuse wipes the key.
         card.initialise(&rotated, &administrator, "cleared").unwrap();
         assert!(card.sign(&secret("906172"), b"m").is_err(), "{kind}");

@@ -375,6 +375,8 @@ pub enum Rule {
     InvestigatorConflicted,
     /// A certificate past its end cannot be renewed or unlocked, only repaired.
     CertificateExpired,
+    /// Renewal opens 90 days before a certificate's end.
+    RenewalNotDue,
 }
 
 impl Rule {
@@ -398,6 +400,7 @@ impl Rule {
             Rule::InvestigationOpen => "investigation_open",
             Rule::InvestigatorConflicted => "separation_of_duties.investigator",
             Rule::CertificateExpired => "certificate_expired",
+            Rule::RenewalNotDue => "renewal_not_due",
         }
     }
 }

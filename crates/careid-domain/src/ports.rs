@@ -228,14 +228,18 @@ pub trait Transaction: Send {
     async fn cards_of(&mut self, person: &PersonUuid) -> Result<Vec<CardRecord>, StoreError>;
     /// Saves a card's state, wrong-passcode count, public key, last safe use and incident.
     async fn update_card(&mut self, card: &CardRecord) -> Result<(), StoreError>;
-    /// The card's sealed administrative secret, and the pending next one if a ceremony has it.
-    async fn card_administrator_secret(&mut self, card: i64) -> Result<(Vec<u8>, Option<Vec<u8>>), StoreError>;
-    /// Sets the current and pending sealed administrative secrets.
+    /// The card's sealed administrative secret, and the pending next one with the ceremony
+    /// that holds it, if one is under way.
+    async fn card_administrator_secret(
+        &mut self,
+        card: i64,
+    ) -> Result<(Vec<u8>, Option<(Vec<u8>, String)>), StoreError>;
+    /// Sets the current sealed administrative secret, and the pending one with its ceremony.
     async fn set_card_administrator_secret(
         &mut self,
         card: i64,
         current: &[u8],
-        pending: Option<&[u8]>,
+        pending: Option<(&[u8], &str)>,
     ) -> Result<(), StoreError>;
     async fn insert_certificate(&mut self, certificate: &CardCertificate) -> Result<(), StoreError>;
     async fn certificates_of(&mut self, card: i64) -> Result<Vec<CardCertificate>, StoreError>;

@@ -80,8 +80,8 @@ pub async fn cards_certify(
     Ok(Json(wire::CardCertificateIssued { certificate: STANDARD.encode(der) }))
 }
 
-/// Authorises a passcode ceremony (first passcode, unlock): the secrets come back sealed to
-/// the ceremony's key, and the holder alone types the passcode.
+/// Authorises a card ceremony (first passcode, unlock, renew, repair): the secrets come back
+/// sealed to the ceremony's key, and the holder alone types the passcode.
 #[utoipa::path(post, path = "/api/v1/cards/{id}/ceremony", tag = "cards", request_body = wire::StartCeremony,
     responses((status = 200, body = wire::CeremonySecrets)), security(("bearer" = [])))]
 pub async fn cards_ceremony(
@@ -90,11 +90,9 @@ pub async fn cards_ceremony(
     PathParam(id): PathParam<String>,
     Body(body): Body<wire::StartCeremony>,
 ) -> Result<Json<wire::CeremonySecrets>, ApiError> {
-    let ceremony = match body.ceremony.as_str() {
-        "first_passcode" => Ceremony::FirstPasscode,
-        "unlock" => Ceremony::Unlock,
-        _ => return Err(InvalidInput::new("ceremony", "must be first_passcode or unlock").into()),
-    };
+    let ceremony = Ceremony::parse(&body.ceremony).ok_or_else(|| {
+        ApiError::from(InvalidInput::new("ceremony", "must be first_passcode, unlock, renew or repair"))
+    })?;
     let key = base64_field("ceremony_key", &body.ceremony_key)?;
     let sealed =
         app.service.release_administrator_secret(&auth.ctx, &auth.actor, card_id(&id)?, ceremony, &key).await?;

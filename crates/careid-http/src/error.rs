@@ -77,7 +77,8 @@ fn refusal_status(rule: Rule) -> StatusCode {
         | Rule::OneLiveCard
         | Rule::CardState
         | Rule::InvestigationOpen
-        | Rule::CertificateExpired => StatusCode::CONFLICT,
+        | Rule::CertificateExpired
+        | Rule::RenewalNotDue => StatusCode::CONFLICT,
     }
 }
 

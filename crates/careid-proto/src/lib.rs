@@ -417,7 +417,7 @@ pub struct CardCertificateIssued {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StartCeremony {
-    /// `first_passcode` or `unlock`.
+    /// `first_passcode`, `unlock`, `renew` or `repair`.
     pub ceremony: String,
     /// The ceremony's one-time X25519 public key (base64).
     pub ceremony_key: String,

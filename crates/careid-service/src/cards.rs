@@ -39,7 +39,51 @@ pub enum Ceremony {
     FirstPasscode,
     /// An assisted unlock: the holder chooses a new passcode.
     Unlock,
+    /// In a certificate's last 90 days: a new key on the card and a new certificate, the old
+    /// one revoked as superseded. The holder is present with their passcode.
+    Renew,
+    /// After expiry or a fault (RA only, card present): a new key and certificate; the holder
+    /// then sets a new passcode.
+    Repair,
 }
+
+impl Ceremony {
+    pub fn code(self) -> &'static str {
+        match self {
+            Ceremony::FirstPasscode => "first_passcode",
+            Ceremony::Unlock => "unlock",
+            Ceremony::Renew => "renew",
+            Ceremony::Repair => "repair",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Ceremony> {
+        [Ceremony::FirstPasscode, Ceremony::Unlock, Ceremony::Renew, Ceremony::Repair]
+            .into_iter()
+            .find(|c| c.code() == code)
+    }
+
+    /// The card event the ceremony ends in, and the right it needs.
+    fn event_and_right(self) -> (CardEvent, RaAction) {
+        match self {
+            Ceremony::FirstPasscode => (CardEvent::PasscodeSet, RaAction::IssueCard),
+            Ceremony::Unlock => (CardEvent::Unlocked, RaAction::UnlockCard),
+            Ceremony::Renew => (CardEvent::Renewed, RaAction::RenewCard),
+            Ceremony::Repair => (CardEvent::Repaired, RaAction::RepairCard),
+        }
+    }
+
+    /// Whether the ceremony puts a new key on the card, which careid certifies.
+    fn rekeys(self) -> bool {
+        matches!(self, Ceremony::Renew | Ceremony::Repair)
+    }
+}
+
+/// A pending ceremony's record: its code, and `+certified` once its new key is certified.
+const CERTIFIED: &str = "+certified";
+
+/// How long before a certificate's end renewal opens.
+const RENEWAL_WINDOW: Duration = Duration::days(90);
 
 /// How a card was reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,14 +283,31 @@ impl Service {
         let mut tx = self.store.begin_write().await?;
         let mut card = self.load_card(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardCertify, &card);
-        let fresh = if card.state == CardState::AwaitingPasscode && card.public_key.is_none() {
-            Ok(())
-        } else {
-            Err(Refusal::new(Rule::CardState, "only a card being issued, with no key yet, is certified this way"))
+        let (current_secret, pending) = tx.card_administrator_secret(card.id).await?;
+        // A renew or repair ceremony under way puts a new key on the card; otherwise only a card
+        // being issued, with no key yet, is certified.
+        let rekey = pending.as_ref().and_then(|(_, c)| Ceremony::parse(c)).filter(|c| c.rekeys());
+        let (fresh, right) = match rekey {
+            Some(ceremony) => (Ok(()), ceremony.event_and_right().1),
+            None if card.state == CardState::AwaitingPasscode && card.public_key.is_none() => {
+                (Ok(()), RaAction::IssueCard)
+            }
+            None => (
+                Err(Refusal::new(Rule::CardState, "only a card being issued, renewed or repaired is certified")),
+                RaAction::IssueCard,
+            ),
         };
-        let check = self.card_check(&mut tx, actor, &card, RaAction::IssueCard).await?;
+        let check = self.card_check(&mut tx, actor, &card, right).await?;
         if let Err(refusal) = [check, fresh].into_iter().collect::<Result<(), Refusal>>() {
             return Err(self.refuse(tx, event, refusal).await);
+        }
+        if let (Some(ceremony), Some((next, _))) = (rekey, &pending) {
+            let superseded =
+                tx.revoke_certificates_of(card.id, careid_domain::card::RevocationReason::Superseded, now).await?;
+            event.detail.push(("ceremony", ceremony.code().into()));
+            event.detail.push(("superseded", superseded.to_string()));
+            let marked = format!("{}{CERTIFIED}", ceremony.code());
+            tx.set_card_administrator_secret(card.id, &current_secret, Some((next, &marked))).await?;
         }
         let mut serial = [0u8; 16];
         self.random.fill(&mut serial);
@@ -299,35 +360,39 @@ impl Service {
         let mut tx = self.store.begin_write().await?;
         let card = self.load_card(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardCeremonyAuthorise, &card);
-        event.detail.push(("ceremony", format!("{ceremony:?}").to_lowercase()));
-        let (action, event_kind, needs_key) = match ceremony {
-            Ceremony::FirstPasscode => (RaAction::IssueCard, CardEvent::PasscodeSet, true),
-            Ceremony::Unlock => (RaAction::UnlockCard, CardEvent::Unlocked, true),
-        };
+        event.detail.push(("ceremony", ceremony.code().into()));
+        let (event_kind, action) = ceremony.event_and_right();
         let state = transition(card.state, event_kind).map(|_| ()).map_err(|_| state_refusal(&card, event_kind));
-        let keyed = if needs_key && card.public_key.is_none() {
+        let keyed = if ceremony != Ceremony::Repair && card.public_key.is_none() {
             Err(Refusal::new(Rule::CardState, "the card has no certified key yet"))
         } else {
             Ok(())
         };
         let certificates = tx.certificates_of(card.id).await?;
         let current_certificate = certificates.iter().rev().find(|c| c.revoked.is_none());
-        let expired = match current_certificate {
-            Some(c) if c.not_after <= now => Err(Refusal::new(
+        let timing = match (ceremony, current_certificate) {
+            (Ceremony::Unlock | Ceremony::Renew, Some(c)) if c.not_after <= now => Err(Refusal::new(
                 Rule::CertificateExpired,
                 "the card's certificate has expired: the RA repairs it instead",
+            )),
+            (Ceremony::Renew, Some(c)) if c.not_after - now > RENEWAL_WINDOW => Err(Refusal::new(
+                Rule::RenewalNotDue,
+                format!(
+                    "renewal opens 90 days before the certificate ends ({})",
+                    careid_audit::format_time(c.not_after)
+                ),
             )),
             _ => Ok(()),
         };
         let check = self.card_check(&mut tx, actor, &card, action).await?;
-        if let Err(refusal) = [check, state, keyed, expired].into_iter().collect::<Result<(), Refusal>>() {
+        if let Err(refusal) = [check, state, keyed, timing].into_iter().collect::<Result<(), Refusal>>() {
             return Err(self.refuse(tx, event, refusal).await);
         }
         let (sealed_current, _) = tx.card_administrator_secret(card.id).await?;
         let current = self.unseal_secret(&sealed_current)?;
         let both = zeroize::Zeroizing::new(format!("{}\n{}", current.expose(), next.expose()));
         let for_ceremony = seal_to_ceremony(ceremony_key, RELEASE_LABEL, both.as_bytes())?;
-        tx.set_card_administrator_secret(card.id, &sealed_current, Some(&sealed_next)).await?;
+        tx.set_card_administrator_secret(card.id, &sealed_current, Some((&sealed_next, ceremony.code()))).await?;
         tx.append_audit(&event).await?;
         tx.commit().await?;
         Ok(for_ceremony)
@@ -344,23 +409,28 @@ impl Service {
         let now = self.clock.now();
         let mut tx = self.store.begin_write().await?;
         let mut card = self.load_card(&mut tx, card_id).await?;
-        let event_kind = if card.state == CardState::Locked { CardEvent::Unlocked } else { CardEvent::PasscodeSet };
-        let action = if event_kind == CardEvent::Unlocked { RaAction::UnlockCard } else { RaAction::IssueCard };
         let mut event = self.card_event(ctx, actor.into(), Action::CardCeremonyComplete, &card);
         let (current, pending) = tx.card_administrator_secret(card.id).await?;
-        let released = if pending.is_some() {
-            Ok(())
-        } else {
-            Err(Refusal::new(Rule::CardState, "no ceremony is under way for this card"))
+        let ceremony = pending.as_ref().and_then(|(_, code)| Ceremony::parse(code.trim_end_matches(CERTIFIED)));
+        let certified = pending.as_ref().is_some_and(|(_, code)| code.ends_with(CERTIFIED));
+        let (event_kind, action) =
+            ceremony.map_or((CardEvent::PasscodeSet, RaAction::IssueCard), Ceremony::event_and_right);
+        let under_way = match ceremony {
+            None => Err(Refusal::new(Rule::CardState, "no ceremony is under way for this card")),
+            Some(c) if c.rekeys() && !certified => {
+                Err(Refusal::new(Rule::CardState, "the card's new key was not certified"))
+            }
+            Some(_) => Ok(()),
         };
         let state = transition(card.state, event_kind).map_err(|_| state_refusal(&card, event_kind));
         let check = self.card_check(&mut tx, actor, &card, action).await?;
-        let to = match [check, released].into_iter().collect::<Result<(), Refusal>>().and(state) {
+        let to = match [check, under_way].into_iter().collect::<Result<(), Refusal>>().and(state) {
             Ok(to) => to,
             Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
         };
-        let pending = pending.unwrap_or(current);
-        tx.set_card_administrator_secret(card.id, &pending, None).await?;
+        event.detail.push(("ceremony", ceremony.map_or("", Ceremony::code).into()));
+        let next = pending.map_or(current, |(next, _)| next);
+        tx.set_card_administrator_secret(card.id, &next, None).await?;
         event.detail.push(("from", card.state.code().into()));
         event.detail.push(("to", to.code().into()));
         card.state = to;

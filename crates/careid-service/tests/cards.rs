@@ -309,3 +309,68 @@ async fn no_card_secret_or_passcode_reaches_the_audit_log() {
         }
     }
 }
+
+#[tokio::test]
+async fn renewal_opens_in_the_last_90_days_and_repair_mends_an_expired_card() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let holder = holder(&w, "Ren", "CE300007A").await;
+    let mut issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+
+    // Too early: renewal opens 90 days before the end.
+    let before = w.audit_len().await;
+    let early = release(&w, &w.sponsor_a, issued.id, Ceremony::Renew).await;
+    w.assert_refused(before, early, Rule::RenewalNotDue).await;
+
+    // In the window: the sponsor authorises, the holder's passcode opens the card, a new key is
+    // certified and the old certificate is revoked as superseded.
+    w.clock.advance(time::Duration::days(660));
+    let secrets_renew = release(&w, &w.sponsor_a, issued.id, Ceremony::Renew).await.unwrap();
+    let public_key = issued.card.rekey(&secrets_renew.current, &Secret::new("582039".into())).unwrap();
+    let certificate = w.service.certify_card(&ctx(), &w.sponsor_a, issued.id, &public_key).await.unwrap();
+    issued.card.store_certificate(&certificate).unwrap();
+    issued.card.rotate_administrator_secret(&secrets_renew.current, &secrets_renew.next).unwrap();
+    assert_eq!(w.service.complete_ceremony(&ctx(), &w.sponsor_a, issued.id).await.unwrap(), CardState::Active);
+    let certificates = w.service.card_certificates(issued.id).await.unwrap();
+    assert_eq!(certificates.len(), 2);
+    assert_eq!(certificates[0].revoked.map(|(_, reason)| reason), Some(RevocationReason::Superseded));
+    assert!(certificates[1].revoked.is_none());
+    assert!(certificates[1].not_after > certificates[0].not_after);
+
+    // Past the new certificate's end: no unlock, no renewal; a sponsor may not repair.
+    w.clock.advance(time::Duration::days(800));
+    for _ in 0..3 {
+        w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
+    }
+    for (ceremony, actor, rule) in [
+        (Ceremony::Unlock, &w.sponsor_a, Rule::CertificateExpired),
+        (Ceremony::Repair, &w.sponsor_a, Rule::RoleNotPermitted),
+    ] {
+        let before = w.audit_len().await;
+        let result = release(&w, actor, issued.id, ceremony).await;
+        w.assert_refused(before, result, rule).await;
+    }
+    // The RA repairs it: a new key and certificate, then the holder sets a new passcode.
+    let repair = release(&w, &w.agent, issued.id, Ceremony::Repair).await.unwrap();
+    let before = w.audit_len().await;
+    let early_complete = w.service.complete_ceremony(&ctx(), &w.agent, issued.id).await;
+    w.assert_refused(before, early_complete, Rule::CardState).await;
+    let public_key = issued.card.generate_key(&repair.current).unwrap();
+    let certificate = w.service.certify_card(&ctx(), &w.agent, issued.id, &public_key).await.unwrap();
+    issued.card.store_certificate(&certificate).unwrap();
+    issued.card.rotate_administrator_secret(&repair.current, &repair.next).unwrap();
+    assert_eq!(w.service.complete_ceremony(&ctx(), &w.agent, issued.id).await.unwrap(), CardState::AwaitingPasscode);
+    let first = release(&w, &w.agent, issued.id, Ceremony::FirstPasscode).await.unwrap();
+    issued.card.set_passcode_as_administrator(&first.current, &passcode("740261")).unwrap();
+    issued.card.rotate_administrator_secret(&first.current, &first.next).unwrap();
+    assert_eq!(w.service.complete_ceremony(&ctx(), &w.agent, issued.id).await.unwrap(), CardState::Active);
+    let signature = issued.card.sign(&Secret::new("740261".into()), b"m").unwrap();
+    assert!(verify_signature(&public_key, b"m", &signature));
+    let certificates = w.service.card_certificates(issued.id).await.unwrap();
+    assert_eq!(certificates.iter().filter(|c| c.revoked.is_none()).count(), 1, "one live certificate");
+    secrets.extend([renew_secret(&secrets_renew), renew_secret(&repair), renew_secret(&first)].concat());
+}
+
+fn renew_secret(released: &ReleasedSecrets) -> Vec<String> {
+    vec![released.current.expose().to_owned(), released.next.expose().to_owned()]
+}

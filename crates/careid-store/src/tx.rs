@@ -782,29 +782,38 @@ impl Transaction for SqlTransaction {
         Ok(())
     }
 
-    async fn card_administrator_secret(&mut self, card: i64) -> Result<(Vec<u8>, Option<Vec<u8>>), StoreError> {
-        let sql = "SELECT administrator_secret, pending_administrator_secret FROM cards WHERE id = $1";
+    async fn card_administrator_secret(
+        &mut self,
+        card: i64,
+    ) -> Result<(Vec<u8>, Option<(Vec<u8>, String)>), StoreError> {
+        let sql =
+            "SELECT administrator_secret, pending_administrator_secret, pending_ceremony FROM cards WHERE id = $1";
         let rows = self.fetch_all("read card secret", sql, vec![Arg::Int(card)]).await?;
         let row = rows.first().ok_or(StoreError::MissingReference("card"))?;
         let pending = row
             .try_get::<Option<Vec<u8>>, _>("pending_administrator_secret")
             .map_err(|e| StoreError::Corrupt(format!("pending_administrator_secret: {e}")))?;
-        Ok((rows::bytes(row, "administrator_secret")?, pending))
+        let ceremony = rows::opt_text(row, "pending_ceremony")?;
+        Ok((rows::bytes(row, "administrator_secret")?, pending.zip(ceremony)))
     }
 
     async fn set_card_administrator_secret(
         &mut self,
         card: i64,
         current: &[u8],
-        pending: Option<&[u8]>,
+        pending: Option<(&[u8], &str)>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE cards SET administrator_secret = $2, pending_administrator_secret = $3 WHERE id = $1")
-            .bind(card)
-            .bind(current.to_vec())
-            .bind(pending.map(<[u8]>::to_vec))
-            .execute(&mut *self.tx)
-            .await
-            .map_err(|e| self.failure("card", &e))?;
+        sqlx::query(
+            "UPDATE cards SET administrator_secret = $2, pending_administrator_secret = $3, pending_ceremony = $4 \
+             WHERE id = $1",
+        )
+        .bind(card)
+        .bind(current.to_vec())
+        .bind(pending.map(|(secret, _)| secret.to_vec()))
+        .bind(pending.map(|(_, ceremony)| ceremony.to_owned()))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| self.failure("card", &e))?;
         Ok(())
     }
 

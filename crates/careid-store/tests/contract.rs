@@ -411,8 +411,11 @@ contract!(the_store_itself_allows_at_most_one_live_card_per_person, |store| {
     assert_eq!(tx.revoke_certificates_of(first, RevocationReason::KeyCompromise, at).await.unwrap(), 1);
     assert_eq!(tx.revoke_certificates_of(first, RevocationReason::KeyCompromise, at).await.unwrap(), 0, "revoked once");
     let second = tx.insert_card(&card("CARD2"), b"sealed-2").await.unwrap();
-    tx.set_card_administrator_secret(second, b"current", Some(b"next")).await.unwrap();
-    assert_eq!(tx.card_administrator_secret(second).await.unwrap(), (b"current".to_vec(), Some(b"next".to_vec())));
+    tx.set_card_administrator_secret(second, b"current", Some((b"next", "unlock"))).await.unwrap();
+    assert_eq!(
+        tx.card_administrator_secret(second).await.unwrap(),
+        (b"current".to_vec(), Some((b"next".to_vec(), "unlock".to_owned())))
+    );
     let revoked = tx.revoked_certificates().await.unwrap();
     assert_eq!(revoked, vec![("10ab".to_owned(), at, RevocationReason::KeyCompromise)]);
     let n = tx.next_crl_number().await.unwrap();

@@ -71,6 +71,20 @@ enum CardCommand {
         #[command(flatten)]
         device: Device,
     },
+    /// In a certificate's last 90 days (RA, sponsor or unlocker authorising; holder present
+    /// with passcode): a new key on the card and a new certificate.
+    Renew {
+        card_id: i64,
+        #[command(flatten)]
+        device: Device,
+    },
+    /// After expiry or a fault (RA, card present): a new key and certificate; the holder then
+    /// sets a new passcode with set-passcode.
+    Repair {
+        card_id: i64,
+        #[command(flatten)]
+        device: Device,
+    },
     /// The holder enters their passcode: the card signs a test message. Wrong passcodes are
     /// reported, and the third in a row locks the card.
     Try {
@@ -199,6 +213,34 @@ async fn passcode_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: 
     c.post(&format!("/api/v1/cards/{card_id}/ceremony/complete"), json!({})).await
 }
 
+/// Renew or repair: release, a new key on the card, certify, store, rotate, complete.
+async fn rekey_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: &str) -> anyhow::Result<Value> {
+    let mut card = open_device(device, false)?;
+    let passcode =
+        if ceremony == "renew" { Some(Keyboard { stdin: device.passcode_stdin }.read("Passcode: ")?) } else { None };
+    let recipient = BoxRecipient::new()?;
+    let body = json!({ "ceremony": ceremony, "ceremony_key": STANDARD.encode(recipient.public_key()) });
+    let response = c.post(&format!("/api/v1/cards/{card_id}/ceremony"), body).await?;
+    let secrets = ReleasedSecrets::open(recipient, &b64(&response, "sealed_secrets")?)?;
+    let public_key = match &passcode {
+        Some(passcode) => match card.rekey(&secrets.current, passcode) {
+            Ok(key) => key,
+            Err(e @ (CardError::WrongPasscode | CardError::Locked)) => {
+                c.post(&format!("/api/v1/cards/{card_id}/wrong-passcode"), json!({})).await?;
+                return Err(e.into());
+            }
+            Err(other) => return Err(other.into()),
+        },
+        None => card.generate_key(&secrets.current)?,
+    };
+    let certified = c
+        .post(&format!("/api/v1/cards/{card_id}/certify"), json!({ "public_key": STANDARD.encode(&public_key) }))
+        .await?;
+    card.store_certificate(&b64(&certified, "certificate")?)?;
+    card.rotate_administrator_secret(&secrets.current, &secrets.next)?;
+    c.post(&format!("/api/v1/cards/{card_id}/ceremony/complete"), json!({})).await
+}
+
 pub async fn run(args: CardArgs) -> anyhow::Result<()> {
     let c = Client::for_profile(args.profile.as_deref(), args.server.as_deref())?;
     let value = match args.command {
@@ -207,6 +249,8 @@ pub async fn run(args: CardArgs) -> anyhow::Result<()> {
             passcode_ceremony(&c, card_id, &device, "first_passcode").await?
         }
         CardCommand::Unlock { card_id, device } => passcode_ceremony(&c, card_id, &device, "unlock").await?,
+        CardCommand::Renew { card_id, device } => rekey_ceremony(&c, card_id, &device, "renew").await?,
+        CardCommand::Repair { card_id, device } => rekey_ceremony(&c, card_id, &device, "repair").await?,
         CardCommand::Try { card_id, device } => {
             let mut card = open_device(&device, false)?;
             let passcode = Keyboard { stdin: device.passcode_stdin }.read("Passcode: ")?;

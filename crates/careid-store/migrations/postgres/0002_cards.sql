@@ -13,6 +13,9 @@ CREATE TABLE cards (
     administrator_secret BYTEA NOT NULL,
     -- The next administrative secret, released to a ceremony and not yet confirmed on the card.
     pending_administrator_secret BYTEA,
+    -- Which ceremony holds the pending secret (first_passcode, unlock, renew, repair), and how
+    -- far it got.
+    pending_ceremony TEXT,
     issued_by TEXT REFERENCES people (uuid),
     issued_at BIGINT NOT NULL,
     last_known_safe_at BIGINT NOT NULL,
