@@ -469,6 +469,33 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     let states: Vec<&str> = cards.as_array().unwrap().iter().map(|c| c["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["lost", "awaiting_passcode"]);
 
+    // A new certificate is not due for renewal; the RA can repair the card, after which the
+    // holder sets a passcode again.
+    let new_id = replacement["card_id"].as_i64().unwrap().to_string();
+    let new_path = new_card.to_str().unwrap();
+    ok(&card(&["--as", "ram", "set-passcode", &new_id, "--virtual", new_path, "--passcode-stdin"], "582039\n582039\n"));
+    let early = card(&["--as", "sponsor", "renew", &new_id, "--virtual", new_path, "--passcode-stdin"], "582039\n");
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("renewal_not_due"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
+    let repaired = json(&card(&["--as", "ram", "repair", &new_id, "--virtual", new_path], ""));
+    assert_eq!(repaired["state"], "awaiting_passcode");
+    ok(&card(&["--as", "ram", "set-passcode", &new_id, "--virtual", new_path, "--passcode-stdin"], "906172\n906172\n"));
+    assert_eq!(
+        json(&card(&["--as", "holder", "try", &new_id, "--virtual", new_path, "--passcode-stdin"], "906172\n"))["signed"],
+        true
+    );
+    let shown = json(&card(&["--as", "ram", "show", &new_id], ""));
+    let reasons: Vec<&str> = shown["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["revocation_reason"].as_str().unwrap_or("live"))
+        .collect();
+    assert_eq!(reasons, ["superseded", "live"]);
+
     // No passcode reached the server's log.
     let logs = std::fs::read_to_string(dir.join("server.log")).unwrap();
     for passcode in ["582039", "740261", "111112"] {
