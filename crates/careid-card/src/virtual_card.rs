@@ -209,12 +209,7 @@ impl Card for VirtualCard {
 
     fn generate_key(&mut self, administrator: &Secret) -> Result<Vec<u8>, CardError> {
         self.check_administrator(administrator)?;
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| CardError::Device("key generation failed".into()))?;
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .map_err(|_| CardError::Device("key generation failed".into()))?;
-        let spki = p256_spki(key.public_key().as_ref())?;
+        let (pkcs8, spki) = new_key()?;
         self.state.key_under_administrator =
             Some(seal(administrator.expose(), &self.state.administrator_salt, pkcs8.as_ref())?);
         // Sealed under a throwaway passcode nobody keeps: locked until the holder sets theirs.

@@ -22,14 +22,8 @@ use crate::client::{self, Client};
 
 #[derive(Debug, Args)]
 pub struct CardArgs {
-    /// The careid server (default: the profile's).
-    #[arg(long, global = true, env = "CAREID_SERVER")]
-    server: Option<String>,
-    /// Act as this saved profile (whoever authorises the ceremony).
-    #[arg(long = "as", global = true, env = "CAREID_PROFILE")]
-    profile: Option<String>,
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    flags: client::ClientFlags,
     #[command(subcommand)]
     command: CardCommand,
 }
@@ -242,7 +236,7 @@ async fn rekey_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: &st
 }
 
 pub async fn run(args: CardArgs) -> anyhow::Result<()> {
-    let c = Client::for_profile(args.profile.as_deref(), args.server.as_deref())?;
+    let c = args.flags.client()?;
     let value = match args.command {
         CardCommand::Issue { person, device } => issue(&c, &person, &device).await?,
         CardCommand::SetPasscode { card_id, device } => {
@@ -304,12 +298,7 @@ pub async fn run(args: CardArgs) -> anyhow::Result<()> {
                 .await?
         }
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        client::print_human(&value);
-    }
-    Ok(())
+    args.flags.print(&value)
 }
 
 /// The issuing ceremony: the server records the card and seals a new administrative secret to

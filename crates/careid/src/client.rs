@@ -184,6 +184,36 @@ impl Client {
     }
 }
 
+/// The flags every client command takes: which server, which saved session, which output.
+#[derive(Debug, clap::Args)]
+pub struct ClientFlags {
+    /// The careid server (default: the profile's, or http://127.0.0.1:8420).
+    #[arg(long, global = true, env = "CAREID_SERVER")]
+    pub server: Option<String>,
+    /// Act as this saved profile (see `careid ra login`).
+    #[arg(long = "as", global = true, env = "CAREID_PROFILE")]
+    pub profile: Option<String>,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl ClientFlags {
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Client::for_profile(self.profile.as_deref(), self.server.as_deref())
+    }
+
+    /// Prints a response as these flags ask.
+    pub fn print(&self, value: &Value) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            print_human(value);
+        }
+        Ok(())
+    }
+}
+
 /// Signs in and saves the session as profile `name` (and makes it the default).
 pub async fn login(server: &str, name: &str, credential: &str, assignment: Option<i64>) -> anyhow::Result<Value> {
     let client = Client::new(server, None);

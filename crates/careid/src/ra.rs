@@ -12,15 +12,8 @@ use crate::client::{self, Client, Profiles};
 
 #[derive(Debug, Args)]
 pub struct RaArgs {
-    /// The careid server (default: the profile's, or http://127.0.0.1:8420).
-    #[arg(long, global = true, env = "CAREID_SERVER")]
-    server: Option<String>,
-    /// Act as this saved profile (see `careid ra login`).
-    #[arg(long = "as", global = true, env = "CAREID_PROFILE")]
-    profile: Option<String>,
-    /// Print the API's JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    flags: client::ClientFlags,
     #[command(subcommand)]
     command: RaCommand,
 }
@@ -377,14 +370,15 @@ fn encode(s: &str) -> String {
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";
 
 pub async fn run(args: RaArgs) -> anyhow::Result<()> {
-    let server = args.server.as_deref();
+    let flags = &args.flags;
+    let server = flags.server.as_deref();
     let value = match args.command {
         RaCommand::Login { name, credential, assignment } => {
             client::login(server.unwrap_or(DEFAULT_SERVER), &name, &credential, assignment).await?
         }
         RaCommand::Logout => {
             let mut profiles = Profiles::load()?;
-            let name = args.profile.clone().or(profiles.default.clone()).ok_or_else(|| anyhow!("not signed in"))?;
+            let name = flags.profile.clone().or(profiles.default.clone()).ok_or_else(|| anyhow!("not signed in"))?;
             let result = Client::for_profile(Some(&name), server)?.delete("/api/v1/sessions/current").await;
             profiles.profiles.remove(&name);
             if profiles.default.as_deref() == Some(&name) {
@@ -394,22 +388,17 @@ pub async fn run(args: RaArgs) -> anyhow::Result<()> {
             result.map(|_| json!({ "signed_out": name }))?
         }
         command => {
-            let client = Client::for_profile(args.profile.as_deref(), server)?;
+            let client = flags.client()?;
             let audit = matches!(command, RaCommand::Audit(_) | RaCommand::MyAudit(_));
             let value = call(&client, command).await?;
-            if audit && !args.json {
+            if audit && !flags.json {
                 client::print_audit(&value);
                 return Ok(());
             }
             value
         }
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        client::print_human(&value);
-    }
-    Ok(())
+    flags.print(&value)
 }
 
 async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {

@@ -255,14 +255,8 @@ fn serve(dir: &Path) -> (Child, String) {
     (child, format!("http://127.0.0.1:{port}"))
 }
 
-fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(output)).unwrap()
-}
-
-#[test]
-fn a_card_from_issue_to_replacement_on_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
+/// `careid init` and `careid serve`: the server, its URL and the recovery credential.
+fn deployment(dir: &Path) -> (Child, String, String) {
     let init = ok(&careid(
         dir,
         &[
@@ -282,7 +276,19 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         ],
     ));
     let credential = init.lines().map(str::trim).find(|l| l.starts_with("careid-recovery-")).unwrap().to_owned();
-    let (_server, url) = serve(dir);
+    let (server, url) = serve(dir);
+    (server, url, credential)
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(output)).unwrap()
+}
+
+#[test]
+fn a_card_from_issue_to_replacement_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (_server, url, credential) = deployment(dir);
     let ra = |args: &[&str]| {
         let mut all = vec!["ra", "--server", url.as_str()];
         all.extend_from_slice(args);
@@ -532,26 +538,7 @@ fn a_card_on_a_pkcs11_token_through_the_command_line() {
     let module = module.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let init = ok(&careid(
-        dir,
-        &[
-            "init",
-            "--org-code",
-            "QWE",
-            "--org-name",
-            "Test ICB",
-            "--given-name",
-            "Mina",
-            "--family-name",
-            "Manager",
-            "--date-of-birth",
-            "1980-01-01",
-            "--ni-number",
-            "AB000001A",
-        ],
-    ));
-    let credential = init.lines().map(str::trim).find(|l| l.starts_with("careid-recovery-")).unwrap().to_owned();
-    let (_server, url) = serve(dir);
+    let (_server, url, credential) = deployment(dir);
     ok(&careid(dir, &["ra", "--server", &url, "login", "ram", "--credential", &credential]));
     let created = json(&careid(
         dir,
