@@ -95,34 +95,13 @@ pub trait Card: Send {
     fn sign(&mut self, passcode: &Secret, message: &[u8]) -> Result<Vec<u8>, CardError>;
 }
 
-/// The DER prefix of a P-256 SubjectPublicKeyInfo; the 65-byte uncompressed point follows.
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
-    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
-
 /// SubjectPublicKeyInfo DER of an uncompressed P-256 point (`04 ‖ X ‖ Y`).
 pub fn p256_spki(point: &[u8]) -> Result<Vec<u8>, CardError> {
-    if point.len() != 65 || point[0] != 0x04 {
-        return Err(CardError::Device("the card's public key is not an uncompressed P-256 point".into()));
-    }
-    let mut spki = P256_SPKI_PREFIX.to_vec();
-    spki.extend_from_slice(point);
-    Ok(spki)
+    careid_pki::p256_spki(point)
+        .ok_or_else(|| CardError::Device("the card's public key is not an uncompressed P-256 point".into()))
 }
 
-/// The uncompressed point inside a P-256 SubjectPublicKeyInfo.
-pub fn p256_point(spki: &[u8]) -> Option<&[u8]> {
-    spki.strip_prefix(&P256_SPKI_PREFIX[..]).filter(|p| p.len() == 65)
-}
-
-/// Verifies a card's signature (r‖s) over `message` with its SubjectPublicKeyInfo.
-pub fn verify_signature(spki: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    let Some(point) = p256_point(spki) else { return false };
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
-        .verify(message, signature)
-        .is_ok()
-}
+pub use careid_pki::{p256_point, verify_card_signature as verify_signature};
 
 /// The DER subject name of an X.509 certificate; refuses anything that is not one.
 pub fn certificate_subject(certificate_der: &[u8]) -> Result<Vec<u8>, CardError> {

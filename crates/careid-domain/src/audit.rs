@@ -46,6 +46,7 @@ pub enum Action {
     CardEnd,
     IncidentOpen,
     IncidentClose,
+    CardUnlockCode,
 }
 
 impl Action {
@@ -87,6 +88,7 @@ impl Action {
             Action::CardEnd => "card.end",
             Action::IncidentOpen => "incident.open",
             Action::IncidentClose => "incident.close",
+            Action::CardUnlockCode => "card.unlock_code",
         }
     }
 }

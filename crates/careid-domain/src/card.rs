@@ -276,6 +276,33 @@ pub struct IncidentClosure {
     pub outcome: String,
 }
 
+/// A one-time code for self-service unlock, as stored (its hash only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnlockCode {
+    pub id: i64,
+    pub card: i64,
+    pub code_hash: [u8; 32],
+    pub expires_at: time::OffsetDateTime,
+    pub attempts: u8,
+    pub used_at: Option<time::OffsetDateTime>,
+}
+
+/// How long a self-service unlock code lasts.
+pub const UNLOCK_CODE_LIFETIME: time::Duration = time::Duration::minutes(15);
+/// Wrong codes before a code is spent.
+pub const UNLOCK_CODE_TRIES: u8 = 5;
+
+/// A message to a person (email), queued in the transaction that decided to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub recipient: crate::ids::Email,
+    pub subject: String,
+    pub body: String,
+    pub created_at: time::OffsetDateTime,
+    pub sent_at: Option<time::OffsetDateTime>,
+}
+
 /// A transition the state machine does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a card that is {} cannot be {}", from.code(), event.code())]

@@ -10,8 +10,10 @@ use time::{Date, OffsetDateTime};
 
 use crate::access::AuthMethod;
 use crate::audit::{AuditEvent, AuditRecord};
-use crate::card::{CardCertificate, CardRecord, Incident, IncidentClosure, RevocationReason};
-use crate::ids::{AssignmentId, NiNumber, OdsCode, PersonUuid, PositionId, RegistrationId, RequestId};
+use crate::card::{
+    CardCertificate, CardRecord, CardSerial, Incident, IncidentClosure, OutboxMessage, RevocationReason, UnlockCode,
+};
+use crate::ids::{AssignmentId, Email, NiNumber, OdsCode, PersonUuid, PositionId, RegistrationId, RequestId};
 use crate::model::{
     Assignment, IdentityCheck, NewPosition, Organisation, Person, PersonalDetails, Position, Registration,
     RegistrationStatus, Removal, RequestStatus, SponsorRequest,
@@ -254,6 +256,15 @@ pub trait Transaction: Send {
     async fn revoked_certificates(&mut self) -> Result<Vec<(String, OffsetDateTime, RevocationReason)>, StoreError>;
     /// The next CRL number; never the same twice.
     async fn next_crl_number(&mut self) -> Result<u64, StoreError>;
+    /// The live card with this physical serial, if any.
+    async fn live_card_by_serial(&mut self, serial: &CardSerial) -> Result<Option<CardRecord>, StoreError>;
+    async fn insert_unlock_code(&mut self, code: &UnlockCode, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// The most recent unlock code issued for a card (earlier ones are void).
+    async fn latest_unlock_code(&mut self, card: i64) -> Result<Option<UnlockCode>, StoreError>;
+    async fn update_unlock_code(&mut self, code: &UnlockCode) -> Result<(), StoreError>;
+    async fn enqueue_message(&mut self, message: &OutboxMessage) -> Result<i64, StoreError>;
+    /// Queued messages, newest first, optionally to one recipient.
+    async fn outbox(&mut self, recipient: Option<&Email>, limit: u32) -> Result<Vec<OutboxMessage>, StoreError>;
     async fn insert_incident(&mut self, incident: &Incident) -> Result<i64, StoreError>;
     async fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError>;
     async fn close_incident(&mut self, id: i64, closure: &IncidentClosure) -> Result<(), StoreError>;

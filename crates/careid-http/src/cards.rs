@@ -14,7 +14,7 @@ use careid_service::{CardReport, Ceremony};
 
 use crate::App;
 use crate::error::ApiError;
-use crate::extract::{Authed, Body, PathParam};
+use crate::extract::{Authed, Body, Ctx, PathParam};
 
 fn base64_field(field: &'static str, value: &str) -> Result<Vec<u8>, ApiError> {
     STANDARD.decode(value.trim()).map_err(|_| InvalidInput::new(field, "must be base64").into())
@@ -208,6 +208,50 @@ pub async fn person_cards_list(
         out.push(card_out(&card, &certificates));
     }
     Ok(Json(out))
+}
+
+/// Self-service unlock, step one (no session: the card is locked): a one-time code goes to the
+/// holder's registered email.
+#[utoipa::path(post, path = "/api/v1/cards/unlock-code", tag = "cards", request_body = wire::RequestUnlockCode,
+    responses((status = 200, body = wire::UnlockCodeSent)))]
+pub async fn cards_unlock_code(
+    State(app): State<App>,
+    Ctx(ctx): Ctx,
+    Body(body): Body<wire::RequestUnlockCode>,
+) -> Result<Json<wire::UnlockCodeSent>, ApiError> {
+    let serial = CardSerial::parse(&body.serial)?;
+    let (card_id, sent_to) = app.service.request_unlock_code(&ctx, &serial).await?;
+    Ok(Json(wire::UnlockCodeSent { card_id, sent_to }))
+}
+
+/// Self-service unlock, step two: the code releases the secrets, sealed to the ceremony.
+#[utoipa::path(post, path = "/api/v1/cards/{id}/self-service-unlock", tag = "cards", request_body = wire::SelfServiceUnlock,
+    responses((status = 200, body = wire::CeremonySecrets)))]
+pub async fn cards_self_service_unlock(
+    State(app): State<App>,
+    Ctx(ctx): Ctx,
+    PathParam(id): PathParam<String>,
+    Body(body): Body<wire::SelfServiceUnlock>,
+) -> Result<Json<wire::CeremonySecrets>, ApiError> {
+    let key = base64_field("ceremony_key", &body.ceremony_key)?;
+    let code = careid_domain::secret::Secret::new(body.code);
+    let sealed = app.service.release_with_unlock_code(&ctx, card_id(&id)?, &code, &key).await?;
+    Ok(Json(wire::CeremonySecrets { sealed_secrets: STANDARD.encode(sealed) }))
+}
+
+/// Self-service unlock, step three: the card's own signature proves the ceremony finished.
+#[utoipa::path(post, path = "/api/v1/cards/{id}/self-service-unlock/complete", tag = "cards", request_body = wire::CardProof,
+    responses((status = 200, body = wire::CardStateResponse)))]
+pub async fn cards_self_service_complete(
+    State(app): State<App>,
+    Ctx(ctx): Ctx,
+    PathParam(id): PathParam<String>,
+    Body(body): Body<wire::CardProof>,
+) -> Result<Json<wire::CardStateResponse>, ApiError> {
+    let card_id = card_id(&id)?;
+    let signature = base64_field("signature", &body.signature)?;
+    let state = app.service.complete_self_service_unlock(&ctx, card_id, &signature).await?;
+    Ok(Json(wire::CardStateResponse { card_id, state: state.code().into() }))
 }
 
 /// One card with its certificates: its holder, or the RA in scope.

@@ -52,6 +52,7 @@ impl App {
         cards::pki_ca, cards::pki_root, cards::pki_crl, cards::cards_create, cards::cards_certify, cards::cards_ceremony,
         cards::cards_ceremony_complete, cards::cards_wrong_passcode, cards::cards_report, cards::cards_cancel,
         cards::cards_clear, cards::person_cards_list, cards::incidents_close, cards::cards_get,
+        cards::cards_unlock_code, cards::cards_self_service_unlock, cards::cards_self_service_complete,
     ),
     modifiers(&BearerAuth)
 )]
@@ -122,6 +123,9 @@ pub fn router(app: App) -> Router {
         .route("/pki/root", get(cards::pki_root))
         .route("/pki/crl", get(cards::pki_crl))
         .route("/api/v1/cards", post(cards::cards_create))
+        .route("/api/v1/cards/unlock-code", post(cards::cards_unlock_code))
+        .route("/api/v1/cards/{id}/self-service-unlock", post(cards::cards_self_service_unlock))
+        .route("/api/v1/cards/{id}/self-service-unlock/complete", post(cards::cards_self_service_complete))
         .route("/api/v1/cards/{id}", get(cards::cards_get))
         .route("/api/v1/cards/{id}/certify", post(cards::cards_certify))
         .route("/api/v1/cards/{id}/ceremony", post(cards::cards_ceremony))

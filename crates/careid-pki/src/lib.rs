@@ -261,6 +261,35 @@ impl CertificateAuthority {
     }
 }
 
+/// The DER prefix of a P-256 SubjectPublicKeyInfo; the 65-byte uncompressed point follows.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// SubjectPublicKeyInfo DER of an uncompressed P-256 point (`04 ‖ X ‖ Y`).
+pub fn p256_spki(point: &[u8]) -> Option<Vec<u8>> {
+    if point.len() != 65 || point[0] != 0x04 {
+        return None;
+    }
+    let mut spki = P256_SPKI_PREFIX.to_vec();
+    spki.extend_from_slice(point);
+    Some(spki)
+}
+
+/// The uncompressed point inside a P-256 SubjectPublicKeyInfo.
+pub fn p256_point(spki: &[u8]) -> Option<&[u8]> {
+    spki.strip_prefix(&P256_SPKI_PREFIX[..]).filter(|p| p.len() == 65)
+}
+
+/// Verifies a card's signature (ECDSA P-256 over SHA-256, 64-byte r‖s) over `message`.
+pub fn verify_card_signature(spki: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let Some(point) = p256_point(spki) else { return false };
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point)
+        .verify(message, signature)
+        .is_ok()
+}
+
 /// PEM of a DER certificate or CRL.
 pub fn pem(label: &str, der: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -479,3 +479,30 @@ pub struct CloseInvestigation {
     /// `no case`, `retraining`, `warning`, `suspension`, `card revoked`, `disciplinary`, ...
     pub outcome: String,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RequestUnlockCode {
+    /// The locked card's serial, as the card reports it.
+    pub serial: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UnlockCodeSent {
+    pub card_id: i64,
+    /// Where the code went, masked (`s•••@nhs.net`).
+    pub sent_to: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SelfServiceUnlock {
+    /// The one-time code from the email. Never logged.
+    pub code: String,
+    /// The ceremony's one-time X25519 public key (base64).
+    pub ceremony_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardProof {
+    /// The card's signature (base64, 64-byte r‖s) over the completion message.
+    pub signature: String,
+}

@@ -45,6 +45,8 @@ pub enum Ceremony {
     /// After expiry or a fault (RA only, card present): a new key and certificate; the holder
     /// then sets a new passcode.
     Repair,
+    /// The holder alone, with a one-time code sent to their registered email: a new passcode.
+    SelfServiceUnlock,
 }
 
 impl Ceremony {
@@ -54,6 +56,7 @@ impl Ceremony {
             Ceremony::Unlock => "unlock",
             Ceremony::Renew => "renew",
             Ceremony::Repair => "repair",
+            Ceremony::SelfServiceUnlock => "unlock_self",
         }
     }
 
@@ -67,7 +70,7 @@ impl Ceremony {
     fn event_and_right(self) -> (CardEvent, RaAction) {
         match self {
             Ceremony::FirstPasscode => (CardEvent::PasscodeSet, RaAction::IssueCard),
-            Ceremony::Unlock => (CardEvent::Unlocked, RaAction::UnlockCard),
+            Ceremony::Unlock | Ceremony::SelfServiceUnlock => (CardEvent::Unlocked, RaAction::UnlockCard),
             Ceremony::Renew => (CardEvent::Renewed, RaAction::RenewCard),
             Ceremony::Repair => (CardEvent::Repaired, RaAction::RepairCard),
         }
@@ -115,6 +118,36 @@ impl ReleasedSecrets {
 pub fn open_issue_secret(recipient: careid_pki::BoxRecipient, sealed: &[u8]) -> Result<Secret, careid_pki::SealError> {
     let bytes = recipient.open(ISSUE_LABEL, sealed)?;
     Ok(Secret::new(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// What the card signs to prove a self-service unlock finished: the card and the next
+/// administrative secret, which only the ceremony holds.
+pub fn self_service_completion_message(card_id: i64, next: &Secret) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let bound = hex::encode(Sha256::digest(next.expose().as_bytes()));
+    format!("careid self-service unlock complete\n{card_id}\n{bound}").into_bytes()
+}
+
+fn unlock_code_hash(card: i64, code: &Secret) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(format!("careid unlock code\n{card}\n{}", code.expose().trim()).as_bytes()).into()
+}
+
+/// `a.smith@nhs.net` → `a•••@nhs.net`.
+fn mask_email(email: &careid_domain::ids::Email) -> String {
+    let text = email.as_str();
+    match text.split_once('@') {
+        Some((local, domain)) => format!("{}•••@{domain}", local.chars().next().unwrap_or('?')),
+        None => "•••".into(),
+    }
+}
+
+/// The holder, acting for themselves without a session (self-service unlock).
+fn holder_actor(card: &CardRecord) -> AuditActor {
+    let mut actor = AuditActor::system();
+    actor.person = Some(card.person.clone());
+    actor.auth = "self_service_code";
+    actor
 }
 
 const SECRET_LABEL: &[u8] = b"careid card administrative secret";
@@ -356,13 +389,34 @@ impl Service {
     ) -> Result<Vec<u8>, RaError> {
         let now = self.clock.now();
         let next = Secret::new(self.random_hex(12));
-        let sealed_next = self.seal_secret(&next)?;
         let mut tx = self.store.begin_write().await?;
         let card = self.load_card(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardCeremonyAuthorise, &card);
         event.detail.push(("ceremony", ceremony.code().into()));
-        let (event_kind, action) = ceremony.event_and_right();
-        let state = transition(card.state, event_kind).map(|_| ()).map_err(|_| state_refusal(&card, event_kind));
+        let (_, action) = ceremony.event_and_right();
+        let preconditions = self.ceremony_preconditions(&mut tx, &card, ceremony, now).await?;
+        let check = self.card_check(&mut tx, actor, &card, action).await?;
+        if let Err(refusal) = check.and(preconditions) {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let for_ceremony = self.hand_over_secrets(&mut tx, &card, ceremony, ceremony_key, next).await?;
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(for_ceremony)
+    }
+
+    /// What a ceremony's release needs of the card, whoever authorises it: a state the
+    /// ceremony can end in, a certified key (but for repair), and a certificate that is not past
+    /// its end (unlock, renew) and is due (renew).
+    async fn ceremony_preconditions(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        card: &CardRecord,
+        ceremony: Ceremony,
+        now: time::OffsetDateTime,
+    ) -> Result<Result<(), Refusal>, RaError> {
+        let (event_kind, _) = ceremony.event_and_right();
+        let state = transition(card.state, event_kind).map(|_| ()).map_err(|_| state_refusal(card, event_kind));
         let keyed = if ceremony != Ceremony::Repair && card.public_key.is_none() {
             Err(Refusal::new(Rule::CardState, "the card has no certified key yet"))
         } else {
@@ -371,10 +425,9 @@ impl Service {
         let certificates = tx.certificates_of(card.id).await?;
         let current_certificate = certificates.iter().rev().find(|c| c.revoked.is_none());
         let timing = match (ceremony, current_certificate) {
-            (Ceremony::Unlock | Ceremony::Renew, Some(c)) if c.not_after <= now => Err(Refusal::new(
-                Rule::CertificateExpired,
-                "the card's certificate has expired: the RA repairs it instead",
-            )),
+            (Ceremony::Unlock | Ceremony::SelfServiceUnlock | Ceremony::Renew, Some(c)) if c.not_after <= now => Err(
+                Refusal::new(Rule::CertificateExpired, "the card's certificate has expired: the RA repairs it instead"),
+            ),
             (Ceremony::Renew, Some(c)) if c.not_after - now > RENEWAL_WINDOW => Err(Refusal::new(
                 Rule::RenewalNotDue,
                 format!(
@@ -384,17 +437,25 @@ impl Service {
             )),
             _ => Ok(()),
         };
-        let check = self.card_check(&mut tx, actor, &card, action).await?;
-        if let Err(refusal) = [check, state, keyed, timing].into_iter().collect::<Result<(), Refusal>>() {
-            return Err(self.refuse(tx, event, refusal).await);
-        }
+        Ok([state, keyed, timing].into_iter().collect())
+    }
+
+    /// Seals the card's current and next administrative secrets to the ceremony's key and
+    /// records the next one as pending for `ceremony`.
+    async fn hand_over_secrets(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        card: &CardRecord,
+        ceremony: Ceremony,
+        ceremony_key: &[u8],
+        next: Secret,
+    ) -> Result<Vec<u8>, RaError> {
+        let sealed_next = self.seal_secret(&next)?;
         let (sealed_current, _) = tx.card_administrator_secret(card.id).await?;
         let current = self.unseal_secret(&sealed_current)?;
         let both = zeroize::Zeroizing::new(format!("{}\n{}", current.expose(), next.expose()));
         let for_ceremony = seal_to_ceremony(ceremony_key, RELEASE_LABEL, both.as_bytes())?;
         tx.set_card_administrator_secret(card.id, &sealed_current, Some((&sealed_next, ceremony.code()))).await?;
-        tx.append_audit(&event).await?;
-        tx.commit().await?;
         Ok(for_ceremony)
     }
 
@@ -417,6 +478,9 @@ impl Service {
             ceremony.map_or((CardEvent::PasscodeSet, RaAction::IssueCard), Ceremony::event_and_right);
         let under_way = match ceremony {
             None => Err(Refusal::new(Rule::CardState, "no ceremony is under way for this card")),
+            Some(Ceremony::SelfServiceUnlock) => {
+                Err(Refusal::new(Rule::CardState, "a self-service unlock completes only with the card's own proof"))
+            }
             Some(c) if c.rekeys() && !certified => {
                 Err(Refusal::new(Rule::CardState, "the card's new key was not certified"))
             }
@@ -433,6 +497,154 @@ impl Service {
         tx.set_card_administrator_secret(card.id, &next, None).await?;
         event.detail.push(("from", card.state.code().into()));
         event.detail.push(("to", to.code().into()));
+        card.state = to;
+        card.wrong_passcodes = 0;
+        card.last_known_safe_at = now;
+        tx.update_card(&card).await?;
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(to)
+    }
+
+    /// Self-service unlock, step one (no session: the card is locked). Sends a one-time code,
+    /// valid 15 minutes, to the registered email of the holder of the locked card with this
+    /// serial, through the outbox. Returns the address, masked. Any earlier code is void.
+    pub async fn request_unlock_code(
+        &self,
+        ctx: &RequestContext,
+        serial: &CardSerial,
+    ) -> Result<(i64, String), RaError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let card = tx.live_card_by_serial(serial).await?.ok_or_else(|| not_found("live card", serial))?;
+        let person = self.load_person(&mut tx, &card.person).await?;
+        let mut event = self.card_event(ctx, holder_actor(&card), Action::CardUnlockCode, &card);
+        let email = person.contact.email.clone().ok_or_else(|| {
+            Refusal::new(
+                Rule::CardState,
+                "no email is registered for this card's holder: ask your RA or sponsor to unlock it",
+            )
+        });
+        let preconditions = self.ceremony_preconditions(&mut tx, &card, Ceremony::SelfServiceUnlock, now).await?;
+        let email = match preconditions.and(email) {
+            Ok(email) => email,
+            Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
+        };
+        let mut bytes = [0u8; 8];
+        self.random.fill(&mut bytes);
+        let code = Secret::new(format!("{:08}", u64::from_le_bytes(bytes) % 100_000_000));
+        let record = careid_domain::card::UnlockCode {
+            id: 0,
+            card: card.id,
+            code_hash: unlock_code_hash(card.id, &code),
+            expires_at: now + careid_domain::card::UNLOCK_CODE_LIFETIME,
+            attempts: 0,
+            used_at: None,
+        };
+        tx.insert_unlock_code(&record, now).await?;
+        let message = careid_domain::card::OutboxMessage {
+            id: 0,
+            recipient: email.clone(),
+            subject: "Your careid smartcard unlock code".into(),
+            body: format!(
+                "Your unlock code for card {} is {}. It works once, for 15 minutes, until {}.\n\
+                 Type it into the unlock on your own computer, with your card in the reader; you will then choose\n\
+                 a new passcode. Nobody from careid, IT or your practice will ever ask you for this code.\n\
+                 If you did not ask to unlock your card, report it to your RA.",
+                card.serial,
+                code.expose(),
+                careid_audit::format_time(record.expires_at)
+            ),
+            created_at: now,
+            sent_at: None,
+        };
+        tx.enqueue_message(&message).await?;
+        let masked = mask_email(&email);
+        event.detail.push(("sent_to", masked.clone()));
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok((card.id, masked))
+    }
+
+    /// Self-service unlock, step two: the holder's code (and the ceremony's one-time key)
+    /// releases the administrative secrets, sealed to the ceremony. Five wrong codes spend it.
+    pub async fn release_with_unlock_code(
+        &self,
+        ctx: &RequestContext,
+        card_id: i64,
+        code: &Secret,
+        ceremony_key: &[u8],
+    ) -> Result<Vec<u8>, RaError> {
+        let now = self.clock.now();
+        let next = Secret::new(self.random_hex(12));
+        let mut tx = self.store.begin_write().await?;
+        let card = self.load_card(&mut tx, card_id).await?;
+        let mut event = self.card_event(ctx, holder_actor(&card), Action::CardCeremonyAuthorise, &card);
+        event.detail.push(("ceremony", Ceremony::SelfServiceUnlock.code().into()));
+        let refused =
+            || Refusal::new(Rule::CredentialInvalid, "the unlock code is wrong, used or expired: ask for a new one");
+        let Some(mut stored) = tx.latest_unlock_code(card.id).await? else {
+            return Err(self.refuse(tx, event, refused()).await);
+        };
+        let usable = stored.used_at.is_none()
+            && stored.expires_at > now
+            && stored.attempts < careid_domain::card::UNLOCK_CODE_TRIES;
+        if !usable || stored.code_hash != unlock_code_hash(card.id, code) {
+            if usable {
+                stored.attempts += 1;
+                tx.update_unlock_code(&stored).await?;
+            }
+            return Err(self.refuse(tx, event, refused()).await);
+        }
+        let preconditions = self.ceremony_preconditions(&mut tx, &card, Ceremony::SelfServiceUnlock, now).await?;
+        if let Err(refusal) = preconditions {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        stored.used_at = Some(now);
+        tx.update_unlock_code(&stored).await?;
+        let for_ceremony =
+            self.hand_over_secrets(&mut tx, &card, Ceremony::SelfServiceUnlock, ceremony_key, next).await?;
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(for_ceremony)
+    }
+
+    /// Self-service unlock, step three: the card proves the ceremony finished. Its signature,
+    /// made with the holder's new passcode, over `self_service_completion_message` (which binds
+    /// the next administrative secret only the ceremony knows). Then the card is active.
+    pub async fn complete_self_service_unlock(
+        &self,
+        ctx: &RequestContext,
+        card_id: i64,
+        signature: &[u8],
+    ) -> Result<CardState, RaError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let mut card = self.load_card(&mut tx, card_id).await?;
+        let mut event = self.card_event(ctx, holder_actor(&card), Action::CardCeremonyComplete, &card);
+        event.detail.push(("ceremony", Ceremony::SelfServiceUnlock.code().into()));
+        let (_, pending) = tx.card_administrator_secret(card.id).await?;
+        let proof = match &pending {
+            Some((sealed_next, code)) if code == Ceremony::SelfServiceUnlock.code() => {
+                let next = self.unseal_secret(sealed_next)?;
+                let message = self_service_completion_message(card.id, &next);
+                card.public_key
+                    .as_deref()
+                    .is_some_and(|key| careid_pki::verify_card_signature(key, &message, signature))
+            }
+            _ => false,
+        };
+        let to = if proof {
+            transition(card.state, CardEvent::Unlocked).map_err(|_| state_refusal(&card, CardEvent::Unlocked))
+        } else {
+            Err(Refusal::new(Rule::CredentialInvalid, "the card's proof does not match this unlock"))
+        };
+        let to = match to {
+            Ok(to) => to,
+            Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
+        };
+        let Some((next, _)) = pending else { return Err(not_found("pending ceremony", card_id)) };
+        tx.set_card_administrator_secret(card.id, &next, None).await?;
         card.state = to;
         card.wrong_passcodes = 0;
         card.last_known_safe_at = now;

@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 use time::Duration;
 
 pub use auth::{InitDeployment, InitOutcome, LoginOutcome};
-pub use cards::{CardAuthority, CardReport, Ceremony, ReleasedSecrets, open_issue_secret};
+pub use cards::{
+    CardAuthority, CardReport, Ceremony, ReleasedSecrets, open_issue_secret, self_service_completion_message,
+};
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
 pub use ra::{AssignmentTerms, AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, ReadAudit};
 

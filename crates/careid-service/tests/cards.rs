@@ -374,3 +374,73 @@ async fn renewal_opens_in_the_last_90_days_and_repair_mends_an_expired_card() {
 fn renew_secret(released: &ReleasedSecrets) -> Vec<String> {
     vec![released.current.expose().to_owned(), released.next.expose().to_owned()]
 }
+
+#[tokio::test]
+async fn self_service_unlock_by_an_emailed_code_completes_only_with_the_cards_own_proof() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let holder = holder(&w, "Sel", "CE300008A").await;
+    let email = careid_domain::ids::Email::parse("sel.staff@nhs.net").unwrap();
+    let contact = careid_domain::model::ContactDetails { email: Some(email.clone()), phone: None };
+    w.service.change_contact(&ctx(), &holder, &holder.person, contact).await.unwrap();
+    let mut issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    let serial = issued.card.status().unwrap().serial;
+
+    // Only a locked card can ask for a code.
+    let before = w.audit_len().await;
+    let early = w.service.request_unlock_code(&ctx(), &serial).await;
+    w.assert_refused(before, early, Rule::CardState).await;
+    for _ in 0..3 {
+        w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
+    }
+    assert_eq!(w.service.request_unlock_code(&ctx(), &serial).await.unwrap(), (issued.id, "s•••@nhs.net".to_owned()));
+    let mut tx = w.store.begin_read().await.unwrap();
+    let message = tx.outbox(Some(&email), 10).await.unwrap().remove(0);
+    drop(tx);
+    let code = message
+        .body
+        .split_whitespace()
+        .find(|w| w.len() == 9 && w.ends_with('.') && w[..8].bytes().all(|b| b.is_ascii_digit()))
+        .unwrap()[..8]
+        .to_owned();
+    secrets.push(code.clone());
+
+    // A wrong code is refused and counted.
+    let key = BoxRecipient::new().unwrap();
+    let before = w.audit_len().await;
+    let wrong =
+        w.service.release_with_unlock_code(&ctx(), issued.id, &Secret::new("00000000".into()), key.public_key()).await;
+    w.assert_refused(before, wrong, Rule::CredentialInvalid).await;
+
+    // The right code releases the secrets to the holder's ceremony; the holder chooses the passcode.
+    let recipient = BoxRecipient::new().unwrap();
+    let sealed = w
+        .service
+        .release_with_unlock_code(&ctx(), issued.id, &Secret::new(code.clone()), recipient.public_key())
+        .await
+        .unwrap();
+    let released = ReleasedSecrets::open(recipient, &sealed).unwrap();
+    issued.card.set_passcode_as_administrator(&released.current, &passcode("740261")).unwrap();
+    issued.card.rotate_administrator_secret(&released.current, &released.next).unwrap();
+
+    // Nobody completes it for the holder: not the RA, not a forged proof.
+    let before = w.audit_len().await;
+    let by_ra = w.service.complete_ceremony(&ctx(), &w.agent, issued.id).await;
+    w.assert_refused(before, by_ra, Rule::CardState).await;
+    let before = w.audit_len().await;
+    let forged = w.service.complete_self_service_unlock(&ctx(), issued.id, &[0u8; 64]).await;
+    w.assert_refused(before, forged, Rule::CredentialInvalid).await;
+    // The card, opened by the new passcode, signs the completion message.
+    let message = careid_service::self_service_completion_message(issued.id, &released.next);
+    let proof = issued.card.sign(&Secret::new("740261".into()), &message).unwrap();
+    assert_eq!(w.service.complete_self_service_unlock(&ctx(), issued.id, &proof).await.unwrap(), CardState::Active);
+
+    // The code was single-use.
+    for _ in 0..3 {
+        w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
+    }
+    let before = w.audit_len().await;
+    let again = w.service.release_with_unlock_code(&ctx(), issued.id, &Secret::new(code), key.public_key()).await;
+    w.assert_refused(before, again, Rule::CredentialInvalid).await;
+    secrets.extend(renew_secret(&released));
+}

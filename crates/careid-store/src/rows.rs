@@ -2,7 +2,8 @@
 
 use careid_domain::access::AuthMethod;
 use careid_domain::card::{
-    CardCertificate, CardRecord, CardSerial, CardState, Incident, IncidentClosure, IncidentKind, RevocationReason,
+    CardCertificate, CardRecord, CardSerial, CardState, Incident, IncidentClosure, IncidentKind, OutboxMessage,
+    RevocationReason, UnlockCode,
 };
 use careid_domain::ids::{
     ActivityCode, AssignmentId, Email, InvalidInput, NamePart, NiNumber, OdsCode, PersonUuid, Phone, PositionId,
@@ -351,5 +352,27 @@ pub(crate) fn incident(row: &AnyRow) -> Result<Incident, StoreError> {
         reported_by: uuid(row, "reported_by")?,
         reported_at: time_at(row, "reported_at")?,
         closure,
+    })
+}
+
+pub(crate) fn unlock_code(row: &AnyRow) -> Result<UnlockCode, StoreError> {
+    Ok(UnlockCode {
+        id: int(row, "id")?,
+        card: int(row, "card")?,
+        code_hash: hash(row, "code_hash")?,
+        expires_at: time_at(row, "expires_at")?,
+        attempts: u8::try_from(int(row, "attempts")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        used_at: opt_time_at(row, "used_at")?,
+    })
+}
+
+pub(crate) fn outbox_message(row: &AnyRow) -> Result<OutboxMessage, StoreError> {
+    Ok(OutboxMessage {
+        id: int(row, "id")?,
+        recipient: Email::parse(&text(row, "recipient")?).map_err(corrupt)?,
+        subject: text(row, "subject")?,
+        body: text(row, "body")?,
+        created_at: time_at(row, "created_at")?,
+        sent_at: opt_time_at(row, "sent_at")?,
     })
 }

@@ -2,7 +2,10 @@
 
 use async_trait::async_trait;
 use careid_domain::audit::{AuditEvent, AuditRecord};
-use careid_domain::card::{CardCertificate, CardRecord, Incident, IncidentClosure, RevocationReason};
+use careid_domain::card::{
+    CardCertificate, CardRecord, CardSerial, Incident, IncidentClosure, OutboxMessage, RevocationReason, UnlockCode,
+};
+use careid_domain::ids::Email;
 use careid_domain::ids::{
     AssignmentId, NiNumber, OdsCode, PersonUuid, PositionId, RegistrationId, RequestId, format_date,
 };
@@ -872,6 +875,72 @@ impl Transaction for SqlTransaction {
         .await
         .map_err(|e| self.failure("crl number", &e))?;
         Ok(int(&row, "v")? as u64)
+    }
+
+    async fn live_card_by_serial(&mut self, serial: &CardSerial) -> Result<Option<CardRecord>, StoreError> {
+        let sql = "SELECT * FROM cards WHERE serial = $1 AND live = 1";
+        let rows = self.fetch_all("read card", sql, vec![Arg::Text(serial.to_string())]).await?;
+        rows.first().map(rows::card).transpose()
+    }
+
+    async fn insert_unlock_code(&mut self, code: &UnlockCode, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO unlock_codes (card, code_hash, expires_at, attempts, used_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(code.card)
+        .bind(code.code_hash.to_vec())
+        .bind(micros(code.expires_at))
+        .bind(i64::from(code.attempts))
+        .bind(code.used_at.map(micros))
+        .bind(micros(at))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| self.failure("unlock code", &e))?;
+        Ok(())
+    }
+
+    async fn latest_unlock_code(&mut self, card: i64) -> Result<Option<UnlockCode>, StoreError> {
+        let sql = "SELECT * FROM unlock_codes WHERE card = $1 ORDER BY id DESC LIMIT 1";
+        let rows = self.fetch_all("read unlock code", sql, vec![Arg::Int(card)]).await?;
+        rows.first().map(rows::unlock_code).transpose()
+    }
+
+    async fn update_unlock_code(&mut self, code: &UnlockCode) -> Result<(), StoreError> {
+        sqlx::query("UPDATE unlock_codes SET attempts = $2, used_at = $3 WHERE id = $1")
+            .bind(code.id)
+            .bind(i64::from(code.attempts))
+            .bind(code.used_at.map(micros))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.failure("unlock code", &e))?;
+        Ok(())
+    }
+
+    async fn enqueue_message(&mut self, m: &OutboxMessage) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO outbox (recipient, subject, body, created_at, sent_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(m.recipient.to_string())
+        .bind(m.subject.clone())
+        .bind(m.body.clone())
+        .bind(micros(m.created_at))
+        .bind(m.sent_at.map(micros))
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| self.failure("outbox", &e))?;
+        int(&row, "id")
+    }
+
+    async fn outbox(&mut self, recipient: Option<&Email>, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
+        let (sql, args) = match recipient {
+            Some(r) => (
+                "SELECT * FROM outbox WHERE recipient = $1 ORDER BY id DESC LIMIT $2",
+                vec![Arg::Text(r.to_string()), Arg::Int(i64::from(limit))],
+            ),
+            None => ("SELECT * FROM outbox ORDER BY id DESC LIMIT $1", vec![Arg::Int(i64::from(limit))]),
+        };
+        self.fetch_all("read outbox", sql, args).await?.iter().map(rows::outbox_message).collect()
     }
 
     async fn insert_incident(&mut self, i: &Incident) -> Result<i64, StoreError> {

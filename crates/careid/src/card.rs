@@ -79,6 +79,11 @@ enum CardCommand {
         #[command(flatten)]
         device: Device,
     },
+    /// The holder alone unlocks their locked card with a code emailed to them (no session).
+    SelfUnlock {
+        #[command(flatten)]
+        device: Device,
+    },
     /// The holder enters their passcode: the card signs a test message. Wrong passcodes are
     /// reported, and the third in a row locks the card.
     Try {
@@ -207,6 +212,37 @@ async fn passcode_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: 
     c.post(&format!("/api/v1/cards/{card_id}/ceremony/complete"), json!({})).await
 }
 
+fn unreachable_self_unlock() -> anyhow::Result<Value> {
+    Err(anyhow!("self-unlock needs no session and is handled first"))
+}
+
+/// The holder alone: a code by email, a new passcode, and the card's proof that it is done.
+async fn self_unlock(c: &Client, device: &Device) -> anyhow::Result<Value> {
+    let mut card = open_device(device, false)?;
+    let serial = card.status()?.serial;
+    let sent = c.post("/api/v1/cards/unlock-code", json!({ "serial": serial.to_string() })).await?;
+    eprintln!("A one-time code was sent to {}.", sent["sent_to"].as_str().unwrap_or("your registered email"));
+    let keyboard = Keyboard { stdin: device.passcode_stdin };
+    let code = keyboard.read("Code from the email: ")?;
+    let dob = keyboard.read("Your date of birth (YYYY-MM-DD), so that it is refused as a passcode: ")?;
+    let dob = parse_date("date_of_birth", dob.expose())?;
+    let passcode = keyboard.new_passcode(dob)?;
+    let card_id = sent["card_id"].as_i64().ok_or_else(|| anyhow!("the server sent no card id"))?;
+    let recipient = BoxRecipient::new()?;
+    let body = json!({ "code": code.expose(), "ceremony_key": STANDARD.encode(recipient.public_key()) });
+    let response = c.post(&format!("/api/v1/cards/{card_id}/self-service-unlock"), body).await?;
+    let secrets = ReleasedSecrets::open(recipient, &b64(&response, "sealed_secrets")?)?;
+    card.set_passcode_as_administrator(&secrets.current, &passcode)?;
+    card.rotate_administrator_secret(&secrets.current, &secrets.next)?;
+    let message = careid_service::self_service_completion_message(card_id, &secrets.next);
+    let proof = card.sign(&Secret::new(passcode.expose().to_owned()), &message)?;
+    c.post(
+        &format!("/api/v1/cards/{card_id}/self-service-unlock/complete"),
+        json!({ "signature": STANDARD.encode(proof) }),
+    )
+    .await
+}
+
 /// Renew or repair: release, a new key on the card, certify, store, rotate, complete.
 async fn rekey_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: &str) -> anyhow::Result<Value> {
     let mut card = open_device(device, false)?;
@@ -236,6 +272,11 @@ async fn rekey_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: &st
 }
 
 pub async fn run(args: CardArgs) -> anyhow::Result<()> {
+    if let CardCommand::SelfUnlock { device } = &args.command {
+        let server = args.flags.server.clone().unwrap_or_else(|| crate::ra::DEFAULT_SERVER.to_owned());
+        let value = self_unlock(&Client::new(&server, None), device).await?;
+        return args.flags.print(&value);
+    }
     let c = args.flags.client()?;
     let value = match args.command {
         CardCommand::Issue { person, device } => issue(&c, &person, &device).await?,
@@ -243,6 +284,7 @@ pub async fn run(args: CardArgs) -> anyhow::Result<()> {
             passcode_ceremony(&c, card_id, &device, "first_passcode").await?
         }
         CardCommand::Unlock { card_id, device } => passcode_ceremony(&c, card_id, &device, "unlock").await?,
+        CardCommand::SelfUnlock { .. } => unreachable_self_unlock()?,
         CardCommand::Renew { card_id, device } => rekey_ceremony(&c, card_id, &device, "renew").await?,
         CardCommand::Repair { card_id, device } => rekey_ceremony(&c, card_id, &device, "repair").await?,
         CardCommand::Try { card_id, device } => {

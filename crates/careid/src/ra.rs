@@ -367,7 +367,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";
 
 pub async fn run(args: RaArgs) -> anyhow::Result<()> {
     let flags = &args.flags;

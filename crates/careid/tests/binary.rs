@@ -408,6 +408,22 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         true
     );
 
+    // Locked again, the holder unlocks it alone, with a code sent to their registered email.
+    ok(&ra(&["--as", "ram", "person", "contact", &holder, "--email", "hol.staff@nhs.net"]));
+    for wrong in ["111112", "111113", "111114"] {
+        last = json(&card(
+            &["--as", "holder", "try", &id, "--virtual", card_path, "--passcode-stdin"],
+            &format!("{wrong}\n"),
+        ));
+    }
+    assert_eq!(last["state"], "locked");
+    let unlocked = self_unlock(dir, &url, card_path, "hol.staff@nhs.net", "1990-02-03\n318264\n318264\n");
+    assert_eq!(json(&unlocked)["state"], "active");
+    assert_eq!(
+        json(&card(&["--as", "holder", "try", &id, "--virtual", card_path, "--passcode-stdin"], "318264\n"))["signed"],
+        true
+    );
+
     // openssl accepts the live card's certificate with careid's CA and CRL.
     let hex_certificate: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&card_file).unwrap()).unwrap();
@@ -507,6 +523,45 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     for passcode in ["582039", "740261", "111112"] {
         assert!(!logs.contains(passcode), "a passcode reached the server's log");
     }
+}
+
+/// `careid card self-unlock` as a holder runs it: the command sends the code and waits at its
+/// prompt; the holder reads the email (here, the outbox) and types the code, then the rest.
+fn self_unlock(dir: &Path, url: &str, card_path: &str, recipient: &str, rest: &str) -> Output {
+    use std::io::Write;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let newest_code = || {
+        runtime.block_on(async {
+            use careid_domain::ports::Store;
+            let url = format!("sqlite://{}", dir.join("data/careid.db").display());
+            let store = careid_store::SqlStore::open(&careid_store::StoreOptions::new(url)).await.unwrap();
+            let mut tx = store.begin_read().await.unwrap();
+            let email = careid_domain::ids::Email::parse(recipient).unwrap();
+            let messages = tx.outbox(Some(&email), 1).await.unwrap();
+            messages.first().map(|m| (m.id, m.body.clone()))
+        })
+    };
+    let before = newest_code().map(|(id, _)| id);
+    let mut child = Command::new(CAREID)
+        .args(["card", "--json", "--server", url, "self-unlock", "--virtual", card_path, "--passcode-stdin"])
+        .env("CAREID_CLI_HOME", dir.join("cli"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let body = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            newest_code().filter(|(id, _)| Some(*id) != before).map(|(_, body)| body)
+        })
+        .expect("the unlock email arrives");
+    let code = body
+        .split_whitespace()
+        .find(|w| w.len() == 9 && w.ends_with('.') && w[..8].bytes().all(|b| b.is_ascii_digit()))
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{}\n{rest}", &code[..8]).as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 fn hex_decode(hex: &str) -> Vec<u8> {

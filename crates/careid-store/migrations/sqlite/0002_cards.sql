@@ -50,4 +50,27 @@ CREATE TABLE incidents (
     outcome TEXT
 );
 
+-- One-time codes for self-service unlock: only their hashes are kept.
+CREATE TABLE unlock_codes (
+    id INTEGER PRIMARY KEY,
+    card BIGINT NOT NULL REFERENCES cards (id),
+    code_hash BLOB NOT NULL,
+    expires_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    used_at BIGINT,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX unlock_codes_card ON unlock_codes (card, id);
+
+-- Messages to people (email), written in the transaction that decides to send them.
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    sent_at BIGINT
+);
+CREATE INDEX outbox_recipient ON outbox (recipient, id);
+
 INSERT INTO counters (name, next_value) VALUES ('crl_number', 1);
