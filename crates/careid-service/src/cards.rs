@@ -467,9 +467,8 @@ impl Service {
         actor: &Actor,
         card_id: i64,
     ) -> Result<CardState, RaError> {
-        let now = self.clock.now();
         let mut tx = self.store.begin_write().await?;
-        let mut card = self.load_card(&mut tx, card_id).await?;
+        let card = self.load_card(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardCeremonyComplete, &card);
         let (current, pending) = tx.card_administrator_secret(card.id).await?;
         let ceremony = pending.as_ref().and_then(|(_, code)| Ceremony::parse(code.trim_end_matches(CERTIFIED)));
@@ -494,12 +493,25 @@ impl Service {
         };
         event.detail.push(("ceremony", ceremony.map_or("", Ceremony::code).into()));
         let next = pending.map_or(current, |(next, _)| next);
-        tx.set_card_administrator_secret(card.id, &next, None).await?;
+        self.finish_ceremony(tx, card, &next, to, event).await
+    }
+
+    /// The end every ceremony shares: the card's next administrative secret becomes current, the
+    /// card takes its new state, and its wrong-passcode count and last safe use are reset.
+    async fn finish_ceremony(
+        &self,
+        mut tx: Box<dyn Transaction>,
+        mut card: CardRecord,
+        next: &[u8],
+        to: CardState,
+        mut event: AuditEvent,
+    ) -> Result<CardState, RaError> {
+        tx.set_card_administrator_secret(card.id, next, None).await?;
         event.detail.push(("from", card.state.code().into()));
         event.detail.push(("to", to.code().into()));
         card.state = to;
         card.wrong_passcodes = 0;
-        card.last_known_safe_at = now;
+        card.last_known_safe_at = self.clock.now();
         tx.update_card(&card).await?;
         tx.append_audit(&event).await?;
         tx.commit().await?;
@@ -618,9 +630,8 @@ impl Service {
         card_id: i64,
         signature: &[u8],
     ) -> Result<CardState, RaError> {
-        let now = self.clock.now();
         let mut tx = self.store.begin_write().await?;
-        let mut card = self.load_card(&mut tx, card_id).await?;
+        let card = self.load_card(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, holder_actor(&card), Action::CardCeremonyComplete, &card);
         event.detail.push(("ceremony", Ceremony::SelfServiceUnlock.code().into()));
         let (_, pending) = tx.card_administrator_secret(card.id).await?;
@@ -644,14 +655,7 @@ impl Service {
             Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
         };
         let Some((next, _)) = pending else { return Err(not_found("pending ceremony", card_id)) };
-        tx.set_card_administrator_secret(card.id, &next, None).await?;
-        card.state = to;
-        card.wrong_passcodes = 0;
-        card.last_known_safe_at = now;
-        tx.update_card(&card).await?;
-        tx.append_audit(&event).await?;
-        tx.commit().await?;
-        Ok(to)
+        self.finish_ceremony(tx, card, &next, to, event).await
     }
 
     /// A wrong passcode was entered on the card (reported by the agent or the CLI). At the
