@@ -254,6 +254,8 @@ pub trait Transaction: Send {
     ) -> Result<usize, StoreError>;
     /// Every revoked certificate: serial (hex), when, why. For the CRL.
     async fn revoked_certificates(&mut self) -> Result<Vec<(String, OffsetDateTime, RevocationReason)>, StoreError>;
+    /// How many certificates are revoked: the CRL changes exactly when this does.
+    async fn revoked_count(&mut self) -> Result<u64, StoreError>;
     /// The next CRL number; never the same twice.
     async fn next_crl_number(&mut self) -> Result<u64, StoreError>;
     /// The live card with this physical serial, if any.

@@ -30,6 +30,22 @@ pub struct CardAuthority {
     pub master_key: MasterKey,
     /// How long card certificates last.
     pub certificate_validity: Duration,
+    /// The last CRL signed, until a revocation changes it.
+    pub crl_cache: std::sync::Mutex<Option<CachedCrl>>,
+}
+
+impl CardAuthority {
+    pub fn new(ca: CertificateAuthority, master_key: MasterKey, certificate_validity: Duration) -> CardAuthority {
+        CardAuthority { ca, master_key, certificate_validity, crl_cache: std::sync::Mutex::new(None) }
+    }
+}
+
+/// A signed CRL and what it was signed for.
+#[derive(Debug, Clone)]
+pub struct CachedCrl {
+    revoked: u64,
+    refresh_after: time::OffsetDateTime,
+    der: Vec<u8>,
 }
 
 /// Why a card ceremony asks for the administrative secret.
@@ -863,9 +879,18 @@ impl Service {
     }
 
     /// The current CRL (DER), signed by the issuing CA, listing every revoked card certificate.
+    /// A signed CRL is kept until a revocation changes it or it nears its next update, so
+    /// fetching it costs one count, not a signature and a write.
     pub async fn current_crl(&self) -> Result<Vec<u8>, RaError> {
         let authority = self.card_authority()?;
         let now = self.clock.now();
+        let revoked_now = self.store.begin_read().await?.revoked_count().await?;
+        {
+            let cached = authority.crl_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(crl) = cached.as_ref().filter(|c| c.revoked == revoked_now && c.refresh_after > now) {
+                return Ok(crl.der.clone());
+            }
+        }
         let mut tx = self.store.begin_write().await?;
         let number = tx.next_crl_number().await?;
         let revoked = tx
@@ -875,9 +900,16 @@ impl Service {
             .filter_map(|(serial, at, reason)| Some(Revoked { serial: hex::decode(serial).ok()?, at, reason }))
             .collect::<Vec<_>>();
         tx.commit().await?;
-        authority
+        let der = authority
             .ca
             .crl(&revoked, number, now - Duration::minutes(5), now + Duration::days(1))
-            .map_err(|e| RaError::Store(careid_domain::ports::StoreError::Unavailable(e.to_string())))
+            .map_err(|e| RaError::Store(careid_domain::ports::StoreError::Unavailable(e.to_string())))?;
+        let mut cached = authority.crl_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *cached = Some(CachedCrl {
+            revoked: revoked.len() as u64,
+            refresh_after: now + Duration::hours(12),
+            der: der.clone(),
+        });
+        Ok(der)
     }
 }

@@ -191,6 +191,7 @@ async fn a_lost_card_is_revoked_at_once_and_its_replacement_waits_for_the_invest
     let certificates = w.service.card_certificates(issued.id).await.unwrap();
     assert_eq!(certificates[0].revoked.map(|(_, reason)| reason), Some(RevocationReason::KeyCompromise));
     let crl = w.service.current_crl().await.unwrap();
+    assert_eq!(w.service.current_crl().await.unwrap(), crl, "unchanged revocations: the same signed CRL");
     let (_, crl) = x509_parser::parse_x509_crl(&crl).unwrap();
     let listed: Vec<String> = crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect();
     assert!(listed.contains(&certificates[0].serial), "{listed:?}");

@@ -867,6 +867,12 @@ impl Transaction for SqlTransaction {
         self.fetch_all("revoked certificates", sql, Vec::new()).await?.iter().map(rows::revoked).collect()
     }
 
+    async fn revoked_count(&mut self) -> Result<u64, StoreError> {
+        let sql = "SELECT COUNT(*) AS n FROM card_certificates WHERE revoked_at IS NOT NULL";
+        let rows = self.fetch_all("count revoked", sql, Vec::new()).await?;
+        Ok(rows.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0) as u64)
+    }
+
     async fn next_crl_number(&mut self) -> Result<u64, StoreError> {
         let row = sqlx::query(
             "UPDATE counters SET next_value = next_value + 1 WHERE name = 'crl_number' RETURNING next_value - 1 AS v",

@@ -162,7 +162,7 @@ async fn bench_card_issue(cards: usize) -> anyhow::Result<()> {
         careid_domain::ports::Clock::now(&crate::SystemClock),
         &master_key,
     )?;
-    let authority = CardAuthority { ca, master_key, certificate_validity: time::Duration::days(730) };
+    let authority = CardAuthority::new(ca, master_key, time::Duration::days(730));
     let service =
         Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default())
             .with_card_authority(authority);

@@ -144,11 +144,11 @@ pub(crate) fn load_card_authority(config: &Config) -> anyhow::Result<Option<care
     let master_key = read_master_key(config)?;
     let ca = careid_pki::CertificateAuthority::open(&files, &master_key)?
         .with_crl_url(format!("{}/pki/crl", config.public_url()));
-    Ok(Some(careid_service::CardAuthority {
+    Ok(Some(careid_service::CardAuthority::new(
         ca,
         master_key,
-        certificate_validity: time::Duration::days(i64::from(config.card_certificate_days)),
-    }))
+        time::Duration::days(i64::from(config.card_certificate_days)),
+    )))
 }
 
 /// Opens the configured store and builds the service on it.

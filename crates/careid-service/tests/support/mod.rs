@@ -130,7 +130,7 @@ pub async fn world() -> World {
     let clock = Arc::new(FixedClock::at(datetime!(2026-11-23 09:00 UTC)));
     let master_key = careid_pki::MasterKey::from_bytes([7; 32]);
     let (ca, _) = careid_pki::CertificateAuthority::create("careid test", clock.now(), &master_key).unwrap();
-    let authority = CardAuthority { ca, master_key, certificate_validity: time::Duration::days(730) };
+    let authority = CardAuthority::new(ca, master_key, time::Duration::days(730));
     let service = Service::new(Arc::new(store.clone()), clock.clone(), Arc::new(OsRandom), ServiceSettings::default())
         .with_card_authority(authority);
     let icb = ods("QWE");
