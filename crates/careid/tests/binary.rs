@@ -50,27 +50,8 @@ impl Drop for Child {
 fn init_serve_and_the_ra_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let init = ok(&careid(
-        dir,
-        &[
-            "init",
-            "--org-code",
-            "QWE",
-            "--org-name",
-            "Test ICB",
-            "--given-name",
-            "Mina",
-            "--family-name",
-            "Manager",
-            "--date-of-birth",
-            "1980-01-01",
-            "--ni-number",
-            "AB000001A",
-        ],
-    ));
-    let credential =
-        init.lines().map(str::trim).find(|l| l.starts_with("careid-recovery-")).expect("credential printed").to_owned();
-    // A second init on the same store is refused.
+    let (_server, url, credential) = deployment(dir);
+    // A second init on the same deployment is refused.
     let again = careid(
         dir,
         &[
@@ -90,25 +71,6 @@ fn init_serve_and_the_ra_command_line() {
         ],
     );
     assert!(!again.status.success());
-
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("server.log")).unwrap();
-    let _server = Child(
-        Command::new(CAREID)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("CAREID_DATA_DIR", dir.join("data"))
-            .env("CAREID_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(ready, "server did not start");
 
     let ra = |args: &[&str]| {
         let mut all = vec!["ra", "--server", url.as_str()];
