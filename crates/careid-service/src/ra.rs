@@ -549,12 +549,13 @@ impl Service {
         actor: &Actor,
         uuid: &PersonUuid,
     ) -> Result<PersonView, RaError> {
-        let view = self.person(uuid).await?;
         if &actor.person == uuid {
-            return Ok(view);
+            return self.person(uuid).await;
         }
+        // Decide before assembling the profile: a refused caller costs no more than the check.
         let mut tx = self.store.begin_read().await?;
-        let scope = self.person_in_scope(&mut tx, actor, &view.person).await?;
+        let person = self.load_person(&mut tx, uuid).await?;
+        let scope = self.person_in_scope(&mut tx, actor, &person).await?;
         drop(tx);
         let role = if actor.functions.is_empty() {
             Err(Refusal::new(
@@ -565,7 +566,7 @@ impl Service {
             Ok(())
         };
         match first_refusal([role, scope]) {
-            Ok(()) => Ok(view),
+            Ok(()) => self.person(uuid).await,
             Err(refusal) => Err(self.refuse_read(ctx, actor, Action::PersonRead, uuid.as_str(), refusal).await),
         }
     }

@@ -338,6 +338,8 @@ async fn a_change_of_name_needs_proof_and_is_recorded_with_the_check() {
     let view = w.service.person(&person).await.unwrap();
     assert_eq!(view.person.details.family_name.as_str(), "Married");
     assert_eq!(view.identity_checks.len(), 2, "registration and change of name");
+    // Whoever verified identity is recorded with each check.
+    assert!(view.identity_checks.iter().all(|c| c.checked_by.as_ref() == Some(&w.agent.person)));
     assert_eq!(w.last_audit().await.get("detail.to"), Some("Nia Married"));
 }
 
@@ -369,7 +371,8 @@ async fn every_holder_reads_their_own_trail_and_reads_are_audited() {
         .iter()
         .map(|r| careid_audit::decode(&r.entry).unwrap().get("action").unwrap().to_owned())
         .collect();
-    for expected in ["person.create", "assignment.create", "credential.issue", "session.create"] {
+    // The terms of use are accepted at registration, and that is on the holder's own trail.
+    for expected in ["person.create", "terms.accept", "assignment.create", "credential.issue", "session.create"] {
         assert!(actions.iter().any(|a| a == expected), "{expected} missing from {actions:?}");
     }
     assert_eq!(w.last_audit().await.get("action"), Some("audit.read"));

@@ -261,6 +261,13 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         all.extend_from_slice(args);
         careid_input(dir, &all, input)
     };
+    // The holder enters a passcode on their card; what careid says back.
+    let try_passcode = |card_id: &str, path: &str, passcode: &str| {
+        json(&card(
+            &["--as", "holder", "try", card_id, "--virtual", path, "--passcode-stdin"],
+            &format!("{passcode}\n"),
+        ))
+    };
     ok(&ra(&["login", "ram", "--credential", &credential]));
     ok(&ra(&[
         "org",
@@ -345,18 +352,12 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         "582039\n582039\n",
     ));
     assert_eq!(set["state"], "active");
-    assert_eq!(
-        json(&card(&["--as", "holder", "try", &id, "--virtual", card_path, "--passcode-stdin"], "582039\n"))["signed"],
-        true
-    );
+    assert_eq!(try_passcode(&id, card_path, "582039")["signed"], true);
 
     // Three wrong passcodes lock it in careid's records.
     let mut last = serde_json::Value::Null;
     for wrong in ["111112", "111113", "111114"] {
-        last = json(&card(
-            &["--as", "holder", "try", &id, "--virtual", card_path, "--passcode-stdin"],
-            &format!("{wrong}\n"),
-        ));
+        last = try_passcode(&id, card_path, wrong);
     }
     assert_eq!(last["state"], "locked");
     // The sponsor authorises the unlock; the holder types the new passcode.
@@ -365,26 +366,17 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         "740261\n740261\n",
     ));
     assert_eq!(unlocked["state"], "active");
-    assert_eq!(
-        json(&card(&["--as", "holder", "try", &id, "--virtual", card_path, "--passcode-stdin"], "740261\n"))["signed"],
-        true
-    );
+    assert_eq!(try_passcode(&id, card_path, "740261")["signed"], true);
 
     // Locked again, the holder unlocks it alone, with a code sent to their registered email.
     ok(&ra(&["--as", "ram", "person", "contact", &holder, "--email", "hol.staff@nhs.net"]));
     for wrong in ["111112", "111113", "111114"] {
-        last = json(&card(
-            &["--as", "holder", "try", &id, "--virtual", card_path, "--passcode-stdin"],
-            &format!("{wrong}\n"),
-        ));
+        last = try_passcode(&id, card_path, wrong);
     }
     assert_eq!(last["state"], "locked");
     let unlocked = self_unlock(dir, &url, card_path, "hol.staff@nhs.net", "1990-02-03\n318264\n318264\n");
     assert_eq!(json(&unlocked)["state"], "active");
-    assert_eq!(
-        json(&card(&["--as", "holder", "try", &id, "--virtual", card_path, "--passcode-stdin"], "318264\n"))["signed"],
-        true
-    );
+    assert_eq!(try_passcode(&id, card_path, "318264")["signed"], true);
 
     // openssl accepts the live card's certificate with careid's CA and CRL.
     let hex_certificate: serde_json::Value =
@@ -467,10 +459,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     let repaired = json(&card(&["--as", "ram", "repair", &new_id, "--virtual", new_path], ""));
     assert_eq!(repaired["state"], "awaiting_passcode");
     ok(&card(&["--as", "ram", "set-passcode", &new_id, "--virtual", new_path, "--passcode-stdin"], "906172\n906172\n"));
-    assert_eq!(
-        json(&card(&["--as", "holder", "try", &new_id, "--virtual", new_path, "--passcode-stdin"], "906172\n"))["signed"],
-        true
-    );
+    assert_eq!(try_passcode(&new_id, new_path, "906172")["signed"], true);
     let shown = json(&card(&["--as", "ram", "show", &new_id], ""));
     let reasons: Vec<&str> = shown["certificates"]
         .as_array()
