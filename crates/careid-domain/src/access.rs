@@ -377,6 +377,8 @@ pub enum Rule {
     CertificateExpired,
     /// Renewal opens 90 days before a certificate's end.
     RenewalNotDue,
+    /// Too many requests of one kind in a window (self-service unlock codes per card).
+    TooManyRequests,
 }
 
 impl Rule {
@@ -401,6 +403,7 @@ impl Rule {
             Rule::InvestigatorConflicted => "separation_of_duties.investigator",
             Rule::CertificateExpired => "certificate_expired",
             Rule::RenewalNotDue => "renewal_not_due",
+            Rule::TooManyRequests => "too_many_requests",
         }
     }
 }

@@ -47,6 +47,7 @@ pub enum Action {
     IncidentOpen,
     IncidentClose,
     CardUnlockCode,
+    MessageSent,
 }
 
 impl Action {
@@ -89,6 +90,7 @@ impl Action {
             Action::IncidentOpen => "incident.open",
             Action::IncidentClose => "incident.close",
             Action::CardUnlockCode => "card.unlock_code",
+            Action::MessageSent => "message.sent",
         }
     }
 }

@@ -291,6 +291,10 @@ pub struct UnlockCode {
 pub const UNLOCK_CODE_LIFETIME: time::Duration = time::Duration::minutes(15);
 /// Wrong codes before a code is spent.
 pub const UNLOCK_CODE_TRIES: u8 = 5;
+/// At most this many self-service unlock codes per card in `UNLOCK_CODE_WINDOW`: whoever knows
+/// a card's serial can ask for one, and each voids the last.
+pub const UNLOCK_CODES_PER_WINDOW: u64 = 3;
+pub const UNLOCK_CODE_WINDOW: time::Duration = time::Duration::hours(1);
 
 /// A message to a person (email), queued in the transaction that decided to send it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,6 +305,8 @@ pub struct OutboxMessage {
     pub body: String,
     pub created_at: time::OffsetDateTime,
     pub sent_at: Option<time::OffsetDateTime>,
+    /// Failed delivery attempts so far.
+    pub attempts: u32,
 }
 
 /// A transition the state machine does not have.

@@ -120,6 +120,13 @@ pub struct AuditQuery {
 }
 
 /// A store of RA records with an append-only, hash-chained audit log.
+/// Sends email: the outbox's way out (SMTP in the binary).
+#[async_trait]
+pub trait Mailer: Send + Sync + std::fmt::Debug {
+    /// Sends one message. The error says why, without the message's body.
+    async fn send(&self, message: &OutboxMessage) -> Result<(), String>;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// A transaction for reading only.
@@ -263,10 +270,25 @@ pub trait Transaction: Send {
     async fn insert_unlock_code(&mut self, code: &UnlockCode, at: OffsetDateTime) -> Result<(), StoreError>;
     /// The most recent unlock code issued for a card (earlier ones are void).
     async fn latest_unlock_code(&mut self, card: i64) -> Result<Option<UnlockCode>, StoreError>;
+    /// How many unlock codes were issued for `card` at or after `since`.
+    async fn unlock_codes_since(&mut self, card: i64, since: OffsetDateTime) -> Result<u64, StoreError>;
     async fn update_unlock_code(&mut self, code: &UnlockCode) -> Result<(), StoreError>;
     async fn enqueue_message(&mut self, message: &OutboxMessage) -> Result<i64, StoreError>;
     /// Queued messages, newest first, optionally to one recipient.
     async fn outbox(&mut self, recipient: Option<&Email>, limit: u32) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// Whether any unsent message is free to send at `now`.
+    async fn outbox_waiting(&mut self, now: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Leases up to `limit` unsent messages, oldest first, whose lease (if any) ended before
+    /// `now`, until `until`: nobody else takes them meanwhile.
+    async fn lease_unsent_messages(
+        &mut self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+    async fn mark_message_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// A failed try: counted, its error kept, and the message left alone until `retry_at`.
+    async fn mark_message_failed(&mut self, id: i64, error: &str, retry_at: OffsetDateTime) -> Result<(), StoreError>;
     async fn insert_incident(&mut self, incident: &Incident) -> Result<i64, StoreError>;
     async fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError>;
     async fn close_incident(&mut self, id: i64, closure: &IncidentClosure) -> Result<(), StoreError>;

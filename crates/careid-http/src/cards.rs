@@ -156,15 +156,19 @@ pub async fn cards_cancel(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Clears an ended card for reuse (RA, card in hand).
-#[utoipa::path(post, path = "/api/v1/cards/{id}/clear", tag = "cards", responses((status = 204)), security(("bearer" = [])))]
+/// Clears an ended card for reuse (RA, card in hand): returns the card's administrative
+/// secret sealed to the clearing ceremony's key, which wipes the card with it.
+#[utoipa::path(post, path = "/api/v1/cards/{id}/clear", tag = "cards", request_body = wire::ClearCard,
+    responses((status = 200, body = wire::CardCleared)), security(("bearer" = [])))]
 pub async fn cards_clear(
     State(app): State<App>,
     auth: Authed,
     PathParam(id): PathParam<String>,
-) -> Result<StatusCode, ApiError> {
-    app.service.clear_card(&auth.ctx, &auth.actor, card_id(&id)?).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Json(body): Json<wire::ClearCard>,
+) -> Result<Json<wire::CardCleared>, ApiError> {
+    let key = base64_field("ceremony_key", &body.ceremony_key)?;
+    let sealed = app.service.clear_card(&auth.ctx, &auth.actor, card_id(&id)?, &key).await?;
+    Ok(Json(wire::CardCleared { sealed_secret: STANDARD.encode(sealed) }))
 }
 
 fn card_out(card: &CardRecord, certificates: &[careid_domain::card::CardCertificate]) -> wire::Card {

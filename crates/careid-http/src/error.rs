@@ -79,6 +79,7 @@ fn refusal_status(rule: Rule) -> StatusCode {
         | Rule::InvestigationOpen
         | Rule::CertificateExpired
         | Rule::RenewalNotDue => StatusCode::CONFLICT,
+        Rule::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 

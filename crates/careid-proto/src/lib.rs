@@ -430,6 +430,19 @@ pub struct CeremonySecrets {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClearCard {
+    /// The clearing ceremony's one-time X25519 public key (base64).
+    pub ceremony_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardCleared {
+    /// The card's administrative secret, sealed to the ceremony key (base64): the ceremony
+    /// wipes the card with it.
+    pub sealed_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CardStateResponse {
     pub card_id: i64,
     /// `awaiting_passcode`, `active`, `locked`, `lost`, `stolen`, `damaged`, `cancelled`, `cleared`.

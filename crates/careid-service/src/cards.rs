@@ -132,8 +132,22 @@ impl ReleasedSecrets {
 
 /// Opens the administrative secret `begin_card_issue` sealed to the issuing ceremony's key.
 pub fn open_issue_secret(recipient: careid_pki::BoxRecipient, sealed: &[u8]) -> Result<Secret, careid_pki::SealError> {
-    let bytes = recipient.open(ISSUE_LABEL, sealed)?;
-    Ok(Secret::new(String::from_utf8_lossy(&bytes).into_owned()))
+    open_one_secret(recipient, ISSUE_LABEL, sealed)
+}
+
+/// Opens the administrative secret `clear_card` sealed to the clearing ceremony's key.
+pub fn open_clear_secret(recipient: careid_pki::BoxRecipient, sealed: &[u8]) -> Result<Secret, careid_pki::SealError> {
+    open_one_secret(recipient, CLEAR_LABEL, sealed)
+}
+
+fn open_one_secret(
+    recipient: careid_pki::BoxRecipient,
+    label: &[u8],
+    sealed: &[u8],
+) -> Result<Secret, careid_pki::SealError> {
+    let bytes = zeroize::Zeroizing::new(recipient.open(label, sealed)?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| careid_pki::SealError::Format)?;
+    Ok(Secret::new(text.to_owned()))
 }
 
 /// What the card signs to prove a self-service unlock finished: the card and the next
@@ -150,7 +164,7 @@ fn unlock_code_hash(card: i64, code: &Secret) -> [u8; 32] {
 }
 
 /// `a.smith@nhs.net` → `a•••@nhs.net`.
-fn mask_email(email: &careid_domain::ids::Email) -> String {
+pub(crate) fn mask_email(email: &careid_domain::ids::Email) -> String {
     let text = email.as_str();
     match text.split_once('@') {
         Some((local, domain)) => format!("{}•••@{domain}", local.chars().next().unwrap_or('?')),
@@ -169,11 +183,29 @@ fn holder_actor(card: &CardRecord) -> AuditActor {
 const SECRET_LABEL: &[u8] = b"careid card administrative secret";
 const ISSUE_LABEL: &[u8] = b"careid card issue";
 const RELEASE_LABEL: &[u8] = b"careid card ceremony";
+const CLEAR_LABEL: &[u8] = b"careid card clear";
 
 fn seal_to_ceremony(ceremony_key: &[u8], label: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, RaError> {
     careid_pki::seal_to(ceremony_key, label, plaintext).map_err(|_| {
         RaError::Invalid(InvalidInput::new("ceremony_key", "must be the ceremony's 32-byte X25519 public key"))
     })
+}
+
+/// Records `card` as ended in state `to`, revoking its certificates if `to` calls for it.
+async fn end_card_as(
+    tx: &mut Box<dyn Transaction>,
+    card: &mut CardRecord,
+    to: CardState,
+    event: &mut careid_domain::audit::AuditEvent,
+    now: time::OffsetDateTime,
+) -> Result<(), RaError> {
+    if let Some(reason) = to.revocation_reason() {
+        let revoked = tx.revoke_certificates_of(card.id, reason, now).await?;
+        event.detail.push(("certificates_revoked", revoked.to_string()));
+    }
+    card.state = to;
+    tx.update_card(card).await?;
+    Ok(())
 }
 
 fn state_refusal(card: &CardRecord, event: CardEvent) -> Refusal {
@@ -554,7 +586,19 @@ impl Service {
             )
         });
         let preconditions = self.ceremony_preconditions(&mut tx, &card, Ceremony::SelfServiceUnlock, now).await?;
-        let email = match preconditions.and(email) {
+        let recent = tx.unlock_codes_since(card.id, now - careid_domain::card::UNLOCK_CODE_WINDOW).await?;
+        let rate = if recent >= careid_domain::card::UNLOCK_CODES_PER_WINDOW {
+            Err(Refusal::new(
+                Rule::TooManyRequests,
+                format!(
+                    "{recent} unlock codes were sent for this card in the last hour, the most allowed: \
+                     use the latest one, wait, or ask your RA or sponsor to unlock the card"
+                ),
+            ))
+        } else {
+            Ok(())
+        };
+        let email = match preconditions.and(rate).and(email) {
             Ok(email) => email,
             Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
         };
@@ -575,16 +619,21 @@ impl Service {
             recipient: email.clone(),
             subject: "Your careid smartcard unlock code".into(),
             body: format!(
-                "Your unlock code for card {} is {}. It works once, for 15 minutes, until {}.\n\
-                 Type it into the unlock on your own computer, with your card in the reader; you will then choose\n\
-                 a new passcode. Nobody from careid, IT or your practice will ever ask you for this code.\n\
-                 If you did not ask to unlock your card, report it to your RA.",
+                "Your unlock code for card {} is {}.\n\
+                 It works once, for 15 minutes, until {}.\n\
+                 \n\
+                 Type it into the unlock on your own computer, with your card in\n\
+                 the reader; you will then choose a new passcode. Nobody from\n\
+                 careid, IT or your practice will ever ask you for this code.\n\
+                 \n\
+                 If you did not ask to unlock your card, report it to your RA.\n",
                 card.serial,
                 code.expose(),
                 careid_audit::format_time(record.expires_at)
             ),
             created_at: now,
             sent_at: None,
+            attempts: 0,
         };
         tx.enqueue_message(&message).await?;
         let masked = mask_email(&email);
@@ -768,9 +817,44 @@ impl Service {
         self.end_card(ctx, actor, card_id, CardEvent::Cancelled).await
     }
 
-    /// Clears an ended card for reuse (RA only, card in hand): a reissue starts a new record.
-    pub async fn clear_card(&self, ctx: &RequestContext, actor: &Actor, card_id: i64) -> Result<(), RaError> {
-        self.end_card(ctx, actor, card_id, CardEvent::ClearedForReuse).await
+    /// Clears an ended card for reuse (RA only, card in hand): its certificates are revoked and
+    /// the card's administrative secret is sealed to the clearing ceremony's one-time key
+    /// (`ceremony_key`; open it with `open_clear_secret`), which wipes the card with it. A card
+    /// already cleared may be cleared again, so a wipe that failed can be retried. A reissue
+    /// starts a new record.
+    pub async fn clear_card(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        card_id: i64,
+        ceremony_key: &[u8],
+    ) -> Result<Vec<u8>, RaError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let mut card = self.load_card(&mut tx, card_id).await?;
+        let mut event = self.card_event(ctx, actor.into(), Action::CardEnd, &card);
+        event.detail.push(("event", CardEvent::ClearedForReuse.code().into()));
+        let check = self.card_check(&mut tx, actor, &card, RaAction::CancelCard).await?;
+        let to = if card.state == CardState::Cleared {
+            event.detail.push(("again", "true".into()));
+            Ok(CardState::Cleared)
+        } else {
+            transition(card.state, CardEvent::ClearedForReuse)
+                .map_err(|_| state_refusal(&card, CardEvent::ClearedForReuse))
+        };
+        let to = match check.and(to) {
+            Ok(to) => to,
+            Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
+        };
+        let (sealed_current, _) = tx.card_administrator_secret(card.id).await?;
+        let current = self.unseal_secret(&sealed_current)?;
+        let for_ceremony = seal_to_ceremony(ceremony_key, CLEAR_LABEL, current.expose().as_bytes())?;
+        if to != card.state {
+            end_card_as(&mut tx, &mut card, to, &mut event, now).await?;
+        }
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(for_ceremony)
     }
 
     async fn end_card(
@@ -790,12 +874,7 @@ impl Service {
             Ok(to) => to,
             Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
         };
-        if let Some(reason) = to.revocation_reason() {
-            let revoked = tx.revoke_certificates_of(card.id, reason, now).await?;
-            event.detail.push(("certificates_revoked", revoked.to_string()));
-        }
-        card.state = to;
-        tx.update_card(&card).await?;
+        end_card_as(&mut tx, &mut card, to, &mut event, now).await?;
         tx.append_audit(&event).await?;
         tx.commit().await?;
         Ok(())

@@ -4,6 +4,7 @@
 mod auth;
 mod cards;
 mod error;
+mod outbox;
 mod ra;
 
 use std::sync::Arc;
@@ -19,9 +20,11 @@ use time::Duration;
 
 pub use auth::{InitDeployment, InitOutcome, LoginOutcome};
 pub use cards::{
-    CardAuthority, CardReport, Ceremony, ReleasedSecrets, open_issue_secret, self_service_completion_message,
+    CardAuthority, CardReport, Ceremony, ReleasedSecrets, open_clear_secret, open_issue_secret,
+    self_service_completion_message,
 };
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
+pub use outbox::{Delivery, retry_delay};
 pub use ra::{AssignmentTerms, AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, ReadAudit};
 
 /// Settings the use cases take from configuration.

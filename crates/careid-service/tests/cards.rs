@@ -14,7 +14,7 @@ use careid_domain::passcode::choose;
 use careid_domain::ports::Store;
 use careid_domain::secret::Secret;
 use careid_pki::BoxRecipient;
-use careid_service::{CardReport, Ceremony, RaError, ReleasedSecrets, open_issue_secret};
+use careid_service::{CardReport, Ceremony, RaError, ReleasedSecrets, open_clear_secret, open_issue_secret};
 use support::{World, ctx, world};
 use time::macros::date;
 
@@ -240,8 +240,25 @@ async fn a_lost_card_is_revoked_at_once_and_its_replacement_waits_for_the_invest
     let before = w.audit_len().await;
     let back = release(&w, &w.agent, issued.id, Ceremony::Unlock).await;
     w.assert_refused(before, back, Rule::CardState).await;
-    w.service.clear_card(&ctx(), &w.agent, issued.id).await.unwrap();
-    assert_eq!(state(&w, &holder.person, issued.id).await, CardState::Cleared);
+    // Clearing is the RA's, card in hand: the holder may not; the RA's clearing ceremony gets
+    // the card's own administrative secret, with which it wipes the card back to blank.
+    let before = w.audit_len().await;
+    let by_holder = w.service.clear_card(&ctx(), &holder, issued.id, BoxRecipient::new().unwrap().public_key()).await;
+    w.assert_refused(before, by_holder, Rule::RoleNotPermitted).await;
+    let mut lost_card = issued.card;
+    for attempt in 0..2 {
+        let recipient = BoxRecipient::new().unwrap();
+        let sealed = w.service.clear_card(&ctx(), &w.agent, issued.id, recipient.public_key()).await.unwrap();
+        let administrator = open_clear_secret(recipient, &sealed).unwrap();
+        assert_eq!(state(&w, &holder.person, issued.id).await, CardState::Cleared);
+        if attempt == 1 {
+            // A retried clear releases the same secret, and the card wipes with it.
+            lost_card.initialise(&administrator, &Secret::new("transport".into()), "blank").unwrap();
+            assert!(lost_card.certificate().unwrap().is_none(), "the wiped card holds no certificate");
+        }
+        secrets.push(administrator.expose().to_owned());
+    }
+    assert_eq!(w.last_audit().await.get("detail.again"), Some("true"));
 
     // A privacy officer whose own card is stolen may not close its investigation.
     let officers_card = issue(&w, &w.agent, &w.privacy_officer.person, "582039", &mut secrets).await;
@@ -443,5 +460,72 @@ async fn self_service_unlock_by_an_emailed_code_completes_only_with_the_cards_ow
     let before = w.audit_len().await;
     let again = w.service.release_with_unlock_code(&ctx(), issued.id, &Secret::new(code), key.public_key()).await;
     w.assert_refused(before, again, Rule::CredentialInvalid).await;
+
+    // Whoever knows the serial can ask for codes, each voiding the last: three an hour per card.
+    for _ in 0..2 {
+        w.service.request_unlock_code(&ctx(), &serial).await.unwrap();
+    }
+    let before = w.audit_len().await;
+    let flood = w.service.request_unlock_code(&ctx(), &serial).await;
+    w.assert_refused(before, flood, Rule::TooManyRequests).await;
+    w.clock.advance(time::Duration::minutes(61));
+    w.service.request_unlock_code(&ctx(), &serial).await.unwrap();
     secrets.extend(renew_secret(&released));
+}
+
+/// A mail relay that refuses until told otherwise, and keeps what it accepted.
+#[derive(Debug, Default)]
+struct Relay {
+    up: std::sync::atomic::AtomicBool,
+    sent: std::sync::Mutex<Vec<careid_domain::card::OutboxMessage>>,
+}
+
+#[async_trait::async_trait]
+impl careid_domain::ports::Mailer for Relay {
+    async fn send(&self, message: &careid_domain::card::OutboxMessage) -> Result<(), String> {
+        if !self.up.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("421 service not available".into());
+        }
+        self.sent.lock().unwrap().push(message.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_outbox_is_delivered_once_retried_with_pauses_and_each_delivery_audited() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let holder = holder(&w, "Ema", "CE300009A").await;
+    let email = careid_domain::ids::Email::parse("ema.staff@nhs.net").unwrap();
+    let contact = careid_domain::model::ContactDetails { email: Some(email.clone()), phone: None };
+    w.service.change_contact(&ctx(), &holder, &holder.person, contact).await.unwrap();
+    let issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    for _ in 0..3 {
+        w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
+    }
+    w.service.request_unlock_code(&ctx(), &issued.card.status().unwrap().serial).await.unwrap();
+
+    // The relay is down: the try is counted and the message waits out its pause.
+    let relay = Relay::default();
+    let delivered = w.service.deliver_outbox(&ctx(), &relay).await.unwrap();
+    assert_eq!(delivered, careid_service::Delivery { sent: 0, failed: 1 });
+    relay.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(w.service.deliver_outbox(&ctx(), &relay).await.unwrap(), careid_service::Delivery::default());
+    w.clock.advance(careid_service::retry_delay(1));
+    w.clock.advance(time::Duration::seconds(1));
+
+    // Back up, it is sent once, the sending audited without the code; then nothing is left.
+    let before = w.audit_len().await;
+    assert_eq!(w.service.deliver_outbox(&ctx(), &relay).await.unwrap().sent, 1);
+    assert_eq!(w.audit_len().await, before + 1);
+    let record = w.last_audit().await;
+    assert_eq!((record.get("action"), record.get("detail.to")), (Some("message.sent"), Some("e•••@nhs.net")));
+    assert_eq!(w.service.deliver_outbox(&ctx(), &relay).await.unwrap(), careid_service::Delivery::default());
+    let sent = relay.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].recipient, email);
+    let code = sent[0].body.split_whitespace().find(|w| w.len() == 9 && w.ends_with('.')).unwrap();
+    let mut tx = w.store.begin_read().await.unwrap();
+    let audit = tx.audit_range(0, 1_000_000).await.unwrap();
+    assert!(audit.iter().all(|r| !String::from_utf8_lossy(&r.entry).contains(&code[..8])), "the code is never audited");
 }

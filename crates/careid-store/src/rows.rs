@@ -374,5 +374,6 @@ pub(crate) fn outbox_message(row: &AnyRow) -> Result<OutboxMessage, StoreError> 
         body: text(row, "body")?,
         created_at: time_at(row, "created_at")?,
         sent_at: opt_time_at(row, "sent_at")?,
+        attempts: u32::try_from(int(row, "attempts")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
 }

@@ -912,6 +912,12 @@ impl Transaction for SqlTransaction {
         rows.first().map(rows::unlock_code).transpose()
     }
 
+    async fn unlock_codes_since(&mut self, card: i64, since: OffsetDateTime) -> Result<u64, StoreError> {
+        let sql = "SELECT COUNT(*) AS n FROM unlock_codes WHERE card = $1 AND created_at >= $2";
+        let rows = self.fetch_all("count unlock codes", sql, vec![Arg::Int(card), Arg::Int(micros(since))]).await?;
+        Ok(rows.first().map(|row| int(row, "n")).transpose()?.unwrap_or(0) as u64)
+    }
+
     async fn update_unlock_code(&mut self, code: &UnlockCode) -> Result<(), StoreError> {
         sqlx::query("UPDATE unlock_codes SET attempts = $2, used_at = $3 WHERE id = $1")
             .bind(code.id)
@@ -947,6 +953,55 @@ impl Transaction for SqlTransaction {
             None => ("SELECT * FROM outbox ORDER BY id DESC LIMIT $1", vec![Arg::Int(i64::from(limit))]),
         };
         self.fetch_all("read outbox", sql, args).await?.iter().map(rows::outbox_message).collect()
+    }
+
+    async fn outbox_waiting(&mut self, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let sql = "SELECT id FROM outbox WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < $1) LIMIT 1";
+        Ok(!self.fetch_all("read unsent messages", sql, vec![Arg::Int(micros(now))]).await?.is_empty())
+    }
+
+    async fn lease_unsent_messages(
+        &mut self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        let sql = "SELECT * FROM outbox WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < $1) \
+                   ORDER BY id LIMIT $2";
+        let rows = self
+            .fetch_all("read unsent messages", sql, vec![Arg::Int(micros(now)), Arg::Int(i64::from(limit))])
+            .await?;
+        let messages: Vec<OutboxMessage> = rows.iter().map(rows::outbox_message).collect::<Result<_, _>>()?;
+        for message in &messages {
+            sqlx::query("UPDATE outbox SET leased_until = $2 WHERE id = $1")
+                .bind(message.id)
+                .bind(micros(until))
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| self.failure("lease message", &e))?;
+        }
+        Ok(messages)
+    }
+
+    async fn mark_message_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET sent_at = $2, leased_until = NULL WHERE id = $1")
+            .bind(id)
+            .bind(micros(at))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.failure("mark message sent", &e))?;
+        Ok(())
+    }
+
+    async fn mark_message_failed(&mut self, id: i64, error: &str, retry_at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, leased_until = $3 WHERE id = $1")
+            .bind(id)
+            .bind(error.to_owned())
+            .bind(micros(retry_at))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.failure("mark message failed", &e))?;
+        Ok(())
     }
 
     async fn insert_incident(&mut self, i: &Incident) -> Result<i64, StoreError> {

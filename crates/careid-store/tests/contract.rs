@@ -422,3 +422,42 @@ contract!(the_store_itself_allows_at_most_one_live_card_per_person, |store| {
     assert_eq!(tx.next_crl_number().await.unwrap(), n + 1);
     tx.commit().await.unwrap();
 });
+
+contract!(the_outbox_leases_each_message_to_one_sender_and_keeps_failures_for_later, |store| {
+    use careid_domain::card::OutboxMessage;
+    use careid_domain::ids::Email;
+    let at = datetime!(2026-11-23 09:00 UTC);
+    let minute = time::Duration::minutes(1);
+    let message = |to: &str| OutboxMessage {
+        id: 0,
+        recipient: Email::parse(to).unwrap(),
+        subject: "s".into(),
+        body: "b".into(),
+        created_at: at,
+        sent_at: None,
+        attempts: 0,
+    };
+    let mut tx = store.begin_write().await.unwrap();
+    let first = tx.enqueue_message(&message("a@nhs.net")).await.unwrap();
+    let second = tx.enqueue_message(&message("b@nhs.net")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Oldest first; a leased message is nobody else's until its lease ends.
+    let mut tx = store.begin_write().await.unwrap();
+    let leased: Vec<i64> = tx.lease_unsent_messages(at, at + minute, 1).await.unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(leased, [first]);
+    let leased: Vec<i64> = tx.lease_unsent_messages(at, at + minute, 10).await.unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(leased, [second]);
+    assert!(!tx.outbox_waiting(at).await.unwrap());
+    tx.mark_message_sent(first, at).await.unwrap();
+    tx.mark_message_failed(second, "421 try later", at + 5 * minute).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // A sent message never comes back; a failed one comes back after its pause, counted.
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(tx.lease_unsent_messages(at + 2 * minute, at + 3 * minute, 10).await.unwrap().is_empty());
+    assert!(tx.outbox_waiting(at + 6 * minute).await.unwrap());
+    let again = tx.lease_unsent_messages(at + 6 * minute, at + 7 * minute, 10).await.unwrap();
+    assert_eq!(again.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(), [(second, 1)]);
+    tx.commit().await.unwrap();
+});

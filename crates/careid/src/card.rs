@@ -14,7 +14,7 @@ use careid_domain::ids::parse_date;
 use careid_domain::passcode::{Passcode, choose};
 use careid_domain::secret::Secret;
 use careid_pki::BoxRecipient;
-use careid_service::{ReleasedSecrets, open_issue_secret};
+use careid_service::{ReleasedSecrets, open_clear_secret, open_issue_secret};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -111,8 +111,13 @@ enum CardCommand {
     },
     /// Cancel a card (RA).
     Cancel { card_id: i64 },
-    /// Clear an ended card for reuse (RA, card in hand).
-    Clear { card_id: i64 },
+    /// Clear an ended card for reuse (RA, card in hand): careid releases the card's
+    /// administrative secret to this ceremony, which wipes the card back to blank.
+    Clear {
+        card_id: i64,
+        #[command(flatten)]
+        device: Device,
+    },
     /// One card, with its certificates.
     Show { card_id: i64 },
     /// A person's cards.
@@ -332,7 +337,7 @@ pub async fn run(args: CardArgs) -> anyhow::Result<()> {
             c.post(&format!("/api/v1/cards/{card_id}/report"), json!({ "report": reason })).await?
         }
         CardCommand::Cancel { card_id } => c.post(&format!("/api/v1/cards/{card_id}/cancel"), json!({})).await?,
-        CardCommand::Clear { card_id } => c.post(&format!("/api/v1/cards/{card_id}/clear"), json!({})).await?,
+        CardCommand::Clear { card_id, device } => clear(&c, card_id, &device).await?,
         CardCommand::Show { card_id } => c.get(&format!("/api/v1/cards/{card_id}")).await?,
         CardCommand::List { person } => c.get(&format!("/api/v1/people/{person}/cards")).await?,
         CardCommand::CloseInvestigation { incident, review, outcome } => {
@@ -341,6 +346,21 @@ pub async fn run(args: CardArgs) -> anyhow::Result<()> {
         }
     };
     args.flags.print(&value)
+}
+
+/// The clearing ceremony: careid revokes the card and releases its administrative secret to
+/// this process, which wipes the card (keys, certificate, passcode) back to a blank token under
+/// the transport secret, ready for a new issue.
+async fn clear(c: &Client, card_id: i64, device: &Device) -> anyhow::Result<Value> {
+    let mut card = open_device(device, false)?;
+    let recipient = BoxRecipient::new()?;
+    let body = json!({ "ceremony_key": STANDARD.encode(recipient.public_key()) });
+    let cleared = c.post(&format!("/api/v1/cards/{card_id}/clear"), body).await?;
+    let administrator = open_clear_secret(recipient, &b64(&cleared, "sealed_secret")?)?;
+    let transport = Secret::new(TRANSPORT_SECRET.into());
+    card.initialise(&administrator, &transport, "careid blank")?;
+    let serial = card.status()?.serial;
+    Ok(json!({ "card_id": card_id, "serial": serial.to_string(), "state": "cleared", "card": "blank" }))
 }
 
 /// The issuing ceremony: the server records the card and seals a new administrative secret to

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-/// A store URL. Its `Debug` hides any password.
+/// A URL that may carry a password (the store's, the mail relay's). Its `Debug` hides it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct StoreUrl(pub String);
+pub struct SecretUrl(pub String);
 
-impl fmt::Debug for StoreUrl {
+impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // postgres://user:password@host/db -> postgres://user:[redacted]@host/db
         match (self.0.find("://"), self.0.rfind('@')) {
@@ -74,7 +74,7 @@ settings! {
     /// The store: `sqlite:PATH` (embedded, the default: `careid.db` in `data_dir`) or
     /// `postgres://user:password@host/database`. The scheme picks the backend. Empty means
     /// the default.
-    store_url: StoreUrl = StoreUrl(String::new());
+    store_url: SecretUrl = SecretUrl(String::new());
     /// PostgreSQL only: the schema careid's tables live in (empty: the server's default).
     store_schema: String = String::new();
     /// Most connections the store keeps open.
@@ -96,6 +96,15 @@ settings! {
     /// The address clients reach careid at, for links inside certificates (the CRL
     /// distribution point). Empty means `http://` and `listen`.
     public_url: String = String::new();
+    /// The mail relay careid sends email through (self-service unlock codes):
+    /// `smtp://host:25` (plain, to a relay on the same network), `smtp://host:587?tls=required`
+    /// (STARTTLS), or `smtps://host:465`; credentials as `smtp://user:password@host`. Empty means
+    /// no email leaves: messages wait in the store's outbox.
+    smtp_url: SecretUrl = SecretUrl(String::new());
+    /// The sender of careid's email.
+    mail_from: String = "careid <careid@localhost>".to_owned();
+    /// Seconds between looks at the outbox for email to send.
+    outbox_poll_seconds: u32 = 5;
     /// Log filter, in `tracing` env-filter syntax (`info`, `careid=debug,sqlx=warn`).
     log: String = "info,sqlx=warn".to_owned();
 }
@@ -137,6 +146,12 @@ impl Config {
         }
         if !(1..=3650).contains(&self.card_certificate_days) {
             bail!("configuration: card_certificate_days must be 1 to 3650");
+        }
+        if self.outbox_poll_seconds == 0 {
+            bail!("configuration: outbox_poll_seconds must be at least 1");
+        }
+        if !self.smtp_url.0.is_empty() {
+            crate::mail::SmtpMailer::new(&self.smtp_url.0, &self.mail_from)?;
         }
         if self.store_max_connections == 0 {
             bail!("configuration: store_max_connections must be at least 1");
@@ -223,8 +238,10 @@ mod tests {
 
     #[test]
     fn debug_hides_the_store_password() {
-        let config =
-            Config { store_url: StoreUrl("postgres://careid:s3cret-pw@db.example/careid".into()), ..Config::default() };
+        let config = Config {
+            store_url: SecretUrl("postgres://careid:s3cret-pw@db.example/careid".into()),
+            ..Config::default()
+        };
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         assert!(shown.contains("postgres://careid:[redacted]@db.example/careid"), "{shown}");

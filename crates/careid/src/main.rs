@@ -7,6 +7,7 @@ mod card;
 mod client;
 mod config;
 mod demo;
+mod mail;
 mod ra;
 
 use std::path::PathBuf;
@@ -191,6 +192,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener =
                 tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))?;
             eprintln!("careid serving on http://{} (store: {})", listener.local_addr()?, service.store().backend());
+            if config.smtp_url.0.is_empty() {
+                tracing::info!("no smtp_url: email waits in the outbox");
+            } else {
+                let mailer = mail::SmtpMailer::new(&config.smtp_url.0, &config.mail_from)?;
+                let every = std::time::Duration::from_secs(u64::from(config.outbox_poll_seconds));
+                tokio::spawn(mail::deliver_forever(service.clone(), mailer, every));
+            }
             serve(listener, service).await
         }
         Command::Init(args) => init(&config, args).await,

@@ -37,6 +37,14 @@ fn free_port() -> u16 {
 }
 
 /// Kills the server when the test ends, however it ends.
+/// Waits up to five seconds for something to listen on `port`.
+fn listening(port: u16) -> bool {
+    (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+}
+
 struct Child(std::process::Child);
 
 impl Drop for Child {
@@ -50,7 +58,7 @@ impl Drop for Child {
 fn init_serve_and_the_ra_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (_server, url, credential) = deployment(dir);
+    let (_server, url, credential) = deployment(dir, &[]);
     // A second init on the same deployment is refused.
     let again = careid(
         dir,
@@ -196,7 +204,7 @@ fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
 }
 
 /// Starts `careid serve` on a free port with its log in `server.log`; returns the URL.
-fn serve(dir: &Path) -> (Child, String) {
+fn serve(dir: &Path, settings: &[(&str, String)]) -> (Child, String) {
     let port = free_port();
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
     let child = Child(
@@ -204,21 +212,18 @@ fn serve(dir: &Path) -> (Child, String) {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("CAREID_DATA_DIR", dir.join("data"))
             .env("CAREID_LOG", "debug")
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap(),
     );
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(ready, "server did not start");
+    assert!(listening(port), "server did not start");
     (child, format!("http://127.0.0.1:{port}"))
 }
 
 /// `careid init` and `careid serve`: the server, its URL and the recovery credential.
-fn deployment(dir: &Path) -> (Child, String, String) {
+fn deployment(dir: &Path, settings: &[(&str, String)]) -> (Child, String, String) {
     let init = ok(&careid(
         dir,
         &[
@@ -238,7 +243,7 @@ fn deployment(dir: &Path) -> (Child, String, String) {
         ],
     ));
     let credential = init.lines().map(str::trim).find(|l| l.starts_with("careid-recovery-")).unwrap().to_owned();
-    let (server, url) = serve(dir);
+    let (server, url) = serve(dir, settings);
     (server, url, credential)
 }
 
@@ -250,7 +255,8 @@ fn json(output: &Output) -> serde_json::Value {
 fn a_card_from_issue_to_replacement_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (_server, url, credential) = deployment(dir);
+    let (mail, mail_settings) = Mail::start(dir);
+    let (_server, url, credential) = deployment(dir, &mail_settings);
     let ra = |args: &[&str]| {
         let mut all = vec!["ra", "--server", url.as_str()];
         all.extend_from_slice(args);
@@ -374,7 +380,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         last = try_passcode(&id, card_path, wrong);
     }
     assert_eq!(last["state"], "locked");
-    let unlocked = self_unlock(dir, &url, card_path, "hol.staff@nhs.net", "1990-02-03\n318264\n318264\n");
+    let unlocked = self_unlock(dir, &url, &mail, card_path, "hol.staff@nhs.net", "1990-02-03\n318264\n318264\n");
     assert_eq!(json(&unlocked)["state"], "active");
     assert_eq!(try_passcode(&id, card_path, "318264")["signed"], true);
 
@@ -476,23 +482,74 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     }
 }
 
+/// Where the holder's email arrives: a real SMTP server (aiosmtpd, writing a Maildir) that
+/// careid delivers its outbox to, or, where aiosmtpd is not installed, careid's outbox table.
+enum Mail {
+    Smtp { _server: Child, maildir: std::path::PathBuf },
+    Outbox,
+}
+
+impl Mail {
+    /// Starts the SMTP server if there is one; returns the settings that point careid at it.
+    fn start(dir: &Path) -> (Mail, Vec<(&'static str, String)>) {
+        let installed =
+            Command::new("python3").args(["-c", "import aiosmtpd"]).output().is_ok_and(|o| o.status.success());
+        if !installed {
+            assert!(std::env::var_os("CAREID_TEST_REQUIRE_SMTP").is_none(), "aiosmtpd is required but not installed");
+            return (Mail::Outbox, Vec::new());
+        }
+        let port = free_port();
+        let maildir = dir.join("maildir");
+        let server = Child(
+            Command::new("python3")
+                .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(&maildir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(listening(port), "the SMTP server did not start");
+        let settings =
+            vec![("CAREID_SMTP_URL", format!("smtp://127.0.0.1:{port}")), ("CAREID_OUTBOX_POLL_SECONDS", "1".into())];
+        (Mail::Smtp { _server: server, maildir }, settings)
+    }
+
+    /// The newest message to `recipient`: an id and its text.
+    fn newest(&self, dir: &Path, recipient: &str) -> Option<(String, String)> {
+        match self {
+            Mail::Smtp { maildir, .. } => {
+                let mut messages: Vec<(std::time::SystemTime, String, String)> = std::fs::read_dir(maildir.join("new"))
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .filter_map(|entry| {
+                        let text = std::fs::read_to_string(entry.path()).ok()?;
+                        let to_them = text.lines().any(|l| l.starts_with("To: ") && l.contains(recipient));
+                        let at = entry.metadata().ok()?.modified().ok()?;
+                        to_them.then(|| (at, entry.file_name().to_string_lossy().into_owned(), text))
+                    })
+                    .collect();
+                messages.sort();
+                messages.pop().map(|(_, id, text)| (id, text))
+            }
+            Mail::Outbox => tokio::runtime::Runtime::new().unwrap().block_on(async {
+                use careid_domain::ports::Store;
+                let url = format!("sqlite://{}", dir.join("data/careid.db").display());
+                let store = careid_store::SqlStore::open(&careid_store::StoreOptions::new(url)).await.unwrap();
+                let mut tx = store.begin_read().await.unwrap();
+                let email = careid_domain::ids::Email::parse(recipient).unwrap();
+                let messages = tx.outbox(Some(&email), 1).await.unwrap();
+                messages.first().map(|m| (m.id.to_string(), m.body.clone()))
+            }),
+        }
+    }
+}
+
 /// `careid card self-unlock` as a holder runs it: the command sends the code and waits at its
-/// prompt; the holder reads the email (here, the outbox) and types the code, then the rest.
-fn self_unlock(dir: &Path, url: &str, card_path: &str, recipient: &str, rest: &str) -> Output {
+/// prompt; the holder reads the email and types the code, then the rest.
+fn self_unlock(dir: &Path, url: &str, mail: &Mail, card_path: &str, recipient: &str, rest: &str) -> Output {
     use std::io::Write;
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let newest_code = || {
-        runtime.block_on(async {
-            use careid_domain::ports::Store;
-            let url = format!("sqlite://{}", dir.join("data/careid.db").display());
-            let store = careid_store::SqlStore::open(&careid_store::StoreOptions::new(url)).await.unwrap();
-            let mut tx = store.begin_read().await.unwrap();
-            let email = careid_domain::ids::Email::parse(recipient).unwrap();
-            let messages = tx.outbox(Some(&email), 1).await.unwrap();
-            messages.first().map(|m| (m.id, m.body.clone()))
-        })
-    };
-    let before = newest_code().map(|(id, _)| id);
+    let before = mail.newest(dir, recipient).map(|(id, _)| id);
     let mut child = Command::new(CAREID)
         .args(["card", "--json", "--server", url, "self-unlock", "--virtual", card_path, "--passcode-stdin"])
         .env("CAREID_CLI_HOME", dir.join("cli"))
@@ -504,9 +561,12 @@ fn self_unlock(dir: &Path, url: &str, card_path: &str, recipient: &str, rest: &s
     let body = (0..200)
         .find_map(|_| {
             std::thread::sleep(Duration::from_millis(50));
-            newest_code().filter(|(id, _)| Some(*id) != before).map(|(_, body)| body)
+            mail.newest(dir, recipient).filter(|(id, _)| Some(id) != before.as_ref()).map(|(_, body)| body)
         })
         .expect("the unlock email arrives");
+    if let Mail::Smtp { .. } = mail {
+        assert!(body.contains("Subject: Your careid smartcard unlock code"), "delivered by SMTP:\n{body}");
+    }
     let code = body
         .split_whitespace()
         .find(|w| w.len() == 9 && w.ends_with('.') && w[..8].bytes().all(|b| b.is_ascii_digit()))
@@ -544,7 +604,7 @@ fn a_card_on_a_pkcs11_token_through_the_command_line() {
     let module = module.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (_server, url, credential) = deployment(dir);
+    let (_server, url, credential) = deployment(dir, &[]);
     ok(&careid(dir, &["ra", "--server", &url, "login", "ram", "--credential", &credential]));
     let created = json(&careid(
         dir,
@@ -580,12 +640,7 @@ fn a_card_on_a_pkcs11_token_through_the_command_line() {
     // OpenSC's pkcs11-tool, an independent PKCS#11 client, finds the token, the certificate and
     // the public key; the private key is not visible without the holder's passcode.
     let slot = slot_of(module, &serial);
-    let objects = stdout(
-        &Command::new("pkcs11-tool")
-            .args(["--module", module, "--slot", &format!("0x{slot:x}"), "--list-objects"])
-            .output()
-            .unwrap(),
-    );
+    let objects = objects_on(module, slot);
     assert!(objects.contains("Certificate Object") && objects.contains("Public Key Object"), "{objects}");
     assert!(!objects.contains("Private Key Object"), "the private key stays behind the passcode:\n{objects}");
 
@@ -609,6 +664,36 @@ fn a_card_on_a_pkcs11_token_through_the_command_line() {
         last = json(&careid_input(dir, &try_args, &format!("{wrong}\n")));
     }
     assert_eq!(last["state"], "locked");
+
+    // The RA cancels the card and clears it with the token in hand: careid releases the
+    // token's SO PIN to the clearing ceremony, which wipes it; the same token is then issued
+    // again, and only its new certificate is on it.
+    ok(&careid_input(dir, &["card", "cancel", &id], ""));
+    let slot_arg = slot.to_string();
+    let cleared =
+        json(&careid_input(dir, &["card", "--json", "clear", &id, "--pkcs11-module", module, "--slot", &slot_arg], ""));
+    assert_eq!(cleared["state"], "cleared");
+    let slot = slot_of(module, &serial);
+    let objects = objects_on(module, slot);
+    assert!(!objects.contains("Certificate Object") && !objects.contains("Public Key Object"), "{objects}");
+    let slot_arg = slot.to_string();
+    let again = json(&careid_input(
+        dir,
+        &["card", "--json", "issue", holder, "--pkcs11-module", module, "--slot", &slot_arg],
+        "",
+    ));
+    assert_eq!((again["serial"].as_str(), again["state"].as_str()), (Some(serial.as_str()), Some("awaiting_passcode")));
+    assert_ne!(again["card_id"].as_i64().unwrap().to_string(), id, "a reissue starts a new card record");
+}
+
+/// What OpenSC's pkcs11-tool lists on the token in `slot`, without logging in.
+fn objects_on(module: &str, slot: u64) -> String {
+    stdout(
+        &Command::new("pkcs11-tool")
+            .args(["--module", module, "--slot", &format!("0x{slot:x}"), "--list-objects"])
+            .output()
+            .unwrap(),
+    )
 }
 
 /// The slot id of the token with this serial, as OpenSC's pkcs11-tool lists it.
