@@ -160,6 +160,9 @@ pub trait Transaction: Send {
     async fn organisation(&mut self, ods: &OdsCode) -> Result<Option<Organisation>, StoreError>;
     /// The organisation and every one above it, nearest first; empty if it does not exist.
     async fn organisation_ancestors(&mut self, ods: &OdsCode) -> Result<Vec<OdsCode>, StoreError>;
+    /// Whether `person` is registered at, or has an assignment at, `org` or an organisation
+    /// under it: the RA scope test, in one query.
+    async fn person_within(&mut self, person: &PersonUuid, org: &OdsCode) -> Result<bool, StoreError>;
     /// Organisations whose code or name contains `text`, optionally only those directly under `parent`.
     async fn organisations(
         &mut self,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use careid_domain::access::{Actor, Refusal};
 use careid_domain::audit::{Action, AuditActor, AuditEvent, Outcome};
 use careid_domain::catalogue::Catalogue;
-use careid_domain::ids::{OdsCode, PersonUuid};
+use careid_domain::ids::PersonUuid;
 use careid_domain::model::Person;
 use careid_domain::ports::{Clock, Random, Store, Transaction};
 use sha2::{Digest, Sha256};
@@ -175,17 +175,8 @@ impl Service {
         actor: &Actor,
         person: &Person,
     ) -> Result<Result<(), Refusal>, RaError> {
-        let mut orgs: Vec<OdsCode> = vec![person.registered_org.clone()];
-        for a in tx.assignments_of(&person.uuid).await? {
-            if !orgs.contains(&a.org) {
-                orgs.push(a.org);
-            }
-        }
-        for org in &orgs {
-            let ancestors = tx.organisation_ancestors(org).await?;
-            if actor.require_scope(org, &ancestors).is_ok() {
-                return Ok(Ok(()));
-            }
+        if tx.person_within(&person.uuid, &actor.org).await? {
+            return Ok(Ok(()));
         }
         Ok(Err(Refusal::new(
             careid_domain::access::Rule::OutOfScope,

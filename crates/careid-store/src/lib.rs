@@ -4,6 +4,7 @@
 //! portable types (BIGINT times in microseconds, TEXT dates, blobs) and `$n` placeholders, and
 //! each backend owns its migrations. Driver errors are translated here and go no further.
 
+mod group;
 mod rows;
 mod tx;
 
@@ -15,6 +16,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
 
+use group::GroupCommit;
+use tx::Conn;
 pub use tx::SqlTransaction;
 
 /// Which database a store URL names.
@@ -66,7 +69,10 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
     /// SQLite allows one writer at a time; waiting here is cheaper than its busy handler.
+    /// In-memory SQLite only (it has one connection, so no writer of its own).
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// File SQLite: the shared writer that commits transactions in batches.
+    group: Option<GroupCommit>,
 }
 
 /// Each backend's migrations, in order: (version, description, SQL).
@@ -169,8 +175,12 @@ impl SqlStore {
             .map_err(|e| driver_error("connect", &e))?;
 
         migrations(backend).run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migrations: {e}")))?;
-        let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        Ok(SqlStore { pool, backend, write_gate })
+        let (write_gate, group) = match backend {
+            Backend::Sqlite if in_memory => (Some(Arc::new(tokio::sync::Mutex::new(()))), None),
+            Backend::Sqlite => (None, Some(GroupCommit::new(&pool).await?)),
+            Backend::Postgres => (None, None),
+        };
+        Ok(SqlStore { pool, backend, write_gate, group })
     }
 
     /// The connection pool, for operator tools that read the raw tables (verification,
@@ -188,22 +198,25 @@ impl SqlStore {
 impl Store for SqlStore {
     async fn begin_read(&self) -> Result<Box<dyn Transaction>, StoreError> {
         let tx = self.pool.begin().await.map_err(|e| driver_error("begin", &e))?;
-        Ok(Box::new(SqlTransaction::new(tx, None, self.backend)))
+        Ok(Box::new(SqlTransaction::new(Conn::Own(tx, None), self.backend)))
     }
 
     async fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError> {
-        let gate = match &self.write_gate {
-            Some(gate) => Some(gate.clone().lock_owned().await),
-            None => None,
+        let conn = if let Some(group) = &self.group {
+            Conn::Batched(group.begin().await?, group.clone())
+        } else {
+            let gate = match &self.write_gate {
+                Some(gate) => Some(gate.clone().lock_owned().await),
+                None => None,
+            };
+            let tx = self.pool.begin().await.map_err(|e| driver_error("begin", &e))?;
+            Conn::Own(tx, gate)
         };
-        let mut tx = self.pool.begin().await.map_err(|e| driver_error("begin", &e))?;
+        let mut tx = SqlTransaction::new(conn, self.backend);
         // The first statement writes the log's head row: from here on this transaction holds
         // the write lock (SQLite's RESERVED lock, PostgreSQL's row lock).
-        sqlx::query("UPDATE audit_head SET writes = writes + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| driver_error("take write lock", &e))?;
-        Ok(Box::new(SqlTransaction::new(tx, gate, self.backend)))
+        tx.take_write_lock().await?;
+        Ok(Box::new(tx))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -18,6 +18,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 use time::OffsetDateTime;
 
+use crate::group::{GroupCommit, Writer};
 use crate::rows::{self, hash, int, micros, name_key};
 use crate::{Backend, driver_error};
 
@@ -30,16 +31,38 @@ enum Arg {
 /// How many rows one multi-row INSERT carries in a bulk write (well under SQLite's 32,766 parameters).
 const BULK_ROWS: usize = 500;
 
+/// The connection a transaction runs on.
+pub(crate) enum Conn {
+    /// A transaction of its own on a pooled connection: reads, PostgreSQL, in-memory SQLite.
+    /// The gate, if any, serialises SQLite writers; it is dropped after the transaction.
+    Own(sqlx::Transaction<'static, Any>, Option<tokio::sync::OwnedMutexGuard<()>>),
+    /// A savepoint on the shared writer, committed with its batch (file SQLite).
+    Batched(tokio::sync::OwnedMutexGuard<Writer>, GroupCommit),
+}
+
 pub struct SqlTransaction {
-    tx: sqlx::Transaction<'static, Any>,
-    /// Held until the transaction ends; dropped after `tx` (fields drop in order).
-    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Present until the transaction ends.
+    conn: Option<Conn>,
     /// The log's head, once read in this transaction: next sequence number and chain hash.
     head: Option<(u64, [u8; 32])>,
     /// A statement failed. PostgreSQL then refuses everything until rollback, SQLite does not;
     /// so that both behave alike, a failed transaction never commits.
     failed: bool,
+    /// Batched only: this transaction appended to the log, and its head goes to the writer.
+    head_written: bool,
     backend: Backend,
+}
+
+impl Drop for SqlTransaction {
+    fn drop(&mut self) {
+        // Ended without a commit: undo this transaction's savepoint on the writer. (An own
+        // transaction rolls itself back when dropped.)
+        if let Some(Conn::Batched(writer, group)) = self.conn.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { group.roll_back(writer).await });
+        }
+    }
 }
 
 impl std::fmt::Debug for SqlTransaction {
@@ -49,12 +72,28 @@ impl std::fmt::Debug for SqlTransaction {
 }
 
 impl SqlTransaction {
-    pub(crate) fn new(
-        tx: sqlx::Transaction<'static, Any>,
-        gate: Option<tokio::sync::OwnedMutexGuard<()>>,
-        backend: Backend,
-    ) -> Self {
-        SqlTransaction { tx, _gate: gate, head: None, failed: false, backend }
+    pub(crate) fn new(conn: Conn, backend: Backend) -> Self {
+        SqlTransaction { conn: Some(conn), head: None, failed: false, head_written: false, backend }
+    }
+
+    pub(crate) async fn take_write_lock(&mut self) -> Result<(), StoreError> {
+        if let Some(Conn::Batched(..)) = &self.conn {
+            // The batch's BEGIN IMMEDIATE holds SQLite's write lock already.
+            return Ok(());
+        }
+        sqlx::query("UPDATE audit_head SET writes = writes + 1 WHERE id = 1")
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("take write lock", &e))?;
+        Ok(())
+    }
+
+    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        match &mut self.conn {
+            Some(Conn::Own(tx, _)) => tx,
+            Some(Conn::Batched(writer, _)) => writer.conn(),
+            None => unreachable!("a transaction's connection is taken only when it ends"),
+        }
     }
 
     /// Records that a statement failed and translates the driver's error.
@@ -71,15 +110,21 @@ impl SqlTransaction {
                 Arg::Int(i) => query.bind(i),
             };
         }
-        query.fetch_all(&mut *self.tx).await.map_err(|e| self.failure(context, &e))
+        query.fetch_all(self.conn()).await.map_err(|e| self.failure(context, &e))
     }
 
     async fn head(&mut self) -> Result<(u64, [u8; 32]), StoreError> {
         if let Some(head) = self.head {
             return Ok(head);
         }
+        if let Some(Conn::Batched(writer, _)) = &self.conn
+            && let Some(head) = writer.head
+        {
+            self.head = Some(head);
+            return Ok(head);
+        }
         let row = sqlx::query("SELECT next_seq, chain_hash FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *self.tx)
+            .fetch_one(self.conn())
             .await
             .map_err(|e| self.failure("read audit head", &e))?;
         let head = (int(&row, "next_seq")? as u64, hash(&row, "chain_hash")?);
@@ -88,10 +133,16 @@ impl SqlTransaction {
     }
 
     async fn write_head(&mut self, head: (u64, [u8; 32])) -> Result<(), StoreError> {
+        if let Some(Conn::Batched(..)) = &self.conn {
+            // Handed to the writer at commit; the batch writes it once.
+            self.head = Some(head);
+            self.head_written = true;
+            return Ok(());
+        }
         sqlx::query("UPDATE audit_head SET next_seq = $1, chain_hash = $2 WHERE id = 1")
             .bind(head.0 as i64)
             .bind(head.1.to_vec())
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("write audit head", &e))?;
         self.head = Some(head);
@@ -122,7 +173,7 @@ impl SqlTransaction {
                     .bind(chain.to_vec());
                 seq += 1;
             }
-            query.execute(&mut *self.tx).await.map_err(|e| self.failure("append audit", &e))?;
+            query.execute(self.conn()).await.map_err(|e| self.failure("append audit", &e))?;
         }
         self.write_head((seq, chain)).await?;
         Ok(first_seq)
@@ -172,15 +223,34 @@ const UNDER: &str = "WITH RECURSIVE under_org(ods_code) AS (\
 
 #[async_trait]
 impl Transaction for SqlTransaction {
-    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        let this = *self;
-        if this.failed {
-            // Dropping the transaction rolls it back.
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        if self.failed {
+            // Roll back to the savepoint on the writer now; an own transaction rolls back when
+            // dropped.
+            if let Some(Conn::Batched(..)) = &self.conn
+                && let Some(Conn::Batched(writer, group)) = self.conn.take()
+            {
+                group.roll_back(writer).await;
+            }
             return Err(StoreError::Unavailable(
                 "a statement in this transaction failed; nothing was committed".into(),
             ));
         }
-        this.tx.commit().await.map_err(|e| driver_error("commit", &e))
+        match self.conn.take() {
+            Some(Conn::Batched(mut writer, group)) => {
+                if self.head_written {
+                    writer.head = self.head;
+                    writer.head_dirty = true;
+                }
+                group.commit(writer).await
+            }
+            Some(Conn::Own(tx, gate)) => {
+                let committed = tx.commit().await.map_err(|e| driver_error("commit", &e));
+                drop(gate);
+                committed
+            }
+            None => unreachable!("a transaction's connection is taken only when it ends"),
+        }
     }
 
     async fn append_audit(&mut self, event: &AuditEvent) -> Result<u64, StoreError> {
@@ -242,7 +312,7 @@ impl Transaction for SqlTransaction {
             "UPDATE counters SET next_value = next_value + $1 WHERE name = 'person_serial' RETURNING next_value - $1 AS v",
         )
         .bind(count as i64)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await
         .map_err(|e| self.failure("next person serial", &e))?;
         Ok(int(&row, "v")? as u64)
@@ -254,7 +324,7 @@ impl Transaction for SqlTransaction {
             .bind(org.name.clone())
             .bind(org.kind.code())
             .bind(opt_string(org.parent.as_ref()))
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("organisation", &e))?;
         Ok(())
@@ -279,6 +349,19 @@ impl Transaction for SqlTransaction {
                    SELECT ods_code FROM up ORDER BY depth";
         let rows = self.fetch_all("organisation ancestors", sql, vec![Arg::Text(ods.to_string())]).await?;
         rows.iter().map(|r| OdsCode::parse(&rows::text(r, "ods_code")?).map_err(rows::corrupt)).collect()
+    }
+
+    async fn person_within(&mut self, person: &PersonUuid, org: &OdsCode) -> Result<bool, StoreError> {
+        let sql = "WITH RECURSIVE base(ods_code) AS (\
+                     SELECT registered_org FROM people WHERE uuid = $1 \
+                     UNION SELECT org FROM assignments WHERE person = $1), \
+                   up(ods_code, parent, depth) AS (\
+                     SELECT o.ods_code, o.parent, 0 FROM organisations o JOIN base b ON o.ods_code = b.ods_code \
+                     UNION ALL SELECT o.ods_code, o.parent, up.depth + 1 FROM organisations o \
+                       JOIN up ON o.ods_code = up.parent WHERE up.depth < 64) \
+                   SELECT ods_code FROM up WHERE ods_code = $2 LIMIT 1";
+        let args = vec![Arg::Text(person.to_string()), Arg::Text(org.to_string())];
+        Ok(!self.fetch_all("person within", sql, args).await?.is_empty())
     }
 
     async fn organisations(
@@ -330,7 +413,7 @@ impl Transaction for SqlTransaction {
         .bind(opt_string(person.contact.email.as_ref()))
         .bind(opt_string(person.contact.phone.as_ref()))
         .bind(person.status.code())
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await
         .map_err(|e| self.failure("person", &e))?;
         Ok(())
@@ -378,7 +461,7 @@ impl Transaction for SqlTransaction {
         .bind(rows::encode_documents(&check.documents))
         .bind(opt_string(check.checked_by.as_ref()))
         .bind(micros(check.checked_at))
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await
         .map_err(|e| self.failure("identity check", &e))?;
         Ok(())
@@ -406,7 +489,7 @@ impl Transaction for SqlTransaction {
             .bind(version.to_owned())
             .bind(context.to_owned())
             .bind(micros(at))
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("terms acceptance", &e))?;
         Ok(())
@@ -434,7 +517,7 @@ impl Transaction for SqlTransaction {
         .bind(r.sponsor.to_string())
         .bind(r.status.code())
         .bind(micros(r.created_at))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await
         .map_err(|e| self.failure("registration", &e))?;
         Ok(RegistrationId(int(&row, "id")?))
@@ -462,7 +545,7 @@ impl Transaction for SqlTransaction {
             .bind(status.code())
             .bind(person)
             .bind(reason)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("registration", &e))?;
         Ok(())
@@ -520,7 +603,7 @@ impl Transaction for SqlTransaction {
         .bind(i64::from(p.assignable_by_sponsors))
         .bind(opt_string(created_by))
         .bind(micros(at))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await
         .map_err(|e| self.failure("position", &e))?;
         Ok(PositionId(int(&row, "id")?))
@@ -545,7 +628,7 @@ impl Transaction for SqlTransaction {
         sqlx::query("UPDATE positions SET assignable = $2 WHERE id = $1")
             .bind(id.0)
             .bind(i64::from(assignable))
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("position", &e))?;
         Ok(())
@@ -562,7 +645,7 @@ impl Transaction for SqlTransaction {
         .bind(format_date(a.start))
         .bind(a.end.map(format_date))
         .bind(opt_string(a.assigned_by.as_ref()))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await
         .map_err(|e| self.failure("assignment", &e))?;
         Ok(AssignmentId(int(&row, "id")?))
@@ -589,7 +672,7 @@ impl Transaction for SqlTransaction {
             .bind(opt_string(removal.removed_by.as_ref()))
             .bind(micros(removal.removed_at))
             .bind(removal.reason.clone())
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("assignment", &e))?;
         Ok(())
@@ -616,7 +699,7 @@ impl Transaction for SqlTransaction {
         .bind(r.note.clone())
         .bind(r.requested_by.to_string())
         .bind(micros(r.requested_at))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await
         .map_err(|e| self.failure("request", &e))?;
         Ok(RequestId(int(&row, "id")?))
@@ -643,7 +726,7 @@ impl Transaction for SqlTransaction {
         .bind(by)
         .bind(at)
         .bind(reason)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await
         .map_err(|e| self.failure("request", &e))?;
         Ok(())
@@ -671,7 +754,7 @@ impl Transaction for SqlTransaction {
         .bind(opt_string(c.issued_by.as_ref()))
         .bind(micros(c.issued_at))
         .bind(micros(c.expires_at))
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await
         .map_err(|e| self.failure("credential", &e))?;
         Ok(())
@@ -680,7 +763,7 @@ impl Transaction for SqlTransaction {
     async fn credential(&mut self, secret_hash: &[u8; 32]) -> Result<Option<Credential>, StoreError> {
         let rows = sqlx::query("SELECT * FROM credentials WHERE secret_hash = $1")
             .bind(secret_hash.to_vec())
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn())
             .await
             .map_err(|e| self.failure("read credential", &e))?;
         rows.first().map(rows::credential).transpose()
@@ -699,7 +782,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(s.created_at))
         .bind(micros(s.last_seen_at))
         .bind(micros(s.expires_at))
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await
         .map_err(|e| self.failure("session", &e))?;
         Ok(())
@@ -708,7 +791,7 @@ impl Transaction for SqlTransaction {
     async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
         let rows = sqlx::query("SELECT * FROM sessions WHERE token_hash = $1")
             .bind(token_hash.to_vec())
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.conn())
             .await
             .map_err(|e| self.failure("read session", &e))?;
         rows.first().map(rows::session).transpose()
@@ -718,7 +801,7 @@ impl Transaction for SqlTransaction {
         sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
             .bind(id.to_owned())
             .bind(micros(at))
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("session", &e))?;
         Ok(())
@@ -728,7 +811,7 @@ impl Transaction for SqlTransaction {
         sqlx::query("UPDATE sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
             .bind(id.to_owned())
             .bind(micros(at))
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("session", &e))?;
         Ok(())
@@ -751,7 +834,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(card.issued_at))
         .bind(micros(card.last_known_safe_at))
         .bind(card.incident)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await
         .map_err(|e| self.failure("card", &e))?;
         int(&row, "id")
@@ -779,7 +862,7 @@ impl Transaction for SqlTransaction {
         .bind(card.public_key.clone())
         .bind(micros(card.last_known_safe_at))
         .bind(card.incident)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await
         .map_err(|e| self.failure("card", &e))?;
         Ok(())
@@ -814,7 +897,7 @@ impl Transaction for SqlTransaction {
         .bind(current.to_vec())
         .bind(pending.map(|(secret, _)| secret.to_vec()))
         .bind(pending.map(|(_, ceremony)| ceremony.to_owned()))
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await
         .map_err(|e| self.failure("card", &e))?;
         Ok(())
@@ -832,7 +915,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(c.not_after))
         .bind(c.revoked.map(|(at, _)| micros(at)))
         .bind(c.revoked.map(|(_, reason)| reason.code()))
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await
         .map_err(|e| self.failure("certificate", &e))?;
         Ok(())
@@ -855,7 +938,7 @@ impl Transaction for SqlTransaction {
         .bind(card)
         .bind(micros(at))
         .bind(reason.code())
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await
         .map_err(|e| self.failure("certificate", &e))?;
         Ok(result.rows_affected() as usize)
@@ -877,7 +960,7 @@ impl Transaction for SqlTransaction {
         let row = sqlx::query(
             "UPDATE counters SET next_value = next_value + 1 WHERE name = 'crl_number' RETURNING next_value - 1 AS v",
         )
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await
         .map_err(|e| self.failure("crl number", &e))?;
         Ok(int(&row, "v")? as u64)
@@ -900,7 +983,7 @@ impl Transaction for SqlTransaction {
         .bind(i64::from(code.attempts))
         .bind(code.used_at.map(micros))
         .bind(micros(at))
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await
         .map_err(|e| self.failure("unlock code", &e))?;
         Ok(())
@@ -923,7 +1006,7 @@ impl Transaction for SqlTransaction {
             .bind(code.id)
             .bind(i64::from(code.attempts))
             .bind(code.used_at.map(micros))
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("unlock code", &e))?;
         Ok(())
@@ -938,7 +1021,7 @@ impl Transaction for SqlTransaction {
         .bind(m.body.clone())
         .bind(micros(m.created_at))
         .bind(m.sent_at.map(micros))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await
         .map_err(|e| self.failure("outbox", &e))?;
         int(&row, "id")
@@ -976,7 +1059,7 @@ impl Transaction for SqlTransaction {
             sqlx::query("UPDATE outbox SET leased_until = $2 WHERE id = $1")
                 .bind(message.id)
                 .bind(micros(until))
-                .execute(&mut *self.tx)
+                .execute(self.conn())
                 .await
                 .map_err(|e| self.failure("lease message", &e))?;
         }
@@ -987,7 +1070,7 @@ impl Transaction for SqlTransaction {
         sqlx::query("UPDATE outbox SET sent_at = $2, leased_until = NULL WHERE id = $1")
             .bind(id)
             .bind(micros(at))
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("mark message sent", &e))?;
         Ok(())
@@ -998,7 +1081,7 @@ impl Transaction for SqlTransaction {
             .bind(id)
             .bind(error.to_owned())
             .bind(micros(retry_at))
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("mark message failed", &e))?;
         Ok(())
@@ -1013,7 +1096,7 @@ impl Transaction for SqlTransaction {
         .bind(i.subject.to_string())
         .bind(i.reported_by.to_string())
         .bind(micros(i.reported_at))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await
         .map_err(|e| self.failure("incident", &e))?;
         int(&row, "id")
@@ -1031,7 +1114,7 @@ impl Transaction for SqlTransaction {
             .bind(micros(closure.at))
             .bind(closure.review.clone())
             .bind(closure.outcome.clone())
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await
             .map_err(|e| self.failure("incident", &e))?;
         Ok(())
@@ -1059,7 +1142,7 @@ impl Transaction for SqlTransaction {
                     .bind(p.registered_org.to_string())
                     .bind(micros(p.created_at));
             }
-            query.execute(&mut *self.tx).await.map_err(|e| self.failure("person", &e))?;
+            query.execute(self.conn()).await.map_err(|e| self.failure("person", &e))?;
         }
         for chunk in assignments.chunks(BULK_ROWS) {
             let mut sql = String::from(
@@ -1076,7 +1159,7 @@ impl Transaction for SqlTransaction {
                     .bind(a.end.map(format_date))
                     .bind(opt_string(a.assigned_by.as_ref()));
             }
-            query.execute(&mut *self.tx).await.map_err(|e| self.failure("assignment", &e))?;
+            query.execute(self.conn()).await.map_err(|e| self.failure("assignment", &e))?;
         }
         Ok(())
     }

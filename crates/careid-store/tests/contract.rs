@@ -17,16 +17,31 @@ use careid_domain::ports::{AuditQuery, Credential, NewAssignment, Session, Store
 use careid_store::{SqlStore, StoreOptions};
 use time::macros::{date, datetime};
 
-/// The backends to run against: SQLite in memory, and PostgreSQL in a fresh schema if
-/// configured (with the schema to drop afterwards).
-async fn stores() -> Vec<(SqlStore, Option<String>)> {
-    let mut stores = vec![(SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.expect("sqlite"), None)];
+/// What to remove after a run on one backend.
+enum Cleanup {
+    Nothing,
+    /// A PostgreSQL schema of this run's own.
+    Schema(String),
+    /// A directory holding a SQLite database file.
+    Directory(std::path::PathBuf),
+}
+
+/// The backends to run against: SQLite in memory (transactions of their own) and in a file
+/// (group commit on a shared writer), and PostgreSQL in a fresh schema if configured.
+async fn stores() -> Vec<(SqlStore, Cleanup)> {
+    let unique: u64 = rand::random();
+    let dir = std::env::temp_dir().join(format!("careid-contract-{unique:016x}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = format!("sqlite://{}?mode=rwc", dir.join("careid.db").display());
+    let mut stores = vec![
+        (SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.expect("sqlite"), Cleanup::Nothing),
+        (SqlStore::open(&StoreOptions::new(file)).await.expect("sqlite file"), Cleanup::Directory(dir)),
+    ];
     if let Ok(url) = std::env::var("CAREID_TEST_POSTGRES_URL") {
         let mut options = StoreOptions::new(url);
-        let unique: u64 = rand::random();
         let schema = format!("careid_test_{unique:016x}");
         options.schema = Some(schema.clone());
-        stores.push((SqlStore::open(&options).await.expect("postgres"), Some(schema)));
+        stores.push((SqlStore::open(&options).await.expect("postgres"), Cleanup::Schema(schema)));
     }
     stores
 }
@@ -36,15 +51,22 @@ macro_rules! contract {
     ($name:ident, |$store:ident| $body:block) => {
         #[tokio::test]
         async fn $name() {
-            for ($store, schema) in stores().await {
-                let backend = $store.backend();
+            for ($store, cleanup) in stores().await {
+                let backend = format!("{:?}", $store);
                 let pool = $store.pool().clone();
                 let outcome = tokio::spawn(async move { $body }).await;
-                if let Some(schema) = schema {
-                    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                        .execute(&pool)
-                        .await
-                        .expect("drop schema");
+                match cleanup {
+                    Cleanup::Nothing => {}
+                    Cleanup::Schema(schema) => {
+                        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                            .execute(&pool)
+                            .await
+                            .expect("drop schema");
+                    }
+                    Cleanup::Directory(dir) => {
+                        pool.close().await;
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
                 }
                 assert!(outcome.is_ok(), "{} failed on {backend}", stringify!($name));
             }
@@ -156,6 +178,56 @@ contract!(concurrent_writers_never_fork_the_chain, |store| {
         task.await.unwrap();
     }
     assert_eq!(verify_whole_log(&store).await, 32);
+});
+
+contract!(concurrent_writers_that_fail_or_give_up_take_nothing_from_the_others, |store| {
+    // Writers in every way a transaction ends: committed, failed on a statement (commit
+    // refused), dropped. Whatever commit acknowledged is visible at once to a fresh reader
+    // (nothing acknowledged before it is durable); nothing else is.
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for n in 0..60u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let code = format!("Q{n:02}");
+            let mut tx = store.begin_write().await.unwrap();
+            tx.insert_organisation(&org(&code, None)).await.unwrap();
+            tx.append_audit(&event(n)).await.unwrap();
+            match n % 3 {
+                0 => {
+                    tx.commit().await.unwrap();
+                    let mut read = store.begin_read().await.unwrap();
+                    assert!(read.organisation(&OdsCode::parse(&code).unwrap()).await.unwrap().is_some());
+                    true
+                }
+                1 => {
+                    // The same code again: the store refuses it, and the commit with it.
+                    assert!(tx.insert_organisation(&org(&code, None)).await.is_err());
+                    assert!(tx.commit().await.is_err());
+                    false
+                }
+                _ => {
+                    tokio::task::yield_now().await;
+                    drop(tx);
+                    false
+                }
+            }
+        }));
+    }
+    let mut committed = Vec::new();
+    for (n, task) in tasks.into_iter().enumerate() {
+        if task.await.unwrap() {
+            committed.push(n);
+        }
+    }
+    assert_eq!(committed.len(), 20);
+    let mut read = store.begin_read().await.unwrap();
+    for n in 0..60 {
+        let present = read.organisation(&OdsCode::parse(&format!("Q{n:02}")).unwrap()).await.unwrap().is_some();
+        assert_eq!(present, n % 3 == 0, "Q{n:02}");
+    }
+    drop(read);
+    assert_eq!(verify_whole_log(&store).await, 20);
 });
 
 contract!(organisation_hierarchy_and_scope_queries, |store| {
