@@ -32,11 +32,11 @@ impl Service {
     /// Sends what waits in the outbox through `mailer`, one round of at most 50 messages.
     pub async fn deliver_outbox(&self, ctx: &RequestContext, mailer: &dyn Mailer) -> Result<Delivery, RaError> {
         let now = self.clock.now();
-        let messages = {
+        let waiting = {
             let mut tx = self.store.begin_read().await?;
             tx.outbox_waiting(now).await?
         };
-        if !messages {
+        if !waiting {
             return Ok(Delivery::default());
         }
         let mut tx = self.store.begin_write().await?;

@@ -42,6 +42,10 @@ pub(crate) struct Writer {
     pub(crate) head: Option<(u64, [u8; 32])>,
     /// `head` differs from the table.
     pub(crate) head_dirty: bool,
+    /// A transaction's savepoint is open: its transaction has not ended, or ended without
+    /// saying so (dropped where no runtime could undo it). Whoever takes the writer next
+    /// undoes it before anything else, so an abandoned transaction never commits.
+    savepoint_open: bool,
 }
 
 struct Batch {
@@ -84,7 +88,13 @@ impl GroupCommit {
     pub(crate) async fn new(pool: &AnyPool) -> Result<GroupCommit, StoreError> {
         let conn = pool.acquire().await.map_err(|e| driver_error("writer connection", &e))?;
         Ok(GroupCommit {
-            writer: Arc::new(Mutex::new(Writer { conn, batch: None, head: None, head_dirty: false })),
+            writer: Arc::new(Mutex::new(Writer {
+                conn,
+                batch: None,
+                head: None,
+                head_dirty: false,
+                savepoint_open: false,
+            })),
             waiting: Arc::new(AtomicUsize::new(0)),
             next_batch: Arc::new(AtomicUsize::new(1)),
         })
@@ -99,6 +109,7 @@ impl GroupCommit {
         };
         let mut writer = self.writer.clone().lock_owned().await;
         drop(in_line);
+        undo_abandoned(&mut writer).await?;
         if writer.batch.is_none() {
             writer.conn.execute("BEGIN IMMEDIATE").await.map_err(|e| driver_error("begin", &e))?;
             let id = self.next_batch.fetch_add(1, Ordering::SeqCst) as u64;
@@ -109,6 +120,7 @@ impl GroupCommit {
             fail_batch(&mut writer, &error).await;
             return Err(error);
         }
+        writer.savepoint_open = true;
         Ok(writer)
     }
 
@@ -120,6 +132,7 @@ impl GroupCommit {
             fail_batch(&mut writer, &error).await;
             return Err(error);
         }
+        writer.savepoint_open = false;
         let Some(batch) = writer.batch.as_mut() else {
             return Err(StoreError::Unavailable("the writer's batch vanished".into()));
         };
@@ -152,11 +165,7 @@ impl GroupCommit {
     /// Ends a transaction that failed or was abandoned: its savepoint is undone; the batch
     /// commits if it holds others and nobody else is waiting to join it.
     pub(crate) async fn roll_back(&self, mut writer: OwnedMutexGuard<Writer>) {
-        if writer.batch.is_none() {
-            return;
-        }
-        if let Err(e) = writer.conn.execute(ROLLBACK_TO).await {
-            fail_batch(&mut writer, &driver_error("roll back to savepoint", &e)).await;
+        if undo_abandoned(&mut writer).await.is_err() {
             return;
         }
         if self.waiting.load(Ordering::SeqCst) == 0 {
@@ -172,8 +181,24 @@ impl Writer {
     }
 }
 
+/// Undoes the savepoint of a transaction that ended without committing; on failure the whole
+/// batch fails.
+async fn undo_abandoned(writer: &mut Writer) -> Result<(), StoreError> {
+    if !writer.savepoint_open {
+        return Ok(());
+    }
+    writer.savepoint_open = false;
+    if let Err(e) = writer.conn.execute(ROLLBACK_TO).await {
+        let error = driver_error("roll back to savepoint", &e);
+        fail_batch(writer, &error).await;
+        return Err(error);
+    }
+    Ok(())
+}
+
 /// Commits the open batch and tells its members.
 async fn commit_batch(writer: &mut Writer) -> Result<(), StoreError> {
+    undo_abandoned(writer).await?;
     let Some(batch) = writer.batch.take() else { return Ok(()) };
     let mut outcome = Ok(());
     if let (true, Some((seq, chain))) = (writer.head_dirty, writer.head) {
@@ -200,7 +225,7 @@ async fn commit_batch(writer: &mut Writer) -> Result<(), StoreError> {
 /// Rolls the whole batch back and gives its members the error.
 async fn fail_batch(writer: &mut Writer, error: &StoreError) {
     let _ = writer.conn.execute("ROLLBACK").await;
-    (writer.head, writer.head_dirty) = (None, false);
+    (writer.head, writer.head_dirty, writer.savepoint_open) = (None, false, false);
     if let Some(batch) = writer.batch.take() {
         batch.done.send_replace(Some(Err(format!("the batch this transaction was in failed: {error}"))));
     }

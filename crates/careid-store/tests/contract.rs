@@ -533,3 +533,74 @@ contract!(the_outbox_leases_each_message_to_one_sender_and_keeps_failures_for_la
     assert_eq!(again.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(), [(second, 1)]);
     tx.commit().await.unwrap();
 });
+
+contract!(a_person_is_within_the_organisations_above_where_they_are_registered_or_assigned, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    for (code, parent) in [("QWE", None), ("F84003", Some("QWE")), ("F84004", Some("QWE")), ("RH8", None)] {
+        tx.insert_organisation(&org(code, parent)).await.unwrap();
+    }
+    tx.insert_organisation(&org("RH8X1", Some("RH8"))).await.unwrap();
+    let ada = person(tx.reserve_person_serials(1).await.unwrap(), "AB123456C", "F84003");
+    tx.insert_person(&ada).await.unwrap();
+    let within = |code: &str| OdsCode::parse(code).unwrap();
+    let mut results = Vec::new();
+    for code in ["F84003", "QWE", "F84004", "RH8", "RH8X1"] {
+        results.push(tx.person_within(&ada.uuid, &within(code)).await.unwrap());
+    }
+    assert_eq!(results, [true, true, false, false, false], "registered at F84003, under QWE");
+
+    // An assignment at a trust's site brings the person within the site and the trust.
+    let position = NewPosition {
+        org: within("RH8X1"),
+        name: "Nurse".into(),
+        role: RoleTriple::parse("S0080:G0440:R8009").unwrap(),
+        activities: Vec::new(),
+        description: String::new(),
+        approval: PositionApproval { approved_by: "board".into(), how: "minute 3".into() },
+        assignable_by_sponsors: false,
+    };
+    let id = tx.insert_position(&position, None, datetime!(2026-11-23 09:00 UTC)).await.unwrap();
+    let assignment = NewAssignment {
+        person: ada.uuid.clone(),
+        position: id,
+        org: within("RH8X1"),
+        start: date!(2026 - 01 - 01),
+        end: None,
+        assigned_by: None,
+    };
+    tx.insert_assignment(&assignment).await.unwrap();
+    let mut results = Vec::new();
+    for code in ["RH8", "RH8X1", "F84004"] {
+        results.push(tx.person_within(&ada.uuid, &within(code)).await.unwrap());
+    }
+    assert_eq!(results, [true, true, false]);
+    tx.commit().await.unwrap();
+});
+
+/// File SQLite only (group commit): a write transaction dropped where no runtime can roll it
+/// back leaves its savepoint open on the shared writer; the next transaction must undo it, not
+/// commit it with its own.
+#[tokio::test]
+async fn an_abandoned_write_on_sqlite_never_commits_even_when_nothing_could_undo_it() {
+    let unique: u64 = rand::random();
+    let dir = std::env::temp_dir().join(format!("careid-abandoned-{unique:016x}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("careid.db").display());
+    let store = SqlStore::open(&StoreOptions::new(url)).await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("GONE1", None)).await.unwrap();
+    tx.append_audit(&event(0)).await.unwrap();
+    std::thread::spawn(move || drop(tx)).join().unwrap();
+
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("KEPT1", None)).await.unwrap();
+    assert_eq!(tx.append_audit(&event(1)).await.unwrap(), 0, "the abandoned record took no place in the log");
+    tx.commit().await.unwrap();
+    let mut read = store.begin_read().await.unwrap();
+    assert!(read.organisation(&OdsCode::parse("GONE1").unwrap()).await.unwrap().is_none());
+    assert!(read.organisation(&OdsCode::parse("KEPT1").unwrap()).await.unwrap().is_some());
+    drop(read);
+    assert_eq!(verify_whole_log(&store).await, 1);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
