@@ -111,6 +111,8 @@ pub enum RaAction {
     ReportCard,
     /// careid: close a lost-card investigation.
     CloseInvestigation,
+    /// careid: end someone else's session (the holder may always end their own).
+    EndSession,
 }
 
 impl RaAction {
@@ -137,6 +139,7 @@ impl RaAction {
             RaAction::CancelCard => "cancel a smartcard or clear it for reuse",
             RaAction::ReportCard => "report a smartcard lost, stolen or damaged",
             RaAction::CloseInvestigation => "close a lost-card investigation",
+            RaAction::EndSession => "end someone else's session",
         }
     }
 }
@@ -251,6 +254,13 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
                 Denied
             }
         }
+        A::EndSession => {
+            if ra || function == F::PrivacyOfficer {
+                Allowed
+            } else {
+                Denied
+            }
+        }
         A::CloseInvestigation => {
             if senior_ra || matches!(function, F::PrivacyOfficer | F::CaldicottGuardian) {
                 Allowed
@@ -268,6 +278,8 @@ pub enum AuthMethod {
     Recovery,
     /// An interim credential an RA Manager issued before the person has a card.
     InterimCredential,
+    /// The holder's smartcard and passcode, its presence proved while the session lives.
+    Card,
 }
 
 impl AuthMethod {
@@ -275,6 +287,7 @@ impl AuthMethod {
         match self {
             AuthMethod::Recovery => "recovery",
             AuthMethod::InterimCredential => "interim_credential",
+            AuthMethod::Card => "card",
         }
     }
 }
@@ -379,6 +392,17 @@ pub enum Rule {
     RenewalNotDue,
     /// Too many requests of one kind in a window (self-service unlock codes per card).
     TooManyRequests,
+    /// A login challenge that is unknown, used, expired or for another workstation.
+    ChallengeInvalid,
+    /// A signature that the card's certificate does not verify, or a certificate careid did
+    /// not issue.
+    SignatureInvalid,
+    /// At most one live card session per person.
+    OneLiveSession,
+    /// The terms of use are accepted at every login.
+    TermsNotAccepted,
+    /// A heartbeat for a session that has ended, or one already counted.
+    SessionEnded,
 }
 
 impl Rule {
@@ -402,6 +426,11 @@ impl Rule {
             Rule::InvestigationOpen => "investigation_open",
             Rule::InvestigatorConflicted => "separation_of_duties.investigator",
             Rule::CertificateExpired => "certificate_expired",
+            Rule::ChallengeInvalid => "challenge_invalid",
+            Rule::SignatureInvalid => "signature_invalid",
+            Rule::OneLiveSession => "one_live_session",
+            Rule::TermsNotAccepted => "terms_not_accepted",
+            Rule::SessionEnded => "session_ended",
             Rule::RenewalNotDue => "renewal_not_due",
             Rule::TooManyRequests => "too_many_requests",
         }
@@ -472,6 +501,7 @@ mod tests {
             (A::CancelCard, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied, Denied]),
             (A::ReportCard, [Allowed, Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied]),
             (A::CloseInvestigation, [Allowed, Allowed, Denied, Denied, Denied, Denied, Allowed, Allowed]),
+            (A::EndSession, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Allowed, Denied]),
         ];
         for (action, expected) in rows {
             for (function, want) in functions.iter().zip(expected) {

@@ -33,6 +33,8 @@ pub enum Action {
     SessionCreate,
     SessionRefuse,
     SessionEnd,
+    /// A card proved it is still in the reader.
+    SessionHeartbeat,
     AuditRead,
     BulkImport,
     PersonRead,
@@ -76,6 +78,7 @@ impl Action {
             Action::SessionCreate => "session.create",
             Action::SessionRefuse => "session.refuse",
             Action::SessionEnd => "session.end",
+            Action::SessionHeartbeat => "session.heartbeat",
             Action::AuditRead => "audit.read",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",

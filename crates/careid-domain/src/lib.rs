@@ -7,6 +7,7 @@ pub mod audit;
 pub mod card;
 pub mod catalogue;
 pub mod ids;
+pub mod login;
 pub mod model;
 pub mod passcode;
 pub mod ports;

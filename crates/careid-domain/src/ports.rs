@@ -90,6 +90,20 @@ pub struct Session {
     pub last_seen_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
     pub ended_at: Option<OffsetDateTime>,
+    /// Why it ended (a `SessionEnd` code).
+    pub end_reason: Option<String>,
+    /// A card session's card and presence: the card, the workstation it logged in at, and
+    /// the last heartbeat counted with when it was proved.
+    pub card: Option<CardPresence>,
+}
+
+/// What a card session knows of its card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardPresence {
+    pub card: i64,
+    pub workstation: String,
+    pub heartbeat: u64,
+    pub last_proof_at: OffsetDateTime,
 }
 
 /// A new assignment, before the store gives it an id.
@@ -230,8 +244,30 @@ pub trait Transaction: Send {
     async fn credential(&mut self, secret_hash: &[u8; 32]) -> Result<Option<Credential>, StoreError>;
     async fn insert_session(&mut self, session: &Session) -> Result<(), StoreError>;
     async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>, StoreError>;
+    async fn session_by_id(&mut self, id: &str) -> Result<Option<Session>, StoreError>;
+    /// The person's sessions that have not ended, oldest first.
+    async fn live_sessions_of(&mut self, person: &PersonUuid) -> Result<Vec<Session>, StoreError>;
+    /// The card's sessions that have not ended.
+    async fn live_sessions_of_card(&mut self, card: i64) -> Result<Vec<Session>, StoreError>;
     async fn touch_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
-    async fn end_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Ends a live session; `false` when it had already ended.
+    async fn end_session(&mut self, id: &str, at: OffsetDateTime, reason: &str) -> Result<bool, StoreError>;
+    /// Counts a heartbeat of a live card session if `counter` is above the last one counted;
+    /// `false` otherwise (ended, or the counter is stale).
+    async fn record_heartbeat(&mut self, id: &str, counter: u64, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Live sessions that should have ended by `now`: past `expires_at`, no activity since
+    /// `idle_since`, or (card sessions) no proof of presence since `proof_since`. At most `limit`.
+    async fn sessions_due_to_end(
+        &mut self,
+        now: OffsetDateTime,
+        idle_since: OffsetDateTime,
+        proof_since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError>;
+    /// Remembers a login challenge as answered until it expires; `false` if it already was.
+    async fn use_challenge(&mut self, nonce: &[u8], expires_at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Forgets answered challenges that expired before `before`; returns how many.
+    async fn forget_challenges(&mut self, before: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Inserts a card record with its sealed administrative secret and returns its id.
     /// `Duplicate("card")` when the person (or the physical card) already has a live card.
@@ -240,12 +276,8 @@ pub trait Transaction: Send {
     async fn cards_of(&mut self, person: &PersonUuid) -> Result<Vec<CardRecord>, StoreError>;
     /// Saves a card's state, wrong-passcode count, public key, last safe use and incident.
     async fn update_card(&mut self, card: &CardRecord) -> Result<(), StoreError>;
-    /// The card's sealed administrative secret, and the pending next one with the ceremony
-    /// that holds it, if one is under way.
-    async fn card_administrator_secret(
-        &mut self,
-        card: i64,
-    ) -> Result<(Vec<u8>, Option<(Vec<u8>, String)>), StoreError>;
+    /// A card with its sealed administrative secrets, in one read.
+    async fn card_with_secrets(&mut self, id: i64) -> Result<Option<(CardRecord, SealedSecrets)>, StoreError>;
     /// Sets the current sealed administrative secret, and the pending one with its ceremony.
     async fn set_card_administrator_secret(
         &mut self,
@@ -254,6 +286,8 @@ pub trait Transaction: Send {
         pending: Option<(&[u8], &str)>,
     ) -> Result<(), StoreError>;
     async fn insert_certificate(&mut self, certificate: &CardCertificate) -> Result<(), StoreError>;
+    /// A certificate by its serial (lower-case hex).
+    async fn certificate(&mut self, serial: &str) -> Result<Option<CardCertificate>, StoreError>;
     async fn certificates_of(&mut self, card: i64) -> Result<Vec<CardCertificate>, StoreError>;
     /// Revokes every certificate of the card not yet revoked; returns how many.
     async fn revoke_certificates_of(
@@ -299,4 +333,12 @@ pub trait Transaction: Send {
     /// Inserts many people with their assignments at once (bulk import). The caller appends
     /// the audit events in the same transaction.
     async fn bulk_insert_people(&mut self, people: &[Person], assignments: &[NewAssignment]) -> Result<(), StoreError>;
+}
+
+/// A card's administrative secret (the token's SO PIN), sealed under the master key, and the
+/// pending next one with the ceremony that holds it, if one is under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecrets {
+    pub current: Vec<u8>,
+    pub pending: Option<(Vec<u8>, String)>,
 }

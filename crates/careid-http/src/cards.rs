@@ -16,7 +16,7 @@ use crate::App;
 use crate::error::ApiError;
 use crate::extract::{Authed, Body, Ctx, PathParam};
 
-fn base64_field(field: &'static str, value: &str) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn base64_field(field: &'static str, value: &str) -> Result<Vec<u8>, ApiError> {
     STANDARD.decode(value.trim()).map_err(|_| InvalidInput::new(field, "must be base64").into())
 }
 

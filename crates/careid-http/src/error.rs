@@ -78,7 +78,11 @@ fn refusal_status(rule: Rule) -> StatusCode {
         | Rule::CardState
         | Rule::InvestigationOpen
         | Rule::CertificateExpired
-        | Rule::RenewalNotDue => StatusCode::CONFLICT,
+        | Rule::RenewalNotDue
+        | Rule::OneLiveSession
+        | Rule::SessionEnded => StatusCode::CONFLICT,
+        Rule::ChallengeInvalid | Rule::SignatureInvalid => StatusCode::UNAUTHORIZED,
+        Rule::TermsNotAccepted => StatusCode::UNPROCESSABLE_ENTITY,
         Rule::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
     }
 }
@@ -123,6 +127,11 @@ impl From<LoginError> for ApiError {
                         role: c.role,
                     })
                     .collect();
+                error
+            }
+            LoginError::Refused(refusal) => {
+                let mut error = ApiError::new(refusal_status(refusal.rule), "login_refused", refusal.message);
+                error.detail.rule = Some(refusal.rule.code().into());
                 error
             }
             LoginError::Store(store) => ApiError::unavailable(&store),

@@ -5,6 +5,7 @@ mod cards;
 mod convert;
 mod error;
 mod extract;
+mod login;
 mod metrics;
 mod routes;
 
@@ -38,7 +39,8 @@ impl App {
     info(title = "careid", description = "Care identity service: Registration Authority and smartcard API"),
     paths(
         routes::healthz, routes::metrics_get,
-        routes::sessions_create, routes::sessions_delete, routes::me_get, routes::credentials_create,
+        routes::sessions_create, login::sessions_delete, login::login_challenge, login::login_card,
+        login::sessions_heartbeat, login::sessions_list, login::sessions_end, routes::me_get, routes::credentials_create,
         routes::organisations_list, routes::organisations_create, routes::organisations_import, routes::organisations_get,
         routes::organisation_positions_list, routes::job_roles_list, routes::activities_list,
         routes::positions_create, routes::positions_get, routes::positions_set_assignable,
@@ -84,8 +86,12 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(r::healthz))
         .route("/metrics", get(r::metrics_get))
         .route("/api/openapi.json", get(|| async { axum::Json(openapi()) }))
-        .route("/api/v1/sessions", post(r::sessions_create))
-        .route("/api/v1/sessions/current", delete(r::sessions_delete))
+        .route("/api/v1/sessions", post(r::sessions_create).get(login::sessions_list))
+        .route("/api/v1/sessions/current", delete(login::sessions_delete))
+        .route("/api/v1/sessions/{id}", delete(login::sessions_end))
+        .route("/api/v1/sessions/{id}/heartbeat", post(login::sessions_heartbeat))
+        .route("/api/v1/login/challenge", post(login::login_challenge))
+        .route("/api/v1/login/card", post(login::login_card))
         .route("/api/v1/me", get(r::me_get))
         .route("/api/v1/me/audit", get(r::me_audit_list))
         .route("/api/v1/audit", get(r::audit_list))

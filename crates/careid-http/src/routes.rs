@@ -73,13 +73,6 @@ pub async fn sessions_create(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
-/// Ends the caller's session.
-#[utoipa::path(delete, path = "/api/v1/sessions/current", tag = "sessions", responses((status = 204)), security(("bearer" = [])))]
-pub async fn sessions_delete(State(app): State<App>, auth: Authed) -> Result<StatusCode, ApiError> {
-    app.service.logout(&auth.ctx, &auth.actor).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 /// Who the caller is acting as.
 #[utoipa::path(get, path = "/api/v1/me", tag = "sessions", responses((status = 200, body = wire::Acting)), security(("bearer" = [])))]
 pub async fn me_get(auth: Authed) -> Json<wire::Acting> {

@@ -6,6 +6,7 @@
 //! is a P-256 key sealed at rest under a key from configuration (`MasterKey`); an HSM over
 //! PKCS#11 implements the same trait.
 
+mod challenge;
 mod seal;
 mod sealed_box;
 
@@ -18,6 +19,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+pub use challenge::{ChallengeError, ChallengeKey, IssuedChallenge};
 pub use seal::{MasterKey, SealError};
 pub use sealed_box::{BoxRecipient, seal_to};
 
@@ -36,6 +38,18 @@ pub enum PkiError {
     PublicKey,
     #[error("validity: {0}")]
     Validity(&'static str),
+    /// A certificate presented as a card's is not one this CA issued, or not valid now.
+    #[error("{0}")]
+    Presented(&'static str),
+}
+
+/// What a card certificate presented at login says, once its chain and dates are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedCertificate {
+    /// The certificate serial, lower-case hex, as careid stores it.
+    pub serial: String,
+    /// The card's public key (SubjectPublicKeyInfo DER).
+    pub public_key: Vec<u8>,
 }
 
 /// What a card certificate says.
@@ -73,6 +87,9 @@ pub struct CertificateAuthority {
     root_der: Vec<u8>,
     issuing_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
+    /// The issuing CA's subject name (DER) and public key point, to check card certificates.
+    issuing_subject: Vec<u8>,
+    issuing_point: Vec<u8>,
     crl_url: Option<String>,
 }
 
@@ -175,12 +192,18 @@ impl CertificateAuthority {
     pub fn open(files: &CaFiles, master_key: &MasterKey) -> Result<CertificateAuthority, PkiError> {
         let key_der = master_key.unseal(b"careid issuing CA key", &files.issuing_key_sealed)?;
         let key = KeyPair::try_from(key_der.as_slice())?;
+        let issuing_point = key.public_key_raw().to_vec();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&files.issuing_certificate_der)
+            .map_err(|_| PkiError::Presented("the issuing CA certificate does not parse"))?;
+        let issuing_subject = parsed.tbs_certificate.subject.as_raw().to_vec();
         let issuing_der = rustls_pki_types::CertificateDer::from(files.issuing_certificate_der.clone());
         let issuer = Issuer::from_ca_cert_der(&issuing_der, key)?;
         Ok(CertificateAuthority {
             root_der: files.root_certificate_der.clone(),
             issuing_der: files.issuing_certificate_der.clone(),
             issuer,
+            issuing_subject,
+            issuing_point,
             crl_url: None,
         })
     }
@@ -231,6 +254,38 @@ impl CertificateAuthority {
             params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![url.clone()] }];
         }
         Ok(params.signed_by(&public_key, &self.issuer)?.der().to_vec())
+    }
+
+    /// Checks that `der` is a certificate this issuing CA signed (ECDSA P-256 with SHA-256)
+    /// and that it is valid at `now`. Revocation is the store's to say.
+    pub fn check_card_certificate(&self, der: &[u8], now: OffsetDateTime) -> Result<PresentedCertificate, PkiError> {
+        use x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA256;
+        let (rest, certificate) = x509_parser::parse_x509_certificate(der)
+            .map_err(|_| PkiError::Presented("the card certificate is not an X.509 certificate"))?;
+        if !rest.is_empty() {
+            return Err(PkiError::Presented("trailing bytes after the card certificate"));
+        }
+        if certificate.tbs_certificate.issuer.as_raw() != self.issuing_subject.as_slice()
+            || certificate.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA256
+        {
+            return Err(PkiError::Presented("the card certificate was not issued by this deployment's CA"));
+        }
+        let signed =
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, &self.issuing_point)
+                .verify(certificate.tbs_certificate.as_ref(), &certificate.signature_value.data);
+        if signed.is_err() {
+            return Err(PkiError::Presented("the card certificate was not issued by this deployment's CA"));
+        }
+        let validity = certificate.validity();
+        let (from, to) = (validity.not_before.timestamp(), validity.not_after.timestamp());
+        if now.unix_timestamp() < from {
+            return Err(PkiError::Presented("the card certificate is not valid yet"));
+        }
+        if now.unix_timestamp() > to {
+            return Err(PkiError::Presented("the card certificate has expired: the RA can repair the card"));
+        }
+        let serial = challenge::hex_lower(certificate.tbs_certificate.raw_serial());
+        Ok(PresentedCertificate { serial, public_key: certificate.tbs_certificate.subject_pki.raw.to_vec() })
     }
 
     /// A CRL listing `revoked`, signed by the issuing CA.

@@ -51,6 +51,11 @@ impl MasterKey {
         MasterKey(Zeroizing::new(bytes))
     }
 
+    /// The raw key, for deriving purpose-bound keys inside this crate.
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A new random key, as hex, for `careid init`.
     pub fn generate_hex() -> Result<Zeroizing<String>, SealError> {
         let mut key = Zeroizing::new([0u8; 32]);

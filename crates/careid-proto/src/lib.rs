@@ -13,7 +13,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable: `invalid_input`, `malformed_request`, `not_found`, `refused`, `duplicate`,
-    /// `unauthenticated`, `credential_rejected`, `role_selection_needed`, `no_current_position`,
+    /// `unauthenticated`, `credential_rejected`, `login_refused`, `role_selection_needed`, `no_current_position`,
     /// `store_unavailable`, `internal`.
     pub code: String,
     pub message: String,
@@ -58,6 +58,81 @@ pub struct LoginResponse {
     pub session_id: String,
     pub expires_at: String,
     pub acting: Acting,
+}
+
+/// Asks for a login challenge for one workstation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChallengeRequest {
+    pub workstation: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Challenge {
+    /// What the card signs, inside the login message.
+    pub challenge: String,
+    pub expires_at: String,
+}
+
+/// A card's answer to a login challenge. The passcode never travels: it opened the card.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardLoginRequest {
+    pub challenge: String,
+    pub workstation: String,
+    /// The certificate read from the card (DER, base64).
+    pub certificate: String,
+    /// The organisation chosen (with `assignment_id`), when the holder has several positions.
+    #[serde(default)]
+    pub org: Option<String>,
+    #[serde(default)]
+    pub assignment_id: Option<i64>,
+    /// The time signed, in Unix seconds.
+    pub time: i64,
+    /// The version of the terms of use the holder accepted at this login.
+    #[serde(default)]
+    pub terms_accepted: Option<String>,
+    /// The card's signature over the login message (64-byte r‖s, base64).
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardLoginResponse {
+    #[serde(flatten)]
+    pub session: LoginResponse,
+    /// How often the agent has the card sign a heartbeat.
+    pub heartbeat_interval_seconds: i64,
+    /// The session ends when no heartbeat comes for this long.
+    pub presence_grace_seconds: i64,
+}
+
+/// A card's proof of presence for a session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatRequest {
+    /// Above every counter sent before for this session.
+    pub counter: u64,
+    /// The time signed, in Unix seconds.
+    pub time: i64,
+    /// The card's signature over the heartbeat message (base64).
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatAccepted {
+    /// The next proof must arrive before this.
+    pub next_proof_by: String,
+}
+
+/// A live session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub person: String,
+    pub assignment_id: i64,
+    pub auth: String,
+    pub workstation: Option<String>,
+    pub created_at: String,
+    pub last_seen_at: String,
+    pub last_proof_at: Option<String>,
+    pub expires_at: String,
 }
 
 /// Who a session acts as.

@@ -1,9 +1,10 @@
 //! Signing in before cards exist: the deployment's bootstrap, recovery and interim credentials,
 //! sessions acting in one selected position, and turning a bearer token back into an `Actor`.
 
-use careid_domain::access::{Actor, AuthMethod, RaAction, RaFunction, Refusal, Rule};
+use careid_domain::access::{Actor, AuthMethod, RaAction, Refusal, Rule};
 use careid_domain::audit::{Action, AuditActor, Outcome};
 use careid_domain::ids::{AssignmentId, PersonUuid, RoleTriple};
+use careid_domain::login::SessionEnd;
 use careid_domain::model::{
     AssignmentStatus, ContactDetails, IdentityCheck, IdentityCheckPurpose, NewPosition, Organisation, Person,
     PersonalDetails, PositionApproval, ProfileStatus,
@@ -12,7 +13,7 @@ use careid_domain::ports::{Credential, NewAssignment, Session};
 use careid_domain::secret::Secret;
 use time::Duration;
 
-use crate::error::{AuthenticateError, LoginError, RaError, RoleChoice};
+use crate::error::{AuthenticateError, LoginError, RaError};
 use crate::{RequestContext, Service, secret_hash};
 
 /// What `careid init` sets up: the RA's own organisation and its first RA Manager.
@@ -155,7 +156,7 @@ impl Service {
         event.detail.push(("kind", AuthMethod::InterimCredential.code().into()));
         let check = match (actor.require(RaAction::IssueCredential), actor.require_not_self(person)) {
             (Err(r), _) | (Ok(()), Err(r)) => Err(r),
-            _ => self.person_in_scope(&mut tx, actor, &subject).await?,
+            _ => self.person_in_scope(&mut tx, actor, &subject.uuid).await?,
         };
         let check = check.and_then(|()| {
             if subject.status == ProfileStatus::Closed {
@@ -222,44 +223,17 @@ impl Service {
                 return Err(LoginError::CredentialRejected);
             }
         };
-        let today = now.date();
-        let mut choices = Vec::new();
-        for a in tx.assignments_of(&person.uuid).await? {
-            if a.status(today) == AssignmentStatus::Current {
-                let position = tx.position(a.position).await?;
-                if let Some(position) = position {
-                    choices.push((a, position));
-                }
+        let choices = crate::sessions::current_positions(&mut tx, &person.uuid, now.date()).await?;
+        let (assignment, position) = match crate::sessions::choose_position(&choices, choice) {
+            Ok(chosen) => chosen,
+            Err((rule, error)) => {
+                let mut e = refused(&error.to_string(), Some(&person.uuid));
+                e.outcome = Outcome::Refused { rule: rule.code() };
+                tx.append_audit(&e).await?;
+                tx.commit().await?;
+                return Err(error);
             }
-        }
-        let selected = match choice {
-            Some(id) => choices.iter().find(|(a, _)| a.id == id),
-            None if choices.len() == 1 => choices.first(),
-            None => None,
         };
-        let Some((assignment, position)) = selected else {
-            let (rule, error) = if choices.is_empty() || choice.is_some() {
-                let which = choice.map(|c| format!(" matching assignment {c}")).unwrap_or_default();
-                (Rule::NoSuchPosition, LoginError::NoCurrentPosition(which))
-            } else {
-                let list = choices
-                    .iter()
-                    .map(|(a, p)| RoleChoice {
-                        assignment: a.id,
-                        org: a.org.to_string(),
-                        position_name: p.name.clone(),
-                        role: p.role.to_string(),
-                    })
-                    .collect();
-                (Rule::RoleSelectionNeeded, LoginError::RoleSelectionNeeded(list))
-            };
-            let mut e = refused(&error.to_string(), Some(&person.uuid));
-            e.outcome = Outcome::Refused { rule: rule.code() };
-            tx.append_audit(&e).await?;
-            tx.commit().await?;
-            return Err(error);
-        };
-        let granted = self.catalogue.granted(&position.activities);
         let token = Secret::new(format!("careid-session-{}", self.random_hex(32)));
         let session = Session {
             id: self.random_hex(12),
@@ -271,18 +245,11 @@ impl Service {
             last_seen_at: now,
             expires_at: now + self.settings.session_absolute_lifetime,
             ended_at: None,
+            end_reason: None,
+            card: None,
         };
         tx.insert_session(&session).await?;
-        let actor = Actor {
-            person: person.uuid.clone(),
-            assignment: assignment.id,
-            position: position.id,
-            org: assignment.org.clone(),
-            role: position.role.clone(),
-            functions: RaFunction::of_position(&position.role, &granted),
-            auth: credential.kind,
-            session: session.id.clone(),
-        };
+        let actor = self.actor_for(assignment, position, credential.kind, &session.id);
         let mut e = self.event(ctx, (&actor).into(), Action::SessionCreate, "session", &session.id);
         e.subject_person = Some(person.uuid.clone());
         e.org = Some(assignment.org.clone());
@@ -305,11 +272,13 @@ impl Service {
         if session.ended_at.is_some() {
             return Err(AuthenticateError::NoSession);
         }
-        let idle_expired = now - session.last_seen_at > self.settings.session_idle_timeout;
-        if now >= session.expires_at || idle_expired {
+        let liveness = self.liveness();
+        let last_proof = session.card.as_ref().map(|c| c.last_proof_at);
+        if let Some(end) = liveness.ended(now, last_proof, session.last_seen_at, session.expires_at) {
+            // Fail closed: a card session whose card stopped proving itself is over, whether or
+            // not the reaper has come by yet.
             drop(tx);
-            self.end_session_by_system(&session, if idle_expired { "idle timeout" } else { "absolute lifetime" })
-                .await?;
+            self.end_session_by_system(&session, end).await?;
             return Err(AuthenticateError::Expired);
         }
         let assignment = tx.assignment(session.assignment).await?.ok_or(AuthenticateError::PositionEnded)?;
@@ -327,40 +296,21 @@ impl Service {
             tx.touch_session(&session.id, now).await?;
             tx.commit().await?;
         }
-        let granted = self.catalogue.granted(&position.activities);
-        Ok(Actor {
-            person: session.person,
-            assignment: assignment.id,
-            position: position.id,
-            org: assignment.org,
-            functions: RaFunction::of_position(&position.role, &granted),
-            role: position.role,
-            auth: session.auth,
-            session: session.id,
-        })
+        Ok(self.actor_for(&assignment, &position, session.auth, &session.id))
     }
 
-    async fn end_session_by_system(&self, session: &Session, reason: &str) -> Result<(), AuthenticateError> {
+    async fn end_session_by_system(&self, session: &Session, end: SessionEnd) -> Result<(), AuthenticateError> {
         let mut tx = self.store.begin_write().await?;
-        tx.end_session(&session.id, self.clock.now()).await?;
-        let ctx = RequestContext::new("system");
-        let mut e = self.event(&ctx, AuditActor::system(), Action::SessionEnd, "session", &session.id);
-        e.subject_person = Some(session.person.clone());
-        e.detail.push(("reason", reason.to_owned()));
-        tx.append_audit(&e).await?;
+        // Someone else may have ended it meanwhile: then there is nothing to record.
+        if tx.end_session(&session.id, self.clock.now(), end.code()).await? {
+            tx.append_audit(&self.session_end_event(&RequestContext::new("system"), session, end)).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Ends the actor's own session.
-    pub async fn logout(&self, ctx: &RequestContext, actor: &Actor) -> Result<(), RaError> {
-        let mut tx = self.store.begin_write().await?;
-        tx.end_session(&actor.session, self.clock.now()).await?;
-        let mut e = self.event(ctx, actor.into(), Action::SessionEnd, "session", &actor.session);
-        e.subject_person = Some(actor.person.clone());
-        e.detail.push(("reason", "signed out".into()));
-        tx.append_audit(&e).await?;
-        tx.commit().await?;
-        Ok(())
+    /// Ends the actor's own session: signed out, or the card left the reader.
+    pub async fn logout(&self, ctx: &RequestContext, actor: &Actor, reason: SessionEnd) -> Result<(), RaError> {
+        self.end_session(ctx, actor, &actor.session, reason).await
     }
 }

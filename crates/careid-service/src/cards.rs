@@ -15,7 +15,7 @@ use careid_domain::card::{
 };
 use careid_domain::ids::{InvalidInput, PersonUuid, parse_note};
 use careid_domain::model::ProfileStatus;
-use careid_domain::ports::Transaction;
+use careid_domain::ports::{SealedSecrets, Transaction};
 use careid_domain::secret::Secret;
 use careid_pki::{CardCertificateRequest, CertificateAuthority, MasterKey, Revoked};
 use time::Duration;
@@ -28,6 +28,8 @@ use crate::{RequestContext, Service};
 pub struct CardAuthority {
     pub ca: CertificateAuthority,
     pub master_key: MasterKey,
+    /// Authenticates login challenges (derived from the master key).
+    pub challenge_key: careid_pki::ChallengeKey,
     /// How long card certificates last.
     pub certificate_validity: Duration,
     /// The last CRL signed, until a revocation changes it.
@@ -36,7 +38,8 @@ pub struct CardAuthority {
 
 impl CardAuthority {
     pub fn new(ca: CertificateAuthority, master_key: MasterKey, certificate_validity: Duration) -> CardAuthority {
-        CardAuthority { ca, master_key, certificate_validity, crl_cache: std::sync::Mutex::new(None) }
+        let challenge_key = careid_pki::ChallengeKey::derive(&master_key);
+        CardAuthority { ca, master_key, challenge_key, certificate_validity, crl_cache: std::sync::Mutex::new(None) }
     }
 }
 
@@ -205,6 +208,7 @@ async fn end_card_as(
     }
     card.state = to;
     tx.update_card(card).await?;
+    crate::sessions::end_card_sessions(tx, card.id, event, now).await?;
     Ok(())
 }
 
@@ -213,7 +217,7 @@ fn state_refusal(card: &CardRecord, event: CardEvent) -> Refusal {
 }
 
 impl Service {
-    fn card_authority(&self) -> Result<&CardAuthority, RaError> {
+    pub(crate) fn card_authority(&self) -> Result<&CardAuthority, RaError> {
         self.cards.as_deref().ok_or_else(|| {
             RaError::Invalid(InvalidInput::new(
                 "card",
@@ -246,8 +250,16 @@ impl Service {
         event
     }
 
-    async fn load_card(&self, tx: &mut Box<dyn Transaction>, id: i64) -> Result<CardRecord, RaError> {
+    pub(crate) async fn load_card(&self, tx: &mut Box<dyn Transaction>, id: i64) -> Result<CardRecord, RaError> {
         tx.card(id).await?.ok_or_else(|| not_found("card", id))
+    }
+
+    async fn load_card_with_secrets(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        id: i64,
+    ) -> Result<(CardRecord, SealedSecrets), RaError> {
+        tx.card_with_secrets(id).await?.ok_or_else(|| not_found("card", id))
     }
 
     /// Permission for `action` on the holder of `card`, in scope, never on one's own card.
@@ -258,8 +270,7 @@ impl Service {
         card: &CardRecord,
         action: RaAction,
     ) -> Result<Result<(), Refusal>, RaError> {
-        let person = self.load_person(tx, &card.person).await?;
-        let scope = self.person_in_scope(tx, actor, &person).await?;
+        let scope = self.person_in_scope(tx, actor, &card.person).await?;
         Ok([actor.require(action), actor.require_not_self(&card.person), scope].into_iter().collect())
     }
 
@@ -284,7 +295,7 @@ impl Service {
         let mut event = self.event(ctx, actor.into(), Action::CardIssue, "card", "new");
         event.subject_person = Some(person.clone());
         event.detail.push(("serial", serial.to_string()));
-        let scope = self.person_in_scope(&mut tx, actor, &holder).await?;
+        let scope = self.person_in_scope(&mut tx, actor, &holder.uuid).await?;
         let active = if holder.status == ProfileStatus::Active {
             Ok(())
         } else {
@@ -362,9 +373,9 @@ impl Service {
         let authority = self.card_authority()?;
         let now = self.clock.now();
         let mut tx = self.store.begin_write().await?;
-        let mut card = self.load_card(&mut tx, card_id).await?;
+        let (mut card, SealedSecrets { current: current_secret, pending }) =
+            self.load_card_with_secrets(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardCertify, &card);
-        let (current_secret, pending) = tx.card_administrator_secret(card.id).await?;
         // A renew or repair ceremony under way puts a new key on the card; otherwise only a card
         // being issued, with no key yet, is certified.
         let rekey = pending.as_ref().and_then(|(_, c)| Ceremony::parse(c)).filter(|c| c.rekeys());
@@ -499,7 +510,7 @@ impl Service {
         next: Secret,
     ) -> Result<Vec<u8>, RaError> {
         let sealed_next = self.seal_secret(&next)?;
-        let (sealed_current, _) = tx.card_administrator_secret(card.id).await?;
+        let (_, SealedSecrets { current: sealed_current, .. }) = self.load_card_with_secrets(tx, card.id).await?;
         let current = self.unseal_secret(&sealed_current)?;
         let both = zeroize::Zeroizing::new(format!("{}\n{}", current.expose(), next.expose()));
         let for_ceremony = seal_to_ceremony(ceremony_key, RELEASE_LABEL, both.as_bytes())?;
@@ -516,9 +527,8 @@ impl Service {
         card_id: i64,
     ) -> Result<CardState, RaError> {
         let mut tx = self.store.begin_write().await?;
-        let card = self.load_card(&mut tx, card_id).await?;
+        let (card, SealedSecrets { current, pending }) = self.load_card_with_secrets(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardCeremonyComplete, &card);
-        let (current, pending) = tx.card_administrator_secret(card.id).await?;
         let ceremony = pending.as_ref().and_then(|(_, code)| Ceremony::parse(code.trim_end_matches(CERTIFIED)));
         let certified = pending.as_ref().is_some_and(|(_, code)| code.ends_with(CERTIFIED));
         let (event_kind, action) =
@@ -696,10 +706,9 @@ impl Service {
         signature: &[u8],
     ) -> Result<CardState, RaError> {
         let mut tx = self.store.begin_write().await?;
-        let card = self.load_card(&mut tx, card_id).await?;
+        let (card, SealedSecrets { pending, .. }) = self.load_card_with_secrets(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, holder_actor(&card), Action::CardCeremonyComplete, &card);
         event.detail.push(("ceremony", Ceremony::SelfServiceUnlock.code().into()));
-        let (_, pending) = tx.card_administrator_secret(card.id).await?;
         let proof = match &pending {
             Some((sealed_next, code)) if code == Ceremony::SelfServiceUnlock.code() => {
                 let next = self.unseal_secret(sealed_next)?;
@@ -740,6 +749,7 @@ impl Service {
         if card.wrong_passcodes >= WRONG_PASSCODE_LIMIT {
             card.state = transition(card.state, CardEvent::WrongPasscodeLimit).unwrap_or(CardState::Locked);
             event.detail.push(("locked", "true".into()));
+            crate::sessions::end_card_sessions(&mut tx, card.id, &mut event, self.clock.now()).await?;
         }
         tx.update_card(&card).await?;
         tx.append_audit(&event).await?;
@@ -771,7 +781,7 @@ impl Service {
             Ok(())
         } else {
             let person = self.load_person(&mut tx, &card.person).await?;
-            let scope = self.person_in_scope(&mut tx, actor, &person).await?;
+            let scope = self.person_in_scope(&mut tx, actor, &person.uuid).await?;
             actor.require(RaAction::ReportCard).and(scope)
         };
         let to = match allowed.and(transition(card.state, event_kind).map_err(|_| state_refusal(&card, event_kind))) {
@@ -796,6 +806,7 @@ impl Service {
         card.state = to;
         card.incident = incident_id.or(card.incident);
         tx.update_card(&card).await?;
+        crate::sessions::end_card_sessions(&mut tx, card.id, &mut event, now).await?;
         event.detail.push(("certificates_revoked", revoked.to_string()));
         event.detail.push(("revocation_reason", reason.code().into()));
         event.detail.push(("last_known_safe_at", careid_audit::format_time(card.last_known_safe_at)));
@@ -831,7 +842,8 @@ impl Service {
     ) -> Result<Vec<u8>, RaError> {
         let now = self.clock.now();
         let mut tx = self.store.begin_write().await?;
-        let mut card = self.load_card(&mut tx, card_id).await?;
+        let (mut card, SealedSecrets { current: sealed_current, .. }) =
+            self.load_card_with_secrets(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardEnd, &card);
         event.detail.push(("event", CardEvent::ClearedForReuse.code().into()));
         let check = self.card_check(&mut tx, actor, &card, RaAction::CancelCard).await?;
@@ -846,7 +858,6 @@ impl Service {
             Ok(to) => to,
             Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
         };
-        let (sealed_current, _) = tx.card_administrator_secret(card.id).await?;
         let current = self.unseal_secret(&sealed_current)?;
         let for_ceremony = seal_to_ceremony(ceremony_key, CLEAR_LABEL, current.expose().as_bytes())?;
         if to != card.state {
@@ -913,7 +924,7 @@ impl Service {
             Err(Refusal::new(Rule::NotPending, format!("incident {incident_id} is already closed")))
         };
         let person = self.load_person(&mut tx, &incident.subject).await?;
-        let scope = self.person_in_scope(&mut tx, actor, &person).await?;
+        let scope = self.person_in_scope(&mut tx, actor, &person.uuid).await?;
         let checks = [actor.require(RaAction::CloseInvestigation), conflicted, scope, open];
         if let Err(refusal) = checks.into_iter().collect::<Result<(), Refusal>>() {
             return Err(self.refuse(tx, event, refusal).await);

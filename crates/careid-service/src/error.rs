@@ -54,8 +54,23 @@ pub enum LoginError {
     /// The person holds several current positions and must pick one.
     #[error("you hold several positions: choose one")]
     RoleSelectionNeeded(Vec<RoleChoice>),
+    /// A card login refused by a named rule; the reason tells the holder what to do.
+    #[error("{}", .0.message)]
+    Refused(Refusal),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+}
+
+impl From<RaError> for LoginError {
+    fn from(e: RaError) -> LoginError {
+        match e {
+            RaError::Refused(refusal) => LoginError::Refused(refusal),
+            RaError::Store(store) => LoginError::Store(store),
+            other => {
+                LoginError::Refused(Refusal::new(careid_domain::access::Rule::CredentialInvalid, other.to_string()))
+            }
+        }
+    }
 }
 
 /// One position a person may sign in to.

@@ -6,6 +6,7 @@ mod cards;
 mod error;
 mod outbox;
 mod ra;
+mod sessions;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use cards::{
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
 pub use outbox::{Delivery, retry_delay};
 pub use ra::{AssignmentTerms, AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, ReadAudit};
+pub use sessions::{CardLogin, Heartbeat, SessionView};
 
 /// Settings the use cases take from configuration.
 #[derive(Debug, Clone)]
@@ -38,6 +40,12 @@ pub struct ServiceSettings {
     pub recovery_credential_lifetime: Duration,
     /// How long an interim credential issued by an RA Manager stays valid.
     pub interim_credential_lifetime: Duration,
+    /// How often a card session's agent has the card sign a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A card session ends when its card has not proved its presence for this long.
+    pub presence_grace: Duration,
+    /// What a card login does about the same person's live card session elsewhere.
+    pub concurrent_login: careid_domain::login::ConcurrentLogin,
 }
 
 impl Default for ServiceSettings {
@@ -47,6 +55,9 @@ impl Default for ServiceSettings {
             session_absolute_lifetime: Duration::hours(12),
             recovery_credential_lifetime: Duration::days(7),
             interim_credential_lifetime: Duration::days(14),
+            heartbeat_interval: Duration::seconds(30),
+            presence_grace: Duration::seconds(60),
+            concurrent_login: careid_domain::login::ConcurrentLogin::Refuse,
         }
     }
 }
@@ -112,6 +123,10 @@ impl Service {
         &self.store
     }
 
+    pub fn settings(&self) -> &ServiceSettings {
+        &self.settings
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
@@ -173,18 +188,39 @@ impl Service {
         &self,
         tx: &mut Box<dyn Transaction>,
         actor: &Actor,
-        person: &Person,
+        person: &PersonUuid,
     ) -> Result<Result<(), Refusal>, RaError> {
-        if tx.person_within(&person.uuid, &actor.org).await? {
+        if tx.person_within(person, &actor.org).await? {
             return Ok(Ok(()));
         }
         Ok(Err(Refusal::new(
             careid_domain::access::Rule::OutOfScope,
             format!(
                 "{} is not registered or employed within the organisations your position at {} covers",
-                person.uuid, actor.org
+                person, actor.org
             ),
         )))
+    }
+
+    /// The actor a session acts as: the assignment's person, in its position.
+    pub(crate) fn actor_for(
+        &self,
+        assignment: &careid_domain::model::Assignment,
+        position: &careid_domain::model::Position,
+        auth: careid_domain::access::AuthMethod,
+        session: &str,
+    ) -> Actor {
+        let granted = self.catalogue.granted(&position.activities);
+        Actor {
+            person: assignment.person.clone(),
+            assignment: assignment.id,
+            position: position.id,
+            org: assignment.org.clone(),
+            role: position.role.clone(),
+            functions: careid_domain::access::RaFunction::of_position(&position.role, &granted),
+            auth,
+            session: session.to_owned(),
+        }
     }
 
     async fn load_person(&self, tx: &mut Box<dyn Transaction>, uuid: &PersonUuid) -> Result<Person, RaError> {

@@ -555,7 +555,7 @@ impl Service {
         // Decide before assembling the profile: a refused caller costs no more than the check.
         let mut tx = self.store.begin_read().await?;
         let person = self.load_person(&mut tx, uuid).await?;
-        let scope = self.person_in_scope(&mut tx, actor, &person).await?;
+        let scope = self.person_in_scope(&mut tx, actor, &person.uuid).await?;
         drop(tx);
         let role = if actor.functions.is_empty() {
             Err(Refusal::new(
@@ -616,7 +616,7 @@ impl Service {
         action: RaAction,
     ) -> Result<(Person, Result<(), Refusal>), RaError> {
         let person = self.load_person(tx, uuid).await?;
-        let scope = self.person_in_scope(tx, actor, &person).await?;
+        let scope = self.person_in_scope(tx, actor, &person.uuid).await?;
         Ok((person, first_refusal([actor.require(action), actor.require_not_self(uuid), scope])))
     }
 
@@ -693,7 +693,7 @@ impl Service {
         event.subject_person = Some(uuid.clone());
         event.org = Some(person.registered_org.clone());
         if &actor.person != uuid {
-            let scope = self.person_in_scope(&mut tx, actor, &person).await?;
+            let scope = self.person_in_scope(&mut tx, actor, &person.uuid).await?;
             if let Err(refusal) = first_refusal([actor.require(RaAction::ChangePersonalDetails), scope]) {
                 return Err(self.refuse(tx, event, refusal).await);
             }
@@ -747,7 +747,7 @@ impl Service {
         let now = self.clock.now();
         let mut tx = self.store.begin_write().await?;
         let person = self.load_person(&mut tx, uuid).await?;
-        let scope = self.person_in_scope(&mut tx, actor, &person).await?;
+        let scope = self.person_in_scope(&mut tx, actor, &person.uuid).await?;
         let permission = actor.permission(RaAction::CloseOrReopenProfile);
         let mut event = self.event(ctx, actor.into(), Action::PersonClose, "person", uuid);
         event.subject_person = Some(uuid.clone());

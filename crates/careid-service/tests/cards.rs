@@ -6,70 +6,19 @@
 
 mod support;
 
-use careid_card::{Card, VirtualCard, verify_signature};
-use careid_domain::access::{Actor, Rule};
+use careid_card::{Card, verify_signature};
+use careid_domain::access::Rule;
 use careid_domain::card::{CardSerial, CardState, RevocationReason};
 use careid_domain::ids::PersonUuid;
-use careid_domain::passcode::choose;
 use careid_domain::ports::Store;
 use careid_domain::secret::Secret;
 use careid_pki::BoxRecipient;
-use careid_service::{CardReport, Ceremony, RaError, ReleasedSecrets, open_clear_secret, open_issue_secret};
+use careid_service::{CardReport, Ceremony, RaError, ReleasedSecrets, open_clear_secret};
+use support::cards::{holder, issue, passcode, release};
 use support::{World, ctx, world};
-use time::macros::date;
-
-struct IssuedCard {
-    id: i64,
-    card: VirtualCard,
-    _dir: tempfile::TempDir,
-}
-
-fn passcode(digits: &str) -> careid_domain::passcode::Passcode {
-    choose(digits, digits, date!(1985 - 06 - 15)).unwrap()
-}
-
-/// Issue as an RA agent would at the desk, with the holder choosing `digits` as the passcode.
-async fn issue(w: &World, ra: &Actor, holder: &PersonUuid, digits: &str, secrets: &mut Vec<String>) -> IssuedCard {
-    let dir = tempfile::tempdir().unwrap();
-    let mut card = VirtualCard::create(&dir.path().join("card.json")).unwrap();
-    let serial = card.status().unwrap().serial;
-    let recipient = BoxRecipient::new().unwrap();
-    let (id, sealed) = w.service.begin_card_issue(&ctx(), ra, holder, serial, recipient.public_key()).await.unwrap();
-    let administrator = open_issue_secret(recipient, &sealed).unwrap();
-    card.initialise(&Secret::new("transport".into()), &administrator, "careid").unwrap();
-    let public_key = card.generate_key(&administrator).unwrap();
-    let certificate = w.service.certify_card(&ctx(), ra, id, &public_key).await.unwrap();
-    card.store_certificate(&certificate).unwrap();
-    let released = release(w, ra, id, Ceremony::FirstPasscode).await.unwrap();
-    card.set_passcode_as_administrator(&released.current, &passcode(digits)).unwrap();
-    card.rotate_administrator_secret(&released.current, &released.next).unwrap();
-    assert_eq!(w.service.complete_ceremony(&ctx(), ra, id).await.unwrap(), CardState::Active);
-    secrets.extend([
-        administrator.expose().to_owned(),
-        released.current.expose().to_owned(),
-        released.next.expose().to_owned(),
-        digits.to_owned(),
-    ]);
-    IssuedCard { id, card, _dir: dir }
-}
-
-/// An authorised ceremony's release of the administrative secrets, opened by the ceremony.
-async fn release(w: &World, actor: &Actor, id: i64, ceremony: Ceremony) -> Result<ReleasedSecrets, RaError> {
-    let recipient = BoxRecipient::new().unwrap();
-    let sealed = w.service.release_administrator_secret(&ctx(), actor, id, ceremony, recipient.public_key()).await?;
-    Ok(ReleasedSecrets::open(recipient, &sealed).unwrap())
-}
 
 async fn state(w: &World, person: &PersonUuid, id: i64) -> CardState {
     w.service.cards_of(person).await.unwrap().into_iter().find(|c| c.id == id).unwrap().state
-}
-
-/// A member of staff at practice A, signed in.
-async fn holder(w: &World, given: &str, ni: &str) -> Actor {
-    let person = w.new_person(given, ni, &w.practice_a).await;
-    w.service.assign_position(&ctx(), &w.agent, &person, w.receptionist_a, date!(2026 - 01 - 01), None).await.unwrap();
-    let (credential, _) = w.service.issue_credential(&ctx(), &w.manager, &person).await.unwrap();
-    w.service.login(&ctx(), &credential, None).await.unwrap().actor
 }
 
 #[tokio::test]

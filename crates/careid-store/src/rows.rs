@@ -14,7 +14,7 @@ use careid_domain::model::{
     Person, PersonalDetails, Position, PositionApproval, ProfileStatus, Registration, RegistrationStatus, Removal,
     RequestKind, RequestStatus, SponsorRequest,
 };
-use careid_domain::ports::{Credential, Session, StoreError};
+use careid_domain::ports::{CardPresence, Credential, Session, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use time::{Date, OffsetDateTime};
@@ -88,6 +88,7 @@ fn auth_method(code: &str) -> Result<AuthMethod, StoreError> {
     match code {
         "recovery" => Ok(AuthMethod::Recovery),
         "interim_credential" => Ok(AuthMethod::InterimCredential),
+        "card" => Ok(AuthMethod::Card),
         other => Err(StoreError::Corrupt(format!("unknown auth method {other}"))),
     }
 }
@@ -287,6 +288,17 @@ pub(crate) fn session(row: &AnyRow) -> Result<Session, StoreError> {
         last_seen_at: time_at(row, "last_seen_at")?,
         expires_at: time_at(row, "expires_at")?,
         ended_at: opt_time_at(row, "ended_at")?,
+        end_reason: opt_text(row, "end_reason")?,
+        card: match opt_int(row, "card")? {
+            None => None,
+            Some(card) => Some(CardPresence {
+                card,
+                workstation: opt_text(row, "workstation")?.unwrap_or_default(),
+                heartbeat: int(row, "heartbeat")? as u64,
+                last_proof_at: opt_time_at(row, "last_proof_at")?
+                    .ok_or_else(|| StoreError::Corrupt("a card session without a proof time".into()))?,
+            }),
+        },
     })
 }
 

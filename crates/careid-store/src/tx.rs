@@ -13,7 +13,7 @@ use careid_domain::model::{
     Assignment, IdentityCheck, NewPosition, Organisation, Person, PersonalDetails, Position, Registration,
     RegistrationStatus, Removal, RequestKind, RequestStatus, SponsorRequest,
 };
-use careid_domain::ports::{AuditQuery, Credential, NewAssignment, Session, StoreError, Transaction};
+use careid_domain::ports::{AuditQuery, Credential, NewAssignment, SealedSecrets, Session, StoreError, Transaction};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 use time::OffsetDateTime;
@@ -770,9 +770,10 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_session(&mut self, s: &Session) -> Result<(), StoreError> {
+        let card = s.card.as_ref();
         sqlx::query(
-            "INSERT INTO sessions (id, token_hash, person, assignment, auth, created_at, last_seen_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO sessions (id, token_hash, person, assignment, auth, created_at, last_seen_at, expires_at, \
+             card, workstation, heartbeat, last_proof_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(s.id.clone())
         .bind(s.token_hash.to_vec())
@@ -782,6 +783,10 @@ impl Transaction for SqlTransaction {
         .bind(micros(s.created_at))
         .bind(micros(s.last_seen_at))
         .bind(micros(s.expires_at))
+        .bind(card.map(|c| c.card))
+        .bind(card.map(|c| c.workstation.clone()))
+        .bind(card.map_or(0, |c| c.heartbeat as i64))
+        .bind(card.map(|c| micros(c.last_proof_at)))
         .execute(self.conn())
         .await
         .map_err(|e| self.failure("session", &e))?;
@@ -797,6 +802,26 @@ impl Transaction for SqlTransaction {
         rows.first().map(rows::session).transpose()
     }
 
+    async fn session_by_id(&mut self, id: &str) -> Result<Option<Session>, StoreError> {
+        let rows =
+            self.fetch_all("read session", "SELECT * FROM sessions WHERE id = $1", vec![Arg::Text(id.into())]).await?;
+        rows.first().map(rows::session).transpose()
+    }
+
+    async fn live_sessions_of(&mut self, person: &PersonUuid) -> Result<Vec<Session>, StoreError> {
+        let sql = "SELECT * FROM sessions WHERE person = $1 AND ended_at IS NULL ORDER BY created_at, id";
+        self.fetch_all("list sessions", sql, vec![Arg::Text(person.to_string())])
+            .await?
+            .iter()
+            .map(rows::session)
+            .collect()
+    }
+
+    async fn live_sessions_of_card(&mut self, card: i64) -> Result<Vec<Session>, StoreError> {
+        let sql = "SELECT * FROM sessions WHERE card = $1 AND ended_at IS NULL ORDER BY created_at, id";
+        self.fetch_all("list sessions", sql, vec![Arg::Int(card)]).await?.iter().map(rows::session).collect()
+    }
+
     async fn touch_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
         sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
             .bind(id.to_owned())
@@ -807,14 +832,73 @@ impl Transaction for SqlTransaction {
         Ok(())
     }
 
-    async fn end_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
+    async fn end_session(&mut self, id: &str, at: OffsetDateTime, reason: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE sessions SET ended_at = $2, end_reason = $3 WHERE id = $1 AND ended_at IS NULL")
             .bind(id.to_owned())
             .bind(micros(at))
+            .bind(reason.to_owned())
             .execute(self.conn())
             .await
             .map_err(|e| self.failure("session", &e))?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_heartbeat(&mut self, id: &str, counter: u64, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let counter =
+            i64::try_from(counter).map_err(|_| StoreError::Corrupt("heartbeat counter out of range".into()))?;
+        let done = sqlx::query(
+            "UPDATE sessions SET heartbeat = $2, last_proof_at = $3 \
+             WHERE id = $1 AND ended_at IS NULL AND card IS NOT NULL AND heartbeat < $2",
+        )
+        .bind(id.to_owned())
+        .bind(counter)
+        .bind(micros(at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("heartbeat", &e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn sessions_due_to_end(
+        &mut self,
+        now: OffsetDateTime,
+        idle_since: OffsetDateTime,
+        proof_since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM sessions WHERE ended_at IS NULL \
+             AND (expires_at <= $1 OR last_seen_at < $2 OR last_proof_at < $3) ORDER BY id LIMIT $4",
+        )
+        .bind(micros(now))
+        .bind(micros(idle_since))
+        .bind(micros(proof_since))
+        .bind(i64::from(limit))
+        .fetch_all(self.conn())
+        .await
+        .map_err(|e| self.failure("sessions due to end", &e))?;
+        rows.iter().map(rows::session).collect()
+    }
+
+    async fn use_challenge(&mut self, nonce: &[u8], expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO used_challenges (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce.to_vec())
+        .bind(micros(expires_at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("challenge", &e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn forget_challenges(&mut self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM used_challenges WHERE expires_at < $1")
+            .bind(micros(before))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("forget challenges", &e))?;
+        Ok(done.rows_affected())
     }
 
     async fn insert_card(&mut self, card: &CardRecord, administrator_secret: &[u8]) -> Result<i64, StoreError> {
@@ -868,19 +952,16 @@ impl Transaction for SqlTransaction {
         Ok(())
     }
 
-    async fn card_administrator_secret(
-        &mut self,
-        card: i64,
-    ) -> Result<(Vec<u8>, Option<(Vec<u8>, String)>), StoreError> {
-        let sql =
-            "SELECT administrator_secret, pending_administrator_secret, pending_ceremony FROM cards WHERE id = $1";
-        let rows = self.fetch_all("read card secret", sql, vec![Arg::Int(card)]).await?;
-        let row = rows.first().ok_or(StoreError::MissingReference("card"))?;
+    async fn card_with_secrets(&mut self, id: i64) -> Result<Option<(CardRecord, SealedSecrets)>, StoreError> {
+        let rows = self.fetch_all("read card", "SELECT * FROM cards WHERE id = $1", vec![Arg::Int(id)]).await?;
+        let Some(row) = rows.first() else { return Ok(None) };
         let pending = row
             .try_get::<Option<Vec<u8>>, _>("pending_administrator_secret")
             .map_err(|e| StoreError::Corrupt(format!("pending_administrator_secret: {e}")))?;
         let ceremony = rows::opt_text(row, "pending_ceremony")?;
-        Ok((rows::bytes(row, "administrator_secret")?, pending.zip(ceremony)))
+        let secrets =
+            SealedSecrets { current: rows::bytes(row, "administrator_secret")?, pending: pending.zip(ceremony) };
+        Ok(Some((rows::card(row)?, secrets)))
     }
 
     async fn set_card_administrator_secret(
@@ -919,6 +1000,12 @@ impl Transaction for SqlTransaction {
         .await
         .map_err(|e| self.failure("certificate", &e))?;
         Ok(())
+    }
+
+    async fn certificate(&mut self, serial: &str) -> Result<Option<CardCertificate>, StoreError> {
+        let sql = "SELECT * FROM card_certificates WHERE serial = $1";
+        let rows = self.fetch_all("read certificate", sql, vec![Arg::Text(serial.to_owned())]).await?;
+        rows.first().map(rows::certificate).transpose()
     }
 
     async fn certificates_of(&mut self, card: i64) -> Result<Vec<CardCertificate>, StoreError> {

@@ -13,7 +13,9 @@ use careid_domain::model::{
     ContactDetails, NewPosition, Organisation, OrganisationKind, Person, PersonalDetails, PositionApproval,
     ProfileStatus, Registration, RegistrationStatus,
 };
-use careid_domain::ports::{AuditQuery, Credential, NewAssignment, Session, Store, StoreError};
+use careid_domain::ports::{
+    AuditQuery, CardPresence, Credential, NewAssignment, SealedSecrets, Session, Store, StoreError,
+};
 use careid_store::{SqlStore, StoreOptions};
 use time::macros::{date, datetime};
 
@@ -394,11 +396,76 @@ contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
         last_seen_at: at,
         expires_at: at + time::Duration::hours(12),
         ended_at: None,
+        end_reason: None,
+        card: None,
     };
     tx.insert_session(&session).await.unwrap();
-    tx.end_session("s1", at + time::Duration::minutes(5)).await.unwrap();
+    assert!(tx.end_session("s1", at + time::Duration::minutes(5), "signed_out").await.unwrap());
+    assert!(!tx.end_session("s1", at + time::Duration::minutes(6), "lifetime").await.unwrap(), "ends once");
     let ended = tx.session(&[9; 32]).await.unwrap().unwrap();
     assert_eq!(ended.ended_at, Some(at + time::Duration::minutes(5)));
+    assert_eq!(ended.end_reason.as_deref(), Some("signed_out"));
+    tx.commit().await.unwrap();
+
+    // Card sessions: the card's presence, counted heartbeats, one live card session a person.
+    let mut tx = store.begin_write().await.unwrap();
+    let card = careid_domain::card::CardRecord {
+        id: 0,
+        serial: careid_domain::card::CardSerial::parse("CARD1").unwrap(),
+        person: ada.uuid.clone(),
+        state: careid_domain::card::CardState::Active,
+        wrong_passcodes: 0,
+        public_key: None,
+        issued_by: None,
+        issued_at: at,
+        last_known_safe_at: at,
+        incident: None,
+    };
+    let card = tx.insert_card(&card, b"sealed").await.unwrap();
+    let card_session = |id: &str, hash: u8| Session {
+        id: id.into(),
+        token_hash: [hash; 32],
+        auth: AuthMethod::Card,
+        card: Some(CardPresence { card, workstation: "ws-1".into(), heartbeat: 0, last_proof_at: at }),
+        ..session.clone()
+    };
+    tx.insert_session(&card_session("c1", 10)).await.unwrap();
+    assert!(tx.record_heartbeat("c1", 1, at + time::Duration::seconds(30)).await.unwrap());
+    assert!(!tx.record_heartbeat("c1", 1, at + time::Duration::seconds(40)).await.unwrap(), "a counter counts once");
+    assert!(!tx.record_heartbeat("s1", 5, at).await.unwrap(), "not a live card session");
+    let live = tx.session_by_id("c1").await.unwrap().unwrap();
+    assert_eq!(
+        live.card,
+        Some(CardPresence {
+            card,
+            workstation: "ws-1".into(),
+            heartbeat: 1,
+            last_proof_at: at + time::Duration::seconds(30)
+        })
+    );
+    assert_eq!(tx.live_sessions_of(&ada.uuid).await.unwrap(), vec![live.clone()]);
+    assert_eq!(tx.live_sessions_of_card(card).await.unwrap(), vec![live]);
+    // Due to end: no proof since 60 s before `now`.
+    let now = at + time::Duration::seconds(80);
+    let idle_since = now - time::Duration::minutes(15);
+    let proved_recently = tx.sessions_due_to_end(now, idle_since, now - time::Duration::seconds(60), 10).await;
+    assert!(proved_recently.unwrap().is_empty());
+    let lapsed = tx.sessions_due_to_end(now, idle_since, now - time::Duration::seconds(30), 10).await;
+    assert_eq!(lapsed.unwrap().len(), 1);
+    tx.commit().await.unwrap();
+
+    // The schema refuses a second live card session of the same person.
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.insert_session(&card_session("c2", 11)).await, Err(StoreError::Duplicate("session")));
+    drop(tx);
+
+    // A challenge is answered once; forgotten after it expires.
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(tx.use_challenge(&[1; 16], at + time::Duration::seconds(60)).await.unwrap());
+    assert!(!tx.use_challenge(&[1; 16], at + time::Duration::seconds(60)).await.unwrap());
+    assert!(tx.use_challenge(&[2; 16], at + time::Duration::seconds(90)).await.unwrap());
+    assert_eq!(tx.forget_challenges(at + time::Duration::seconds(61)).await.unwrap(), 1);
+    assert!(!tx.use_challenge(&[2; 16], at).await.unwrap());
     tx.commit().await.unwrap();
 });
 
@@ -484,10 +551,13 @@ contract!(the_store_itself_allows_at_most_one_live_card_per_person, |store| {
     assert_eq!(tx.revoke_certificates_of(first, RevocationReason::KeyCompromise, at).await.unwrap(), 0, "revoked once");
     let second = tx.insert_card(&card("CARD2"), b"sealed-2").await.unwrap();
     tx.set_card_administrator_secret(second, b"current", Some((b"next", "unlock"))).await.unwrap();
+    let (stored, secrets) = tx.card_with_secrets(second).await.unwrap().unwrap();
+    assert_eq!((stored.id, stored.serial.as_str()), (second, "CARD2"));
     assert_eq!(
-        tx.card_administrator_secret(second).await.unwrap(),
-        (b"current".to_vec(), Some((b"next".to_vec(), "unlock".to_owned())))
+        secrets,
+        SealedSecrets { current: b"current".to_vec(), pending: Some((b"next".to_vec(), "unlock".to_owned())) }
     );
+    assert!(tx.card_with_secrets(second + 1000).await.unwrap().is_none());
     let revoked = tx.revoked_certificates().await.unwrap();
     assert_eq!(revoked, vec![("10ab".to_owned(), at, RevocationReason::KeyCompromise)]);
     let n = tx.next_crl_number().await.unwrap();

@@ -30,10 +30,10 @@ pub struct CardArgs {
 
 /// Which card: a virtual card file, or a token in a PKCS#11 module.
 #[derive(Debug, Args)]
-struct Device {
+pub(crate) struct Device {
     /// A virtual card file (created at issue if missing). Not a security device.
     #[arg(long = "virtual", value_name = "PATH", conflicts_with = "pkcs11_module")]
-    virtual_card: Option<PathBuf>,
+    pub(crate) virtual_card: Option<PathBuf>,
     /// A PKCS#11 module (OpenSC's opensc-pkcs11.so for physical cards, SoftHSM2 for tests).
     #[arg(long, value_name = "PATH")]
     pkcs11_module: Option<PathBuf>,
@@ -42,7 +42,7 @@ struct Device {
     slot: Option<u64>,
     /// Read passcodes from standard input, one a line, instead of prompting (automation).
     #[arg(long)]
-    passcode_stdin: bool,
+    pub(crate) passcode_stdin: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,12 +136,12 @@ enum CardCommand {
 const TRANSPORT_SECRET: &str = "careid-transport";
 
 /// Where passcodes come from: the terminal, without echo, or standard input.
-struct Keyboard {
-    stdin: bool,
+pub(crate) struct Keyboard {
+    pub(crate) stdin: bool,
 }
 
 impl Keyboard {
-    fn read(&self, prompt: &str) -> anyhow::Result<Secret> {
+    pub(crate) fn read(&self, prompt: &str) -> anyhow::Result<Secret> {
         if self.stdin {
             let mut line = String::new();
             std::io::stdin().lock().read_line(&mut line).context("reading a passcode from standard input")?;
@@ -164,7 +164,7 @@ impl Keyboard {
     }
 }
 
-fn open_device(device: &Device, issuing: bool) -> anyhow::Result<Box<dyn Card>> {
+pub(crate) fn open_device(device: &Device, issuing: bool) -> anyhow::Result<Box<dyn Card>> {
     if let Some(path) = &device.virtual_card {
         let card = if issuing && !path.exists() { VirtualCard::create(path)? } else { VirtualCard::open(path)? };
         return Ok(Box::new(card));

@@ -147,6 +147,10 @@ impl Client {
         Ok(Client::new(server.unwrap_or(&profile.server), Some(profile.token.clone())))
     }
 
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server);
         let mut request = self.http.request(method, &url);

@@ -83,6 +83,13 @@ settings! {
     session_idle_timeout_seconds: u32 = 15 * 60;
     /// A session ends this many seconds after sign-in, whatever happens.
     session_absolute_lifetime_seconds: u32 = 12 * 60 * 60;
+    /// Seconds between the heartbeats a workstation's card signs to prove it is still there.
+    heartbeat_interval_seconds: u32 = 30;
+    /// A card session ends when its card has proved nothing for this many seconds.
+    presence_grace_seconds: u32 = 60;
+    /// A card login while the same person has a live card session elsewhere: `refuse` (the
+    /// default) or `end_older`.
+    concurrent_login: String = "refuse".to_owned();
     /// Days the recovery credential printed by `careid init` stays valid.
     recovery_credential_days: u32 = 7;
     /// Days an interim credential issued by an RA Manager stays valid.
@@ -144,6 +151,12 @@ impl Config {
         if self.session_idle_timeout_seconds == 0 || self.session_absolute_lifetime_seconds == 0 {
             bail!("configuration: session timeouts must be more than 0 seconds");
         }
+        if self.heartbeat_interval_seconds == 0 || self.presence_grace_seconds <= self.heartbeat_interval_seconds {
+            bail!(
+                "configuration: presence_grace_seconds must be more than heartbeat_interval_seconds (and both above 0)"
+            );
+        }
+        self.concurrent_login()?;
         if !(1..=3650).contains(&self.card_certificate_days) {
             bail!("configuration: card_certificate_days must be 1 to 3650");
         }
@@ -190,6 +203,18 @@ impl Config {
             session_absolute_lifetime: time::Duration::seconds(i64::from(self.session_absolute_lifetime_seconds)),
             recovery_credential_lifetime: time::Duration::days(i64::from(self.recovery_credential_days)),
             interim_credential_lifetime: time::Duration::days(i64::from(self.interim_credential_days)),
+            heartbeat_interval: time::Duration::seconds(i64::from(self.heartbeat_interval_seconds)),
+            presence_grace: time::Duration::seconds(i64::from(self.presence_grace_seconds)),
+            concurrent_login: self.concurrent_login().unwrap_or_default(),
+        }
+    }
+
+    fn concurrent_login(&self) -> anyhow::Result<careid_domain::login::ConcurrentLogin> {
+        use careid_domain::login::ConcurrentLogin;
+        match self.concurrent_login.as_str() {
+            "refuse" => Ok(ConcurrentLogin::Refuse),
+            "end_older" => Ok(ConcurrentLogin::EndOlder),
+            _ => bail!("configuration: concurrent_login must be refuse or end_older"),
         }
     }
 

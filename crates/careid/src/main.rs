@@ -2,6 +2,7 @@
 //! the service to the real clock and randomness, and runs the server, the demo, the RA's
 //! command line and the benchmarks.
 
+mod agent;
 mod bench;
 mod card;
 mod client;
@@ -58,6 +59,9 @@ enum Command {
     Ra(ra::RaArgs),
     /// Smartcard ceremonies, run where the card is (a client of the HTTP API).
     Card(card::CardArgs),
+    /// The workstation agent: logs the holder in with their card and keeps the session alive
+    /// only while the card is in the reader.
+    Agent(agent::AgentArgs),
     /// Measures careid's performance and prints the figures.
     Bench(bench::BenchArgs),
     /// Prints the configuration reference page (docs/config.md).
@@ -173,13 +177,34 @@ pub async fn open_service(config: &Config) -> anyhow::Result<(SqlStore, Service)
     Ok((store, service))
 }
 
+/// How often the server looks for sessions whose card stopped proving its presence.
+const SESSION_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ends lapsed sessions for as long as the server runs; requests with a lapsed session's token
+/// are refused in any case (fail closed), this makes the ending visible within seconds.
+async fn end_lapsed_sessions_forever(service: Service) {
+    let mut tick = tokio::time::interval(SESSION_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match service.end_lapsed_sessions(&careid_service::RequestContext::new("session-sweep")).await {
+            Ok(0) => {}
+            Ok(ended) => tracing::info!(ended, "lapsed sessions ended"),
+            Err(error) => tracing::warn!(%error, "session sweep failed this round"),
+        }
+    }
+}
+
 /// Serves until Ctrl-C.
 pub async fn serve(listener: tokio::net::TcpListener, service: Service) -> anyhow::Result<()> {
+    let sweeper = tokio::spawn(end_lapsed_sessions_forever(service.clone()));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     };
-    careid_http::serve(listener, careid_http::App::new(service), shutdown).await.context("serving")
+    let served = careid_http::serve(listener, careid_http::App::new(service), shutdown).await.context("serving");
+    sweeper.abort();
+    served
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -205,6 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(config, args).await,
         Command::Ra(args) => ra::run(args).await,
         Command::Card(args) => card::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::ConfigReference => {
             print!("{}", Config::reference_markdown());

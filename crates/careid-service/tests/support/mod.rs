@@ -4,6 +4,8 @@
 
 #![allow(dead_code, reason = "each test binary uses part of the shared world")]
 
+pub mod cards;
+
 use std::sync::Arc;
 
 use careid_domain::access::{Actor, Rule};
@@ -126,12 +128,16 @@ pub async fn staff(
 }
 
 pub async fn world() -> World {
+    world_with(ServiceSettings::default()).await
+}
+
+pub async fn world_with(settings: ServiceSettings) -> World {
     let store = SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.unwrap();
     let clock = Arc::new(FixedClock::at(datetime!(2026-11-23 09:00 UTC)));
     let master_key = careid_pki::MasterKey::from_bytes([7; 32]);
     let (ca, _) = careid_pki::CertificateAuthority::create("careid test", clock.now(), &master_key).unwrap();
     let authority = CardAuthority::new(ca, master_key, time::Duration::days(730));
-    let service = Service::new(Arc::new(store.clone()), clock.clone(), Arc::new(OsRandom), ServiceSettings::default())
+    let service = Service::new(Arc::new(store.clone()), clock.clone(), Arc::new(OsRandom), settings)
         .with_card_authority(authority);
     let icb = ods("QWE");
     let init = service

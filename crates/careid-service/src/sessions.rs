@@ -1,0 +1,482 @@
+//! Card login and sessions that live only while the card is present.
+//!
+//! A workstation's agent asks for a challenge (stateless: nothing is written until it is
+//! answered), the card signs a login message over it once the holder's passcode opens the
+//! card, and the login checks, in order: the challenge (this workstation's, not expired, never
+//! answered before), the signed time, the terms of use, the certificate (careid's CA, in its
+//! dates, stored and not revoked), the signature, the card's state, the profile, the position,
+//! and the person's other live sessions. Every refusal and every session is audited.
+//!
+//! The session then lives while the card keeps proving itself: a signed heartbeat with a
+//! counter that only goes up. No proof within the grace period, no session (whoever looks
+//! first ends it: a request made with its token, or the reaper).
+
+use careid_domain::access::{Actor, AuthMethod, RaAction, Refusal, Rule};
+use careid_domain::audit::{Action, AuditActor, AuditEvent, Outcome};
+use careid_domain::card::CardState;
+use careid_domain::ids::{AssignmentId, OdsCode, PersonUuid};
+use careid_domain::login::{
+    CHALLENGE_LIFETIME, ConcurrentLogin, HeartbeatMessage, Liveness, LoginMessage, SessionEnd, Workstation,
+    check_signed_time,
+};
+use careid_domain::model::{Assignment, AssignmentStatus, Position, ProfileStatus};
+use careid_domain::ports::{CardPresence, Session, StoreError, Transaction};
+use careid_domain::secret::Secret;
+use careid_pki::IssuedChallenge;
+use time::OffsetDateTime;
+
+use crate::auth::LoginOutcome;
+use crate::error::{LoginError, RaError, RoleChoice};
+use crate::{RequestContext, Service, secret_hash};
+
+/// A card's answer to a login challenge.
+#[derive(Debug, Clone)]
+pub struct CardLogin {
+    pub challenge: String,
+    pub workstation: Workstation,
+    /// The certificate read from the card (DER).
+    pub certificate: Vec<u8>,
+    /// The organisation and assignment chosen, if the holder chose.
+    pub selected: Option<(OdsCode, AssignmentId)>,
+    /// The time signed, in Unix seconds.
+    pub time: i64,
+    /// The version of the terms of use the holder accepted at this login.
+    pub terms_accepted: Option<String>,
+    /// The card's signature over the `LoginMessage` (64-byte r‖s).
+    pub signature: Vec<u8>,
+}
+
+/// A card's proof that it is still in the reader.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub session: String,
+    pub counter: u64,
+    pub time: i64,
+    pub signature: Vec<u8>,
+}
+
+/// One session, as its holder (or whoever may end it) sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    pub id: String,
+    pub person: PersonUuid,
+    pub assignment: AssignmentId,
+    pub auth: AuthMethod,
+    pub workstation: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    pub last_proof_at: Option<OffsetDateTime>,
+    pub expires_at: OffsetDateTime,
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> SessionView {
+        SessionView {
+            id: s.id.clone(),
+            person: s.person.clone(),
+            assignment: s.assignment,
+            auth: s.auth,
+            workstation: s.card.as_ref().map(|c| c.workstation.clone()),
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            last_proof_at: s.card.as_ref().map(|c| c.last_proof_at),
+            expires_at: s.expires_at,
+        }
+    }
+}
+
+/// What the holder can do about a card that cannot log in, by its state.
+fn card_state_refusal(state: CardState) -> Refusal {
+    let message = match state {
+        CardState::Active => "the card can log in",
+        CardState::AwaitingPasscode => "set your passcode on this card first (careid card set-passcode)",
+        CardState::Locked => "the card is locked: ask your RA, sponsor or smartcard administrator to unlock it",
+        CardState::Lost | CardState::Stolen => "the card was reported lost or stolen and is revoked",
+        CardState::Damaged => "the card was reported damaged and is revoked: ask your RA for a replacement",
+        CardState::Cancelled | CardState::Cleared => "the card has been cancelled: ask your RA",
+    };
+    Refusal::new(Rule::CardState, message)
+}
+
+/// The person's current positions with their assignments.
+pub(crate) async fn current_positions(
+    tx: &mut Box<dyn Transaction>,
+    person: &PersonUuid,
+    today: time::Date,
+) -> Result<Vec<(Assignment, Position)>, StoreError> {
+    let mut choices = Vec::new();
+    for a in tx.assignments_of(person).await? {
+        if a.status(today) == AssignmentStatus::Current
+            && let Some(position) = tx.position(a.position).await?
+        {
+            choices.push((a, position));
+        }
+    }
+    Ok(choices)
+}
+
+/// The one position a login acts in: the chosen one, or the only one.
+pub(crate) fn choose_position(
+    choices: &[(Assignment, Position)],
+    choice: Option<AssignmentId>,
+) -> Result<&(Assignment, Position), (Rule, LoginError)> {
+    let selected = match choice {
+        Some(id) => choices.iter().find(|(a, _)| a.id == id),
+        None if choices.len() == 1 => choices.first(),
+        None => None,
+    };
+    selected.ok_or_else(|| {
+        if choices.is_empty() || choice.is_some() {
+            let which = choice.map(|c| format!(" matching assignment {c}")).unwrap_or_default();
+            (Rule::NoSuchPosition, LoginError::NoCurrentPosition(which))
+        } else {
+            let list = choices
+                .iter()
+                .map(|(a, p)| RoleChoice {
+                    assignment: a.id,
+                    org: a.org.to_string(),
+                    position_name: p.name.clone(),
+                    role: p.role.to_string(),
+                })
+                .collect();
+            (Rule::RoleSelectionNeeded, LoginError::RoleSelectionNeeded(list))
+        }
+    })
+}
+
+/// Ends a card's live sessions when it stops being usable, naming them on `event`.
+pub(crate) async fn end_card_sessions(
+    tx: &mut Box<dyn Transaction>,
+    card: i64,
+    event: &mut AuditEvent,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let mut ended = Vec::new();
+    for session in tx.live_sessions_of_card(card).await? {
+        if tx.end_session(&session.id, now, SessionEnd::CardEnded.code()).await? {
+            ended.push(session.id);
+        }
+    }
+    if !ended.is_empty() {
+        event.detail.push(("sessions_ended", ended.join(",")));
+    }
+    Ok(())
+}
+
+impl Service {
+    pub(crate) fn liveness(&self) -> Liveness {
+        Liveness { grace: self.settings.presence_grace, idle: self.settings.session_idle_timeout }
+    }
+
+    /// A fresh challenge for `workstation`'s card to sign, valid for a minute. Writes nothing.
+    pub fn login_challenge(&self, workstation: &Workstation) -> Result<IssuedChallenge, RaError> {
+        let authority = self.card_authority()?;
+        let mut nonce = [0u8; 16];
+        self.random.fill(&mut nonce);
+        let expires_at = (self.clock.now() + CHALLENGE_LIFETIME).unix_timestamp();
+        Ok(authority.challenge_key.issue(nonce, workstation.as_str(), expires_at))
+    }
+
+    /// Logs in with a card's signature over a challenge. Refusals say what the holder can do,
+    /// and are audited with what the holder is not told.
+    pub async fn card_login(&self, ctx: &RequestContext, login: &CardLogin) -> Result<LoginOutcome, LoginError> {
+        let now = self.clock.now();
+        let authority = self.card_authority()?;
+        let mut event = self.event(ctx, AuditActor::system(), Action::SessionRefuse, "workstation", &login.workstation);
+        event.workstation = Some(login.workstation.to_string());
+
+        // What needs no store: the challenge, the time, the terms, the certificate, the signature.
+        let opened = authority.challenge_key.open(&login.challenge, login.workstation.as_str(), now.unix_timestamp());
+        let presented = authority.ca.check_card_certificate(&login.certificate, now);
+        let message = LoginMessage {
+            challenge: &login.challenge,
+            workstation: &login.workstation,
+            selected: login.selected.as_ref().map(|(org, a)| (org, *a)),
+            time: login.time,
+        }
+        .to_bytes();
+        let stateless = (|| {
+            let challenge = opened.map_err(|e| Refusal::new(Rule::ChallengeInvalid, e.to_string()))?;
+            check_signed_time(login.time, now).map_err(|e| Refusal::new(Rule::ChallengeInvalid, e))?;
+            if login.terms_accepted.as_deref() != Some(careid_domain::TERMS_OF_USE_VERSION) {
+                return Err(Refusal::new(
+                    Rule::TermsNotAccepted,
+                    format!("accept the terms of use ({}) to log in", careid_domain::TERMS_OF_USE_VERSION),
+                ));
+            }
+            let presented = presented.map_err(|e| Refusal::new(Rule::SignatureInvalid, e.to_string()))?;
+            if !careid_pki::verify_card_signature(&presented.public_key, &message, &login.signature) {
+                return Err(Refusal::new(Rule::SignatureInvalid, "the card's signature does not verify"));
+            }
+            Ok((challenge, presented))
+        })();
+
+        let mut tx = self.store.begin_write().await?;
+        let (challenge, presented) = match stateless {
+            Ok(checked) => checked,
+            Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
+        };
+        // Answered once: remembered until it expires, whatever follows.
+        let expires = OffsetDateTime::from_unix_timestamp(challenge.expires_at).unwrap_or(now);
+        if !tx.use_challenge(&challenge.nonce, expires).await? {
+            let refusal =
+                Refusal::new(Rule::ChallengeInvalid, "this challenge has already been answered: ask for a new one");
+            return Err(self.refuse_login(tx, event, refusal).await);
+        }
+        let certificate = tx.certificate(&presented.serial).await?.filter(|c| c.der == login.certificate);
+        let Some(certificate) = certificate else {
+            let refusal = Refusal::new(Rule::SignatureInvalid, "the card certificate is not one careid issued");
+            return Err(self.refuse_login(tx, event, refusal).await);
+        };
+        let card = self.load_card(&mut tx, certificate.card).await?;
+        event.subject_kind = "card";
+        event.subject_id = card.id.to_string();
+        event.subject_person = Some(card.person.clone());
+        event.actor.person = Some(card.person.clone());
+        event.detail.push(("serial", card.serial.to_string()));
+        let usable = if certificate.revoked.is_some() && card.state == CardState::Active {
+            Err(Refusal::new(Rule::CardState, "the card's certificate has been revoked: ask your RA"))
+        } else if card.state != CardState::Active {
+            Err(card_state_refusal(card.state))
+        } else if card.public_key.as_deref() != Some(presented.public_key.as_slice()) {
+            Err(Refusal::new(Rule::SignatureInvalid, "the certificate does not match the card's key"))
+        } else {
+            Ok(())
+        };
+        if let Err(refusal) = usable {
+            return Err(self.refuse_login(tx, event, refusal).await);
+        }
+        let person = self.load_person(&mut tx, &card.person).await?;
+        if person.status != ProfileStatus::Active {
+            let refusal = Refusal::new(Rule::ProfileClosed, "your profile is closed: ask your RA");
+            return Err(self.refuse_login(tx, event, refusal).await);
+        }
+        let choices = current_positions(&mut tx, &person.uuid, now.date()).await?;
+        let wanted = login.selected.as_ref().map(|(_, a)| *a);
+        let chosen = choose_position(&choices, wanted).and_then(|chosen| match &login.selected {
+            Some((org, _)) if *org != chosen.0.org => Err((
+                Rule::NoSuchPosition,
+                LoginError::NoCurrentPosition(format!(" at {org} matching assignment {}", chosen.0.id)),
+            )),
+            _ => Ok(chosen),
+        });
+        let (assignment, position) = match chosen {
+            Ok(chosen) => chosen,
+            Err((rule, error)) => {
+                event.outcome = Outcome::Refused { rule: rule.code() };
+                event.detail.push(("refusal", error.to_string()));
+                tx.append_audit(&event).await?;
+                tx.commit().await?;
+                return Err(error);
+            }
+        };
+        let mut ended = Vec::new();
+        for other in tx.live_sessions_of(&person.uuid).await? {
+            let Some(presence) = &other.card else { continue };
+            let end =
+                match self.liveness().ended(now, Some(presence.last_proof_at), other.last_seen_at, other.expires_at) {
+                    Some(end) => end,
+                    None if self.settings.concurrent_login == ConcurrentLogin::EndOlder => SessionEnd::Superseded,
+                    None => {
+                        let refusal = Refusal::new(
+                            Rule::OneLiveSession,
+                            format!(
+                                "you are already logged in at workstation {} since {}: log out there, or remove \
+                             that card",
+                                presence.workstation,
+                                careid_audit::format_time(other.created_at)
+                            ),
+                        );
+                        return Err(self.refuse_login(tx, event, refusal).await);
+                    }
+                };
+            tx.end_session(&other.id, now, end.code()).await?;
+            ended.push(self.session_end_event(ctx, &other, end));
+        }
+
+        let token = Secret::new(format!("careid-session-{}", self.random_hex(32)));
+        let session = Session {
+            id: self.random_hex(12),
+            token_hash: secret_hash(token.expose()),
+            person: person.uuid.clone(),
+            assignment: assignment.id,
+            auth: AuthMethod::Card,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.settings.session_absolute_lifetime,
+            ended_at: None,
+            end_reason: None,
+            card: Some(CardPresence {
+                card: card.id,
+                workstation: login.workstation.to_string(),
+                heartbeat: 0,
+                last_proof_at: now,
+            }),
+        };
+        tx.insert_session(&session).await?;
+        let actor = self.actor_for(assignment, position, AuthMethod::Card, &session.id);
+        let mut created = self.event(ctx, (&actor).into(), Action::SessionCreate, "session", &session.id);
+        created.subject_person = Some(person.uuid.clone());
+        created.org = Some(assignment.org.clone());
+        created.workstation = Some(login.workstation.to_string());
+        created.detail.push(("card", card.serial.to_string()));
+        created.detail.push(("certificate", certificate.serial.clone()));
+        created.detail.push(("terms", careid_domain::TERMS_OF_USE_VERSION.into()));
+        created.detail.push(("signature", hex::encode(&secret_hash(&hex::encode(&login.signature))[..8])));
+        ended.push(created);
+        tx.append_audit_batch(&ended).await?;
+        tx.commit().await?;
+        Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at })
+    }
+
+    async fn refuse_login(&self, tx: Box<dyn Transaction>, event: AuditEvent, refusal: Refusal) -> LoginError {
+        match self.refuse(tx, event, refusal).await {
+            RaError::Refused(refusal) => LoginError::Refused(refusal),
+            other => other.into(),
+        }
+    }
+
+    pub(crate) fn session_end_event(&self, ctx: &RequestContext, session: &Session, end: SessionEnd) -> AuditEvent {
+        let mut e = self.event(ctx, AuditActor::system(), Action::SessionEnd, "session", &session.id);
+        e.subject_person = Some(session.person.clone());
+        e.workstation = session.card.as_ref().map(|c| c.workstation.clone());
+        e.detail.push(("reason", end.code().into()));
+        e
+    }
+
+    /// Counts a heartbeat signed by the session's card. Refused, and audited, for an ended
+    /// session, a counter already used, a time off the server's clock, or a signature that is
+    /// not the card's.
+    pub async fn heartbeat(&self, ctx: &RequestContext, beat: &Heartbeat) -> Result<OffsetDateTime, RaError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let session =
+            tx.session_by_id(&beat.session).await?.ok_or_else(|| crate::error::not_found("session", &beat.session))?;
+        let mut event = self.event(ctx, AuditActor::system(), Action::SessionHeartbeat, "session", &session.id);
+        event.actor.person = Some(session.person.clone());
+        event.actor.auth = session.auth.code();
+        event.actor.session = Some(session.id.clone());
+        event.subject_person = Some(session.person.clone());
+        let Some(presence) = session.card.clone() else {
+            let refusal = Refusal::new(Rule::SessionEnded, "this session was not started with a card");
+            return Err(self.refuse(tx, event, refusal).await);
+        };
+        event.workstation = Some(presence.workstation.clone());
+        let card = self.load_card(&mut tx, presence.card).await?;
+        let message = HeartbeatMessage { session: &session.id, counter: beat.counter, time: beat.time }.to_bytes();
+        let checked = if session.ended_at.is_some() {
+            Err(Refusal::new(Rule::SessionEnded, "the session has ended: log in again"))
+        } else if let Err(why) = check_signed_time(beat.time, now) {
+            Err(Refusal::new(Rule::ChallengeInvalid, why))
+        } else if !card
+            .public_key
+            .as_deref()
+            .is_some_and(|k| careid_pki::verify_card_signature(k, &message, &beat.signature))
+        {
+            Err(Refusal::new(Rule::SignatureInvalid, "the heartbeat is not signed by the session's card"))
+        } else if beat.counter <= presence.heartbeat {
+            Err(Refusal::new(Rule::SessionEnded, format!("heartbeat {} was already counted", beat.counter)))
+        } else {
+            Ok(())
+        };
+        if let Err(refusal) = checked {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        if let Some(end) =
+            self.liveness().ended(now, Some(presence.last_proof_at), session.last_seen_at, session.expires_at)
+        {
+            // Too late: the card's presence lapsed (or the session's time ran out) before this proof.
+            tx.end_session(&session.id, now, end.code()).await?;
+            tx.append_audit(&self.session_end_event(ctx, &session, end)).await?;
+            let refusal =
+                Refusal::new(Rule::SessionEnded, format!("the session has ended ({}): log in again", end.code()));
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        if !tx.record_heartbeat(&session.id, beat.counter, now).await? {
+            let refusal =
+                Refusal::new(Rule::SessionEnded, "the heartbeat was not counted: the session ended or it was late");
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        event.detail.push(("counter", beat.counter.to_string()));
+        event.detail.push(("signature", hex::encode(&secret_hash(&hex::encode(&beat.signature))[..8])));
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(now + self.settings.presence_grace)
+    }
+
+    /// The actor's own live sessions.
+    pub async fn my_sessions(&self, actor: &Actor) -> Result<Vec<SessionView>, RaError> {
+        let mut tx = self.store.begin_read().await?;
+        Ok(tx.live_sessions_of(&actor.person).await?.iter().map(SessionView::from).collect())
+    }
+
+    /// Ends a session: the holder's own (with `reason`, for example the card's removal), or
+    /// anyone's within scope for the RA and privacy officers.
+    pub async fn end_session(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        id: &str,
+        reason: SessionEnd,
+    ) -> Result<(), RaError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let session = tx.session_by_id(id).await?.ok_or_else(|| crate::error::not_found("session", id))?;
+        let mut event = self.event(ctx, actor.into(), Action::SessionEnd, "session", &session.id);
+        event.subject_person = Some(session.person.clone());
+        event.workstation = session.card.as_ref().map(|c| c.workstation.clone());
+        let own = session.person == actor.person;
+        let reason = if own { reason } else { SessionEnd::EndedByOther };
+        event.detail.push(("reason", reason.code().into()));
+        if !own {
+            let check = match actor.require(RaAction::EndSession) {
+                Ok(()) => self.person_in_scope(&mut tx, actor, &session.person).await?,
+                Err(refusal) => Err(refusal),
+            };
+            if let Err(refusal) = check {
+                return Err(self.refuse(tx, event, refusal).await);
+            }
+        }
+        if !tx.end_session(&session.id, now, reason.code()).await? {
+            return Err(self
+                .refuse(tx, event, Refusal::new(Rule::SessionEnded, "the session had already ended"))
+                .await);
+        }
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every live session whose card stopped proving its presence, that sat idle, or
+    /// that reached its lifetime; forgets expired login challenges. Returns how many ended.
+    pub async fn end_lapsed_sessions(&self, ctx: &RequestContext) -> Result<usize, RaError> {
+        const ROUND: u32 = 500;
+        let now = self.clock.now();
+        let liveness = self.liveness();
+        let mut ended = 0;
+        loop {
+            let mut tx = self.store.begin_write().await?;
+            let due = tx.sessions_due_to_end(now, now - liveness.idle, now - liveness.grace, ROUND).await?;
+            let mut events = Vec::with_capacity(due.len());
+            for session in &due {
+                let last_proof = session.card.as_ref().map(|c| c.last_proof_at);
+                let end = liveness.ended(now, last_proof, session.last_seen_at, session.expires_at);
+                let end = end.unwrap_or(SessionEnd::Lifetime);
+                if tx.end_session(&session.id, now, end.code()).await? {
+                    events.push(self.session_end_event(ctx, session, end));
+                }
+            }
+            if due.len() < ROUND as usize {
+                tx.forget_challenges(now).await?;
+            }
+            if !events.is_empty() {
+                tx.append_audit_batch(&events).await?;
+            }
+            tx.commit().await?;
+            ended += events.len();
+            if due.len() < ROUND as usize {
+                return Ok(ended);
+            }
+        }
+    }
+}

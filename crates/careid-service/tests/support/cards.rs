@@ -1,0 +1,63 @@
+//! Cards issued as the RA would at the desk, with a virtual card doing the card's part.
+
+use careid_card::{Card, VirtualCard};
+use careid_domain::access::Actor;
+use careid_domain::card::CardState;
+use careid_domain::ids::PersonUuid;
+use careid_domain::passcode::choose;
+use careid_domain::secret::Secret;
+use careid_pki::BoxRecipient;
+use careid_service::{Ceremony, RaError, ReleasedSecrets, open_issue_secret};
+use time::macros::date;
+
+use super::{World, ctx};
+
+pub struct IssuedCard {
+    pub id: i64,
+    pub card: VirtualCard,
+    pub _dir: tempfile::TempDir,
+}
+
+pub fn passcode(digits: &str) -> careid_domain::passcode::Passcode {
+    choose(digits, digits, date!(1985 - 06 - 15)).unwrap()
+}
+
+/// Issue as an RA agent would at the desk, with the holder choosing `digits` as the passcode.
+pub async fn issue(w: &World, ra: &Actor, holder: &PersonUuid, digits: &str, secrets: &mut Vec<String>) -> IssuedCard {
+    let dir = tempfile::tempdir().unwrap();
+    let mut card = VirtualCard::create(&dir.path().join("card.json")).unwrap();
+    let serial = card.status().unwrap().serial;
+    let recipient = BoxRecipient::new().unwrap();
+    let (id, sealed) = w.service.begin_card_issue(&ctx(), ra, holder, serial, recipient.public_key()).await.unwrap();
+    let administrator = open_issue_secret(recipient, &sealed).unwrap();
+    card.initialise(&Secret::new("transport".into()), &administrator, "careid").unwrap();
+    let public_key = card.generate_key(&administrator).unwrap();
+    let certificate = w.service.certify_card(&ctx(), ra, id, &public_key).await.unwrap();
+    card.store_certificate(&certificate).unwrap();
+    let released = release(w, ra, id, Ceremony::FirstPasscode).await.unwrap();
+    card.set_passcode_as_administrator(&released.current, &passcode(digits)).unwrap();
+    card.rotate_administrator_secret(&released.current, &released.next).unwrap();
+    assert_eq!(w.service.complete_ceremony(&ctx(), ra, id).await.unwrap(), CardState::Active);
+    secrets.extend([
+        administrator.expose().to_owned(),
+        released.current.expose().to_owned(),
+        released.next.expose().to_owned(),
+        digits.to_owned(),
+    ]);
+    IssuedCard { id, card, _dir: dir }
+}
+
+/// An authorised ceremony's release of the administrative secrets, opened by the ceremony.
+pub async fn release(w: &World, actor: &Actor, id: i64, ceremony: Ceremony) -> Result<ReleasedSecrets, RaError> {
+    let recipient = BoxRecipient::new().unwrap();
+    let sealed = w.service.release_administrator_secret(&ctx(), actor, id, ceremony, recipient.public_key()).await?;
+    Ok(ReleasedSecrets::open(recipient, &sealed).unwrap())
+}
+
+/// A member of staff at practice A, signed in.
+pub async fn holder(w: &World, given: &str, ni: &str) -> Actor {
+    let person = w.new_person(given, ni, &w.practice_a).await;
+    w.service.assign_position(&ctx(), &w.agent, &person, w.receptionist_a, date!(2026 - 01 - 01), None).await.unwrap();
+    let (credential, _) = w.service.issue_credential(&ctx(), &w.manager, &person).await.unwrap();
+    w.service.login(&ctx(), &credential, None).await.unwrap().actor
+}

@@ -1,0 +1,273 @@
+//! `careid agent`: the workstation agent. It waits for a card, asks the holder's passcode at
+//! the terminal, logs in by the card's signature over a fresh challenge, lets the holder choose
+//! a position when they hold several, and keeps the session alive only while the card proves
+//! it is in the reader: a signed heartbeat at the interval the server asks. When the card
+//! leaves, the session is ended at once and the agent waits for the next card (switching user
+//! is taking one card out and putting another in).
+//!
+//! The session is saved as a CLI profile (default `card`), so `careid ra --as card ...` acts
+//! with it; the profile is removed when the session ends.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use careid_card::{Card, CardError};
+use careid_domain::TERMS_OF_USE_VERSION;
+use careid_domain::ids::{AssignmentId, OdsCode};
+use careid_domain::login::{HeartbeatMessage, LoginMessage, Workstation};
+use careid_domain::secret::Secret;
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::card::{Device, Keyboard, open_device};
+use crate::client::{ApiFailure, Client, Profile, Profiles};
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The careid server.
+    #[arg(long, env = "CAREID_SERVER", default_value = crate::ra::DEFAULT_SERVER)]
+    server: String,
+    /// This workstation's name (default: the host's name).
+    #[arg(long)]
+    workstation: Option<String>,
+    /// Log in to this organisation's position (with --assignment) instead of choosing.
+    #[arg(long, requires = "assignment")]
+    org: Option<String>,
+    #[arg(long, requires = "org")]
+    assignment: Option<i64>,
+    /// The CLI profile the session is saved as while it lives.
+    #[arg(long, default_value = "card")]
+    profile: String,
+    /// Stop when the card leaves the reader, instead of waiting for the next one.
+    #[arg(long)]
+    once: bool,
+    #[command(flatten)]
+    device: Device,
+}
+
+/// How often the agent looks for the card.
+const POLL: Duration = Duration::from_millis(250);
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect())
+        .filter(|h: &String| !h.is_empty())
+        .unwrap_or_else(|| "workstation".to_owned())
+}
+
+/// Whether the card is in the reader: the virtual card's file is there, or the token answers.
+fn present(device: &Device, card: Option<&dyn Card>) -> bool {
+    match (&device.virtual_card, card) {
+        (Some(path), _) => path.exists(),
+        (None, Some(card)) => card.status().is_ok(),
+        (None, None) => open_device(device, false).is_ok(),
+    }
+}
+
+async fn wait_for_card(device: &Device) -> anyhow::Result<Box<dyn Card>> {
+    loop {
+        if present(device, None)
+            && let Ok(card) = open_device(device, false)
+        {
+            return Ok(card);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A live card session, as the agent keeps it.
+struct Live {
+    token: String,
+    session: String,
+    interval: Duration,
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let workstation = Workstation::parse(&args.workstation.clone().unwrap_or_else(host_name))?;
+    let selected = match (&args.org, args.assignment) {
+        (Some(org), Some(a)) => Some((OdsCode::parse(org)?, AssignmentId::parse(&a.to_string())?)),
+        _ => None,
+    };
+    let client = Client::new(&args.server, None);
+    let keyboard = Keyboard { stdin: args.device.passcode_stdin };
+    loop {
+        eprintln!("Waiting for a card at {workstation}...");
+        let mut card = wait_for_card(&args.device).await?;
+        let passcode = keyboard.read("Passcode: ")?;
+        let live = match login(&client, card.as_mut(), &passcode, &workstation, selected.clone(), &keyboard).await {
+            Ok(live) => live,
+            Err(error) => {
+                eprintln!("Not logged in: {error:#}");
+                wait_for_removal(&args.device, card.as_ref()).await;
+                if args.once {
+                    return Err(error);
+                }
+                continue;
+            }
+        };
+        save_profile(&args, &live)?;
+        let ended = keep_alive(&client, card.as_mut(), &passcode, &live, &args.device).await;
+        drop(passcode);
+        remove_profile(&args.profile)?;
+        match ended {
+            Ok(()) => println!("card removed: session {} ended", live.session),
+            Err(error) => println!("session {} ended: {error:#}", live.session),
+        }
+        if args.once {
+            return Ok(());
+        }
+        wait_for_removal(&args.device, card.as_ref()).await;
+    }
+}
+
+/// Challenge, sign, log in; asks the holder to choose when they hold several positions.
+async fn login(
+    client: &Client,
+    card: &mut dyn Card,
+    passcode: &Secret,
+    workstation: &Workstation,
+    mut selected: Option<(OdsCode, AssignmentId)>,
+    keyboard: &Keyboard,
+) -> anyhow::Result<Live> {
+    let certificate = card.certificate()?.ok_or_else(|| anyhow!("the card holds no certificate"))?;
+    loop {
+        let challenge = client.post("/api/v1/login/challenge", json!({ "workstation": workstation.as_str() })).await?;
+        let challenge = challenge["challenge"].as_str().ok_or_else(|| anyhow!("the server sent no challenge"))?;
+        let time = careid_domain::ports::Clock::now(&crate::SystemClock).unix_timestamp();
+        let message =
+            LoginMessage { challenge, workstation, selected: selected.as_ref().map(|(o, a)| (o, *a)), time }.to_bytes();
+        let signature = match card.sign(passcode, &message) {
+            Ok(signature) => signature,
+            Err(e @ (CardError::WrongPasscode | CardError::Locked)) => return Err(e.into()),
+            Err(other) => return Err(other).context("the card could not sign"),
+        };
+        let body = json!({
+            "challenge": challenge,
+            "workstation": workstation.as_str(),
+            "certificate": STANDARD.encode(&certificate),
+            "org": selected.as_ref().map(|(o, _)| o.to_string()),
+            "assignment_id": selected.as_ref().map(|(_, a)| a.0),
+            "time": time,
+            "terms_accepted": TERMS_OF_USE_VERSION,
+            "signature": STANDARD.encode(signature),
+        });
+        match client.post("/api/v1/login/card", body).await {
+            Ok(response) => {
+                let acting = &response["acting"];
+                println!(
+                    "logged in as {} at {} ({}), session {}",
+                    acting["person"].as_str().unwrap_or_default(),
+                    acting["org"].as_str().unwrap_or_default(),
+                    acting["role"].as_str().unwrap_or_default(),
+                    response["session_id"].as_str().unwrap_or_default()
+                );
+                let seconds = response["heartbeat_interval_seconds"].as_u64().unwrap_or(30).max(1);
+                return Ok(Live {
+                    token: text(&response, "token")?,
+                    session: text(&response, "session_id")?,
+                    interval: Duration::from_secs(seconds),
+                });
+            }
+            Err(error) => {
+                let Some(choices) = role_choices(&error) else { return Err(error) };
+                selected = Some(choose(&choices, keyboard)?);
+            }
+        }
+    }
+}
+
+fn text(value: &Value, field: &str) -> anyhow::Result<String> {
+    value[field].as_str().map(str::to_owned).ok_or_else(|| anyhow!("the server sent no {field}"))
+}
+
+fn role_choices(error: &anyhow::Error) -> Option<Vec<Value>> {
+    let failure = error.downcast_ref::<ApiFailure>()?;
+    (failure.body["error"]["code"] == "role_selection_needed")
+        .then(|| failure.body["error"]["choices"].as_array().cloned().unwrap_or_default())
+}
+
+fn choose(choices: &[Value], keyboard: &Keyboard) -> anyhow::Result<(OdsCode, AssignmentId)> {
+    println!("You hold several positions:");
+    for (n, c) in choices.iter().enumerate() {
+        println!(
+            "  {}. {} at {} ({})",
+            n + 1,
+            c["position_name"].as_str().unwrap_or_default(),
+            c["org"].as_str().unwrap_or_default(),
+            c["role"].as_str().unwrap_or_default()
+        );
+    }
+    let answer = keyboard.read("Choose one (number): ")?;
+    let picked = answer
+        .expose()
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|n| choices.get(n))
+        .ok_or_else(|| anyhow!("no such choice"))?;
+    let org = OdsCode::parse(picked["org"].as_str().unwrap_or_default())?;
+    let assignment = AssignmentId::parse(&picked["assignment_id"].to_string())?;
+    Ok((org, assignment))
+}
+
+/// Heartbeats while the card is there; ends the session when it leaves. `Err` when the
+/// server ended the session first (or refused a proof).
+async fn keep_alive(
+    client: &Client,
+    card: &mut dyn Card,
+    passcode: &Secret,
+    live: &Live,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let session_client = Client::new(client.server(), Some(live.token.clone()));
+    let mut counter = 0u64;
+    let mut next_beat = tokio::time::Instant::now() + live.interval;
+    loop {
+        if !present(device, Some(&*card)) {
+            session_client.delete("/api/v1/sessions/current?reason=card_removed").await?;
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= next_beat {
+            counter += 1;
+            let time = careid_domain::ports::Clock::now(&crate::SystemClock).unix_timestamp();
+            let message = HeartbeatMessage { session: &live.session, counter, time }.to_bytes();
+            let signature = card.sign(passcode, &message).context("the card could not sign a heartbeat")?;
+            let body = json!({ "counter": counter, "time": time, "signature": STANDARD.encode(signature) });
+            client.post(&format!("/api/v1/sessions/{}/heartbeat", live.session), body).await?;
+            next_beat += live.interval;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn wait_for_removal(device: &Device, card: &dyn Card) {
+    while present(device, Some(card)) {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn save_profile(args: &AgentArgs, live: &Live) -> anyhow::Result<()> {
+    let mut profiles = Profiles::load()?;
+    let profile = Profile {
+        server: args.server.clone(),
+        token: live.token.clone(),
+        person: String::new(),
+        org: String::new(),
+        role: String::new(),
+    };
+    profiles.profiles.insert(args.profile.clone(), profile);
+    profiles.save()
+}
+
+fn remove_profile(name: &str) -> anyhow::Result<()> {
+    let mut profiles = Profiles::load()?;
+    profiles.profiles.remove(name);
+    if profiles.default.as_deref() == Some(name) {
+        profiles.default = None;
+    }
+    profiles.save()
+}
