@@ -247,6 +247,66 @@ fn deployment(dir: &Path, settings: &[(&str, String)]) -> (Child, String, String
     (server, url, credential)
 }
 
+/// Runs `careid agent` with the holder's virtual card through two insertions.
+fn agent_session(dir: &Path, url: &str, card_file: &Path, holder: &str) {
+    use std::io::Write;
+    let output = dir.join("agent.out");
+    let mut agent = Command::new(CAREID)
+        .args(["agent", "--server", url, "--workstation", "desk-1", "--passcode-stdin", "--virtual"])
+        .arg(card_file)
+        .env("CAREID_CLI_HOME", dir.join("cli"))
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    agent.stdin.as_mut().unwrap().write_all(b"582039\n").unwrap();
+    let agent_stdin = agent.stdin.take();
+    let agent = Child(agent);
+    let said = |what: &str, times: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if std::fs::read_to_string(&output).unwrap_or_default().matches(what).count() >= times {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the agent never said {what:?}: {}", std::fs::read_to_string(&output).unwrap_or_default());
+    };
+    said("logged in as", 1);
+    assert!(std::fs::read_to_string(&output).unwrap().contains(holder));
+    // The RA API takes the card session: the agent saved it as the `card` profile.
+    let me = json(&careid(dir, &["ra", "--as", "card", "--json", "whoami"]));
+    assert_eq!((me["auth"].as_str(), me["person"].as_str()), (Some("card"), Some(holder)));
+    let profiles: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cli/profiles.json")).unwrap()).unwrap();
+    let token = profiles["profiles"]["card"]["token"].as_str().unwrap().to_owned();
+    let sessions = |token: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-H", &format!("Authorization: Bearer {token}"), &format!("{url}/api/v1/sessions")])
+            .output()
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()
+    };
+    // Past the grace period the session lives on: the card's heartbeats prove it is there.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let live = sessions(&token);
+    let card_session = live.as_array().unwrap().iter().find(|s| s["auth"] == "card").unwrap().clone();
+    assert_eq!(card_session["workstation"], "desk-1");
+    assert_ne!(card_session["last_proof_at"], card_session["created_at"], "heartbeats were counted");
+
+    // The card leaves the reader: the session ends, and its token is dead.
+    let away = card_file.with_extension("away");
+    std::fs::rename(card_file, &away).unwrap();
+    said("card removed", 1);
+    assert_eq!(sessions(&token)["error"]["code"], "unauthenticated");
+    // Back in the reader: the holder types the passcode and is logged in again.
+    agent_stdin.unwrap().write_all(b"582039\n").unwrap();
+    std::fs::rename(&away, card_file).unwrap();
+    said("logged in as", 2);
+    drop(agent);
+}
+
 fn json(output: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(output)).unwrap()
 }
@@ -255,8 +315,11 @@ fn json(output: &Output) -> serde_json::Value {
 fn a_card_from_issue_to_replacement_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (mail, mail_settings) = Mail::start(dir);
-    let (_server, url, credential) = deployment(dir, &mail_settings);
+    let (mail, mut settings) = Mail::start(dir);
+    // Heartbeats every second, sessions over after three without: the agent's part in seconds.
+    settings.push(("CAREID_HEARTBEAT_INTERVAL_SECONDS", "1".into()));
+    settings.push(("CAREID_PRESENCE_GRACE_SECONDS", "3".into()));
+    let (_server, url, credential) = deployment(dir, &settings);
     let ra = |args: &[&str]| {
         let mut all = vec!["ra", "--server", url.as_str()];
         all.extend_from_slice(args);
@@ -359,6 +422,10 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     ));
     assert_eq!(set["state"], "active");
     assert_eq!(try_passcode(&id, card_path, "582039")["signed"], true);
+
+    // The workstation agent logs the holder in with the card and keeps the session alive
+    // while the card is there; taking the card out ends it, putting it back logs in again.
+    agent_session(dir, &url, &card_file, &holder);
 
     // Three wrong passcodes lock it in careid's records.
     let mut last = serde_json::Value::Null;
