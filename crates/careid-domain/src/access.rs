@@ -113,6 +113,8 @@ pub enum RaAction {
     CloseInvestigation,
     /// careid: end someone else's session (the holder may always end their own).
     EndSession,
+    /// careid: register, list and disable the clinical applications that sign in through careid.
+    ManageClients,
 }
 
 impl RaAction {
@@ -140,6 +142,7 @@ impl RaAction {
             RaAction::ReportCard => "report a smartcard lost, stolen or damaged",
             RaAction::CloseInvestigation => "close a lost-card investigation",
             RaAction::EndSession => "end someone else's session",
+            RaAction::ManageClients => "register or disable clinical applications",
         }
     }
 }
@@ -226,7 +229,7 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
                 Denied
             }
         }
-        A::ManageOrganisations | A::IssueCredential => {
+        A::ManageOrganisations | A::IssueCredential | A::ManageClients => {
             if function == F::RaManager {
                 Allowed
             } else {
@@ -403,6 +406,13 @@ pub enum Rule {
     TermsNotAccepted,
     /// A heartbeat for a session that has ended, or one already counted.
     SessionEnded,
+    /// An application unknown, disabled, or failing its authentication.
+    ClientInvalid,
+    /// An authorization request or code that is unknown, expired, for another application or
+    /// redirect, or whose PKCE verifier does not match.
+    GrantInvalid,
+    /// An authorization code presented a second time: the tokens issued with it are revoked.
+    CodeReused,
 }
 
 impl Rule {
@@ -431,6 +441,9 @@ impl Rule {
             Rule::OneLiveSession => "one_live_session",
             Rule::TermsNotAccepted => "terms_not_accepted",
             Rule::SessionEnded => "session_ended",
+            Rule::ClientInvalid => "client_invalid",
+            Rule::GrantInvalid => "grant_invalid",
+            Rule::CodeReused => "code_reused",
             Rule::RenewalNotDue => "renewal_not_due",
             Rule::TooManyRequests => "too_many_requests",
         }
@@ -502,6 +515,7 @@ mod tests {
             (A::ReportCard, [Allowed, Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied]),
             (A::CloseInvestigation, [Allowed, Allowed, Denied, Denied, Denied, Denied, Allowed, Allowed]),
             (A::EndSession, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Allowed, Denied]),
+            (A::ManageClients, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
         ];
         for (action, expected) in rows {
             for (function, want) in functions.iter().zip(expected) {

@@ -50,6 +50,19 @@ pub enum Action {
     IncidentClose,
     CardUnlockCode,
     MessageSent,
+    ClientRegister,
+    ClientDisable,
+    /// An application asked to sign its user in (an authorization request began).
+    OidcAuthorize,
+    /// The session's card approved an authorization request: a code was issued.
+    OidcApprove,
+    /// Tokens were issued for a code.
+    OidcToken,
+    /// An access token was issued for a session by token exchange (RFC 8693).
+    OidcTokenExchange,
+    OidcRevoke,
+    /// A back-channel logout token was delivered to an application.
+    OidcLogoutSent,
 }
 
 impl Action {
@@ -94,6 +107,14 @@ impl Action {
             Action::IncidentClose => "incident.close",
             Action::CardUnlockCode => "card.unlock_code",
             Action::MessageSent => "message.sent",
+            Action::ClientRegister => "client.register",
+            Action::ClientDisable => "client.disable",
+            Action::OidcAuthorize => "oidc.authorize",
+            Action::OidcApprove => "oidc.approve",
+            Action::OidcToken => "oidc.token",
+            Action::OidcTokenExchange => "oidc.token_exchange",
+            Action::OidcRevoke => "oidc.revoke",
+            Action::OidcLogoutSent => "oidc.backchannel_logout",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod catalogue;
 pub mod ids;
 pub mod login;
 pub mod model;
+pub mod oidc;
 pub mod passcode;
 pub mod ports;
 pub mod secret;

@@ -18,6 +18,7 @@ use crate::model::{
     Assignment, IdentityCheck, NewPosition, Organisation, Person, PersonalDetails, Position, Registration,
     RegistrationStatus, Removal, RequestStatus, SponsorRequest,
 };
+use crate::oidc::{Authorization, Client, ClientId, IssuedToken, PendingLogout};
 
 /// The only way the core learns the time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -141,6 +142,13 @@ pub trait Mailer: Send + Sync + std::fmt::Debug {
     async fn send(&self, message: &OutboxMessage) -> Result<(), String>;
 }
 
+/// Delivers OpenID Connect back-channel logout tokens to applications (HTTP in the binary).
+#[async_trait]
+pub trait LogoutSender: Send + Sync + std::fmt::Debug {
+    /// Delivers one logout. The error says why, for the operator's log.
+    async fn send(&self, logout: &PendingLogout) -> Result<(), String>;
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// A transaction for reading only.
@@ -250,7 +258,9 @@ pub trait Transaction: Send {
     /// The card's sessions that have not ended.
     async fn live_sessions_of_card(&mut self, card: i64) -> Result<Vec<Session>, StoreError>;
     async fn touch_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError>;
-    /// Ends a live session; `false` when it had already ended.
+    /// Ends a live session; `false` when it had already ended. In the same transaction the
+    /// session's tokens are revoked and a back-channel logout is queued for every application
+    /// with a logout address that holds a token for it: no path that ends a session can forget.
     async fn end_session(&mut self, id: &str, at: OffsetDateTime, reason: &str) -> Result<bool, StoreError>;
     /// Counts a heartbeat of a live card session if `counter` is above the last one counted;
     /// `false` otherwise (ended, or the counter is stale).
@@ -329,6 +339,48 @@ pub trait Transaction: Send {
     async fn insert_incident(&mut self, incident: &Incident) -> Result<i64, StoreError>;
     async fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError>;
     async fn close_incident(&mut self, id: i64, closure: &IncidentClosure) -> Result<(), StoreError>;
+
+    /// `Duplicate("client")` when the identifier is taken.
+    async fn insert_client(&mut self, client: &Client) -> Result<(), StoreError>;
+    async fn client(&mut self, id: &ClientId) -> Result<Option<Client>, StoreError>;
+    async fn clients(&mut self) -> Result<Vec<Client>, StoreError>;
+    /// `false` when it was already disabled.
+    async fn disable_client(&mut self, id: &ClientId, at: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn insert_authorization(&mut self, authorization: &Authorization) -> Result<(), StoreError>;
+    async fn authorization(&mut self, id: &str) -> Result<Option<Authorization>, StoreError>;
+    async fn authorization_by_code(&mut self, code_hash: &[u8; 32]) -> Result<Option<Authorization>, StoreError>;
+    /// Records the session that approved a waiting request and its code's hash; `false` when it
+    /// was already approved.
+    async fn approve_authorization(
+        &mut self,
+        id: &str,
+        session: &str,
+        code_hash: &[u8; 32],
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Marks an approved request's code used; `false` when it already was.
+    async fn use_authorization_code(&mut self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn insert_token(&mut self, token: &IssuedToken) -> Result<(), StoreError>;
+    async fn token(&mut self, id: &str) -> Result<Option<IssuedToken>, StoreError>;
+    /// `false` when it was already revoked.
+    async fn revoke_token(&mut self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Revokes every token issued for an authorization's code; returns how many were live.
+    async fn revoke_tokens_of_authorization(
+        &mut self,
+        authorization: &str,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+    /// Whether any undelivered back-channel logout is free to send at `now`.
+    async fn logouts_waiting(&mut self, now: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Leases up to `limit` undelivered logouts, oldest first, until `until`.
+    async fn lease_logouts(
+        &mut self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<PendingLogout>, StoreError>;
+    async fn mark_logout_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError>;
+    async fn mark_logout_failed(&mut self, id: i64, error: &str, retry_at: OffsetDateTime) -> Result<(), StoreError>;
 
     /// Inserts many people with their assignments at once (bulk import). The caller appends
     /// the audit events in the same transaction.

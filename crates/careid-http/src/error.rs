@@ -80,7 +80,10 @@ fn refusal_status(rule: Rule) -> StatusCode {
         | Rule::CertificateExpired
         | Rule::RenewalNotDue
         | Rule::OneLiveSession
-        | Rule::SessionEnded => StatusCode::CONFLICT,
+        | Rule::SessionEnded
+        | Rule::ClientInvalid
+        | Rule::GrantInvalid
+        | Rule::CodeReused => StatusCode::CONFLICT,
         Rule::ChallengeInvalid | Rule::SignatureInvalid => StatusCode::UNAUTHORIZED,
         Rule::TermsNotAccepted => StatusCode::UNPROCESSABLE_ENTITY,
         Rule::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,

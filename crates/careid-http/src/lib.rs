@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod login;
 mod metrics;
+mod oidc;
 mod routes;
 
 use std::sync::Arc;
@@ -20,17 +21,27 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use oidc::Oidc;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct App {
     pub service: Arc<Service>,
     pub metrics: Arc<Metrics>,
+    /// The OpenID Connect provider, once the deployment has a token signing key.
+    pub oidc: Option<Arc<Oidc>>,
 }
 
 impl App {
     pub fn new(service: Service) -> App {
-        App { service: Arc::new(service), metrics: Arc::new(Metrics::default()) }
+        App { service: Arc::new(service), metrics: Arc::new(Metrics::default()), oidc: None }
+    }
+
+    /// Turns on the OpenID Connect provider.
+    #[must_use]
+    pub fn with_oidc(mut self, oidc: Arc<Oidc>) -> App {
+        self.oidc = Some(oidc);
+        self
     }
 }
 
@@ -55,6 +66,7 @@ impl App {
         cards::cards_ceremony_complete, cards::cards_wrong_passcode, cards::cards_report, cards::cards_cancel,
         cards::cards_clear, cards::person_cards_list, cards::incidents_close, cards::cards_get,
         cards::cards_unlock_code, cards::cards_self_service_unlock, cards::cards_self_service_complete,
+        oidc::authorize_card, oidc::clients_create, oidc::clients_list, oidc::clients_disable,
     ),
     modifiers(&BearerAuth)
 )]
@@ -142,6 +154,16 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/cards/{id}/clear", post(cards::cards_clear))
         .route("/api/v1/people/{uuid}/cards", get(cards::person_cards_list))
         .route("/api/v1/incidents/{id}/close", post(cards::incidents_close))
+        .route("/api/v1/clients", get(oidc::clients_list).post(oidc::clients_create))
+        .route("/api/v1/clients/{id}", delete(oidc::clients_disable))
+        .route("/.well-known/openid-configuration", get(oidc::discovery))
+        .route("/oidc/jwks", get(oidc::jwks))
+        .route("/oidc/authorize", get(oidc::authorize))
+        .route("/oidc/authorize/{id}/card", post(oidc::authorize_card))
+        .route("/oidc/token", post(oidc::token))
+        .route("/oidc/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/oidc/revoke", post(oidc::revoke))
+        .route("/oidc/introspect", post(oidc::introspect))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), extract::metrics_layer));
     api.layer(axum::middleware::from_fn(extract::request_id_layer)).with_state(app)
 }

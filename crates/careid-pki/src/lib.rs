@@ -7,6 +7,7 @@
 //! PKCS#11 implements the same trait.
 
 mod challenge;
+mod jws;
 mod seal;
 mod sealed_box;
 
@@ -20,6 +21,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 pub use challenge::{ChallengeError, ChallengeKey, IssuedChallenge};
+pub use jws::{JwsError, TokenSigner, pkce_s256};
 pub use seal::{MasterKey, SealError};
 pub use sealed_box::{BoxRecipient, seal_to};
 

@@ -594,3 +594,55 @@ pub struct CardProof {
     /// The card's signature (base64, 64-byte r‖s) over the completion message.
     pub signature: String,
 }
+
+/// An RA Manager registers a clinical application that signs its users in through careid.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClientRegistration {
+    /// 3 to 64 of `a-z 0-9 -`: the OAuth `client_id`.
+    pub client_id: String,
+    pub name: String,
+    /// `confidential` (a server with a secret) or `public` (PKCE only).
+    pub kind: String,
+    /// Exact redirect URIs: `https://`, or `http://` on the loopback interface.
+    pub redirect_uris: Vec<String>,
+    /// Where OpenID Connect back-channel logout tokens are posted when a session ends.
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+}
+
+/// A registered application.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub name: String,
+    pub kind: String,
+    pub redirect_uris: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
+    pub org: String,
+    pub registered_by: String,
+    pub registered_at: String,
+    pub disabled_at: Option<String>,
+}
+
+/// A new registration: the client secret is shown once and stored only as its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClientRegistered {
+    pub client: ClientInfo,
+    pub client_secret: Option<String>,
+}
+
+/// The workstation agent's card approves an authorization request for its session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardApprovalRequest {
+    pub session_id: String,
+    /// Unix seconds, as signed.
+    pub time: i64,
+    /// The card's signature over the authorize message (base64, 64-byte r‖s).
+    pub signature: String,
+}
+
+/// Where the browser goes next: the application's redirect URI with the code and state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CardApproved {
+    pub redirect: String,
+}

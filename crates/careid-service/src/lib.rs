@@ -4,6 +4,7 @@
 mod auth;
 mod cards;
 mod error;
+mod oidc;
 mod outbox;
 mod ra;
 mod sessions;
@@ -25,6 +26,10 @@ pub use cards::{
     self_service_completion_message,
 };
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
+pub use oidc::{
+    ApprovedCode, AuthorizationRequest, AuthorizeError, CardApproval, ClientCredentials, Identity, NewClient,
+    OAuthError, RoleClaim, TokenGrant, TokenState,
+};
 pub use outbox::{Delivery, retry_delay};
 pub use ra::{AssignmentTerms, AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, ReadAudit};
 pub use sessions::{CardLogin, Heartbeat, SessionView};

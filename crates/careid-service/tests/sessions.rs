@@ -7,70 +7,14 @@
 mod support;
 
 use careid_card::Card;
-use careid_domain::TERMS_OF_USE_VERSION;
 use careid_domain::access::{AuthMethod, Rule};
-use careid_domain::ids::{AssignmentId, OdsCode};
-use careid_domain::login::{ConcurrentLogin, HeartbeatMessage, LoginMessage, SessionEnd, Workstation};
+use careid_domain::login::{ConcurrentLogin, LoginMessage, SessionEnd};
 use careid_domain::secret::Secret;
-use careid_service::{AuthenticateError, CardLogin, CardReport, Heartbeat, LoginError, LoginOutcome, ServiceSettings};
-use support::cards::{IssuedCard, holder, issue};
+use careid_service::{AuthenticateError, CardReport, LoginError, LoginOutcome, ServiceSettings};
+use support::cards::{PASSCODE, answer, beat, holder_with_card, ws};
 use support::{World, ctx, world, world_with};
 use time::Duration;
 use time::macros::date;
-
-const PASSCODE: &str = "582039";
-
-fn ws(name: &str) -> Workstation {
-    Workstation::parse(name).unwrap()
-}
-
-/// What the agent does: a challenge for `workstation`, signed by the card with its passcode.
-fn answer(w: &World, card: &mut IssuedCard, workstation: &str, selected: Option<(OdsCode, AssignmentId)>) -> CardLogin {
-    let workstation = ws(workstation);
-    let challenge = w.service.login_challenge(&workstation).unwrap().text;
-    let time = w.clock_now().unix_timestamp();
-    let message = LoginMessage {
-        challenge: &challenge,
-        workstation: &workstation,
-        selected: selected.as_ref().map(|(o, a)| (o, *a)),
-        time,
-    }
-    .to_bytes();
-    let signature = card.card.sign(&Secret::new(PASSCODE.into()), &message).unwrap();
-    CardLogin {
-        challenge,
-        workstation,
-        certificate: card.card.certificate().unwrap().unwrap(),
-        selected,
-        time,
-        terms_accepted: Some(TERMS_OF_USE_VERSION.into()),
-        signature,
-    }
-}
-
-fn beat(card: &mut IssuedCard, session: &str, counter: u64, time: i64) -> Heartbeat {
-    let message = HeartbeatMessage { session, counter, time }.to_bytes();
-    let signature = card.card.sign(&Secret::new(PASSCODE.into()), &message).unwrap();
-    Heartbeat { session: session.into(), counter, time, signature }
-}
-
-trait Now {
-    fn clock_now(&self) -> time::OffsetDateTime;
-}
-
-impl Now for World {
-    fn clock_now(&self) -> time::OffsetDateTime {
-        careid_domain::ports::Clock::now(&*self.clock)
-    }
-}
-
-/// A receptionist at practice A with an active card.
-async fn holder_with_card(w: &World, given: &str, ni: &str) -> (careid_domain::access::Actor, IssuedCard) {
-    let mut secrets = Vec::new();
-    let holder = holder(w, given, ni).await;
-    let card = issue(w, &w.agent, &holder.person, PASSCODE, &mut secrets).await;
-    (holder, card)
-}
 
 /// Asserts a card login was refused by `rule`, and that exactly that refusal was audited.
 async fn assert_login_refused(w: &World, before: u64, result: Result<LoginOutcome, LoginError>, rule: Rule) -> String {

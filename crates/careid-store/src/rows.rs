@@ -14,6 +14,7 @@ use careid_domain::model::{
     Person, PersonalDetails, Position, PositionApproval, ProfileStatus, Registration, RegistrationStatus, Removal,
     RequestKind, RequestStatus, SponsorRequest,
 };
+use careid_domain::oidc::{AppUri, Authorization, Client, ClientId, ClientKind, IssuedToken, PendingLogout};
 use careid_domain::ports::{CardPresence, Credential, Session, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -386,6 +387,75 @@ pub(crate) fn outbox_message(row: &AnyRow) -> Result<OutboxMessage, StoreError> 
         body: text(row, "body")?,
         created_at: time_at(row, "created_at")?,
         sent_at: opt_time_at(row, "sent_at")?,
+        attempts: u32::try_from(int(row, "attempts")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+fn opt_hash(row: &AnyRow, column: &str) -> Result<Option<[u8; 32]>, StoreError> {
+    let value = row.try_get::<Option<Vec<u8>>, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))?;
+    value.map(|v| v.try_into().map_err(|_| StoreError::Corrupt(format!("{column}: not 32 bytes")))).transpose()
+}
+
+pub(crate) fn client(row: &AnyRow) -> Result<Client, StoreError> {
+    let redirect_uris = text(row, "redirect_uris")?
+        .lines()
+        .map(|u| AppUri::parse("redirect_uri", u).map_err(corrupt))
+        .collect::<Result<_, _>>()?;
+    Ok(Client {
+        id: ClientId::parse(&text(row, "id")?).map_err(corrupt)?,
+        name: text(row, "name")?,
+        kind: ClientKind::parse(&text(row, "kind")?).map_err(corrupt)?,
+        secret_hash: opt_hash(row, "secret_hash")?,
+        redirect_uris,
+        backchannel_logout_uri: opt_text(row, "backchannel_logout_uri")?
+            .map(|u| AppUri::parse("backchannel_logout_uri", &u).map_err(corrupt))
+            .transpose()?,
+        org: OdsCode::parse(&text(row, "org")?).map_err(corrupt)?,
+        registered_by: uuid(row, "registered_by")?,
+        registered_at: time_at(row, "registered_at")?,
+        disabled_at: opt_time_at(row, "disabled_at")?,
+    })
+}
+
+pub(crate) fn authorization(row: &AnyRow) -> Result<Authorization, StoreError> {
+    Ok(Authorization {
+        id: text(row, "id")?,
+        client: ClientId::parse(&text(row, "client")?).map_err(corrupt)?,
+        redirect_uri: AppUri::parse("redirect_uri", &text(row, "redirect_uri")?).map_err(corrupt)?,
+        scope: text(row, "scope")?,
+        state: opt_text(row, "state")?,
+        nonce: opt_text(row, "nonce")?,
+        code_challenge: text(row, "code_challenge")?,
+        created_at: time_at(row, "created_at")?,
+        expires_at: time_at(row, "expires_at")?,
+        session: opt_text(row, "session")?,
+        approved_at: opt_time_at(row, "approved_at")?,
+        code_hash: opt_hash(row, "code_hash")?,
+        code_used_at: opt_time_at(row, "code_used_at")?,
+    })
+}
+
+pub(crate) fn issued_token(row: &AnyRow) -> Result<IssuedToken, StoreError> {
+    Ok(IssuedToken {
+        id: text(row, "id")?,
+        client: ClientId::parse(&text(row, "client")?).map_err(corrupt)?,
+        session: text(row, "session")?,
+        person: uuid(row, "person")?,
+        authorization: opt_text(row, "authorization_id")?,
+        scope: text(row, "scope")?,
+        issued_at: time_at(row, "issued_at")?,
+        expires_at: time_at(row, "expires_at")?,
+        revoked_at: opt_time_at(row, "revoked_at")?,
+    })
+}
+
+pub(crate) fn pending_logout(row: &AnyRow) -> Result<PendingLogout, StoreError> {
+    Ok(PendingLogout {
+        id: int(row, "id")?,
+        client: ClientId::parse(&text(row, "client")?).map_err(corrupt)?,
+        uri: AppUri::parse("backchannel_logout_uri", &text(row, "uri")?).map_err(corrupt)?,
+        session: text(row, "session")?,
+        person: uuid(row, "person")?,
         attempts: u32::try_from(int(row, "attempts")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
 }

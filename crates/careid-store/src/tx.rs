@@ -13,6 +13,7 @@ use careid_domain::model::{
     Assignment, IdentityCheck, NewPosition, Organisation, Person, PersonalDetails, Position, Registration,
     RegistrationStatus, Removal, RequestKind, RequestStatus, SponsorRequest,
 };
+use careid_domain::oidc::{Authorization, Client, ClientId, IssuedToken, PendingLogout};
 use careid_domain::ports::{AuditQuery, Credential, NewAssignment, SealedSecrets, Session, StoreError, Transaction};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -840,7 +841,30 @@ impl Transaction for SqlTransaction {
             .execute(self.conn())
             .await
             .map_err(|e| self.failure("session", &e))?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        // The session's applications hear of its end (queued before the tokens are revoked:
+        // the live tokens say which applications had it).
+        sqlx::query(
+            "INSERT INTO oidc_logouts (client, uri, session, person, created_at) \
+             SELECT DISTINCT c.id, c.backchannel_logout_uri, t.session, t.person, $2 \
+             FROM oidc_tokens t JOIN oidc_clients c ON c.id = t.client \
+             WHERE t.session = $1 AND t.revoked_at IS NULL AND c.backchannel_logout_uri IS NOT NULL \
+             ON CONFLICT (client, session) DO NOTHING",
+        )
+        .bind(id.to_owned())
+        .bind(micros(at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("queue logouts", &e))?;
+        sqlx::query("UPDATE oidc_tokens SET revoked_at = $2 WHERE session = $1 AND revoked_at IS NULL")
+            .bind(id.to_owned())
+            .bind(micros(at))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("revoke tokens", &e))?;
+        Ok(true)
     }
 
     async fn record_heartbeat(&mut self, id: &str, counter: u64, at: OffsetDateTime) -> Result<bool, StoreError> {
@@ -1204,6 +1228,221 @@ impl Transaction for SqlTransaction {
             .execute(self.conn())
             .await
             .map_err(|e| self.failure("incident", &e))?;
+        Ok(())
+    }
+
+    async fn insert_client(&mut self, c: &Client) -> Result<(), StoreError> {
+        let uris: Vec<&str> = c.redirect_uris.iter().map(careid_domain::oidc::AppUri::as_str).collect();
+        sqlx::query(
+            "INSERT INTO oidc_clients (id, name, kind, secret_hash, redirect_uris, backchannel_logout_uri, org, \
+             registered_by, registered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(c.id.to_string())
+        .bind(c.name.clone())
+        .bind(c.kind.code())
+        .bind(c.secret_hash.map(|h| h.to_vec()))
+        .bind(uris.join("\n"))
+        .bind(c.backchannel_logout_uri.as_ref().map(ToString::to_string))
+        .bind(c.org.to_string())
+        .bind(c.registered_by.to_string())
+        .bind(micros(c.registered_at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("client", &e))?;
+        Ok(())
+    }
+
+    async fn client(&mut self, id: &ClientId) -> Result<Option<Client>, StoreError> {
+        let rows = self
+            .fetch_all("read client", "SELECT * FROM oidc_clients WHERE id = $1", vec![Arg::Text(id.to_string())])
+            .await?;
+        rows.first().map(rows::client).transpose()
+    }
+
+    async fn clients(&mut self) -> Result<Vec<Client>, StoreError> {
+        self.fetch_all("list clients", "SELECT * FROM oidc_clients ORDER BY id", vec![])
+            .await?
+            .iter()
+            .map(rows::client)
+            .collect()
+    }
+
+    async fn disable_client(&mut self, id: &ClientId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE oidc_clients SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL")
+            .bind(id.to_string())
+            .bind(micros(at))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("client", &e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_authorization(&mut self, a: &Authorization) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO oidc_authorizations (id, client, redirect_uri, scope, state, nonce, code_challenge, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(a.id.clone())
+        .bind(a.client.to_string())
+        .bind(a.redirect_uri.to_string())
+        .bind(a.scope.clone())
+        .bind(a.state.clone())
+        .bind(a.nonce.clone())
+        .bind(a.code_challenge.clone())
+        .bind(micros(a.created_at))
+        .bind(micros(a.expires_at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("authorization", &e))?;
+        Ok(())
+    }
+
+    async fn authorization(&mut self, id: &str) -> Result<Option<Authorization>, StoreError> {
+        let sql = "SELECT * FROM oidc_authorizations WHERE id = $1";
+        let rows = self.fetch_all("read authorization", sql, vec![Arg::Text(id.into())]).await?;
+        rows.first().map(rows::authorization).transpose()
+    }
+
+    async fn authorization_by_code(&mut self, code_hash: &[u8; 32]) -> Result<Option<Authorization>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM oidc_authorizations WHERE code_hash = $1")
+            .bind(code_hash.to_vec())
+            .fetch_all(self.conn())
+            .await
+            .map_err(|e| self.failure("read authorization", &e))?;
+        rows.first().map(rows::authorization).transpose()
+    }
+
+    async fn approve_authorization(
+        &mut self,
+        id: &str,
+        session: &str,
+        code_hash: &[u8; 32],
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE oidc_authorizations SET session = $2, code_hash = $3, approved_at = $4 \
+             WHERE id = $1 AND session IS NULL",
+        )
+        .bind(id.to_owned())
+        .bind(session.to_owned())
+        .bind(code_hash.to_vec())
+        .bind(micros(at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("authorization", &e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn use_authorization_code(&mut self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE oidc_authorizations SET code_used_at = $2 WHERE id = $1 AND code_hash IS NOT NULL \
+             AND code_used_at IS NULL",
+        )
+        .bind(id.to_owned())
+        .bind(micros(at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("authorization", &e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_token(&mut self, t: &IssuedToken) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO oidc_tokens (id, client, session, person, authorization_id, scope, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(t.id.clone())
+        .bind(t.client.to_string())
+        .bind(t.session.clone())
+        .bind(t.person.to_string())
+        .bind(t.authorization.clone())
+        .bind(t.scope.clone())
+        .bind(micros(t.issued_at))
+        .bind(micros(t.expires_at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("token", &e))?;
+        Ok(())
+    }
+
+    async fn token(&mut self, id: &str) -> Result<Option<IssuedToken>, StoreError> {
+        let rows =
+            self.fetch_all("read token", "SELECT * FROM oidc_tokens WHERE id = $1", vec![Arg::Text(id.into())]).await?;
+        rows.first().map(rows::issued_token).transpose()
+    }
+
+    async fn revoke_token(&mut self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE oidc_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id.to_owned())
+            .bind(micros(at))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("revoke token", &e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_tokens_of_authorization(
+        &mut self,
+        authorization: &str,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("UPDATE oidc_tokens SET revoked_at = $2 WHERE authorization_id = $1 AND revoked_at IS NULL")
+                .bind(authorization.to_owned())
+                .bind(micros(at))
+                .execute(self.conn())
+                .await
+                .map_err(|e| self.failure("revoke tokens", &e))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn logouts_waiting(&mut self, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let sql =
+            "SELECT id FROM oidc_logouts WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < $1) LIMIT 1";
+        Ok(!self.fetch_all("read logouts", sql, vec![Arg::Int(micros(now))]).await?.is_empty())
+    }
+
+    async fn lease_logouts(
+        &mut self,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<PendingLogout>, StoreError> {
+        let sql = "SELECT * FROM oidc_logouts WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < $1) \
+                   ORDER BY id LIMIT $2";
+        let rows = self.fetch_all("read logouts", sql, vec![Arg::Int(micros(now)), Arg::Int(i64::from(limit))]).await?;
+        let logouts: Vec<PendingLogout> = rows.iter().map(rows::pending_logout).collect::<Result<_, _>>()?;
+        for logout in &logouts {
+            sqlx::query("UPDATE oidc_logouts SET leased_until = $2 WHERE id = $1")
+                .bind(logout.id)
+                .bind(micros(until))
+                .execute(self.conn())
+                .await
+                .map_err(|e| self.failure("lease logout", &e))?;
+        }
+        Ok(logouts)
+    }
+
+    async fn mark_logout_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE oidc_logouts SET sent_at = $2, leased_until = NULL WHERE id = $1")
+            .bind(id)
+            .bind(micros(at))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("mark logout sent", &e))?;
+        Ok(())
+    }
+
+    async fn mark_logout_failed(&mut self, id: i64, error: &str, retry_at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE oidc_logouts SET attempts = attempts + 1, last_error = $2, leased_until = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(error.to_owned())
+        .bind(micros(retry_at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("mark logout failed", &e))?;
         Ok(())
     }
 

@@ -6,7 +6,9 @@
 //! is taking one card out and putting another in).
 //!
 //! The session is saved as a CLI profile (default `card`), so `careid ra --as card ...` acts
-//! with it; the profile is removed when the session ends.
+//! with it; the profile is removed when the session ends. While the session lives, the local
+//! endpoint on 127.0.0.1 (`agent_local.rs`) lets careid's sign-in page have the card approve
+//! an application's sign-in, and local applications get access tokens for the session.
 
 use std::time::Duration;
 
@@ -17,9 +19,13 @@ use careid_card::{Card, CardError};
 use careid_domain::TERMS_OF_USE_VERSION;
 use careid_domain::ids::{AssignmentId, OdsCode};
 use careid_domain::login::{HeartbeatMessage, LoginMessage, Workstation};
+use careid_domain::oidc::AuthorizeMessage;
 use careid_domain::secret::Secret;
 use clap::Args;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::agent_local::LocalRequest;
 
 use crate::card::{Device, Keyboard, open_device};
 use crate::client::{ApiFailure, Client, Profile, Profiles};
@@ -43,6 +49,9 @@ pub struct AgentArgs {
     /// Stop when the card leaves the reader, instead of waiting for the next one.
     #[arg(long)]
     once: bool,
+    /// The port of the local endpoint on 127.0.0.1 (careid's `agent_port`); 0 turns it off.
+    #[arg(long, default_value_t = 7390)]
+    local_port: u16,
     #[command(flatten)]
     device: Device,
 }
@@ -67,14 +76,26 @@ fn present(device: &Device, card: Option<&dyn Card>) -> bool {
     }
 }
 
-async fn wait_for_card(device: &Device) -> anyhow::Result<Box<dyn Card>> {
+/// Sleeps one poll, answering local requests meanwhile: there is no card session to use.
+async fn idle(requests: &mut mpsc::Receiver<LocalRequest>) {
+    const NO_SESSION: &str = "no card session: insert your card and log in with the careid agent";
+    tokio::select! {
+        () = tokio::time::sleep(POLL) => {}
+        Some(request) = requests.recv() => match request {
+            LocalRequest::Authorize { reply, .. } => { let _ = reply.send(Err(NO_SESSION.into())); }
+            LocalRequest::Token { reply, .. } => { let _ = reply.send(Err(NO_SESSION.into())); }
+        },
+    }
+}
+
+async fn wait_for_card(device: &Device, requests: &mut mpsc::Receiver<LocalRequest>) -> anyhow::Result<Box<dyn Card>> {
     loop {
         if present(device, None)
             && let Ok(card) = open_device(device, false)
         {
             return Ok(card);
         }
-        tokio::time::sleep(POLL).await;
+        idle(requests).await;
     }
 }
 
@@ -93,15 +114,20 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let client = Client::new(&args.server, None);
     let keyboard = Keyboard { stdin: args.device.passcode_stdin };
+    let (sender, mut requests) = mpsc::channel(16);
+    if args.local_port != 0 {
+        let port = crate::agent_local::serve(args.local_port, &args.server, sender).await?;
+        eprintln!("Local endpoint for careid's sign-in page and local applications: http://127.0.0.1:{port}");
+    }
     loop {
         eprintln!("Waiting for a card at {workstation}...");
-        let mut card = wait_for_card(&args.device).await?;
+        let mut card = wait_for_card(&args.device, &mut requests).await?;
         let passcode = keyboard.read("Passcode: ")?;
         let live = match login(&client, card.as_mut(), &passcode, &workstation, selected.clone(), &keyboard).await {
             Ok(live) => live,
             Err(error) => {
                 eprintln!("Not logged in: {error:#}");
-                wait_for_removal(&args.device, card.as_ref()).await;
+                wait_for_removal(&args.device, card.as_ref(), &mut requests).await;
                 if args.once {
                     return Err(error);
                 }
@@ -109,7 +135,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         };
         save_profile(&args, &live)?;
-        let ended = keep_alive(&client, card.as_mut(), &passcode, &live, &args.device).await;
+        let ended = keep_alive(&client, card.as_mut(), &passcode, &live, &args.device, &mut requests).await;
         drop(passcode);
         remove_profile(&args.profile)?;
         match ended {
@@ -119,7 +145,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         if args.once {
             return Ok(());
         }
-        wait_for_removal(&args.device, card.as_ref()).await;
+        wait_for_removal(&args.device, card.as_ref(), &mut requests).await;
     }
 }
 
@@ -222,6 +248,7 @@ async fn keep_alive(
     passcode: &Secret,
     live: &Live,
     device: &Device,
+    requests: &mut mpsc::Receiver<LocalRequest>,
 ) -> anyhow::Result<()> {
     let session_client = Client::new(client.server(), Some(live.token.clone()));
     let mut counter = 0u64;
@@ -240,13 +267,59 @@ async fn keep_alive(
             client.post(&format!("/api/v1/sessions/{}/heartbeat", live.session), body).await?;
             next_beat += live.interval;
         }
-        tokio::time::sleep(POLL).await;
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            Some(request) = requests.recv() => answer(&session_client, card, passcode, live, request).await,
+        }
     }
 }
 
-async fn wait_for_removal(device: &Device, card: &dyn Card) {
+/// Answers a local request with the live session: the card signs an approval, or the agent
+/// exchanges the session's token for an application's access token.
+async fn answer(client: &Client, card: &mut dyn Card, passcode: &Secret, live: &Live, request: LocalRequest) {
+    match request {
+        LocalRequest::Authorize { authorization, reply } => {
+            let approved = async {
+                let time = careid_domain::ports::Clock::now(&crate::SystemClock).unix_timestamp();
+                let message = AuthorizeMessage { authorization: &authorization, session: &live.session, time };
+                let signature = card.sign(passcode, &message.to_bytes()).context("the card could not sign")?;
+                let body = json!({ "session_id": live.session, "time": time, "signature": STANDARD.encode(signature) });
+                let approved = client.post(&format!("/oidc/authorize/{authorization}/card"), body).await?;
+                text(&approved, "redirect")
+            }
+            .await;
+            if approved.is_ok() {
+                println!("card approved a sign-in ({authorization})");
+            }
+            let _ = reply.send(approved.map_err(|e| reason(&e)));
+        }
+        LocalRequest::Token { audience, reply } => {
+            let form = [
+                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                ("subject_token", live.token.as_str()),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+                ("audience", audience.as_str()),
+            ];
+            let token = client.post_form("/oidc/token", &form).await;
+            let _ = reply.send(token.map_err(|e| reason(&e)));
+        }
+    }
+}
+
+/// What the server said was wrong, for the local caller.
+fn reason(error: &anyhow::Error) -> String {
+    match error.downcast_ref::<ApiFailure>() {
+        Some(failure) => failure.body["error"]["message"]
+            .as_str()
+            .or_else(|| failure.body["error_description"].as_str())
+            .map_or_else(|| error.to_string(), str::to_owned),
+        None => format!("{error:#}"),
+    }
+}
+
+async fn wait_for_removal(device: &Device, card: &dyn Card, requests: &mut mpsc::Receiver<LocalRequest>) {
     while present(device, Some(card)) {
-        tokio::time::sleep(POLL).await;
+        idle(requests).await;
     }
 }
 

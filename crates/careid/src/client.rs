@@ -152,14 +152,22 @@ impl Client {
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.server);
-        let mut request = self.http.request(method, &url);
+        let mut request = self.http.request(method, format!("{}{path}", self.server));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
             request = request.json(&body);
         }
+        self.send(request).await
+    }
+
+    /// Posts an HTML form (the OAuth endpoints take forms, not JSON).
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.server)).form(form)).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request.send().await.with_context(|| format!("cannot reach careid at {}", self.server))?;
         let status = response.status();
         let text = response.text().await?;

@@ -110,6 +110,9 @@ settings! {
     smtp_url: SecretUrl = SecretUrl(String::new());
     /// The sender of careid's email.
     mail_from: String = "careid <careid@localhost>".to_owned();
+    /// The port of the workstation agent's local endpoint on 127.0.0.1 (`careid agent
+    /// --local-port`), which careid's sign-in page asks for the card's approval.
+    agent_port: u16 = 7390;
     /// Seconds between looks at the outbox for email to send.
     outbox_poll_seconds: u32 = 5;
     /// Log filter, in `tracing` env-filter syntax (`info`, `careid=debug,sqlx=warn`).

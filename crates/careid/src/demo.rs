@@ -531,7 +531,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     if args.no_serve {
         return Ok(());
     }
-    crate::serve(listener, service).await
+    crate::serve(listener, service, &config).await
 }
 
 /// Signs the demo's staff in and saves their sessions as CLI profiles.

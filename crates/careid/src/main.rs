@@ -3,6 +3,9 @@
 //! command line and the benchmarks.
 
 mod agent;
+mod agent_local;
+mod apps;
+mod backchannel;
 mod bench;
 mod card;
 mod client;
@@ -57,6 +60,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// The Registration Authority's command line (a client of the HTTP API).
     Ra(ra::RaArgs),
+    /// Clinical applications that sign in through careid's OpenID Connect provider (RA Managers).
+    Client(apps::ClientArgs),
     /// Smartcard ceremonies, run where the card is (a client of the HTTP API).
     Card(card::CardArgs),
     /// The workstation agent: logs the holder in with their card and keeps the session alive
@@ -156,6 +161,39 @@ pub(crate) fn load_card_authority(config: &Config) -> anyhow::Result<Option<care
     )))
 }
 
+/// The OpenID Connect signing key's file under the CA's directory.
+const OIDC_KEY_FILE: &str = "oidc.key.sealed";
+
+/// The OpenID Connect provider, signing as `issuer`, with the deployment's token signing key
+/// (created, sealed under the master key, the first time it is needed). `None` without a CA.
+pub(crate) fn load_oidc(config: &Config, issuer: &str) -> anyhow::Result<Option<Arc<careid_http::Oidc>>> {
+    let dir = pki_dir(config);
+    if !dir.join(PKI_FILES[0]).exists() {
+        return Ok(None);
+    }
+    let master_key = read_master_key(config)?;
+    let path = dir.join(OIDC_KEY_FILE);
+    let signer = if path.exists() {
+        let sealed = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        careid_pki::TokenSigner::open(&master_key, &sealed).with_context(|| format!("opening {}", path.display()))?
+    } else {
+        let (signer, sealed) = careid_pki::TokenSigner::generate(&master_key)?;
+        client::write_private(&path, &sealed)?;
+        tracing::info!(kid = signer.kid(), "created the OpenID Connect signing key");
+        signer
+    };
+    Ok(Some(Arc::new(careid_http::Oidc {
+        signer,
+        issuer: issuer.trim_end_matches('/').to_owned(),
+        agent_port: config.agent_port,
+    })))
+}
+
+/// The issuer a server on `listener` signs as: `public_url`, or the address it listens on.
+pub(crate) fn issuer(config: &Config, listener: &tokio::net::TcpListener) -> anyhow::Result<String> {
+    Ok(if config.public_url.is_empty() { format!("http://{}", listener.local_addr()?) } else { config.public_url() })
+}
+
 /// Opens the configured store and builds the service on it.
 pub async fn open_service(config: &Config) -> anyhow::Result<(SqlStore, Service)> {
     let url = config.effective_store_url();
@@ -195,15 +233,25 @@ async fn end_lapsed_sessions_forever(service: Service) {
     }
 }
 
-/// Serves until Ctrl-C.
-pub async fn serve(listener: tokio::net::TcpListener, service: Service) -> anyhow::Result<()> {
+/// Serves until Ctrl-C, with the OpenID Connect provider when the deployment has a CA.
+pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: &Config) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(end_lapsed_sessions_forever(service.clone()));
+    let mut app = careid_http::App::new(service.clone());
+    let mut logouts = None;
+    if let Some(oidc) = load_oidc(config, &issuer(config, &listener)?)? {
+        let sender = backchannel::HttpLogoutSender::new(oidc.clone())?;
+        logouts = Some(tokio::spawn(backchannel::deliver_forever(service, sender)));
+        app = app.with_oidc(oidc);
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     };
-    let served = careid_http::serve(listener, careid_http::App::new(service), shutdown).await.context("serving");
+    let served = careid_http::serve(listener, app, shutdown).await.context("serving");
     sweeper.abort();
+    if let Some(task) = logouts {
+        task.abort();
+    }
     served
 }
 
@@ -224,11 +272,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let every = std::time::Duration::from_secs(u64::from(config.outbox_poll_seconds));
                 tokio::spawn(mail::deliver_forever(service.clone(), mailer, every));
             }
-            serve(listener, service).await
+            serve(listener, service, &config).await
         }
         Command::Init(args) => init(&config, args).await,
         Command::Demo(args) => demo::run(config, args).await,
         Command::Ra(args) => ra::run(args).await,
+        Command::Client(args) => apps::run(args).await,
         Command::Card(args) => card::run(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -1,13 +1,16 @@
 //! Cards issued as the RA would at the desk, with a virtual card doing the card's part.
 
 use careid_card::{Card, VirtualCard};
+use careid_domain::TERMS_OF_USE_VERSION;
 use careid_domain::access::Actor;
 use careid_domain::card::CardState;
 use careid_domain::ids::PersonUuid;
+use careid_domain::ids::{AssignmentId, OdsCode};
+use careid_domain::login::{HeartbeatMessage, LoginMessage, Workstation};
 use careid_domain::passcode::choose;
 use careid_domain::secret::Secret;
 use careid_pki::BoxRecipient;
-use careid_service::{Ceremony, RaError, ReleasedSecrets, open_issue_secret};
+use careid_service::{CardLogin, Ceremony, Heartbeat, RaError, ReleasedSecrets, open_issue_secret};
 use time::macros::date;
 
 use super::{World, ctx};
@@ -60,4 +63,61 @@ pub async fn holder(w: &World, given: &str, ni: &str) -> Actor {
     w.service.assign_position(&ctx(), &w.agent, &person, w.receptionist_a, date!(2026 - 01 - 01), None).await.unwrap();
     let (credential, _) = w.service.issue_credential(&ctx(), &w.manager, &person).await.unwrap();
     w.service.login(&ctx(), &credential, None).await.unwrap().actor
+}
+
+/// The passcode the card-login tests' holders choose.
+pub const PASSCODE: &str = "582039";
+
+pub fn ws(name: &str) -> Workstation {
+    Workstation::parse(name).unwrap()
+}
+
+/// What the agent does: a challenge for `workstation`, signed by the card with its passcode.
+pub fn answer(
+    w: &World,
+    card: &mut IssuedCard,
+    workstation: &str,
+    selected: Option<(OdsCode, AssignmentId)>,
+) -> CardLogin {
+    let workstation = ws(workstation);
+    let challenge = w.service.login_challenge(&workstation).unwrap().text;
+    let time = w.clock_now().unix_timestamp();
+    let message = LoginMessage {
+        challenge: &challenge,
+        workstation: &workstation,
+        selected: selected.as_ref().map(|(o, a)| (o, *a)),
+        time,
+    }
+    .to_bytes();
+    let signature = card.card.sign(&Secret::new(PASSCODE.into()), &message).unwrap();
+    CardLogin {
+        challenge,
+        workstation,
+        certificate: card.card.certificate().unwrap().unwrap(),
+        selected,
+        time,
+        terms_accepted: Some(TERMS_OF_USE_VERSION.into()),
+        signature,
+    }
+}
+
+/// A heartbeat signed by the card.
+pub fn beat(card: &mut IssuedCard, session: &str, counter: u64, time: i64) -> Heartbeat {
+    let message = HeartbeatMessage { session, counter, time }.to_bytes();
+    let signature = card.card.sign(&Secret::new(PASSCODE.into()), &message).unwrap();
+    Heartbeat { session: session.into(), counter, time, signature }
+}
+
+impl World {
+    pub fn clock_now(&self) -> time::OffsetDateTime {
+        careid_domain::ports::Clock::now(&*self.clock)
+    }
+}
+
+/// A receptionist at practice A with an active card.
+pub async fn holder_with_card(w: &World, given: &str, ni: &str) -> (Actor, IssuedCard) {
+    let mut secrets = Vec::new();
+    let holder = holder(w, given, ni).await;
+    let card = issue(w, &w.agent, &holder.person, PASSCODE, &mut secrets).await;
+    (holder, card)
 }
