@@ -674,3 +674,147 @@ async fn an_abandoned_write_on_sqlite_never_commits_even_when_nothing_could_undo
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+contract!(a_session_ending_revokes_its_tokens_and_owes_its_applications_a_logout, |store| {
+    use careid_domain::oidc::{AppUri, Authorization, Client, ClientId, ClientKind, IssuedToken};
+    let at = datetime!(2026-11-23 09:00 UTC);
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("QWE", None)).await.unwrap();
+    let ada = person(tx.reserve_person_serials(1).await.unwrap(), "AB123456C", "QWE");
+    tx.insert_person(&ada).await.unwrap();
+    let position = tx
+        .insert_position(
+            &NewPosition {
+                org: OdsCode::parse("QWE").unwrap(),
+                name: "Receptionist".into(),
+                role: RoleTriple::parse("S8000:G8000:R8001").unwrap(),
+                activities: vec![],
+                description: String::new(),
+                approval: PositionApproval { approved_by: "x".into(), how: "y".into() },
+                assignable_by_sponsors: false,
+            },
+            None,
+            at,
+        )
+        .await
+        .unwrap();
+    let assignment = tx
+        .insert_assignment(&NewAssignment {
+            person: ada.uuid.clone(),
+            position,
+            org: OdsCode::parse("QWE").unwrap(),
+            start: date!(2026 - 01 - 01),
+            end: None,
+            assigned_by: None,
+        })
+        .await
+        .unwrap();
+    let session = |id: &str, hash: u8| Session {
+        id: id.into(),
+        token_hash: [hash; 32],
+        person: ada.uuid.clone(),
+        assignment,
+        auth: AuthMethod::InterimCredential,
+        created_at: at,
+        last_seen_at: at,
+        expires_at: at + time::Duration::hours(12),
+        ended_at: None,
+        end_reason: None,
+        card: None,
+    };
+    tx.insert_session(&session("s1", 1)).await.unwrap();
+    tx.insert_session(&session("s2", 2)).await.unwrap();
+    let client = |id: &str, logout: Option<&str>| Client {
+        id: ClientId::parse(id).unwrap(),
+        name: format!("{id} app"),
+        kind: ClientKind::Confidential,
+        secret_hash: Some([3; 32]),
+        redirect_uris: vec![
+            AppUri::parse("redirect_uri", "https://a.example/cb").unwrap(),
+            AppUri::parse("redirect_uri", "http://127.0.0.1:9/cb").unwrap(),
+        ],
+        backchannel_logout_uri: logout.map(|u| AppUri::parse("backchannel_logout_uri", u).unwrap()),
+        org: OdsCode::parse("QWE").unwrap(),
+        registered_by: ada.uuid.clone(),
+        registered_at: at,
+        disabled_at: None,
+    };
+    let with_logout = client("with-logout", Some("https://a.example/logout"));
+    tx.insert_client(&with_logout).await.unwrap();
+    tx.insert_client(&client("without-logout", None)).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.insert_client(&with_logout).await, Err(StoreError::Duplicate("client")));
+    drop(tx);
+
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.client(&with_logout.id).await.unwrap(), Some(with_logout.clone()));
+    assert_eq!(tx.clients().await.unwrap().len(), 2);
+    // An authorization request: approved once, its code used once.
+    let authorization = Authorization {
+        id: "a1".into(),
+        client: with_logout.id.clone(),
+        redirect_uri: AppUri::parse("redirect_uri", "https://a.example/cb").unwrap(),
+        scope: "openid".into(),
+        state: Some("st".into()),
+        nonce: None,
+        code_challenge: "c".repeat(43),
+        created_at: at,
+        expires_at: at + time::Duration::minutes(5),
+        session: None,
+        approved_at: None,
+        code_hash: None,
+        code_used_at: None,
+    };
+    tx.insert_authorization(&authorization).await.unwrap();
+    assert!(!tx.use_authorization_code("a1", at).await.unwrap(), "no code before approval");
+    assert!(tx.approve_authorization("a1", "s1", &[4; 32], at).await.unwrap());
+    assert!(!tx.approve_authorization("a1", "s2", &[5; 32], at).await.unwrap(), "approved once");
+    let approved = tx.authorization_by_code(&[4; 32]).await.unwrap().unwrap();
+    assert_eq!(approved.session.as_deref(), Some("s1"));
+    assert_eq!(approved.approved_at, Some(at));
+    assert!(tx.use_authorization_code("a1", at).await.unwrap());
+    assert!(!tx.use_authorization_code("a1", at).await.unwrap(), "a code is used once");
+    let token = |id: &str, client: &str, session: &str, authorization: Option<&str>| IssuedToken {
+        id: id.into(),
+        client: ClientId::parse(client).unwrap(),
+        session: session.into(),
+        person: ada.uuid.clone(),
+        authorization: authorization.map(str::to_owned),
+        scope: "openid".into(),
+        issued_at: at,
+        expires_at: at + time::Duration::minutes(10),
+        revoked_at: None,
+    };
+    tx.insert_token(&token("t1", "with-logout", "s1", Some("a1"))).await.unwrap();
+    tx.insert_token(&token("t2", "with-logout", "s1", None)).await.unwrap();
+    tx.insert_token(&token("t3", "without-logout", "s1", None)).await.unwrap();
+    tx.insert_token(&token("t4", "with-logout", "s2", None)).await.unwrap();
+    assert_eq!(tx.token("t1").await.unwrap(), Some(token("t1", "with-logout", "s1", Some("a1"))));
+    assert_eq!(tx.revoke_tokens_of_authorization("a1", at).await.unwrap(), 1);
+    assert!(!tx.revoke_token("t1", at).await.unwrap(), "already revoked");
+    tx.commit().await.unwrap();
+
+    // Ending s1 revokes its live tokens and owes one logout to the application with a URI.
+    let mut tx = store.begin_write().await.unwrap();
+    let end = at + time::Duration::minutes(1);
+    assert!(tx.end_session("s1", end, "card_removed").await.unwrap());
+    assert_eq!(tx.token("t2").await.unwrap().unwrap().revoked_at, Some(end));
+    assert_eq!(tx.token("t3").await.unwrap().unwrap().revoked_at, Some(end));
+    assert_eq!(tx.token("t4").await.unwrap().unwrap().revoked_at, None, "another session's token lives");
+    assert!(tx.logouts_waiting(end).await.unwrap());
+    let leased = tx.lease_logouts(end, end + time::Duration::minutes(1), 10).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!((leased[0].client.as_str(), leased[0].session.as_str()), ("with-logout", "s1"));
+    assert_eq!(leased[0].uri.as_str(), "https://a.example/logout");
+    assert!(!tx.logouts_waiting(end).await.unwrap(), "leased");
+    tx.mark_logout_failed(leased[0].id, "connection refused", end + time::Duration::seconds(30)).await.unwrap();
+    let retry = end + time::Duration::seconds(31);
+    let again = tx.lease_logouts(retry, retry + time::Duration::minutes(1), 10).await.unwrap();
+    assert_eq!(again[0].attempts, 1);
+    tx.mark_logout_sent(again[0].id, retry).await.unwrap();
+    assert!(!tx.logouts_waiting(retry + time::Duration::hours(1)).await.unwrap());
+    assert!(tx.disable_client(&with_logout.id, end).await.unwrap());
+    assert!(!tx.disable_client(&with_logout.id, end).await.unwrap());
+    tx.commit().await.unwrap();
+});
