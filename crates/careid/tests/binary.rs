@@ -247,13 +247,96 @@ fn deployment(dir: &Path, settings: &[(&str, String)]) -> (Child, String, String
     (server, url, credential)
 }
 
-/// Runs `careid agent` with the holder's virtual card through two insertions.
-fn agent_session(dir: &Path, url: &str, card_file: &Path, holder: &str) {
+/// The demo relying application and the independent OpenID Connect client that checks the
+/// provider (Python with Authlib), if installed; required where `CAREID_TEST_REQUIRE_OIDC_CLIENT`
+/// is set (CI).
+struct RelyingApp {
+    _app: Child,
+    args: Vec<String>,
+}
+
+impl RelyingApp {
+    fn start(dir: &Path, url: &str, agent_port: u16) -> Option<RelyingApp> {
+        let installed =
+            Command::new("python3").args(["-c", "import authlib, requests"]).output().is_ok_and(|o| o.status.success());
+        if !installed {
+            assert!(
+                std::env::var_os("CAREID_TEST_REQUIRE_OIDC_CLIENT").is_none(),
+                "authlib and requests are required but not installed"
+            );
+            return None;
+        }
+        let port = free_port();
+        let app_url = format!("http://127.0.0.1:{port}");
+        let registered = json(&careid(
+            dir,
+            &[
+                "client",
+                "--server",
+                url,
+                "--as",
+                "ram",
+                "--json",
+                "register",
+                "demo-records",
+                "--name",
+                "Demo records",
+                "--redirect-uri",
+                &format!("{app_url}/callback"),
+                "--backchannel-logout-uri",
+                &format!("{app_url}/backchannel-logout"),
+            ],
+        ));
+        let secret = registered["client_secret"].as_str().unwrap().to_owned();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/relying-app/app.py");
+        let app = Child(
+            Command::new("python3")
+                .arg(examples)
+                .args(["--port", &port.to_string()])
+                .env("CAREID_ISSUER", url)
+                .env("CLIENT_ID", "demo-records")
+                .env("CLIENT_SECRET", &secret)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("relying-app.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(listening(port), "the relying application did not start");
+        let state = dir.join("oidc-state.json");
+        let args = vec![
+            url.to_owned(),
+            app_url,
+            format!("http://127.0.0.1:{agent_port}"),
+            "demo-records".to_owned(),
+            secret,
+            state.display().to_string(),
+        ];
+        Some(RelyingApp { _app: app, args })
+    }
+
+    /// Runs one phase of the independent client's checks.
+    fn check(&self, phase: &str) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc_client.py");
+        let output = Command::new("python3").arg(script).arg(phase).args(&self.args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "the OpenID Connect client's {phase} checks failed:\n{}\n{}",
+            stdout(&output),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        println!("{}", stdout(&output));
+    }
+}
+
+/// Runs `careid agent` with the holder's virtual card through two insertions; on the way, an
+/// application signs the holder in through careid's OpenID Connect provider.
+fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holder: &str) {
     use std::io::Write;
     let output = dir.join("agent.out");
     let mut agent = Command::new(CAREID)
         .args(["agent", "--server", url, "--workstation", "desk-1", "--passcode-stdin", "--virtual"])
         .arg(card_file)
+        .args(["--local-port", &agent_port.to_string()])
         .env("CAREID_CLI_HOME", dir.join("cli"))
         .stdin(Stdio::piped())
         .stdout(std::fs::File::create(&output).unwrap())
@@ -294,12 +377,20 @@ fn agent_session(dir: &Path, url: &str, card_file: &Path, holder: &str) {
     let card_session = live.as_array().unwrap().iter().find(|s| s["auth"] == "card").unwrap().clone();
     assert_eq!(card_session["workstation"], "desk-1");
     assert_ne!(card_session["last_proof_at"], card_session["created_at"], "heartbeats were counted");
+    let relying = RelyingApp::start(dir, url, agent_port);
+    if let Some(relying) = &relying {
+        relying.check("signed-in");
+    }
 
     // The card leaves the reader: the session ends, and its token is dead.
     let away = card_file.with_extension("away");
     std::fs::rename(card_file, &away).unwrap();
     said("card removed", 1);
     assert_eq!(sessions(&token)["error"]["code"], "unauthenticated");
+    // The application hears of it by back-channel logout; every token of the session is dead.
+    if let Some(relying) = &relying {
+        relying.check("ended");
+    }
     // Back in the reader: the holder types the passcode and is logged in again.
     agent_stdin.unwrap().write_all(b"582039\n").unwrap();
     std::fs::rename(&away, card_file).unwrap();
@@ -319,6 +410,8 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     // Heartbeats every second, sessions over after three without: the agent's part in seconds.
     settings.push(("CAREID_HEARTBEAT_INTERVAL_SECONDS", "1".into()));
     settings.push(("CAREID_PRESENCE_GRACE_SECONDS", "3".into()));
+    let agent_port = free_port();
+    settings.push(("CAREID_AGENT_PORT", agent_port.to_string()));
     let (_server, url, credential) = deployment(dir, &settings);
     let ra = |args: &[&str]| {
         let mut all = vec!["ra", "--server", url.as_str()];
@@ -425,7 +518,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
 
     // The workstation agent logs the holder in with the card and keeps the session alive
     // while the card is there; taking the card out ends it, putting it back logs in again.
-    agent_session(dir, &url, &card_file, &holder);
+    agent_session(dir, &url, agent_port, &card_file, &holder);
 
     // Three wrong passcodes lock it in careid's records.
     let mut last = serde_json::Value::Null;
