@@ -115,6 +115,8 @@ pub enum RaAction {
     EndSession,
     /// careid: register, list and disable the clinical applications that sign in through careid.
     ManageClients,
+    /// careid: record absences and working hours of the people in scope.
+    RecordAbsence,
 }
 
 impl RaAction {
@@ -143,6 +145,7 @@ impl RaAction {
             RaAction::CloseInvestigation => "close a lost-card investigation",
             RaAction::EndSession => "end someone else's session",
             RaAction::ManageClients => "register or disable clinical applications",
+            RaAction::RecordAbsence => "record absences and working hours",
         }
     }
 }
@@ -250,7 +253,7 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
                 Denied
             }
         }
-        A::ReportCard => {
+        A::ReportCard | A::RecordAbsence => {
             if ra || function == F::Sponsor {
                 Allowed
             } else {
@@ -413,6 +416,8 @@ pub enum Rule {
     GrantInvalid,
     /// An authorization code presented a second time: the tokens issued with it are revoked.
     CodeReused,
+    /// A login while recorded absent or outside working hours, where the organisation refuses it.
+    OffDuty,
 }
 
 impl Rule {
@@ -444,6 +449,7 @@ impl Rule {
             Rule::ClientInvalid => "client_invalid",
             Rule::GrantInvalid => "grant_invalid",
             Rule::CodeReused => "code_reused",
+            Rule::OffDuty => "off_duty",
             Rule::RenewalNotDue => "renewal_not_due",
             Rule::TooManyRequests => "too_many_requests",
         }
@@ -516,6 +522,7 @@ mod tests {
             (A::CloseInvestigation, [Allowed, Allowed, Denied, Denied, Denied, Denied, Allowed, Allowed]),
             (A::EndSession, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Allowed, Denied]),
             (A::ManageClients, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
+            (A::RecordAbsence, [Allowed, Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied]),
         ];
         for (action, expected) in rows {
             for (function, want) in functions.iter().zip(expected) {

@@ -63,6 +63,10 @@ pub enum Action {
     OidcRevoke,
     /// A back-channel logout token was delivered to an application.
     OidcLogoutSent,
+    AbsenceRecord,
+    AbsenceCancel,
+    WorkingHoursSet,
+    AbsencePolicySet,
 }
 
 impl Action {
@@ -115,6 +119,10 @@ impl Action {
             Action::OidcTokenExchange => "oidc.token_exchange",
             Action::OidcRevoke => "oidc.revoke",
             Action::OidcLogoutSent => "oidc.backchannel_logout",
+            Action::AbsenceRecord => "absence.record",
+            Action::AbsenceCancel => "absence.cancel",
+            Action::WorkingHoursSet => "assignment.working_hours",
+            Action::AbsencePolicySet => "organisation.absence_policy",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! cases drive. No I/O, no clock, no async runtime: everything here is a plain function of its
 //! inputs.
 
+pub mod absence;
 pub mod access;
 pub mod audit;
 pub mod card;

@@ -337,6 +337,8 @@ pub struct Assignment {
     pub end: Option<Date>,
     pub assigned_by: Option<PersonUuid>,
     pub removal: Option<Removal>,
+    /// When the holder works in this position (UK local time); `None`: any time.
+    pub working_hours: Option<crate::absence::WorkingHours>,
 }
 
 /// Where an assignment stands on a given day.
@@ -495,6 +497,7 @@ mod tests {
             end: Some(day(20)),
             assigned_by: None,
             removal: None,
+            working_hours: None,
         };
         assert_eq!(a.status(day(9)), AssignmentStatus::Future);
         assert_eq!(a.status(day(10)), AssignmentStatus::Current);

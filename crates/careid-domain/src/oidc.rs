@@ -291,7 +291,7 @@ mod tests {
             redirect_uris: vec![AppUri::parse("redirect_uri", "https://app.example/cb").unwrap()],
             backchannel_logout_uri: None,
             org: OdsCode::parse("RX1").unwrap(),
-            registered_by: PersonUuid::from_serial(1).unwrap(),
+            registered_by: PersonUuid::from_serial(PersonUuid::FIRST_SERIAL).unwrap(),
             registered_at: OffsetDateTime::UNIX_EPOCH,
             disabled_at: None,
         };

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use time::{Date, OffsetDateTime};
 
+use crate::absence::{Absence, AbsencePolicy, WorkingHours};
 use crate::access::AuthMethod;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::card::{
@@ -339,6 +340,27 @@ pub trait Transaction: Send {
     async fn insert_incident(&mut self, incident: &Incident) -> Result<i64, StoreError>;
     async fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError>;
     async fn close_incident(&mut self, id: i64, closure: &IncidentClosure) -> Result<(), StoreError>;
+
+    async fn insert_absence(&mut self, absence: &Absence) -> Result<i64, StoreError>;
+    /// The person's absences not cancelled that end on or after `from`, earliest first.
+    async fn absences_of(&mut self, person: &PersonUuid, from: Date) -> Result<Vec<Absence>, StoreError>;
+    async fn absence(&mut self, id: i64) -> Result<Option<Absence>, StoreError>;
+    /// `false` when it was already cancelled.
+    async fn cancel_absence(&mut self, id: i64, at: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn set_working_hours(
+        &mut self,
+        assignment: AssignmentId,
+        hours: Option<&WorkingHours>,
+    ) -> Result<(), StoreError>;
+    /// The policy set for exactly this organisation, if any.
+    async fn absence_policy(&mut self, org: &OdsCode) -> Result<Option<AbsencePolicy>, StoreError>;
+    async fn set_absence_policy(
+        &mut self,
+        org: &OdsCode,
+        policy: AbsencePolicy,
+        by: &PersonUuid,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 
     /// `Duplicate("client")` when the identifier is taken.
     async fn insert_client(&mut self, client: &Client) -> Result<(), StoreError>;

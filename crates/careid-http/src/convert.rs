@@ -190,6 +190,7 @@ pub fn assignment_out(a: &Assignment, position: Option<&Position>, today: Date) 
         assigned_by: a.assigned_by.as_ref().map(ToString::to_string),
         removed_by: a.removal.as_ref().and_then(|r| r.removed_by.as_ref().map(ToString::to_string)),
         removal_reason: a.removal.as_ref().map(|r| r.reason.clone()),
+        working_hours: a.working_hours.map(|h| h.to_string()),
     }
 }
 

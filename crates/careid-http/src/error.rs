@@ -68,7 +68,8 @@ fn refusal_status(rule: Rule) -> StatusCode {
         | Rule::PositionNotAssignable
         | Rule::CredentialInvalid
         | Rule::InvestigatorConflicted
-        | Rule::NoSuchPosition => StatusCode::FORBIDDEN,
+        | Rule::NoSuchPosition
+        | Rule::OffDuty => StatusCode::FORBIDDEN,
         Rule::DuplicatePerson
         | Rule::ProfileClosed
         | Rule::NotPending

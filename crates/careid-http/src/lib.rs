@@ -1,6 +1,7 @@
 //! careid's HTTP API: routes, the OpenAPI document, metrics, and the one error-to-HTTP table.
 //! Handlers only convert and call the service; no SQL and no rules live here.
 
+mod absence;
 mod cards;
 mod convert;
 mod error;
@@ -67,6 +68,8 @@ impl App {
         cards::cards_clear, cards::person_cards_list, cards::incidents_close, cards::cards_get,
         cards::cards_unlock_code, cards::cards_self_service_unlock, cards::cards_self_service_complete,
         oidc::authorize_card, oidc::clients_create, oidc::clients_list, oidc::clients_disable,
+        absence::absences_create, absence::absences_list, absence::absences_cancel, absence::working_hours_set,
+        absence::absence_policy_set,
     ),
     modifiers(&BearerAuth)
 )]
@@ -154,6 +157,10 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/cards/{id}/clear", post(cards::cards_clear))
         .route("/api/v1/people/{uuid}/cards", get(cards::person_cards_list))
         .route("/api/v1/incidents/{id}/close", post(cards::incidents_close))
+        .route("/api/v1/people/{uuid}/absences", get(absence::absences_list).post(absence::absences_create))
+        .route("/api/v1/absences/{id}/cancel", post(absence::absences_cancel))
+        .route("/api/v1/assignments/{id}/working-hours", put(absence::working_hours_set))
+        .route("/api/v1/organisations/{ods_code}/absence-policy", put(absence::absence_policy_set))
         .route("/api/v1/clients", get(oidc::clients_list).post(oidc::clients_create))
         .route("/api/v1/clients/{id}", delete(oidc::clients_disable))
         .route("/.well-known/openid-configuration", get(oidc::discovery))

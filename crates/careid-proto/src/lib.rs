@@ -364,6 +364,10 @@ pub struct Assignment {
     pub assigned_by: Option<String>,
     pub removed_by: Option<String>,
     pub removal_reason: Option<String>,
+    /// When the holder works in this position (UK local time), like `mon,tue,wed,thu,fri
+    /// 08:00-18:30`; absent: any time.
+    #[serde(default)]
+    pub working_hours: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -645,4 +649,38 @@ pub struct CardApprovalRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CardApproved {
     pub redirect: String,
+}
+
+/// A person's absence from work, recorded by the RA or a sponsor.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AbsenceRequest {
+    /// `annual_leave`, `sickness` or `other`.
+    pub kind: String,
+    /// YYYY-MM-DD, UK local dates, inclusive.
+    pub first_day: String,
+    pub last_day: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AbsenceInfo {
+    pub id: i64,
+    pub person: String,
+    pub kind: String,
+    pub first_day: String,
+    pub last_day: String,
+    pub recorded_by: String,
+    pub recorded_at: String,
+}
+
+/// Working hours of an assignment, like `mon-fri 08:00-18:30`; null clears them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkingHoursRequest {
+    pub working_hours: Option<String>,
+}
+
+/// What an organisation does about logins while absent or outside working hours.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AbsencePolicyRequest {
+    /// `refuse` or `allow_and_alert`.
+    pub policy: String,
 }

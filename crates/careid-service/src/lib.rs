@@ -1,6 +1,7 @@
 //! careid's use cases over the ports: each one reads, decides by the domain's rules, writes and
 //! appends its audit event in one store transaction. Refusals by a rule are audited too.
 
+mod absence;
 mod auth;
 mod cards;
 mod error;

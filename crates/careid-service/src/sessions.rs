@@ -270,6 +270,13 @@ impl Service {
                 return Err(error);
             }
         };
+        // On leave, or outside the position's working hours: refused or flagged, as the
+        // organisation decided.
+        let alert = match self.off_duty(&mut tx, assignment, now).await? {
+            crate::absence::OffDuty::No => None,
+            crate::absence::OffDuty::Alert(why) => Some(why),
+            crate::absence::OffDuty::Refused(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
+        };
         let mut ended = Vec::new();
         for other in tx.live_sessions_of(&person.uuid).await? {
             let Some(presence) = &other.card else { continue };
@@ -323,6 +330,10 @@ impl Service {
         created.detail.push(("certificate", certificate.serial.clone()));
         created.detail.push(("terms", careid_domain::TERMS_OF_USE_VERSION.into()));
         created.detail.push(("signature", hex::encode(&secret_hash(&hex::encode(&login.signature))[..8])));
+        if let Some(why) = alert {
+            tracing::warn!(session = %session.id, "card login while off duty: {why}");
+            created.detail.push(("alert", format!("logged in while off duty: {why}")));
+        }
         ended.push(created);
         tx.append_audit_batch(&ended).await?;
         tx.commit().await?;

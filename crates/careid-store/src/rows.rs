@@ -204,6 +204,9 @@ pub(crate) fn assignment(row: &AnyRow) -> Result<Assignment, StoreError> {
         end: opt_date(row, "end_date")?,
         assigned_by: opt_uuid(row, "assigned_by")?,
         removal,
+        working_hours: opt_text(row, "working_hours")?
+            .map(|h| careid_domain::absence::WorkingHours::parse(&h).map_err(corrupt))
+            .transpose()?,
     })
 }
 
@@ -457,5 +460,18 @@ pub(crate) fn pending_logout(row: &AnyRow) -> Result<PendingLogout, StoreError> 
         session: text(row, "session")?,
         person: uuid(row, "person")?,
         attempts: u32::try_from(int(row, "attempts")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+pub(crate) fn absence(row: &AnyRow) -> Result<careid_domain::absence::Absence, StoreError> {
+    Ok(careid_domain::absence::Absence {
+        id: int(row, "id")?,
+        person: uuid(row, "person")?,
+        kind: careid_domain::absence::AbsenceKind::parse(&text(row, "kind")?).map_err(corrupt)?,
+        first_day: date(row, "first_day")?,
+        last_day: date(row, "last_day")?,
+        recorded_by: uuid(row, "recorded_by")?,
+        recorded_at: time_at(row, "recorded_at")?,
+        cancelled_at: opt_time_at(row, "cancelled_at")?,
     })
 }

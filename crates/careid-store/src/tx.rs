@@ -1,6 +1,7 @@
 //! One transaction on SQLite or PostgreSQL: the SQL behind every `Transaction` method.
 
 use async_trait::async_trait;
+use careid_domain::absence::{Absence, AbsencePolicy, WorkingHours};
 use careid_domain::audit::{AuditEvent, AuditRecord};
 use careid_domain::card::{
     CardCertificate, CardRecord, CardSerial, Incident, IncidentClosure, OutboxMessage, RevocationReason, UnlockCode,
@@ -17,7 +18,7 @@ use careid_domain::oidc::{Authorization, Client, ClientId, IssuedToken, PendingL
 use careid_domain::ports::{AuditQuery, Credential, NewAssignment, SealedSecrets, Session, StoreError, Transaction};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use crate::group::{GroupCommit, Writer};
 use crate::rows::{self, hash, int, micros, name_key};
@@ -1228,6 +1229,89 @@ impl Transaction for SqlTransaction {
             .execute(self.conn())
             .await
             .map_err(|e| self.failure("incident", &e))?;
+        Ok(())
+    }
+
+    async fn insert_absence(&mut self, a: &Absence) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO absences (person, kind, first_day, last_day, recorded_by, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(a.person.to_string())
+        .bind(a.kind.code())
+        .bind(format_date(a.first_day))
+        .bind(format_date(a.last_day))
+        .bind(a.recorded_by.to_string())
+        .bind(micros(a.recorded_at))
+        .fetch_one(self.conn())
+        .await
+        .map_err(|e| self.failure("absence", &e))?;
+        int(&row, "id")
+    }
+
+    async fn absences_of(&mut self, person: &PersonUuid, from: Date) -> Result<Vec<Absence>, StoreError> {
+        let sql = "SELECT * FROM absences WHERE person = $1 AND last_day >= $2 AND cancelled_at IS NULL \
+                   ORDER BY first_day, id";
+        self.fetch_all("read absences", sql, vec![Arg::Text(person.to_string()), Arg::Text(format_date(from))])
+            .await?
+            .iter()
+            .map(rows::absence)
+            .collect()
+    }
+
+    async fn absence(&mut self, id: i64) -> Result<Option<Absence>, StoreError> {
+        let rows = self.fetch_all("read absence", "SELECT * FROM absences WHERE id = $1", vec![Arg::Int(id)]).await?;
+        rows.first().map(rows::absence).transpose()
+    }
+
+    async fn cancel_absence(&mut self, id: i64, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE absences SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL")
+            .bind(id)
+            .bind(micros(at))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("absence", &e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_working_hours(
+        &mut self,
+        assignment: AssignmentId,
+        hours: Option<&WorkingHours>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE assignments SET working_hours = $2 WHERE id = $1")
+            .bind(assignment.0)
+            .bind(hours.map(ToString::to_string))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("working hours", &e))?;
+        Ok(())
+    }
+
+    async fn absence_policy(&mut self, org: &OdsCode) -> Result<Option<AbsencePolicy>, StoreError> {
+        let sql = "SELECT policy FROM absence_policies WHERE org = $1";
+        let rows = self.fetch_all("read absence policy", sql, vec![Arg::Text(org.to_string())]).await?;
+        rows.first().map(|r| AbsencePolicy::parse(&rows::text(r, "policy")?).map_err(rows::corrupt)).transpose()
+    }
+
+    async fn set_absence_policy(
+        &mut self,
+        org: &OdsCode,
+        policy: AbsencePolicy,
+        by: &PersonUuid,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO absence_policies (org, policy, set_by, set_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (org) DO UPDATE SET policy = excluded.policy, set_by = excluded.set_by, set_at = excluded.set_at",
+        )
+        .bind(org.to_string())
+        .bind(policy.code())
+        .bind(by.to_string())
+        .bind(micros(at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("absence policy", &e))?;
         Ok(())
     }
 

@@ -127,10 +127,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Ok(live) => live,
             Err(error) => {
                 eprintln!("Not logged in: {error:#}");
-                wait_for_removal(&args.device, card.as_ref(), &mut requests).await;
                 if args.once {
                     return Err(error);
                 }
+                wait_for_removal(&args.device, card.as_ref(), &mut requests).await;
                 continue;
             }
         };

@@ -149,6 +149,20 @@ enum RaCommand {
         #[arg(long)]
         end: Option<String>,
     },
+    /// Sets when the holder of an assignment works (UK local time), like "mon-fri 08:00-18:30";
+    /// a card login outside them is refused or flagged, as the organisation's policy says.
+    WorkingHours {
+        assignment: i64,
+        /// The hours; leave out with --clear.
+        #[arg(required_unless_present = "clear")]
+        hours: Option<String>,
+        /// Any time again.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Absences (leave, sickness) of the people in scope.
+    #[command(subcommand)]
+    Absence(AbsenceCommand),
     /// Ends an assignment early (it stays visible as removed).
     Unassign {
         assignment: i64,
@@ -210,6 +224,31 @@ enum OrgCommand {
     Import {
         file: PathBuf,
     },
+    /// What a login while absent or outside working hours does here (and below, unless
+    /// set there): refuse, or allow_and_alert (the default).
+    AbsencePolicy {
+        ods_code: String,
+        policy: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AbsenceCommand {
+    /// Records that someone is away, first to last day inclusive (YYYY-MM-DD).
+    Record {
+        uuid: String,
+        /// annual_leave, sickness or other.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Their absences from today on.
+    List { uuid: String },
+    /// Cancels a recorded absence.
+    Cancel { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -420,6 +459,10 @@ async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
             OrgCommand::Import { file } => {
                 c.post("/api/v1/organisations/import", client::organisations_csv(&file)?).await
             }
+            OrgCommand::AbsencePolicy { ods_code, policy } => {
+                let path = format!("/api/v1/organisations/{}/absence-policy", encode(&ods_code));
+                c.put(&path, json!({ "policy": policy })).await
+            }
         },
         RaCommand::Roles => c.get("/api/v1/job-roles").await,
         RaCommand::Activities => c.get("/api/v1/activities").await,
@@ -465,6 +508,18 @@ async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
             c.post("/api/v1/assignments", json!({ "person": uuid, "position": position, "start": start, "end": end }))
                 .await
         }
+        RaCommand::WorkingHours { assignment, hours, clear } => {
+            let hours = if clear { None } else { hours };
+            c.put(&format!("/api/v1/assignments/{assignment}/working-hours"), json!({ "working_hours": hours })).await
+        }
+        RaCommand::Absence(absence) => match absence {
+            AbsenceCommand::Record { uuid, kind, from, to } => {
+                let body = json!({ "kind": kind, "first_day": from, "last_day": to });
+                c.post(&format!("/api/v1/people/{}/absences", encode(&uuid)), body).await
+            }
+            AbsenceCommand::List { uuid } => c.get(&format!("/api/v1/people/{}/absences", encode(&uuid))).await,
+            AbsenceCommand::Cancel { id } => c.post(&format!("/api/v1/absences/{id}/cancel"), json!({})).await,
+        },
         RaCommand::Unassign { assignment, reason } => {
             c.post(&format!("/api/v1/assignments/{assignment}/remove"), json!({ "reason": reason })).await
         }

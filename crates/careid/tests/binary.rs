@@ -398,6 +398,12 @@ fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holde
     drop(agent);
 }
 
+/// Today's date by the real clock, as the server running beside the test reads it.
+#[allow(clippy::disallowed_methods, reason = "the test talks to a server on the real clock")]
+fn today() -> time::Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
 fn json(output: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(output)).unwrap()
 }
@@ -519,6 +525,35 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     // The workstation agent logs the holder in with the card and keeps the session alive
     // while the card is there; taking the card out ends it, putting it back logs in again.
     agent_session(dir, &url, agent_port, &card_file, &holder);
+
+    // Recorded on leave at a practice that refuses such logins: the agent cannot log her in,
+    // and says why (F5: actions under the name of someone who was not at work).
+    ok(&ra(&["--as", "ram", "org", "absence-policy", "F84003", "refuse"]));
+    let today = today();
+    let (from, to) = ((today - time::Duration::days(1)).to_string(), (today + time::Duration::days(1)).to_string());
+    let absence = json(&ra(&[
+        "--as",
+        "sponsor",
+        "--json",
+        "absence",
+        "record",
+        &holder,
+        "--kind",
+        "annual_leave",
+        "--from",
+        &from,
+        "--to",
+        &to,
+    ]));
+    let refused = careid_input(
+        dir,
+        &["agent", "--server", &url, "--once", "--local-port", "0", "--passcode-stdin", "--virtual", card_path],
+        "582039\n",
+    );
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(said.contains("recorded as absent (annual leave)"), "{said}");
+    ok(&ra(&["--as", "sponsor", "absence", "cancel", &absence["id"].to_string()]));
 
     // Three wrong passcodes lock it in careid's records.
     let mut last = serde_json::Value::Null;
