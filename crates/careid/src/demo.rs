@@ -644,6 +644,7 @@ async fn issue_demo_cards(
     );
     let mut summary = Vec::new();
     let mut locked_example = None;
+    let mut active_example = None;
     for (n, holder) in area.card_holders.iter().enumerate() {
         let issuer = if holder == &area.agent { &manager } else { &agent };
         let path = dir.join(format!("{holder}.json"));
@@ -679,7 +680,10 @@ async fn issue_demo_cards(
                 "lost, investigation open"
             }
             4 | 5 => "active, certificate expires within 90 days",
-            _ => "active",
+            _ => {
+                active_example.get_or_insert(path.clone());
+                "active"
+            }
         };
         passcodes.push_str(&format!("{holder} {id} {} {} {state}\n", path.display(), passcode.expose()));
         if n <= 8 {
@@ -689,6 +693,7 @@ async fn issue_demo_cards(
     let file = dir.join("passcodes.txt");
     write_private(&file, passcodes.as_bytes())?;
     let (locked_id, locked_path) = locked_example.ok_or_else(|| anyhow::anyhow!("the demo has no locked card"))?;
+    let active_path = active_example.ok_or_else(|| anyhow::anyhow!("the demo has no active card"))?;
     Ok(format!(
         "Demo virtual cards ({} issued; files and DEMO-ONLY passcodes in {}):\n{}\n\n\
          Try, with a demo card:\n  \
@@ -696,13 +701,24 @@ async fn issue_demo_cards(
          # the practice's sponsor authorises an unlock; the holder types a new passcode (twice)\n  \
          careid card --as demo-sponsor unlock {locked_id} --virtual {}\n  \
          careid card --as demo-ra-agent report {locked_id} --reason stolen\n  \
-         curl -s {}/pki/ca ; curl -s {}/pki/crl | openssl crl -inform DER -noout -text",
+         curl -s {}/pki/ca ; curl -s {}/pki/crl | openssl crl -inform DER -noout -text\n\n\
+         Log in with a card (its passcode is in the file above), then sign in to a clinical application:\n  \
+         careid agent --virtual {active} --workstation desk-1\n  \
+         careid client --as demo-ra-manager register demo-records --name 'Demo records' \\\n      \
+         --redirect-uri http://127.0.0.1:8500/callback --backchannel-logout-uri http://127.0.0.1:8500/backchannel-logout\n  \
+         pip install authlib requests   # the demo application is an ordinary OpenID Connect client\n  \
+         CAREID_ISSUER={} CLIENT_ID=demo-records CLIENT_SECRET=<the secret printed above> \\\n      \
+         python3 examples/relying-app/app.py --port 8500\n  \
+         # open http://127.0.0.1:8500/ and sign in: the agent's card approves, the page shows the claims.\n  \
+         # Move the card file away: within seconds the application's session ends (back-channel logout).",
         area.card_holders.len(),
         file.display(),
         summary.join("\n"),
         locked_path.display(),
         config.public_url(),
         config.public_url(),
+        config.public_url(),
+        active = active_path.display(),
     ))
 }
 
