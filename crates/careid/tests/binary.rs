@@ -328,6 +328,19 @@ impl RelyingApp {
     }
 }
 
+/// Whether headless Chromium can be driven here (Chromium, ChromeDriver and Selenium);
+/// required where `CAREID_TEST_REQUIRE_BROWSER` is set (CI).
+fn browser_installed() -> bool {
+    let installed = Path::new("/usr/bin/chromium").exists()
+        && Path::new("/usr/bin/chromedriver").exists()
+        && Command::new("python3").args(["-c", "import selenium"]).output().is_ok_and(|o| o.status.success());
+    assert!(
+        installed || std::env::var_os("CAREID_TEST_REQUIRE_BROWSER").is_none(),
+        "Chromium, ChromeDriver and Selenium are required but not installed"
+    );
+    installed
+}
+
 /// Runs `careid agent` with the holder's virtual card through two insertions; on the way, an
 /// application signs the holder in through careid's OpenID Connect provider.
 fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holder: &str) {
@@ -379,6 +392,9 @@ fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holde
     assert_ne!(card_session["last_proof_at"], card_session["created_at"], "heartbeats were counted");
     let relying = RelyingApp::start(dir, url, agent_port);
     if let Some(relying) = &relying {
+        if browser_installed() {
+            relying.check("browser");
+        }
         relying.check("signed-in");
     }
 

@@ -5,8 +5,11 @@ holding a virtual card, and the demo relying application (examples/relying-app/a
 
     oidc_client.py signed-in CAREID_URL APP_URL AGENT_URL CLIENT_ID CLIENT_SECRET STATE_FILE
     oidc_client.py ended     CAREID_URL APP_URL AGENT_URL CLIENT_ID CLIENT_SECRET STATE_FILE
+    oidc_client.py browser   CAREID_URL APP_URL AGENT_URL CLIENT_ID CLIENT_SECRET STATE_FILE
 
-The first phase plays the browser through the demo application's sign-in, then checks the
+The browser phase signs in through the demo application in headless Chromium (Selenium):
+careid's authorize page runs its own script, which asks the agent for the card's approval.
+The signed-in phase plays the browser through the demo application's sign-in, then checks the
 protocol's edges with a client of its own; the second (after the test took the card out)
 checks that the application's session and every token died. Each check prints what it
 proved; any failure exits non-zero with the reason.
@@ -185,5 +188,34 @@ def ended():
     check(refused.status_code == 409, "with no card, the agent gives no token")
 
 
-{"signed-in": signed_in, "ended": ended}[phase]()
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]:
+        options.add_argument(flag)
+    options.binary_location = "/usr/bin/chromium"
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        driver.get(app + "/")
+        driver.find_element(By.ID, "login").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "who") or d.find_elements(By.ID, "error"))
+        errors = driver.find_elements(By.ID, "error") + driver.find_elements(By.ID, "status")
+        check(driver.find_elements(By.ID, "who"), "Chromium: careid's page had the card approve, and the application "
+              f"signed the holder in ({[e.text for e in errors]})")
+        claims = json.loads(driver.find_element(By.ID, "claims").text)
+        check(claims["acr"] == "AAL3_ANY" and claims["nhsid_nrbac_roles"], "Chromium: the application shows the claims")
+        # The page refuses to work inside a frame, and scripts it did not sign.
+        login = requests.get(app + "/login", allow_redirects=False, timeout=10).headers["Location"]
+        csp = requests.get(login, timeout=10).headers["Content-Security-Policy"]
+        check("script-src 'nonce-" in csp, "the authorize page runs only its own script")
+        driver.get(app + "/logout")
+    finally:
+        driver.quit()
+
+
+{"signed-in": signed_in, "ended": ended, "browser": browser}[phase]()
 print("all checks passed")
