@@ -50,6 +50,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         revoked: usize,
     },
+    /// Card login over HTTP: logins, heartbeats and token exchanges per second with many
+    /// virtual cards, beside the raw P-256 verification rate.
+    Login {
+        /// Virtual cards (each logs in once).
+        #[arg(long, default_value_t = 2_000)]
+        cards: usize,
+        /// Heartbeats each card signs.
+        #[arg(long, default_value_t = 5)]
+        heartbeats: usize,
+        /// Agents working at once.
+        #[arg(long, default_value_t = 64)]
+        workers: usize,
+    },
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -68,6 +81,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             let _ = std::fs::remove_dir_all(&dir);
             Ok(())
+        }
+        BenchCommand::Login { cards, heartbeats, workers } => {
+            crate::bench_login::bench_login(cards, heartbeats, workers).await
         }
         BenchCommand::Pki { certificates, revoked } => {
             bench_pki(certificates, revoked)?;
@@ -256,7 +272,7 @@ async fn bench_card_issue(cards: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("careid-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
@@ -270,7 +286,7 @@ async fn drop_schema(options: &StoreOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -291,7 +307,7 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 const BATCH: usize = 20_000;
 const FAMILY: &[&str] = &["Smith", "Jones", "Patel", "Khan", "Brown", "Taylor", "Evans", "Wilson"];
 
-fn bench_details(given: &str, family: &str, n: u64) -> anyhow::Result<PersonalDetails> {
+pub(crate) fn bench_details(given: &str, family: &str, n: u64) -> anyhow::Result<PersonalDetails> {
     Ok(PersonalDetails {
         title: None,
         given_name: NamePart::parse("given_name", given)?,
@@ -302,7 +318,7 @@ fn bench_details(given: &str, family: &str, n: u64) -> anyhow::Result<PersonalDe
 }
 
 /// A deployment with one practice and one position; returns its RA Manager and the position.
-async fn bench_deployment(service: &Service) -> anyhow::Result<(Actor, careid_domain::ids::PositionId)> {
+pub(crate) async fn bench_deployment(service: &Service) -> anyhow::Result<(Actor, careid_domain::ids::PositionId)> {
     let ctx = RequestContext::new("bench");
     let details = bench_details;
     let icb = OdsCode::parse("QBENCH")?;

@@ -7,6 +7,7 @@ mod agent_local;
 mod apps;
 mod backchannel;
 mod bench;
+mod bench_login;
 mod card;
 mod client;
 mod config;

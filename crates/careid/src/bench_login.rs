@@ -1,0 +1,252 @@
+//! `careid bench login`: card logins, heartbeats and token exchanges per second, driven over
+//! HTTP on loopback against a careid server this command starts (SQLite, group commit), with
+//! many virtual cards signing as the agent would; beside the raw P-256 verification rate of
+//! this machine, measured in the same run. Every phase has a fixed count: it stops by itself.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use careid_domain::TERMS_OF_USE_VERSION;
+use careid_domain::login::{HeartbeatMessage, LoginMessage, Workstation};
+use careid_service::{
+    CardAuthority, Ceremony, ImportPerson, NewClient, OsRandom, RequestContext, Service, ServiceSettings,
+};
+use careid_store::{SqlStore, StoreOptions};
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde_json::{Value, json};
+
+use crate::SystemClock;
+use crate::bench::{bench_deployment, bench_details, percentile, tempfile_dir};
+
+/// One virtual card: its key and its certificate.
+struct BenchCard {
+    key: EcdsaKeyPair,
+    certificate: String,
+}
+
+/// Verifications per second of raw ECDSA P-256 (ring), for about a second.
+fn raw_p256_verify_rate() -> anyhow::Result<f64> {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(|_| anyhow::anyhow!("keygen"))?;
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| anyhow::anyhow!("key"))?;
+    let signature = key.sign(&rng, b"careid bench").map_err(|_| anyhow::anyhow!("sign"))?;
+    let public =
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, key.public_key().as_ref());
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(1) {
+        for _ in 0..100 {
+            public.verify(b"careid bench", signature.as_ref()).map_err(|_| anyhow::anyhow!("verify"))?;
+        }
+        n += 100;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+fn sign(card: &BenchCard, message: &[u8]) -> anyhow::Result<String> {
+    let rng = ring::rand::SystemRandom::new();
+    Ok(STANDARD.encode(card.key.sign(&rng, message).map_err(|_| anyhow::anyhow!("sign"))?))
+}
+
+/// Runs `work` for every item from `workers` tasks at once; the rate and each item's latency.
+async fn drive<T, F, Fut>(items: Vec<T>, workers: usize, work: F) -> anyhow::Result<(f64, Vec<Duration>)>
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let count = items.len();
+    let queue = Arc::new(std::sync::Mutex::new(items));
+    let work = Arc::new(work);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (queue, work) = (queue.clone(), work.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let item = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+                let Some(item) = item else { break };
+                let began = Instant::now();
+                work(item).await?;
+                latencies.push(began.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(count);
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok((rate, latencies))
+}
+
+fn print(name: &str, rate: f64, latencies: &[Duration], verify_rate: f64, target: &str) {
+    println!(
+        "  {name:<44} {rate:>9.0} /s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({:.3} of raw verify; target {target})",
+        percentile(latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(latencies, 0.99).as_secs_f64() * 1e3,
+        rate / verify_rate
+    );
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
+    let response = http.post(url).json(body).send().await?;
+    let status = response.status();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    anyhow::ensure!(status.is_success(), "{url} answered {status}: {value}");
+    Ok(value)
+}
+
+pub async fn bench_login(cards: usize, heartbeats: usize, workers: usize) -> anyhow::Result<()> {
+    use careid_pki::{BoxRecipient, CertificateAuthority, MasterKey, TokenSigner};
+
+    let verify_rate = raw_p256_verify_rate()?;
+    println!("careid bench login: {cards} virtual cards, {workers} concurrent agents, over HTTP on loopback");
+    println!("  baseline: raw ECDSA P-256 verifications on this machine  {verify_rate:>9.0} /s");
+
+    // A deployment with a CA, `cards` people in one position, each with an active card.
+    let dir = tempfile_dir()?;
+    let store =
+        SqlStore::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", dir.join("login.db").display()))).await?;
+    let master_key = MasterKey::from_hex(&MasterKey::generate_hex()?)?;
+    let now = careid_domain::ports::Clock::now(&SystemClock);
+    let (ca, _) = CertificateAuthority::create("careid bench", now, &master_key)?;
+    let (signer, _) = TokenSigner::generate(&master_key)?;
+    let authority = CardAuthority::new(ca, master_key, time::Duration::days(730));
+    let service =
+        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default())
+            .with_card_authority(authority);
+    let (manager, position) = bench_deployment(&service).await?;
+    let ctx = RequestContext::new("bench");
+    let start = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
+    let people = (0..cards)
+        .map(|i| {
+            let n = i as u64 + 1;
+            Ok(ImportPerson {
+                details: bench_details("Login", &format!("Holder{n}"), n)?,
+                contact: careid_domain::model::ContactDetails::default(),
+                position,
+                start,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let uuids = service.import_people(&ctx, &manager, people).await?;
+    let rng = ring::rand::SystemRandom::new();
+    let mut bench_cards = Vec::with_capacity(cards);
+    for (i, uuid) in uuids.iter().enumerate() {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| anyhow::anyhow!("keygen"))?;
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .map_err(|_| anyhow::anyhow!("key"))?;
+        let spki = careid_pki::p256_spki(key.public_key().as_ref()).ok_or_else(|| anyhow::anyhow!("spki"))?;
+        let serial = careid_domain::card::CardSerial::parse(&format!("LOGIN{i:08}"))?;
+        let recipient = BoxRecipient::new()?;
+        let (id, _) = service.begin_card_issue(&ctx, &manager, uuid, serial, recipient.public_key()).await?;
+        let certificate = service.certify_card(&ctx, &manager, id, &spki).await?;
+        let recipient = BoxRecipient::new()?;
+        service
+            .release_administrator_secret(&ctx, &manager, id, Ceremony::FirstPasscode, recipient.public_key())
+            .await?;
+        service.complete_ceremony(&ctx, &manager, id).await?;
+        bench_cards.push(Arc::new(BenchCard { key, certificate: STANDARD.encode(certificate) }));
+    }
+    let new = NewClient {
+        id: "bench-app".into(),
+        name: "Bench application".into(),
+        kind: "public".into(),
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        backchannel_logout_uri: None,
+    };
+    service.register_client(&ctx, &manager, new).await?;
+
+    // The server, on loopback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let oidc = Arc::new(careid_http::Oidc { signer, issuer: url.clone(), agent_port: 0 });
+    let app = careid_http::App::new(service.clone()).with_oidc(oidc);
+    let server = tokio::spawn(careid_http::serve(listener, app, std::future::pending()));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(workers).build()?;
+
+    // Logins: challenge, sign, verify, session, audit.
+    let sessions = Arc::new(std::sync::Mutex::new(Vec::with_capacity(cards)));
+    let (rate, latencies) = {
+        let (http, url, sessions) = (http.clone(), url.clone(), sessions.clone());
+        drive(bench_cards.clone(), workers, move |card: Arc<BenchCard>| {
+            let (http, url, sessions) = (http.clone(), url.clone(), sessions.clone());
+            async move {
+                let workstation = Workstation::parse("bench-ws")?;
+                let challenge = post(&http, &format!("{url}/api/v1/login/challenge"), &json!({ "workstation": "bench-ws" })).await?;
+                let challenge = challenge["challenge"].as_str().unwrap_or_default().to_owned();
+                let time = careid_domain::ports::Clock::now(&SystemClock).unix_timestamp();
+                let message = LoginMessage { challenge: &challenge, workstation: &workstation, selected: None, time };
+                let body = json!({
+                    "challenge": challenge, "workstation": "bench-ws", "certificate": card.certificate,
+                    "time": time, "terms_accepted": TERMS_OF_USE_VERSION, "signature": sign(&card, &message.to_bytes())?,
+                });
+                let session = post(&http, &format!("{url}/api/v1/login/card"), &body).await?;
+                let id = session["session_id"].as_str().unwrap_or_default().to_owned();
+                let token = session["token"].as_str().unwrap_or_default().to_owned();
+                sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((card, id, token));
+                Ok(())
+            }
+        })
+        .await?
+    };
+    print("card logins (challenge + signed login)", rate, &latencies, verify_rate, ">= 10,000/s, p99 < 10 ms");
+
+    // Heartbeats: each card signs its session's rising counter.
+    let live: Vec<(Arc<BenchCard>, String, String)> =
+        std::mem::take(&mut *sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let beats: Vec<(Arc<BenchCard>, String, u64)> = (1..=heartbeats as u64)
+        .flat_map(|counter| live.iter().map(move |(card, id, _)| (card.clone(), id.clone(), counter)))
+        .rev()
+        .collect();
+    let (rate, latencies) = {
+        let (http, url) = (http.clone(), url.clone());
+        drive(beats, workers, move |(card, session, counter): (Arc<BenchCard>, String, u64)| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let time = careid_domain::ports::Clock::now(&SystemClock).unix_timestamp();
+                let message = HeartbeatMessage { session: &session, counter, time }.to_bytes();
+                let body = json!({ "counter": counter, "time": time, "signature": sign(&card, &message)? });
+                post(&http, &format!("{url}/api/v1/sessions/{session}/heartbeat"), &body).await?;
+                Ok(())
+            }
+        })
+        .await?
+    };
+    print("heartbeats (signed, counted, audited)", rate, &latencies, verify_rate, ">= 20,000/s");
+
+    // Token exchange: a card session's token for an access token to an application.
+    let exchanges: Vec<String> = live.iter().map(|(_, _, token)| token.clone()).collect();
+    let (rate, latencies) = {
+        let (http, url) = (http.clone(), url.clone());
+        drive(exchanges, workers, move |token: String| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let form = [
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                    ("subject_token", token.as_str()),
+                    ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+                    ("audience", "bench-app"),
+                ];
+                let response = http.post(format!("{url}/oidc/token")).form(&form).send().await?;
+                anyhow::ensure!(response.status().is_success(), "token exchange answered {}", response.status());
+                Ok(())
+            }
+        })
+        .await?
+    };
+    print("token exchanges (ES256 access tokens)", rate, &latencies, verify_rate, ">= 20,000/s");
+    server.abort();
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
