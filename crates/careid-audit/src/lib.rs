@@ -5,6 +5,11 @@
 //! absent fields omitted, values escaped so that a line never breaks (see
 //! `docs/design/audit-log.md`). The same event always encodes to the same bytes.
 
+pub mod merkle;
+pub mod note;
+pub mod tiles;
+pub mod verify;
+
 use careid_domain::audit::{AuditEvent, AuditRecord};
 use sha2::{Digest, Sha256};
 
@@ -243,7 +248,7 @@ mod tests {
         assert_eq!(hex::encode(leaf_hash(b"")), "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d");
     }
 
-    fn chain(n: u64) -> Vec<AuditRecord> {
+    pub(crate) fn chain(n: u64) -> Vec<AuditRecord> {
         let mut previous = GENESIS;
         (0..n)
             .map(|seq| {

@@ -215,6 +215,26 @@ impl AuditEvent {
     }
 }
 
+/// How far the log's Merkle tree has followed the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeHead {
+    /// Records in the tree: 0..size.
+    pub size: u64,
+    /// RFC 9162 root of those records.
+    pub root: [u8; 32],
+    /// The chain hash of record `size - 1` (zeros for the empty tree).
+    pub chain_hash: [u8; 32],
+}
+
+/// A checkpoint careid signed: a C2SP signed note over (origin, size, root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    pub size: u64,
+    pub root: [u8; 32],
+    pub note: String,
+    pub signed_at: OffsetDateTime,
+}
+
 /// An event as stored: its place in the log and the hash chain up to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {

@@ -10,7 +10,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::absence::{Absence, AbsencePolicy, WorkingHours};
 use crate::access::AuthMethod;
-use crate::audit::{AuditEvent, AuditRecord};
+use crate::audit::{AuditEvent, AuditRecord, SignedCheckpoint, TreeHead};
 use crate::card::{
     CardCertificate, CardRecord, CardSerial, Incident, IncidentClosure, OutboxMessage, RevocationReason, UnlockCode,
 };
@@ -407,6 +407,19 @@ pub trait Transaction: Send {
     /// Inserts many people with their assignments at once (bulk import). The caller appends
     /// the audit events in the same transaction.
     async fn bulk_insert_people(&mut self, people: &[Person], assignments: &[NewAssignment]) -> Result<(), StoreError>;
+
+    // The audit log's Merkle tree and checkpoints (derived from the records; see careid-audit).
+    /// How far the tree has followed the log.
+    async fn audit_tree(&mut self) -> Result<TreeHead, StoreError>;
+    async fn set_audit_tree(&mut self, head: &TreeHead) -> Result<(), StoreError>;
+    /// Records from `seq` on, in sequence order, at most `limit`.
+    async fn audit_records_from(&mut self, seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+    /// A tile's hashes as stored (its full width so far).
+    async fn audit_tile(&mut self, level: u8, index: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes tiles, replacing what is stored at the same (level, index).
+    async fn put_audit_tiles(&mut self, tiles: &[(u8, u64, Vec<u8>)]) -> Result<(), StoreError>;
+    async fn latest_checkpoint(&mut self) -> Result<Option<SignedCheckpoint>, StoreError>;
+    async fn insert_checkpoint(&mut self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
 }
 
 /// A card's administrative secret (the token's SO PIN), sealed under the master key, and the

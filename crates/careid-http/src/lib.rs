@@ -6,6 +6,7 @@ mod cards;
 mod convert;
 mod error;
 mod extract;
+mod log;
 mod login;
 mod metrics;
 mod oidc;
@@ -31,17 +32,26 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The OpenID Connect provider, once the deployment has a token signing key.
     pub oidc: Option<Arc<Oidc>>,
+    /// The audit log's checkpoint verifier key (C2SP signed-note), served at `/log/key`.
+    pub log_key: Option<Arc<str>>,
 }
 
 impl App {
     pub fn new(service: Service) -> App {
-        App { service: Arc::new(service), metrics: Arc::new(Metrics::default()), oidc: None }
+        App { service: Arc::new(service), metrics: Arc::new(Metrics::default()), oidc: None, log_key: None }
     }
 
     /// Turns on the OpenID Connect provider.
     #[must_use]
     pub fn with_oidc(mut self, oidc: Arc<Oidc>) -> App {
         self.oidc = Some(oidc);
+        self
+    }
+
+    /// Serves the audit log's verifier key at `/log/key`.
+    #[must_use]
+    pub fn with_log_key(mut self, key: String) -> App {
+        self.log_key = Some(key.into());
         self
     }
 }
@@ -143,6 +153,9 @@ pub fn router(app: App) -> Router {
         .route("/pki/ca", get(cards::pki_ca))
         .route("/pki/root", get(cards::pki_root))
         .route("/pki/crl", get(cards::pki_crl))
+        .route("/log/checkpoint", get(log::checkpoint))
+        .route("/log/key", get(log::key))
+        .route("/log/tile/{*path}", get(log::tile))
         .route("/api/v1/cards", post(cards::cards_create))
         .route("/api/v1/cards/unlock-code", post(cards::cards_unlock_code))
         .route("/api/v1/cards/{id}/self-service-unlock", post(cards::cards_self_service_unlock))

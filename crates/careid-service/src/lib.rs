@@ -5,6 +5,7 @@ mod absence;
 mod auth;
 mod cards;
 mod error;
+mod log;
 mod oidc;
 mod outbox;
 mod ra;

@@ -83,6 +83,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "card sessions", include_str!("../migrations/sqlite/0004_card_sessions.sql")),
     (5, "openid connect", include_str!("../migrations/sqlite/0005_openid_connect.sql")),
     (6, "absences", include_str!("../migrations/sqlite/0006_absences.sql")),
+    (7, "audit tree", include_str!("../migrations/sqlite/0007_audit_tree.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),
@@ -91,6 +92,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "card sessions", include_str!("../migrations/postgres/0004_card_sessions.sql")),
     (5, "openid connect", include_str!("../migrations/postgres/0005_openid_connect.sql")),
     (6, "absences", include_str!("../migrations/postgres/0006_absences.sql")),
+    (7, "audit tree", include_str!("../migrations/postgres/0007_audit_tree.sql")),
 ];
 
 fn migrations(backend: Backend) -> Migrator {

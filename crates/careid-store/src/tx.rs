@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use careid_domain::absence::{Absence, AbsencePolicy, WorkingHours};
-use careid_domain::audit::{AuditEvent, AuditRecord};
+use careid_domain::audit::{AuditEvent, AuditRecord, SignedCheckpoint, TreeHead};
 use careid_domain::card::{
     CardCertificate, CardRecord, CardSerial, Incident, IncidentClosure, OutboxMessage, RevocationReason, UnlockCode,
 };
@@ -1571,6 +1571,90 @@ impl Transaction for SqlTransaction {
             }
             query.execute(self.conn()).await.map_err(|e| self.failure("assignment", &e))?;
         }
+        Ok(())
+    }
+
+    async fn audit_tree(&mut self) -> Result<TreeHead, StoreError> {
+        let rows = self
+            .fetch_all("read audit tree", "SELECT size, root, chain_hash FROM audit_tree WHERE id = 1", vec![])
+            .await?;
+        let row = rows.first().ok_or_else(|| StoreError::Corrupt("the audit tree's head row is missing".into()))?;
+        Ok(TreeHead { size: int(row, "size")? as u64, root: hash(row, "root")?, chain_hash: hash(row, "chain_hash")? })
+    }
+
+    async fn set_audit_tree(&mut self, head: &TreeHead) -> Result<(), StoreError> {
+        sqlx::query("UPDATE audit_tree SET size = $1, root = $2, chain_hash = $3 WHERE id = 1")
+            .bind(head.size as i64)
+            .bind(head.root.to_vec())
+            .bind(head.chain_hash.to_vec())
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("write audit tree", &e))?;
+        Ok(())
+    }
+
+    async fn audit_records_from(&mut self, seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = "SELECT seq, entry, chain_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2";
+        let rows =
+            self.fetch_all("read audit records", sql, vec![Arg::Int(seq as i64), Arg::Int(i64::from(limit))]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    seq: int(r, "seq")? as u64,
+                    entry: rows::bytes(r, "entry")?,
+                    chain_hash: hash(r, "chain_hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_tile(&mut self, level: u8, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = "SELECT hashes FROM audit_tiles WHERE level = $1 AND idx = $2";
+        let rows =
+            self.fetch_all("read audit tile", sql, vec![Arg::Int(i64::from(level)), Arg::Int(index as i64)]).await?;
+        rows.first().map(|r| rows::bytes(r, "hashes")).transpose()
+    }
+
+    async fn put_audit_tiles(&mut self, tiles: &[(u8, u64, Vec<u8>)]) -> Result<(), StoreError> {
+        for (level, index, hashes) in tiles {
+            sqlx::query(
+                "INSERT INTO audit_tiles (level, idx, hashes) VALUES ($1, $2, $3) \
+                 ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes",
+            )
+            .bind(i64::from(*level))
+            .bind(*index as i64)
+            .bind(hashes.clone())
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("write audit tile", &e))?;
+        }
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&mut self) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let sql = "SELECT size, root, note, signed_at FROM audit_checkpoints ORDER BY size DESC LIMIT 1";
+        let rows = self.fetch_all("read checkpoint", sql, vec![]).await?;
+        rows.first()
+            .map(|r| {
+                Ok(SignedCheckpoint {
+                    size: int(r, "size")? as u64,
+                    root: hash(r, "root")?,
+                    note: rows::text(r, "note")?,
+                    signed_at: rows::from_micros(int(r, "signed_at")?)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn insert_checkpoint(&mut self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4)")
+            .bind(checkpoint.size as i64)
+            .bind(checkpoint.root.to_vec())
+            .bind(checkpoint.note.clone())
+            .bind(micros(checkpoint.signed_at))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("write checkpoint", &e))?;
         Ok(())
     }
 }

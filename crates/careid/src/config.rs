@@ -113,6 +113,10 @@ settings! {
     /// The port of the workstation agent's local endpoint on 127.0.0.1 (`careid agent
     /// --local-port`), which careid's sign-in page asks for the card's approval.
     agent_port: u16 = 7390;
+    /// The origin line of the audit log's checkpoints: names this deployment's log to anyone
+    /// who checks it (no spaces, no `+`). Empty means the host and path of `public_url` (or of
+    /// `listen`) followed by `/log`.
+    log_origin: String = String::new();
     /// Seconds between looks at the outbox for email to send.
     outbox_poll_seconds: u32 = 5;
     /// Log filter, in `tracing` env-filter syntax (`info`, `careid=debug,sqlx=warn`).

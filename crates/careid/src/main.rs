@@ -5,6 +5,7 @@
 mod agent;
 mod agent_local;
 mod apps;
+mod audit_log;
 mod backchannel;
 mod bench;
 mod bench_login;
@@ -68,6 +69,9 @@ enum Command {
     /// The workstation agent: logs the holder in with their card and keeps the session alive
     /// only while the card is in the reader.
     Agent(agent::AgentArgs),
+    /// The audit log as a transparency log: its checkpoint and key, verifying it whole, and
+    /// proofs of a record's inclusion and of the log's consistency.
+    Audit(audit_log::AuditArgs),
     /// Measures careid's performance and prints the figures.
     Bench(bench::BenchArgs),
     /// Prints the configuration reference page (docs/config.md).
@@ -98,13 +102,13 @@ fn init_tracing(filter: &str) {
 }
 
 /// The CA's files under the data directory.
-fn pki_dir(config: &Config) -> PathBuf {
+pub(crate) fn pki_dir(config: &Config) -> PathBuf {
     config.data_dir.join("pki")
 }
 
 const PKI_FILES: [&str; 4] = ["root.der", "issuing.der", "root.key.sealed", "issuing.key.sealed"];
 
-fn read_master_key(config: &Config) -> anyhow::Result<careid_pki::MasterKey> {
+pub(crate) fn read_master_key(config: &Config) -> anyhow::Result<careid_pki::MasterKey> {
     let path = config.master_key_path();
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(&path).with_context(|| format!("reading the master key {}", path.display()))?,
@@ -239,7 +243,13 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: 
     let sweeper = tokio::spawn(end_lapsed_sessions_forever(service.clone()));
     let mut app = careid_http::App::new(service.clone());
     let mut logouts = None;
-    if let Some(oidc) = load_oidc(config, &issuer(config, &listener)?)? {
+    let listening = issuer(config, &listener)?;
+    let mut integrator = None;
+    if let Some(signer) = audit_log::load_log_signer(config, &audit_log::log_origin(config))? {
+        app = app.with_log_key(signer.verifier_key());
+        integrator = Some(tokio::spawn(audit_log::integrate_forever(service.clone(), Arc::new(signer))));
+    }
+    if let Some(oidc) = load_oidc(config, &listening)? {
         let sender = backchannel::HttpLogoutSender::new(oidc.clone())?;
         logouts = Some(tokio::spawn(backchannel::deliver_forever(service, sender)));
         app = app.with_oidc(oidc);
@@ -250,7 +260,7 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: 
     };
     let served = careid_http::serve(listener, app, shutdown).await.context("serving");
     sweeper.abort();
-    if let Some(task) = logouts {
+    for task in [logouts, integrator].into_iter().flatten() {
         task.abort();
     }
     served
@@ -282,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Card(args) => card::run(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Audit(args) => audit_log::run(&config, args).await,
         Command::ConfigReference => {
             print!("{}", Config::reference_markdown());
             Ok(())

@@ -1,0 +1,174 @@
+//! Checking a whole log against a checkpoint, record by record, naming the first record that is
+//! not what the checkpoint says. Wherever the records come from (the database, or tiles over
+//! HTTP), the caller feeds them in order.
+
+use careid_domain::audit::AuditRecord;
+
+use crate::merkle::{CompactRange, Hash};
+use crate::note::Checkpoint;
+use crate::{GENESIS, chain_hash, decode, leaf_hash};
+
+/// The first thing found wrong, with the record's position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("record {expected} is missing: the next record found is {found}")]
+    Gap { expected: u64, found: u64 },
+    #[error("record {seq} is not a valid entry: {error}")]
+    Undecodable { seq: u64, error: crate::DecodeError },
+    #[error("record {seq} does not match its chain hash: it was edited, or moved from elsewhere in the log")]
+    ChainMismatch { seq: u64 },
+    #[error("record {seq} differs from the leaf hash the tree holds for it: it was edited after it joined the tree")]
+    LeafMismatch { seq: u64 },
+    #[error("the log ends after {found} records, but the checkpoint covers {size}")]
+    Truncated { found: u64, size: u64 },
+    #[error("the log has records beyond the checkpoint's {size} where none were expected")]
+    Beyond { size: u64 },
+    #[error(
+        "the {size} records do not give the checkpoint's root: the log was rewritten, or this is not its checkpoint"
+    )]
+    RootMismatch { size: u64 },
+}
+
+/// Feeds records 0, 1, 2, ... of a log and checks them against a checkpoint.
+#[derive(Debug)]
+pub struct LogVerifier {
+    checkpoint: Checkpoint,
+    range: CompactRange,
+    chain: Hash,
+}
+
+impl LogVerifier {
+    pub fn new(checkpoint: Checkpoint) -> Self {
+        Self { checkpoint, range: CompactRange::new(), chain: GENESIS }
+    }
+
+    /// Records checked so far.
+    pub fn checked(&self) -> u64 {
+        self.range.size()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.checkpoint.size
+    }
+
+    /// Checks the next record as stored (with its sequence number and chain hash), against
+    /// the leaf hash the tree holds for it when the caller has it.
+    pub fn record(&mut self, record: &AuditRecord, tree_leaf: Option<&Hash>) -> Result<(), VerifyError> {
+        let expected = self.range.size();
+        if record.seq != expected {
+            return Err(VerifyError::Gap { expected, found: record.seq });
+        }
+        self.chain = chain_hash(&self.chain, &record.entry);
+        if self.chain != record.chain_hash {
+            // Decoding first names an unreadable record as such.
+            decode(&record.entry).map_err(|error| VerifyError::Undecodable { seq: expected, error })?;
+            return Err(VerifyError::ChainMismatch { seq: expected });
+        }
+        self.entry(&record.entry, tree_leaf)
+    }
+
+    /// Checks the next entry (from a tile: no sequence number or chain hash travels with it).
+    pub fn entry(&mut self, entry: &[u8], tree_leaf: Option<&Hash>) -> Result<(), VerifyError> {
+        let seq = self.range.size();
+        if seq >= self.checkpoint.size {
+            return Err(VerifyError::Beyond { size: self.checkpoint.size });
+        }
+        decode(entry).map_err(|error| VerifyError::Undecodable { seq, error })?;
+        let leaf = leaf_hash(entry);
+        if tree_leaf.is_some_and(|t| *t != leaf) {
+            return Err(VerifyError::LeafMismatch { seq });
+        }
+        self.range.push(leaf, |_, _, _| {});
+        Ok(())
+    }
+
+    /// After the last record: all the checkpoint's records were there and give its root.
+    pub fn finish(self) -> Result<Checkpoint, VerifyError> {
+        if self.range.size() < self.checkpoint.size {
+            return Err(VerifyError::Truncated { found: self.range.size(), size: self.checkpoint.size });
+        }
+        if self.range.root() != self.checkpoint.root {
+            return Err(VerifyError::RootMismatch { size: self.checkpoint.size });
+        }
+        Ok(self.checkpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::chain;
+
+    fn checkpoint_of(records: &[AuditRecord]) -> Checkpoint {
+        let mut range = CompactRange::new();
+        for r in records {
+            range.push(leaf_hash(&r.entry), |_, _, _| {});
+        }
+        Checkpoint { origin: "test".into(), size: range.size(), root: range.root() }
+    }
+
+    fn verify(checkpoint: &Checkpoint, records: &[AuditRecord]) -> Result<Checkpoint, VerifyError> {
+        let mut verifier = LogVerifier::new(checkpoint.clone());
+        for r in records {
+            verifier.record(r, None)?;
+        }
+        verifier.finish()
+    }
+
+    #[test]
+    fn an_untouched_log_verifies() {
+        let records = chain(300);
+        let checkpoint = checkpoint_of(&records);
+        assert_eq!(verify(&checkpoint, &records), Ok(checkpoint.clone()));
+        // An older checkpoint verifies against its prefix.
+        let old = checkpoint_of(&records[..100]);
+        assert_eq!(verify(&old, &records[..100]), Ok(old));
+    }
+
+    #[test]
+    fn each_kind_of_tampering_is_named_with_its_position() {
+        let records = chain(300);
+        let checkpoint = checkpoint_of(&records);
+
+        let mut edited = records.clone();
+        let at = edited[123].entry.len() - 3;
+        edited[123].entry[at] ^= 0x20;
+        assert_eq!(verify(&checkpoint, &edited), Err(VerifyError::ChainMismatch { seq: 123 }));
+
+        let mut deleted = records.clone();
+        deleted.remove(57);
+        assert_eq!(verify(&checkpoint, &deleted), Err(VerifyError::Gap { expected: 57, found: 58 }));
+
+        let mut reordered = records.clone();
+        reordered.swap(200, 201);
+        assert_eq!(verify(&checkpoint, &reordered), Err(VerifyError::Gap { expected: 200, found: 201 }));
+        let (a, b) = (reordered[200].seq, reordered[201].seq);
+        reordered[200].seq = b;
+        reordered[201].seq = a;
+        assert_eq!(verify(&checkpoint, &reordered), Err(VerifyError::ChainMismatch { seq: 200 }));
+
+        assert_eq!(verify(&checkpoint, &records[..250]), Err(VerifyError::Truncated { found: 250, size: 300 }));
+
+        // A rewritten log with a fresh, self-consistent chain still fails the checkpoint.
+        let mut rewritten = chain(300);
+        rewritten.truncate(299);
+        let mut forged = chain(299);
+        forged.extend(chain(1).into_iter().map(|mut r| {
+            r.seq = 299;
+            r.chain_hash = chain_hash(&rewritten[298].chain_hash, &r.entry);
+            r
+        }));
+        assert!(matches!(verify(&checkpoint, &forged), Err(VerifyError::RootMismatch { size: 300 })));
+    }
+
+    #[test]
+    fn a_leaf_the_tree_holds_differently_is_named() {
+        let records = chain(10);
+        let checkpoint = checkpoint_of(&records);
+        let mut verifier = LogVerifier::new(checkpoint);
+        for r in &records[..4] {
+            verifier.entry(&r.entry, Some(&leaf_hash(&r.entry))).unwrap();
+        }
+        assert_eq!(verifier.entry(&records[4].entry, Some(&[0u8; 32])), Err(VerifyError::LeafMismatch { seq: 4 }));
+    }
+}

@@ -1,0 +1,126 @@
+//! The audit log as a transparency log: the tree follows the records and a checkpoint is signed
+//! as it grows; a log edited behind careid's back is caught, by `LogVerifier` at the record
+//! edited and by the integrator, which signs nothing over it (F5: a holder must be able to show
+//! the log was not rewritten).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+
+mod support;
+
+use careid_audit::merkle::{self, HashReader};
+use careid_audit::note::{LogSigner, NoteVerifier};
+use careid_audit::tiles::{TILE_WIDTH, TileRef};
+use careid_audit::verify::{LogVerifier, VerifyError};
+use careid_domain::ports::Store;
+use support::{World, ctx, world};
+
+fn signer() -> LogSigner {
+    LogSigner::new("careid.test/log", &LogSigner::generate_pkcs8().unwrap()).unwrap()
+}
+
+/// Makes `n` audit records by reading the log (each read is audited).
+async fn grow(w: &World, n: usize) {
+    for _ in 0..n {
+        w.service.read_audit(&ctx(), &w.manager, careid_service::ReadAudit::default()).await.unwrap();
+    }
+}
+
+/// Runs the whole log through `LogVerifier` against the latest checkpoint.
+async fn verify_store(w: &World, verifier: &NoteVerifier) -> Result<u64, VerifyError> {
+    let checkpoint = verifier.verify(&w.service.log_checkpoint().await.unwrap().unwrap().note).unwrap();
+    let size = checkpoint.size;
+    let mut log = LogVerifier::new(checkpoint);
+    let mut tx = w.store.begin_read().await.unwrap();
+    for record in tx.audit_records_from(0, u32::MAX).await.unwrap().into_iter().take(size as usize) {
+        log.record(&record, None)?;
+    }
+    log.finish().map(|c| c.size)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_follow_the_log_and_each_extends_the_last() {
+    let w = world().await;
+    let signer = signer();
+    let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+    let first = w.service.integrate_audit_log(&signer).await.unwrap().expect("the setup wrote records");
+    assert!(w.service.integrate_audit_log(&signer).await.unwrap().is_none(), "nothing new, nothing signed");
+    grow(&w, 600).await;
+    let second = w.service.integrate_audit_log(&signer).await.unwrap().unwrap();
+    assert!(second.size >= first.size + 600);
+    assert_eq!(verify_store(&w, &verifier).await, Ok(second.size));
+
+    // The tiles served for the checkpoint give its root, an inclusion proof of every kind of
+    // position, and the consistency proof from the first checkpoint.
+    let checkpoint = verifier.verify(&second.note).unwrap();
+    let mut hashes = careid_audit::tiles::TiledHashes::new(Served(&w), second.size);
+    assert_eq!(merkle::tree_hash(&mut hashes, second.size).unwrap(), checkpoint.root);
+    let entries = w.service.log_tile(TileRef { level: None, index: 0, width: TILE_WIDTH }).await.unwrap().unwrap();
+    let entries = careid_audit::tiles::decode_bundle(&entries).unwrap();
+    for index in [0, 255, 256, second.size - 1] {
+        let proof = merkle::inclusion_proof(&mut hashes, index, second.size).unwrap().unwrap();
+        let leaf = hashes.hash(0, index).unwrap();
+        merkle::verify_inclusion(&leaf, index, second.size, &proof, &checkpoint.root).unwrap();
+    }
+    assert_eq!(hashes.hash(0, 7).unwrap(), careid_audit::leaf_hash(entries[7]), "the entry tile matches the tree");
+    let old = verifier.verify(&first.note).unwrap();
+    let proof = merkle::consistency_proof(&mut hashes, old.size, second.size).unwrap().unwrap();
+    merkle::verify_consistency(old.size, second.size, &proof, &old.root, &checkpoint.root).unwrap();
+    assert!(
+        w.service.log_tile(TileRef { level: Some(0), index: 1000, width: 1 }).await.unwrap().is_none(),
+        "no tile beyond the checkpoint"
+    );
+}
+
+/// The tiles as `/log/tile/` serves them.
+struct Served<'a>(&'a World);
+impl careid_audit::tiles::TileSource for Served<'_> {
+    type Error = std::io::Error;
+    fn tile(&mut self, level: u8, index: u64, width: u64) -> Result<Vec<u8>, std::io::Error> {
+        let tile = TileRef { level: Some(level), index, width };
+        let service = &self.0.service;
+        let bytes = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(service.log_tile(tile)));
+        Ok(bytes.unwrap().unwrap())
+    }
+}
+
+async fn sql(w: &World, statement: &str) {
+    sqlx::query(statement).execute(w.store.pool()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_record_edited_behind_careids_back_is_named_and_nothing_is_signed_over_it() {
+    let w = world().await;
+    let signer = signer();
+    let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+    grow(&w, 20).await;
+    let checkpointed = w.service.integrate_audit_log(&signer).await.unwrap().unwrap();
+
+    // A database administrator drops the trigger and changes one byte of record 5.
+    sql(&w, "DROP TRIGGER audit_log_no_update").await;
+    sql(
+        &w,
+        "UPDATE audit_log SET entry = CAST(REPLACE(CAST(entry AS TEXT), 'action ', 'actioN ') AS BLOB) WHERE seq = 5",
+    )
+    .await;
+    assert_eq!(verify_store(&w, &verifier).await, Err(VerifyError::ChainMismatch { seq: 5 }));
+
+    // A record not yet in the tree, edited: the integrator refuses to sign past it.
+    grow(&w, 3).await;
+    let next = checkpointed.size + 1;
+    sql(&w, &format!("UPDATE audit_log SET entry = CAST(REPLACE(CAST(entry AS TEXT), 'action ', 'actioN ') AS BLOB) WHERE seq = {next}")).await;
+    let refused = w.service.integrate_audit_log(&signer).await;
+    assert!(format!("{:?}", refused.unwrap_err()).contains(&format!("record {next}")), "names the record");
+    assert_eq!(w.service.log_checkpoint().await.unwrap().unwrap().size, checkpointed.size, "nothing signed");
+}
+
+#[tokio::test]
+async fn tiles_that_no_longer_give_the_last_root_stop_the_signing() {
+    let w = world().await;
+    let signer = signer();
+    grow(&w, 10).await;
+    let checkpointed = w.service.integrate_audit_log(&signer).await.unwrap().unwrap();
+    sql(&w, "UPDATE audit_tiles SET hashes = zeroblob(length(hashes)) WHERE level = 0").await;
+    grow(&w, 1).await;
+    assert!(w.service.integrate_audit_log(&signer).await.is_err(), "an inconsistent checkpoint is never signed");
+    assert_eq!(w.service.log_checkpoint().await.unwrap().unwrap(), checkpointed);
+}

@@ -1,0 +1,348 @@
+//! The audit log as a transparency log: its signing key (sealed under the master key), the task
+//! that follows the records with the Merkle tree and signs a checkpoint whenever it grew, and
+//! `careid audit`: print the checkpoint and key, verify the whole log, prove a record's
+//! inclusion or the log's consistency since an older checkpoint.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use careid_audit::merkle::{self, HashReader};
+use careid_audit::note::{Checkpoint, LogSigner, NoteVerifier};
+use careid_audit::tiles::{self, TILE_WIDTH, TileRef, TileSource, TiledHashes};
+use careid_audit::verify::LogVerifier;
+use careid_domain::ports::{Store, Transaction};
+use careid_service::Service;
+
+use crate::config::Config;
+
+const LOG_KEY_FILE: &str = "log.key.sealed";
+const SEAL_LABEL: &[u8] = b"careid audit log signing key";
+/// How often the tree catches up with the records and a checkpoint is signed.
+const INTEGRATE_EVERY: Duration = Duration::from_millis(500);
+
+/// The origin line of this deployment's checkpoints. It comes from the configuration alone,
+/// never from the port a server happened to bind, so that it stays the same across restarts.
+pub(crate) fn log_origin(config: &Config) -> String {
+    if !config.log_origin.is_empty() {
+        return config.log_origin.clone();
+    }
+    let base = config.public_url();
+    let host = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest).trim_end_matches('/');
+    format!("{host}/log")
+}
+
+/// The log's signer (its key created and sealed the first time), `None` before the deployment
+/// has a master key.
+pub(crate) fn load_log_signer(config: &Config, origin: &str) -> anyhow::Result<Option<LogSigner>> {
+    let dir = crate::pki_dir(config);
+    if !config.master_key_path().exists() {
+        return Ok(None);
+    }
+    let master_key = crate::read_master_key(config)?;
+    let path = dir.join(LOG_KEY_FILE);
+    let pkcs8 = if path.exists() {
+        let sealed = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        master_key.unseal(SEAL_LABEL, &sealed).with_context(|| format!("opening {}", path.display()))?
+    } else {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let pkcs8 = zeroize::Zeroizing::new(LogSigner::generate_pkcs8()?);
+        crate::client::write_private(&path, &master_key.seal(SEAL_LABEL, &pkcs8)?)?;
+        tracing::info!("created the audit log's signing key");
+        pkcs8
+    };
+    Ok(Some(LogSigner::new(origin, &pkcs8).with_context(|| format!("the log origin {origin:?}"))?))
+}
+
+/// Follows the records with the tree and signs a checkpoint whenever it grew, until aborted.
+/// A failure (a record that breaks the chain, tiles that do not give the last root) signs
+/// nothing and is logged loudly every round: the log must not move on past it.
+pub(crate) async fn integrate_forever(service: Service, signer: Arc<LogSigner>) {
+    let mut tick = tokio::time::interval(INTEGRATE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            match service.integrate_audit_log(&signer).await {
+                Ok(Some(checkpoint)) => tracing::debug!(size = checkpoint.size, "signed an audit log checkpoint"),
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::error!(%error, "the audit log's tree cannot follow the records; no checkpoint signed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AuditCommand {
+    /// Prints the latest signed checkpoint. Keep it: later, `verify --checkpoint` and `prove
+    /// --since` show anyone that the log still holds what it held then.
+    Checkpoint {
+        /// Read from a careid server's `/log/` instead of the database.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Prints the verifier key of the log's checkpoints (`name+keyid+key`).
+    Key {
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Checks every record against a signed checkpoint and names the first record that is
+    /// missing, out of order, edited or not in the tree.
+    Verify {
+        /// Check the tiles a careid server serves at `<url>/log/` instead of the database.
+        #[arg(long)]
+        url: Option<String>,
+        /// A checkpoint kept earlier (a file); default: the latest.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The verifier key to trust (`name+keyid+key`); default: this deployment's own key,
+        /// or the server's `/log/key`.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Prints the inclusion proof of one record in the latest checkpoint's tree, and with
+    /// `--since` the consistency proof from an older tree size.
+    Prove {
+        /// The record's position in the log (from 0).
+        #[arg(long)]
+        entry: u64,
+        /// The size of an older checkpoint this one must extend.
+        #[arg(long)]
+        since: Option<u64>,
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+/// Where the log is read from.
+enum Source {
+    Store(careid_store::SqlStore),
+    Http { http: reqwest::Client, base: String },
+}
+
+impl Source {
+    async fn open(config: &Config, url: Option<String>) -> anyhow::Result<Source> {
+        Ok(match url {
+            Some(url) => Source::Http {
+                http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+                base: format!("{}/log", url.trim_end_matches('/')),
+            },
+            None => Source::Store(crate::open_service(config).await?.0),
+        })
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let Source::Http { http, base } = self else { anyhow::bail!("not reading over HTTP") };
+        let response = http.get(format!("{base}/{path}")).send().await.with_context(|| format!("GET {base}/{path}"))?;
+        let status = response.status();
+        let body = response.bytes().await?.to_vec();
+        anyhow::ensure!(status.is_success(), "GET {base}/{path}: {status}: {}", String::from_utf8_lossy(&body).trim());
+        Ok(body)
+    }
+
+    async fn checkpoint_note(&self) -> anyhow::Result<String> {
+        match self {
+            Source::Store(store) => Ok(store
+                .begin_read()
+                .await?
+                .latest_checkpoint()
+                .await?
+                .context("the log has no signed checkpoint yet: is `careid serve` running?")?
+                .note),
+            Source::Http { .. } => Ok(String::from_utf8(self.get("checkpoint").await?)?),
+        }
+    }
+
+    async fn key(&self, config: &Config) -> anyhow::Result<String> {
+        match self {
+            Source::Store(store) => {
+                // This deployment's own key, under the name its checkpoints carry.
+                let latest = store.begin_read().await?.latest_checkpoint().await?;
+                let origin = latest
+                    .and_then(|c| Checkpoint::parse_body(&c.note).ok())
+                    .map_or_else(|| log_origin(config), |c| c.origin);
+                let signer = load_log_signer(config, &origin)?
+                    .context("this deployment has no master key, so no log key: pass --key")?;
+                Ok(signer.verifier_key())
+            }
+            Source::Http { .. } => Ok(String::from_utf8(self.get("key").await?)?.trim().to_owned()),
+        }
+    }
+
+    async fn tile(
+        &self,
+        tx: &mut Option<Box<dyn Transaction>>,
+        level: u8,
+        index: u64,
+        width: u64,
+    ) -> anyhow::Result<Vec<u8>> {
+        match (self, tx) {
+            (Source::Store(_), Some(tx)) => {
+                let stored =
+                    tx.audit_tile(level, index).await?.with_context(|| format!("tile {level}/{index} is missing"))?;
+                Ok(stored
+                    .get(..width as usize * 32)
+                    .with_context(|| format!("tile {level}/{index} is short"))?
+                    .to_vec())
+            }
+            _ => self.get(&TileRef { level: Some(level), index, width }.path()).await,
+        }
+    }
+}
+
+/// Tiles read one at a time from an async source, for the proof algorithms (which are sync).
+struct BlockingTiles<'a> {
+    source: &'a Source,
+    tx: Option<Box<dyn Transaction>>,
+}
+
+impl TileSource for BlockingTiles<'_> {
+    type Error = std::io::Error;
+    fn tile(&mut self, level: u8, index: u64, width: u64) -> Result<Vec<u8>, std::io::Error> {
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| handle.block_on(self.source.tile(&mut self.tx, level, index, width)))
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))
+    }
+}
+
+pub async fn run(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
+    match args.command {
+        AuditCommand::Checkpoint { url } => {
+            print!("{}", Source::open(config, url).await?.checkpoint_note().await?);
+            Ok(())
+        }
+        AuditCommand::Key { url } => {
+            println!("{}", Source::open(config, url).await?.key(config).await?);
+            Ok(())
+        }
+        AuditCommand::Verify { url, checkpoint, key } => verify(config, url, checkpoint, key).await,
+        AuditCommand::Prove { entry, since, url } => prove(config, url, entry, since).await,
+    }
+}
+
+async fn checked_checkpoint(
+    config: &Config,
+    source: &Source,
+    file: Option<PathBuf>,
+    key: Option<String>,
+) -> anyhow::Result<(Checkpoint, NoteVerifier, String)> {
+    let key = match key {
+        Some(key) => key,
+        None => source.key(config).await?,
+    };
+    let verifier = NoteVerifier::parse(&key).context("the verifier key")?;
+    let note = match file {
+        Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+        None => source.checkpoint_note().await?,
+    };
+    let checkpoint = verifier.verify(&note).context("the checkpoint")?;
+    Ok((checkpoint, verifier, note))
+}
+
+async fn verify(
+    config: &Config,
+    url: Option<String>,
+    file: Option<PathBuf>,
+    key: Option<String>,
+) -> anyhow::Result<()> {
+    let source = Source::open(config, url).await?;
+    let (checkpoint, verifier, _) = checked_checkpoint(config, &source, file, key).await?;
+    let size = checkpoint.size;
+    eprintln!("checking {size} records against the checkpoint signed by {}", verifier.name());
+    let mut log = LogVerifier::new(checkpoint);
+    let mut tx = match &source {
+        Source::Store(store) => Some(store.begin_read().await?),
+        Source::Http { .. } => None,
+    };
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let tiles = size.div_ceil(TILE_WIDTH);
+    for index in 0..tiles {
+        let width = TileRef::width_at(Some(0), index, size);
+        let leaves = source
+            .tile(&mut tx, 0, index, width)
+            .await
+            .with_context(|| format!("reading the leaf hashes of records {}..", index * TILE_WIDTH))?;
+        let leaf = |i: usize| <[u8; 32]>::try_from(&leaves[i * 32..i * 32 + 32]).ok();
+        if let Some(tx) = tx.as_mut() {
+            let records = tx.audit_records_from(index * TILE_WIDTH, width as u32).await?;
+            for (i, record) in records.iter().enumerate() {
+                log.record(record, leaf(i).as_ref())?;
+            }
+            if (records.len() as u64) < width {
+                break;
+            }
+        } else {
+            let bundle = source.get(&TileRef { level: None, index, width }.path()).await?;
+            let entries = tiles::decode_bundle(&bundle).with_context(|| format!("entry tile {index}"))?;
+            for (i, entry) in entries.iter().enumerate() {
+                log.entry(entry, leaf(i).as_ref())?;
+            }
+            if (entries.len() as u64) < width {
+                break;
+            }
+        }
+        if last_report.elapsed() > Duration::from_secs(1) {
+            let done = log.checked();
+            let rate = done as f64 / started.elapsed().as_secs_f64();
+            eprintln!(
+                "  {done} of {size} records checked ({:.0}%, {rate:.0} records/s)",
+                done as f64 * 100.0 / size as f64
+            );
+            last_report = Instant::now();
+        }
+    }
+    let checkpoint = log.finish()?;
+    let rate = size as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "verified: all {size} records are present, in order, unedited, and give the checkpoint's root {} ({rate:.0} records/s)",
+        STANDARD.encode(checkpoint.root)
+    );
+    Ok(())
+}
+
+async fn prove(config: &Config, url: Option<String>, entry: u64, since: Option<u64>) -> anyhow::Result<()> {
+    let source = Source::open(config, url).await?;
+    let (checkpoint, _, note) = checked_checkpoint(config, &source, None, None).await?;
+    let size = checkpoint.size;
+    let tx = match &source {
+        Source::Store(store) => Some(store.begin_read().await?),
+        Source::Http { .. } => None,
+    };
+    let mut hashes = TiledHashes::new(BlockingTiles { source: &source, tx }, size);
+    let proof = merkle::inclusion_proof(&mut hashes, entry, size)??;
+    let leaf = hashes.hash(0, entry)?;
+    merkle::verify_inclusion(&leaf, entry, size, &proof, &checkpoint.root).context("the proof does not check out")?;
+    println!("record {entry} is in the log of {size} records");
+    println!("leaf hash {}", STANDARD.encode(leaf));
+    println!("inclusion proof ({} hashes, leaf to root):", proof.len());
+    for hash in &proof {
+        println!("  {}", STANDARD.encode(hash));
+    }
+    if let Some(old) = since {
+        let old_root = merkle::tree_hash(&mut hashes, old)?;
+        let consistency = merkle::consistency_proof(&mut hashes, old, size)??;
+        merkle::verify_consistency(old, size, &consistency, &old_root, &checkpoint.root)
+            .context("the consistency proof does not check out")?;
+        println!("the tree of {old} records (root {}) is a prefix of this one;", STANDARD.encode(old_root));
+        println!("consistency proof ({} hashes):", consistency.len());
+        for hash in &consistency {
+            println!("  {}", STANDARD.encode(hash));
+        }
+    }
+    println!("checkpoint:");
+    print!("{note}");
+    Ok(())
+}
