@@ -27,6 +27,9 @@ use time::OffsetDateTime;
 
 use crate::auth::LoginOutcome;
 use crate::error::{LoginError, RaError, RoleChoice};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
 use crate::{RequestContext, Service, secret_hash};
 
 /// A card's answer to a login challenge.
@@ -329,7 +332,10 @@ impl Service {
         created.detail.push(("card", card.serial.to_string()));
         created.detail.push(("certificate", certificate.serial.clone()));
         created.detail.push(("terms", careid_domain::TERMS_OF_USE_VERSION.into()));
-        created.detail.push(("signature", hex::encode(&secret_hash(&hex::encode(&login.signature))[..8])));
+        // The card's proof, whole: anyone with the certificate can check that this card signed
+        // this login, and no one can make one without the card.
+        created.detail.push(("signed_message", STANDARD.encode(&message)));
+        created.detail.push(("signature", STANDARD.encode(&login.signature)));
         if let Some(why) = alert {
             tracing::warn!(session = %session.id, "card login while off duty: {why}");
             created.detail.push(("alert", format!("logged in while off duty: {why}")));
@@ -409,7 +415,9 @@ impl Service {
             return Err(self.refuse(tx, event, refusal).await);
         }
         event.detail.push(("counter", beat.counter.to_string()));
-        event.detail.push(("signature", hex::encode(&secret_hash(&hex::encode(&beat.signature))[..8])));
+        event.detail.push(("card", card.serial.to_string()));
+        event.detail.push(("signed_message", STANDARD.encode(&message)));
+        event.detail.push(("signature", STANDARD.encode(&beat.signature)));
         tx.append_audit(&event).await?;
         tx.commit().await?;
         Ok(now + self.settings.presence_grace)

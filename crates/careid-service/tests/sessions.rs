@@ -32,6 +32,24 @@ async fn assert_login_refused(w: &World, before: u64, result: Result<LoginOutcom
     message
 }
 
+/// The record carries the card's proof whole: the message signed and the signature, which
+/// anyone holding the card's certificate can check (F5: evidence that the card was there).
+fn assert_card_proof(card: &support::cards::IssuedCard, record: &careid_audit::Entry, first_line: &[u8]) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let message = b64.decode(record.get("detail.signed_message").expect("the signed message")).unwrap();
+    let signature = b64.decode(record.get("detail.signature").expect("the signature")).unwrap();
+    assert!(message.starts_with(first_line), "{}", String::from_utf8_lossy(&message));
+    let certificate = card.card.certificate().unwrap().unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&certificate).unwrap();
+    let key = parsed.tbs_certificate.subject_pki.raw;
+    assert!(careid_pki::verify_card_signature(key, &message, &signature), "the proof checks out");
+    let mut forged = message.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(!careid_pki::verify_card_signature(key, &forged, &signature), "and only for what was signed");
+}
+
 #[tokio::test]
 async fn a_card_logs_in_and_its_session_acts_in_the_holders_position() {
     let w = world().await;
@@ -44,6 +62,7 @@ async fn a_card_logs_in_and_its_session_acts_in_the_holders_position() {
     let last = w.last_audit().await;
     assert_eq!(last.get("action"), Some("session.create"));
     assert_eq!(last.get("workstation"), Some("ward7-pc3"));
+    assert_card_proof(&card, &last, b"careid card login v1\n");
     // The token works like any session's; the session is listed with its workstation.
     let actor = w.service.authenticate(outcome.token.expose()).await.unwrap();
     assert_eq!(actor.session, outcome.session_id);
@@ -263,7 +282,9 @@ async fn heartbeats_keep_a_session_alive_and_its_end_comes_within_the_grace_when
         w.service.heartbeat(&ctx(), &beat(&mut card, &id, counter, now)).await.unwrap();
         w.service.authenticate(session.token.expose()).await.unwrap();
     }
-    assert_eq!(w.last_audit().await.get("action"), Some("session.heartbeat"));
+    let last = w.last_audit().await;
+    assert_eq!(last.get("action"), Some("session.heartbeat"));
+    assert_card_proof(&card, &last, b"careid card heartbeat v1\n");
 
     // A counter already used, another card's signature, a stale time: each refused, audited.
     let now = w.clock_now().unix_timestamp();

@@ -96,6 +96,31 @@ fn print(name: &str, rate: f64, latencies: &[Duration], verify_rate: f64, target
     );
 }
 
+/// One card login as the agent makes it: a challenge for the workstation, then the signed login.
+async fn login(http: &reqwest::Client, url: &str, card: &BenchCard) -> anyhow::Result<(String, String)> {
+    let workstation = Workstation::parse("bench-ws")?;
+    let challenge = post(http, &format!("{url}/api/v1/login/challenge"), &json!({ "workstation": "bench-ws" })).await?;
+    let challenge = challenge["challenge"].as_str().unwrap_or_default().to_owned();
+    let time = careid_domain::ports::Clock::now(&SystemClock).unix_timestamp();
+    let message = LoginMessage { challenge: &challenge, workstation: &workstation, selected: None, time };
+    let body = json!({
+        "challenge": challenge, "workstation": "bench-ws", "certificate": card.certificate,
+        "time": time, "terms_accepted": TERMS_OF_USE_VERSION, "signature": sign(card, &message.to_bytes())?,
+    });
+    let session = post(http, &format!("{url}/api/v1/login/card"), &body).await?;
+    let id = session["session_id"].as_str().unwrap_or_default().to_owned();
+    let token = session["token"].as_str().unwrap_or_default().to_owned();
+    Ok((id, token))
+}
+
+/// Ends a session as the agent does when its card leaves the reader.
+async fn card_removed(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<()> {
+    let response =
+        http.delete(format!("{url}/api/v1/sessions/current?reason=card_removed")).bearer_auth(token).send().await?;
+    anyhow::ensure!(response.status().is_success(), "ending the session answered {}", response.status());
+    Ok(())
+}
+
 async fn post(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
     let response = http.post(url).json(body).send().await?;
     let status = response.status();
@@ -181,18 +206,7 @@ pub async fn bench_login(cards: usize, heartbeats: usize, workers: usize) -> any
         drive(bench_cards.clone(), workers, move |card: Arc<BenchCard>| {
             let (http, url, sessions) = (http.clone(), url.clone(), sessions.clone());
             async move {
-                let workstation = Workstation::parse("bench-ws")?;
-                let challenge = post(&http, &format!("{url}/api/v1/login/challenge"), &json!({ "workstation": "bench-ws" })).await?;
-                let challenge = challenge["challenge"].as_str().unwrap_or_default().to_owned();
-                let time = careid_domain::ports::Clock::now(&SystemClock).unix_timestamp();
-                let message = LoginMessage { challenge: &challenge, workstation: &workstation, selected: None, time };
-                let body = json!({
-                    "challenge": challenge, "workstation": "bench-ws", "certificate": card.certificate,
-                    "time": time, "terms_accepted": TERMS_OF_USE_VERSION, "signature": sign(&card, &message.to_bytes())?,
-                });
-                let session = post(&http, &format!("{url}/api/v1/login/card"), &body).await?;
-                let id = session["session_id"].as_str().unwrap_or_default().to_owned();
-                let token = session["token"].as_str().unwrap_or_default().to_owned();
+                let (id, token) = login(&http, &url, &card).await?;
                 sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((card, id, token));
                 Ok(())
             }
@@ -245,6 +259,40 @@ pub async fn bench_login(cards: usize, heartbeats: usize, workers: usize) -> any
         .await?
     };
     print("token exchanges (ES256 access tokens)", rate, &latencies, verify_rate, ">= 20,000/s");
+
+    // Switching user at a shared workstation: one card leaves (its session ends), the next
+    // card logs in. Half the cards are taken out first, so that each switch brings in a card
+    // with no live session.
+    let (leaving, arriving): (Vec<_>, Vec<_>) = live.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let (rate, latencies) = {
+        let (http, url) = (http.clone(), url.clone());
+        let out: Vec<String> = arriving.iter().map(|(_, (_, _, token))| token.clone()).collect();
+        drive(out, workers, move |token: String| {
+            let (http, url) = (http.clone(), url.clone());
+            async move { card_removed(&http, &url, &token).await }
+        })
+        .await?
+    };
+    print("card removals (session ended, tokens revoked)", rate, &latencies, verify_rate, "none set");
+    let mut switches: Vec<(String, Arc<BenchCard>)> =
+        leaving.into_iter().zip(arriving).map(|((_, (_, _, token)), (_, (card, _, _)))| (token, card)).collect();
+    // First one workstation alone: the time a user waits at the desk. Then all agents at once.
+    let alone = switches.split_off(switches.len().saturating_sub(100));
+    for (label, batch, concurrency) in
+        [("switching user, one workstation alone", alone, 1), ("switching user, all agents at once", switches, workers)]
+    {
+        let (http, url) = (http.clone(), url.clone());
+        let (rate, latencies) = drive(batch, concurrency, move |(token, card): (String, Arc<BenchCard>)| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                card_removed(&http, &url, &token).await?;
+                login(&http, &url, &card).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        print(label, rate, &latencies, verify_rate, "removal + next login");
+    }
     server.abort();
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
