@@ -117,6 +117,8 @@ pub enum RaAction {
     ManageClients,
     /// careid: record absences and working hours of the people in scope.
     RecordAbsence,
+    /// careid: see the misuse incidents ("not me" flags) of the organisations in scope.
+    SeeIncidents,
 }
 
 impl RaAction {
@@ -146,6 +148,7 @@ impl RaAction {
             RaAction::EndSession => "end someone else's session",
             RaAction::ManageClients => "register or disable clinical applications",
             RaAction::RecordAbsence => "record absences and working hours",
+            RaAction::SeeIncidents => "see misuse incidents",
         }
     }
 }
@@ -266,6 +269,10 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
             } else {
                 Denied
             }
+        }
+        A::SeeIncidents => {
+            // The RA and the Caldicott Guardian (and privacy officer): never only a sponsor.
+            if ra || matches!(function, F::PrivacyOfficer | F::CaldicottGuardian) { Allowed } else { Denied }
         }
         A::CloseInvestigation => {
             if senior_ra || matches!(function, F::PrivacyOfficer | F::CaldicottGuardian) {
@@ -418,6 +425,10 @@ pub enum Rule {
     CodeReused,
     /// A login while recorded absent or outside working hours, where the organisation refuses it.
     OffDuty,
+    /// Only the person a record names as its actor can say it was not them.
+    NotTheActor,
+    /// A record is flagged "not me" once.
+    AlreadyFlagged,
 }
 
 impl Rule {
@@ -450,6 +461,8 @@ impl Rule {
             Rule::GrantInvalid => "grant_invalid",
             Rule::CodeReused => "code_reused",
             Rule::OffDuty => "off_duty",
+            Rule::NotTheActor => "not_the_actor",
+            Rule::AlreadyFlagged => "already_flagged",
             Rule::RenewalNotDue => "renewal_not_due",
             Rule::TooManyRequests => "too_many_requests",
         }
@@ -523,6 +536,7 @@ mod tests {
             (A::EndSession, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Allowed, Denied]),
             (A::ManageClients, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
             (A::RecordAbsence, [Allowed, Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied]),
+            (A::SeeIncidents, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Allowed, Allowed]),
         ];
         for (action, expected) in rows {
             for (function, want) in functions.iter().zip(expected) {

@@ -67,6 +67,10 @@ pub enum Action {
     AbsenceCancel,
     WorkingHoursSet,
     AbsencePolicySet,
+    /// An inclusion proof of a record was read.
+    AuditProve,
+    /// A holder said a record naming them as its actor was not them: an incident opens.
+    AuditNotMe,
 }
 
 impl Action {
@@ -97,6 +101,8 @@ impl Action {
             Action::SessionEnd => "session.end",
             Action::SessionHeartbeat => "session.heartbeat",
             Action::AuditRead => "audit.read",
+            Action::AuditProve => "audit.prove",
+            Action::AuditNotMe => "audit.not_me",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",
@@ -213,6 +219,25 @@ impl AuditEvent {
         self.detail.push(("refusal", refusal.message.clone()));
         self
     }
+}
+
+/// A holder's "not me": an incident about a record that names them as its actor, opened with
+/// the RA and the Caldicott Guardian of the organisation the record concerns, never only with
+/// the holder's own sponsor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MisuseIncident {
+    pub id: i64,
+    /// The flagged record's position in the log.
+    pub record: u64,
+    /// Whose identity the record names, who flagged it.
+    pub person: PersonUuid,
+    /// The organisation the record concerns (where the incident is handled).
+    pub org: Option<OdsCode>,
+    pub comment: String,
+    /// What was known around the record when it was flagged: its session, workstation and
+    /// card, and the session's other records. Names are lower-case words; values one line.
+    pub context: Vec<(String, String)>,
+    pub opened_at: OffsetDateTime,
 }
 
 /// How far the log's Merkle tree has followed the records.

@@ -10,7 +10,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::absence::{Absence, AbsencePolicy, WorkingHours};
 use crate::access::AuthMethod;
-use crate::audit::{AuditEvent, AuditRecord, SignedCheckpoint, TreeHead};
+use crate::audit::{AuditEvent, AuditRecord, MisuseIncident, SignedCheckpoint, TreeHead};
 use crate::card::{
     CardCertificate, CardRecord, CardSerial, Incident, IncidentClosure, OutboxMessage, RevocationReason, UnlockCode,
 };
@@ -412,14 +412,20 @@ pub trait Transaction: Send {
     /// How far the tree has followed the log.
     async fn audit_tree(&mut self) -> Result<TreeHead, StoreError>;
     async fn set_audit_tree(&mut self, head: &TreeHead) -> Result<(), StoreError>;
-    /// Records from `seq` on, in sequence order, at most `limit`.
-    async fn audit_records_from(&mut self, seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
     /// A tile's hashes as stored (its full width so far).
     async fn audit_tile(&mut self, level: u8, index: u64) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes tiles, replacing what is stored at the same (level, index).
     async fn put_audit_tiles(&mut self, tiles: &[(u8, u64, Vec<u8>)]) -> Result<(), StoreError>;
     async fn latest_checkpoint(&mut self) -> Result<Option<SignedCheckpoint>, StoreError>;
     async fn insert_checkpoint(&mut self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
+    /// The records of one session (by the actor's session), in order, at most `limit`.
+    async fn audit_records_of_session(&mut self, session: &str, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    // "Not me" incidents.
+    async fn insert_misuse_incident(&mut self, incident: &MisuseIncident) -> Result<i64, StoreError>;
+    async fn misuse_incident_of_record(&mut self, record: u64) -> Result<Option<MisuseIncident>, StoreError>;
+    /// Incidents at `org` and the organisations under it, newest first.
+    async fn misuse_incidents_under(&mut self, org: &OdsCode, limit: u32) -> Result<Vec<MisuseIncident>, StoreError>;
 }
 
 /// A card's administrative secret (the token's SO PIN), sealed under the master key, and the

@@ -69,7 +69,8 @@ fn refusal_status(rule: Rule) -> StatusCode {
         | Rule::CredentialInvalid
         | Rule::InvestigatorConflicted
         | Rule::NoSuchPosition
-        | Rule::OffDuty => StatusCode::FORBIDDEN,
+        | Rule::OffDuty
+        | Rule::NotTheActor => StatusCode::FORBIDDEN,
         Rule::DuplicatePerson
         | Rule::ProfileClosed
         | Rule::NotPending
@@ -84,7 +85,8 @@ fn refusal_status(rule: Rule) -> StatusCode {
         | Rule::SessionEnded
         | Rule::ClientInvalid
         | Rule::GrantInvalid
-        | Rule::CodeReused => StatusCode::CONFLICT,
+        | Rule::CodeReused
+        | Rule::AlreadyFlagged => StatusCode::CONFLICT,
         Rule::ChallengeInvalid | Rule::SignatureInvalid => StatusCode::UNAUTHORIZED,
         Rule::TermsNotAccepted => StatusCode::UNPROCESSABLE_ENTITY,
         Rule::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,

@@ -2,6 +2,7 @@
 //! Handlers only convert and call the service; no SQL and no rules live here.
 
 mod absence;
+mod audit;
 mod cards;
 mod convert;
 mod error;
@@ -72,7 +73,7 @@ impl App {
         routes::people_leave,
         routes::assignments_create, routes::assignments_remove,
         routes::requests_create, routes::requests_list, routes::requests_grant, routes::requests_reject,
-        routes::audit_list, routes::me_audit_list,
+        routes::audit_list, routes::me_audit_list, audit::audit_proof, audit::audit_not_me, audit::audit_incidents,
         cards::pki_ca, cards::pki_root, cards::pki_crl, cards::cards_create, cards::cards_certify, cards::cards_ceremony,
         cards::cards_ceremony_complete, cards::cards_wrong_passcode, cards::cards_report, cards::cards_cancel,
         cards::cards_clear, cards::person_cards_list, cards::incidents_close, cards::cards_get,
@@ -120,6 +121,9 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/me", get(r::me_get))
         .route("/api/v1/me/audit", get(r::me_audit_list))
         .route("/api/v1/audit", get(r::audit_list))
+        .route("/api/v1/audit/incidents", get(audit::audit_incidents))
+        .route("/api/v1/audit/{seq}/proof", get(audit::audit_proof))
+        .route("/api/v1/audit/{seq}/not-me", post(audit::audit_not_me))
         .route("/api/v1/organisations", get(r::organisations_list).post(r::organisations_create))
         .route(
             "/api/v1/organisations/import",

@@ -463,6 +463,45 @@ pub struct AuditPage {
     pub next_before: Option<u64>,
 }
 
+/// A record with its inclusion proof in a signed checkpoint: recompute the leaf hash from
+/// `entry`, walk `inclusion` up to the root, and compare with the checkpoint's.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordProof {
+    pub seq: u64,
+    /// The entry's bytes exactly as hashed, base64.
+    pub entry: String,
+    /// The entry's fields, in their canonical order.
+    pub fields: Vec<(String, String)>,
+    /// SHA-256(0x00 || entry), base64.
+    pub leaf_hash: String,
+    pub tree_size: u64,
+    /// RFC 9162 inclusion proof, leaf to root, base64 hashes.
+    pub inclusion: Vec<String>,
+    /// The C2SP signed checkpoint the proof leads to.
+    pub checkpoint: String,
+}
+
+/// "This was not me": what the holder knows of it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotMeRequest {
+    pub comment: String,
+}
+
+/// An incident opened by a holder's "not me", handled by the RA and the Caldicott Guardian.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MisuseIncident {
+    pub id: i64,
+    /// The flagged record.
+    pub record: u64,
+    /// Whose identity the record names (who flagged it).
+    pub person: String,
+    pub org: Option<String>,
+    pub comment: String,
+    /// The record's session, workstation and card, and the session's other records.
+    pub context: Vec<(String, String)>,
+    pub opened_at: String,
+}
+
 // ----- Cards ---------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -4,13 +4,106 @@
 
 use std::collections::HashMap;
 
-use careid_audit::merkle::CompactRange;
+use careid_audit::merkle::{self, CompactRange, Hash};
 use careid_audit::note::LogSigner;
-use careid_audit::tiles::{MemoryTiles, TILE_HEIGHT, TILE_WIDTH, TileRef, TileWriter, TiledHashes};
-use careid_domain::audit::{SignedCheckpoint, TreeHead};
+use careid_audit::tiles::{MemoryTiles, TILE_HEIGHT, TILE_WIDTH, TileRef, TileSource, TileWriter, TiledHashes};
+use careid_domain::access::{Actor, RaAction, Refusal, Rule};
+use careid_domain::audit::{Action, AuditRecord, MisuseIncident, SignedCheckpoint, TreeHead};
+use careid_domain::ids::InvalidInput;
+use careid_domain::ids::{OdsCode, PersonUuid};
 use careid_domain::ports::{StoreError, Transaction};
 
-use crate::{RaError, Service};
+use crate::error::not_found;
+use crate::ra::first_refusal;
+use crate::{RaError, RequestContext, Service};
+
+/// A record with its inclusion proof in the tree of a signed checkpoint.
+#[derive(Debug, Clone)]
+pub struct RecordProof {
+    pub record: AuditRecord,
+    pub leaf_hash: Hash,
+    pub tree_size: u64,
+    /// Leaf to root (RFC 9162).
+    pub inclusion: Vec<Hash>,
+    /// The signed checkpoint (a C2SP signed note) the proof leads to.
+    pub checkpoint: String,
+}
+
+/// The longest "not me" comment.
+const COMMENT_LIMIT: usize = 2_000;
+/// The most records of the flagged record's session attached to its incident.
+const SESSION_CONTEXT: u32 = 200;
+
+/// Tiles fetched on demand from a transaction: the proof algorithms ask for hashes without
+/// knowing where they live, and which tiles a proof needs depends only on its position and the
+/// tree size. A pass that meets a tile not yet fetched records it and sees zeros; the caller
+/// fetches what was missing and runs again.
+#[derive(Debug, Default)]
+struct LazyTiles {
+    tiles: HashMap<(u8, u64), Vec<u8>>,
+    missing: Vec<(u8, u64, u64)>,
+}
+
+impl TileSource for LazyTiles {
+    type Error = std::convert::Infallible;
+    fn tile(&mut self, level: u8, index: u64, width: u64) -> Result<Vec<u8>, Self::Error> {
+        if let Some(tile) = self.tiles.get(&(level, index)) {
+            return Ok(tile.clone());
+        }
+        self.missing.push((level, index, width));
+        Ok(vec![0; width as usize * 32])
+    }
+}
+
+/// Runs `proof` over the tree of `size` records, fetching the tiles it needs from `tx`.
+async fn with_tiles<T>(
+    tx: &mut Box<dyn Transaction>,
+    size: u64,
+    proof: impl Fn(&mut TiledHashes<LazyTiles>) -> T,
+) -> Result<T, RaError> {
+    let mut source = LazyTiles::default();
+    loop {
+        let mut hashes = TiledHashes::new(source, size);
+        let result = proof(&mut hashes);
+        source = hashes.into_source();
+        if source.missing.is_empty() {
+            return Ok(result);
+        }
+        for (level, index, width) in std::mem::take(&mut source.missing) {
+            let tile = tx
+                .audit_tile(level, index)
+                .await?
+                .ok_or_else(|| corrupt(format!("tile {level}/{index} is missing")))?;
+            let Some(prefix) = tile.get(..width as usize * 32) else {
+                return Err(corrupt(format!("tile {level}/{index} is shorter than the tree")));
+            };
+            source.tiles.insert((level, index), prefix.to_vec());
+        }
+    }
+}
+
+/// Who a record names as its actor and subject, and the organisation it concerns.
+struct RecordParties {
+    actor: Option<PersonUuid>,
+    subject: Option<PersonUuid>,
+    org: Option<OdsCode>,
+    session: Option<String>,
+    workstation: Option<String>,
+    action: String,
+}
+
+fn parties(record: &AuditRecord) -> Result<RecordParties, RaError> {
+    let entry = careid_audit::decode(&record.entry).map_err(corrupt)?;
+    let person = |name: &str| entry.get(name).and_then(|p| PersonUuid::parse(p).ok());
+    Ok(RecordParties {
+        actor: person("actor.person"),
+        subject: person("subject.person"),
+        org: entry.get("org").or_else(|| entry.get("actor.org")).and_then(|o| OdsCode::parse(o).ok()),
+        session: entry.get("actor.session").map(str::to_owned),
+        workstation: entry.get("workstation").map(str::to_owned),
+        action: entry.get("action").unwrap_or_default().to_owned(),
+    })
+}
 
 /// Records added to the tree in one transaction at most.
 const ROUND: u32 = 20_000;
@@ -53,7 +146,7 @@ impl Service {
     pub async fn integrate_audit_log(&self, signer: &LogSigner) -> Result<Option<SignedCheckpoint>, RaError> {
         let mut tx = self.store.begin_write().await?;
         let head = tx.audit_tree().await?;
-        let records = tx.audit_records_from(head.size, ROUND).await?;
+        let records = tx.audit_range(head.size, ROUND).await?;
         let latest = tx.latest_checkpoint().await?;
         if records.is_empty() && (latest.is_some() || head.size > 0) {
             return Ok(None);
@@ -95,6 +188,155 @@ impl Service {
         Ok(Some(checkpoint))
     }
 
+    /// A record with its inclusion proof in the latest signed checkpoint. Anyone may prove a
+    /// record that names them (as actor or subject); the RA Manager, privacy officer and
+    /// Caldicott Guardian any record of the organisations in their scope. Audited.
+    pub async fn prove_audit_record(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        seq: u64,
+    ) -> Result<RecordProof, RaError> {
+        let mut tx = self.store.begin_write().await?;
+        let record = self.load_record(&mut tx, seq).await?;
+        let parties = parties(&record)?;
+        let mut event = self.event(ctx, actor.into(), Action::AuditProve, "audit", format!("record {seq}"));
+        event.org = parties.org.clone();
+        let own = parties.actor.as_ref() == Some(&actor.person) || parties.subject.as_ref() == Some(&actor.person);
+        if !own {
+            let org = parties.org.clone().unwrap_or_else(|| actor.org.clone());
+            let scope = self.org_scope(&mut tx, actor, &org).await?;
+            if let Err(refusal) = first_refusal([actor.require(RaAction::ReadAudit), scope]) {
+                return Err(self.refuse(tx, event, refusal).await);
+            }
+        }
+        let checkpoint = tx.latest_checkpoint().await?.ok_or_else(|| not_found("signed checkpoint", "yet"))?;
+        if seq >= checkpoint.size {
+            return Err(RaError::NotFound {
+                what: "signed checkpoint covering record",
+                id: format!("{seq} yet (the log is signed every second; ask again)"),
+            });
+        }
+        let size = checkpoint.size;
+        let inclusion = with_tiles(&mut tx, size, |h| merkle::inclusion_proof(h, seq, size)).await?;
+        let inclusion = inclusion.map_err(corrupt)?.map_err(corrupt)?;
+        let leaf_hash = careid_audit::leaf_hash(&record.entry);
+        // What is handed out must check out against the checkpoint, or it is not handed out.
+        merkle::verify_inclusion(&leaf_hash, seq, size, &inclusion, &checkpoint.root).map_err(corrupt)?;
+        event.detail.push(("tree_size", size.to_string()));
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(RecordProof { record, leaf_hash, tree_size: size, inclusion, checkpoint: checkpoint.note })
+    }
+
+    /// A holder says a record naming them as its actor was not them. An incident opens with
+    /// the RA and the Caldicott Guardian of the organisation the record concerns, with what was
+    /// known around the record (its session, workstation and card, and the session's other
+    /// records); the flag itself is in the log.
+    pub async fn flag_not_me(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        seq: u64,
+        comment: &str,
+    ) -> Result<MisuseIncident, RaError> {
+        let comment = comment.trim();
+        if comment.is_empty() || comment.chars().count() > COMMENT_LIMIT {
+            return Err(RaError::Invalid(InvalidInput::new(
+                "comment",
+                format!("say what you know of it, in 1 to {COMMENT_LIMIT} characters"),
+            )));
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let record = self.load_record(&mut tx, seq).await?;
+        let parties = parties(&record)?;
+        let mut event = self.event(ctx, actor.into(), Action::AuditNotMe, "audit", format!("record {seq}"));
+        event.subject_person = Some(actor.person.clone());
+        event.org = parties.org.clone();
+        let check = if parties.actor.as_ref() != Some(&actor.person) {
+            Err(Refusal::new(Rule::NotTheActor, format!("record {seq} does not name you as the one who acted")))
+        } else if parties.action == Action::AuditNotMe.code() {
+            Err(Refusal::new(Rule::NotTheActor, format!("record {seq} is your own \"not me\"")))
+        } else if let Some(existing) = tx.misuse_incident_of_record(seq).await? {
+            Err(Refusal::new(
+                Rule::AlreadyFlagged,
+                format!("record {seq} is already flagged: incident {}", existing.id),
+            ))
+        } else {
+            Ok(())
+        };
+        if let Err(refusal) = check {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+
+        let mut context = vec![("record".to_owned(), seq.to_string())];
+        if let Some(workstation) = &parties.workstation {
+            context.push(("workstation".into(), workstation.clone()));
+        }
+        if let Some(session_id) = &parties.session {
+            context.push(("session".into(), session_id.clone()));
+            if let Some(session) = tx.session_by_id(session_id).await? {
+                context.push(("session_auth".into(), session.auth.code().to_owned()));
+                if let Some(presence) = &session.card {
+                    let card = self.load_card(&mut tx, presence.card).await?;
+                    context.push(("card".into(), card.serial.to_string()));
+                    context.push(("workstation".into(), presence.workstation.clone()));
+                }
+            }
+            let others = tx.audit_records_of_session(session_id, SESSION_CONTEXT).await?;
+            let seqs: Vec<String> = others.iter().map(|r| r.seq.to_string()).collect();
+            context.push(("session_records".into(), seqs.join(",")));
+        }
+        context.dedup();
+        let mut incident = MisuseIncident {
+            id: 0,
+            record: seq,
+            person: actor.person.clone(),
+            org: parties.org.clone(),
+            comment: comment.to_owned(),
+            context,
+            opened_at: now,
+        };
+        incident.id = tx.insert_misuse_incident(&incident).await?;
+        event.detail.push(("incident", incident.id.to_string()));
+        event.detail.push(("comment", incident.comment.clone()));
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        tracing::warn!(incident = incident.id, record = seq, "a holder flagged a record \"not me\"");
+        Ok(incident)
+    }
+
+    /// The "not me" incidents of an organisation and those under it: for the RA, the privacy
+    /// officer and the Caldicott Guardian in scope, never for a sponsor alone.
+    pub async fn misuse_incidents(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        org: Option<OdsCode>,
+    ) -> Result<Vec<MisuseIncident>, RaError> {
+        let org = org.unwrap_or_else(|| actor.org.clone());
+        let mut tx = self.store.begin_write().await?;
+        let mut event = self.event(ctx, actor.into(), Action::AuditRead, "incidents", &org);
+        event.org = Some(org.clone());
+        let scope = self.org_scope(&mut tx, actor, &org).await?;
+        if let Err(refusal) = first_refusal([actor.require(RaAction::SeeIncidents), scope]) {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let incidents = tx.misuse_incidents_under(&org, 500).await?;
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(incidents)
+    }
+
+    async fn load_record(&self, tx: &mut Box<dyn Transaction>, seq: u64) -> Result<AuditRecord, RaError> {
+        let mut found = tx.audit_range(seq, 1).await?;
+        match found.pop() {
+            Some(record) if record.seq == seq => Ok(record),
+            _ => Err(not_found("audit record", seq)),
+        }
+    }
+
     /// The latest signed checkpoint, if the log has been signed yet.
     pub async fn log_checkpoint(&self) -> Result<Option<SignedCheckpoint>, RaError> {
         Ok(self.store.begin_read().await?.latest_checkpoint().await?)
@@ -109,7 +351,7 @@ impl Service {
             return Ok(None);
         }
         let Some(level) = tile.level else {
-            let records = tx.audit_records_from(tile.index * TILE_WIDTH, tile.width as u32).await?;
+            let records = tx.audit_range(tile.index * TILE_WIDTH, tile.width as u32).await?;
             if records.len() as u64 != tile.width {
                 return Err(corrupt(format!("records {}.. are missing", tile.index * TILE_WIDTH)));
             }

@@ -82,7 +82,7 @@ pub struct AuditPage {
     pub next_before_seq: Option<u64>,
 }
 
-fn first_refusal(checks: impl IntoIterator<Item = Result<(), Refusal>>) -> Result<(), Refusal> {
+pub(crate) fn first_refusal(checks: impl IntoIterator<Item = Result<(), Refusal>>) -> Result<(), Refusal> {
     checks.into_iter().collect()
 }
 
@@ -94,7 +94,7 @@ fn duplicate_message(existing: &Person) -> String {
 }
 
 impl Service {
-    async fn org_scope(
+    pub(crate) async fn org_scope(
         &self,
         tx: &mut Box<dyn Transaction>,
         actor: &Actor,

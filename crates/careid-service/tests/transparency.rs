@@ -11,7 +11,10 @@ use careid_audit::merkle::{self, HashReader};
 use careid_audit::note::{LogSigner, NoteVerifier};
 use careid_audit::tiles::{TILE_WIDTH, TileRef};
 use careid_audit::verify::{LogVerifier, VerifyError};
+use careid_domain::access::Rule;
 use careid_domain::ports::Store;
+use careid_service::RaError;
+use support::cards::{answer, holder_with_card};
 use support::{World, ctx, world};
 
 fn signer() -> LogSigner {
@@ -31,7 +34,7 @@ async fn verify_store(w: &World, verifier: &NoteVerifier) -> Result<u64, VerifyE
     let size = checkpoint.size;
     let mut log = LogVerifier::new(checkpoint);
     let mut tx = w.store.begin_read().await.unwrap();
-    for record in tx.audit_records_from(0, u32::MAX).await.unwrap().into_iter().take(size as usize) {
+    for record in tx.audit_range(0, u32::MAX).await.unwrap().into_iter().take(size as usize) {
         log.record(&record, None)?;
     }
     log.finish().map(|c| c.size)
@@ -123,4 +126,106 @@ async fn tiles_that_no_longer_give_the_last_root_stop_the_signing() {
     grow(&w, 1).await;
     assert!(w.service.integrate_audit_log(&signer).await.is_err(), "an inconsistent checkpoint is never signed");
     assert_eq!(w.service.log_checkpoint().await.unwrap().unwrap(), checkpointed);
+}
+
+/// A holder with a card session at `desk-9`: their actor in it, and the seq of its login record.
+async fn logged_in(w: &World, given: &str, ni: &str) -> (careid_domain::access::Actor, u64) {
+    let (_, mut card) = holder_with_card(w, given, ni).await;
+    let outcome = w.service.card_login(&ctx(), &answer(w, &mut card, "desk-9", None)).await.unwrap();
+    assert_eq!(w.last_audit().await.get("action"), Some("session.create"));
+    (outcome.actor, w.audit_len().await - 1)
+}
+
+#[tokio::test]
+async fn a_holder_proves_their_own_records_to_anyone_and_cannot_read_other_peoples() {
+    let w = world().await;
+    let signer = signer();
+    let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+    let (holder, login) = logged_in(&w, "Nia", "CE700001A").await;
+
+    let early = w.service.prove_audit_record(&ctx(), &holder, login).await;
+    assert!(matches!(&early, Err(RaError::NotFound { .. })), "not in a checkpoint yet: {early:?}");
+    w.service.integrate_audit_log(&signer).await.unwrap();
+
+    let proof = w.service.prove_audit_record(&ctx(), &holder, login).await.unwrap();
+    assert_eq!(w.last_audit().await.get("action"), Some("audit.prove"), "reading a proof is audited");
+    // Anyone holding the checkpoint's key checks it, with nothing but the proof.
+    let checkpoint = verifier.verify(&proof.checkpoint).unwrap();
+    assert_eq!(checkpoint.size, proof.tree_size);
+    let leaf = careid_audit::leaf_hash(&proof.record.entry);
+    assert_eq!(leaf, proof.leaf_hash);
+    merkle::verify_inclusion(&leaf, login, proof.tree_size, &proof.inclusion, &checkpoint.root).unwrap();
+    let mut edited = proof.record.entry.clone();
+    edited[20] ^= 1;
+    assert!(
+        merkle::verify_inclusion(
+            &careid_audit::leaf_hash(&edited),
+            login,
+            proof.tree_size,
+            &proof.inclusion,
+            &checkpoint.root
+        )
+        .is_err(),
+        "an edited record does not prove"
+    );
+
+    // Record 0 (the deployment's creation) does not name the holder: refused, and audited.
+    let before = w.audit_len().await;
+    w.assert_refused(before, w.service.prove_audit_record(&ctx(), &holder, 0).await, Rule::RoleNotPermitted).await;
+    // The RA Manager proves the holder's record; nobody proves a record that does not exist.
+    w.service.prove_audit_record(&ctx(), &w.manager, login).await.unwrap();
+    let missing = w.service.prove_audit_record(&ctx(), &holder, 1_000_000).await;
+    assert!(matches!(&missing, Err(RaError::NotFound { .. })), "{missing:?}");
+}
+
+#[tokio::test]
+async fn not_me_opens_an_incident_with_the_ra_and_the_caldicott_guardian_never_only_the_sponsor() {
+    let w = world().await;
+    let (holder, login) = logged_in(&w, "Rae", "CE700002A").await;
+    // Something else done in that session.
+    w.service
+        .read_audit(
+            &ctx(),
+            &holder,
+            careid_service::ReadAudit { person: Some(holder.person.clone()), limit: 5, ..Default::default() },
+        )
+        .await
+        .unwrap();
+    let in_session = w.audit_len().await - 1;
+
+    // Only the person the record names as its actor can say it was not them.
+    let before = w.audit_len().await;
+    w.assert_refused(before, w.service.flag_not_me(&ctx(), &w.manager, login, "not me").await, Rule::NotTheActor).await;
+    let empty = w.service.flag_not_me(&ctx(), &holder, login, "   ").await;
+    assert!(matches!(&empty, Err(RaError::Invalid(e)) if e.field == "comment"), "{empty:?}");
+    assert_eq!(w.audit_len().await, before + 1, "a bad comment changes nothing");
+
+    let incident = w.service.flag_not_me(&ctx(), &holder, login, "I was on leave that day").await.unwrap();
+    assert_eq!((incident.record, &incident.person), (login, &holder.person));
+    assert_eq!(incident.org.as_ref(), Some(&w.practice_a));
+    let context = |name: &str| incident.context.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    assert_eq!(context("session"), Some(holder.session.clone()));
+    assert_eq!(context("workstation").as_deref(), Some("desk-9"));
+    assert!(context("card").is_some_and(|c| !c.is_empty()), "{:?}", incident.context);
+    let session_records = context("session_records").unwrap();
+    let session_records: Vec<&str> = session_records.split(',').collect();
+    assert!(
+        session_records.contains(&login.to_string().as_str())
+            && session_records.contains(&in_session.to_string().as_str())
+    );
+    let flag = w.last_audit().await;
+    assert_eq!(flag.get("action"), Some("audit.not_me"));
+    assert_eq!(flag.get("detail.incident"), Some(incident.id.to_string().as_str()));
+
+    let before = w.audit_len().await;
+    w.assert_refused(before, w.service.flag_not_me(&ctx(), &holder, login, "again").await, Rule::AlreadyFlagged).await;
+
+    // The RA and the privacy officer see it; a sponsor alone does not.
+    for handler in [&w.agent, &w.manager, &w.privacy_officer] {
+        let seen = w.service.misuse_incidents(&ctx(), handler, Some(w.practice_a.clone())).await.unwrap();
+        assert_eq!(seen, vec![incident.clone()], "{:?}", handler.org);
+    }
+    let before = w.audit_len().await;
+    w.assert_refused(before, w.service.misuse_incidents(&ctx(), &w.sponsor_a, None).await, Rule::RoleNotPermitted)
+        .await;
 }

@@ -475,3 +475,31 @@ pub(crate) fn absence(row: &AnyRow) -> Result<careid_domain::absence::Absence, S
         cancelled_at: opt_time_at(row, "cancelled_at")?,
     })
 }
+
+/// A misuse incident's context as stored: one `name value` line each (values are one line).
+pub(crate) fn encode_context(context: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (name, value) in context {
+        out.push_str(name);
+        out.push(' ');
+        out.push_str(&value.replace('\n', " "));
+        out.push('\n');
+    }
+    out
+}
+
+pub(crate) fn misuse_incident(row: &AnyRow) -> Result<careid_domain::audit::MisuseIncident, StoreError> {
+    let context = text(row, "context")?
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(n, v)| (n.to_owned(), v.to_owned())))
+        .collect();
+    Ok(careid_domain::audit::MisuseIncident {
+        id: int(row, "id")?,
+        record: int(row, "record")? as u64,
+        person: PersonUuid::parse(&text(row, "person")?).map_err(corrupt)?,
+        org: opt_text(row, "org")?.map(|o| OdsCode::parse(&o)).transpose().map_err(corrupt)?,
+        comment: text(row, "comment")?,
+        context,
+        opened_at: from_micros(int(row, "opened_at")?)?,
+    })
+}

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use careid_domain::absence::{Absence, AbsencePolicy, WorkingHours};
-use careid_domain::audit::{AuditEvent, AuditRecord, SignedCheckpoint, TreeHead};
+use careid_domain::audit::{AuditEvent, AuditRecord, MisuseIncident, SignedCheckpoint, TreeHead};
 use careid_domain::card::{
     CardCertificate, CardRecord, CardSerial, Incident, IncidentClosure, OutboxMessage, RevocationReason, UnlockCode,
 };
@@ -157,9 +157,9 @@ impl SqlTransaction {
         let mut seq = first_seq;
         for chunk in events.chunks(BULK_ROWS) {
             let mut sql = String::from(
-                "INSERT INTO audit_log (seq, at_us, action, actor, subject_person, org, entry, chain_hash) VALUES ",
+                "INSERT INTO audit_log (seq, at_us, action, actor, subject_person, org, session, entry, chain_hash) VALUES ",
             );
-            push_placeholders(&mut sql, self.backend, chunk.len(), 8);
+            push_placeholders(&mut sql, self.backend, chunk.len(), 9);
             let mut query = sqlx::query(&sql);
             for event in chunk {
                 let entry = careid_audit::encode(event);
@@ -171,6 +171,7 @@ impl SqlTransaction {
                     .bind(event.actor.person.as_ref().map(|p| p.as_str().to_owned()))
                     .bind(event.subject_person.as_ref().map(|p| p.as_str().to_owned()))
                     .bind(event.org.as_ref().map(|o| o.as_str().to_owned()))
+                    .bind(event.actor.session.clone())
                     .bind(entry)
                     .bind(chain.to_vec());
                 seq += 1;
@@ -1593,21 +1594,6 @@ impl Transaction for SqlTransaction {
         Ok(())
     }
 
-    async fn audit_records_from(&mut self, seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
-        let sql = "SELECT seq, entry, chain_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2";
-        let rows =
-            self.fetch_all("read audit records", sql, vec![Arg::Int(seq as i64), Arg::Int(i64::from(limit))]).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    seq: int(r, "seq")? as u64,
-                    entry: rows::bytes(r, "entry")?,
-                    chain_hash: hash(r, "chain_hash")?,
-                })
-            })
-            .collect()
-    }
-
     async fn audit_tile(&mut self, level: u8, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let sql = "SELECT hashes FROM audit_tiles WHERE level = $1 AND idx = $2";
         let rows =
@@ -1656,5 +1642,44 @@ impl Transaction for SqlTransaction {
             .await
             .map_err(|e| self.failure("write checkpoint", &e))?;
         Ok(())
+    }
+
+    async fn audit_records_of_session(&mut self, session: &str, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = "SELECT seq, entry, chain_hash FROM audit_log WHERE session = $1 ORDER BY seq LIMIT $2";
+        let args = vec![Arg::Text(session.to_owned()), Arg::Int(i64::from(limit))];
+        self.fetch_all("read a session's records", sql, args).await?.iter().map(record).collect()
+    }
+
+    async fn insert_misuse_incident(&mut self, i: &MisuseIncident) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO misuse_incidents (record, person, org, comment, context, opened_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(i.record as i64)
+        .bind(i.person.to_string())
+        .bind(i.org.as_ref().map(ToString::to_string))
+        .bind(i.comment.clone())
+        .bind(rows::encode_context(&i.context))
+        .bind(micros(i.opened_at))
+        .fetch_one(self.conn())
+        .await
+        .map_err(|e| self.failure("misuse incident", &e))?;
+        int(&row, "id")
+    }
+
+    async fn misuse_incident_of_record(&mut self, record: u64) -> Result<Option<MisuseIncident>, StoreError> {
+        let sql = "SELECT * FROM misuse_incidents WHERE record = $1";
+        let rows = self.fetch_all("read misuse incident", sql, vec![Arg::Int(record as i64)]).await?;
+        rows.first().map(rows::misuse_incident).transpose()
+    }
+
+    async fn misuse_incidents_under(&mut self, org: &OdsCode, limit: u32) -> Result<Vec<MisuseIncident>, StoreError> {
+        let sql = format!(
+            "{UNDER} SELECT * FROM misuse_incidents WHERE org IN (SELECT ods_code FROM under_org) ORDER BY id DESC LIMIT $2"
+        );
+        let rows = self
+            .fetch_all("read misuse incidents", &sql, vec![Arg::Text(org.to_string()), Arg::Int(i64::from(limit))])
+            .await?;
+        rows.iter().map(rows::misuse_incident).collect()
     }
 }

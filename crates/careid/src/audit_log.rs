@@ -277,7 +277,7 @@ async fn verify(
             .with_context(|| format!("reading the leaf hashes of records {}..", index * TILE_WIDTH))?;
         let leaf = |i: usize| <[u8; 32]>::try_from(&leaves[i * 32..i * 32 + 32]).ok();
         if let Some(tx) = tx.as_mut() {
-            let records = tx.audit_records_from(index * TILE_WIDTH, width as u32).await?;
+            let records = tx.audit_range(index * TILE_WIDTH, width as u32).await?;
             for (i, record) in records.iter().enumerate() {
                 log.record(record, leaf(i).as_ref())?;
             }

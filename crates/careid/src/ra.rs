@@ -197,6 +197,22 @@ enum RaCommand {
     Audit(AuditArgs),
     /// Reads your own audit trail.
     MyAudit(AuditArgs),
+    /// A record with its inclusion proof in the latest signed checkpoint (your own records;
+    /// the RA Manager, privacy officer and Caldicott Guardian: any in scope).
+    Proof { seq: u64 },
+    /// Says a record naming you was not you: opens an incident with the RA and the Caldicott
+    /// Guardian of the organisation it concerns.
+    NotMe {
+        seq: u64,
+        /// What you know of it (where you were, who else could have).
+        #[arg(long)]
+        comment: String,
+    },
+    /// The "not me" incidents in your scope (RA, privacy officer, Caldicott Guardian).
+    Incidents {
+        #[arg(long)]
+        org: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -534,6 +550,14 @@ async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
         }
         RaCommand::Audit(a) => c.get(&format!("/api/v1/audit{}", a.query())).await,
         RaCommand::MyAudit(a) => c.get(&format!("/api/v1/me/audit{}", a.query())).await,
+        RaCommand::Proof { seq } => c.get(&format!("/api/v1/audit/{seq}/proof")).await,
+        RaCommand::NotMe { seq, comment } => {
+            c.post(&format!("/api/v1/audit/{seq}/not-me"), json!({ "comment": comment })).await
+        }
+        RaCommand::Incidents { org } => {
+            let query = org.map(|o| format!("?org={}", encode(&o))).unwrap_or_default();
+            c.get(&format!("/api/v1/audit/incidents{query}")).await
+        }
     }
 }
 

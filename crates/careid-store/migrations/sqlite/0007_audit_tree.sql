@@ -33,3 +33,20 @@ CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
 BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
 CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
 BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
+
+-- The session a record's actor acted in, so that a flagged record's session can be read whole.
+ALTER TABLE audit_log ADD COLUMN session TEXT;
+CREATE INDEX audit_log_session ON audit_log (session, seq);
+
+-- A holder's "not me": an incident about one record, handled by the RA and the Caldicott
+-- Guardian of the organisation the record concerns.
+CREATE TABLE misuse_incidents (
+    id INTEGER PRIMARY KEY,
+    record BIGINT NOT NULL UNIQUE REFERENCES audit_log (seq),
+    person TEXT NOT NULL REFERENCES people (uuid),
+    org TEXT REFERENCES organisations (ods_code),
+    comment TEXT NOT NULL,
+    context TEXT NOT NULL,
+    opened_at BIGINT NOT NULL
+);
+CREATE INDEX misuse_incidents_org ON misuse_incidents (org, id);
