@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use careid_domain::access::AuthMethod;
-use careid_domain::audit::{Action, AuditActor, AuditEvent, Outcome};
+use careid_domain::audit::{Action, AuditActor, AuditEvent, MisuseIncident, Outcome, SignedCheckpoint, TreeHead};
 use careid_domain::ids::{NamePart, NiNumber, OdsCode, PersonUuid, RoleTriple};
 use careid_domain::model::{
     ContactDetails, NewPosition, Organisation, OrganisationKind, Person, PersonalDetails, PositionApproval,
@@ -817,4 +817,68 @@ contract!(a_session_ending_revokes_its_tokens_and_owes_its_applications_a_logout
     assert!(tx.disable_client(&with_logout.id, end).await.unwrap());
     assert!(!tx.disable_client(&with_logout.id, end).await.unwrap());
     tx.commit().await.unwrap();
+});
+
+contract!(the_tree_head_tiles_and_checkpoints_are_kept_and_checkpoints_never_change, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    let empty = tx.audit_tree().await.unwrap();
+    assert_eq!((empty.size, empty.root), (0, careid_audit::merkle::empty_root()));
+    assert_eq!(tx.latest_checkpoint().await.unwrap(), None);
+    let head = TreeHead { size: 300, root: [1; 32], chain_hash: [2; 32] };
+    tx.set_audit_tree(&head).await.unwrap();
+    tx.put_audit_tiles(&[(0, 0, vec![3; 256 * 32]), (0, 1, vec![4; 44 * 32]), (1, 0, vec![5; 32])]).await.unwrap();
+    tx.put_audit_tiles(&[(0, 1, vec![6; 45 * 32])]).await.unwrap();
+    let at = datetime!(2026-11-23 09:00 UTC);
+    let first = SignedCheckpoint { size: 256, root: [7; 32], note: "a\n256\n".into(), signed_at: at };
+    let second = SignedCheckpoint { size: 300, root: [1; 32], note: "a\n300\n".into(), signed_at: at };
+    tx.insert_checkpoint(&first).await.unwrap();
+    tx.insert_checkpoint(&second).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin_read().await.unwrap();
+    assert_eq!(tx.audit_tree().await.unwrap(), head);
+    assert_eq!(tx.audit_tile(0, 1).await.unwrap(), Some(vec![6; 45 * 32]), "a growing tile is replaced");
+    assert_eq!(tx.audit_tile(1, 0).await.unwrap(), Some(vec![5; 32]));
+    assert_eq!(tx.audit_tile(2, 0).await.unwrap(), None);
+    assert_eq!(tx.latest_checkpoint().await.unwrap(), Some(second));
+    drop(tx);
+    // A signed checkpoint is never changed or deleted, not even by hand.
+    for statement in ["UPDATE audit_checkpoints SET size = 1", "DELETE FROM audit_checkpoints"] {
+        assert!(sqlx::query(statement).execute(store.pool()).await.is_err(), "{statement}");
+    }
+});
+
+contract!(a_sessions_records_are_found_and_a_record_is_flagged_once, |store| {
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("QWE", None)).await.unwrap();
+    tx.insert_organisation(&org("A81001", Some("QWE"))).await.unwrap();
+    let ada = person(PersonUuid::FIRST_SERIAL, "AB123456C", "A81001");
+    tx.insert_person(&ada).await.unwrap();
+    let in_session = |n: u64, session: &str| {
+        let mut e = event(n);
+        e.actor.session = Some(session.into());
+        e
+    };
+    tx.append_audit_batch(&[in_session(0, "s1"), event(1), in_session(2, "s2"), in_session(3, "s1")]).await.unwrap();
+    let s1: Vec<u64> = tx.audit_records_of_session("s1", 10).await.unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(s1, vec![0, 3]);
+    let incident = MisuseIncident {
+        id: 0,
+        record: 3,
+        person: ada.uuid.clone(),
+        org: Some(OdsCode::parse("A81001").unwrap()),
+        comment: "I was not at work".into(),
+        context: vec![("session".into(), "s1".into()), ("session_records".into(), "0,3".into())],
+        opened_at: datetime!(2026-11-23 09:00 UTC),
+    };
+    let id = tx.insert_misuse_incident(&incident).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(tx.insert_misuse_incident(&incident).await.is_err(), "one incident a record");
+    drop(tx);
+    let mut tx = store.begin_read().await.unwrap();
+    let stored = MisuseIncident { id, ..incident };
+    assert_eq!(tx.misuse_incident_of_record(3).await.unwrap(), Some(stored.clone()));
+    assert_eq!(tx.misuse_incident_of_record(2).await.unwrap(), None);
+    assert_eq!(tx.misuse_incidents_under(&OdsCode::parse("QWE").unwrap(), 10).await.unwrap(), vec![stored]);
 });
