@@ -200,6 +200,16 @@ impl SqlStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// On SQLite, moves everything committed from the write-ahead log into the database file,
+    /// so that the file alone holds the data (a server stopping, backups, inspection).
+    pub async fn checkpoint_wal(&self) {
+        if self.backend == Backend::Sqlite
+            && let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await
+        {
+            tracing::warn!(%error, "could not checkpoint the write-ahead log");
+        }
+    }
 }
 
 #[async_trait]

@@ -271,7 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(&config.log);
     match cli.command {
         Command::Serve { listen } => {
-            let (_store, service) = open_service(&config).await?;
+            let (store, service) = open_service(&config).await?;
             let address = listen.unwrap_or(config.listen);
             let listener =
                 tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))?;
@@ -283,7 +283,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let every = std::time::Duration::from_secs(u64::from(config.outbox_poll_seconds));
                 tokio::spawn(mail::deliver_forever(service.clone(), mailer, every));
             }
-            serve(listener, service, &config).await
+            let served = serve(listener, service, &config).await;
+            store.checkpoint_wal().await;
+            served
         }
         Command::Init(args) => init(&config, args).await,
         Command::Demo(args) => demo::run(config, args).await,

@@ -4,55 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
 
+mod support;
+
+use support::{CAREID, Child, careid, deployment, free_port, json, listening, ok, stdout};
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-const CAREID: &str = env!("CARGO_BIN_EXE_careid");
-
-fn careid(dir: &Path, args: &[&str]) -> Output {
-    Command::new(CAREID)
-        .args(args)
-        .env("CAREID_DATA_DIR", dir.join("data"))
-        .env("CAREID_CLI_HOME", dir.join("cli"))
-        .env("CAREID_LOG", "debug")
-        .env_remove("CAREID_SERVER")
-        .env_remove("CAREID_PROFILE")
-        .env_remove("CAREID_CONFIG")
-        .output()
-        .expect("run careid")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn ok(output: &Output) -> String {
-    assert!(output.status.success(), "careid failed: {}\n{}", stdout(output), String::from_utf8_lossy(&output.stderr));
-    stdout(output)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Kills the server when the test ends, however it ends.
-/// Waits up to five seconds for something to listen on `port`.
-fn listening(port: u16) -> bool {
-    (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn init_serve_and_the_ra_command_line() {
@@ -201,50 +159,6 @@ fn careid_input(dir: &Path, args: &[&str], input: &str) -> Output {
 fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
     let output = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl");
     (output.status.success(), format!("{}{}", stdout(&output), String::from_utf8_lossy(&output.stderr)))
-}
-
-/// Starts `careid serve` on a free port with its log in `server.log`; returns the URL.
-fn serve(dir: &Path, settings: &[(&str, String)]) -> (Child, String) {
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("server.log")).unwrap();
-    let child = Child(
-        Command::new(CAREID)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("CAREID_DATA_DIR", dir.join("data"))
-            .env("CAREID_LOG", "debug")
-            .envs(settings.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    assert!(listening(port), "server did not start");
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
-/// `careid init` and `careid serve`: the server, its URL and the recovery credential.
-fn deployment(dir: &Path, settings: &[(&str, String)]) -> (Child, String, String) {
-    let init = ok(&careid(
-        dir,
-        &[
-            "init",
-            "--org-code",
-            "QWE",
-            "--org-name",
-            "Test ICB",
-            "--given-name",
-            "Mina",
-            "--family-name",
-            "Manager",
-            "--date-of-birth",
-            "1980-01-01",
-            "--ni-number",
-            "AB000001A",
-        ],
-    ));
-    let credential = init.lines().map(str::trim).find(|l| l.starts_with("careid-recovery-")).unwrap().to_owned();
-    let (server, url) = serve(dir, settings);
-    (server, url, credential)
 }
 
 /// The demo relying application and the independent OpenID Connect client that checks the
@@ -418,10 +332,6 @@ fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holde
 #[allow(clippy::disallowed_methods, reason = "the test talks to a server on the real clock")]
 fn today() -> time::Date {
     time::OffsetDateTime::now_utc().date()
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(output)).unwrap()
 }
 
 #[test]

@@ -1,0 +1,192 @@
+//! The audit log as a transparency log, through the binary: a server killed in the middle of a
+//! burst of writes loses no acknowledged record and signs nothing inconsistent after its
+//! restart; `careid audit verify` and `prove` check it from the database and over HTTP; an
+//! independent reader of the tlog-tiles layout (Python, from the specifications) rebuilds the
+//! checkpoint's root; and a one-byte edit of the database file is named by its record.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{careid, deployment, ok, serve, stdout};
+
+/// The independent reader needs Python's `cryptography` (for Ed25519); required where
+/// `CAREID_TEST_REQUIRE_TLOG_READER` is set (CI).
+fn tlog_reader(url: &str, key: &str, checkpoint: Option<&Path>) -> Option<String> {
+    let installed =
+        Command::new("python3").args(["-c", "import cryptography"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("CAREID_TEST_REQUIRE_TLOG_READER").is_none(),
+            "python3 with cryptography is required but not installed"
+        );
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tlog_reader.py");
+    let mut command = Command::new("python3");
+    command.arg(script).args([url, key]);
+    if let Some(file) = checkpoint {
+        command.arg("--checkpoint").arg(file);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "the independent tlog reader failed:\n{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(stdout(&output))
+}
+
+fn checkpoint_size(note: &str) -> u64 {
+    note.lines().nth(1).unwrap().parse().unwrap()
+}
+
+async fn get_text(http: &reqwest::Client, url: &str) -> Option<String> {
+    let response = http.get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.text().await.ok()
+}
+
+/// Polls until the server's latest checkpoint covers at least `size` records; returns it.
+async fn checkpoint_covering(http: &reqwest::Client, url: &str, size: u64) -> String {
+    for _ in 0..100 {
+        if let Some(note) = get_text(http, &format!("{url}/log/checkpoint")).await
+            && checkpoint_size(&note) >= size
+        {
+            return note;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no checkpoint covering {size} records within ten seconds");
+}
+
+async fn session(http: &reqwest::Client, url: &str, credential: &str) -> String {
+    let response: Value = http
+        .post(format!("{url}/api/v1/sessions"))
+        .json(&json!({ "credential": credential }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (mut server, url, credential) = deployment(dir, &[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+
+    // A checkpoint kept before the crash, then a burst of audited writes (each read of one's
+    // own trail is a record), and the server killed (SIGKILL) in the middle of it.
+    let (kept, acknowledged, credential) = runtime.block_on(async {
+        let token = session(&http, &url, &credential).await;
+        let kept = checkpoint_covering(&http, &url, 1).await;
+        let acknowledged = Arc::new(AtomicU64::new(0));
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (http, url, token, acknowledged) = (http.clone(), url.clone(), token.clone(), acknowledged.clone());
+            burst.spawn(async move {
+                loop {
+                    let sent = http.get(format!("{url}/api/v1/me/audit?limit=1")).bearer_auth(&token).send().await;
+                    match sent {
+                        Ok(response) if response.status().is_success() => acknowledged.fetch_add(1, Ordering::SeqCst),
+                        _ => break,
+                    };
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        server.0.kill().unwrap();
+        server.0.wait().unwrap();
+        while burst.join_next().await.is_some() {}
+        (kept, acknowledged.load(Ordering::SeqCst), credential)
+    });
+    assert!(acknowledged > 20, "the burst wrote only {acknowledged} records before the kill");
+    let kept_file = dir.join("kept-checkpoint.txt");
+    std::fs::write(&kept_file, &kept).unwrap();
+
+    // Restarted: every acknowledged write is in the log, the tree catches up, and the new
+    // checkpoints extend the one kept before the crash.
+    let (server, url) = serve(dir, &[]);
+    let key = runtime.block_on(async {
+        let token = session(&http, &url, &credential).await;
+        let (mut reads, mut last, mut before) = (0u64, 0u64, String::new());
+        loop {
+            let page: Value = http
+                .get(format!("{url}/api/v1/me/audit?action=audit.read&limit=1000{before}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let records = page["records"].as_array().unwrap();
+            reads += records.len() as u64;
+            last = last.max(records.iter().map(|r| r["seq"].as_u64().unwrap()).max().unwrap_or(0));
+            match page["next_before"].as_u64() {
+                Some(next) => before = format!("&before={next}"),
+                None => break,
+            }
+        }
+        assert!(reads >= acknowledged, "{acknowledged} writes were acknowledged, {reads} are in the log");
+        checkpoint_covering(&http, &url, last + 1).await;
+        get_text(&http, &format!("{url}/log/key")).await.unwrap().trim().to_owned()
+    });
+    let verified = ok(&careid(dir, &["audit", "verify"]));
+    assert!(verified.starts_with("verified: all "), "{verified}");
+    ok(&careid(dir, &["audit", "verify", "--url", &url, "--key", &key]));
+    let old = ok(&careid(dir, &["audit", "verify", "--url", &url, "--checkpoint", kept_file.to_str().unwrap()]));
+    assert!(old.contains(&format!("all {} records", checkpoint_size(&kept))), "{old}");
+    let proof = ok(&careid(
+        dir,
+        &["audit", "prove", "--entry", "3", "--since", &checkpoint_size(&kept).to_string(), "--url", &url],
+    ));
+    assert!(proof.contains("inclusion proof") && proof.contains("is a prefix of this one"), "{proof}");
+    if let Some(read) = tlog_reader(&url, &key, None) {
+        assert!(read.starts_with("ok "), "{read}");
+        tlog_reader(&url, &key, Some(&kept_file));
+    }
+
+    // A one-byte edit of the database file, after a clean shutdown: named by its record.
+    let entry = runtime.block_on(async {
+        let bundle = http.get(format!("{url}/log/tile/entries/000.p/5")).send().await.unwrap().bytes().await.unwrap();
+        let mut entries = Vec::new();
+        let mut at = 0;
+        while at < bundle.len() {
+            let len = usize::from(u16::from_be_bytes([bundle[at], bundle[at + 1]]));
+            entries.push(bundle[at + 2..at + 2 + len].to_vec());
+            at += 2 + len;
+        }
+        entries.swap_remove(3)
+    });
+    let status = Command::new("kill").args(["-INT", &server.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut server = server;
+    server.0.wait().unwrap();
+    let db = dir.join("data/careid.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let found = bytes.windows(entry.len()).position(|w| w == entry.as_slice()).expect("record 3 in the database file");
+    let action = entry.windows(7).position(|w| w == b"action ").unwrap() + 7;
+    bytes[found + action] ^= 0x20;
+    std::fs::write(&db, bytes).unwrap();
+    let refused = careid(dir, &["audit", "verify"]);
+    assert!(!refused.status.success(), "an edited database verified");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("record 3 "), "{said}");
+}
