@@ -71,6 +71,8 @@ pub enum Action {
     AuditProve,
     /// A holder said a record naming them as its actor was not them: an incident opens.
     AuditNotMe,
+    /// A clinical application reported what its user did with a patient's record.
+    PatientAccess,
 }
 
 impl Action {
@@ -103,6 +105,7 @@ impl Action {
             Action::AuditRead => "audit.read",
             Action::AuditProve => "audit.prove",
             Action::AuditNotMe => "audit.not_me",
+            Action::PatientAccess => "patient.access",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",

@@ -12,6 +12,7 @@ pub mod login;
 pub mod model;
 pub mod oidc;
 pub mod passcode;
+pub mod patient;
 pub mod ports;
 pub mod secret;
 

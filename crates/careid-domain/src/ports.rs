@@ -426,6 +426,28 @@ pub trait Transaction: Send {
     async fn misuse_incident_of_record(&mut self, record: u64) -> Result<Option<MisuseIncident>, StoreError>;
     /// Incidents at `org` and the organisations under it, newest first.
     async fn misuse_incidents_under(&mut self, org: &OdsCode, limit: u32) -> Result<Vec<MisuseIncident>, StoreError>;
+
+    // Patient-record accesses reported by applications (their records are in the audit log).
+    async fn insert_patient_accesses(&mut self, accesses: &[crate::patient::PatientAccess]) -> Result<(), StoreError>;
+    /// Accesses matching the query, newest first.
+    async fn patient_accesses(
+        &mut self,
+        query: &PatientAccessQuery,
+    ) -> Result<Vec<crate::patient::PatientAccess>, StoreError>;
+}
+
+/// Which reported accesses to read.
+#[derive(Debug, Clone, Default)]
+pub struct PatientAccessQuery {
+    pub patient: Option<crate::patient::NhsNumber>,
+    pub person: Option<PersonUuid>,
+    /// Accesses for this organisation or those under it.
+    pub org_under: Option<OdsCode>,
+    pub alerts_only: bool,
+    /// Accesses whose record is at or after this sequence number.
+    pub since_seq: Option<u64>,
+    pub before_seq: Option<u64>,
+    pub limit: u32,
 }
 
 /// A card's administrative secret (the token's SO PIN), sealed under the master key, and the

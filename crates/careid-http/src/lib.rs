@@ -7,10 +7,12 @@ mod cards;
 mod convert;
 mod error;
 mod extract;
+pub mod fhir;
 mod log;
 mod login;
 mod metrics;
 mod oidc;
+mod patient;
 mod routes;
 
 use std::sync::Arc;
@@ -74,6 +76,7 @@ impl App {
         routes::assignments_create, routes::assignments_remove,
         routes::requests_create, routes::requests_list, routes::requests_grant, routes::requests_reject,
         routes::audit_list, routes::me_audit_list, audit::audit_proof, audit::audit_not_me, audit::audit_incidents,
+        patient::access_events, patient::patient_access_list, patient::audit_fhir,
         cards::pki_ca, cards::pki_root, cards::pki_crl, cards::cards_create, cards::cards_certify, cards::cards_ceremony,
         cards::cards_ceremony_complete, cards::cards_wrong_passcode, cards::cards_report, cards::cards_cancel,
         cards::cards_clear, cards::person_cards_list, cards::incidents_close, cards::cards_get,
@@ -105,6 +108,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Bulk imports may carry many thousands of records.
 const IMPORT_BODY_LIMIT: usize = 256 * 1024 * 1024;
+/// 5,000 events with their access tokens.
+const ACCESS_EVENTS_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 pub fn router(app: App) -> Router {
     use routes as r;
@@ -122,6 +127,12 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/me/audit", get(r::me_audit_list))
         .route("/api/v1/audit", get(r::audit_list))
         .route("/api/v1/audit/incidents", get(audit::audit_incidents))
+        .route("/api/v1/audit/fhir", get(patient::audit_fhir))
+        .route("/api/v1/patient-access", get(patient::patient_access_list))
+        .route(
+            "/api/v1/access-events",
+            post(patient::access_events).layer(DefaultBodyLimit::max(ACCESS_EVENTS_BODY_LIMIT)),
+        )
         .route("/api/v1/audit/{seq}/proof", get(audit::audit_proof))
         .route("/api/v1/audit/{seq}/not-me", post(audit::audit_not_me))
         .route("/api/v1/organisations", get(r::organisations_list).post(r::organisations_create))

@@ -66,7 +66,7 @@ impl Oidc {
     }
 
     /// The `jti` of an access token this provider signed (not whether it is alive).
-    fn token_id(&self, token: &str) -> Option<String> {
+    pub(crate) fn token_id(&self, token: &str) -> Option<String> {
         let payload = self.signer.verify(token.trim()).ok()?;
         let claims: Value = serde_json::from_slice(&payload).ok()?;
         (claims["iss"] == self.issuer.as_str()).then(|| claims["jti"].as_str().map(str::to_owned))?
@@ -267,7 +267,7 @@ pub async fn authorize_card(
 }
 
 /// An OAuth error response (RFC 6749 section 5.2).
-struct OAuthFailure(OAuthError);
+pub(crate) struct OAuthFailure(pub(crate) OAuthError);
 
 impl From<OAuthError> for OAuthFailure {
     fn from(e: OAuthError) -> OAuthFailure {
@@ -301,7 +301,10 @@ impl IntoResponse for OAuthFailure {
 
 /// The client's credentials: HTTP Basic (RFC 6749 section 2.3.1, form-encoded parts) or the
 /// form's `client_id` and `client_secret`.
-fn client_credentials(headers: &HeaderMap, form: &HashMap<String, String>) -> Result<ClientCredentials, OAuthError> {
+pub(crate) fn client_credentials(
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<ClientCredentials, OAuthError> {
     let basic = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "));
     if let Some(basic) = basic {
         let bad = || OAuthError::InvalidClient("the Authorization header is not valid Basic credentials".into());

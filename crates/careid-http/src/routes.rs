@@ -532,7 +532,7 @@ pub struct AuditParams {
     pub limit: Option<u32>,
 }
 
-fn audit_query(p: &AuditParams) -> Result<ReadAudit, ApiError> {
+pub(crate) fn audit_query(p: &AuditParams) -> Result<ReadAudit, ApiError> {
     Ok(ReadAudit {
         person: p.person.as_deref().map(uuid).transpose()?,
         org: p.org.as_deref().map(OdsCode::parse).transpose()?,

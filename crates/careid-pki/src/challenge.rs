@@ -45,6 +45,29 @@ pub enum ChallengeError {
     Expired,
 }
 
+/// Pseudonyms for patients in the audit log: an HMAC of the NHS number under a key derived from
+/// the master key. The log (served to anyone who checks it) never holds an NHS number; whoever
+/// holds the key, and the store's access-controlled index, can still find a patient's records.
+pub struct PatientKey(hmac::Key);
+
+impl std::fmt::Debug for PatientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PatientKey(..)")
+    }
+}
+
+impl PatientKey {
+    pub fn derive(master: &MasterKey) -> PatientKey {
+        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, master.bytes()), b"careid patient pseudonym v1");
+        PatientKey(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+    }
+
+    /// The patient's pseudonym: 128 bits of the HMAC, hex.
+    pub fn pseudonym(&self, nhs_number: &str) -> String {
+        hex_lower(&hmac::sign(&self.0, nhs_number.as_bytes()).as_ref()[..16])
+    }
+}
+
 impl ChallengeKey {
     pub fn derive(master: &MasterKey) -> ChallengeKey {
         let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, master.bytes()), PURPOSE);
@@ -110,6 +133,17 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_patients_pseudonym_is_stable_keyed_and_reveals_nothing_of_the_number() {
+        let key = super::PatientKey::derive(&super::MasterKey::from_bytes([7; 32]));
+        let other = super::PatientKey::derive(&super::MasterKey::from_bytes([8; 32]));
+        assert_eq!(key.pseudonym("9434765919"), key.pseudonym("9434765919"));
+        assert_ne!(key.pseudonym("9434765919"), key.pseudonym("4010232137"));
+        assert_ne!(key.pseudonym("9434765919"), other.pseudonym("9434765919"), "another deployment, another pseudonym");
+        assert_eq!(key.pseudonym("9434765919").len(), 32);
+        assert!(!key.pseudonym("9434765919").contains("9434765919"));
+    }
+
     use super::*;
 
     fn key() -> ChallengeKey {

@@ -502,6 +502,62 @@ pub struct MisuseIncident {
     pub opened_at: String,
 }
 
+/// What a clinical application reports: its users' accesses to patient records.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccessEvents {
+    pub events: Vec<AccessEvent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccessEvent {
+    /// The access token careid issued to this application for the user's session.
+    pub access_token: String,
+    /// The patient's NHS number (10 digits, modulus 11 check digit).
+    pub patient: String,
+    /// `view`, `create`, `amend`, `delete`, `print` or `export`.
+    pub action: String,
+    /// `registered_patient`, `referral`, `self_claimed` or `emergency`.
+    pub relationship: String,
+    /// When it happened, RFC 3339; within the last 30 days.
+    pub at: String,
+}
+
+/// Each event's fate, in the order sent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccessEventsResult {
+    pub accepted: usize,
+    pub refused: usize,
+    pub results: Vec<AccessEventResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccessEventResult {
+    pub index: usize,
+    /// `accepted` or `refused`.
+    pub status: String,
+    /// Its record in the audit log.
+    pub seq: Option<u64>,
+    /// Self-claimed or emergency access: the privacy officer is alerted.
+    pub alert: bool,
+    /// The field at fault, when refused.
+    pub field: Option<String>,
+    pub message: Option<String>,
+}
+
+/// A reported access, as the privacy officer reads it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PatientAccess {
+    pub seq: u64,
+    pub patient: String,
+    pub person: String,
+    pub org: String,
+    pub client: String,
+    pub action: String,
+    pub relationship: String,
+    pub accessed_at: String,
+    pub alert: Option<String>,
+}
+
 // ----- Cards ---------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

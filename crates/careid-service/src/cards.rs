@@ -30,6 +30,8 @@ pub struct CardAuthority {
     pub master_key: MasterKey,
     /// Authenticates login challenges (derived from the master key).
     pub challenge_key: careid_pki::ChallengeKey,
+    /// Pseudonymises patients in the audit log (derived from the master key).
+    pub patient_key: careid_pki::PatientKey,
     /// How long card certificates last.
     pub certificate_validity: Duration,
     /// The last CRL signed, until a revocation changes it.
@@ -39,7 +41,15 @@ pub struct CardAuthority {
 impl CardAuthority {
     pub fn new(ca: CertificateAuthority, master_key: MasterKey, certificate_validity: Duration) -> CardAuthority {
         let challenge_key = careid_pki::ChallengeKey::derive(&master_key);
-        CardAuthority { ca, master_key, challenge_key, certificate_validity, crl_cache: std::sync::Mutex::new(None) }
+        let patient_key = careid_pki::PatientKey::derive(&master_key);
+        CardAuthority {
+            ca,
+            master_key,
+            challenge_key,
+            patient_key,
+            certificate_validity,
+            crl_cache: std::sync::Mutex::new(None),
+        }
     }
 }
 

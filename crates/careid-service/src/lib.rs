@@ -8,6 +8,7 @@ mod error;
 mod log;
 mod oidc;
 mod outbox;
+mod patient;
 mod ra;
 mod sessions;
 
@@ -34,6 +35,7 @@ pub use oidc::{
     OAuthError, RoleClaim, TokenGrant, TokenState,
 };
 pub use outbox::{Delivery, retry_delay};
+pub use patient::{AccessReport, ReadPatientAccess, ReportOutcome};
 pub use ra::{AssignmentTerms, AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, ReadAudit};
 pub use sessions::{CardLogin, Heartbeat, SessionView};
 

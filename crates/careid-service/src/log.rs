@@ -82,6 +82,15 @@ async fn with_tiles<T>(
     }
 }
 
+/// The inclusion proof of record `seq` in the tree of `size` records, from the stored tiles.
+async fn inclusion_in(tx: &mut Box<dyn Transaction>, seq: u64, size: u64) -> Result<Vec<Hash>, RaError> {
+    let proof = with_tiles(tx, size, |h| merkle::inclusion_proof(h, seq, size)).await?;
+    match proof.map_err(corrupt)? {
+        Ok(proof) => Ok(proof),
+        Err(error) => Err(RaError::NotFound { what: "record in the tree", id: error.to_string() }),
+    }
+}
+
 /// Who a record names as its actor and subject, and the organisation it concerns.
 struct RecordParties {
     actor: Option<PersonUuid>,
@@ -218,8 +227,7 @@ impl Service {
             });
         }
         let size = checkpoint.size;
-        let inclusion = with_tiles(&mut tx, size, |h| merkle::inclusion_proof(h, seq, size)).await?;
-        let inclusion = inclusion.map_err(corrupt)?.map_err(corrupt)?;
+        let inclusion = inclusion_in(&mut tx, seq, size).await?;
         let leaf_hash = careid_audit::leaf_hash(&record.entry);
         // What is handed out must check out against the checkpoint, or it is not handed out.
         merkle::verify_inclusion(&leaf_hash, seq, size, &inclusion, &checkpoint.root).map_err(corrupt)?;
@@ -335,6 +343,17 @@ impl Service {
             Some(record) if record.seq == seq => Ok(record),
             _ => Err(not_found("audit record", seq)),
         }
+    }
+
+    /// The inclusion proof of record `seq` in the tree of `size` records (no more than the tree
+    /// holds), read from the stored tiles. The proof reveals nothing but hashes.
+    pub async fn log_inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, RaError> {
+        let mut tx = self.store.begin_read().await?;
+        let tree = tx.audit_tree().await?;
+        if size > tree.size {
+            return Err(RaError::NotFound { what: "tree of size", id: size.to_string() });
+        }
+        inclusion_in(&mut tx, seq, size).await
     }
 
     /// The latest signed checkpoint, if the log has been signed yet.

@@ -431,7 +431,7 @@ impl Service {
     }
 
     /// Authenticates an application: a confidential one by its secret, a public one by its id.
-    async fn authenticate_client(
+    pub(crate) async fn authenticate_client(
         &self,
         tx: &mut Box<dyn Transaction>,
         credentials: &ClientCredentials,

@@ -84,6 +84,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "openid connect", include_str!("../migrations/sqlite/0005_openid_connect.sql")),
     (6, "absences", include_str!("../migrations/sqlite/0006_absences.sql")),
     (7, "audit tree", include_str!("../migrations/sqlite/0007_audit_tree.sql")),
+    (8, "patient access", include_str!("../migrations/sqlite/0008_patient_access.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),
@@ -93,6 +94,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "openid connect", include_str!("../migrations/postgres/0005_openid_connect.sql")),
     (6, "absences", include_str!("../migrations/postgres/0006_absences.sql")),
     (7, "audit tree", include_str!("../migrations/postgres/0007_audit_tree.sql")),
+    (8, "patient access", include_str!("../migrations/postgres/0008_patient_access.sql")),
 ];
 
 fn migrations(backend: Backend) -> Migrator {

@@ -503,3 +503,18 @@ pub(crate) fn misuse_incident(row: &AnyRow) -> Result<careid_domain::audit::Misu
         opened_at: from_micros(int(row, "opened_at")?)?,
     })
 }
+
+pub(crate) fn patient_access(row: &AnyRow) -> Result<careid_domain::patient::PatientAccess, StoreError> {
+    use careid_domain::patient::{NhsNumber, PatientAccess, RecordAction, Relationship};
+    Ok(PatientAccess {
+        seq: int(row, "seq")? as u64,
+        patient: NhsNumber::parse(&text(row, "patient")?).map_err(corrupt)?,
+        person: PersonUuid::parse(&text(row, "person")?).map_err(corrupt)?,
+        org: OdsCode::parse(&text(row, "org")?).map_err(corrupt)?,
+        client: ClientId::parse(&text(row, "client")?).map_err(corrupt)?,
+        action: RecordAction::parse(&text(row, "action")?).map_err(corrupt)?,
+        relationship: Relationship::parse(&text(row, "relationship")?).map_err(corrupt)?,
+        accessed_at: from_micros(int(row, "accessed_at")?)?,
+        alert: opt_text(row, "alert")?,
+    })
+}

@@ -15,7 +15,10 @@ use careid_domain::model::{
     RegistrationStatus, Removal, RequestKind, RequestStatus, SponsorRequest,
 };
 use careid_domain::oidc::{Authorization, Client, ClientId, IssuedToken, PendingLogout};
-use careid_domain::ports::{AuditQuery, Credential, NewAssignment, SealedSecrets, Session, StoreError, Transaction};
+use careid_domain::patient::PatientAccess;
+use careid_domain::ports::{
+    AuditQuery, Credential, NewAssignment, PatientAccessQuery, SealedSecrets, Session, StoreError, Transaction,
+};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 use time::{Date, OffsetDateTime};
@@ -1681,5 +1684,68 @@ impl Transaction for SqlTransaction {
             .fetch_all("read misuse incidents", &sql, vec![Arg::Text(org.to_string()), Arg::Int(i64::from(limit))])
             .await?;
         rows.iter().map(rows::misuse_incident).collect()
+    }
+
+    async fn insert_patient_accesses(&mut self, accesses: &[PatientAccess]) -> Result<(), StoreError> {
+        for chunk in accesses.chunks(BULK_ROWS) {
+            let mut sql = String::from(
+                "INSERT INTO patient_access (seq, patient, person, org, client, action, relationship, accessed_at, alert) VALUES ",
+            );
+            push_placeholders(&mut sql, self.backend, chunk.len(), 9);
+            let mut query = sqlx::query(&sql);
+            for a in chunk {
+                query = query
+                    .bind(a.seq as i64)
+                    .bind(a.patient.to_string())
+                    .bind(a.person.to_string())
+                    .bind(a.org.to_string())
+                    .bind(a.client.to_string())
+                    .bind(a.action.code())
+                    .bind(a.relationship.code())
+                    .bind(micros(a.accessed_at))
+                    .bind(a.alert.clone());
+            }
+            query.execute(self.conn()).await.map_err(|e| self.failure("patient access", &e))?;
+        }
+        Ok(())
+    }
+
+    async fn patient_accesses(&mut self, query: &PatientAccessQuery) -> Result<Vec<PatientAccess>, StoreError> {
+        let mut args = Vec::new();
+        let mut sql = String::new();
+        if let Some(org) = &query.org_under {
+            args.push(Arg::Text(org.to_string()));
+            sql.push_str(UNDER);
+        }
+        sql.push_str(" SELECT * FROM patient_access WHERE 1 = 1");
+        if query.org_under.is_some() {
+            sql.push_str(" AND org IN (SELECT ods_code FROM under_org)");
+        }
+        let next = |args: &mut Vec<Arg>, arg: Arg| {
+            args.push(arg);
+            args.len()
+        };
+        if let Some(patient) = &query.patient {
+            let n = next(&mut args, Arg::Text(patient.to_string()));
+            sql.push_str(&format!(" AND patient = ${n}"));
+        }
+        if let Some(person) = &query.person {
+            let n = next(&mut args, Arg::Text(person.to_string()));
+            sql.push_str(&format!(" AND person = ${n}"));
+        }
+        if query.alerts_only {
+            sql.push_str(" AND alert IS NOT NULL");
+        }
+        if let Some(since) = query.since_seq {
+            let n = next(&mut args, Arg::Int(since as i64));
+            sql.push_str(&format!(" AND seq >= ${n}"));
+        }
+        if let Some(before) = query.before_seq {
+            let n = next(&mut args, Arg::Int(before as i64));
+            sql.push_str(&format!(" AND seq < ${n}"));
+        }
+        let n = next(&mut args, Arg::Int(i64::from(query.limit)));
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${n}"));
+        self.fetch_all("read patient accesses", &sql, args).await?.iter().map(rows::patient_access).collect()
     }
 }

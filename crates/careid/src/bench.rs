@@ -50,6 +50,25 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         revoked: usize,
     },
+    /// The audit log: durable appends with group commit, append latency, the tree following,
+    /// verification rate, inclusion proofs in a large tree, beside raw SHA-256 and SQLite.
+    Audit {
+        /// Records appended in batches (a tenth of them one a transaction).
+        #[arg(long, default_value_t = 500_000)]
+        records: usize,
+        /// Writers at once.
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Records a transaction in the batched run (an application's report).
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Records in the tree the inclusion proofs are timed in.
+        #[arg(long, default_value_t = 10_000_000)]
+        proof_records: u64,
+        /// PostgreSQL URL for the same appends; a fresh schema is created and dropped.
+        #[arg(long, env = "CAREID_TEST_POSTGRES_URL")]
+        postgres_url: Option<String>,
+    },
     /// Card login over HTTP: logins, heartbeats and token exchanges per second with many
     /// virtual cards, beside the raw P-256 verification rate.
     Login {
@@ -81,6 +100,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             let _ = std::fs::remove_dir_all(&dir);
             Ok(())
+        }
+        BenchCommand::Audit { records, writers, batch, proof_records, postgres_url } => {
+            crate::bench_audit::bench_audit(records, writers, batch.max(1), proof_records.max(1), postgres_url).await
         }
         BenchCommand::Login { cards, heartbeats, workers } => {
             crate::bench_login::bench_login(cards, heartbeats, workers).await
@@ -278,7 +300,7 @@ pub(crate) fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-async fn drop_schema(options: &StoreOptions) -> anyhow::Result<()> {
+pub(crate) async fn drop_schema(options: &StoreOptions) -> anyhow::Result<()> {
     let Some(schema) = &options.schema else { return Ok(()) };
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&options.url).await?;

@@ -710,11 +710,18 @@ async fn issue_demo_cards(
          CAREID_ISSUER={} CLIENT_ID=demo-records CLIENT_SECRET=<the secret printed above> \\\n      \
          python3 examples/relying-app/app.py --port 8500\n  \
          # open http://127.0.0.1:8500/ and sign in: the agent's card approves, the page shows the claims.\n  \
-         # Move the card file away: within seconds the application's session ends (back-channel logout).",
+         # Move the card file away: within seconds the application's session ends (back-channel logout).\n\n\
+         The audit log, which anyone can check and every holder can read:\n  \
+         careid audit verify --url {}          # every record against the signed checkpoint\n  \
+         careid ra --as demo-ra-agent my-audit --limit 5\n  \
+         careid ra --as demo-ra-agent proof <SEQ>          # a record of yours with its inclusion proof\n  \
+         careid ra --as demo-ra-agent not-me <SEQ> --comment 'I was not at work that day'\n  \
+         careid ra --as demo-ra-manager incidents          # the RA and the Caldicott Guardian see it",
         area.card_holders.len(),
         file.display(),
         summary.join("\n"),
         locked_path.display(),
+        config.public_url(),
         config.public_url(),
         config.public_url(),
         config.public_url(),

@@ -8,6 +8,7 @@ mod apps;
 mod audit_log;
 mod backchannel;
 mod bench;
+mod bench_audit;
 mod bench_login;
 mod card;
 mod client;

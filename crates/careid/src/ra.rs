@@ -213,6 +213,20 @@ enum RaCommand {
         #[arg(long)]
         org: Option<String>,
     },
+    /// Accesses to patient records reported by clinical applications (privacy officer,
+    /// Caldicott Guardian, RA Manager), by patient, by person, or the alerts only.
+    PatientAccess {
+        /// The patient's NHS number.
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        person: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        /// Only self-claimed and emergency accesses.
+        #[arg(long)]
+        alerts: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -553,6 +567,15 @@ async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
         RaCommand::Proof { seq } => c.get(&format!("/api/v1/audit/{seq}/proof")).await,
         RaCommand::NotMe { seq, comment } => {
             c.post(&format!("/api/v1/audit/{seq}/not-me"), json!({ "comment": comment })).await
+        }
+        RaCommand::PatientAccess { patient, person, org, alerts } => {
+            let mut parts = vec![format!("alerts={alerts}")];
+            for (name, value) in [("patient", patient), ("person", person), ("org", org)] {
+                if let Some(value) = value {
+                    parts.push(format!("{name}={}", encode(&value)));
+                }
+            }
+            c.get(&format!("/api/v1/patient-access?{}", parts.join("&"))).await
         }
         RaCommand::Incidents { org } => {
             let query = org.map(|o| format!("?org={}", encode(&o))).unwrap_or_default();

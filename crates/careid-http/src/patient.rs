@@ -1,0 +1,164 @@
+//! Patient-record accesses reported by clinical applications (`/api/v1/access-events`, the
+//! application's client credentials), read back by the privacy officer
+//! (`/api/v1/patient-access`), and the audit log exported as HL7 FHIR R4 `AuditEvent`
+//! resources (`/api/v1/audit/fhir`, NDJSON).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use careid_audit::format_time;
+use careid_domain::audit::AuditRecord;
+use careid_domain::ids::{OdsCode, PersonUuid};
+use careid_domain::patient::{NhsNumber, PatientAccess};
+use careid_proto as wire;
+use careid_service::{AccessReport, ReadPatientAccess, ReportOutcome};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::IntoParams;
+
+use crate::error::ApiError;
+use crate::extract::{Authed, Body, Ctx, Params};
+use crate::oidc::{OAuthFailure, client_credentials};
+use crate::routes::{AuditParams, audit_query};
+use crate::{App, fhir};
+
+/// An application reports what its users did with patient records, up to 5,000 events a
+/// request, authenticated by its client credentials (HTTP Basic). Each event is accepted or
+/// refused on its own, with the field at fault.
+#[utoipa::path(post, path = "/api/v1/access-events", tag = "patient access", request_body = wire::AccessEvents,
+    responses((status = 200, body = wire::AccessEventsResult), (status = 400), (status = 401)))]
+pub async fn access_events(
+    State(app): State<App>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    Body(body): Body<wire::AccessEvents>,
+) -> Response {
+    let result = async {
+        let credentials = client_credentials(&headers, &HashMap::new())?;
+        let oidc = app.oidc.as_deref();
+        let reports: Vec<AccessReport> = body
+            .events
+            .into_iter()
+            .map(|e| AccessReport {
+                token_id: oidc.and_then(|o| o.token_id(&e.access_token)),
+                patient: e.patient,
+                action: e.action,
+                relationship: e.relationship,
+                at: e.at,
+            })
+            .collect();
+        app.service.report_patient_access(&ctx, &credentials, &reports).await.map_err(OAuthFailure)
+    }
+    .await;
+    match result {
+        Ok(outcomes) => {
+            let results: Vec<wire::AccessEventResult> = outcomes
+                .iter()
+                .enumerate()
+                .map(|(index, outcome)| match outcome {
+                    ReportOutcome::Accepted { seq, alert } => wire::AccessEventResult {
+                        index,
+                        status: "accepted".into(),
+                        seq: Some(*seq),
+                        alert: *alert,
+                        field: None,
+                        message: None,
+                    },
+                    ReportOutcome::Refused(invalid) => wire::AccessEventResult {
+                        index,
+                        status: "refused".into(),
+                        seq: None,
+                        alert: false,
+                        field: Some(invalid.field.to_owned()),
+                        message: Some(format!("{} {}", invalid.field, invalid.rule)),
+                    },
+                })
+                .collect();
+            let accepted = results.iter().filter(|r| r.seq.is_some()).count();
+            Json(wire::AccessEventsResult { accepted, refused: results.len() - accepted, results }).into_response()
+        }
+        Err(failure) => failure.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AccessParams {
+    /// Accesses to this patient's record (NHS number).
+    pub patient: Option<String>,
+    /// Accesses by this person.
+    pub person: Option<String>,
+    /// Accesses for this organisation or below it (default: the caller's).
+    pub org: Option<String>,
+    /// Only self-claimed and emergency accesses.
+    pub alerts: Option<bool>,
+    /// Records before this sequence number (paging).
+    pub before: Option<u64>,
+    pub limit: Option<u32>,
+}
+
+fn access_out(a: &PatientAccess) -> wire::PatientAccess {
+    wire::PatientAccess {
+        seq: a.seq,
+        patient: a.patient.to_string(),
+        person: a.person.to_string(),
+        org: a.org.to_string(),
+        client: a.client.to_string(),
+        action: a.action.code().into(),
+        relationship: a.relationship.code().into(),
+        accessed_at: format_time(a.accessed_at),
+        alert: a.alert.clone(),
+    }
+}
+
+/// Reported accesses, by patient, person or alerts only (privacy officer, Caldicott Guardian,
+/// RA Manager, in scope). The query is audited.
+#[utoipa::path(get, path = "/api/v1/patient-access", tag = "patient access", params(AccessParams),
+    responses((status = 200, body = Vec<wire::PatientAccess>), (status = 403, body = wire::ErrorBody)), security(("bearer" = [])))]
+pub async fn patient_access_list(
+    State(app): State<App>,
+    auth: Authed,
+    Params(p): Params<AccessParams>,
+) -> Result<Json<Vec<wire::PatientAccess>>, ApiError> {
+    let org = p.org.as_deref().map(OdsCode::parse).transpose()?;
+    let patient = p.patient.as_deref().map(NhsNumber::parse).transpose()?;
+    let person = p.person.as_deref().map(PersonUuid::parse).transpose()?;
+    let query = ReadPatientAccess {
+        org,
+        patient,
+        person,
+        alerts_only: p.alerts.unwrap_or(false),
+        before_seq: p.before,
+        limit: p.limit.unwrap_or(100),
+    };
+    let accesses = app.service.patient_accesses(&auth.ctx, &auth.actor, query).await?;
+    Ok(Json(accesses.iter().map(access_out).collect()))
+}
+
+/// The audit log as HL7 FHIR R4 `AuditEvent` resources, one JSON resource a line (NDJSON):
+/// the same query, scope and paging as `/api/v1/audit` (pass `before` from the last line's
+/// `id` for the next page).
+#[utoipa::path(get, path = "/api/v1/audit/fhir", tag = "audit", params(AuditParams),
+    responses((status = 200, content_type = "application/fhir+ndjson")), security(("bearer" = [])))]
+pub async fn audit_fhir(
+    State(app): State<App>,
+    auth: Authed,
+    Params(p): Params<AuditParams>,
+) -> Result<Response, ApiError> {
+    let (page, patients) = app.service.audit_with_patients(&auth.ctx, &auth.actor, audit_query(&p)?).await?;
+    let mut body = String::new();
+    for record in &page.records {
+        body.push_str(&ndjson_line(record, patients.get(&record.seq)));
+    }
+    Ok(([(header::CONTENT_TYPE, "application/fhir+ndjson")], body).into_response())
+}
+
+fn ndjson_line(record: &AuditRecord, patient: Option<&NhsNumber>) -> String {
+    let resource: Value = fhir::audit_event(record, patient).unwrap_or_else(|error| {
+        json!({ "resourceType": "OperationOutcome", "issue": [{ "severity": "error", "code": "exception",
+            "diagnostics": format!("record {}: {error}", record.seq) }] })
+    });
+    format!("{resource}\n")
+}

@@ -1,0 +1,258 @@
+//! What clinical applications report of their users' access to patient records: each access
+//! a record in the audit log (the patient named by a keyed pseudonym) and a row in the store's
+//! index by patient; self-claimed and emergency access raise an alert for the privacy officer.
+
+use careid_domain::access::{Actor, RaAction};
+use careid_domain::audit::{Action, AuditActor, AuditEvent};
+use careid_domain::ids::{InvalidInput, OdsCode, PersonUuid};
+use careid_domain::patient::{self, NhsNumber, PatientAccess, RecordAction, Relationship};
+use careid_domain::ports::{PatientAccessQuery, Transaction};
+use time::OffsetDateTime;
+
+use crate::oidc::{ClientCredentials, OAuthError};
+use crate::ra::first_refusal;
+use crate::{RaError, RequestContext, Service};
+
+/// One access as the application reports it, before any of it is checked.
+#[derive(Debug, Clone)]
+pub struct AccessReport {
+    /// The `jti` of the user's access token, once its signature checked out (`None` if not).
+    pub token_id: Option<String>,
+    pub patient: String,
+    pub action: String,
+    pub relationship: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// What became of one reported access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// In the log at `seq`; `alert` when the privacy officer is told.
+    Accepted { seq: u64, alert: bool },
+    /// Not recorded: the field at fault and why.
+    Refused(InvalidInput),
+}
+
+/// A query of reported accesses.
+#[derive(Debug, Clone, Default)]
+pub struct ReadPatientAccess {
+    /// This organisation and those under it (default: the reader's).
+    pub org: Option<OdsCode>,
+    pub patient: Option<NhsNumber>,
+    pub person: Option<PersonUuid>,
+    /// Only self-claimed and emergency accesses.
+    pub alerts_only: bool,
+    pub before_seq: Option<u64>,
+    pub limit: u32,
+}
+
+/// What one accepted report becomes.
+struct Checked {
+    access: PatientAccess,
+    event: AuditEvent,
+}
+
+impl Service {
+    /// Records a batch of accesses reported by an application (authenticated by its client
+    /// credentials). Each is accepted or refused on its own, with the reason; the accepted ones
+    /// commit together, each with its audit record. A batch over the limit changes nothing.
+    pub async fn report_patient_access(
+        &self,
+        ctx: &RequestContext,
+        credentials: &ClientCredentials,
+        reports: &[AccessReport],
+    ) -> Result<Vec<ReportOutcome>, OAuthError> {
+        if reports.len() > patient::MAX_BATCH {
+            return Err(OAuthError::InvalidRequest(format!(
+                "a batch carries at most {} events; this one has {}",
+                patient::MAX_BATCH,
+                reports.len()
+            )));
+        }
+        let authority = self.card_authority().map_err(|e| OAuthError::InvalidRequest(e.to_string()))?;
+        let now = self.clock.now();
+        let mut tx = self.store.begin_write().await?;
+        let client = self.authenticate_client(&mut tx, credentials, true).await?;
+        let mut outcomes = Vec::with_capacity(reports.len());
+        let mut accepted: Vec<Checked> = Vec::new();
+        for report in reports {
+            match self.check_report(&mut tx, ctx, &client, report, now).await? {
+                Ok(checked) => {
+                    outcomes.push(ReportOutcome::Accepted { seq: 0, alert: checked.access.alert.is_some() });
+                    accepted.push(checked);
+                }
+                Err(refused) => outcomes.push(ReportOutcome::Refused(refused)),
+            }
+        }
+        if accepted.is_empty() {
+            return Ok(outcomes);
+        }
+        let events: Vec<AuditEvent> = accepted
+            .iter()
+            .map(|c| {
+                let mut event = c.event.clone();
+                event.subject_id = authority.patient_key.pseudonym(c.access.patient.as_str());
+                event
+            })
+            .collect();
+        let first = tx.append_audit_batch(&events).await?;
+        let accesses: Vec<PatientAccess> =
+            accepted.into_iter().zip(first..).map(|(c, seq)| PatientAccess { seq, ..c.access }).collect();
+        tx.insert_patient_accesses(&accesses).await?;
+        tx.commit().await?;
+        let mut seqs = first..;
+        for outcome in &mut outcomes {
+            if let ReportOutcome::Accepted { seq, .. } = outcome {
+                *seq = seqs.next().unwrap_or_default();
+            }
+        }
+        let alerts = accesses.iter().filter(|a| a.alert.is_some()).count();
+        if alerts > 0 {
+            tracing::warn!(client = %client.id, alerts, "accesses reported that need the privacy officer's eye");
+        }
+        Ok(outcomes)
+    }
+
+    /// Checks one report: who (from the token), the patient, what, why, when. The NHS number
+    /// appears in no error message: errors are logged, and the number must never be.
+    async fn check_report(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        ctx: &RequestContext,
+        client: &careid_domain::oidc::Client,
+        report: &AccessReport,
+        now: OffsetDateTime,
+    ) -> Result<Result<Checked, InvalidInput>, RaError> {
+        let checked = (|| {
+            let patient = NhsNumber::parse(&report.patient)?;
+            let action = RecordAction::parse(&report.action)?;
+            let relationship = Relationship::parse(&report.relationship)?;
+            let at = OffsetDateTime::parse(report.at.trim(), &time::format_description::well_known::Rfc3339)
+                .map_err(|_| InvalidInput::new("at", "must be an RFC 3339 time such as 2026-12-01T09:30:00Z"))?;
+            patient::check_access_time(at, now)?;
+            Ok((patient, action, relationship, at))
+        })();
+        let (patient, action, relationship, at) = match checked {
+            Ok(parts) => parts,
+            Err(invalid) => return Ok(Err(invalid)),
+        };
+        let unknown_user =
+            || InvalidInput::new("access_token", "is not an access token careid issued to this application");
+        let Some(token_id) = &report.token_id else { return Ok(Err(unknown_user())) };
+        let Some(token) = tx.token(token_id).await?.filter(|t| t.client == client.id) else {
+            return Ok(Err(unknown_user()));
+        };
+        // The access happened while the token was good (it may be reported later).
+        if at < token.issued_at - patient::CLOCK_SKEW || at > token.expires_at + patient::CLOCK_SKEW {
+            return Ok(Err(InvalidInput::new("at", "is outside the lifetime of the access token the user acted with")));
+        }
+        let Some(session) = tx.session_by_id(&token.session).await? else { return Ok(Err(unknown_user())) };
+        let Some(assignment) = tx.assignment(session.assignment).await? else { return Ok(Err(unknown_user())) };
+        let org_scope = tx.organisation_ancestors(&assignment.org).await?;
+        if !org_scope.contains(&client.org) {
+            return Ok(Err(InvalidInput::new(
+                "access_token",
+                format!("the user acted for {}, which application {} is not registered for", assignment.org, client.id),
+            )));
+        }
+        let alert = relationship.alert().map(str::to_owned);
+        let mut event = self.event(ctx, AuditActor::system(), Action::PatientAccess, "patient", "");
+        event.actor.person = Some(token.person.clone());
+        event.actor.assignment = Some(session.assignment);
+        event.actor.role = tx.position(assignment.position).await?.map(|p| p.role.as_str().to_owned());
+        event.actor.org = Some(assignment.org.clone());
+        event.actor.auth = session.auth.code();
+        event.actor.session = Some(session.id.clone());
+        event.org = Some(assignment.org.clone());
+        event.workstation = session.card.as_ref().map(|c| c.workstation.clone());
+        event.detail.push(("client", client.id.to_string()));
+        event.detail.push(("record_action", action.code().to_owned()));
+        event.detail.push(("relationship", relationship.code().to_owned()));
+        event.detail.push(("accessed_at", careid_audit::format_time(at)));
+        if let Some(alert) = &alert {
+            event.detail.push(("alert", alert.clone()));
+        }
+        let access = PatientAccess {
+            seq: 0,
+            patient,
+            person: token.person.clone(),
+            org: assignment.org.clone(),
+            client: client.id.clone(),
+            action,
+            relationship,
+            accessed_at: at,
+            alert,
+        };
+        Ok(Ok(Checked { access, event }))
+    }
+
+    /// The audit log read as FHIR wants it: a page of records (as `read_audit`, in scope and
+    /// audited) with the NHS numbers of the patient accesses among them, for those who may read
+    /// the log (the RA Manager, privacy officer, Caldicott Guardian); a holder reading their own
+    /// trail sees patients by pseudonym.
+    pub async fn audit_with_patients(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        query: crate::ReadAudit,
+    ) -> Result<(crate::AuditPage, std::collections::HashMap<u64, NhsNumber>), RaError> {
+        let page = self.read_audit(ctx, actor, query).await?;
+        let mut patients = std::collections::HashMap::new();
+        let seqs = page.records.iter().map(|r| r.seq);
+        if let (Some(low), Some(high), Ok(())) = (seqs.clone().min(), seqs.max(), actor.require(RaAction::ReadAudit)) {
+            let mut tx = self.store.begin_read().await?;
+            let query = PatientAccessQuery {
+                since_seq: Some(low),
+                before_seq: Some(high + 1),
+                limit: u32::try_from(high - low + 1).unwrap_or(u32::MAX),
+                ..PatientAccessQuery::default()
+            };
+            for access in tx.patient_accesses(&query).await? {
+                patients.insert(access.seq, access.patient);
+            }
+        }
+        Ok((page, patients))
+    }
+
+    /// Reported accesses for the privacy officer, the Caldicott Guardian and the RA Manager of
+    /// the organisations in scope: by patient, by person, or only those that raised an alert.
+    /// The query is itself audited.
+    pub async fn patient_accesses(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        query: ReadPatientAccess,
+    ) -> Result<Vec<PatientAccess>, RaError> {
+        let ReadPatientAccess { org, patient, person, alerts_only, before_seq, limit } = query;
+        let org = org.unwrap_or_else(|| actor.org.clone());
+        let mut tx = self.store.begin_write().await?;
+        let mut event = self.event(ctx, actor.into(), Action::AuditRead, "patient_access", &org);
+        event.org = Some(org.clone());
+        event.detail.extend(person.as_ref().map(|p| ("person", p.to_string())));
+        if let Some(patient) = &patient {
+            let authority = self.card_authority()?;
+            event.detail.push(("patient", authority.patient_key.pseudonym(patient.as_str())));
+        }
+        if alerts_only {
+            event.detail.push(("alerts_only", "true".into()));
+        }
+        let scope = self.org_scope(&mut tx, actor, &org).await?;
+        if let Err(refusal) = first_refusal([actor.require(RaAction::ReadAudit), scope]) {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let query = PatientAccessQuery {
+            patient,
+            person,
+            org_under: Some(org),
+            alerts_only,
+            since_seq: None,
+            before_seq,
+            limit: limit.clamp(1, 1000),
+        };
+        let accesses = tx.patient_accesses(&query).await?;
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(accesses)
+    }
+}

@@ -1,0 +1,300 @@
+//! `careid bench audit`: the audit log's figures beside baselines measured in the same run (raw
+//! SHA-256, raw SQLite inserts): durable appends with group commit (a record a transaction, and
+//! records in batches as applications report them), their latency, the tree following the
+//! records, `careid audit verify`'s rate, inclusion-proof latency in a tree of ten million
+//! records, and the appends on PostgreSQL. Every phase has a fixed size: it stops by itself.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use careid_audit::merkle::CompactRange;
+use careid_audit::note::{Checkpoint, LogSigner};
+use careid_audit::tiles::TileWriter;
+use careid_audit::verify::LogVerifier;
+use careid_domain::audit::{Action, AuditActor, AuditEvent, Outcome, TreeHead};
+use careid_domain::ids::{AssignmentId, OdsCode, PersonUuid};
+use careid_domain::ports::Store;
+use careid_service::{OsRandom, Service, ServiceSettings};
+use careid_store::{SqlStore, StoreOptions};
+use sha2::Digest;
+
+use crate::SystemClock;
+use crate::bench::{percentile, tempfile_dir};
+
+/// A record as applications' reports make them: a patient access by a card session.
+fn event(n: u64) -> AuditEvent {
+    AuditEvent {
+        at: careid_domain::ports::Clock::now(&SystemClock),
+        request_id: format!("bench-{n:016x}"),
+        actor: AuditActor {
+            person: Some(
+                PersonUuid::from_serial(PersonUuid::FIRST_SERIAL + n % 5_000).unwrap_or_else(|_| unreachable!()),
+            ),
+            assignment: Some(AssignmentId(1 + (n % 5_000) as i64)),
+            role: Some("S8000:G8000:R8000".into()),
+            org: OdsCode::parse("F83001").ok(),
+            auth: "card",
+            session: Some(format!("{:024x}", n / 50)),
+        },
+        action: Action::PatientAccess,
+        subject_kind: "patient",
+        subject_id: format!("{:032x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        subject_person: None,
+        org: OdsCode::parse("F83001").ok(),
+        outcome: Outcome::Success,
+        detail: vec![
+            ("client", "gp-records".into()),
+            ("record_action", "view".into()),
+            ("relationship", "registered_patient".into()),
+        ],
+        workstation: Some("surgery-2".into()),
+    }
+}
+
+fn line(name: &str, rate: f64, unit: &str, baseline: Option<(f64, &str)>, target: &str) {
+    let ratio = baseline.map(|(b, what)| format!(" ({:.3} of {what})", rate / b)).unwrap_or_default();
+    println!("  {name:<52} {rate:>12.0} {unit}{ratio}  target {target}");
+}
+
+fn latency(name: &str, sorted: &[Duration], target: &str) {
+    println!(
+        "  {name:<52} p50 {:>8.3} ms  p99 {:>8.3} ms  target {target}",
+        percentile(sorted, 0.5).as_secs_f64() * 1e3,
+        percentile(sorted, 0.99).as_secs_f64() * 1e3
+    );
+}
+
+/// Leaf hashes per second of raw SHA-256 over a typical entry, for about a second.
+fn raw_sha256_rate() -> f64 {
+    let entry = careid_audit::encode(&event(1));
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut sink = 0u8;
+    while started.elapsed() < Duration::from_secs(1) {
+        for _ in 0..1_000 {
+            sink ^= careid_audit::leaf_hash(&entry)[0];
+        }
+        n += 1_000;
+    }
+    std::hint::black_box(sink);
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Rows per second inserted into a bare SQLite table in one transaction (the same driver,
+/// pragmas and file system as careid's store): the best a database on this machine can do.
+async fn raw_sqlite_insert_rate(dir: &std::path::Path, rows: usize) -> anyhow::Result<f64> {
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("raw.db").display());
+    let pool = sqlx::AnyPool::connect(&url).await?;
+    sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+    sqlx::query("CREATE TABLE raw (seq BIGINT PRIMARY KEY, entry BLOB NOT NULL)").execute(&pool).await?;
+    let entry = careid_audit::encode(&event(1));
+    let started = Instant::now();
+    let mut tx = pool.begin().await?;
+    for chunk in (0..rows as i64).collect::<Vec<_>>().chunks(500) {
+        let mut sql = String::from("INSERT INTO raw (seq, entry) VALUES ");
+        sql.push_str(&vec!["(?, ?)"; chunk.len()].join(", "));
+        let mut query = sqlx::query(&sql);
+        for seq in chunk {
+            query = query.bind(*seq).bind(entry.clone());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    Ok(rate)
+}
+
+/// `writers` tasks append `records` records in transactions of `per_transaction`, each
+/// acknowledged only once its commit is durable; records per second and each commit's latency.
+async fn appends(
+    store: &SqlStore,
+    records: usize,
+    per_transaction: usize,
+    writers: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let transactions = records / per_transaction;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..writers {
+        let (store, next) = (store.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if t >= transactions {
+                    break;
+                }
+                let events: Vec<AuditEvent> =
+                    (0..per_transaction).map(|i| event((t * per_transaction + i) as u64)).collect();
+                let began = Instant::now();
+                let mut tx = store.begin_write().await?;
+                tx.append_audit_batch(&events).await?;
+                tx.commit().await?;
+                latencies.push(began.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(transactions);
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    let rate = (transactions * per_transaction) as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok((rate, latencies))
+}
+
+pub async fn bench_audit(
+    records: usize,
+    writers: usize,
+    batch: usize,
+    proof_records: u64,
+    postgres_url: Option<String>,
+) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    println!(
+        "careid bench audit: {records} records, {writers} writers at once, durable commits (group commit on SQLite)"
+    );
+    let sha = raw_sha256_rate();
+    println!(
+        "  baseline: raw SHA-256 leaf hashes of a {}-byte entry  {sha:>12.0} /s",
+        careid_audit::encode(&event(1)).len()
+    );
+    let raw = raw_sqlite_insert_rate(&dir, records).await?;
+    println!("  baseline: raw SQLite inserts, one transaction          {raw:>12.0} rows/s");
+
+    let store =
+        SqlStore::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", dir.join("audit.db").display()))).await?;
+    let (rate, lat) = appends(&store, records / 10, 1, writers).await?;
+    line("appends, one record a transaction", rate, "records/s", Some((raw, "raw inserts")), ">= 100,000/s");
+    latency("  append latency (one record, until durable)", &lat, "p99 < 10 ms");
+    let (rate, lat) = appends(&store, records, batch, writers).await?;
+    line(
+        &format!("appends, {batch} records a transaction"),
+        rate,
+        "records/s",
+        Some((raw, "raw inserts")),
+        ">= 100,000/s",
+    );
+    latency(&format!("  append latency ({batch} records, until durable)"), &lat, "p99 < 10 ms");
+
+    // The tree follows the records; then the whole log is verified against its checkpoint.
+    let service =
+        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default());
+    let signer = LogSigner::new("bench.careid/log", &LogSigner::generate_pkcs8()?)?;
+    let started = Instant::now();
+    let mut checkpoint = None;
+    while let Some(signed) = service.integrate_audit_log(&signer).await? {
+        checkpoint = Some(signed);
+    }
+    let checkpoint = checkpoint.ok_or_else(|| anyhow::anyhow!("nothing to integrate"))?;
+    let size = checkpoint.size;
+    line(
+        "the tree following the log (tiles + checkpoint)",
+        size as f64 / started.elapsed().as_secs_f64(),
+        "records/s",
+        Some((sha, "raw SHA-256")),
+        "keeps up",
+    );
+    let checkpoint = Checkpoint::parse_body(&checkpoint.note)?;
+    let started = Instant::now();
+    let mut verifier = LogVerifier::new(checkpoint);
+    let mut tx = store.begin_read().await?;
+    let mut from = 0;
+    while from < size {
+        let page = tx.audit_range(from, 50_000).await?;
+        for record in &page {
+            verifier.record(record, None)?;
+        }
+        from += page.len() as u64;
+        if page.is_empty() {
+            break;
+        }
+    }
+    drop(tx);
+    verifier.finish()?;
+    let rate = size as f64 / started.elapsed().as_secs_f64();
+    line(
+        "careid audit verify (database: read, chain, tree, root)",
+        rate,
+        "records/s",
+        Some((sha, "raw SHA-256")),
+        ">= 2,000,000/s",
+    );
+    store.close().await;
+
+    bench_proofs(&dir, proof_records).await?;
+
+    if let Some(url) = postgres_url {
+        let mut options = StoreOptions::new(url);
+        options.schema = Some(format!("careid_bench_audit_{}", std::process::id()));
+        let store = SqlStore::open(&options).await?;
+        let (rate, lat) = appends(&store, records / 10, 1, writers).await?;
+        line(
+            "PostgreSQL appends, one record a transaction",
+            rate,
+            "records/s",
+            Some((raw, "raw SQLite inserts")),
+            "(figure)",
+        );
+        latency("  append latency (one record, until durable)", &lat, "(figure)");
+        let (rate, lat) = appends(&store, records, batch, writers).await?;
+        line(
+            &format!("PostgreSQL appends, {batch} records a transaction"),
+            rate,
+            "records/s",
+            Some((raw, "raw SQLite inserts")),
+            "(figure)",
+        );
+        latency(&format!("  append latency ({batch} records, until durable)"), &lat, "(figure)");
+        store.close().await;
+        crate::bench::drop_schema(&options).await?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Inclusion proofs read from the stored tiles of a tree of `size` records (leaves made up:
+/// the proof touches only tiles), through the same code `careid ra proof` takes.
+async fn bench_proofs(dir: &std::path::Path, size: u64) -> anyhow::Result<()> {
+    let store =
+        SqlStore::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", dir.join("proofs.db").display()))).await?;
+    let started = Instant::now();
+    let mut range = CompactRange::new();
+    let mut writer = TileWriter::default();
+    for n in 0..size {
+        let leaf: [u8; 32] = sha2::Sha256::digest(n.to_be_bytes()).into();
+        range.push(leaf, |level, index, hash| writer.completed(level, index, hash));
+    }
+    let mut tiles: Vec<(u8, u64, Vec<u8>)> = writer.tiles.into_iter().map(|((l, i), h)| (l, i, h)).collect();
+    tiles.sort_unstable_by_key(|(l, i, _)| (*l, *i));
+    let mut tx = store.begin_write().await?;
+    for chunk in tiles.chunks(2_000) {
+        tx.put_audit_tiles(chunk).await?;
+    }
+    tx.set_audit_tree(&TreeHead { size, root: range.root(), chain_hash: [0; 32] }).await?;
+    tx.commit().await?;
+    println!("  (a tree of {size} records built and stored in {:.1} s)", started.elapsed().as_secs_f64());
+    let service =
+        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default());
+    let mut latencies = Vec::with_capacity(2_000);
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..2_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let seq = x % size;
+        let began = Instant::now();
+        let proof = service.log_inclusion_proof(seq, size).await?;
+        latencies.push(began.elapsed());
+        let leaf: [u8; 32] = sha2::Sha256::digest(seq.to_be_bytes()).into();
+        careid_audit::merkle::verify_inclusion(&leaf, seq, size, &proof, &range.root())?;
+    }
+    latencies.sort_unstable();
+    latency(&format!("inclusion proof at {size} records (read tiles, build)"), &latencies, "p99 < 1 ms");
+    store.close().await;
+    Ok(())
+}
