@@ -128,6 +128,8 @@ pub struct AuditQuery {
     pub org_under: Option<OdsCode>,
     /// Records of this action code.
     pub action: Option<String>,
+    /// Records of the sessions this card logged in.
+    pub card: Option<i64>,
     pub since: Option<OffsetDateTime>,
     pub until: Option<OffsetDateTime>,
     /// Only records before this sequence number (for paging backwards).

@@ -76,7 +76,7 @@ impl App {
         routes::assignments_create, routes::assignments_remove,
         routes::requests_create, routes::requests_list, routes::requests_grant, routes::requests_reject,
         routes::audit_list, routes::me_audit_list, audit::audit_proof, audit::audit_not_me, audit::audit_incidents,
-        patient::access_events, patient::patient_access_list, patient::audit_fhir,
+        patient::access_events, patient::patient_access_list, patient::audit_fhir, log::check,
         cards::pki_ca, cards::pki_root, cards::pki_crl, cards::cards_create, cards::cards_certify, cards::cards_ceremony,
         cards::cards_ceremony_complete, cards::cards_wrong_passcode, cards::cards_report, cards::cards_cancel,
         cards::cards_clear, cards::person_cards_list, cards::incidents_close, cards::cards_get,
@@ -170,6 +170,7 @@ pub fn router(app: App) -> Router {
         .route("/pki/crl", get(cards::pki_crl))
         .route("/log/checkpoint", get(log::checkpoint))
         .route("/log/key", get(log::key))
+        .route("/log/check", post(log::check))
         .route("/log/tile/{*path}", get(log::tile))
         .route("/api/v1/cards", post(cards::cards_create))
         .route("/api/v1/cards/unlock-code", post(cards::cards_unlock_code))

@@ -7,8 +7,16 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use careid_audit::tiles::{TILE_WIDTH, TileRef};
 
+use axum::Json;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use careid_domain::ids::InvalidInput;
+use careid_proto as wire;
+use careid_service::ProofCheck;
+
 use crate::App;
 use crate::error::ApiError;
+use crate::extract::Body;
 
 fn not_found(what: &str) -> Response {
     (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{what}\n")).into_response()
@@ -45,4 +53,42 @@ pub async fn tile(State(app): State<App>, Path(path): Path<String>) -> Result<Re
     let cache = if tile.width == TILE_WIDTH { "public, max-age=31536000, immutable" } else { "public, max-age=60" };
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     Ok(response)
+}
+
+fn hash_field(field: &'static str, value: Option<&str>) -> Result<[u8; 32], InvalidInput> {
+    let value = value.ok_or_else(|| InvalidInput::new(field, "is required"))?;
+    let bytes = STANDARD.decode(value.trim()).map_err(|_| InvalidInput::new(field, "is not base64"))?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| InvalidInput::new(field, "is not a 32-byte SHA-256 hash"))
+}
+
+/// Checks an inclusion or consistency proof against careid's own tree. Read-only.
+#[utoipa::path(post, path = "/log/check", tag = "audit", request_body = wire::ProofCheckRequest,
+    responses((status = 200, body = wire::ProofCheckResult), (status = 422, body = wire::ErrorBody)))]
+pub async fn check(
+    State(app): State<App>,
+    Body(body): Body<wire::ProofCheckRequest>,
+) -> Result<Json<wire::ProofCheckResult>, ApiError> {
+    let proof = body.proof.iter().map(|h| hash_field("proof", Some(h))).collect::<Result<Vec<_>, _>>()?;
+    let check = match body.kind.as_str() {
+        "inclusion" => {
+            let leaf = match (&body.entry, &body.leaf_hash) {
+                (Some(entry), None) => careid_audit::leaf_hash(
+                    &STANDARD.decode(entry.trim()).map_err(|_| InvalidInput::new("entry", "is not base64"))?,
+                ),
+                (None, Some(_)) => hash_field("leaf_hash", body.leaf_hash.as_deref())?,
+                _ => return Err(InvalidInput::new("entry", "give the entry or its leaf_hash, not both").into()),
+            };
+            let index = body.index.ok_or_else(|| InvalidInput::new("index", "is required"))?;
+            ProofCheck::Inclusion { leaf, index, size: body.tree_size, proof }
+        }
+        "consistency" => ProofCheck::Consistency {
+            old_size: body.old_size.ok_or_else(|| InvalidInput::new("old_size", "is required"))?,
+            old_root: hash_field("old_root", body.old_root.as_deref())?,
+            size: body.tree_size,
+            proof,
+        },
+        _ => return Err(InvalidInput::new("kind", "must be inclusion or consistency").into()),
+    };
+    let result = app.service.check_proof(&check).await?;
+    Ok(Json(wire::ProofCheckResult { valid: result.is_ok(), reason: result.err().map(|e| e.to_string()) }))
 }

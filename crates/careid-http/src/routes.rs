@@ -523,6 +523,8 @@ pub struct AuditParams {
     /// Records about this organisation or below it (default: the caller's).
     pub org: Option<String>,
     pub action: Option<String>,
+    /// Records of the sessions this card (its id) logged in.
+    pub card: Option<i64>,
     /// RFC 3339.
     pub since: Option<String>,
     /// RFC 3339.
@@ -537,6 +539,7 @@ pub(crate) fn audit_query(p: &AuditParams) -> Result<ReadAudit, ApiError> {
         person: p.person.as_deref().map(uuid).transpose()?,
         org: p.org.as_deref().map(OdsCode::parse).transpose()?,
         action: p.action.clone(),
+        card: p.card,
         since: p.since.as_deref().map(|s| c::time_param("since", s)).transpose()?,
         until: p.until.as_deref().map(|s| c::time_param("until", s)).transpose()?,
         before_seq: p.before,

@@ -481,6 +481,28 @@ pub struct RecordProof {
     pub checkpoint: String,
 }
 
+/// A proof to check against careid's own tree: `inclusion` (`entry` or `leaf_hash`, `index`)
+/// or `consistency` (`old_size`, `old_root`). Hashes are base64.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProofCheckRequest {
+    pub kind: String,
+    pub tree_size: u64,
+    pub proof: Vec<String>,
+    /// The entry's bytes, base64 (or give `leaf_hash`).
+    pub entry: Option<String>,
+    pub leaf_hash: Option<String>,
+    pub index: Option<u64>,
+    pub old_size: Option<u64>,
+    pub old_root: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProofCheckResult {
+    pub valid: bool,
+    /// Why the proof does not hold.
+    pub reason: Option<String>,
+}
+
 /// "This was not me": what the holder knows of it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NotMeRequest {

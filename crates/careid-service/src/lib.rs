@@ -29,7 +29,7 @@ pub use cards::{
     self_service_completion_message,
 };
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
-pub use log::RecordProof;
+pub use log::{ProofCheck, RecordProof};
 pub use oidc::{
     ApprovedCode, AuthorizationRequest, AuthorizeError, CardApproval, ClientCredentials, Identity, NewClient,
     OAuthError, RoleClaim, TokenGrant, TokenState,

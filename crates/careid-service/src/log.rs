@@ -29,6 +29,15 @@ pub struct RecordProof {
     pub checkpoint: String,
 }
 
+/// A proof someone asks careid to check against its own tree.
+#[derive(Debug, Clone)]
+pub enum ProofCheck {
+    /// That `leaf` is record `index` of the tree of `size` records.
+    Inclusion { leaf: Hash, index: u64, size: u64, proof: Vec<Hash> },
+    /// That the tree of `old_size` records with `old_root` is a prefix of the tree of `size`.
+    Consistency { old_size: u64, old_root: Hash, size: u64, proof: Vec<Hash> },
+}
+
 /// The longest "not me" comment.
 const COMMENT_LIMIT: usize = 2_000;
 /// The most records of the flagged record's session attached to its incident.
@@ -354,6 +363,31 @@ impl Service {
             return Err(RaError::NotFound { what: "tree of size", id: size.to_string() });
         }
         inclusion_in(&mut tx, seq, size).await
+    }
+
+    /// Checks a proof against careid's own tree (read-only: nothing is written). `Ok(Err(_))`
+    /// says why the proof does not hold.
+    pub async fn check_proof(&self, check: &ProofCheck) -> Result<Result<(), merkle::ProofError>, RaError> {
+        let size = match check {
+            ProofCheck::Inclusion { size, .. } | ProofCheck::Consistency { size, .. } => *size,
+        };
+        let mut tx = self.store.begin_read().await?;
+        let tree = tx.audit_tree().await?;
+        if size > tree.size || size == 0 {
+            return Err(RaError::Invalid(InvalidInput::new(
+                "tree_size",
+                format!("must be 1 to {}, the records in the log's signed tree", tree.size),
+            )));
+        }
+        let root = with_tiles(&mut tx, size, |h| merkle::tree_hash(h, size)).await?.map_err(corrupt)?;
+        Ok(match check {
+            ProofCheck::Inclusion { leaf, index, size, proof } => {
+                merkle::verify_inclusion(leaf, *index, *size, proof, &root)
+            }
+            ProofCheck::Consistency { old_size, old_root, size, proof } => {
+                merkle::verify_consistency(*old_size, *size, proof, old_root, &root)
+            }
+        })
     }
 
     /// The latest signed checkpoint, if the log has been signed yet.

@@ -69,6 +69,8 @@ pub struct ReadAudit {
     pub person: Option<PersonUuid>,
     pub org: Option<OdsCode>,
     pub action: Option<String>,
+    /// Records of the sessions this card logged in.
+    pub card: Option<i64>,
     pub since: Option<time::OffsetDateTime>,
     pub until: Option<time::OffsetDateTime>,
     pub before_seq: Option<u64>,
@@ -1220,6 +1222,7 @@ impl Service {
         event.org = Some(org.clone());
         event.detail.extend(query.person.as_ref().map(|p| ("person", p.to_string())));
         event.detail.extend(query.action.as_ref().map(|a| ("action", a.clone())));
+        event.detail.extend(query.card.map(|c| ("card", c.to_string())));
         if !own {
             let scope = self.org_scope(&mut tx, actor, &org).await?;
             if let Err(refusal) = first_refusal([actor.require(RaAction::ReadAudit), scope]) {
@@ -1231,6 +1234,7 @@ impl Service {
                 person: query.person,
                 org_under: if own { None } else { Some(org) },
                 action: query.action,
+                card: query.card,
                 since: query.since,
                 until: query.until,
                 before_seq: query.before_seq,

@@ -117,6 +117,34 @@ async fn a_record_edited_behind_careids_back_is_named_and_nothing_is_signed_over
 }
 
 #[tokio::test]
+async fn a_deleted_a_reordered_and_a_truncated_log_are_each_named_where_they_break() {
+    let signer = signer();
+    let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+    for (tampering, expected) in [
+        ("DELETE FROM audit_log WHERE seq = 7", VerifyError::Gap { expected: 7, found: 8 }),
+        // Two records swap places (their positions exchanged through a free one).
+        (
+            "UPDATE audit_log SET seq = -1 WHERE seq = 9; UPDATE audit_log SET seq = 9 WHERE seq = 10; \
+             UPDATE audit_log SET seq = 10 WHERE seq = -1",
+            VerifyError::ChainMismatch { seq: 9 },
+        ),
+        ("DELETE FROM audit_log WHERE seq >= 15", VerifyError::Truncated { found: 15, size: 0 }),
+    ] {
+        let w = world().await;
+        grow(&w, 20).await;
+        let checkpoint = w.service.integrate_audit_log(&signer).await.unwrap().unwrap();
+        sql(&w, "DROP TRIGGER audit_log_no_update").await;
+        sql(&w, "DROP TRIGGER audit_log_no_delete").await;
+        sqlx::raw_sql(tampering).execute(w.store.pool()).await.unwrap();
+        let expected = match expected {
+            VerifyError::Truncated { found, .. } => VerifyError::Truncated { found, size: checkpoint.size },
+            other => other,
+        };
+        assert_eq!(verify_store(&w, &verifier).await, Err(expected), "{tampering}");
+    }
+}
+
+#[tokio::test]
 async fn tiles_that_no_longer_give_the_last_root_stop_the_signing() {
     let w = world().await;
     let signer = signer();
@@ -228,4 +256,24 @@ async fn not_me_opens_an_incident_with_the_ra_and_the_caldicott_guardian_never_o
     let before = w.audit_len().await;
     w.assert_refused(before, w.service.misuse_incidents(&ctx(), &w.sponsor_a, None).await, Rule::RoleNotPermitted)
         .await;
+}
+
+#[tokio::test]
+async fn the_ra_reads_what_was_done_with_one_card() {
+    let w = world().await;
+    let (_, mut card) = holder_with_card(&w, "Cy", "CE700003A").await;
+    let (_, other) = holder_with_card(&w, "Di", "CE700004A").await;
+    let outcome = w.service.card_login(&ctx(), &answer(&w, &mut card, "desk-4", None)).await.unwrap();
+    let own = careid_service::ReadAudit { person: Some(outcome.actor.person.clone()), limit: 5, ..Default::default() };
+    w.service.read_audit(&ctx(), &outcome.actor, own).await.unwrap();
+
+    let by_card = |card: i64| careid_service::ReadAudit { card: Some(card), limit: 100, ..Default::default() };
+    let page = w.service.read_audit(&ctx(), &w.manager, by_card(card.id)).await.unwrap();
+    let entries: Vec<careid_audit::Entry> =
+        page.records.iter().map(|r| careid_audit::decode(&r.entry).unwrap()).collect();
+    let actions: Vec<&str> = entries.iter().filter_map(|e| e.get("action")).collect();
+    assert_eq!(actions, ["audit.read", "session.create"], "newest first");
+    assert!(entries.iter().all(|e| e.get("actor.session") == Some(outcome.session_id.as_str())));
+    assert_eq!(w.last_audit().await.get("detail.card"), Some(card.id.to_string().as_str()), "the query is audited");
+    assert!(w.service.read_audit(&ctx(), &w.manager, by_card(other.id)).await.unwrap().records.is_empty());
 }

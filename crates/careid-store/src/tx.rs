@@ -290,6 +290,10 @@ impl Transaction for SqlTransaction {
             let n = next(&mut args, Arg::Text(action.clone()));
             sql.push_str(&format!(" AND action = ${n}"));
         }
+        if let Some(card) = query.card {
+            let n = next(&mut args, Arg::Int(card));
+            sql.push_str(&format!(" AND session IN (SELECT id FROM sessions WHERE card = ${n})"));
+        }
         if let Some(since) = query.since {
             let n = next(&mut args, Arg::Int(micros(since)));
             sql.push_str(&format!(" AND at_us >= ${n}"));

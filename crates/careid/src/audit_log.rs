@@ -98,10 +98,22 @@ enum AuditCommand {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Archives the log to files in the tlog-tiles layout (checkpoint, key, every tile and entry
+    /// bundle), verifiable without careid: `verify --url file://<out>`. Full tiles already in
+    /// the archive are kept, so running it again adds only what is new.
+    Archive {
+        /// The directory to write (it becomes the log's root: `checkpoint`, `tile/...`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Archive a careid server's `/log/` instead of the database.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Checks every record against a signed checkpoint and names the first record that is
     /// missing, out of order, edited or not in the tree.
     Verify {
-        /// Check the tiles a careid server serves at `<url>/log/` instead of the database.
+        /// Check the tiles a careid server serves at `<url>/log/` (or an archive,
+        /// `file:///path`) instead of the database.
         #[arg(long)]
         url: Option<String>,
         /// A checkpoint kept earlier (a file); default: the latest.
@@ -129,12 +141,18 @@ enum AuditCommand {
 /// Where the log is read from.
 enum Source {
     Store(careid_store::SqlStore),
-    Http { http: reqwest::Client, base: String },
+    Http {
+        http: reqwest::Client,
+        base: String,
+    },
+    /// An archive written by `careid audit archive`.
+    Files(PathBuf),
 }
 
 impl Source {
     async fn open(config: &Config, url: Option<String>) -> anyhow::Result<Source> {
         Ok(match url {
+            Some(url) if url.starts_with("file://") => Source::Files(PathBuf::from(&url["file://".len()..])),
             Some(url) => Source::Http {
                 http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
                 base: format!("{}/log", url.trim_end_matches('/')),
@@ -144,6 +162,10 @@ impl Source {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        if let Source::Files(dir) = self {
+            let file = dir.join(path);
+            return std::fs::read(&file).with_context(|| format!("reading {}", file.display()));
+        }
         let Source::Http { http, base } = self else { anyhow::bail!("not reading over HTTP") };
         let response = http.get(format!("{base}/{path}")).send().await.with_context(|| format!("GET {base}/{path}"))?;
         let status = response.status();
@@ -161,7 +183,7 @@ impl Source {
                 .await?
                 .context("the log has no signed checkpoint yet: is `careid serve` running?")?
                 .note),
-            Source::Http { .. } => Ok(String::from_utf8(self.get("checkpoint").await?)?),
+            Source::Http { .. } | Source::Files(_) => Ok(String::from_utf8(self.get("checkpoint").await?)?),
         }
     }
 
@@ -177,7 +199,7 @@ impl Source {
                     .context("this deployment has no master key, so no log key: pass --key")?;
                 Ok(signer.verifier_key())
             }
-            Source::Http { .. } => Ok(String::from_utf8(self.get("key").await?)?.trim().to_owned()),
+            Source::Http { .. } | Source::Files(_) => Ok(String::from_utf8(self.get("key").await?)?.trim().to_owned()),
         }
     }
 
@@ -227,6 +249,7 @@ pub async fn run(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
             println!("{}", Source::open(config, url).await?.key(config).await?);
             Ok(())
         }
+        AuditCommand::Archive { out, url } => archive(config, url, out).await,
         AuditCommand::Verify { url, checkpoint, key } => verify(config, url, checkpoint, key).await,
         AuditCommand::Prove { entry, since, url } => prove(config, url, entry, since).await,
     }
@@ -264,7 +287,7 @@ async fn verify(
     let mut log = LogVerifier::new(checkpoint);
     let mut tx = match &source {
         Source::Store(store) => Some(store.begin_read().await?),
-        Source::Http { .. } => None,
+        Source::Http { .. } | Source::Files(_) => None,
     };
     let started = Instant::now();
     let mut last_report = Instant::now();
@@ -319,7 +342,7 @@ async fn prove(config: &Config, url: Option<String>, entry: u64, since: Option<u
     let size = checkpoint.size;
     let tx = match &source {
         Source::Store(store) => Some(store.begin_read().await?),
-        Source::Http { .. } => None,
+        Source::Http { .. } | Source::Files(_) => None,
     };
     let mut hashes = TiledHashes::new(BlockingTiles { source: &source, tx }, size);
     let proof = merkle::inclusion_proof(&mut hashes, entry, size)??;
@@ -344,5 +367,68 @@ async fn prove(config: &Config, url: Option<String>, entry: u64, since: Option<u
     }
     println!("checkpoint:");
     print!("{note}");
+    Ok(())
+}
+
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+async fn archive(config: &Config, url: Option<String>, out: PathBuf) -> anyhow::Result<()> {
+    let source = Source::open(config, url).await?;
+    let note = source.checkpoint_note().await?;
+    let key = source.key(config).await?;
+    // Only what verifies is archived.
+    let checkpoint = NoteVerifier::parse(&key).context("the verifier key")?.verify(&note).context("the checkpoint")?;
+    let size = checkpoint.size;
+    let mut tx = match &source {
+        Source::Store(store) => Some(store.begin_read().await?),
+        Source::Http { .. } | Source::Files(_) => None,
+    };
+    let (mut written, mut kept) = (0u64, 0u64);
+    let mut level = 0u8;
+    while size >> (u32::from(level) * 8) > 0 {
+        let count = size >> (u32::from(level) * 8);
+        for index in 0..count.div_ceil(TILE_WIDTH) {
+            let tile = TileRef { level: Some(level), index, width: TileRef::width_at(Some(level), index, size) };
+            let path = out.join(tile.path());
+            if tile.width == TILE_WIDTH && path.exists() {
+                kept += 1;
+                continue;
+            }
+            write_file(&path, &source.tile(&mut tx, level, index, tile.width).await?)?;
+            written += 1;
+        }
+        level += 1;
+    }
+    for index in 0..size.div_ceil(TILE_WIDTH) {
+        let tile = TileRef { level: None, index, width: TileRef::width_at(None, index, size) };
+        let path = out.join(tile.path());
+        if tile.width == TILE_WIDTH && path.exists() {
+            kept += 1;
+            continue;
+        }
+        let bundle = match tx.as_mut() {
+            Some(tx) => {
+                let records = tx.audit_range(index * TILE_WIDTH, tile.width as u32).await?;
+                anyhow::ensure!(records.len() as u64 == tile.width, "records {}.. are missing", index * TILE_WIDTH);
+                tiles::encode_bundle(records.iter().map(|r| r.entry.as_slice()))?
+            }
+            None => source.get(&tile.path()).await?,
+        };
+        write_file(&path, &bundle)?;
+        written += 1;
+    }
+    write_file(&out.join("checkpoint"), note.as_bytes())?;
+    write_file(&out.join("key"), format!("{key}\n").as_bytes())?;
+    println!(
+        "archived {size} records to {}: {written} tiles written, {kept} already there\n\
+         check it anywhere: careid audit verify --url file://{} --key '{key}'",
+        out.display(),
+        out.display()
+    );
     Ok(())
 }

@@ -393,6 +393,9 @@ struct AuditArgs {
     org: Option<String>,
     #[arg(long)]
     action: Option<String>,
+    /// Records of the sessions this card (its id) logged in.
+    #[arg(long)]
+    card: Option<i64>,
     /// RFC 3339 time.
     #[arg(long)]
     since: Option<String>,
@@ -415,6 +418,7 @@ impl AuditArgs {
         add("person", self.person.clone());
         add("org", self.org.clone());
         add("action", self.action.clone());
+        add("card", self.card.map(|c| c.to_string()));
         add("since", self.since.clone());
         add("until", self.until.clone());
         add("before", self.before.map(|b| b.to_string()));
