@@ -70,6 +70,10 @@ async fn checkpoint_covering(http: &reqwest::Client, url: &str, size: u64) -> St
     panic!("no checkpoint covering {size} records within ten seconds");
 }
 
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
 async fn session(http: &reqwest::Client, url: &str, credential: &str) -> String {
     let response: Value = http
         .post(format!("{url}/api/v1/sessions"))
@@ -127,15 +131,8 @@ fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_t
         let token = session(&http, &url, &credential).await;
         let (mut reads, mut last, mut before) = (0u64, 0u64, String::new());
         loop {
-            let page: Value = http
-                .get(format!("{url}/api/v1/me/audit?action=audit.read&limit=1000{before}"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let page =
+                get_json(&http, &format!("{url}/api/v1/me/audit?action=audit.read&limit=1000{before}"), &token).await;
             let records = page["records"].as_array().unwrap();
             reads += records.len() as u64;
             last = last.max(records.iter().map(|r| r["seq"].as_u64().unwrap()).max().unwrap_or(0));
@@ -149,15 +146,7 @@ fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_t
 
         // A holder's record with its proof; careid checks proofs it is given, and says why
         // a bad one fails, writing nothing.
-        let proof: Value = http
-            .get(format!("{url}/api/v1/audit/{last}/proof"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let proof = get_json(&http, &format!("{url}/api/v1/audit/{last}/proof"), &token).await;
         let check = |body: Value| {
             let http = http.clone();
             let url = url.clone();
