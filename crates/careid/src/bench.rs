@@ -206,38 +206,12 @@ fn bench_event(n: usize) -> careid_domain::audit::AuditEvent {
 /// durable transaction each (`certify_card`), beside a durable empty write in the same store.
 async fn bench_card_issue(cards: usize) -> anyhow::Result<()> {
     use careid_domain::card::CardSerial;
-    use careid_pki::{BoxRecipient, CertificateAuthority, MasterKey};
-    use careid_service::CardAuthority;
+    use careid_pki::BoxRecipient;
     use rcgen::PublicKeyData;
 
     let dir = tempfile_dir()?;
-    let store =
-        SqlStore::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", dir.join("pki.db").display()))).await?;
-    let master_key = MasterKey::from_hex(&MasterKey::generate_hex()?)?;
-    let (ca, _) = CertificateAuthority::create(
-        "careid bench",
-        careid_domain::ports::Clock::now(&crate::SystemClock),
-        &master_key,
-    )?;
-    let authority = CardAuthority::new(ca, master_key, time::Duration::days(730));
-    let service =
-        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default())
-            .with_card_authority(authority);
-    let (manager, position) = bench_deployment(&service).await?;
+    let (store, service, manager, uuids) = card_holders(&dir, "Card", cards).await?;
     let ctx = RequestContext::new("bench");
-    let start = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
-    let people = (0..cards)
-        .map(|i| {
-            let n = i as u64 + 1;
-            Ok(ImportPerson {
-                details: bench_details("Card", &format!("Holder{n}"), n)?,
-                contact: ContactDetails::default(),
-                position,
-                start,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let uuids = service.import_people(&ctx, &manager, people).await?;
     let mut card_ids = Vec::with_capacity(cards);
     for (i, uuid) in uuids.iter().enumerate() {
         let recipient = BoxRecipient::new()?;
@@ -337,6 +311,40 @@ pub(crate) fn bench_details(given: &str, family: &str, n: u64) -> anyhow::Result
         date_of_birth: time::Date::from_calendar_date(1960 + (n % 40) as i32, time::Month::March, 1 + (n % 28) as u8)?,
         ni_number: demo_ni_number(n),
     })
+}
+
+/// A deployment for card benchmarks in `dir`: a store, a CA, an RA Manager and `count` people
+/// (given name `given`) in one position.
+pub(crate) async fn card_holders(
+    dir: &std::path::Path,
+    given: &str,
+    count: usize,
+) -> anyhow::Result<(SqlStore, Service, Actor, Vec<PersonUuid>)> {
+    use careid_pki::{CertificateAuthority, MasterKey};
+    let url = format!("sqlite://{}?mode=rwc", dir.join(format!("{}.db", given.to_lowercase())).display());
+    let store = SqlStore::open(&StoreOptions::new(url)).await?;
+    let master_key = MasterKey::from_hex(&MasterKey::generate_hex()?)?;
+    let (ca, _) =
+        CertificateAuthority::create("careid bench", careid_domain::ports::Clock::now(&SystemClock), &master_key)?;
+    let authority = careid_service::CardAuthority::new(ca, master_key, time::Duration::days(730));
+    let service =
+        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default())
+            .with_card_authority(authority);
+    let (manager, position) = bench_deployment(&service).await?;
+    let start = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
+    let people = (0..count)
+        .map(|i| {
+            let n = i as u64 + 1;
+            Ok(ImportPerson {
+                details: bench_details(given, &format!("Holder{n}"), n)?,
+                contact: ContactDetails::default(),
+                position,
+                start,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let uuids = service.import_people(&RequestContext::new("bench"), &manager, people).await?;
+    Ok((store, service, manager, uuids))
 }
 
 /// A deployment with one practice and one position; returns its RA Manager and the position.

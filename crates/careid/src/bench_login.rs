@@ -10,15 +10,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use careid_domain::TERMS_OF_USE_VERSION;
 use careid_domain::login::{HeartbeatMessage, LoginMessage, Workstation};
-use careid_service::{
-    CardAuthority, Ceremony, ImportPerson, NewClient, OsRandom, RequestContext, Service, ServiceSettings,
-};
-use careid_store::{SqlStore, StoreOptions};
+use careid_service::{Ceremony, NewClient, RequestContext};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 
 use crate::SystemClock;
-use crate::bench::{bench_deployment, bench_details, percentile, tempfile_dir};
+use crate::bench::{card_holders, percentile, tempfile_dir};
 
 /// One virtual card: its key and its certificate.
 struct BenchCard {
@@ -130,7 +127,7 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result
 }
 
 pub async fn bench_login(cards: usize, heartbeats: usize, workers: usize) -> anyhow::Result<()> {
-    use careid_pki::{BoxRecipient, CertificateAuthority, MasterKey, TokenSigner};
+    use careid_pki::{BoxRecipient, MasterKey, TokenSigner};
 
     let verify_rate = raw_p256_verify_rate()?;
     println!("careid bench login: {cards} virtual cards, {workers} concurrent agents, over HTTP on loopback");
@@ -138,31 +135,9 @@ pub async fn bench_login(cards: usize, heartbeats: usize, workers: usize) -> any
 
     // A deployment with a CA, `cards` people in one position, each with an active card.
     let dir = tempfile_dir()?;
-    let store =
-        SqlStore::open(&StoreOptions::new(format!("sqlite://{}?mode=rwc", dir.join("login.db").display()))).await?;
-    let master_key = MasterKey::from_hex(&MasterKey::generate_hex()?)?;
-    let now = careid_domain::ports::Clock::now(&SystemClock);
-    let (ca, _) = CertificateAuthority::create("careid bench", now, &master_key)?;
-    let (signer, _) = TokenSigner::generate(&master_key)?;
-    let authority = CardAuthority::new(ca, master_key, time::Duration::days(730));
-    let service =
-        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default())
-            .with_card_authority(authority);
-    let (manager, position) = bench_deployment(&service).await?;
+    let (store, service, manager, uuids) = card_holders(&dir, "Login", cards).await?;
+    let (signer, _) = TokenSigner::generate(&MasterKey::from_hex(&MasterKey::generate_hex()?)?)?;
     let ctx = RequestContext::new("bench");
-    let start = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
-    let people = (0..cards)
-        .map(|i| {
-            let n = i as u64 + 1;
-            Ok(ImportPerson {
-                details: bench_details("Login", &format!("Holder{n}"), n)?,
-                contact: careid_domain::model::ContactDetails::default(),
-                position,
-                start,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let uuids = service.import_people(&ctx, &manager, people).await?;
     let rng = ring::rand::SystemRandom::new();
     let mut bench_cards = Vec::with_capacity(cards);
     for (i, uuid) in uuids.iter().enumerate() {
