@@ -106,6 +106,8 @@ pub struct Service {
     settings: ServiceSettings,
     /// The certificate authority, once the deployment has one.
     cards: Option<Arc<cards::CardAuthority>>,
+    /// Full tiles of the audit log's tree, which never change, kept for proofs.
+    tiles: Arc<log::TileCache>,
 }
 
 impl Service {
@@ -115,7 +117,15 @@ impl Service {
         random: Arc<dyn Random>,
         settings: ServiceSettings,
     ) -> Service {
-        Service { store, clock, random, catalogue: Arc::new(Catalogue::national()), settings, cards: None }
+        Service {
+            store,
+            clock,
+            random,
+            catalogue: Arc::new(Catalogue::national()),
+            settings,
+            cards: None,
+            tiles: Arc::default(),
+        }
     }
 
     /// Gives the service its certificate authority: card use cases need it.

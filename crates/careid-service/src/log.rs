@@ -64,9 +64,33 @@ impl TileSource for LazyTiles {
     }
 }
 
-/// Runs `proof` over the tree of `size` records, fetching the tiles it needs from `tx`.
+/// Full tiles (256 hashes) never change once written. Proofs read one leaf tile each, spread
+/// across the whole log, but the few tiles above the leaves over and over: those are kept here,
+/// up to `TILE_CACHE` of them (8 MiB, the upper levels of a log of 67 million records); when
+/// full, it starts again.
+#[derive(Debug, Default)]
+pub(crate) struct TileCache(std::sync::Mutex<HashMap<(u8, u64), Vec<u8>>>);
+
+const TILE_CACHE: usize = 1_024;
+
+impl TileCache {
+    fn get(&self, level: u8, index: u64) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&(level, index)).cloned()
+    }
+
+    fn keep(&self, level: u8, index: u64, tile: Vec<u8>) {
+        let mut tiles = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tiles.len() >= TILE_CACHE {
+            tiles.clear();
+        }
+        tiles.insert((level, index), tile);
+    }
+}
+
+/// Runs `proof` over the tree of `size` records, fetching the tiles it needs from `cache` or `tx`.
 async fn with_tiles<T>(
     tx: &mut Box<dyn Transaction>,
+    cache: &TileCache,
     size: u64,
     proof: impl Fn(&mut TiledHashes<LazyTiles>) -> T,
 ) -> Result<T, RaError> {
@@ -79,6 +103,11 @@ async fn with_tiles<T>(
             return Ok(result);
         }
         for (level, index, width) in std::mem::take(&mut source.missing) {
+            let full = width == TILE_WIDTH && level > 0;
+            if full && let Some(tile) = cache.get(level, index) {
+                source.tiles.insert((level, index), tile);
+                continue;
+            }
             let tile = tx
                 .audit_tile(level, index)
                 .await?
@@ -86,14 +115,22 @@ async fn with_tiles<T>(
             let Some(prefix) = tile.get(..width as usize * 32) else {
                 return Err(corrupt(format!("tile {level}/{index} is shorter than the tree")));
             };
+            if full {
+                cache.keep(level, index, prefix.to_vec());
+            }
             source.tiles.insert((level, index), prefix.to_vec());
         }
     }
 }
 
 /// The inclusion proof of record `seq` in the tree of `size` records, from the stored tiles.
-async fn inclusion_in(tx: &mut Box<dyn Transaction>, seq: u64, size: u64) -> Result<Vec<Hash>, RaError> {
-    let proof = with_tiles(tx, size, |h| merkle::inclusion_proof(h, seq, size)).await?;
+async fn inclusion_in(
+    tx: &mut Box<dyn Transaction>,
+    cache: &TileCache,
+    seq: u64,
+    size: u64,
+) -> Result<Vec<Hash>, RaError> {
+    let proof = with_tiles(tx, cache, size, |h| merkle::inclusion_proof(h, seq, size)).await?;
     match proof.map_err(corrupt)? {
         Ok(proof) => Ok(proof),
         Err(error) => Err(RaError::NotFound { what: "record in the tree", id: error.to_string() }),
@@ -236,7 +273,7 @@ impl Service {
             });
         }
         let size = checkpoint.size;
-        let inclusion = inclusion_in(&mut tx, seq, size).await?;
+        let inclusion = inclusion_in(&mut tx, &self.tiles, seq, size).await?;
         let leaf_hash = careid_audit::leaf_hash(&record.entry);
         // What is handed out must check out against the checkpoint, or it is not handed out.
         merkle::verify_inclusion(&leaf_hash, seq, size, &inclusion, &checkpoint.root).map_err(corrupt)?;
@@ -362,7 +399,7 @@ impl Service {
         if size > tree.size {
             return Err(RaError::NotFound { what: "tree of size", id: size.to_string() });
         }
-        inclusion_in(&mut tx, seq, size).await
+        inclusion_in(&mut tx, &self.tiles, seq, size).await
     }
 
     /// Checks a proof against careid's own tree (read-only: nothing is written). `Ok(Err(_))`
@@ -379,7 +416,7 @@ impl Service {
                 format!("must be 1 to {}, the records in the log's signed tree", tree.size),
             )));
         }
-        let root = with_tiles(&mut tx, size, |h| merkle::tree_hash(h, size)).await?.map_err(corrupt)?;
+        let root = with_tiles(&mut tx, &self.tiles, size, |h| merkle::tree_hash(h, size)).await?.map_err(corrupt)?;
         Ok(match check {
             ProofCheck::Inclusion { leaf, index, size, proof } => {
                 merkle::verify_inclusion(leaf, *index, *size, proof, &root)

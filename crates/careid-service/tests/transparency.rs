@@ -65,6 +65,13 @@ async fn checkpoints_follow_the_log_and_each_extends_the_last() {
         merkle::verify_inclusion(&leaf, index, second.size, &proof, &checkpoint.root).unwrap();
     }
     assert_eq!(hashes.hash(0, 7).unwrap(), careid_audit::leaf_hash(entries[7]), "the entry tile matches the tree");
+    // The service's own proofs, the second time from full tiles it keeps: the same, and sound.
+    for index in [3, 200, 3, 200, second.size - 1] {
+        let proof = w.service.log_inclusion_proof(index, second.size).await.unwrap();
+        let leaf = hashes.hash(0, index).unwrap();
+        merkle::verify_inclusion(&leaf, index, second.size, &proof, &checkpoint.root).unwrap();
+    }
+    assert!(w.service.log_inclusion_proof(0, second.size + 1).await.is_err(), "no proof beyond the tree");
     let old = verifier.verify(&first.note).unwrap();
     let proof = merkle::consistency_proof(&mut hashes, old.size, second.size).unwrap().unwrap();
     merkle::verify_consistency(old.size, second.size, &proof, &old.root, &checkpoint.root).unwrap();

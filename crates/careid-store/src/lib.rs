@@ -199,8 +199,11 @@ impl SqlStore {
         &self.pool
     }
 
+    /// Closes the pool: idle connections now, the others as they are returned. The group-commit
+    /// writer keeps its connection for as long as any clone of the store lives, so this waits
+    /// a moment for the rest and no longer; the writer's connection closes when it is dropped.
     pub async fn close(&self) {
-        self.pool.close().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.pool.close()).await;
     }
 
     /// On SQLite, moves everything committed from the write-ahead log into the database file,
