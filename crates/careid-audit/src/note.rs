@@ -225,7 +225,7 @@ mod tests {
         // The key id is the first four bytes of SHA-256(name || "\n" || 0x01 || public key).
         let signer = signer();
         let vkey = signer.verifier_key();
-        let parts: Vec<&str> = vkey.split('+').collect();
+        let parts: Vec<&str> = vkey.splitn(3, '+').collect();
         let key = STANDARD.decode(parts[2]).unwrap();
         let mut h = Sha256::new();
         h.update(b"careid.test/audit\n");
