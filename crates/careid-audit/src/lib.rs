@@ -167,10 +167,15 @@ pub fn leaf_hash(entry: &[u8]) -> [u8; 32] {
 
 /// The chain hash of a record: SHA-256("careid-chain" || previous chain hash || leaf hash).
 pub fn chain_hash(previous: &[u8; 32], entry: &[u8]) -> [u8; 32] {
+    chain_hash_of_leaf(previous, &leaf_hash(entry))
+}
+
+/// The chain hash of a record whose leaf hash is already known.
+pub fn chain_hash_of_leaf(previous: &[u8; 32], leaf: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"careid-chain");
     h.update(previous);
-    h.update(leaf_hash(entry));
+    h.update(leaf);
     h.finalize().into()
 }
 
@@ -188,18 +193,30 @@ pub enum ChainError {
 /// Checks records in order, starting after `previous` (the chain hash before `records[0]`).
 /// Returns the chain hash after the last record.
 pub fn verify_chain(previous: [u8; 32], first_seq: u64, records: &[AuditRecord]) -> Result<[u8; 32], ChainError> {
+    verify_chain_leaves(previous, first_seq, records).map(|(hash, _)| hash)
+}
+
+/// As [`verify_chain`], and also the records' leaf hashes (each hashed once), for a tree.
+pub fn verify_chain_leaves(
+    previous: [u8; 32],
+    first_seq: u64,
+    records: &[AuditRecord],
+) -> Result<([u8; 32], Vec<[u8; 32]>), ChainError> {
     let mut hash = previous;
+    let mut leaves = Vec::with_capacity(records.len());
     for (expected, record) in (first_seq..).zip(records) {
         if record.seq != expected {
             return Err(ChainError::Gap { expected, found: record.seq });
         }
         decode(&record.entry).map_err(|error| ChainError::Undecodable { seq: record.seq, error })?;
-        hash = chain_hash(&hash, &record.entry);
+        let leaf = leaf_hash(&record.entry);
+        hash = chain_hash_of_leaf(&hash, &leaf);
         if hash != record.chain_hash {
             return Err(ChainError::HashMismatch { seq: record.seq });
         }
+        leaves.push(leaf);
     }
-    Ok(hash)
+    Ok((hash, leaves))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use careid_domain::audit::AuditRecord;
 
 use crate::merkle::{CompactRange, Hash};
 use crate::note::Checkpoint;
-use crate::{GENESIS, chain_hash, decode, leaf_hash};
+use crate::{GENESIS, chain_hash_of_leaf, decode, leaf_hash};
 
 /// The first thing found wrong, with the record's position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,23 +58,28 @@ impl LogVerifier {
         if record.seq != expected {
             return Err(VerifyError::Gap { expected, found: record.seq });
         }
-        self.chain = chain_hash(&self.chain, &record.entry);
+        let leaf = leaf_hash(&record.entry);
+        self.chain = chain_hash_of_leaf(&self.chain, &leaf);
         if self.chain != record.chain_hash {
             // Decoding first names an unreadable record as such.
             decode(&record.entry).map_err(|error| VerifyError::Undecodable { seq: expected, error })?;
             return Err(VerifyError::ChainMismatch { seq: expected });
         }
-        self.entry(&record.entry, tree_leaf)
+        self.leaf(&record.entry, leaf, tree_leaf)
     }
 
     /// Checks the next entry (from a tile: no sequence number or chain hash travels with it).
     pub fn entry(&mut self, entry: &[u8], tree_leaf: Option<&Hash>) -> Result<(), VerifyError> {
+        self.leaf(entry, leaf_hash(entry), tree_leaf)
+    }
+
+    /// Checks the next entry whose leaf hash is already computed.
+    fn leaf(&mut self, entry: &[u8], leaf: Hash, tree_leaf: Option<&Hash>) -> Result<(), VerifyError> {
         let seq = self.range.size();
         if seq >= self.checkpoint.size {
             return Err(VerifyError::Beyond { size: self.checkpoint.size });
         }
         decode(entry).map_err(|error| VerifyError::Undecodable { seq, error })?;
-        let leaf = leaf_hash(entry);
         if tree_leaf.is_some_and(|t| *t != leaf) {
             return Err(VerifyError::LeafMismatch { seq });
         }
@@ -97,6 +102,7 @@ impl LogVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain_hash;
     use crate::tests::chain;
 
     fn checkpoint_of(records: &[AuditRecord]) -> Checkpoint {

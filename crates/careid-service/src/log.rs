@@ -214,7 +214,8 @@ impl Service {
                 head.size, latest.size
             )));
         }
-        let chain = careid_audit::verify_chain(head.chain_hash, head.size, &records).map_err(corrupt)?;
+        let (chain, leaves) =
+            careid_audit::verify_chain_leaves(head.chain_hash, head.size, &records).map_err(corrupt)?;
 
         let open = open_tiles(&mut tx, head.size).await?;
         let mut hashes = TiledHashes::new(MemoryTiles(open), head.size);
@@ -223,8 +224,8 @@ impl Service {
             return Err(corrupt("the stored tiles do not give the tree's root"));
         }
         let mut writer = TileWriter::with_open_tiles(hashes.into_source().0);
-        for record in &records {
-            range.push(careid_audit::leaf_hash(&record.entry), |level, index, hash| {
+        for leaf in leaves {
+            range.push(leaf, |level, index, hash| {
                 writer.completed(level, index, hash);
             });
         }
