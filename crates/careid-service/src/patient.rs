@@ -2,6 +2,8 @@
 //! a record in the audit log (the patient named by a keyed pseudonym) and a row in the store's
 //! index by patient; self-claimed and emergency access raise an alert for the privacy officer.
 
+use std::collections::HashMap;
+
 use careid_domain::access::{Actor, RaAction};
 use careid_domain::audit::{Action, AuditActor, AuditEvent};
 use careid_domain::ids::{InvalidInput, OdsCode, PersonUuid};
@@ -12,6 +14,8 @@ use time::OffsetDateTime;
 use crate::oidc::{ClientCredentials, OAuthError};
 use crate::ra::first_refusal;
 use crate::{RaError, RequestContext, Service};
+
+const UNKNOWN_TOKEN: &str = "is not an access token careid issued to this application";
 
 /// One access as the application reports it, before any of it is checked.
 #[derive(Debug, Clone)]
@@ -47,6 +51,18 @@ pub struct ReadPatientAccess {
     pub limit: u32,
 }
 
+/// Who acted, as an access token issued to the reporting application says: looked up once a
+/// token per batch, however many events carry it.
+#[derive(Debug, Clone)]
+struct Reporter {
+    actor: AuditActor,
+    person: PersonUuid,
+    org: OdsCode,
+    workstation: Option<String>,
+    issued_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
 /// What one accepted report becomes.
 struct Checked {
     access: PatientAccess,
@@ -76,8 +92,9 @@ impl Service {
         let client = self.authenticate_client(&mut tx, credentials, true).await?;
         let mut outcomes = Vec::with_capacity(reports.len());
         let mut accepted: Vec<Checked> = Vec::new();
+        let mut reporters = HashMap::new();
         for report in reports {
-            match self.check_report(&mut tx, ctx, &client, report, now).await? {
+            match self.check_report(&mut tx, ctx, &client, &mut reporters, report, now).await? {
                 Ok(checked) => {
                     outcomes.push(ReportOutcome::Accepted { seq: 0, alert: checked.access.alert.is_some() });
                     accepted.push(checked);
@@ -121,6 +138,7 @@ impl Service {
         tx: &mut Box<dyn Transaction>,
         ctx: &RequestContext,
         client: &careid_domain::oidc::Client,
+        reporters: &mut HashMap<String, Result<Reporter, InvalidInput>>,
         report: &AccessReport,
         now: OffsetDateTime,
     ) -> Result<Result<Checked, InvalidInput>, RaError> {
@@ -137,35 +155,26 @@ impl Service {
             Ok(parts) => parts,
             Err(invalid) => return Ok(Err(invalid)),
         };
-        let unknown_user =
-            || InvalidInput::new("access_token", "is not an access token careid issued to this application");
-        let Some(token_id) = &report.token_id else { return Ok(Err(unknown_user())) };
-        let Some(token) = tx.token(token_id).await?.filter(|t| t.client == client.id) else {
-            return Ok(Err(unknown_user()));
+        let Some(token_id) = &report.token_id else {
+            return Ok(Err(InvalidInput::new("access_token", UNKNOWN_TOKEN)));
+        };
+        if !reporters.contains_key(token_id) {
+            let reporter = self.reporter(tx, client, token_id).await?;
+            reporters.insert(token_id.clone(), reporter);
+        }
+        let reporter = match reporters.get(token_id) {
+            Some(Ok(reporter)) => reporter,
+            Some(Err(refused)) => return Ok(Err(refused.clone())),
+            None => return Ok(Err(InvalidInput::new("access_token", UNKNOWN_TOKEN))),
         };
         // The access happened while the token was good (it may be reported later).
-        if at < token.issued_at - patient::CLOCK_SKEW || at > token.expires_at + patient::CLOCK_SKEW {
+        if at < reporter.issued_at - patient::CLOCK_SKEW || at > reporter.expires_at + patient::CLOCK_SKEW {
             return Ok(Err(InvalidInput::new("at", "is outside the lifetime of the access token the user acted with")));
         }
-        let Some(session) = tx.session_by_id(&token.session).await? else { return Ok(Err(unknown_user())) };
-        let Some(assignment) = tx.assignment(session.assignment).await? else { return Ok(Err(unknown_user())) };
-        let org_scope = tx.organisation_ancestors(&assignment.org).await?;
-        if !org_scope.contains(&client.org) {
-            return Ok(Err(InvalidInput::new(
-                "access_token",
-                format!("the user acted for {}, which application {} is not registered for", assignment.org, client.id),
-            )));
-        }
         let alert = relationship.alert().map(str::to_owned);
-        let mut event = self.event(ctx, AuditActor::system(), Action::PatientAccess, "patient", "");
-        event.actor.person = Some(token.person.clone());
-        event.actor.assignment = Some(session.assignment);
-        event.actor.role = tx.position(assignment.position).await?.map(|p| p.role.as_str().to_owned());
-        event.actor.org = Some(assignment.org.clone());
-        event.actor.auth = session.auth.code();
-        event.actor.session = Some(session.id.clone());
-        event.org = Some(assignment.org.clone());
-        event.workstation = session.card.as_ref().map(|c| c.workstation.clone());
+        let mut event = self.event(ctx, reporter.actor.clone(), Action::PatientAccess, "patient", "");
+        event.org = Some(reporter.org.clone());
+        event.workstation.clone_from(&reporter.workstation);
         event.detail.push(("client", client.id.to_string()));
         event.detail.push(("record_action", action.code().to_owned()));
         event.detail.push(("relationship", relationship.code().to_owned()));
@@ -176,8 +185,8 @@ impl Service {
         let access = PatientAccess {
             seq: 0,
             patient,
-            person: token.person.clone(),
-            org: assignment.org.clone(),
+            person: reporter.person.clone(),
+            org: reporter.org.clone(),
             client: client.id.clone(),
             action,
             relationship,
@@ -185,6 +194,42 @@ impl Service {
             alert,
         };
         Ok(Ok(Checked { access, event }))
+    }
+
+    /// Who an access token names, if it is one careid issued to `client` for a user acting for
+    /// an organisation the application is registered for.
+    async fn reporter(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        client: &careid_domain::oidc::Client,
+        token_id: &str,
+    ) -> Result<Result<Reporter, InvalidInput>, RaError> {
+        let unknown = || Ok(Err(InvalidInput::new("access_token", UNKNOWN_TOKEN)));
+        let Some(token) = tx.token(token_id).await?.filter(|t| t.client == client.id) else { return unknown() };
+        let Some(session) = tx.session_by_id(&token.session).await? else { return unknown() };
+        let Some(assignment) = tx.assignment(session.assignment).await? else { return unknown() };
+        if !tx.organisation_ancestors(&assignment.org).await?.contains(&client.org) {
+            return Ok(Err(InvalidInput::new(
+                "access_token",
+                format!("the user acted for {}, which application {} is not registered for", assignment.org, client.id),
+            )));
+        }
+        let actor = AuditActor {
+            person: Some(token.person.clone()),
+            assignment: Some(session.assignment),
+            role: tx.position(assignment.position).await?.map(|p| p.role.as_str().to_owned()),
+            org: Some(assignment.org.clone()),
+            auth: session.auth.code(),
+            session: Some(session.id.clone()),
+        };
+        Ok(Ok(Reporter {
+            actor,
+            person: token.person,
+            org: assignment.org,
+            workstation: session.card.map(|c| c.workstation),
+            issued_at: token.issued_at,
+            expires_at: token.expires_at,
+        }))
     }
 
     /// The audit log read as FHIR wants it: a page of records (as `read_audit`, in scope and
@@ -196,9 +241,9 @@ impl Service {
         ctx: &RequestContext,
         actor: &Actor,
         query: crate::ReadAudit,
-    ) -> Result<(crate::AuditPage, std::collections::HashMap<u64, NhsNumber>), RaError> {
+    ) -> Result<(crate::AuditPage, HashMap<u64, NhsNumber>), RaError> {
         let page = self.read_audit(ctx, actor, query).await?;
-        let mut patients = std::collections::HashMap::new();
+        let mut patients = HashMap::new();
         let seqs = page.records.iter().map(|r| r.seq);
         if let (Some(low), Some(high), Ok(())) = (seqs.clone().min(), seqs.max(), actor.require(RaAction::ReadAudit)) {
             let mut tx = self.store.begin_read().await?;
