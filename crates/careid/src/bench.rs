@@ -282,6 +282,41 @@ pub(crate) async fn drop_schema(options: &StoreOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `work` for every item from `workers` tasks at once; the rate and each item's latency.
+pub(crate) async fn drive<T, F, Fut>(items: Vec<T>, workers: usize, work: F) -> anyhow::Result<(f64, Vec<Duration>)>
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let count = items.len();
+    let queue = Arc::new(std::sync::Mutex::new(items));
+    let work = Arc::new(work);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (queue, work) = (queue.clone(), work.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let item = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+                let Some(item) = item else { break };
+                let began = Instant::now();
+                work(item).await?;
+                latencies.push(began.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(count);
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok((rate, latencies))
+}
+
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

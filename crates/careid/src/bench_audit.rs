@@ -19,7 +19,7 @@ use careid_store::{SqlStore, StoreOptions};
 use sha2::Digest;
 
 use crate::SystemClock;
-use crate::bench::{percentile, tempfile_dir};
+use crate::bench::{drive, percentile, tempfile_dir};
 
 /// A record as applications' reports make them: a patient access by a card session.
 fn event(n: u64) -> AuditEvent {
@@ -114,37 +114,21 @@ async fn appends(
     per_transaction: usize,
     writers: usize,
 ) -> anyhow::Result<(f64, Vec<Duration>)> {
-    let transactions = records / per_transaction;
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..writers {
-        let (store, next) = (store.clone(), next.clone());
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if t >= transactions {
-                    break;
-                }
-                let events: Vec<AuditEvent> =
-                    (0..per_transaction).map(|i| event((t * per_transaction + i) as u64)).collect();
-                let began = Instant::now();
-                let mut tx = store.begin_write().await?;
-                tx.append_audit_batch(&events).await?;
-                tx.commit().await?;
-                latencies.push(began.elapsed());
-            }
-            anyhow::Ok(latencies)
-        });
-    }
-    let mut latencies = Vec::with_capacity(transactions);
-    while let Some(done) = tasks.join_next().await {
-        latencies.extend(done??);
-    }
-    let rate = (transactions * per_transaction) as f64 / started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    Ok((rate, latencies))
+    let batches: Vec<Vec<AuditEvent>> = (0..records / per_transaction)
+        .map(|t| (0..per_transaction).map(|i| event((t * per_transaction + i) as u64)).collect())
+        .collect();
+    let store = store.clone();
+    let (batch_rate, latencies) = drive(batches, writers, move |events: Vec<AuditEvent>| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin_write().await?;
+            tx.append_audit_batch(&events).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok((batch_rate * per_transaction as f64, latencies))
 }
 
 pub async fn bench_audit(

@@ -15,7 +15,7 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 
 use crate::SystemClock;
-use crate::bench::{card_holders, percentile, tempfile_dir};
+use crate::bench::{card_holders, drive, percentile, tempfile_dir};
 
 /// One virtual card: its key and its certificate.
 struct BenchCard {
@@ -47,41 +47,6 @@ fn raw_p256_verify_rate() -> anyhow::Result<f64> {
 fn sign(card: &BenchCard, message: &[u8]) -> anyhow::Result<String> {
     let rng = ring::rand::SystemRandom::new();
     Ok(STANDARD.encode(card.key.sign(&rng, message).map_err(|_| anyhow::anyhow!("sign"))?))
-}
-
-/// Runs `work` for every item from `workers` tasks at once; the rate and each item's latency.
-async fn drive<T, F, Fut>(items: Vec<T>, workers: usize, work: F) -> anyhow::Result<(f64, Vec<Duration>)>
-where
-    T: Send + 'static,
-    F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let count = items.len();
-    let queue = Arc::new(std::sync::Mutex::new(items));
-    let work = Arc::new(work);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        let (queue, work) = (queue.clone(), work.clone());
-        tasks.spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let item = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-                let Some(item) = item else { break };
-                let began = Instant::now();
-                work(item).await?;
-                latencies.push(began.elapsed());
-            }
-            anyhow::Ok(latencies)
-        });
-    }
-    let mut latencies = Vec::with_capacity(count);
-    while let Some(done) = tasks.join_next().await {
-        latencies.extend(done??);
-    }
-    let rate = count as f64 / started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    Ok((rate, latencies))
 }
 
 fn print(name: &str, rate: f64, latencies: &[Duration], verify_rate: f64, target: &str) {
