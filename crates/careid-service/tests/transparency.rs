@@ -94,7 +94,7 @@ impl careid_audit::tiles::TileSource for Served<'_> {
 }
 
 async fn sql(w: &World, statement: &str) {
-    sqlx::query(statement).execute(w.store.pool()).await.unwrap();
+    w.store.execute_raw(statement).await.unwrap();
 }
 
 #[tokio::test]
@@ -142,7 +142,7 @@ async fn a_deleted_a_reordered_and_a_truncated_log_are_each_named_where_they_bre
         let checkpoint = w.service.integrate_audit_log(&signer).await.unwrap().unwrap();
         sql(&w, "DROP TRIGGER audit_log_no_update").await;
         sql(&w, "DROP TRIGGER audit_log_no_delete").await;
-        sqlx::raw_sql(tampering).execute(w.store.pool()).await.unwrap();
+        w.store.execute_raw(tampering).await.unwrap();
         let expected = match expected {
             VerifyError::Truncated { found, .. } => VerifyError::Truncated { found, size: checkpoint.size },
             other => other,

@@ -12,17 +12,19 @@
 //! A transaction that handed the writer on waits for its batch; should the writer it handed
 //! to never finish (its caller gave up while waiting), the waiter takes the writer back after
 //! a short pause and commits the batch itself.
+//!
+//! Statements run on the caller's thread (rusqlite); only the COMMIT, which waits for the
+//! disk, is moved off the async runtime's worker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use careid_domain::ports::StoreError;
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Executor};
+use rusqlite::Connection;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
-use crate::driver_error;
+use crate::db::{DbError, driver_error};
 
 /// How many transactions one batch holds at most, so that none waits long for its fsync.
 const MOST_PER_BATCH: usize = 512;
@@ -34,7 +36,9 @@ type Outcome = Option<Result<(), String>>;
 
 /// The writer: its connection, and the batch open on it.
 pub(crate) struct Writer {
-    conn: PoolConnection<Any>,
+    conn: Connection,
+    /// A commit waits for the disk (file databases).
+    durable: bool,
     batch: Option<Batch>,
     /// The audit log's head as the open batch left it (next sequence number, chain hash):
     /// transactions in a batch take it from here and hand it back when they commit, and the
@@ -43,13 +47,9 @@ pub(crate) struct Writer {
     /// `head` differs from the table.
     pub(crate) head_dirty: bool,
     /// A transaction's savepoint is open: its transaction has not ended, or ended without
-    /// saying so (dropped where no runtime could undo it). Whoever takes the writer next
-    /// undoes it before anything else, so an abandoned transaction never commits.
+    /// saying so. Whoever takes the writer next undoes it before anything else, so an
+    /// abandoned transaction never commits.
     savepoint_open: bool,
-    /// The last transaction to commit left its savepoint on the stack: the next one releases
-    /// it in the same call that opens its own, and COMMIT ends it in any case. One call fewer
-    /// per transaction: each costs two thread hand-offs in the driver.
-    release_due: bool,
 }
 
 struct Batch {
@@ -83,27 +83,34 @@ impl Drop for InLine {
     }
 }
 
-const SAVEPOINT: &str = "SAVEPOINT careid_tx";
-const BEGIN_AND_SAVEPOINT: &str = "BEGIN IMMEDIATE; SAVEPOINT careid_tx";
-const RELEASE_AND_SAVEPOINT: &str = "RELEASE careid_tx; SAVEPOINT careid_tx";
-const ROLLBACK_TO: &str = "ROLLBACK TO careid_tx; RELEASE careid_tx";
+fn run(conn: &Connection, sql: &'static str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Runs `f`, which waits for the disk, where it does not hold up the runtime's other tasks.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
 
 impl GroupCommit {
-    /// Takes one connection out of `pool` for good, as the writer.
-    pub(crate) async fn new(pool: &AnyPool) -> Result<GroupCommit, StoreError> {
-        let conn = pool.acquire().await.map_err(|e| driver_error("writer connection", &e))?;
-        Ok(GroupCommit {
+    pub(crate) fn new(conn: Connection, durable: bool) -> GroupCommit {
+        GroupCommit {
             writer: Arc::new(Mutex::new(Writer {
                 conn,
+                durable,
                 batch: None,
                 head: None,
                 head_dirty: false,
                 savepoint_open: false,
-                release_due: false,
             })),
             waiting: Arc::new(AtomicUsize::new(0)),
             next_batch: Arc::new(AtomicUsize::new(1)),
-        })
+        }
     }
 
     /// Waits for the writer and opens a savepoint for a new transaction, in the open batch
@@ -115,30 +122,42 @@ impl GroupCommit {
         };
         let mut writer = self.writer.clone().lock_owned().await;
         drop(in_line);
-        undo_abandoned(&mut writer).await?;
-        let opening = if writer.batch.is_none() {
+        undo_abandoned(&mut writer)?;
+        if writer.batch.is_none() {
             let id = self.next_batch.fetch_add(1, Ordering::SeqCst) as u64;
             writer.batch = Some(Batch { id, members: 0, done: watch::channel(None).0 });
-            BEGIN_AND_SAVEPOINT
-        } else if writer.release_due {
-            RELEASE_AND_SAVEPOINT
-        } else {
-            SAVEPOINT
-        };
-        writer.release_due = false;
-        if let Err(e) = writer.conn.execute(opening).await {
-            let error = driver_error("savepoint", &e);
-            fail_batch(&mut writer, &error).await;
+            if let Err(e) = run(&writer.conn, "BEGIN IMMEDIATE") {
+                let error = driver_error("begin", &DbError::Lite(e));
+                fail_batch(&mut writer, &error);
+                return Err(error);
+            }
+        }
+        if let Err(e) = run(&writer.conn, "SAVEPOINT careid_tx") {
+            let error = driver_error("savepoint", &DbError::Lite(e));
+            fail_batch(&mut writer, &error);
             return Err(error);
         }
         writer.savepoint_open = true;
         Ok(writer)
     }
 
+    /// Takes the writer with no batch open on it, for work outside careid's transactions:
+    /// reading an in-memory database, raw SQL, checkpointing the write-ahead log.
+    pub(crate) async fn take_for_reading(&self) -> Result<OwnedMutexGuard<Writer>, StoreError> {
+        let mut writer = self.writer.clone().lock_owned().await;
+        commit_batch(&mut writer)?;
+        Ok(writer)
+    }
+
     /// Ends a transaction that succeeded: it joins the batch, which commits now if nobody else
     /// waits for the writer (or the batch is full), or later, by whoever ends it.
     pub(crate) async fn commit(&self, mut writer: OwnedMutexGuard<Writer>) -> Result<(), StoreError> {
-        (writer.savepoint_open, writer.release_due) = (false, true);
+        writer.savepoint_open = false;
+        if let Err(e) = run(&writer.conn, "RELEASE careid_tx") {
+            let error = driver_error("release savepoint", &DbError::Lite(e));
+            fail_batch(&mut writer, &error);
+            return Err(error);
+        }
         let Some(batch) = writer.batch.as_mut() else {
             return Err(StoreError::Unavailable("the writer's batch vanished".into()));
         };
@@ -146,7 +165,7 @@ impl GroupCommit {
         let (id, full) = (batch.id, batch.members >= MOST_PER_BATCH);
         let mut done = batch.done.subscribe();
         if full || self.waiting.load(Ordering::SeqCst) == 0 {
-            return commit_batch(&mut writer).await;
+            return commit_batch(&mut writer);
         }
         drop(writer);
         loop {
@@ -161,7 +180,7 @@ impl GroupCommit {
                     // ended while we queued.
                     let mut writer = self.writer.clone().lock_owned().await;
                     if writer.batch.as_ref().is_some_and(|b| b.id == id) {
-                        return commit_batch(&mut writer).await;
+                        return commit_batch(&mut writer);
                     }
                 }
             }
@@ -170,56 +189,56 @@ impl GroupCommit {
 
     /// Ends a transaction that failed or was abandoned: its savepoint is undone; the batch
     /// commits if it holds others and nobody else is waiting to join it.
-    pub(crate) async fn roll_back(&self, mut writer: OwnedMutexGuard<Writer>) {
-        if undo_abandoned(&mut writer).await.is_err() {
+    pub(crate) fn roll_back(&self, mut writer: OwnedMutexGuard<Writer>) {
+        if undo_abandoned(&mut writer).is_err() {
             return;
         }
         if self.waiting.load(Ordering::SeqCst) == 0 {
             // Nobody comes after: end the batch here (committing whoever joined it).
-            let _ = commit_batch(&mut writer).await;
+            let _ = commit_batch(&mut writer);
         }
     }
 }
 
 impl Writer {
-    pub(crate) fn conn(&mut self) -> &mut AnyConnection {
+    pub(crate) fn connection(&mut self) -> &mut Connection {
         &mut self.conn
     }
 }
 
 /// Undoes the savepoint of a transaction that ended without committing; on failure the whole
 /// batch fails.
-async fn undo_abandoned(writer: &mut Writer) -> Result<(), StoreError> {
+fn undo_abandoned(writer: &mut Writer) -> Result<(), StoreError> {
     if !writer.savepoint_open {
         return Ok(());
     }
     writer.savepoint_open = false;
-    if let Err(e) = writer.conn.execute(ROLLBACK_TO).await {
-        let error = driver_error("roll back to savepoint", &e);
-        fail_batch(writer, &error).await;
+    if let Err(e) = run(&writer.conn, "ROLLBACK TO careid_tx").and_then(|()| run(&writer.conn, "RELEASE careid_tx")) {
+        let error = driver_error("roll back to savepoint", &DbError::Lite(e));
+        fail_batch(writer, &error);
         return Err(error);
     }
     Ok(())
 }
 
 /// Commits the open batch and tells its members.
-async fn commit_batch(writer: &mut Writer) -> Result<(), StoreError> {
-    undo_abandoned(writer).await?;
+fn commit_batch(writer: &mut Writer) -> Result<(), StoreError> {
+    undo_abandoned(writer)?;
     let Some(batch) = writer.batch.take() else { return Ok(()) };
-    // COMMIT also ends a savepoint left for release. The head goes in the same call, its
-    // values written into the statement: both are numbers careid made.
-    let commit = match (writer.head_dirty, writer.head) {
-        (true, Some((seq, chain))) => format!(
-            "UPDATE audit_head SET next_seq = {seq}, chain_hash = X'{}' WHERE id = 1; COMMIT",
-            hex::encode(chain)
-        ),
-        _ => "COMMIT".to_owned(),
+    let conn = &writer.conn;
+    let head = match (writer.head_dirty, writer.head) {
+        (true, Some((seq, chain))) => conn
+            .prepare_cached("UPDATE audit_head SET next_seq = ?1, chain_hash = ?2 WHERE id = 1")
+            .and_then(|mut s| s.execute(rusqlite::params![seq as i64, chain.to_vec()]))
+            .map(|_| ()),
+        _ => Ok(()),
     };
-    let outcome = writer.conn.execute(commit.as_str()).await.map(|_| ()).map_err(|e| driver_error("commit", &e));
-    writer.release_due = false;
+    let committed =
+        head.and_then(|()| if writer.durable { off_the_runtime(|| run(conn, "COMMIT")) } else { run(conn, "COMMIT") });
+    let outcome = committed.map_err(|e| driver_error("commit", &DbError::Lite(e)));
     writer.head_dirty = false;
     if outcome.is_err() {
-        let _ = writer.conn.execute("ROLLBACK").await;
+        let _ = run(&writer.conn, "ROLLBACK");
         writer.head = None;
     }
     batch.done.send_replace(Some(outcome.clone().map_err(|e| e.to_string())));
@@ -227,9 +246,9 @@ async fn commit_batch(writer: &mut Writer) -> Result<(), StoreError> {
 }
 
 /// Rolls the whole batch back and gives its members the error.
-async fn fail_batch(writer: &mut Writer, error: &StoreError) {
-    let _ = writer.conn.execute("ROLLBACK").await;
-    (writer.head, writer.head_dirty, writer.savepoint_open, writer.release_due) = (None, false, false, false);
+fn fail_batch(writer: &mut Writer, error: &StoreError) {
+    let _ = run(&writer.conn, "ROLLBACK");
+    (writer.head, writer.head_dirty, writer.savepoint_open) = (None, false, false);
     if let Some(batch) = writer.batch.take() {
         batch.done.send_replace(Some(Err(format!("the batch this transaction was in failed: {error}"))));
     }

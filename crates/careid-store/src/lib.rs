@@ -1,14 +1,15 @@
-//! The `Store` port on SQLite (embedded default) and PostgreSQL (scale-out), both through sqlx.
+//! The `Store` port on SQLite (embedded default, through rusqlite) and PostgreSQL (scale-out,
+//! through sqlx).
 //!
-//! One SQL text serves both backends through sqlx's `Any` driver: the schema keeps to
+//! One SQL text serves both backends (`db.rs` runs it on either driver): the schema keeps to
 //! portable types (BIGINT times in microseconds, TEXT dates, blobs) and `$n` placeholders, and
 //! each backend owns its migrations. Driver errors are translated here and go no further.
 
+mod db;
 mod group;
+mod lite;
 mod rows;
 mod tx;
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use careid_domain::ports::{Store, StoreError, Transaction};
@@ -16,7 +17,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
 
-use group::GroupCommit;
+use db::DbError;
+use lite::LiteStore;
 use tx::Conn;
 pub use tx::SqlTransaction;
 
@@ -66,13 +68,14 @@ impl StoreOptions {
 /// A store on SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
     backend: Backend,
-    /// SQLite allows one writer at a time; waiting here is cheaper than its busy handler.
-    /// In-memory SQLite only (it has one connection, so no writer of its own).
-    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
-    /// File SQLite: the shared writer that commits transactions in batches.
-    group: Option<GroupCommit>,
+    inner: Inner,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Lite(LiteStore),
+    Pg(AnyPool),
 }
 
 /// Each backend's migrations, in order: (version, description, SQL).
@@ -97,12 +100,8 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "patient access", include_str!("../migrations/postgres/0008_patient_access.sql")),
 ];
 
-fn migrations(backend: Backend) -> Migrator {
-    let list = match backend {
-        Backend::Sqlite => SQLITE_MIGRATIONS,
-        Backend::Postgres => POSTGRES_MIGRATIONS,
-    };
-    let migrations: Vec<Migration> = list
+fn postgres_migrations() -> Migrator {
+    let migrations: Vec<Migration> = POSTGRES_MIGRATIONS
         .iter()
         .map(|(version, name, sql)| {
             Migration::new(*version, (*name).into(), MigrationType::Simple, (*sql).into(), false)
@@ -111,15 +110,8 @@ fn migrations(backend: Backend) -> Migrator {
     Migrator { migrations: migrations.into(), ignore_missing: false, locking: true, no_tx: false }
 }
 
-pub(crate) fn driver_error(context: &'static str, error: &sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = error {
-        match db.kind() {
-            sqlx::error::ErrorKind::UniqueViolation => return StoreError::Duplicate(context),
-            sqlx::error::ErrorKind::ForeignKeyViolation => return StoreError::MissingReference(context),
-            _ => {}
-        }
-    }
-    StoreError::Unavailable(format!("{context}: {error}"))
+fn sqlx_error(context: &'static str, error: sqlx::Error) -> StoreError {
+    db::driver_error(context, &DbError::Sqlx(error))
 }
 
 /// Quotes a PostgreSQL identifier made of safe characters only.
@@ -133,117 +125,113 @@ fn schema_identifier(schema: &str) -> Result<String, StoreError> {
 impl SqlStore {
     /// Opens the store and brings its schema up to date.
     pub async fn open(options: &StoreOptions) -> Result<SqlStore, StoreError> {
-        sqlx::any::install_default_drivers();
         let backend = Backend::of_url(&options.url)?;
-        let connect: AnyConnectOptions =
-            options.url.parse().map_err(|e: sqlx::Error| StoreError::Unavailable(format!("store URL: {e}")))?;
-        let in_memory = options.url.contains(":memory:") || options.url.contains("mode=memory");
-        let schema = options.schema.as_deref().map(schema_identifier).transpose()?;
-
-        if let (Backend::Postgres, Some(schema)) = (backend, &schema) {
-            let pool = AnyPoolOptions::new()
-                .max_connections(1)
-                .connect_with(connect.clone())
-                .await
-                .map_err(|e| driver_error("connect", &e))?;
-            pool.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
-                .await
-                .map_err(|e| driver_error("create schema", &e))?;
-            pool.close().await;
-        }
-
-        let mut pool_options = AnyPoolOptions::new().max_connections(options.max_connections.max(1));
-        if in_memory {
-            // Each SQLite connection to `:memory:` is its own database: keep exactly one, forever.
-            pool_options = pool_options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
-        }
-        let after_connect_schema = schema.clone();
-        let pool = pool_options
-            .after_connect(move |conn, _meta| {
-                let schema = after_connect_schema.clone();
-                Box::pin(async move {
-                    match backend {
-                        Backend::Sqlite => {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                                 PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
-                            )
-                            .await?;
-                        }
-                        Backend::Postgres => {
-                            if let Some(schema) = schema {
-                                conn.execute(format!("SET search_path TO {schema}").as_str()).await?;
-                            }
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(connect)
-            .await
-            .map_err(|e| driver_error("connect", &e))?;
-
-        migrations(backend).run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migrations: {e}")))?;
-        let (write_gate, group) = match backend {
-            Backend::Sqlite if in_memory => (Some(Arc::new(tokio::sync::Mutex::new(()))), None),
-            Backend::Sqlite => (None, Some(GroupCommit::new(&pool).await?)),
-            Backend::Postgres => (None, None),
+        let inner = match backend {
+            Backend::Sqlite => Inner::Lite(LiteStore::open(&options.url, SQLITE_MIGRATIONS)?),
+            Backend::Postgres => Inner::Pg(open_postgres(options).await?),
         };
-        Ok(SqlStore { pool, backend, write_gate, group })
+        Ok(SqlStore { backend, inner })
     }
 
-    /// The connection pool, for operator tools that read the raw tables (verification,
-    /// tamper tests). Use cases go through `Store`.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The PostgreSQL pool, for operator tools and tests that manage schemas. `None` on SQLite.
+    pub fn postgres_pool(&self) -> Option<&AnyPool> {
+        match &self.inner {
+            Inner::Pg(pool) => Some(pool),
+            Inner::Lite(_) => None,
+        }
     }
 
-    /// Closes the pool: idle connections now, the others as they are returned. The group-commit
-    /// writer keeps its connection for as long as any clone of the store lives, so this waits
-    /// a moment for the rest and no longer; the writer's connection closes when it is dropped.
+    /// Runs SQL as it is, outside careid's transactions and rules: for operator tools that
+    /// inspect the raw tables, and for tests that tamper with them. Use cases go through `Store`.
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        match &self.inner {
+            Inner::Lite(lite) => lite.execute_raw(sql).await,
+            Inner::Pg(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()).map_err(|e| sqlx_error("raw SQL", e)),
+        }
+    }
+
+    /// Closes the store: PostgreSQL's pool waits a moment for connections in use, and no longer.
+    /// SQLite's connections close when the last clone of the store is dropped.
     pub async fn close(&self) {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.pool.close()).await;
+        if let Inner::Pg(pool) = &self.inner {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), pool.close()).await;
+        }
     }
 
     /// On SQLite, moves everything committed from the write-ahead log into the database file,
     /// so that the file alone holds the data (a server stopping, backups, inspection).
     pub async fn checkpoint_wal(&self) {
-        if self.backend == Backend::Sqlite
-            && let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await
+        if let Inner::Lite(lite) = &self.inner
+            && let Err(error) = lite.checkpoint_wal().await
         {
             tracing::warn!(%error, "could not checkpoint the write-ahead log");
         }
     }
 }
 
+async fn open_postgres(options: &StoreOptions) -> Result<AnyPool, StoreError> {
+    sqlx::any::install_default_drivers();
+    let connect: AnyConnectOptions =
+        options.url.parse().map_err(|e: sqlx::Error| StoreError::Unavailable(format!("store URL: {e}")))?;
+    let schema = options.schema.as_deref().map(schema_identifier).transpose()?;
+    if let Some(schema) = &schema {
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| sqlx_error("connect", e))?;
+        pool.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+            .await
+            .map_err(|e| sqlx_error("create schema", e))?;
+        pool.close().await;
+    }
+    let pool = AnyPoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .after_connect(move |conn, _meta| {
+            let schema = schema.clone();
+            Box::pin(async move {
+                if let Some(schema) = schema {
+                    conn.execute(format!("SET search_path TO {schema}").as_str()).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(connect)
+        .await
+        .map_err(|e| sqlx_error("connect", e))?;
+    postgres_migrations().run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migrations: {e}")))?;
+    Ok(pool)
+}
+
 #[async_trait]
 impl Store for SqlStore {
     async fn begin_read(&self) -> Result<Box<dyn Transaction>, StoreError> {
-        let tx = self.pool.begin().await.map_err(|e| driver_error("begin", &e))?;
-        Ok(Box::new(SqlTransaction::new(Conn::Own(tx, None), self.backend)))
+        let conn = match &self.inner {
+            Inner::Lite(lite) => Conn::Read(lite.begin_read().await?),
+            Inner::Pg(pool) => Conn::Pg(pool.begin().await.map_err(|e| sqlx_error("begin", e))?),
+        };
+        Ok(Box::new(SqlTransaction::new(conn, self.backend)))
     }
 
     async fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError> {
-        let conn = if let Some(group) = &self.group {
-            Conn::Batched(group.begin().await?, group.clone())
-        } else {
-            let gate = match &self.write_gate {
-                Some(gate) => Some(gate.clone().lock_owned().await),
-                None => None,
-            };
-            let tx = self.pool.begin().await.map_err(|e| driver_error("begin", &e))?;
-            Conn::Own(tx, gate)
+        let conn = match &self.inner {
+            Inner::Lite(lite) => Conn::Batched(lite.group.begin().await?, lite.group.clone()),
+            Inner::Pg(pool) => Conn::Pg(pool.begin().await.map_err(|e| sqlx_error("begin", e))?),
         };
         let mut tx = SqlTransaction::new(conn, self.backend);
-        // The first statement writes the log's head row: from here on this transaction holds
-        // the write lock (SQLite's RESERVED lock, PostgreSQL's row lock).
+        // On PostgreSQL the first statement writes the log's head row: from here on this
+        // transaction holds its row lock. (SQLite's batch holds the write lock already.)
         tx.take_write_lock().await?;
         Ok(Box::new(tx))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| driver_error("ping", &e))
+        match &self.inner {
+            Inner::Lite(lite) => lite.begin_read().await.map(drop),
+            Inner::Pg(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(|e| sqlx_error("ping", e))
+            }
+        }
     }
 
     fn backend(&self) -> &'static str {

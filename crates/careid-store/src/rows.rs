@@ -16,9 +16,9 @@ use careid_domain::model::{
 };
 use careid_domain::oidc::{AppUri, Authorization, Client, ClientId, ClientKind, IssuedToken, PendingLogout};
 use careid_domain::ports::{CardPresence, Credential, Session, StoreError};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use time::{Date, OffsetDateTime};
+
+use crate::db::Row;
 
 pub(crate) fn micros(at: OffsetDateTime) -> i64 {
     (at.unix_timestamp_nanos() / 1000) as i64
@@ -33,55 +33,55 @@ pub(crate) fn corrupt(e: InvalidInput) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-pub(crate) fn text(row: &AnyRow, column: &str) -> Result<String, StoreError> {
-    row.try_get::<String, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+pub(crate) fn text(row: &Row, column: &str) -> Result<String, StoreError> {
+    row.opt_text(column)?.ok_or_else(|| StoreError::Corrupt(format!("{column}: null")))
 }
 
-pub(crate) fn opt_text(row: &AnyRow, column: &str) -> Result<Option<String>, StoreError> {
-    row.try_get::<Option<String>, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+pub(crate) fn opt_text(row: &Row, column: &str) -> Result<Option<String>, StoreError> {
+    row.opt_text(column)
 }
 
-pub(crate) fn int(row: &AnyRow, column: &str) -> Result<i64, StoreError> {
-    row.try_get::<i64, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+pub(crate) fn int(row: &Row, column: &str) -> Result<i64, StoreError> {
+    row.opt_int(column)?.ok_or_else(|| StoreError::Corrupt(format!("{column}: null")))
 }
 
-pub(crate) fn opt_int(row: &AnyRow, column: &str) -> Result<Option<i64>, StoreError> {
-    row.try_get::<Option<i64>, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+pub(crate) fn opt_int(row: &Row, column: &str) -> Result<Option<i64>, StoreError> {
+    row.opt_int(column)
 }
 
-pub(crate) fn bytes(row: &AnyRow, column: &str) -> Result<Vec<u8>, StoreError> {
-    row.try_get::<Vec<u8>, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+pub(crate) fn bytes(row: &Row, column: &str) -> Result<Vec<u8>, StoreError> {
+    row.opt_bytes(column)?.ok_or_else(|| StoreError::Corrupt(format!("{column}: null")))
 }
 
-pub(crate) fn hash(row: &AnyRow, column: &str) -> Result<[u8; 32], StoreError> {
+pub(crate) fn hash(row: &Row, column: &str) -> Result<[u8; 32], StoreError> {
     bytes(row, column)?.try_into().map_err(|_| StoreError::Corrupt(format!("{column}: not 32 bytes")))
 }
 
-fn time_at(row: &AnyRow, column: &str) -> Result<OffsetDateTime, StoreError> {
+fn time_at(row: &Row, column: &str) -> Result<OffsetDateTime, StoreError> {
     from_micros(int(row, column)?)
 }
 
-fn opt_time_at(row: &AnyRow, column: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+fn opt_time_at(row: &Row, column: &str) -> Result<Option<OffsetDateTime>, StoreError> {
     opt_int(row, column)?.map(from_micros).transpose()
 }
 
-fn date(row: &AnyRow, column: &'static str) -> Result<Date, StoreError> {
+fn date(row: &Row, column: &'static str) -> Result<Date, StoreError> {
     parse_date(column, &text(row, column)?).map_err(corrupt)
 }
 
-fn opt_date(row: &AnyRow, column: &'static str) -> Result<Option<Date>, StoreError> {
+fn opt_date(row: &Row, column: &'static str) -> Result<Option<Date>, StoreError> {
     opt_text(row, column)?.map(|s| parse_date(column, &s).map_err(corrupt)).transpose()
 }
 
-fn uuid(row: &AnyRow, column: &str) -> Result<PersonUuid, StoreError> {
+fn uuid(row: &Row, column: &str) -> Result<PersonUuid, StoreError> {
     PersonUuid::parse(&text(row, column)?).map_err(corrupt)
 }
 
-fn opt_uuid(row: &AnyRow, column: &str) -> Result<Option<PersonUuid>, StoreError> {
+fn opt_uuid(row: &Row, column: &str) -> Result<Option<PersonUuid>, StoreError> {
     opt_text(row, column)?.map(|s| PersonUuid::parse(&s).map_err(corrupt)).transpose()
 }
 
-fn ods(row: &AnyRow, column: &str) -> Result<OdsCode, StoreError> {
+fn ods(row: &Row, column: &str) -> Result<OdsCode, StoreError> {
     OdsCode::parse(&text(row, column)?).map_err(corrupt)
 }
 
@@ -94,7 +94,7 @@ fn auth_method(code: &str) -> Result<AuthMethod, StoreError> {
     }
 }
 
-pub(crate) fn organisation(row: &AnyRow) -> Result<Organisation, StoreError> {
+pub(crate) fn organisation(row: &Row) -> Result<Organisation, StoreError> {
     Ok(Organisation {
         ods_code: ods(row, "ods_code")?,
         name: text(row, "name")?,
@@ -108,7 +108,7 @@ pub(crate) fn name_key(name: &NamePart) -> String {
     name.as_str().to_lowercase()
 }
 
-fn details(row: &AnyRow) -> Result<PersonalDetails, StoreError> {
+fn details(row: &Row) -> Result<PersonalDetails, StoreError> {
     Ok(PersonalDetails {
         title: opt_text(row, "title")?.map(|t| NamePart::parse("title", &t).map_err(corrupt)).transpose()?,
         given_name: NamePart::parse("given_name", &text(row, "given_name")?).map_err(corrupt)?,
@@ -118,14 +118,14 @@ fn details(row: &AnyRow) -> Result<PersonalDetails, StoreError> {
     })
 }
 
-fn contact(row: &AnyRow) -> Result<ContactDetails, StoreError> {
+fn contact(row: &Row) -> Result<ContactDetails, StoreError> {
     Ok(ContactDetails {
         email: opt_text(row, "email")?.map(|e| Email::parse(&e).map_err(corrupt)).transpose()?,
         phone: opt_text(row, "phone")?.map(|p| Phone::parse(&p).map_err(corrupt)).transpose()?,
     })
 }
 
-pub(crate) fn person(row: &AnyRow) -> Result<Person, StoreError> {
+pub(crate) fn person(row: &Row) -> Result<Person, StoreError> {
     Ok(Person {
         uuid: uuid(row, "uuid")?,
         details: details(row)?,
@@ -144,7 +144,7 @@ pub(crate) fn encode_documents(documents: &[IdentityDocument]) -> String {
     documents.iter().map(|d| format!("{}:{}", d.kind.code(), d.number)).collect::<Vec<_>>().join(";")
 }
 
-pub(crate) fn identity_check(row: &AnyRow) -> Result<IdentityCheck, StoreError> {
+pub(crate) fn identity_check(row: &Row) -> Result<IdentityCheck, StoreError> {
     let documents = text(row, "documents")?
         .split(';')
         .filter(|s| !s.is_empty())
@@ -167,7 +167,7 @@ pub(crate) fn identity_check(row: &AnyRow) -> Result<IdentityCheck, StoreError> 
     })
 }
 
-pub(crate) fn position(row: &AnyRow) -> Result<Position, StoreError> {
+pub(crate) fn position(row: &Row) -> Result<Position, StoreError> {
     Ok(Position {
         id: PositionId(int(row, "id")?),
         org: ods(row, "org")?,
@@ -186,7 +186,7 @@ pub(crate) fn position(row: &AnyRow) -> Result<Position, StoreError> {
     })
 }
 
-pub(crate) fn assignment(row: &AnyRow) -> Result<Assignment, StoreError> {
+pub(crate) fn assignment(row: &Row) -> Result<Assignment, StoreError> {
     let removal = match opt_time_at(row, "removed_at")? {
         Some(removed_at) => Some(Removal {
             removed_by: opt_uuid(row, "removed_by")?,
@@ -210,7 +210,7 @@ pub(crate) fn assignment(row: &AnyRow) -> Result<Assignment, StoreError> {
     })
 }
 
-pub(crate) fn registration(row: &AnyRow) -> Result<Registration, StoreError> {
+pub(crate) fn registration(row: &Row) -> Result<Registration, StoreError> {
     let status = match text(row, "status")?.as_str() {
         "pending" => RegistrationStatus::Pending,
         "verified" => RegistrationStatus::Verified(uuid(row, "person")?),
@@ -230,7 +230,7 @@ pub(crate) fn registration(row: &AnyRow) -> Result<Registration, StoreError> {
     })
 }
 
-pub(crate) fn request(row: &AnyRow) -> Result<SponsorRequest, StoreError> {
+pub(crate) fn request(row: &Row) -> Result<SponsorRequest, StoreError> {
     let kind = match text(row, "kind")?.as_str() {
         "assign_position" => RequestKind::AssignPosition {
             position: PositionId(opt_int(row, "position")?.ok_or_else(|| StoreError::Corrupt("position".into()))?),
@@ -270,7 +270,7 @@ pub(crate) fn request(row: &AnyRow) -> Result<SponsorRequest, StoreError> {
     })
 }
 
-pub(crate) fn credential(row: &AnyRow) -> Result<Credential, StoreError> {
+pub(crate) fn credential(row: &Row) -> Result<Credential, StoreError> {
     Ok(Credential {
         secret_hash: hash(row, "secret_hash")?,
         person: uuid(row, "person")?,
@@ -281,7 +281,7 @@ pub(crate) fn credential(row: &AnyRow) -> Result<Credential, StoreError> {
     })
 }
 
-pub(crate) fn session(row: &AnyRow) -> Result<Session, StoreError> {
+pub(crate) fn session(row: &Row) -> Result<Session, StoreError> {
     Ok(Session {
         id: text(row, "id")?,
         token_hash: hash(row, "token_hash")?,
@@ -306,16 +306,14 @@ pub(crate) fn session(row: &AnyRow) -> Result<Session, StoreError> {
     })
 }
 
-pub(crate) fn card(row: &AnyRow) -> Result<CardRecord, StoreError> {
+pub(crate) fn card(row: &Row) -> Result<CardRecord, StoreError> {
     Ok(CardRecord {
         id: int(row, "id")?,
         serial: CardSerial::parse(&text(row, "serial")?).map_err(corrupt)?,
         person: uuid(row, "person")?,
         state: CardState::parse(&text(row, "state")?).map_err(corrupt)?,
         wrong_passcodes: u8::try_from(int(row, "wrong_passcodes")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        public_key: row
-            .try_get::<Option<Vec<u8>>, _>("public_key")
-            .map_err(|e| StoreError::Corrupt(format!("public_key: {e}")))?,
+        public_key: row.opt_bytes("public_key")?,
         issued_by: opt_uuid(row, "issued_by")?,
         issued_at: time_at(row, "issued_at")?,
         last_known_safe_at: time_at(row, "last_known_safe_at")?,
@@ -327,7 +325,7 @@ fn reason(code: &str) -> Result<RevocationReason, StoreError> {
     RevocationReason::parse(code).ok_or_else(|| StoreError::Corrupt(format!("unknown revocation reason {code}")))
 }
 
-pub(crate) fn certificate(row: &AnyRow) -> Result<CardCertificate, StoreError> {
+pub(crate) fn certificate(row: &Row) -> Result<CardCertificate, StoreError> {
     let revoked = match opt_time_at(row, "revoked_at")? {
         Some(at) => Some((at, reason(&opt_text(row, "revocation_reason")?.unwrap_or_default())?)),
         None => None,
@@ -342,11 +340,11 @@ pub(crate) fn certificate(row: &AnyRow) -> Result<CardCertificate, StoreError> {
     })
 }
 
-pub(crate) fn revoked(row: &AnyRow) -> Result<(String, OffsetDateTime, RevocationReason), StoreError> {
+pub(crate) fn revoked(row: &Row) -> Result<(String, OffsetDateTime, RevocationReason), StoreError> {
     Ok((text(row, "serial")?, time_at(row, "revoked_at")?, reason(&text(row, "revocation_reason")?)?))
 }
 
-pub(crate) fn incident(row: &AnyRow) -> Result<Incident, StoreError> {
+pub(crate) fn incident(row: &Row) -> Result<Incident, StoreError> {
     let closure = match opt_time_at(row, "closed_at")? {
         Some(at) => Some(IncidentClosure {
             by: opt_uuid(row, "closed_by")?.ok_or_else(|| StoreError::Corrupt("closed_by".into()))?,
@@ -371,7 +369,7 @@ pub(crate) fn incident(row: &AnyRow) -> Result<Incident, StoreError> {
     })
 }
 
-pub(crate) fn unlock_code(row: &AnyRow) -> Result<UnlockCode, StoreError> {
+pub(crate) fn unlock_code(row: &Row) -> Result<UnlockCode, StoreError> {
     Ok(UnlockCode {
         id: int(row, "id")?,
         card: int(row, "card")?,
@@ -382,7 +380,7 @@ pub(crate) fn unlock_code(row: &AnyRow) -> Result<UnlockCode, StoreError> {
     })
 }
 
-pub(crate) fn outbox_message(row: &AnyRow) -> Result<OutboxMessage, StoreError> {
+pub(crate) fn outbox_message(row: &Row) -> Result<OutboxMessage, StoreError> {
     Ok(OutboxMessage {
         id: int(row, "id")?,
         recipient: Email::parse(&text(row, "recipient")?).map_err(corrupt)?,
@@ -394,12 +392,12 @@ pub(crate) fn outbox_message(row: &AnyRow) -> Result<OutboxMessage, StoreError> 
     })
 }
 
-fn opt_hash(row: &AnyRow, column: &str) -> Result<Option<[u8; 32]>, StoreError> {
-    let value = row.try_get::<Option<Vec<u8>>, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))?;
+fn opt_hash(row: &Row, column: &str) -> Result<Option<[u8; 32]>, StoreError> {
+    let value = row.opt_bytes(column)?;
     value.map(|v| v.try_into().map_err(|_| StoreError::Corrupt(format!("{column}: not 32 bytes")))).transpose()
 }
 
-pub(crate) fn client(row: &AnyRow) -> Result<Client, StoreError> {
+pub(crate) fn client(row: &Row) -> Result<Client, StoreError> {
     let redirect_uris = text(row, "redirect_uris")?
         .lines()
         .map(|u| AppUri::parse("redirect_uri", u).map_err(corrupt))
@@ -420,7 +418,7 @@ pub(crate) fn client(row: &AnyRow) -> Result<Client, StoreError> {
     })
 }
 
-pub(crate) fn authorization(row: &AnyRow) -> Result<Authorization, StoreError> {
+pub(crate) fn authorization(row: &Row) -> Result<Authorization, StoreError> {
     Ok(Authorization {
         id: text(row, "id")?,
         client: ClientId::parse(&text(row, "client")?).map_err(corrupt)?,
@@ -438,7 +436,7 @@ pub(crate) fn authorization(row: &AnyRow) -> Result<Authorization, StoreError> {
     })
 }
 
-pub(crate) fn issued_token(row: &AnyRow) -> Result<IssuedToken, StoreError> {
+pub(crate) fn issued_token(row: &Row) -> Result<IssuedToken, StoreError> {
     Ok(IssuedToken {
         id: text(row, "id")?,
         client: ClientId::parse(&text(row, "client")?).map_err(corrupt)?,
@@ -452,7 +450,7 @@ pub(crate) fn issued_token(row: &AnyRow) -> Result<IssuedToken, StoreError> {
     })
 }
 
-pub(crate) fn pending_logout(row: &AnyRow) -> Result<PendingLogout, StoreError> {
+pub(crate) fn pending_logout(row: &Row) -> Result<PendingLogout, StoreError> {
     Ok(PendingLogout {
         id: int(row, "id")?,
         client: ClientId::parse(&text(row, "client")?).map_err(corrupt)?,
@@ -463,7 +461,7 @@ pub(crate) fn pending_logout(row: &AnyRow) -> Result<PendingLogout, StoreError> 
     })
 }
 
-pub(crate) fn absence(row: &AnyRow) -> Result<careid_domain::absence::Absence, StoreError> {
+pub(crate) fn absence(row: &Row) -> Result<careid_domain::absence::Absence, StoreError> {
     Ok(careid_domain::absence::Absence {
         id: int(row, "id")?,
         person: uuid(row, "person")?,
@@ -488,7 +486,7 @@ pub(crate) fn encode_context(context: &[(String, String)]) -> String {
     out
 }
 
-pub(crate) fn misuse_incident(row: &AnyRow) -> Result<careid_domain::audit::MisuseIncident, StoreError> {
+pub(crate) fn misuse_incident(row: &Row) -> Result<careid_domain::audit::MisuseIncident, StoreError> {
     let context = text(row, "context")?
         .lines()
         .filter_map(|l| l.split_once(' ').map(|(n, v)| (n.to_owned(), v.to_owned())))
@@ -504,7 +502,7 @@ pub(crate) fn misuse_incident(row: &AnyRow) -> Result<careid_domain::audit::Misu
     })
 }
 
-pub(crate) fn patient_access(row: &AnyRow) -> Result<careid_domain::patient::PatientAccess, StoreError> {
+pub(crate) fn patient_access(row: &Row) -> Result<careid_domain::patient::PatientAccess, StoreError> {
     use careid_domain::patient::{NhsNumber, PatientAccess, RecordAction, Relationship};
     Ok(PatientAccess {
         seq: int(row, "seq")? as u64,

@@ -19,30 +19,26 @@ use careid_domain::patient::PatientAccess;
 use careid_domain::ports::{
     AuditQuery, Credential, NewAssignment, PatientAccessQuery, SealedSecrets, Session, StoreError, Transaction,
 };
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row};
+use sqlx::Any;
 use time::{Date, OffsetDateTime};
 
+use crate::Backend;
+use crate::db::{DbConn, DbError, Query, Row, Value, driver_error, query};
 use crate::group::{GroupCommit, Writer};
+use crate::lite::Reader;
 use crate::rows::{self, hash, int, micros, name_key};
-use crate::{Backend, driver_error};
-
-/// A value bound to a query built at run time.
-enum Arg {
-    Text(String),
-    Int(i64),
-}
 
 /// How many rows one multi-row INSERT carries in a bulk write (well under SQLite's 32,766 parameters).
 const BULK_ROWS: usize = 500;
 
 /// The connection a transaction runs on.
 pub(crate) enum Conn {
-    /// A transaction of its own on a pooled connection: reads, PostgreSQL, in-memory SQLite.
-    /// The gate, if any, serialises SQLite writers; it is dropped after the transaction.
-    Own(sqlx::Transaction<'static, Any>, Option<tokio::sync::OwnedMutexGuard<()>>),
-    /// A savepoint on the shared writer, committed with its batch (file SQLite).
+    /// PostgreSQL: a transaction of its own on a pooled connection.
+    Pg(sqlx::Transaction<'static, Any>),
+    /// SQLite, writing: a savepoint on the shared writer, committed with its batch.
     Batched(tokio::sync::OwnedMutexGuard<Writer>, GroupCommit),
+    /// SQLite, reading: a connection in a read transaction of its own.
+    Read(Reader),
 }
 
 pub struct SqlTransaction {
@@ -60,12 +56,10 @@ pub struct SqlTransaction {
 
 impl Drop for SqlTransaction {
     fn drop(&mut self) {
-        // Ended without a commit: undo this transaction's savepoint on the writer. (An own
-        // transaction rolls itself back when dropped.)
-        if let Some(Conn::Batched(writer, group)) = self.conn.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move { group.roll_back(writer).await });
+        // Ended without a commit: undo this transaction's savepoint on the writer. (The other
+        // kinds roll themselves back when dropped.)
+        if let Some(Conn::Batched(writer, group)) = self.conn.take() {
+            group.roll_back(writer);
         }
     }
 }
@@ -86,36 +80,30 @@ impl SqlTransaction {
             // The batch's BEGIN IMMEDIATE holds SQLite's write lock already.
             return Ok(());
         }
-        sqlx::query("UPDATE audit_head SET writes = writes + 1 WHERE id = 1")
+        query("UPDATE audit_head SET writes = writes + 1 WHERE id = 1")
             .execute(self.conn())
             .await
             .map_err(|e| self.failure("take write lock", &e))?;
         Ok(())
     }
 
-    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+    fn conn(&mut self) -> DbConn<'_> {
         match &mut self.conn {
-            Some(Conn::Own(tx, _)) => tx,
-            Some(Conn::Batched(writer, _)) => writer.conn(),
+            Some(Conn::Pg(tx)) => DbConn::Pg(tx),
+            Some(Conn::Batched(writer, _)) => DbConn::Lite(writer.connection()),
+            Some(Conn::Read(reader)) => DbConn::Lite(reader.connection()),
             None => unreachable!("a transaction's connection is taken only when it ends"),
         }
     }
 
     /// Records that a statement failed and translates the driver's error.
-    fn failure(&mut self, context: &'static str, error: &sqlx::Error) -> StoreError {
+    fn failure(&mut self, context: &'static str, error: &DbError) -> StoreError {
         self.failed = true;
         driver_error(context, error)
     }
 
-    async fn fetch_all(&mut self, context: &'static str, sql: &str, args: Vec<Arg>) -> Result<Vec<AnyRow>, StoreError> {
-        let mut query = sqlx::query(sql);
-        for arg in args {
-            query = match arg {
-                Arg::Text(s) => query.bind(s),
-                Arg::Int(i) => query.bind(i),
-            };
-        }
-        query.fetch_all(self.conn()).await.map_err(|e| self.failure(context, &e))
+    async fn fetch_all(&mut self, context: &'static str, sql: &str, args: Vec<Value>) -> Result<Vec<Row>, StoreError> {
+        Query::with_args(sql, args).fetch_all(self.conn()).await.map_err(|e| self.failure(context, &e))
     }
 
     async fn head(&mut self) -> Result<(u64, [u8; 32]), StoreError> {
@@ -128,7 +116,7 @@ impl SqlTransaction {
             self.head = Some(head);
             return Ok(head);
         }
-        let row = sqlx::query("SELECT next_seq, chain_hash FROM audit_head WHERE id = 1")
+        let row = query("SELECT next_seq, chain_hash FROM audit_head WHERE id = 1")
             .fetch_one(self.conn())
             .await
             .map_err(|e| self.failure("read audit head", &e))?;
@@ -144,7 +132,7 @@ impl SqlTransaction {
             self.head_written = true;
             return Ok(());
         }
-        sqlx::query("UPDATE audit_head SET next_seq = $1, chain_hash = $2 WHERE id = 1")
+        query("UPDATE audit_head SET next_seq = $1, chain_hash = $2 WHERE id = 1")
             .bind(head.0 as i64)
             .bind(head.1.to_vec())
             .execute(self.conn())
@@ -163,7 +151,7 @@ impl SqlTransaction {
                 "INSERT INTO audit_log (seq, at_us, action, actor, subject_person, org, session, entry, chain_hash) VALUES ",
             );
             push_placeholders(&mut sql, self.backend, chunk.len(), 9);
-            let mut query = sqlx::query(&sql);
+            let mut query = query(&sql);
             for event in chunk {
                 let entry = careid_audit::encode(event);
                 chain = careid_audit::chain_hash(&chain, &entry);
@@ -208,7 +196,7 @@ fn push_placeholders(sql: &mut String, backend: Backend, rows: usize, columns: u
     }
 }
 
-fn record(row: &AnyRow) -> Result<AuditRecord, StoreError> {
+fn record(row: &Row) -> Result<AuditRecord, StoreError> {
     Ok(AuditRecord {
         seq: int(row, "seq")? as u64,
         entry: rows::bytes(row, "entry")?,
@@ -236,7 +224,7 @@ impl Transaction for SqlTransaction {
             if let Some(Conn::Batched(..)) = &self.conn
                 && let Some(Conn::Batched(writer, group)) = self.conn.take()
             {
-                group.roll_back(writer).await;
+                group.roll_back(writer);
             }
             return Err(StoreError::Unavailable(
                 "a statement in this transaction failed; nothing was committed".into(),
@@ -250,10 +238,11 @@ impl Transaction for SqlTransaction {
                 }
                 group.commit(writer).await
             }
-            Some(Conn::Own(tx, gate)) => {
-                let committed = tx.commit().await.map_err(|e| driver_error("commit", &e));
-                drop(gate);
-                committed
+            Some(Conn::Pg(tx)) => tx.commit().await.map_err(|e| driver_error("commit", &DbError::Sqlx(e))),
+            // A read ends when its connection goes back to the pool.
+            Some(Conn::Read(reader)) => {
+                drop(reader);
+                Ok(())
             }
             None => unreachable!("a transaction's connection is taken only when it ends"),
         }
@@ -271,54 +260,54 @@ impl Transaction for SqlTransaction {
         let mut args = Vec::new();
         let mut sql = String::new();
         if let Some(org) = &query.org_under {
-            args.push(Arg::Text(org.to_string()));
+            args.push(Value::text(org.to_string()));
             sql.push_str(UNDER);
         }
         sql.push_str(" SELECT seq, entry, chain_hash FROM audit_log WHERE 1 = 1");
         if query.org_under.is_some() {
             sql.push_str(" AND org IN (SELECT ods_code FROM under_org)");
         }
-        let next = |args: &mut Vec<Arg>, arg: Arg| {
+        let next = |args: &mut Vec<Value>, arg: Value| {
             args.push(arg);
             args.len()
         };
         if let Some(person) = &query.person {
-            let n = next(&mut args, Arg::Text(person.to_string()));
+            let n = next(&mut args, Value::text(person.to_string()));
             sql.push_str(&format!(" AND (actor = ${n} OR subject_person = ${n})"));
         }
         if let Some(action) = &query.action {
-            let n = next(&mut args, Arg::Text(action.clone()));
+            let n = next(&mut args, Value::text(action.clone()));
             sql.push_str(&format!(" AND action = ${n}"));
         }
         if let Some(card) = query.card {
-            let n = next(&mut args, Arg::Int(card));
+            let n = next(&mut args, Value::int(card));
             sql.push_str(&format!(" AND session IN (SELECT id FROM sessions WHERE card = ${n})"));
         }
         if let Some(since) = query.since {
-            let n = next(&mut args, Arg::Int(micros(since)));
+            let n = next(&mut args, Value::int(micros(since)));
             sql.push_str(&format!(" AND at_us >= ${n}"));
         }
         if let Some(until) = query.until {
-            let n = next(&mut args, Arg::Int(micros(until)));
+            let n = next(&mut args, Value::int(micros(until)));
             sql.push_str(&format!(" AND at_us < ${n}"));
         }
         if let Some(before) = query.before_seq {
-            let n = next(&mut args, Arg::Int(before as i64));
+            let n = next(&mut args, Value::int(before as i64));
             sql.push_str(&format!(" AND seq < ${n}"));
         }
-        let n = next(&mut args, Arg::Int(i64::from(query.limit)));
+        let n = next(&mut args, Value::int(i64::from(query.limit)));
         sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${n}"));
         self.fetch_all("read audit", &sql, args).await?.iter().map(record).collect()
     }
 
     async fn audit_range(&mut self, from_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = "SELECT seq, entry, chain_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2";
-        let args = vec![Arg::Int(from_seq as i64), Arg::Int(i64::from(limit))];
+        let args = vec![Value::int(from_seq as i64), Value::int(i64::from(limit))];
         self.fetch_all("read audit range", sql, args).await?.iter().map(record).collect()
     }
 
     async fn reserve_person_serials(&mut self, count: u64) -> Result<u64, StoreError> {
-        let row = sqlx::query(
+        let row = query(
             "UPDATE counters SET next_value = next_value + $1 WHERE name = 'person_serial' RETURNING next_value - $1 AS v",
         )
         .bind(count as i64)
@@ -329,7 +318,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_organisation(&mut self, org: &Organisation) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO organisations (ods_code, name, kind, parent) VALUES ($1, $2, $3, $4)")
+        query("INSERT INTO organisations (ods_code, name, kind, parent) VALUES ($1, $2, $3, $4)")
             .bind(org.ods_code.to_string())
             .bind(org.name.clone())
             .bind(org.kind.code())
@@ -345,7 +334,7 @@ impl Transaction for SqlTransaction {
             .fetch_all(
                 "read organisation",
                 "SELECT ods_code, name, kind, parent FROM organisations WHERE ods_code = $1",
-                vec![Arg::Text(ods.to_string())],
+                vec![Value::text(ods.to_string())],
             )
             .await?;
         rows.first().map(rows::organisation).transpose()
@@ -357,7 +346,7 @@ impl Transaction for SqlTransaction {
                      UNION ALL SELECT o.ods_code, o.parent, up.depth + 1 FROM organisations o \
                        JOIN up ON o.ods_code = up.parent WHERE up.depth < 64) \
                    SELECT ods_code FROM up ORDER BY depth";
-        let rows = self.fetch_all("organisation ancestors", sql, vec![Arg::Text(ods.to_string())]).await?;
+        let rows = self.fetch_all("organisation ancestors", sql, vec![Value::text(ods.to_string())]).await?;
         rows.iter().map(|r| OdsCode::parse(&rows::text(r, "ods_code")?).map_err(rows::corrupt)).collect()
     }
 
@@ -370,7 +359,7 @@ impl Transaction for SqlTransaction {
                      UNION ALL SELECT o.ods_code, o.parent, up.depth + 1 FROM organisations o \
                        JOIN up ON o.ods_code = up.parent WHERE up.depth < 64) \
                    SELECT ods_code FROM up WHERE ods_code = $2 LIMIT 1";
-        let args = vec![Arg::Text(person.to_string()), Arg::Text(org.to_string())];
+        let args = vec![Value::text(person.to_string()), Value::text(org.to_string())];
         Ok(!self.fetch_all("person within", sql, args).await?.is_empty())
     }
 
@@ -383,14 +372,14 @@ impl Transaction for SqlTransaction {
         let mut sql = String::from("SELECT ods_code, name, kind, parent FROM organisations WHERE 1 = 1");
         let mut args = Vec::new();
         if let Some(text) = text {
-            args.push(Arg::Text(format!("%{}%", text.to_lowercase())));
+            args.push(Value::text(format!("%{}%", text.to_lowercase())));
             sql.push_str(" AND (LOWER(ods_code) LIKE $1 OR LOWER(name) LIKE $1)");
         }
         if let Some(parent) = parent {
-            args.push(Arg::Text(parent.to_string()));
+            args.push(Value::text(parent.to_string()));
             sql.push_str(&format!(" AND parent = ${}", args.len()));
         }
-        args.push(Arg::Int(i64::from(limit)));
+        args.push(Value::int(i64::from(limit)));
         sql.push_str(&format!(" ORDER BY ods_code LIMIT ${}", args.len()));
         self.fetch_all("list organisations", &sql, args).await?.iter().map(rows::organisation).collect()
     }
@@ -401,13 +390,13 @@ impl Transaction for SqlTransaction {
 
     async fn person(&mut self, uuid: &PersonUuid) -> Result<Option<Person>, StoreError> {
         let sql = format!("SELECT {PERSON_COLUMNS} FROM people WHERE uuid = $1");
-        let rows = self.fetch_all("read person", &sql, vec![Arg::Text(uuid.to_string())]).await?;
+        let rows = self.fetch_all("read person", &sql, vec![Value::text(uuid.to_string())]).await?;
         rows.first().map(rows::person).transpose()
     }
 
     async fn update_person(&mut self, person: &Person) -> Result<(), StoreError> {
         let d = &person.details;
-        sqlx::query(
+        query(
             "UPDATE people SET title = $2, given_name = $3, family_name = $4, given_name_key = $5, \
              family_name_key = $6, date_of_birth = $7, ni_number = $8, email = $9, phone = $10, status = $11 \
              WHERE uuid = $1",
@@ -436,10 +425,10 @@ impl Transaction for SqlTransaction {
                WHERE family_name_key = $2 AND given_name_key = $3 AND date_of_birth = $4"
         );
         let args = vec![
-            Arg::Text(details.ni_number.to_string()),
-            Arg::Text(name_key(&details.family_name)),
-            Arg::Text(name_key(&details.given_name)),
-            Arg::Text(format_date(details.date_of_birth)),
+            Value::text(details.ni_number.to_string()),
+            Value::text(name_key(&details.family_name)),
+            Value::text(name_key(&details.given_name)),
+            Value::text(format_date(details.date_of_birth)),
         ];
         self.fetch_all("duplicate check", &sql, args).await?.iter().map(rows::person).collect()
     }
@@ -452,18 +441,18 @@ impl Transaction for SqlTransaction {
             "SELECT {PERSON_COLUMNS} FROM people WHERE family_name_key >= $1 AND family_name_key < $2 \
              ORDER BY family_name_key, given_name_key, uuid LIMIT $3"
         );
-        let args = vec![Arg::Text(low), Arg::Text(high), Arg::Int(i64::from(limit))];
+        let args = vec![Value::text(low), Value::text(high), Value::int(i64::from(limit))];
         self.fetch_all("search people", &sql, args).await?.iter().map(rows::person).collect()
     }
 
     async fn person_by_ni(&mut self, ni: &NiNumber) -> Result<Option<Person>, StoreError> {
         let sql = format!("SELECT {PERSON_COLUMNS} FROM people WHERE ni_number = $1");
-        let rows = self.fetch_all("read person", &sql, vec![Arg::Text(ni.to_string())]).await?;
+        let rows = self.fetch_all("read person", &sql, vec![Value::text(ni.to_string())]).await?;
         rows.first().map(rows::person).transpose()
     }
 
     async fn insert_identity_check(&mut self, check: &IdentityCheck) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO identity_checks (person, purpose, documents, checked_by, checked_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(check.person.to_string())
@@ -480,7 +469,7 @@ impl Transaction for SqlTransaction {
     async fn identity_checks(&mut self, person: &PersonUuid) -> Result<Vec<IdentityCheck>, StoreError> {
         let sql = "SELECT person, purpose, documents, checked_by, checked_at FROM identity_checks \
                    WHERE person = $1 ORDER BY id";
-        self.fetch_all("identity checks", sql, vec![Arg::Text(person.to_string())])
+        self.fetch_all("identity checks", sql, vec![Value::text(person.to_string())])
             .await?
             .iter()
             .map(rows::identity_check)
@@ -494,7 +483,7 @@ impl Transaction for SqlTransaction {
         context: &str,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO terms_acceptances (person, version, context, accepted_at) VALUES ($1, $2, $3, $4)")
+        query("INSERT INTO terms_acceptances (person, version, context, accepted_at) VALUES ($1, $2, $3, $4)")
             .bind(person.to_string())
             .bind(version.to_owned())
             .bind(context.to_owned())
@@ -507,7 +496,7 @@ impl Transaction for SqlTransaction {
 
     async fn insert_registration(&mut self, r: &Registration) -> Result<RegistrationId, StoreError> {
         let d = &r.details;
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO registrations (org, title, given_name, family_name, given_name_key, family_name_key, \
              date_of_birth, ni_number, email, phone, position_sought, note, sponsor, status, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
@@ -535,7 +524,7 @@ impl Transaction for SqlTransaction {
 
     async fn registration(&mut self, id: RegistrationId) -> Result<Option<Registration>, StoreError> {
         let rows = self
-            .fetch_all("read registration", "SELECT * FROM registrations WHERE id = $1", vec![Arg::Int(id.0)])
+            .fetch_all("read registration", "SELECT * FROM registrations WHERE id = $1", vec![Value::int(id.0)])
             .await?;
         rows.first().map(rows::registration).transpose()
     }
@@ -550,7 +539,7 @@ impl Transaction for SqlTransaction {
             RegistrationStatus::Verified(uuid) => (Some(uuid.to_string()), None),
             RegistrationStatus::Rejected { reason } => (None, Some(reason.clone())),
         };
-        sqlx::query("UPDATE registrations SET status = $2, person = $3, reason = $4 WHERE id = $1")
+        query("UPDATE registrations SET status = $2, person = $3, reason = $4 WHERE id = $1")
             .bind(id.0)
             .bind(status.code())
             .bind(person)
@@ -570,7 +559,7 @@ impl Transaction for SqlTransaction {
         let sql = format!(
             "{UNDER} SELECT * FROM registrations WHERE org IN (SELECT ods_code FROM under_org){filter} ORDER BY id"
         );
-        self.fetch_all("list registrations", &sql, vec![Arg::Text(org.to_string())])
+        self.fetch_all("list registrations", &sql, vec![Value::text(org.to_string())])
             .await?
             .iter()
             .map(rows::registration)
@@ -584,10 +573,10 @@ impl Transaction for SqlTransaction {
         let sql = "SELECT * FROM registrations WHERE status = 'pending' AND (ni_number = $1 OR \
                    (family_name_key = $2 AND given_name_key = $3 AND date_of_birth = $4))";
         let args = vec![
-            Arg::Text(details.ni_number.to_string()),
-            Arg::Text(name_key(&details.family_name)),
-            Arg::Text(name_key(&details.given_name)),
-            Arg::Text(format_date(details.date_of_birth)),
+            Value::text(details.ni_number.to_string()),
+            Value::text(name_key(&details.family_name)),
+            Value::text(name_key(&details.given_name)),
+            Value::text(format_date(details.date_of_birth)),
         ];
         self.fetch_all("duplicate check", sql, args).await?.iter().map(rows::registration).collect()
     }
@@ -599,7 +588,7 @@ impl Transaction for SqlTransaction {
         at: OffsetDateTime,
     ) -> Result<PositionId, StoreError> {
         let activities: Vec<&str> = p.activities.iter().map(careid_domain::ids::ActivityCode::as_str).collect();
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO positions (org, name, role, activities, description, approved_by, approved_how, \
              assignable, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
@@ -621,13 +610,13 @@ impl Transaction for SqlTransaction {
 
     async fn position(&mut self, id: PositionId) -> Result<Option<Position>, StoreError> {
         let rows =
-            self.fetch_all("read position", "SELECT * FROM positions WHERE id = $1", vec![Arg::Int(id.0)]).await?;
+            self.fetch_all("read position", "SELECT * FROM positions WHERE id = $1", vec![Value::int(id.0)]).await?;
         rows.first().map(rows::position).transpose()
     }
 
     async fn positions_at(&mut self, org: &OdsCode) -> Result<Vec<Position>, StoreError> {
         let sql = "SELECT * FROM positions WHERE org = $1 ORDER BY id";
-        self.fetch_all("list positions", sql, vec![Arg::Text(org.to_string())])
+        self.fetch_all("list positions", sql, vec![Value::text(org.to_string())])
             .await?
             .iter()
             .map(rows::position)
@@ -635,7 +624,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn set_position_assignable(&mut self, id: PositionId, assignable: bool) -> Result<(), StoreError> {
-        sqlx::query("UPDATE positions SET assignable = $2 WHERE id = $1")
+        query("UPDATE positions SET assignable = $2 WHERE id = $1")
             .bind(id.0)
             .bind(i64::from(assignable))
             .execute(self.conn())
@@ -645,7 +634,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_assignment(&mut self, a: &NewAssignment) -> Result<AssignmentId, StoreError> {
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO assignments (person, position, org, start_date, end_date, assigned_by) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
@@ -662,14 +651,15 @@ impl Transaction for SqlTransaction {
     }
 
     async fn assignment(&mut self, id: AssignmentId) -> Result<Option<Assignment>, StoreError> {
-        let rows =
-            self.fetch_all("read assignment", "SELECT * FROM assignments WHERE id = $1", vec![Arg::Int(id.0)]).await?;
+        let rows = self
+            .fetch_all("read assignment", "SELECT * FROM assignments WHERE id = $1", vec![Value::int(id.0)])
+            .await?;
         rows.first().map(rows::assignment).transpose()
     }
 
     async fn assignments_of(&mut self, person: &PersonUuid) -> Result<Vec<Assignment>, StoreError> {
         let sql = "SELECT * FROM assignments WHERE person = $1 ORDER BY id";
-        self.fetch_all("list assignments", sql, vec![Arg::Text(person.to_string())])
+        self.fetch_all("list assignments", sql, vec![Value::text(person.to_string())])
             .await?
             .iter()
             .map(rows::assignment)
@@ -677,7 +667,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn remove_assignment(&mut self, id: AssignmentId, removal: &Removal) -> Result<(), StoreError> {
-        sqlx::query("UPDATE assignments SET removed_by = $2, removed_at = $3, removal_reason = $4 WHERE id = $1")
+        query("UPDATE assignments SET removed_by = $2, removed_at = $3, removal_reason = $4 WHERE id = $1")
             .bind(id.0)
             .bind(opt_string(removal.removed_by.as_ref()))
             .bind(micros(removal.removed_at))
@@ -695,7 +685,7 @@ impl Transaction for SqlTransaction {
             }
             RequestKind::CloseProfile { reason } => (None, None, None, Some(reason.clone())),
         };
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO requests (person, org, kind, position, start_date, end_date, reason, note, requested_by, \
              requested_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending') RETURNING id",
         )
@@ -716,7 +706,8 @@ impl Transaction for SqlTransaction {
     }
 
     async fn request(&mut self, id: RequestId) -> Result<Option<SponsorRequest>, StoreError> {
-        let rows = self.fetch_all("read request", "SELECT * FROM requests WHERE id = $1", vec![Arg::Int(id.0)]).await?;
+        let rows =
+            self.fetch_all("read request", "SELECT * FROM requests WHERE id = $1", vec![Value::int(id.0)]).await?;
         rows.first().map(rows::request).transpose()
     }
 
@@ -728,17 +719,15 @@ impl Transaction for SqlTransaction {
                 (Some(by.to_string()), Some(micros(*at)), Some(reason.clone()))
             }
         };
-        sqlx::query(
-            "UPDATE requests SET status = $2, decided_by = $3, decided_at = $4, decision_reason = $5 WHERE id = $1",
-        )
-        .bind(id.0)
-        .bind(status.code())
-        .bind(by)
-        .bind(at)
-        .bind(reason)
-        .execute(self.conn())
-        .await
-        .map_err(|e| self.failure("request", &e))?;
+        query("UPDATE requests SET status = $2, decided_by = $3, decided_at = $4, decision_reason = $5 WHERE id = $1")
+            .bind(id.0)
+            .bind(status.code())
+            .bind(by)
+            .bind(at)
+            .bind(reason)
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("request", &e))?;
         Ok(())
     }
 
@@ -746,7 +735,7 @@ impl Transaction for SqlTransaction {
         let filter = if pending_only { " AND status = 'pending'" } else { "" };
         let sql =
             format!("{UNDER} SELECT * FROM requests WHERE org IN (SELECT ods_code FROM under_org){filter} ORDER BY id");
-        self.fetch_all("list requests", &sql, vec![Arg::Text(org.to_string())])
+        self.fetch_all("list requests", &sql, vec![Value::text(org.to_string())])
             .await?
             .iter()
             .map(rows::request)
@@ -754,7 +743,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_credential(&mut self, c: &Credential) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO credentials (secret_hash, person, kind, issued_by, issued_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -771,7 +760,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn credential(&mut self, secret_hash: &[u8; 32]) -> Result<Option<Credential>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM credentials WHERE secret_hash = $1")
+        let rows = query("SELECT * FROM credentials WHERE secret_hash = $1")
             .bind(secret_hash.to_vec())
             .fetch_all(self.conn())
             .await
@@ -781,7 +770,7 @@ impl Transaction for SqlTransaction {
 
     async fn insert_session(&mut self, s: &Session) -> Result<(), StoreError> {
         let card = s.card.as_ref();
-        sqlx::query(
+        query(
             "INSERT INTO sessions (id, token_hash, person, assignment, auth, created_at, last_seen_at, expires_at, \
              card, workstation, heartbeat, last_proof_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
@@ -804,7 +793,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM sessions WHERE token_hash = $1")
+        let rows = query("SELECT * FROM sessions WHERE token_hash = $1")
             .bind(token_hash.to_vec())
             .fetch_all(self.conn())
             .await
@@ -814,13 +803,13 @@ impl Transaction for SqlTransaction {
 
     async fn session_by_id(&mut self, id: &str) -> Result<Option<Session>, StoreError> {
         let rows =
-            self.fetch_all("read session", "SELECT * FROM sessions WHERE id = $1", vec![Arg::Text(id.into())]).await?;
+            self.fetch_all("read session", "SELECT * FROM sessions WHERE id = $1", vec![Value::text(id)]).await?;
         rows.first().map(rows::session).transpose()
     }
 
     async fn live_sessions_of(&mut self, person: &PersonUuid) -> Result<Vec<Session>, StoreError> {
         let sql = "SELECT * FROM sessions WHERE person = $1 AND ended_at IS NULL ORDER BY created_at, id";
-        self.fetch_all("list sessions", sql, vec![Arg::Text(person.to_string())])
+        self.fetch_all("list sessions", sql, vec![Value::text(person.to_string())])
             .await?
             .iter()
             .map(rows::session)
@@ -829,11 +818,11 @@ impl Transaction for SqlTransaction {
 
     async fn live_sessions_of_card(&mut self, card: i64) -> Result<Vec<Session>, StoreError> {
         let sql = "SELECT * FROM sessions WHERE card = $1 AND ended_at IS NULL ORDER BY created_at, id";
-        self.fetch_all("list sessions", sql, vec![Arg::Int(card)]).await?.iter().map(rows::session).collect()
+        self.fetch_all("list sessions", sql, vec![Value::int(card)]).await?.iter().map(rows::session).collect()
     }
 
     async fn touch_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
+        query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
             .bind(id.to_owned())
             .bind(micros(at))
             .execute(self.conn())
@@ -843,7 +832,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn end_session(&mut self, id: &str, at: OffsetDateTime, reason: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE sessions SET ended_at = $2, end_reason = $3 WHERE id = $1 AND ended_at IS NULL")
+        let done = query("UPDATE sessions SET ended_at = $2, end_reason = $3 WHERE id = $1 AND ended_at IS NULL")
             .bind(id.to_owned())
             .bind(micros(at))
             .bind(reason.to_owned())
@@ -855,7 +844,7 @@ impl Transaction for SqlTransaction {
         }
         // The session's applications hear of its end (queued before the tokens are revoked:
         // the live tokens say which applications had it).
-        sqlx::query(
+        query(
             "INSERT INTO oidc_logouts (client, uri, session, person, created_at) \
              SELECT DISTINCT c.id, c.backchannel_logout_uri, t.session, t.person, $2 \
              FROM oidc_tokens t JOIN oidc_clients c ON c.id = t.client \
@@ -867,7 +856,7 @@ impl Transaction for SqlTransaction {
         .execute(self.conn())
         .await
         .map_err(|e| self.failure("queue logouts", &e))?;
-        sqlx::query("UPDATE oidc_tokens SET revoked_at = $2 WHERE session = $1 AND revoked_at IS NULL")
+        query("UPDATE oidc_tokens SET revoked_at = $2 WHERE session = $1 AND revoked_at IS NULL")
             .bind(id.to_owned())
             .bind(micros(at))
             .execute(self.conn())
@@ -879,7 +868,7 @@ impl Transaction for SqlTransaction {
     async fn record_heartbeat(&mut self, id: &str, counter: u64, at: OffsetDateTime) -> Result<bool, StoreError> {
         let counter =
             i64::try_from(counter).map_err(|_| StoreError::Corrupt("heartbeat counter out of range".into()))?;
-        let done = sqlx::query(
+        let done = query(
             "UPDATE sessions SET heartbeat = $2, last_proof_at = $3 \
              WHERE id = $1 AND ended_at IS NULL AND card IS NOT NULL AND heartbeat < $2",
         )
@@ -899,7 +888,7 @@ impl Transaction for SqlTransaction {
         proof_since: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Session>, StoreError> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT * FROM sessions WHERE ended_at IS NULL \
              AND (expires_at <= $1 OR last_seen_at < $2 OR last_proof_at < $3) ORDER BY id LIMIT $4",
         )
@@ -914,19 +903,18 @@ impl Transaction for SqlTransaction {
     }
 
     async fn use_challenge(&mut self, nonce: &[u8], expires_at: OffsetDateTime) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO used_challenges (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
-        )
-        .bind(nonce.to_vec())
-        .bind(micros(expires_at))
-        .execute(self.conn())
-        .await
-        .map_err(|e| self.failure("challenge", &e))?;
+        let done =
+            query("INSERT INTO used_challenges (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING")
+                .bind(nonce.to_vec())
+                .bind(micros(expires_at))
+                .execute(self.conn())
+                .await
+                .map_err(|e| self.failure("challenge", &e))?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn forget_challenges(&mut self, before: OffsetDateTime) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM used_challenges WHERE expires_at < $1")
+        let done = query("DELETE FROM used_challenges WHERE expires_at < $1")
             .bind(micros(before))
             .execute(self.conn())
             .await
@@ -935,7 +923,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_card(&mut self, card: &CardRecord, administrator_secret: &[u8]) -> Result<i64, StoreError> {
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO cards (serial, person, state, live, wrong_passcodes, public_key, administrator_secret, \
              issued_by, issued_at, last_known_safe_at, incident) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              RETURNING id",
@@ -958,17 +946,17 @@ impl Transaction for SqlTransaction {
     }
 
     async fn card(&mut self, id: i64) -> Result<Option<CardRecord>, StoreError> {
-        let rows = self.fetch_all("read card", "SELECT * FROM cards WHERE id = $1", vec![Arg::Int(id)]).await?;
+        let rows = self.fetch_all("read card", "SELECT * FROM cards WHERE id = $1", vec![Value::int(id)]).await?;
         rows.first().map(rows::card).transpose()
     }
 
     async fn cards_of(&mut self, person: &PersonUuid) -> Result<Vec<CardRecord>, StoreError> {
         let sql = "SELECT * FROM cards WHERE person = $1 ORDER BY id";
-        self.fetch_all("list cards", sql, vec![Arg::Text(person.to_string())]).await?.iter().map(rows::card).collect()
+        self.fetch_all("list cards", sql, vec![Value::text(person.to_string())]).await?.iter().map(rows::card).collect()
     }
 
     async fn update_card(&mut self, card: &CardRecord) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "UPDATE cards SET state = $2, live = $3, wrong_passcodes = $4, public_key = $5, last_known_safe_at = $6, \
              incident = $7 WHERE id = $1",
         )
@@ -986,11 +974,9 @@ impl Transaction for SqlTransaction {
     }
 
     async fn card_with_secrets(&mut self, id: i64) -> Result<Option<(CardRecord, SealedSecrets)>, StoreError> {
-        let rows = self.fetch_all("read card", "SELECT * FROM cards WHERE id = $1", vec![Arg::Int(id)]).await?;
+        let rows = self.fetch_all("read card", "SELECT * FROM cards WHERE id = $1", vec![Value::int(id)]).await?;
         let Some(row) = rows.first() else { return Ok(None) };
-        let pending = row
-            .try_get::<Option<Vec<u8>>, _>("pending_administrator_secret")
-            .map_err(|e| StoreError::Corrupt(format!("pending_administrator_secret: {e}")))?;
+        let pending = row.opt_bytes("pending_administrator_secret")?;
         let ceremony = rows::opt_text(row, "pending_ceremony")?;
         let secrets =
             SealedSecrets { current: rows::bytes(row, "administrator_secret")?, pending: pending.zip(ceremony) };
@@ -1003,7 +989,7 @@ impl Transaction for SqlTransaction {
         current: &[u8],
         pending: Option<(&[u8], &str)>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "UPDATE cards SET administrator_secret = $2, pending_administrator_secret = $3, pending_ceremony = $4 \
              WHERE id = $1",
         )
@@ -1018,7 +1004,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_certificate(&mut self, c: &CardCertificate) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO card_certificates (serial, card, der, not_before, not_after, revoked_at, revocation_reason) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -1037,13 +1023,13 @@ impl Transaction for SqlTransaction {
 
     async fn certificate(&mut self, serial: &str) -> Result<Option<CardCertificate>, StoreError> {
         let sql = "SELECT * FROM card_certificates WHERE serial = $1";
-        let rows = self.fetch_all("read certificate", sql, vec![Arg::Text(serial.to_owned())]).await?;
+        let rows = self.fetch_all("read certificate", sql, vec![Value::text(serial.to_owned())]).await?;
         rows.first().map(rows::certificate).transpose()
     }
 
     async fn certificates_of(&mut self, card: i64) -> Result<Vec<CardCertificate>, StoreError> {
         let sql = "SELECT * FROM card_certificates WHERE card = $1 ORDER BY not_before, serial";
-        self.fetch_all("list certificates", sql, vec![Arg::Int(card)]).await?.iter().map(rows::certificate).collect()
+        self.fetch_all("list certificates", sql, vec![Value::int(card)]).await?.iter().map(rows::certificate).collect()
     }
 
     async fn revoke_certificates_of(
@@ -1052,7 +1038,7 @@ impl Transaction for SqlTransaction {
         reason: RevocationReason,
         at: OffsetDateTime,
     ) -> Result<usize, StoreError> {
-        let result = sqlx::query(
+        let result = query(
             "UPDATE card_certificates SET revoked_at = $2, revocation_reason = $3 WHERE card = $1 AND revoked_at IS NULL",
         )
         .bind(card)
@@ -1077,7 +1063,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn next_crl_number(&mut self) -> Result<u64, StoreError> {
-        let row = sqlx::query(
+        let row = query(
             "UPDATE counters SET next_value = next_value + 1 WHERE name = 'crl_number' RETURNING next_value - 1 AS v",
         )
         .fetch_one(self.conn())
@@ -1088,12 +1074,12 @@ impl Transaction for SqlTransaction {
 
     async fn live_card_by_serial(&mut self, serial: &CardSerial) -> Result<Option<CardRecord>, StoreError> {
         let sql = "SELECT * FROM cards WHERE serial = $1 AND live = 1";
-        let rows = self.fetch_all("read card", sql, vec![Arg::Text(serial.to_string())]).await?;
+        let rows = self.fetch_all("read card", sql, vec![Value::text(serial.to_string())]).await?;
         rows.first().map(rows::card).transpose()
     }
 
     async fn insert_unlock_code(&mut self, code: &UnlockCode, at: OffsetDateTime) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO unlock_codes (card, code_hash, expires_at, attempts, used_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -1111,18 +1097,18 @@ impl Transaction for SqlTransaction {
 
     async fn latest_unlock_code(&mut self, card: i64) -> Result<Option<UnlockCode>, StoreError> {
         let sql = "SELECT * FROM unlock_codes WHERE card = $1 ORDER BY id DESC LIMIT 1";
-        let rows = self.fetch_all("read unlock code", sql, vec![Arg::Int(card)]).await?;
+        let rows = self.fetch_all("read unlock code", sql, vec![Value::int(card)]).await?;
         rows.first().map(rows::unlock_code).transpose()
     }
 
     async fn unlock_codes_since(&mut self, card: i64, since: OffsetDateTime) -> Result<u64, StoreError> {
         let sql = "SELECT COUNT(*) AS n FROM unlock_codes WHERE card = $1 AND created_at >= $2";
-        let rows = self.fetch_all("count unlock codes", sql, vec![Arg::Int(card), Arg::Int(micros(since))]).await?;
+        let rows = self.fetch_all("count unlock codes", sql, vec![Value::int(card), Value::int(micros(since))]).await?;
         Ok(rows.first().map(|row| int(row, "n")).transpose()?.unwrap_or(0) as u64)
     }
 
     async fn update_unlock_code(&mut self, code: &UnlockCode) -> Result<(), StoreError> {
-        sqlx::query("UPDATE unlock_codes SET attempts = $2, used_at = $3 WHERE id = $1")
+        query("UPDATE unlock_codes SET attempts = $2, used_at = $3 WHERE id = $1")
             .bind(code.id)
             .bind(i64::from(code.attempts))
             .bind(code.used_at.map(micros))
@@ -1133,7 +1119,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn enqueue_message(&mut self, m: &OutboxMessage) -> Result<i64, StoreError> {
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO outbox (recipient, subject, body, created_at, sent_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(m.recipient.to_string())
@@ -1151,16 +1137,16 @@ impl Transaction for SqlTransaction {
         let (sql, args) = match recipient {
             Some(r) => (
                 "SELECT * FROM outbox WHERE recipient = $1 ORDER BY id DESC LIMIT $2",
-                vec![Arg::Text(r.to_string()), Arg::Int(i64::from(limit))],
+                vec![Value::text(r.to_string()), Value::int(i64::from(limit))],
             ),
-            None => ("SELECT * FROM outbox ORDER BY id DESC LIMIT $1", vec![Arg::Int(i64::from(limit))]),
+            None => ("SELECT * FROM outbox ORDER BY id DESC LIMIT $1", vec![Value::int(i64::from(limit))]),
         };
         self.fetch_all("read outbox", sql, args).await?.iter().map(rows::outbox_message).collect()
     }
 
     async fn outbox_waiting(&mut self, now: OffsetDateTime) -> Result<bool, StoreError> {
         let sql = "SELECT id FROM outbox WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < $1) LIMIT 1";
-        Ok(!self.fetch_all("read unsent messages", sql, vec![Arg::Int(micros(now))]).await?.is_empty())
+        Ok(!self.fetch_all("read unsent messages", sql, vec![Value::int(micros(now))]).await?.is_empty())
     }
 
     async fn lease_unsent_messages(
@@ -1172,11 +1158,11 @@ impl Transaction for SqlTransaction {
         let sql = "SELECT * FROM outbox WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < $1) \
                    ORDER BY id LIMIT $2";
         let rows = self
-            .fetch_all("read unsent messages", sql, vec![Arg::Int(micros(now)), Arg::Int(i64::from(limit))])
+            .fetch_all("read unsent messages", sql, vec![Value::int(micros(now)), Value::int(i64::from(limit))])
             .await?;
         let messages: Vec<OutboxMessage> = rows.iter().map(rows::outbox_message).collect::<Result<_, _>>()?;
         for message in &messages {
-            sqlx::query("UPDATE outbox SET leased_until = $2 WHERE id = $1")
+            query("UPDATE outbox SET leased_until = $2 WHERE id = $1")
                 .bind(message.id)
                 .bind(micros(until))
                 .execute(self.conn())
@@ -1187,7 +1173,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn mark_message_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET sent_at = $2, leased_until = NULL WHERE id = $1")
+        query("UPDATE outbox SET sent_at = $2, leased_until = NULL WHERE id = $1")
             .bind(id)
             .bind(micros(at))
             .execute(self.conn())
@@ -1197,7 +1183,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn mark_message_failed(&mut self, id: i64, error: &str, retry_at: OffsetDateTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, leased_until = $3 WHERE id = $1")
+        query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, leased_until = $3 WHERE id = $1")
             .bind(id)
             .bind(error.to_owned())
             .bind(micros(retry_at))
@@ -1208,7 +1194,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_incident(&mut self, i: &Incident) -> Result<i64, StoreError> {
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO incidents (kind, card, subject, reported_by, reported_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(i.kind.code())
@@ -1223,12 +1209,13 @@ impl Transaction for SqlTransaction {
     }
 
     async fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError> {
-        let rows = self.fetch_all("read incident", "SELECT * FROM incidents WHERE id = $1", vec![Arg::Int(id)]).await?;
+        let rows =
+            self.fetch_all("read incident", "SELECT * FROM incidents WHERE id = $1", vec![Value::int(id)]).await?;
         rows.first().map(rows::incident).transpose()
     }
 
     async fn close_incident(&mut self, id: i64, closure: &IncidentClosure) -> Result<(), StoreError> {
-        sqlx::query("UPDATE incidents SET closed_by = $2, closed_at = $3, review = $4, outcome = $5 WHERE id = $1")
+        query("UPDATE incidents SET closed_by = $2, closed_at = $3, review = $4, outcome = $5 WHERE id = $1")
             .bind(id)
             .bind(closure.by.to_string())
             .bind(micros(closure.at))
@@ -1241,7 +1228,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_absence(&mut self, a: &Absence) -> Result<i64, StoreError> {
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO absences (person, kind, first_day, last_day, recorded_by, recorded_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
@@ -1260,7 +1247,7 @@ impl Transaction for SqlTransaction {
     async fn absences_of(&mut self, person: &PersonUuid, from: Date) -> Result<Vec<Absence>, StoreError> {
         let sql = "SELECT * FROM absences WHERE person = $1 AND last_day >= $2 AND cancelled_at IS NULL \
                    ORDER BY first_day, id";
-        self.fetch_all("read absences", sql, vec![Arg::Text(person.to_string()), Arg::Text(format_date(from))])
+        self.fetch_all("read absences", sql, vec![Value::text(person.to_string()), Value::text(format_date(from))])
             .await?
             .iter()
             .map(rows::absence)
@@ -1268,12 +1255,12 @@ impl Transaction for SqlTransaction {
     }
 
     async fn absence(&mut self, id: i64) -> Result<Option<Absence>, StoreError> {
-        let rows = self.fetch_all("read absence", "SELECT * FROM absences WHERE id = $1", vec![Arg::Int(id)]).await?;
+        let rows = self.fetch_all("read absence", "SELECT * FROM absences WHERE id = $1", vec![Value::int(id)]).await?;
         rows.first().map(rows::absence).transpose()
     }
 
     async fn cancel_absence(&mut self, id: i64, at: OffsetDateTime) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE absences SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL")
+        let done = query("UPDATE absences SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL")
             .bind(id)
             .bind(micros(at))
             .execute(self.conn())
@@ -1287,7 +1274,7 @@ impl Transaction for SqlTransaction {
         assignment: AssignmentId,
         hours: Option<&WorkingHours>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE assignments SET working_hours = $2 WHERE id = $1")
+        query("UPDATE assignments SET working_hours = $2 WHERE id = $1")
             .bind(assignment.0)
             .bind(hours.map(ToString::to_string))
             .execute(self.conn())
@@ -1298,7 +1285,7 @@ impl Transaction for SqlTransaction {
 
     async fn absence_policy(&mut self, org: &OdsCode) -> Result<Option<AbsencePolicy>, StoreError> {
         let sql = "SELECT policy FROM absence_policies WHERE org = $1";
-        let rows = self.fetch_all("read absence policy", sql, vec![Arg::Text(org.to_string())]).await?;
+        let rows = self.fetch_all("read absence policy", sql, vec![Value::text(org.to_string())]).await?;
         rows.first().map(|r| AbsencePolicy::parse(&rows::text(r, "policy")?).map_err(rows::corrupt)).transpose()
     }
 
@@ -1309,7 +1296,7 @@ impl Transaction for SqlTransaction {
         by: &PersonUuid,
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO absence_policies (org, policy, set_by, set_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (org) DO UPDATE SET policy = excluded.policy, set_by = excluded.set_by, set_at = excluded.set_at",
         )
@@ -1325,7 +1312,7 @@ impl Transaction for SqlTransaction {
 
     async fn insert_client(&mut self, c: &Client) -> Result<(), StoreError> {
         let uris: Vec<&str> = c.redirect_uris.iter().map(careid_domain::oidc::AppUri::as_str).collect();
-        sqlx::query(
+        query(
             "INSERT INTO oidc_clients (id, name, kind, secret_hash, redirect_uris, backchannel_logout_uri, org, \
              registered_by, registered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
@@ -1346,7 +1333,7 @@ impl Transaction for SqlTransaction {
 
     async fn client(&mut self, id: &ClientId) -> Result<Option<Client>, StoreError> {
         let rows = self
-            .fetch_all("read client", "SELECT * FROM oidc_clients WHERE id = $1", vec![Arg::Text(id.to_string())])
+            .fetch_all("read client", "SELECT * FROM oidc_clients WHERE id = $1", vec![Value::text(id.to_string())])
             .await?;
         rows.first().map(rows::client).transpose()
     }
@@ -1360,7 +1347,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn disable_client(&mut self, id: &ClientId, at: OffsetDateTime) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE oidc_clients SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL")
+        let done = query("UPDATE oidc_clients SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL")
             .bind(id.to_string())
             .bind(micros(at))
             .execute(self.conn())
@@ -1370,7 +1357,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_authorization(&mut self, a: &Authorization) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO oidc_authorizations (id, client, redirect_uri, scope, state, nonce, code_challenge, \
              created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
@@ -1391,12 +1378,12 @@ impl Transaction for SqlTransaction {
 
     async fn authorization(&mut self, id: &str) -> Result<Option<Authorization>, StoreError> {
         let sql = "SELECT * FROM oidc_authorizations WHERE id = $1";
-        let rows = self.fetch_all("read authorization", sql, vec![Arg::Text(id.into())]).await?;
+        let rows = self.fetch_all("read authorization", sql, vec![Value::text(id)]).await?;
         rows.first().map(rows::authorization).transpose()
     }
 
     async fn authorization_by_code(&mut self, code_hash: &[u8; 32]) -> Result<Option<Authorization>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM oidc_authorizations WHERE code_hash = $1")
+        let rows = query("SELECT * FROM oidc_authorizations WHERE code_hash = $1")
             .bind(code_hash.to_vec())
             .fetch_all(self.conn())
             .await
@@ -1411,7 +1398,7 @@ impl Transaction for SqlTransaction {
         code_hash: &[u8; 32],
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = query(
             "UPDATE oidc_authorizations SET session = $2, code_hash = $3, approved_at = $4 \
              WHERE id = $1 AND session IS NULL",
         )
@@ -1426,7 +1413,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn use_authorization_code(&mut self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = query(
             "UPDATE oidc_authorizations SET code_used_at = $2 WHERE id = $1 AND code_hash IS NOT NULL \
              AND code_used_at IS NULL",
         )
@@ -1439,7 +1426,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_token(&mut self, t: &IssuedToken) -> Result<(), StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO oidc_tokens (id, client, session, person, authorization_id, scope, issued_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -1459,12 +1446,12 @@ impl Transaction for SqlTransaction {
 
     async fn token(&mut self, id: &str) -> Result<Option<IssuedToken>, StoreError> {
         let rows =
-            self.fetch_all("read token", "SELECT * FROM oidc_tokens WHERE id = $1", vec![Arg::Text(id.into())]).await?;
+            self.fetch_all("read token", "SELECT * FROM oidc_tokens WHERE id = $1", vec![Value::text(id)]).await?;
         rows.first().map(rows::issued_token).transpose()
     }
 
     async fn revoke_token(&mut self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE oidc_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        let done = query("UPDATE oidc_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id.to_owned())
             .bind(micros(at))
             .execute(self.conn())
@@ -1478,20 +1465,19 @@ impl Transaction for SqlTransaction {
         authorization: &str,
         at: OffsetDateTime,
     ) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query("UPDATE oidc_tokens SET revoked_at = $2 WHERE authorization_id = $1 AND revoked_at IS NULL")
-                .bind(authorization.to_owned())
-                .bind(micros(at))
-                .execute(self.conn())
-                .await
-                .map_err(|e| self.failure("revoke tokens", &e))?;
+        let done = query("UPDATE oidc_tokens SET revoked_at = $2 WHERE authorization_id = $1 AND revoked_at IS NULL")
+            .bind(authorization.to_owned())
+            .bind(micros(at))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("revoke tokens", &e))?;
         Ok(done.rows_affected())
     }
 
     async fn logouts_waiting(&mut self, now: OffsetDateTime) -> Result<bool, StoreError> {
         let sql =
             "SELECT id FROM oidc_logouts WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < $1) LIMIT 1";
-        Ok(!self.fetch_all("read logouts", sql, vec![Arg::Int(micros(now))]).await?.is_empty())
+        Ok(!self.fetch_all("read logouts", sql, vec![Value::int(micros(now))]).await?.is_empty())
     }
 
     async fn lease_logouts(
@@ -1502,10 +1488,11 @@ impl Transaction for SqlTransaction {
     ) -> Result<Vec<PendingLogout>, StoreError> {
         let sql = "SELECT * FROM oidc_logouts WHERE sent_at IS NULL AND (leased_until IS NULL OR leased_until < $1) \
                    ORDER BY id LIMIT $2";
-        let rows = self.fetch_all("read logouts", sql, vec![Arg::Int(micros(now)), Arg::Int(i64::from(limit))]).await?;
+        let rows =
+            self.fetch_all("read logouts", sql, vec![Value::int(micros(now)), Value::int(i64::from(limit))]).await?;
         let logouts: Vec<PendingLogout> = rows.iter().map(rows::pending_logout).collect::<Result<_, _>>()?;
         for logout in &logouts {
-            sqlx::query("UPDATE oidc_logouts SET leased_until = $2 WHERE id = $1")
+            query("UPDATE oidc_logouts SET leased_until = $2 WHERE id = $1")
                 .bind(logout.id)
                 .bind(micros(until))
                 .execute(self.conn())
@@ -1516,7 +1503,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn mark_logout_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE oidc_logouts SET sent_at = $2, leased_until = NULL WHERE id = $1")
+        query("UPDATE oidc_logouts SET sent_at = $2, leased_until = NULL WHERE id = $1")
             .bind(id)
             .bind(micros(at))
             .execute(self.conn())
@@ -1526,15 +1513,13 @@ impl Transaction for SqlTransaction {
     }
 
     async fn mark_logout_failed(&mut self, id: i64, error: &str, retry_at: OffsetDateTime) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE oidc_logouts SET attempts = attempts + 1, last_error = $2, leased_until = $3 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(error.to_owned())
-        .bind(micros(retry_at))
-        .execute(self.conn())
-        .await
-        .map_err(|e| self.failure("mark logout failed", &e))?;
+        query("UPDATE oidc_logouts SET attempts = attempts + 1, last_error = $2, leased_until = $3 WHERE id = $1")
+            .bind(id)
+            .bind(error.to_owned())
+            .bind(micros(retry_at))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("mark logout failed", &e))?;
         Ok(())
     }
 
@@ -1542,7 +1527,7 @@ impl Transaction for SqlTransaction {
         for chunk in people.chunks(BULK_ROWS) {
             let mut sql = format!("INSERT INTO people ({PERSON_COLUMNS}) VALUES ");
             push_placeholders(&mut sql, self.backend, chunk.len(), 13);
-            let mut query = sqlx::query(&sql);
+            let mut query = query(&sql);
             for p in chunk {
                 let d = &p.details;
                 query = query
@@ -1567,7 +1552,7 @@ impl Transaction for SqlTransaction {
                 "INSERT INTO assignments (person, position, org, start_date, end_date, assigned_by) VALUES ",
             );
             push_placeholders(&mut sql, self.backend, chunk.len(), 6);
-            let mut query = sqlx::query(&sql);
+            let mut query = query(&sql);
             for a in chunk {
                 query = query
                     .bind(a.person.to_string())
@@ -1591,7 +1576,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn set_audit_tree(&mut self, head: &TreeHead) -> Result<(), StoreError> {
-        sqlx::query("UPDATE audit_tree SET size = $1, root = $2, chain_hash = $3 WHERE id = 1")
+        query("UPDATE audit_tree SET size = $1, root = $2, chain_hash = $3 WHERE id = 1")
             .bind(head.size as i64)
             .bind(head.root.to_vec())
             .bind(head.chain_hash.to_vec())
@@ -1603,14 +1588,15 @@ impl Transaction for SqlTransaction {
 
     async fn audit_tile(&mut self, level: u8, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let sql = "SELECT hashes FROM audit_tiles WHERE level = $1 AND idx = $2";
-        let rows =
-            self.fetch_all("read audit tile", sql, vec![Arg::Int(i64::from(level)), Arg::Int(index as i64)]).await?;
+        let rows = self
+            .fetch_all("read audit tile", sql, vec![Value::int(i64::from(level)), Value::int(index as i64)])
+            .await?;
         rows.first().map(|r| rows::bytes(r, "hashes")).transpose()
     }
 
     async fn put_audit_tiles(&mut self, tiles: &[(u8, u64, Vec<u8>)]) -> Result<(), StoreError> {
         for (level, index, hashes) in tiles {
-            sqlx::query(
+            query(
                 "INSERT INTO audit_tiles (level, idx, hashes) VALUES ($1, $2, $3) \
                  ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes",
             )
@@ -1640,7 +1626,7 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_checkpoint(&mut self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit_checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4)")
+        query("INSERT INTO audit_checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4)")
             .bind(checkpoint.size as i64)
             .bind(checkpoint.root.to_vec())
             .bind(checkpoint.note.clone())
@@ -1653,12 +1639,12 @@ impl Transaction for SqlTransaction {
 
     async fn audit_records_of_session(&mut self, session: &str, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = "SELECT seq, entry, chain_hash FROM audit_log WHERE session = $1 ORDER BY seq LIMIT $2";
-        let args = vec![Arg::Text(session.to_owned()), Arg::Int(i64::from(limit))];
+        let args = vec![Value::text(session.to_owned()), Value::int(i64::from(limit))];
         self.fetch_all("read a session's records", sql, args).await?.iter().map(record).collect()
     }
 
     async fn insert_misuse_incident(&mut self, i: &MisuseIncident) -> Result<i64, StoreError> {
-        let row = sqlx::query(
+        let row = query(
             "INSERT INTO misuse_incidents (record, person, org, comment, context, opened_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
@@ -1676,7 +1662,7 @@ impl Transaction for SqlTransaction {
 
     async fn misuse_incident_of_record(&mut self, record: u64) -> Result<Option<MisuseIncident>, StoreError> {
         let sql = "SELECT * FROM misuse_incidents WHERE record = $1";
-        let rows = self.fetch_all("read misuse incident", sql, vec![Arg::Int(record as i64)]).await?;
+        let rows = self.fetch_all("read misuse incident", sql, vec![Value::int(record as i64)]).await?;
         rows.first().map(rows::misuse_incident).transpose()
     }
 
@@ -1685,7 +1671,7 @@ impl Transaction for SqlTransaction {
             "{UNDER} SELECT * FROM misuse_incidents WHERE org IN (SELECT ods_code FROM under_org) ORDER BY id DESC LIMIT $2"
         );
         let rows = self
-            .fetch_all("read misuse incidents", &sql, vec![Arg::Text(org.to_string()), Arg::Int(i64::from(limit))])
+            .fetch_all("read misuse incidents", &sql, vec![Value::text(org.to_string()), Value::int(i64::from(limit))])
             .await?;
         rows.iter().map(rows::misuse_incident).collect()
     }
@@ -1696,7 +1682,7 @@ impl Transaction for SqlTransaction {
                 "INSERT INTO patient_access (seq, patient, person, org, client, action, relationship, accessed_at, alert) VALUES ",
             );
             push_placeholders(&mut sql, self.backend, chunk.len(), 9);
-            let mut query = sqlx::query(&sql);
+            let mut query = query(&sql);
             for a in chunk {
                 query = query
                     .bind(a.seq as i64)
@@ -1718,37 +1704,37 @@ impl Transaction for SqlTransaction {
         let mut args = Vec::new();
         let mut sql = String::new();
         if let Some(org) = &query.org_under {
-            args.push(Arg::Text(org.to_string()));
+            args.push(Value::text(org.to_string()));
             sql.push_str(UNDER);
         }
         sql.push_str(" SELECT * FROM patient_access WHERE 1 = 1");
         if query.org_under.is_some() {
             sql.push_str(" AND org IN (SELECT ods_code FROM under_org)");
         }
-        let next = |args: &mut Vec<Arg>, arg: Arg| {
+        let next = |args: &mut Vec<Value>, arg: Value| {
             args.push(arg);
             args.len()
         };
         if let Some(patient) = &query.patient {
-            let n = next(&mut args, Arg::Text(patient.to_string()));
+            let n = next(&mut args, Value::text(patient.to_string()));
             sql.push_str(&format!(" AND patient = ${n}"));
         }
         if let Some(person) = &query.person {
-            let n = next(&mut args, Arg::Text(person.to_string()));
+            let n = next(&mut args, Value::text(person.to_string()));
             sql.push_str(&format!(" AND person = ${n}"));
         }
         if query.alerts_only {
             sql.push_str(" AND alert IS NOT NULL");
         }
         if let Some(since) = query.since_seq {
-            let n = next(&mut args, Arg::Int(since as i64));
+            let n = next(&mut args, Value::int(since as i64));
             sql.push_str(&format!(" AND seq >= ${n}"));
         }
         if let Some(before) = query.before_seq {
-            let n = next(&mut args, Arg::Int(before as i64));
+            let n = next(&mut args, Value::int(before as i64));
             sql.push_str(&format!(" AND seq < ${n}"));
         }
-        let n = next(&mut args, Arg::Int(i64::from(query.limit)));
+        let n = next(&mut args, Value::int(i64::from(query.limit)));
         sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${n}"));
         self.fetch_all("read patient accesses", &sql, args).await?.iter().map(rows::patient_access).collect()
     }

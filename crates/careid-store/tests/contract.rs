@@ -28,8 +28,8 @@ enum Cleanup {
     Directory(std::path::PathBuf),
 }
 
-/// The backends to run against: SQLite in memory (transactions of their own) and in a file
-/// (group commit on a shared writer), and PostgreSQL in a fresh schema if configured.
+/// The backends to run against: SQLite in memory (one connection) and in a file (group commit
+/// on a shared writer, readers beside it), and PostgreSQL in a fresh schema if configured.
 async fn stores() -> Vec<(SqlStore, Cleanup)> {
     let unique: u64 = rand::random();
     let dir = std::env::temp_dir().join(format!("careid-contract-{unique:016x}"));
@@ -55,18 +55,17 @@ macro_rules! contract {
         async fn $name() {
             for ($store, cleanup) in stores().await {
                 let backend = format!("{:?}", $store);
-                let pool = $store.pool().clone();
+                let pool = $store.postgres_pool().cloned();
                 let outcome = tokio::spawn(async move { $body }).await;
                 match cleanup {
                     Cleanup::Nothing => {}
                     Cleanup::Schema(schema) => {
                         sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                            .execute(&pool)
+                            .execute(&pool.expect("a PostgreSQL store has a pool"))
                             .await
                             .expect("drop schema");
                     }
                     Cleanup::Directory(dir) => {
-                        pool.close().await;
                         let _ = std::fs::remove_dir_all(dir);
                     }
                 }
@@ -144,7 +143,7 @@ contract!(audit_log_refuses_updates_and_deletes, |store| {
     tx.append_audit(&event(0)).await.unwrap();
     tx.commit().await.unwrap();
     for sql in ["UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log"] {
-        assert!(sqlx::query(sql).execute(store.pool()).await.is_err(), "{sql} must be refused");
+        assert!(store.execute_raw(sql).await.is_err(), "{sql} must be refused");
     }
     assert_eq!(verify_whole_log(&store).await, 1);
 });
@@ -844,7 +843,7 @@ contract!(the_tree_head_tiles_and_checkpoints_are_kept_and_checkpoints_never_cha
     drop(tx);
     // A signed checkpoint is never changed or deleted, not even by hand.
     for statement in ["UPDATE audit_checkpoints SET size = 1", "DELETE FROM audit_checkpoints"] {
-        assert!(sqlx::query(statement).execute(store.pool()).await.is_err(), "{statement}");
+        assert!(store.execute_raw(statement).await.is_err(), "{statement}");
     }
 });
 

@@ -82,28 +82,20 @@ fn raw_sha256_rate() -> f64 {
 
 /// Rows per second inserted into a bare SQLite table in one transaction (the same driver,
 /// pragmas and file system as careid's store): the best a database on this machine can do.
-async fn raw_sqlite_insert_rate(dir: &std::path::Path, rows: usize) -> anyhow::Result<f64> {
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}?mode=rwc", dir.join("raw.db").display());
-    let pool = sqlx::AnyPool::connect(&url).await?;
-    sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
-    sqlx::query("CREATE TABLE raw (seq BIGINT PRIMARY KEY, entry BLOB NOT NULL)").execute(&pool).await?;
+fn raw_sqlite_insert_rate(dir: &std::path::Path, rows: usize) -> anyhow::Result<f64> {
+    let conn = rusqlite::Connection::open(dir.join("raw.db"))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; CREATE TABLE raw (seq BIGINT PRIMARY KEY, entry BLOB NOT NULL)")?;
     let entry = careid_audit::encode(&event(1));
     let started = Instant::now();
-    let mut tx = pool.begin().await?;
-    for chunk in (0..rows as i64).collect::<Vec<_>>().chunks(500) {
-        let mut sql = String::from("INSERT INTO raw (seq, entry) VALUES ");
-        sql.push_str(&vec!["(?, ?)"; chunk.len()].join(", "));
-        let mut query = sqlx::query(&sql);
-        for seq in chunk {
-            query = query.bind(*seq).bind(entry.clone());
-        }
-        query.execute(&mut *tx).await?;
+    conn.execute_batch("BEGIN")?;
+    let mut insert = conn.prepare("INSERT INTO raw (seq, entry) VALUES (?1, ?2)")?;
+    for seq in 0..rows as i64 {
+        insert.execute(rusqlite::params![seq, entry])?;
     }
-    tx.commit().await?;
-    let rate = rows as f64 / started.elapsed().as_secs_f64();
-    pool.close().await;
-    Ok(rate)
+    drop(insert);
+    conn.execute_batch("COMMIT")?;
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
 /// `writers` tasks append `records` records in transactions of `per_transaction`, each
@@ -147,7 +139,7 @@ pub async fn bench_audit(
         "  baseline: raw SHA-256 leaf hashes of a {}-byte entry  {sha:>12.0} /s",
         careid_audit::encode(&event(1)).len()
     );
-    let raw = raw_sqlite_insert_rate(&dir, records).await?;
+    let raw = raw_sqlite_insert_rate(&dir, records)?;
     println!("  baseline: raw SQLite inserts, one transaction          {raw:>12.0} rows/s");
 
     let store =

@@ -1,0 +1,277 @@
+//! SQLite through rusqlite: where the database is, its connections, and its migrations.
+//!
+//! Writes go through one writer connection with group commit (`group.rs`). Reads on a file
+//! database each take a connection of their own from a small pool, inside a read
+//! transaction, so that they see one snapshot and never wait for the writer (write-ahead
+//! log). An in-memory database is one connection, so its reads take the writer.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use careid_domain::ports::StoreError;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::db::{DbError, driver_error};
+use crate::group::{GroupCommit, Writer};
+
+/// Where a `sqlite:` URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    Memory,
+    File { path: PathBuf, create: bool },
+}
+
+impl Location {
+    /// `sqlite::memory:`, `sqlite:PATH`, `sqlite://PATH`, with `?mode=rwc` (create if missing),
+    /// `?mode=rw` (the default: the file must exist) or `?mode=memory`.
+    pub(crate) fn of_url(url: &str) -> Result<Location, StoreError> {
+        let rest = url.strip_prefix("sqlite:").ok_or_else(|| bad_url("it must start with sqlite:"))?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut create = false;
+        for param in params.split('&').filter(|p| !p.is_empty()) {
+            match param.split_once('=') {
+                Some(("mode", "rwc")) => create = true,
+                Some(("mode", "rw")) => create = false,
+                Some(("mode", "memory")) => return Ok(Location::Memory),
+                _ => return Err(bad_url(&format!("unknown parameter {param:?} (only mode=rwc, rw or memory)"))),
+            }
+        }
+        if path == ":memory:" {
+            return Ok(Location::Memory);
+        }
+        if path.is_empty() {
+            return Err(bad_url("it names no file"));
+        }
+        Ok(Location::File { path: PathBuf::from(path), create })
+    }
+}
+
+fn bad_url(why: &str) -> StoreError {
+    StoreError::Unavailable(format!("SQLite store URL: {why}"))
+}
+
+fn lite_error(context: &'static str, error: rusqlite::Error) -> StoreError {
+    driver_error(context, &DbError::Lite(error))
+}
+
+/// Settings every connection gets. `synchronous = FULL`: a commit is on disk before it returns.
+const PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                       PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;";
+
+/// How many prepared statements each connection keeps.
+const STATEMENT_CACHE: usize = 256;
+
+fn open_connection(location: &Location, create: bool) -> Result<Connection, StoreError> {
+    let conn = match location {
+        Location::Memory => Connection::open_in_memory(),
+        Location::File { path, .. } => {
+            let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            if create {
+                flags |= OpenFlags::SQLITE_OPEN_CREATE;
+            }
+            Connection::open_with_flags(path, flags)
+        }
+    }
+    .map_err(|e| lite_error("open SQLite", e))?;
+    conn.execute_batch(PRAGMAS).map_err(|e| lite_error("configure SQLite", e))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// The SQLite side of a store.
+#[derive(Debug, Clone)]
+pub(crate) struct LiteStore {
+    pub(crate) group: GroupCommit,
+    /// File databases only.
+    readers: Option<ReaderPool>,
+}
+
+impl LiteStore {
+    pub(crate) fn open(url: &str, migrations: &[(i64, &str, &str)]) -> Result<LiteStore, StoreError> {
+        let location = Location::of_url(url)?;
+        let create = matches!(location, Location::File { create: true, .. });
+        let writer = open_connection(&location, create)?;
+        if matches!(location, Location::File { .. }) {
+            // Journal mode is the database's own setting; WAL lets readers run beside the writer.
+            writer
+                .query_row("PRAGMA journal_mode = WAL", [], |row| row.get::<_, String>(0))
+                .map_err(|e| lite_error("write-ahead log", e))?;
+            writer.execute_batch("PRAGMA synchronous = FULL").map_err(|e| lite_error("configure SQLite", e))?;
+        }
+        migrate(&writer, migrations)?;
+        let durable = matches!(location, Location::File { .. });
+        let readers = match location {
+            Location::Memory => None,
+            Location::File { .. } => Some(ReaderPool { location, idle: Arc::new(Mutex::new(Vec::new())) }),
+        };
+        Ok(LiteStore { group: GroupCommit::new(writer, durable), readers })
+    }
+
+    pub(crate) async fn begin_read(&self) -> Result<Reader, StoreError> {
+        match &self.readers {
+            Some(pool) => pool.begin(),
+            None => Ok(Reader::Writer(self.group.take_for_reading().await?)),
+        }
+    }
+
+    /// Runs SQL outside any transaction of careid's: operator tools and tamper tests.
+    pub(crate) async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        let mut writer = self.group.take_for_reading().await?;
+        writer.connection().execute_batch(sql).map_err(|e| lite_error("raw SQL", e))
+    }
+
+    /// Moves the write-ahead log into the database file.
+    pub(crate) async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        if self.readers.is_none() {
+            return Ok(());
+        }
+        let mut writer = self.group.take_for_reading().await?;
+        writer
+            .connection()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| lite_error("checkpoint the write-ahead log", e))
+    }
+}
+
+/// Idle reader connections of a file database.
+#[derive(Clone)]
+pub(crate) struct ReaderPool {
+    location: Location,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl std::fmt::Debug for ReaderPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderPool").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+/// How many idle readers are kept; more may be open while busy.
+const IDLE_READERS: usize = 16;
+
+impl ReaderPool {
+    fn begin(&self) -> Result<Reader, StoreError> {
+        let idle = self.idle.lock().map_or(None, |mut idle| idle.pop());
+        let conn = if let Some(conn) = idle {
+            conn
+        } else {
+            let conn = open_connection(&self.location, false)?;
+            conn.execute_batch("PRAGMA query_only = ON").map_err(|e| lite_error("configure reader", e))?;
+            conn
+        };
+        conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map_err(|e| lite_error("begin read", e))?;
+        Ok(Reader::Pooled(Some(conn), self.clone()))
+    }
+
+    fn give_back(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+/// A read transaction's connection.
+pub(crate) enum Reader {
+    /// A pooled connection of a file database, inside BEGIN; returned to the pool at the end.
+    Pooled(Option<Connection>, ReaderPool),
+    /// An in-memory database's only connection, held for the whole read.
+    Writer(OwnedMutexGuard<Writer>),
+}
+
+impl Reader {
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        match self {
+            Reader::Pooled(Some(conn), _) => conn,
+            Reader::Pooled(None, _) => unreachable!("a reader's connection is taken only when it is dropped"),
+            Reader::Writer(writer) => writer.connection(),
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Reader::Pooled(conn, pool) = self
+            && let Some(conn) = conn.take()
+        {
+            // A read changes nothing: ending it either way frees its snapshot. A connection
+            // that cannot end its transaction is closed instead of reused.
+            if conn.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([])).is_ok() {
+                pool.give_back(conn);
+            }
+        }
+    }
+}
+
+/// The table sqlx kept its migrations in, so that databases made by earlier versions go on.
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    success BOOLEAN NOT NULL,
+    checksum BLOB NOT NULL,
+    execution_time BIGINT NOT NULL
+)";
+
+/// Applies each migration not yet applied, each in its own transaction with its record.
+fn migrate(conn: &Connection, migrations: &[(i64, &str, &str)]) -> Result<(), StoreError> {
+    let fail = |e| lite_error("migrations", e);
+    conn.execute_batch(MIGRATIONS_TABLE).map_err(fail)?;
+    let applied: Vec<i64> = conn
+        .prepare("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
+        .map_err(fail)?;
+    if let Some(unknown) = applied.iter().find(|v| !migrations.iter().any(|(version, ..)| version == *v)) {
+        return Err(StoreError::Unavailable(format!(
+            "migrations: the database has migration {unknown}, which this careid does not know: is it older than the database?"
+        )));
+    }
+    for (version, description, sql) in migrations.iter().filter(|(v, ..)| !applied.contains(v)) {
+        let started = std::time::Instant::now();
+        let checksum = sha384(sql);
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+        let outcome = conn.execute_batch(sql).and_then(|()| {
+            conn.execute(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES (?1, ?2, TRUE, ?3, ?4)",
+                rusqlite::params![version, description, checksum, started.elapsed().as_nanos() as i64],
+            )
+        });
+        match outcome {
+            Ok(_) => conn.execute_batch("COMMIT").map_err(fail)?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(StoreError::Unavailable(format!("migration {version} ({description}): {e}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sha384(sql: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha384::digest(sql.as_bytes()).to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_memory_or_a_file() {
+        assert_eq!(Location::of_url("sqlite::memory:").unwrap(), Location::Memory);
+        assert_eq!(
+            Location::of_url("sqlite:///tmp/a.db?mode=rwc").unwrap(),
+            Location::File { path: "/tmp/a.db".into(), create: true }
+        );
+        assert_eq!(
+            Location::of_url("sqlite:data/a.db").unwrap(),
+            Location::File { path: "data/a.db".into(), create: false }
+        );
+        assert!(Location::of_url("sqlite://a.db?cache=shared").is_err());
+        assert!(Location::of_url("sqlite://").is_err());
+    }
+}
