@@ -58,14 +58,20 @@ pub fn tidy() -> Vec<String> {
 
 /// Which crates each internal crate must never depend on, even indirectly.
 pub const FORBIDDEN: &[(&str, &[&str])] = &[
-    ("careid-domain", &["tokio", "sqlx", "axum", "hyper", "reqwest", "cryptoki", "serde"]),
-    ("careid-audit", &["tokio", "sqlx", "axum", "hyper", "reqwest", "cryptoki"]),
-    ("careid-card", &["tokio", "sqlx", "axum", "hyper", "reqwest", "careid-store", "careid-service", "careid-http"]),
-    ("careid-pki", &["tokio", "sqlx", "axum", "hyper", "reqwest", "careid-store", "careid-service"]),
-    ("careid-proto", &["tokio", "sqlx", "axum", "careid-domain", "careid-service", "careid-store"]),
-    ("careid-service", &["sqlx", "axum", "hyper", "reqwest", "cryptoki", "careid-store", "careid-http", "careid-card"]),
+    ("careid-domain", &["tokio", "sqlx", "rusqlite", "axum", "hyper", "reqwest", "cryptoki", "serde"]),
+    ("careid-audit", &["tokio", "sqlx", "rusqlite", "axum", "hyper", "reqwest", "cryptoki"]),
+    (
+        "careid-card",
+        &["tokio", "sqlx", "rusqlite", "axum", "hyper", "reqwest", "careid-store", "careid-service", "careid-http"],
+    ),
+    ("careid-pki", &["tokio", "sqlx", "rusqlite", "axum", "hyper", "reqwest", "careid-store", "careid-service"]),
+    ("careid-proto", &["tokio", "sqlx", "rusqlite", "axum", "careid-domain", "careid-service", "careid-store"]),
+    (
+        "careid-service",
+        &["sqlx", "rusqlite", "axum", "hyper", "reqwest", "cryptoki", "careid-store", "careid-http", "careid-card"],
+    ),
     ("careid-store", &["axum", "hyper", "reqwest", "careid-service", "careid-http"]),
-    ("careid-http", &["sqlx", "cryptoki", "careid-store"]),
+    ("careid-http", &["sqlx", "rusqlite", "cryptoki", "careid-store"]),
 ];
 
 /// The crates `package` depends on (normal dependencies, transitively), from `cargo tree`.

@@ -142,19 +142,55 @@ pub enum DecodeError {
 }
 
 pub fn decode(entry: &[u8]) -> Result<Entry, DecodeError> {
+    let fields = lines(entry)?
+        .map(|line| {
+            let (number, name, value) = line?;
+            Ok((name.to_owned(), unescape(value).ok_or(DecodeError::Line(number))?))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Entry { fields })
+}
+
+/// Whether `entry` decodes, and if not why, as `decode` would say, without building it.
+pub fn check_entry(entry: &[u8]) -> Result<(), DecodeError> {
+    for line in lines(entry)? {
+        line?;
+    }
+    Ok(())
+}
+
+/// An entry's field lines after its header: line number, name, value as escaped.
+fn lines(entry: &[u8]) -> Result<impl Iterator<Item = Result<(usize, &str, &str), DecodeError>>, DecodeError> {
     let text = std::str::from_utf8(entry).map_err(|_| DecodeError::NotText)?;
     let mut lines = text.split_terminator('\n');
     if lines.next() != Some(ENTRY_HEADER) {
         return Err(DecodeError::Header);
     }
-    let fields = lines
-        .enumerate()
-        .map(|(i, line)| {
-            let (name, value) = line.split_once(' ').ok_or(DecodeError::Line(i + 2))?;
-            Ok((name.to_owned(), unescape(value).ok_or(DecodeError::Line(i + 2))?))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Entry { fields })
+    Ok(lines.enumerate().map(|(i, line)| {
+        let number = i + 2;
+        let (name, value) = line.split_once(' ').ok_or(DecodeError::Line(number))?;
+        if !well_escaped(value) {
+            return Err(DecodeError::Line(number));
+        }
+        Ok((number, name, value))
+    }))
+}
+
+/// Every backslash in `value` starts one of the escapes `unescape` knows.
+fn well_escaped(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if !matches!(bytes.get(i + 1), Some(b'\\' | b'n' | b'r')) {
+                return false;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    true
 }
 
 /// RFC 6962 leaf hash: SHA-256(0x00 || entry).
@@ -257,6 +293,25 @@ mod tests {
         assert_eq!(entry.get("outcome"), Some("refused"));
         assert_eq!(entry.get("rule"), Some("duplicate_person"));
         assert_eq!(entry.get("subject"), Some("person 100000000008"));
+    }
+
+    #[test]
+    fn check_entry_says_what_decode_says() {
+        let good = encode(&event("a \\ b\nc"));
+        let text = String::from_utf8(good.clone()).unwrap();
+        let cases: Vec<Vec<u8>> = vec![
+            good.clone(),
+            vec![0xff, 0xfe],
+            b"careid-audit/v2\nat x\n".to_vec(),
+            text.replacen("request req-1", "requestreq-1", 1).into_bytes(),
+            text.replacen("request req-1", "request req\\x", 1).into_bytes(),
+            text.replacen("request req-1", "request req\\", 1).into_bytes(),
+        ];
+        for (i, entry) in cases.iter().enumerate() {
+            assert_eq!(check_entry(entry), decode(entry).map(|_| ()), "case {i}");
+        }
+        assert!(check_entry(&good).is_ok());
+        assert_eq!(check_entry(&cases[4]), Err(DecodeError::Line(3)));
     }
 
     #[test]

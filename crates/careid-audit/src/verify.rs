@@ -6,7 +6,7 @@ use careid_domain::audit::AuditRecord;
 
 use crate::merkle::{CompactRange, Hash};
 use crate::note::Checkpoint;
-use crate::{GENESIS, chain_hash_of_leaf, decode, leaf_hash};
+use crate::{GENESIS, chain_hash_of_leaf, check_entry, leaf_hash};
 
 /// The first thing found wrong, with the record's position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +62,7 @@ impl LogVerifier {
         self.chain = chain_hash_of_leaf(&self.chain, &leaf);
         if self.chain != record.chain_hash {
             // Decoding first names an unreadable record as such.
-            decode(&record.entry).map_err(|error| VerifyError::Undecodable { seq: expected, error })?;
+            check_entry(&record.entry).map_err(|error| VerifyError::Undecodable { seq: expected, error })?;
             return Err(VerifyError::ChainMismatch { seq: expected });
         }
         self.leaf(&record.entry, leaf, tree_leaf)
@@ -79,7 +79,7 @@ impl LogVerifier {
         if seq >= self.checkpoint.size {
             return Err(VerifyError::Beyond { size: self.checkpoint.size });
         }
-        decode(entry).map_err(|error| VerifyError::Undecodable { seq, error })?;
+        check_entry(entry).map_err(|error| VerifyError::Undecodable { seq, error })?;
         if tree_leaf.is_some_and(|t| *t != leaf) {
             return Err(VerifyError::LeafMismatch { seq });
         }

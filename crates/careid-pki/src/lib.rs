@@ -52,6 +52,21 @@ pub struct PresentedCertificate {
     pub serial: String,
     /// The card's public key (SubjectPublicKeyInfo DER).
     pub public_key: Vec<u8>,
+    /// Validity, in Unix seconds: not before, not after.
+    pub valid: (i64, i64),
+}
+
+impl PresentedCertificate {
+    /// Whether the certificate is valid at `now`; says which way it is not.
+    pub fn check_time(&self, now: OffsetDateTime) -> Result<(), PkiError> {
+        if now.unix_timestamp() < self.valid.0 {
+            return Err(PkiError::Presented("the card certificate is not valid yet"));
+        }
+        if now.unix_timestamp() > self.valid.1 {
+            return Err(PkiError::Presented("the card certificate has expired: the RA can repair the card"));
+        }
+        Ok(())
+    }
 }
 
 /// What a card certificate says.
@@ -279,15 +294,13 @@ impl CertificateAuthority {
             return Err(PkiError::Presented("the card certificate was not issued by this deployment's CA"));
         }
         let validity = certificate.validity();
-        let (from, to) = (validity.not_before.timestamp(), validity.not_after.timestamp());
-        if now.unix_timestamp() < from {
-            return Err(PkiError::Presented("the card certificate is not valid yet"));
-        }
-        if now.unix_timestamp() > to {
-            return Err(PkiError::Presented("the card certificate has expired: the RA can repair the card"));
-        }
-        let serial = challenge::hex_lower(certificate.tbs_certificate.raw_serial());
-        Ok(PresentedCertificate { serial, public_key: certificate.tbs_certificate.subject_pki.raw.to_vec() })
+        let presented = PresentedCertificate {
+            serial: challenge::hex_lower(certificate.tbs_certificate.raw_serial()),
+            public_key: certificate.tbs_certificate.subject_pki.raw.to_vec(),
+            valid: (validity.not_before.timestamp(), validity.not_after.timestamp()),
+        };
+        presented.check_time(now)?;
+        Ok(presented)
     }
 
     /// A CRL listing `revoked`, signed by the issuing CA.

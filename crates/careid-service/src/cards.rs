@@ -7,6 +7,8 @@
 //! authorised ceremony, together with the next one, and swaps them when the ceremony reports
 //! success.
 
+use std::collections::HashMap;
+
 use careid_domain::access::{Actor, RaAction, Refusal, Rule};
 use careid_domain::audit::{Action, AuditActor, AuditEvent};
 use careid_domain::card::{
@@ -17,8 +19,9 @@ use careid_domain::ids::{InvalidInput, PersonUuid, parse_note};
 use careid_domain::model::ProfileStatus;
 use careid_domain::ports::{SealedSecrets, Transaction};
 use careid_domain::secret::Secret;
-use careid_pki::{CardCertificateRequest, CertificateAuthority, MasterKey, Revoked};
-use time::Duration;
+use careid_pki::{CardCertificateRequest, CertificateAuthority, MasterKey, PkiError, PresentedCertificate, Revoked};
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
 
 use crate::error::{RaError, not_found};
 use crate::{RequestContext, Service};
@@ -36,7 +39,12 @@ pub struct CardAuthority {
     pub certificate_validity: Duration,
     /// The last CRL signed, until a revocation changes it.
     pub crl_cache: std::sync::Mutex<Option<CachedCrl>>,
+    /// Card certificates whose CA signature has been checked, by the SHA-256 of their DER.
+    verified: std::sync::Mutex<HashMap<[u8; 32], PresentedCertificate>>,
 }
+
+/// How many checked certificates are remembered; the memory is emptied when it is full.
+const VERIFIED_CERTIFICATES: usize = 100_000;
 
 impl CardAuthority {
     pub fn new(ca: CertificateAuthority, master_key: MasterKey, certificate_validity: Duration) -> CardAuthority {
@@ -49,7 +57,30 @@ impl CardAuthority {
             patient_key,
             certificate_validity,
             crl_cache: std::sync::Mutex::new(None),
+            verified: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Checks a card certificate presented at login: issued by this deployment's CA, and valid
+    /// now. A card presents the same certificate at every login and the CA's signature on it
+    /// costs a P-256 verification, so a certificate checked once is remembered (by the hash of
+    /// its whole encoding) and only its dates are checked again. Revocation is the store's
+    /// business, checked at every login.
+    pub fn presented_certificate(&self, der: &[u8], now: OffsetDateTime) -> Result<PresentedCertificate, PkiError> {
+        let key: [u8; 32] = Sha256::digest(der).into();
+        let known = self.verified.lock().ok().and_then(|verified| verified.get(&key).cloned());
+        if let Some(presented) = known {
+            presented.check_time(now)?;
+            return Ok(presented);
+        }
+        let presented = self.ca.check_card_certificate(der, now)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_CERTIFICATES {
+                verified.clear();
+            }
+            verified.insert(key, presented.clone());
+        }
+        Ok(presented)
     }
 }
 

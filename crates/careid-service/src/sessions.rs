@@ -190,7 +190,7 @@ impl Service {
 
         // What needs no store: the challenge, the time, the terms, the certificate, the signature.
         let opened = authority.challenge_key.open(&login.challenge, login.workstation.as_str(), now.unix_timestamp());
-        let presented = authority.ca.check_card_certificate(&login.certificate, now);
+        let presented = authority.presented_certificate(&login.certificate, now);
         let message = LoginMessage {
             challenge: &login.challenge,
             workstation: &login.workstation,

@@ -110,6 +110,21 @@ async fn a_challenge_is_answered_once_at_its_own_workstation_before_it_expires()
 }
 
 #[tokio::test]
+async fn a_certificate_checked_at_one_login_is_still_refused_once_it_has_expired() {
+    // The CA's signature on a certificate is checked once and remembered; its dates never are.
+    let w = world().await;
+    let (_, mut card) = holder_with_card(&w, "Una", "CE400009A").await;
+    let first = w.service.card_login(&ctx(), &answer(&w, &mut card, "ws-1", None)).await.unwrap();
+    w.service.logout(&ctx(), &first.actor, SessionEnd::SignedOut).await.unwrap();
+    w.clock.advance(Duration::days(731));
+    let login = answer(&w, &mut card, "ws-1", None);
+    let before = w.audit_len().await;
+    let message =
+        assert_login_refused(&w, before, w.service.card_login(&ctx(), &login).await, Rule::SignatureInvalid).await;
+    assert!(message.contains("expired"), "{message}");
+}
+
+#[tokio::test]
 async fn a_signed_time_off_the_servers_clock_is_refused() {
     let w = world().await;
     let (_, mut card) = holder_with_card(&w, "Tim", "CE400003A").await;

@@ -149,7 +149,7 @@ impl std::fmt::Debug for ReaderPool {
 }
 
 /// How many idle readers are kept; more may be open while busy.
-const IDLE_READERS: usize = 16;
+const IDLE_READERS: usize = 64;
 
 impl ReaderPool {
     fn begin(&self) -> Result<Reader, StoreError> {
