@@ -112,7 +112,8 @@ pub async fn cards_ceremony_complete(
     Ok(Json(wire::CardStateResponse { card_id, state: state.code().into() }))
 }
 
-/// A wrong passcode was entered on the card: at the third in a row careid locks it.
+/// A wrong passcode was entered on the card: at the third in a row careid locks it. Only the
+/// holder, or RA staff in scope who may unlock, renew or repair cards, may report it.
 #[utoipa::path(post, path = "/api/v1/cards/{id}/wrong-passcode", tag = "cards",
     responses((status = 200, body = wire::CardStateResponse)), security(("bearer" = [])))]
 pub async fn cards_wrong_passcode(
@@ -121,7 +122,7 @@ pub async fn cards_wrong_passcode(
     PathParam(id): PathParam<String>,
 ) -> Result<Json<wire::CardStateResponse>, ApiError> {
     let card_id = card_id(&id)?;
-    let state = app.service.record_wrong_passcode(&auth.ctx, card_id).await?;
+    let state = app.service.record_wrong_passcode(&auth.ctx, &auth.actor, card_id).await?;
     Ok(Json(wire::CardStateResponse { card_id, state: state.code().into() }))
 }
 

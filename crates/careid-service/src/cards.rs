@@ -773,12 +773,39 @@ impl Service {
         self.finish_ceremony(tx, card, &next, to, event).await
     }
 
-    /// A wrong passcode was entered on the card (reported by the agent or the CLI). At the
-    /// third in a row careid locks the card in its own records, whatever the card itself does.
-    pub async fn record_wrong_passcode(&self, ctx: &RequestContext, card_id: i64) -> Result<CardState, RaError> {
+    /// A wrong passcode was entered on the card (reported by the CLI where the card was used).
+    /// At the third in a row careid locks the card in its own records, whatever the card
+    /// itself does. Only the holder, or RA staff who may unlock, renew or repair cards for
+    /// the holder, may report it: anyone else could lock a colleague out with three requests.
+    pub async fn record_wrong_passcode(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        card_id: i64,
+    ) -> Result<CardState, RaError> {
         let mut tx = self.store.begin_write().await?;
         let mut card = self.load_card(&mut tx, card_id).await?;
-        let mut event = self.card_event(ctx, AuditActor::system(), Action::CardWrongPasscode, &card);
+        let mut event = self.card_event(ctx, actor.into(), Action::CardWrongPasscode, &card);
+        if actor.person != card.person {
+            let allowed = actor
+                .require(RaAction::UnlockCard)
+                .or_else(|_| actor.require(RaAction::RenewCard))
+                .or_else(|_| actor.require(RaAction::RepairCard))
+                .map_err(|_| {
+                    Refusal::new(
+                        Rule::RoleNotPermitted,
+                        "only the card's holder, or RA staff who may unlock, renew or repair it, may report a \
+                         wrong passcode on it",
+                    )
+                });
+            let allowed = match allowed {
+                Ok(()) => self.person_in_scope(&mut tx, actor, &card.person).await?,
+                Err(refusal) => Err(refusal),
+            };
+            if let Err(refusal) = allowed {
+                return Err(self.refuse(tx, event, refusal).await);
+            }
+        }
         if card.state != CardState::Active {
             event = event.refused(&Refusal::new(Rule::CardState, format!("the card is {}", card.state.code())));
             tx.append_audit(&event).await?;

@@ -16,6 +16,7 @@ use careid_pki::BoxRecipient;
 use careid_service::{CardReport, Ceremony, RaError, ReleasedSecrets, open_clear_secret};
 use support::cards::{holder, issue, passcode, release};
 use support::{World, ctx, world};
+use time::macros::date;
 
 async fn state(w: &World, person: &PersonUuid, id: i64) -> CardState {
     w.service.cards_of(person).await.unwrap().into_iter().find(|c| c.id == id).unwrap().state
@@ -93,7 +94,7 @@ async fn three_wrong_passcodes_lock_the_card_in_careids_records_and_a_sponsor_un
     let holder = holder(&w, "Lou", "CE300003A").await;
     let mut issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
     for expected in [CardState::Active, CardState::Active, CardState::Locked] {
-        assert_eq!(w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap(), expected);
+        assert_eq!(w.service.record_wrong_passcode(&ctx(), &w.agent, issued.id).await.unwrap(), expected);
     }
     assert_eq!(state(&w, &holder.person, issued.id).await, CardState::Locked);
 
@@ -120,7 +121,7 @@ async fn three_wrong_passcodes_lock_the_card_in_careids_records_and_a_sponsor_un
     // A sponsor, who may unlock others' cards, may not unlock their own.
     let sponsors_card = issue(&w, &w.agent, &w.sponsor_a.person, "906172", &mut secrets).await;
     for _ in 0..3 {
-        w.service.record_wrong_passcode(&ctx(), sponsors_card.id).await.unwrap();
+        w.service.record_wrong_passcode(&ctx(), &w.agent, sponsors_card.id).await.unwrap();
     }
     let before = w.audit_len().await;
     let own = release(&w, &w.sponsor_a, sponsors_card.id, Ceremony::Unlock).await;
@@ -245,6 +246,44 @@ async fn a_damaged_card_is_replaced_directly_and_the_holder_may_report_their_own
     w.assert_refused(before, result, Rule::RoleNotPermitted).await;
 }
 
+#[tokio::test]
+async fn only_the_holder_or_card_staff_in_scope_may_report_a_wrong_passcode() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let owner = holder(&w, "Ida", "CE300021A").await;
+    let colleague = holder(&w, "Joe", "CE300022A").await;
+    let issued = issue(&w, &w.agent, &owner.person, "582039", &mut secrets).await;
+    // A colleague (no card function) cannot lock someone else's card, however often they try;
+    // each attempt is refused, audited, and counts nothing.
+    for _ in 0..3 {
+        let before = w.audit_len().await;
+        let refused = w.service.record_wrong_passcode(&ctx(), &colleague, issued.id).await;
+        w.assert_refused(before, refused, Rule::RoleNotPermitted).await;
+    }
+    assert_eq!(wrong_passcodes(&w, &owner.person).await, 0);
+    assert_eq!(state(&w, &owner.person, issued.id).await, CardState::Active);
+
+    // A sponsor may unlock cards, but only in scope: not at another practice.
+    let elsewhere = w.new_person("Kai", "CE300023A", &w.practice_b).await;
+    w.service
+        .assign_position(&ctx(), &w.agent, &elsewhere, w.receptionist_b, date!(2026 - 01 - 01), None)
+        .await
+        .unwrap();
+    let far = issue(&w, &w.agent, &elsewhere, "582039", &mut secrets).await;
+    let before = w.audit_len().await;
+    let refused = w.service.record_wrong_passcode(&ctx(), &w.sponsor_a, far.id).await;
+    w.assert_refused(before, refused, Rule::OutOfScope).await;
+
+    // The holder may, and so may the RA agent in scope.
+    assert_eq!(w.service.record_wrong_passcode(&ctx(), &owner, issued.id).await.unwrap(), CardState::Active);
+    assert_eq!(w.service.record_wrong_passcode(&ctx(), &w.agent, issued.id).await.unwrap(), CardState::Active);
+    assert_eq!(wrong_passcodes(&w, &owner.person).await, 2);
+}
+
+async fn wrong_passcodes(w: &World, person: &PersonUuid) -> u8 {
+    w.service.cards_of(person).await.unwrap().pop().unwrap().wrong_passcodes
+}
+
 async fn holder_card(w: &World, person: &PersonUuid) -> i64 {
     w.service.cards_of(person).await.unwrap().into_iter().find(|c| c.state.is_live()).unwrap().id
 }
@@ -256,7 +295,7 @@ async fn no_card_secret_or_passcode_reaches_the_audit_log() {
     let holder = holder(&w, "Sec", "CE300006A").await;
     let issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
     for _ in 0..3 {
-        w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
+        w.service.record_wrong_passcode(&ctx(), &w.agent, issued.id).await.unwrap();
     }
     let released = release(&w, &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
     secrets.extend([released.current.expose().to_owned(), released.next.expose().to_owned()]);
@@ -307,7 +346,7 @@ async fn renewal_opens_in_the_last_90_days_and_repair_mends_an_expired_card() {
     // Past the new certificate's end: no unlock, no renewal; a sponsor may not repair.
     w.clock.advance(time::Duration::days(800));
     for _ in 0..3 {
-        w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
+        w.service.record_wrong_passcode(&ctx(), &w.agent, issued.id).await.unwrap();
     }
     for (ceremony, actor, rule) in [
         (Ceremony::Unlock, &w.sponsor_a, Rule::CertificateExpired),
@@ -358,7 +397,7 @@ async fn self_service_unlock_by_an_emailed_code_completes_only_with_the_cards_ow
     let early = w.service.request_unlock_code(&ctx(), &serial).await;
     w.assert_refused(before, early, Rule::CardState).await;
     for _ in 0..3 {
-        w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
+        w.service.record_wrong_passcode(&ctx(), &w.agent, issued.id).await.unwrap();
     }
     assert_eq!(w.service.request_unlock_code(&ctx(), &serial).await.unwrap(), (issued.id, "s•••@nhs.net".to_owned()));
     let mut tx = w.store.begin_read().await.unwrap();
@@ -404,7 +443,7 @@ async fn self_service_unlock_by_an_emailed_code_completes_only_with_the_cards_ow
 
     // The code was single-use.
     for _ in 0..3 {
-        w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
+        w.service.record_wrong_passcode(&ctx(), &w.agent, issued.id).await.unwrap();
     }
     let before = w.audit_len().await;
     let again = w.service.release_with_unlock_code(&ctx(), issued.id, &Secret::new(code), key.public_key()).await;
@@ -450,7 +489,7 @@ async fn the_outbox_is_delivered_once_retried_with_pauses_and_each_delivery_audi
     w.service.change_contact(&ctx(), &holder, &holder.person, contact).await.unwrap();
     let issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
     for _ in 0..3 {
-        w.service.record_wrong_passcode(&ctx(), issued.id).await.unwrap();
+        w.service.record_wrong_passcode(&ctx(), &w.agent, issued.id).await.unwrap();
     }
     w.service.request_unlock_code(&ctx(), &issued.card.status().unwrap().serial).await.unwrap();
 

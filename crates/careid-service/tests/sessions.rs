@@ -201,7 +201,7 @@ async fn a_locked_or_lost_card_cannot_log_in_and_says_what_to_do() {
     let w = world().await;
     let (holder, mut card) = holder_with_card(&w, "Kim", "CE400006A").await;
     for _ in 0..3 {
-        w.service.record_wrong_passcode(&ctx(), card.id).await.unwrap();
+        w.service.record_wrong_passcode(&ctx(), &w.agent, card.id).await.unwrap();
     }
     let login = answer(&w, &mut card, "ws-1", None);
     let before = w.audit_len().await;
@@ -342,7 +342,7 @@ async fn reporting_the_card_or_locking_it_ends_its_sessions_at_once() {
     let (holder, mut card) = holder_with_card(&w, "Max", "CE400014A").await;
     let session = w.service.card_login(&ctx(), &answer(&w, &mut card, "ws-1", None)).await.unwrap();
     for _ in 0..3 {
-        w.service.record_wrong_passcode(&ctx(), card.id).await.unwrap();
+        w.service.record_wrong_passcode(&ctx(), &w.agent, card.id).await.unwrap();
     }
     assert!(w.service.authenticate(session.token.expose()).await.is_err(), "locked: the session is over");
     assert!(w.last_audit().await.get("detail.sessions_ended").is_some_and(|s| s.contains(&session.session_id)));

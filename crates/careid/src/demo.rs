@@ -670,7 +670,7 @@ async fn issue_demo_cards(
         let state = match n {
             6 | 7 => {
                 for _ in 0..3 {
-                    service.record_wrong_passcode(&ctx, id).await?;
+                    service.record_wrong_passcode(&ctx, issuer, id).await?;
                 }
                 locked_example.get_or_insert((id, path.clone()));
                 "locked"
