@@ -157,12 +157,15 @@ pub(crate) struct LiteRow {
 }
 
 impl LiteRow {
-    fn value(&self, column: &str) -> Result<&rusqlite::types::Value, StoreError> {
+    fn index(&self, column: &str) -> Result<usize, StoreError> {
         self.columns
             .iter()
             .position(|c| c == column)
-            .map(|i| &self.values[i])
             .ok_or_else(|| StoreError::Corrupt(format!("{column}: no such column")))
+    }
+
+    fn value(&self, column: &str) -> Result<&rusqlite::types::Value, StoreError> {
+        Ok(&self.values[self.index(column)?])
     }
 }
 
@@ -194,6 +197,22 @@ impl Row {
                 rusqlite::types::Value::Integer(i) => Ok(Some(*i)),
                 _ => Err(wrong_type(column, "an integer")),
             },
+        }
+    }
+
+    /// A column's bytes, moved out of the row (which reads as null there afterwards).
+    pub(crate) fn take_bytes(&mut self, column: &str) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Row::Pg(row) => {
+                row.try_get::<Vec<u8>, _>(column).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+            }
+            Row::Lite(row) => {
+                let i = row.index(column)?;
+                match std::mem::replace(&mut row.values[i], rusqlite::types::Value::Null) {
+                    rusqlite::types::Value::Blob(b) => Ok(b),
+                    _ => Err(wrong_type(column, "bytes")),
+                }
+            }
         }
     }
 
