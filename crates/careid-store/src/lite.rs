@@ -86,6 +86,8 @@ pub(crate) struct LiteStore {
     pub(crate) group: GroupCommit,
     /// File databases only.
     readers: Option<ReaderPool>,
+    /// File databases only: stops the checkpointer when the last clone of the store goes.
+    _checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl LiteStore {
@@ -102,11 +104,17 @@ impl LiteStore {
         }
         migrate(&writer, migrations)?;
         let durable = matches!(location, Location::File { .. });
-        let readers = match location {
-            Location::Memory => None,
-            Location::File { .. } => Some(ReaderPool { location, idle: Arc::new(Mutex::new(Vec::new())) }),
+        let (readers, checkpointer) = match location {
+            Location::Memory => (None, None),
+            Location::File { .. } => {
+                // The writer never copies the write-ahead log into the database itself (a commit
+                // that did would wait for it); a thread of the store's own does, beside it.
+                writer.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(|e| lite_error("configure SQLite", e))?;
+                let checkpointer = Checkpointer::start(open_connection(&location, false)?)?;
+                (Some(ReaderPool { location, idle: Arc::new(Mutex::new(Vec::new())) }), Some(Arc::new(checkpointer)))
+            }
         };
-        Ok(LiteStore { group: GroupCommit::new(writer, durable), readers })
+        Ok(LiteStore { group: GroupCommit::new(writer, durable), readers, _checkpointer: checkpointer })
     }
 
     pub(crate) async fn begin_read(&self) -> Result<Reader, StoreError> {
@@ -132,6 +140,41 @@ impl LiteStore {
             .connection()
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(|e| lite_error("checkpoint the write-ahead log", e))
+    }
+}
+
+/// Copies committed pages from the write-ahead log into the database file, off the writer's
+/// path, every `CHECKPOINT_EVERY` (a PASSIVE checkpoint: it never waits for the writer or
+/// readers, and the log starts over once a checkpoint has caught up with it).
+#[derive(Debug)]
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl Checkpointer {
+    fn start(conn: Connection) -> Result<Checkpointer, StoreError> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("careid-wal-checkpoint".into())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(%error, "could not checkpoint the write-ahead log");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("starting the checkpointer: {e}")))?;
+        Ok(Checkpointer { stop })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -273,5 +316,26 @@ mod tests {
         );
         assert!(Location::of_url("sqlite://a.db?cache=shared").is_err());
         assert!(Location::of_url("sqlite://").is_err());
+    }
+
+    #[tokio::test]
+    async fn commits_reach_the_database_file_without_the_writer_checkpointing() {
+        let dir = std::env::temp_dir().join(format!("careid-checkpoint-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("careid.db");
+        let store =
+            LiteStore::open(&format!("sqlite://{}?mode=rwc", path.display()), crate::SQLITE_MIGRATIONS).unwrap();
+        store.execute_raw("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1), (2), (3)").await.unwrap();
+        tokio::time::sleep(CHECKPOINT_EVERY * 4).await;
+        // `immutable` reads the database file alone, ignoring the write-ahead log.
+        let file_alone = Connection::open_with_flags(
+            format!("file:{}?immutable=1", path.display()),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        let rows: i64 = file_alone.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)).unwrap();
+        assert_eq!(rows, 3, "the checkpointer copied the commit into the file");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
