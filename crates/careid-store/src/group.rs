@@ -28,6 +28,14 @@ use crate::db::{DbError, driver_error};
 
 /// How many transactions one batch holds at most, so that none waits long for its fsync.
 const MOST_PER_BATCH: usize = 512;
+/// A file database's write-ahead log, and how large it may grow.
+#[derive(Debug, Clone)]
+pub(crate) struct WalWatch {
+    pub(crate) path: std::path::PathBuf,
+    /// Past this many bytes, the writer itself finishes a checkpoint after a commit, so that
+    /// the log starts over (and is cut back to this size: `journal_size_limit`).
+    pub(crate) limit: u64,
+}
 /// How long a transaction that handed the writer on waits before taking it back.
 const HANDOVER_PATIENCE: Duration = Duration::from_millis(20);
 
@@ -37,8 +45,8 @@ type Outcome = Option<Result<(), String>>;
 /// The writer: its connection, and the batch open on it.
 pub(crate) struct Writer {
     conn: Connection,
-    /// A commit waits for the disk (file databases).
-    durable: bool,
+    /// File databases: a commit waits for the disk, and the write-ahead log is watched.
+    wal: Option<WalWatch>,
     batch: Option<Batch>,
     /// The audit log's head as the open batch left it (next sequence number, chain hash):
     /// transactions in a batch take it from here and hand it back when they commit, and the
@@ -98,11 +106,11 @@ fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
 }
 
 impl GroupCommit {
-    pub(crate) fn new(conn: Connection, durable: bool) -> GroupCommit {
+    pub(crate) fn new(conn: Connection, wal: Option<WalWatch>) -> GroupCommit {
         GroupCommit {
             writer: Arc::new(Mutex::new(Writer {
                 conn,
-                durable,
+                wal,
                 batch: None,
                 head: None,
                 head_dirty: false,
@@ -233,8 +241,19 @@ fn commit_batch(writer: &mut Writer) -> Result<(), StoreError> {
             .map(|_| ()),
         _ => Ok(()),
     };
-    let committed =
-        head.and_then(|()| if writer.durable { off_the_runtime(|| run(conn, "COMMIT")) } else { run(conn, "COMMIT") });
+    let committed = head.and_then(|()| match &writer.wal {
+        Some(wal) => off_the_runtime(|| {
+            run(conn, "COMMIT")?;
+            // The checkpointer copies the log into the database beside the writer, but the log
+            // starts over only when a checkpoint has caught up with it between two write
+            // transactions: under a steady stream of writes that is here, once it has grown.
+            if std::fs::metadata(&wal.path).is_ok_and(|m| m.len() > wal.limit) {
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            }
+            Ok(())
+        }),
+        None => run(conn, "COMMIT"),
+    });
     let outcome = committed.map_err(|e| driver_error("commit", &DbError::Lite(e)));
     writer.head_dirty = false;
     if outcome.is_err() {

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::db::{DbError, driver_error};
-use crate::group::{GroupCommit, Writer};
+use crate::group::{GroupCommit, WalWatch, Writer};
 
 /// Where a `sqlite:` URL points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,9 @@ fn lite_error(context: &'static str, error: rusqlite::Error) -> StoreError {
 const PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
                        PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;";
 
+/// How large the write-ahead log may grow before the writer sees to it that it starts over.
+const WAL_LIMIT: u64 = 64 << 20;
+
 /// How many prepared statements each connection keeps.
 const STATEMENT_CACHE: usize = 256;
 
@@ -92,6 +95,10 @@ pub(crate) struct LiteStore {
 
 impl LiteStore {
     pub(crate) fn open(url: &str, migrations: &[(i64, &str, &str)]) -> Result<LiteStore, StoreError> {
+        LiteStore::open_with(url, migrations, WAL_LIMIT)
+    }
+
+    fn open_with(url: &str, migrations: &[(i64, &str, &str)], wal_limit: u64) -> Result<LiteStore, StoreError> {
         let location = Location::of_url(url)?;
         let create = matches!(location, Location::File { create: true, .. });
         let writer = open_connection(&location, create)?;
@@ -103,18 +110,27 @@ impl LiteStore {
             writer.execute_batch("PRAGMA synchronous = FULL").map_err(|e| lite_error("configure SQLite", e))?;
         }
         migrate(&writer, migrations)?;
-        let durable = matches!(location, Location::File { .. });
+        let wal = match &location {
+            Location::File { path, .. } => {
+                let mut wal = path.clone().into_os_string();
+                wal.push("-wal");
+                Some(WalWatch { path: wal.into(), limit: wal_limit })
+            }
+            Location::Memory => None,
+        };
         let (readers, checkpointer) = match location {
             Location::Memory => (None, None),
             Location::File { .. } => {
                 // The writer never copies the write-ahead log into the database itself (a commit
                 // that did would wait for it); a thread of the store's own does, beside it.
-                writer.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(|e| lite_error("configure SQLite", e))?;
+                writer
+                    .execute_batch(&format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_limit}"))
+                    .map_err(|e| lite_error("configure SQLite", e))?;
                 let checkpointer = Checkpointer::start(open_connection(&location, false)?)?;
                 (Some(ReaderPool { location, idle: Arc::new(Mutex::new(Vec::new())) }), Some(Arc::new(checkpointer)))
             }
         };
-        Ok(LiteStore { group: GroupCommit::new(writer, durable), readers, _checkpointer: checkpointer })
+        Ok(LiteStore { group: GroupCommit::new(writer, wal), readers, _checkpointer: checkpointer })
     }
 
     pub(crate) async fn begin_read(&self) -> Result<Reader, StoreError> {
@@ -145,7 +161,9 @@ impl LiteStore {
 
 /// Copies committed pages from the write-ahead log into the database file, off the writer's
 /// path, every `CHECKPOINT_EVERY` (a PASSIVE checkpoint: it never waits for the writer or
-/// readers, and the log starts over once a checkpoint has caught up with it).
+/// readers). The log starts over only when a checkpoint has caught up with it between two
+/// write transactions; under a steady stream of writes the writer sees to that once the log
+/// has grown past its limit (`group.rs`).
 #[derive(Debug)]
 struct Checkpointer {
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -335,6 +353,31 @@ mod tests {
         .unwrap();
         let rows: i64 = file_alone.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)).unwrap();
         assert_eq!(rows, 3, "the checkpointer copied the commit into the file");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn the_write_ahead_log_starts_over_under_a_steady_stream_of_writes() {
+        let dir = std::env::temp_dir().join(format!("careid-wal-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("careid.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let store = LiteStore::open_with(&url, crate::SQLITE_MIGRATIONS, 1 << 20).unwrap();
+        store.execute_raw("CREATE TABLE blobs (b BLOB)").await.unwrap();
+        let wal = dir.join("careid.db-wal");
+        let mut largest = 0;
+        // 40 MiB written back to back, with no pause for a checkpoint to catch up.
+        for _ in 0..250 {
+            let mut writer = store.group.begin().await.unwrap();
+            for _ in 0..40 {
+                writer.connection().execute("INSERT INTO blobs VALUES (randomblob(4096))", []).unwrap();
+            }
+            store.group.commit(writer).await.unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        // The limit, plus what one transaction adds before the commit that looks.
+        assert!(largest < 4 << 20, "the log grew to {largest} bytes");
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
