@@ -58,6 +58,8 @@ pub enum CardError {
     NoPasscode,
     #[error("the card holds no key")]
     NoKey,
+    #[error("the holder is not logged in to the card: enter the passcode")]
+    LoggedOut,
     #[error("no card: {0}")]
     NoCard(String),
     #[error("the PKCS#11 module could not be loaded: {0}")]
@@ -93,6 +95,15 @@ pub trait Card: Send {
     /// Signs `message` with the card's key (ECDSA P-256 over SHA-256; the 64-byte r‖s form)
     /// once the passcode opens the card.
     fn sign(&mut self, passcode: &Secret, message: &[u8]) -> Result<Vec<u8>, CardError>;
+    /// Logs the holder in with their passcode for the signing that follows (a login, its
+    /// heartbeats, sign-in approvals), until `log_out` or until the card leaves the reader.
+    /// The card keeps the login, so nobody need keep the passcode. A wrong passcode counts
+    /// against the card's tries, as in `sign`.
+    fn log_in(&mut self, passcode: &Secret) -> Result<(), CardError>;
+    /// Signs as `sign` does, on a card `log_in` opened; `CardError::LoggedOut` otherwise.
+    fn sign_logged_in(&mut self, message: &[u8]) -> Result<Vec<u8>, CardError>;
+    /// Ends what `log_in` began.
+    fn log_out(&mut self);
 }
 
 /// SubjectPublicKeyInfo DER of an uncompressed P-256 point (`04 ‖ X ‖ Y`).

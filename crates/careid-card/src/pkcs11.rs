@@ -80,6 +80,8 @@ impl Pkcs11Module {
 pub struct Pkcs11Card {
     module: Arc<Pkcs11Module>,
     slot: Slot,
+    /// The holder's session after `log_in`, with the key it signs with.
+    logged_in: Option<(Session, cryptoki::object::ObjectHandle)>,
 }
 
 impl Pkcs11Card {
@@ -91,7 +93,7 @@ impl Pkcs11Card {
             .into_iter()
             .find(|s| s.id() == slot_id)
             .ok_or_else(|| CardError::NoCard(format!("no token in slot {slot_id}")))?;
-        Ok(Pkcs11Card { module, slot })
+        Ok(Pkcs11Card { module, slot, logged_in: None })
     }
 
     fn session(&self) -> Result<Session, CardError> {
@@ -206,12 +208,40 @@ impl Card for Pkcs11Card {
     fn sign(&mut self, passcode: &Secret, message: &[u8]) -> Result<Vec<u8>, CardError> {
         let session = self.holder_session(passcode)?;
         let key = Self::find(&session, ObjectClass::PRIVATE_KEY)?.ok_or(CardError::NoKey)?;
-        let digest = ring::digest::digest(&ring::digest::SHA256, message);
-        session.sign(&Mechanism::Ecdsa, key, digest.as_ref()).map_err(|e| device(&e))
+        Self::sign_with(&session, key, message)
+    }
+
+    fn log_in(&mut self, passcode: &Secret) -> Result<(), CardError> {
+        self.log_out();
+        let session = self.holder_session(passcode)?;
+        let key = Self::find(&session, ObjectClass::PRIVATE_KEY)?.ok_or(CardError::NoKey)?;
+        self.logged_in = Some((session, key));
+        Ok(())
+    }
+
+    fn sign_logged_in(&mut self, message: &[u8]) -> Result<Vec<u8>, CardError> {
+        let (session, key) = self.logged_in.as_ref().ok_or(CardError::LoggedOut)?;
+        let signed = Self::sign_with(session, *key, message);
+        if signed.is_err() {
+            // A card pulled out takes its sessions with it: nothing to sign with any more.
+            self.log_out();
+        }
+        signed
+    }
+
+    fn log_out(&mut self) {
+        if let Some((session, _)) = self.logged_in.take() {
+            let _ = session.logout();
+        }
     }
 }
 
 impl Pkcs11Card {
+    fn sign_with(session: &Session, key: cryptoki::object::ObjectHandle, message: &[u8]) -> Result<Vec<u8>, CardError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, message);
+        session.sign(&Mechanism::Ecdsa, key, digest.as_ref()).map_err(|e| device(&e))
+    }
+
     /// Replaces the card's key pair and certificate with a new P-256 key pair, in a holder session.
     fn new_key_pair(session: &Session) -> Result<Vec<u8>, CardError> {
         for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY, ObjectClass::CERTIFICATE] {

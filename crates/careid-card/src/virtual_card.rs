@@ -48,6 +48,8 @@ struct State {
 pub struct VirtualCard {
     path: PathBuf,
     state: State,
+    /// The key, unsealed by the holder's passcode at `log_in`, until `log_out`.
+    logged_in: Option<EcdsaKeyPair>,
 }
 
 fn random_hex(bytes: usize) -> Result<String, CardError> {
@@ -108,7 +110,7 @@ impl VirtualCard {
             public_key: None,
             certificate: None,
         };
-        let card = VirtualCard { path: path.to_owned(), state };
+        let card = VirtualCard { path: path.to_owned(), state, logged_in: None };
         card.save()?;
         Ok(card)
     }
@@ -120,7 +122,7 @@ impl VirtualCard {
         if state.format != FORMAT {
             return Err(CardError::Device(format!("{} is not a careid virtual card", path.display())));
         }
-        Ok(VirtualCard { path: path.to_owned(), state })
+        Ok(VirtualCard { path: path.to_owned(), state, logged_in: None })
     }
 
     fn save(&self) -> Result<(), CardError> {
@@ -167,6 +169,13 @@ impl VirtualCard {
         self.state.tries_left -= 1;
         self.save()?;
         Err(if self.state.tries_left == 0 { CardError::Locked } else { CardError::WrongPasscode })
+    }
+
+    /// The card's key pair, once the passcode opens it.
+    fn key_pair(&mut self, passcode: &Secret) -> Result<EcdsaKeyPair, CardError> {
+        let pkcs8 = self.key_with_passcode(passcode)?;
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &ring::rand::SystemRandom::new())
+            .map_err(|_| CardError::Device("the card's key is damaged".into()))
     }
 
     fn reseal_under_passcode(&mut self, key: &[u8], passcode: &str) -> Result<(), CardError> {
@@ -281,10 +290,29 @@ impl Card for VirtualCard {
     }
 
     fn sign(&mut self, passcode: &Secret, message: &[u8]) -> Result<Vec<u8>, CardError> {
-        let pkcs8 = self.key_with_passcode(passcode)?;
-        let rng = ring::rand::SystemRandom::new();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
-            .map_err(|_| CardError::Device("the card's key is damaged".into()))?;
-        key.sign(&rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| CardError::Device("signing failed".into()))
+        sign_with(&self.key_pair(passcode)?, message)
     }
+
+    fn log_in(&mut self, passcode: &Secret) -> Result<(), CardError> {
+        self.logged_in = None;
+        self.logged_in = Some(self.key_pair(passcode)?);
+        Ok(())
+    }
+
+    fn sign_logged_in(&mut self, message: &[u8]) -> Result<Vec<u8>, CardError> {
+        if !self.path.exists() {
+            // The virtual card's file is its presence: gone, it is out of the reader.
+            self.logged_in = None;
+        }
+        sign_with(self.logged_in.as_ref().ok_or(CardError::LoggedOut)?, message)
+    }
+
+    fn log_out(&mut self) {
+        self.logged_in = None;
+    }
+}
+
+fn sign_with(key: &EcdsaKeyPair, message: &[u8]) -> Result<Vec<u8>, CardError> {
+    let rng = ring::rand::SystemRandom::new();
+    key.sign(&rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| CardError::Device("signing failed".into()))
 }

@@ -111,6 +111,31 @@ fn issue_then_the_holder_alone_sets_the_passcode_and_signs() {
 }
 
 #[test]
+fn a_holder_logged_in_once_signs_many_times_without_the_passcode() {
+    let administrator = random_administrator_secret().unwrap();
+    for (kind, mut card, _dir) in cards(&administrator) {
+        let spki = card.generate_key(&administrator).unwrap();
+        card.set_passcode_as_administrator(&administrator, &passcode("582039")).unwrap();
+        assert_eq!(card.sign_logged_in(b"m").unwrap_err(), CardError::LoggedOut, "{kind}: not before log_in");
+        assert_eq!(card.log_in(&secret("582093")).unwrap_err(), CardError::WrongPasscode, "{kind}");
+        assert_eq!(
+            card.sign_logged_in(b"m").unwrap_err(),
+            CardError::LoggedOut,
+            "{kind}: a wrong passcode logs nobody in"
+        );
+
+        card.log_in(&secret("582039")).unwrap();
+        for n in 0..3 {
+            let message = format!("heartbeat {n}");
+            let signature = card.sign_logged_in(message.as_bytes()).unwrap();
+            assert!(verify_signature(&spki, message.as_bytes(), &signature), "{kind}: heartbeat {n} verifies");
+        }
+        card.log_out();
+        assert_eq!(card.sign_logged_in(b"m").unwrap_err(), CardError::LoggedOut, "{kind}: not after log_out");
+    }
+}
+
+#[test]
 fn unlock_rotate_and_change() {
     let administrator = random_administrator_secret().unwrap();
     for (kind, mut card, _dir) in cards(&administrator) {

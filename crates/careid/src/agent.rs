@@ -5,6 +5,10 @@
 //! leaves, the session is ended at once and the agent waits for the next card (switching user
 //! is taking one card out and putting another in).
 //!
+//! The passcode is given to the card once, to log the holder in to it, and then forgotten: the
+//! login, its heartbeats and sign-in approvals are signed by the logged-in card, and the agent
+//! logs out of the card when the session ends.
+//!
 //! The session is saved as a CLI profile (default `card`), so `careid ra --as card ...` acts
 //! with it; the profile is removed when the session ends. While the session lives, the local
 //! endpoint on 127.0.0.1 (`agent_local.rs`) lets careid's sign-in page have the card approve
@@ -15,12 +19,11 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use careid_card::{Card, CardError};
+use careid_card::Card;
 use careid_domain::TERMS_OF_USE_VERSION;
 use careid_domain::ids::{AssignmentId, OdsCode};
 use careid_domain::login::{HeartbeatMessage, LoginMessage, Workstation};
 use careid_domain::oidc::AuthorizeMessage;
-use careid_domain::secret::Secret;
 use clap::Args;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -122,10 +125,18 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     loop {
         eprintln!("Waiting for a card at {workstation}...");
         let mut card = wait_for_card(&args.device, &mut requests).await?;
+        // The card keeps the holder's login; the passcode is forgotten as soon as it is given.
         let passcode = keyboard.read("Passcode: ")?;
-        let live = match login(&client, card.as_mut(), &passcode, &workstation, selected.clone(), &keyboard).await {
+        let opened = card.log_in(&passcode);
+        drop(passcode);
+        let attempt = match opened {
+            Ok(()) => login(&client, card.as_mut(), &workstation, selected.clone(), &keyboard).await,
+            Err(error) => Err(error.into()),
+        };
+        let live = match attempt {
             Ok(live) => live,
             Err(error) => {
+                card.log_out();
                 eprintln!("Not logged in: {error:#}");
                 if args.once {
                     return Err(error);
@@ -135,8 +146,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         };
         save_profile(&args, &live)?;
-        let ended = keep_alive(&client, card.as_mut(), &passcode, &live, &args.device, &mut requests).await;
-        drop(passcode);
+        let ended = keep_alive(&client, card.as_mut(), &live, &args.device, &mut requests).await;
+        card.log_out();
         remove_profile(&args.profile)?;
         match ended {
             Ok(()) => println!("card removed: session {} ended", live.session),
@@ -153,7 +164,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 async fn login(
     client: &Client,
     card: &mut dyn Card,
-    passcode: &Secret,
     workstation: &Workstation,
     mut selected: Option<(OdsCode, AssignmentId)>,
     keyboard: &Keyboard,
@@ -165,11 +175,7 @@ async fn login(
         let time = careid_domain::ports::Clock::now(&crate::SystemClock).unix_timestamp();
         let message =
             LoginMessage { challenge, workstation, selected: selected.as_ref().map(|(o, a)| (o, *a)), time }.to_bytes();
-        let signature = match card.sign(passcode, &message) {
-            Ok(signature) => signature,
-            Err(e @ (CardError::WrongPasscode | CardError::Locked)) => return Err(e.into()),
-            Err(other) => return Err(other).context("the card could not sign"),
-        };
+        let signature = card.sign_logged_in(&message).context("the card could not sign")?;
         let body = json!({
             "challenge": challenge,
             "workstation": workstation.as_str(),
@@ -245,7 +251,6 @@ fn choose(choices: &[Value], keyboard: &Keyboard) -> anyhow::Result<(OdsCode, As
 async fn keep_alive(
     client: &Client,
     card: &mut dyn Card,
-    passcode: &Secret,
     live: &Live,
     device: &Device,
     requests: &mut mpsc::Receiver<LocalRequest>,
@@ -262,27 +267,27 @@ async fn keep_alive(
             counter += 1;
             let time = careid_domain::ports::Clock::now(&crate::SystemClock).unix_timestamp();
             let message = HeartbeatMessage { session: &live.session, counter, time }.to_bytes();
-            let signature = card.sign(passcode, &message).context("the card could not sign a heartbeat")?;
+            let signature = card.sign_logged_in(&message).context("the card could not sign a heartbeat")?;
             let body = json!({ "counter": counter, "time": time, "signature": STANDARD.encode(signature) });
             client.post(&format!("/api/v1/sessions/{}/heartbeat", live.session), body).await?;
             next_beat += live.interval;
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
-            Some(request) = requests.recv() => answer(&session_client, card, passcode, live, request).await,
+            Some(request) = requests.recv() => answer(&session_client, card, live, request).await,
         }
     }
 }
 
 /// Answers a local request with the live session: the card signs an approval, or the agent
 /// exchanges the session's token for an application's access token.
-async fn answer(client: &Client, card: &mut dyn Card, passcode: &Secret, live: &Live, request: LocalRequest) {
+async fn answer(client: &Client, card: &mut dyn Card, live: &Live, request: LocalRequest) {
     match request {
         LocalRequest::Authorize { authorization, reply } => {
             let approved = async {
                 let time = careid_domain::ports::Clock::now(&crate::SystemClock).unix_timestamp();
                 let message = AuthorizeMessage { authorization: &authorization, session: &live.session, time };
-                let signature = card.sign(passcode, &message.to_bytes()).context("the card could not sign")?;
+                let signature = card.sign_logged_in(&message.to_bytes()).context("the card could not sign")?;
                 let body = json!({ "session_id": live.session, "time": time, "signature": STANDARD.encode(signature) });
                 let approved = client.post(&format!("/oidc/authorize/{authorization}/card"), body).await?;
                 text(&approved, "redirect")
