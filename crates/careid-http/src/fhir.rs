@@ -156,3 +156,21 @@ pub fn audit_event(record: &AuditRecord, patient: Option<&NhsNumber>) -> Result<
     }
     Ok(event)
 }
+
+/// One page of a query as a FHIR R4 searchset `Bundle`: the resources in their order (an
+/// `OperationOutcome` where a record could not be read), the page's own URL, and the next
+/// page's when there is one.
+pub fn search_bundle(resources: Vec<Value>, self_url: &str, next_url: Option<&str>) -> Value {
+    let mut link = vec![json!({ "relation": "self", "url": self_url })];
+    if let Some(next) = next_url {
+        link.push(json!({ "relation": "next", "url": next }));
+    }
+    let entry: Vec<Value> = resources
+        .into_iter()
+        .map(|resource| {
+            let mode = if resource["resourceType"] == "OperationOutcome" { "outcome" } else { "match" };
+            json!({ "resource": resource, "search": { "mode": mode } })
+        })
+        .collect();
+    json!({ "resourceType": "Bundle", "type": "searchset", "link": link, "entry": entry })
+}

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use careid_audit::format_time;
@@ -137,28 +137,52 @@ pub async fn patient_access_list(
     Ok(Json(accesses.iter().map(access_out).collect()))
 }
 
-/// The audit log as HL7 FHIR R4 `AuditEvent` resources, one JSON resource a line (NDJSON):
-/// the same query, scope and paging as `/api/v1/audit` (pass `before` from the last line's
-/// `id` for the next page).
+/// The audit log as HL7 FHIR R4 `AuditEvent` resources: by default one JSON resource a line
+/// (NDJSON, for bulk export), or with `Accept: application/fhir+json` one searchset `Bundle`
+/// for the page, with a `next` link. The same query, scope and paging as `/api/v1/audit`
+/// (pass `before` from the last resource's `id` for the next page).
 #[utoipa::path(get, path = "/api/v1/audit/fhir", tag = "audit", params(AuditParams),
-    responses((status = 200, content_type = "application/fhir+ndjson")), security(("bearer" = [])))]
+    responses((status = 200, content_type = "application/fhir+ndjson"), (status = 200, content_type = "application/fhir+json")),
+    security(("bearer" = [])))]
 pub async fn audit_fhir(
     State(app): State<App>,
     auth: Authed,
+    headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
     Params(p): Params<AuditParams>,
 ) -> Result<Response, ApiError> {
     let (page, patients) = app.service.audit_with_patients(&auth.ctx, &auth.actor, audit_query(&p)?).await?;
+    let resources = page.records.iter().map(|record| resource(record, patients.get(&record.seq)));
+    let wants_bundle = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("application/fhir+json")));
+    if wants_bundle {
+        let query = raw_query.unwrap_or_default();
+        let url = |before: Option<u64>| {
+            let mut kept: Vec<&str> = query.split('&').filter(|p| !p.is_empty() && !p.starts_with("before=")).collect();
+            let before = before.map(|b| format!("before={b}"));
+            kept.extend(before.as_deref());
+            format!("/api/v1/audit/fhir?{}", kept.join("&"))
+        };
+        let bundle = fhir::search_bundle(
+            resources.collect(),
+            &format!("/api/v1/audit/fhir?{query}"),
+            page.next_before_seq.map(|b| url(Some(b))).as_deref(),
+        );
+        return Ok(([(header::CONTENT_TYPE, "application/fhir+json")], bundle.to_string()).into_response());
+    }
     let mut body = String::new();
-    for record in &page.records {
-        body.push_str(&ndjson_line(record, patients.get(&record.seq)));
+    for resource in resources {
+        body.push_str(&format!("{resource}\n"));
     }
     Ok(([(header::CONTENT_TYPE, "application/fhir+ndjson")], body).into_response())
 }
 
-fn ndjson_line(record: &AuditRecord, patient: Option<&NhsNumber>) -> String {
-    let resource: Value = fhir::audit_event(record, patient).unwrap_or_else(|error| {
+/// A record as an `AuditEvent`, or an `OperationOutcome` saying it could not be read.
+fn resource(record: &AuditRecord, patient: Option<&NhsNumber>) -> Value {
+    fhir::audit_event(record, patient).unwrap_or_else(|error| {
         json!({ "resourceType": "OperationOutcome", "issue": [{ "severity": "error", "code": "exception",
             "diagnostics": format!("record {}: {error}", record.seq) }] })
-    });
-    format!("{resource}\n")
+    })
 }

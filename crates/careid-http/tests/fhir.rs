@@ -157,3 +157,31 @@ fn every_kind_of_record_is_a_valid_fhir_r4_audit_event() {
     child.stdin.take().unwrap().write_all(format!("{broken}\n").as_bytes()).unwrap();
     assert!(!child.wait_with_output().unwrap().status.success(), "a resource missing `recorded` is refused");
 }
+
+#[test]
+fn a_page_as_a_searchset_bundle_is_valid_fhir_r4() {
+    let Some(python) = validator() else { return };
+    let resources: Vec<_> = records().iter().map(|r| careid_http::fhir::audit_event(r, None).unwrap()).collect();
+    let count = resources.len();
+    let bundle = careid_http::fhir::search_bundle(
+        resources,
+        "/api/v1/audit/fhir?limit=4",
+        Some("/api/v1/audit/fhir?limit=4&before=1"),
+    );
+    assert_eq!(bundle["entry"][0]["search"]["mode"], "match");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fhir_validate.py");
+    let run = |text: String| {
+        let mut child = Command::new(&python).arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let output = run(format!("{bundle}\n"));
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{said}");
+    assert_eq!(said.trim(), format!("ok {count}"));
+
+    // A Bundle with a broken resource in it is refused.
+    let mut broken = bundle.clone();
+    broken["entry"][1]["resource"].as_object_mut().unwrap().remove("recorded");
+    assert!(!run(format!("{broken}\n")).status.success(), "a Bundle holding an invalid AuditEvent is refused");
+}

@@ -266,3 +266,50 @@ async fn operations_endpoints_and_request_ids() {
     assert!(metrics.contains("careid_http_request_duration_seconds_bucket"));
     assert!(metrics.contains("careid_store_ping_duration_seconds_count 1"));
 }
+
+#[tokio::test]
+async fn the_fhir_export_pages_as_ndjson_or_as_a_searchset_bundle() {
+    let s = Server::start().await;
+    // The manager's deployment and sign-in left records; each query adds one more.
+    let get = |accept: Option<&'static str>, path: String| {
+        let mut request = s.http.get(format!("{}{path}", s.url)).bearer_auth(&s.manager_token);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let kind = response.headers()["content-type"].to_str().unwrap().to_owned();
+            (response.status().as_u16(), kind, response.text().await.unwrap())
+        }
+    };
+    let (status, kind, text) = get(None, "/api/v1/audit/fhir?limit=2".into()).await;
+    assert_eq!((status, kind.as_str()), (200, "application/fhir+ndjson"), "{text}");
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|r| r["resourceType"] == "AuditEvent"));
+
+    let (status, kind, text) = get(Some("application/fhir+json"), "/api/v1/audit/fhir?limit=2".into()).await;
+    assert_eq!((status, kind.as_str()), (200, "application/fhir+json"), "{text}");
+    let bundle: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((bundle["resourceType"].as_str(), bundle["type"].as_str()), (Some("Bundle"), Some("searchset")));
+    let entries = bundle["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e["resource"]["resourceType"] == "AuditEvent" && e["search"]["mode"] == "match"));
+    let last: u64 = entries[1]["resource"]["id"].as_str().unwrap().parse().unwrap();
+    let next = bundle["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(next, format!("/api/v1/audit/fhir?limit=2&before={last}"));
+    // The next link gives the records before this page's last, newest first.
+    let (status, _, text) = get(Some("application/fhir+json"), next).await;
+    assert_eq!(status, 200, "{text}");
+    let page: Value = serde_json::from_str(&text).unwrap();
+    let ids: Vec<u64> = page["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(!ids.is_empty() && ids.iter().all(|id| *id < last), "{ids:?} before {last}");
+}
