@@ -56,7 +56,8 @@ fn lite_error(context: &'static str, error: rusqlite::Error) -> StoreError {
     driver_error(context, &DbError::Lite(error))
 }
 
-/// Settings every connection gets. `synchronous = FULL`: a commit is on disk before it returns.
+/// Settings every connection gets. (The writer of a file database also gets `synchronous = FULL`:
+/// a commit is on disk before it returns.)
 const PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
                        PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;";
 
@@ -110,24 +111,22 @@ impl LiteStore {
             writer.execute_batch("PRAGMA synchronous = FULL").map_err(|e| lite_error("configure SQLite", e))?;
         }
         migrate(&writer, migrations)?;
-        let wal = match &location {
-            Location::File { path, .. } => {
-                let mut wal = path.clone().into_os_string();
-                wal.push("-wal");
-                Some(WalWatch { path: wal.into(), limit: wal_limit })
-            }
-            Location::Memory => None,
-        };
-        let (readers, checkpointer) = match location {
-            Location::Memory => (None, None),
-            Location::File { .. } => {
-                // The writer never copies the write-ahead log into the database itself (a commit
-                // that did would wait for it); a thread of the store's own does, beside it.
+        let (wal, readers, checkpointer) = match location {
+            Location::Memory => (None, None, None),
+            Location::File { ref path, .. } => {
+                // The writer does not copy the write-ahead log into the database after its
+                // commits (a commit that did would wait for it): a thread of the store's own
+                // does, beside it. The writer finishes a checkpoint only once the log has
+                // passed its limit (`group.rs`), and then cuts the file back to it.
                 writer
                     .execute_batch(&format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_limit}"))
                     .map_err(|e| lite_error("configure SQLite", e))?;
+                let mut wal_path = path.clone().into_os_string();
+                wal_path.push("-wal");
+                let wal = WalWatch { path: wal_path.into(), limit: wal_limit };
                 let checkpointer = Checkpointer::start(open_connection(&location, false)?)?;
-                (Some(ReaderPool { location, idle: Arc::new(Mutex::new(Vec::new())) }), Some(Arc::new(checkpointer)))
+                let readers = ReaderPool { location, idle: Arc::new(Mutex::new(Vec::new())) };
+                (Some(wal), Some(readers), Some(Arc::new(checkpointer)))
             }
         };
         Ok(LiteStore { group: GroupCommit::new(writer, wal), readers, _checkpointer: checkpointer })
