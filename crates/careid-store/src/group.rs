@@ -208,7 +208,20 @@ impl GroupCommit {
     }
 }
 
+#[cfg(test)]
+impl GroupCommit {
+    /// The writer, if nobody holds it (tests look at the database through it).
+    pub(crate) fn try_writer(&self) -> Option<tokio::sync::MutexGuard<'_, Writer>> {
+        self.writer.try_lock().ok()
+    }
+}
+
 impl Writer {
+    #[cfg(test)]
+    pub(crate) fn connection_ref(&self) -> &Connection {
+        &self.conn
+    }
+
     pub(crate) fn connection(&mut self) -> &mut Connection {
         &mut self.conn
     }

@@ -380,4 +380,31 @@ mod tests {
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn migrations_apply_once_in_order_and_a_newer_database_is_refused() {
+        let dir = std::env::temp_dir().join(format!("careid-migrate-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("careid.db").display());
+        let all = crate::SQLITE_MIGRATIONS;
+        let applied = |store: &LiteStore| -> Vec<i64> {
+            let writer = store.group.try_writer().unwrap();
+            let mut statement =
+                writer.connection_ref().prepare("SELECT version FROM _sqlx_migrations ORDER BY version").unwrap();
+            statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        // A database an earlier careid made, seven migrations in, is brought up to date.
+        let older = LiteStore::open(&url, &all[..7]).unwrap();
+        assert_eq!(applied(&older), (1..=7).collect::<Vec<_>>());
+        drop(older);
+        let current = LiteStore::open(&url, all).unwrap();
+        assert_eq!(applied(&current), (1..=all.len() as i64).collect::<Vec<_>>());
+        drop(current);
+        // Opened again, nothing is applied twice.
+        assert!(LiteStore::open(&url, all).is_ok());
+        // A careid older than its database refuses it rather than guess.
+        let refused = LiteStore::open(&url, &all[..7]).unwrap_err();
+        assert!(refused.to_string().contains("migration 8"), "{refused}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
