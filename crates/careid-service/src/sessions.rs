@@ -366,6 +366,10 @@ impl Service {
     /// not the card's.
     pub async fn heartbeat(&self, ctx: &RequestContext, beat: &Heartbeat) -> Result<OffsetDateTime, RaError> {
         let now = self.clock.now();
+        // The card's signature is checked before the writer is taken: a P-256 verification is
+        // the slowest step of a heartbeat, and every other write would wait behind it. Inside,
+        // the key it verified under must still be the card's.
+        let verified_key = self.heartbeat_key(beat).await?;
         let mut tx = self.store.begin_write().await?;
         let session =
             tx.session_by_id(&beat.session).await?.ok_or_else(|| crate::error::not_found("session", &beat.session))?;
@@ -385,11 +389,7 @@ impl Service {
             Err(Refusal::new(Rule::SessionEnded, "the session has ended: log in again"))
         } else if let Err(why) = check_signed_time(beat.time, now) {
             Err(Refusal::new(Rule::ChallengeInvalid, why))
-        } else if !card
-            .public_key
-            .as_deref()
-            .is_some_and(|k| careid_pki::verify_card_signature(k, &message, &beat.signature))
-        {
+        } else if verified_key.is_none() || card.public_key != verified_key {
             Err(Refusal::new(Rule::SignatureInvalid, "the heartbeat is not signed by the session's card"))
         } else if beat.counter <= presence.heartbeat {
             Err(Refusal::new(Rule::SessionEnded, format!("heartbeat {} was already counted", beat.counter)))
@@ -421,6 +421,17 @@ impl Service {
         tx.append_audit(&event).await?;
         tx.commit().await?;
         Ok(now + self.settings.presence_grace)
+    }
+
+    /// The key of the session's card, if the heartbeat's signature verifies under it; read
+    /// outside the writer.
+    async fn heartbeat_key(&self, beat: &Heartbeat) -> Result<Option<Vec<u8>>, RaError> {
+        let mut tx = self.store.begin_read().await?;
+        let Some(presence) = tx.session_by_id(&beat.session).await?.and_then(|s| s.card) else { return Ok(None) };
+        let Some(card) = tx.card(presence.card).await? else { return Ok(None) };
+        drop(tx);
+        let message = HeartbeatMessage { session: &beat.session, counter: beat.counter, time: beat.time }.to_bytes();
+        Ok(card.public_key.filter(|key| careid_pki::verify_card_signature(key, &message, &beat.signature)))
     }
 
     /// The actor's own live sessions.
