@@ -507,7 +507,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(config.master_key_path());
     crate::create_card_authority(&config, "careid demo")?;
-    let (_store, service) = crate::open_service(&config).await?;
+    let (store, service) = crate::open_service(&config).await?;
     eprintln!("building the demo RA area...");
     let area = build(&service).await?;
     eprintln!("issuing demo virtual cards...");
@@ -529,9 +529,13 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         println!("\nPress Ctrl-C to stop.");
     }
     if args.no_serve {
+        store.checkpoint_wal().await;
         return Ok(());
     }
-    crate::serve(listener, service, &config).await
+    let served = crate::serve(listener, service, &config).await;
+    // As `careid serve` does: the database file alone holds the demo once it stops.
+    store.checkpoint_wal().await;
+    served
 }
 
 /// Signs the demo's staff in and saves their sessions as CLI profiles.

@@ -239,7 +239,30 @@ async fn end_lapsed_sessions_forever(service: Service) {
     }
 }
 
-/// Serves until Ctrl-C, with the OpenID Connect provider when the deployment has a CA.
+/// Ctrl-C, or on Unix SIGTERM: either stops the server the same orderly way.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Serves until Ctrl-C or SIGTERM (a service manager stopping it), with the OpenID Connect
+/// provider when the deployment has a CA.
 pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: &Config) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(end_lapsed_sessions_forever(service.clone()));
     let mut app = careid_http::App::new(service.clone());
@@ -256,7 +279,7 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: 
         app = app.with_oidc(oidc);
     }
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
         tracing::info!("shutting down");
     };
     let served = careid_http::serve(listener, app, shutdown).await.context("serving");

@@ -335,6 +335,29 @@ fn today() -> time::Date {
 }
 
 #[test]
+fn a_service_manager_stopping_the_server_leaves_the_database_file_whole() {
+    // systemd and the like stop a service with SIGTERM: the server stops in order, as on
+    // Ctrl-C, and moves the write-ahead log into the database file.
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (mut server, url, credential) = deployment(dir, &[]);
+    ok(&careid(dir, &["ra", "--server", &url, "login", "ram", "--credential", &credential]));
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            server.0.try_wait().unwrap()
+        })
+        .expect("the server stops within five seconds of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
+    let wal = dir.join("data/careid.db-wal");
+    assert!(std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0, "the write-ahead log was moved into the file");
+}
+
+#[test]
 fn a_card_from_issue_to_replacement_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
