@@ -28,6 +28,12 @@ use crate::db::{DbError, driver_error};
 
 /// How many transactions one batch holds at most, so that none waits long for its fsync.
 const MOST_PER_BATCH: usize = 512;
+/// How long a transaction that handed the writer on waits before taking it back.
+const HANDOVER_PATIENCE: Duration = Duration::from_millis(20);
+
+/// A batch's outcome, once committed or failed.
+type Outcome = Option<Result<(), String>>;
+
 /// A file database's write-ahead log, and how large it may grow.
 #[derive(Debug, Clone)]
 pub(crate) struct WalWatch {
@@ -36,11 +42,6 @@ pub(crate) struct WalWatch {
     /// the log starts over (and is cut back to this size: `journal_size_limit`).
     pub(crate) limit: u64,
 }
-/// How long a transaction that handed the writer on waits before taking it back.
-const HANDOVER_PATIENCE: Duration = Duration::from_millis(20);
-
-/// A batch's outcome, once committed or failed.
-type Outcome = Option<Result<(), String>>;
 
 /// The writer: its connection, and the batch open on it.
 pub(crate) struct Writer {

@@ -206,7 +206,7 @@ fn lite_audit_range(
 ) -> Result<Result<Vec<AuditRecord>, StoreError>, rusqlite::Error> {
     let mut statement = conn.prepare_cached(sql)?;
     let mut rows = statement.query(rusqlite::params![from_seq as i64, i64::from(limit)])?;
-    let mut records = Vec::with_capacity(limit.min(65_536) as usize);
+    let mut records = Vec::with_capacity(limit.min(4096) as usize);
     while let Some(row) = rows.next()? {
         let seq: i64 = row.get(0)?;
         let entry: Vec<u8> = row.get(1)?;
