@@ -239,6 +239,44 @@ const UNDER: &str = "WITH RECURSIVE under_org(ods_code) AS (\
         SELECT CAST($1 AS TEXT) \
         UNION ALL SELECT o.ods_code FROM organisations o JOIN under_org u ON o.parent = u.ods_code)";
 
+/// A query over the rows of the organisations at and under one, narrowed by optional
+/// conditions, each with its value as the next `$n`.
+struct Filter {
+    sql: String,
+    args: Vec<Value>,
+}
+
+impl Filter {
+    /// `select` (`SELECT ... FROM table`, whose rows have an `org`), within `org_under` if given.
+    fn new(select: &str, org_under: Option<&OdsCode>) -> Filter {
+        let mut filter = Filter { sql: String::new(), args: Vec::new() };
+        if let Some(org) = org_under {
+            filter.args.push(Value::text(org.to_string()));
+            filter.sql.push_str(UNDER);
+        }
+        filter.sql.push_str(&format!(" {select} WHERE 1 = 1"));
+        if org_under.is_some() {
+            filter.sql.push_str(" AND org IN (SELECT ods_code FROM under_org)");
+        }
+        filter
+    }
+
+    /// Adds ` AND condition`, where each `$?` stands for `value`.
+    fn and(&mut self, condition: &str, value: Value) {
+        self.args.push(value);
+        let placeholder = format!("${}", self.args.len());
+        self.sql.push_str(" AND ");
+        self.sql.push_str(&condition.replace("$?", &placeholder));
+    }
+
+    /// The newest `limit` rows first, by `seq`.
+    fn newest_first(mut self, limit: u32) -> (String, Vec<Value>) {
+        self.args.push(Value::int(i64::from(limit)));
+        self.sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", self.args.len()));
+        (self.sql, self.args)
+    }
+}
+
 #[async_trait]
 impl Transaction for SqlTransaction {
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
@@ -281,46 +319,26 @@ impl Transaction for SqlTransaction {
     }
 
     async fn audit_records(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut args = Vec::new();
-        let mut sql = String::new();
-        if let Some(org) = &query.org_under {
-            args.push(Value::text(org.to_string()));
-            sql.push_str(UNDER);
-        }
-        sql.push_str(" SELECT seq, entry, chain_hash FROM audit_log WHERE 1 = 1");
-        if query.org_under.is_some() {
-            sql.push_str(" AND org IN (SELECT ods_code FROM under_org)");
-        }
-        let next = |args: &mut Vec<Value>, arg: Value| {
-            args.push(arg);
-            args.len()
-        };
+        let mut filter = Filter::new("SELECT seq, entry, chain_hash FROM audit_log", query.org_under.as_ref());
         if let Some(person) = &query.person {
-            let n = next(&mut args, Value::text(person.to_string()));
-            sql.push_str(&format!(" AND (actor = ${n} OR subject_person = ${n})"));
+            filter.and("(actor = $? OR subject_person = $?)", Value::text(person.to_string()));
         }
         if let Some(action) = &query.action {
-            let n = next(&mut args, Value::text(action.clone()));
-            sql.push_str(&format!(" AND action = ${n}"));
+            filter.and("action = $?", Value::text(action.clone()));
         }
         if let Some(card) = query.card {
-            let n = next(&mut args, Value::int(card));
-            sql.push_str(&format!(" AND session IN (SELECT id FROM sessions WHERE card = ${n})"));
+            filter.and("session IN (SELECT id FROM sessions WHERE card = $?)", Value::int(card));
         }
         if let Some(since) = query.since {
-            let n = next(&mut args, Value::int(micros(since)));
-            sql.push_str(&format!(" AND at_us >= ${n}"));
+            filter.and("at_us >= $?", Value::int(micros(since)));
         }
         if let Some(until) = query.until {
-            let n = next(&mut args, Value::int(micros(until)));
-            sql.push_str(&format!(" AND at_us < ${n}"));
+            filter.and("at_us < $?", Value::int(micros(until)));
         }
         if let Some(before) = query.before_seq {
-            let n = next(&mut args, Value::int(before as i64));
-            sql.push_str(&format!(" AND seq < ${n}"));
+            filter.and("seq < $?", Value::int(before as i64));
         }
-        let n = next(&mut args, Value::int(i64::from(query.limit)));
-        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${n}"));
+        let (sql, args) = filter.newest_first(query.limit);
         self.fetch_all("read audit", &sql, args).await?.into_iter().map(record).collect()
     }
 
@@ -1731,41 +1749,23 @@ impl Transaction for SqlTransaction {
     }
 
     async fn patient_accesses(&mut self, query: &PatientAccessQuery) -> Result<Vec<PatientAccess>, StoreError> {
-        let mut args = Vec::new();
-        let mut sql = String::new();
-        if let Some(org) = &query.org_under {
-            args.push(Value::text(org.to_string()));
-            sql.push_str(UNDER);
-        }
-        sql.push_str(" SELECT * FROM patient_access WHERE 1 = 1");
-        if query.org_under.is_some() {
-            sql.push_str(" AND org IN (SELECT ods_code FROM under_org)");
-        }
-        let next = |args: &mut Vec<Value>, arg: Value| {
-            args.push(arg);
-            args.len()
-        };
+        let mut filter = Filter::new("SELECT * FROM patient_access", query.org_under.as_ref());
         if let Some(patient) = &query.patient {
-            let n = next(&mut args, Value::text(patient.to_string()));
-            sql.push_str(&format!(" AND patient = ${n}"));
+            filter.and("patient = $?", Value::text(patient.to_string()));
         }
         if let Some(person) = &query.person {
-            let n = next(&mut args, Value::text(person.to_string()));
-            sql.push_str(&format!(" AND person = ${n}"));
+            filter.and("person = $?", Value::text(person.to_string()));
         }
         if query.alerts_only {
-            sql.push_str(" AND alert IS NOT NULL");
+            filter.sql.push_str(" AND alert IS NOT NULL");
         }
         if let Some(since) = query.since_seq {
-            let n = next(&mut args, Value::int(since as i64));
-            sql.push_str(&format!(" AND seq >= ${n}"));
+            filter.and("seq >= $?", Value::int(since as i64));
         }
         if let Some(before) = query.before_seq {
-            let n = next(&mut args, Value::int(before as i64));
-            sql.push_str(&format!(" AND seq < ${n}"));
+            filter.and("seq < $?", Value::int(before as i64));
         }
-        let n = next(&mut args, Value::int(i64::from(query.limit)));
-        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${n}"));
+        let (sql, args) = filter.newest_first(query.limit);
         self.fetch_all("read patient accesses", &sql, args).await?.iter().map(rows::patient_access).collect()
     }
 }

@@ -3,12 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
 
+mod support;
+
 use std::sync::Arc;
 
 use careid_domain::ports::{FixedClock, Store};
 use careid_service::{InitDeployment, OsRandom, RequestContext, Service, ServiceSettings};
 use careid_store::{SqlStore, StoreOptions};
 use serde_json::{Value, json};
+use support::sign_in;
 use time::macros::datetime;
 
 struct Server {
@@ -47,16 +50,7 @@ impl Server {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(careid_http::serve(listener, careid_http::App::new(service), std::future::pending()));
         let http = reqwest::Client::new();
-        let login: Value = http
-            .post(format!("{url}/api/v1/sessions"))
-            .json(&json!({ "credential": outcome.recovery_credential.expose() }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let manager_token = login["token"].as_str().unwrap().to_owned();
+        let manager_token = sign_in(&http, &url, outcome.recovery_credential.expose()).await;
         Server { url, store, manager_token, http, _dir: dir }
     }
 

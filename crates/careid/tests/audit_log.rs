@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{careid, deployment, ok, serve, stdout};
+use support::{careid, deployment, ok, serve, sign_in, stdout};
 
 /// The independent reader needs Python's `cryptography` (for Ed25519); required where
 /// `CAREID_TEST_REQUIRE_TLOG_READER` is set (CI).
@@ -74,19 +74,6 @@ async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
     http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
 }
 
-async fn session(http: &reqwest::Client, url: &str, credential: &str) -> String {
-    let response: Value = http
-        .post(format!("{url}/api/v1/sessions"))
-        .json(&json!({ "credential": credential }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    response["token"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,7 +85,7 @@ fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_t
     // A checkpoint kept before the crash, then a burst of audited writes (each read of one's
     // own trail is a record), and the server killed (SIGKILL) in the middle of it.
     let (kept, acknowledged, credential) = runtime.block_on(async {
-        let token = session(&http, &url, &credential).await;
+        let token = sign_in(&http, &url, &credential).await;
         let kept = checkpoint_covering(&http, &url, 1).await;
         let acknowledged = Arc::new(AtomicU64::new(0));
         let mut burst = tokio::task::JoinSet::new();
@@ -128,7 +115,7 @@ fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_t
     // checkpoints extend the one kept before the crash.
     let (server, url) = serve(dir, &[]);
     let key = runtime.block_on(async {
-        let token = session(&http, &url, &credential).await;
+        let token = sign_in(&http, &url, &credential).await;
         let (mut reads, mut last, mut before) = (0u64, 0u64, String::new());
         loop {
             let page =

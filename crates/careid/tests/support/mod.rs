@@ -100,3 +100,17 @@ pub fn deployment(dir: &Path, settings: &[(&str, String)]) -> (Child, String, St
 pub fn json(output: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(output)).unwrap()
 }
+
+/// Signs in with a credential over the API; the session's bearer token.
+pub async fn sign_in(http: &reqwest::Client, url: &str, credential: &str) -> String {
+    let response: serde_json::Value = http
+        .post(format!("{url}/api/v1/sessions"))
+        .json(&serde_json::json!({ "credential": credential }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["token"].as_str().unwrap().to_owned()
+}
