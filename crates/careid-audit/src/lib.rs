@@ -152,9 +152,30 @@ pub fn decode(entry: &[u8]) -> Result<Entry, DecodeError> {
 }
 
 /// Whether `entry` decodes, and if not why, as `decode` would say, without building it.
+/// Without allocating, and searching for the few bytes that matter rather than looking at
+/// each: a verifier runs this on every record of a log.
 pub fn check_entry(entry: &[u8]) -> Result<(), DecodeError> {
-    for line in lines(entry)? {
-        line?;
+    std::str::from_utf8(entry).map_err(|_| DecodeError::NotText)?;
+    let rest = match entry.strip_prefix(ENTRY_HEADER.as_bytes()) {
+        Some([]) => return Ok(()),
+        Some([b'\n', fields @ ..]) => fields,
+        _ => return Err(DecodeError::Header),
+    };
+    // One search for line ends over the whole entry; in each line, the name (a short word) is
+    // scanned for the space that ends it. Escapes need a look only where there are backslashes.
+    let escapes = memchr::memchr(b'\\', rest).is_some();
+    let (mut start, mut number) = (0, 2);
+    let ends =
+        memchr::memchr_iter(b'\n', rest).chain(rest.last().is_some_and(|&last| last != b'\n').then_some(rest.len()));
+    for end in ends {
+        let line = &rest[start..end];
+        let Some(space) = line.iter().position(|&b| b == b' ') else {
+            return Err(DecodeError::Line(number));
+        };
+        if escapes && !well_escaped(&line[space + 1..]) {
+            return Err(DecodeError::Line(number));
+        }
+        (start, number) = (end + 1, number + 1);
     }
     Ok(())
 }
@@ -169,7 +190,7 @@ fn lines(entry: &[u8]) -> Result<impl Iterator<Item = Result<(usize, &str, &str)
     Ok(lines.enumerate().map(|(i, line)| {
         let number = i + 2;
         let (name, value) = line.split_once(' ').ok_or(DecodeError::Line(number))?;
-        if !well_escaped(value) {
+        if !well_escaped(value.as_bytes()) {
             return Err(DecodeError::Line(number));
         }
         Ok((number, name, value))
@@ -177,9 +198,10 @@ fn lines(entry: &[u8]) -> Result<impl Iterator<Item = Result<(usize, &str, &str)
 }
 
 /// Every backslash in `value` starts one of the escapes `unescape` knows.
-fn well_escaped(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    let mut i = 0;
+fn well_escaped(bytes: &[u8]) -> bool {
+    let Some(mut i) = memchr::memchr(b'\\', bytes) else {
+        return true;
+    };
     while i < bytes.len() {
         if bytes[i] == b'\\' {
             if !matches!(bytes.get(i + 1), Some(b'\\' | b'n' | b'r')) {
@@ -306,9 +328,28 @@ mod tests {
             text.replacen("request req-1", "requestreq-1", 1).into_bytes(),
             text.replacen("request req-1", "request req\\x", 1).into_bytes(),
             text.replacen("request req-1", "request req\\", 1).into_bytes(),
+            text.replacen("request req-1", "req\\x req-1", 1).into_bytes(),
+            text.replacen("request req-1\n", "request req-1\n\n", 1).into_bytes(),
+            format!("{text}last line").into_bytes(),
+            format!("{text}last value").into_bytes(),
+            format!("{text}last value\\").into_bytes(),
+            ENTRY_HEADER.as_bytes().to_vec(),
+            format!("{ENTRY_HEADER}\n").into_bytes(),
+            format!("{ENTRY_HEADER}x\nat y\n").into_bytes(),
+            Vec::new(),
         ];
         for (i, entry) in cases.iter().enumerate() {
             assert_eq!(check_entry(entry), decode(entry).map(|_| ()), "case {i}");
+        }
+        // Every byte of a good entry turned into each byte that matters, and the entry cut short
+        // at every length.
+        for at in 0..good.len() {
+            for byte in [b'\n', b' ', b'\\', b'n', b'x'] {
+                let mut edited = good.clone();
+                edited[at] = byte;
+                assert_eq!(check_entry(&edited), decode(&edited).map(|_| ()), "{byte} at {at}");
+            }
+            assert_eq!(check_entry(&good[..at]), decode(&good[..at]).map(|_| ()), "cut at {at}");
         }
         assert!(check_entry(&good).is_ok());
         assert_eq!(check_entry(&cases[4]), Err(DecodeError::Line(3)));

@@ -12,24 +12,52 @@ use crate::{GENESIS, chain_hash_of_leaf, check_entry, leaf_hash};
 /// cost more than it saves.
 const PARALLEL_FROM: usize = 2048;
 
-/// Each record's leaf hash and whether its entry decodes, on every core for a large batch.
-fn prepare(records: &[AuditRecord]) -> Vec<(Hash, Result<(), crate::DecodeError>)> {
-    let one = |r: &AuditRecord| (leaf_hash(&r.entry), check_entry(&r.entry));
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if threads < 2 || records.len() < PARALLEL_FROM {
-        return records.iter().map(one).collect();
+/// What can be worked out about each entry of a batch on its own, before the records before
+/// it are checked: its leaf hash and whether it decodes. A large batch is prepared on every
+/// core; a pipeline can prepare the next batch while the last one is checked in order.
+#[derive(Debug)]
+pub struct Prepared(Vec<(Hash, Result<(), crate::DecodeError>)>);
+
+impl Prepared {
+    pub fn records(records: &[AuditRecord]) -> Prepared {
+        Prepared::of(records, |r| &r.entry)
     }
-    let per_thread = records.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = records
-            .chunks(per_thread)
-            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    })
+
+    pub fn entries(entries: &[&[u8]]) -> Prepared {
+        Prepared::of(entries, |entry| entry)
+    }
+
+    /// Entries prepared.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn of<T: Sync>(items: &[T], entry: impl Fn(&T) -> &[u8] + Sync) -> Prepared {
+        let one = |item: &T| {
+            let entry = entry(item);
+            (leaf_hash(entry), check_entry(entry))
+        };
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        if threads < 2 || items.len() < PARALLEL_FROM {
+            return Prepared(items.iter().map(one).collect());
+        }
+        let per_thread = items.len().div_ceil(threads);
+        let one = &one;
+        Prepared(std::thread::scope(|scope| {
+            let parts: Vec<_> = items
+                .chunks(per_thread)
+                .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        }))
+    }
 }
 
 /// The first thing found wrong, with the record's position.
@@ -87,8 +115,18 @@ impl LogVerifier {
     /// checking its encoding do not depend on the records before it, so large batches do that
     /// on every core first; the chain and the tree then follow in order.
     pub fn records(&mut self, records: &[AuditRecord], tree_leaves: Option<&[u8]>) -> Result<(), VerifyError> {
-        let prepared = prepare(records);
-        for (i, (record, (leaf, decodes))) in records.iter().zip(prepared).enumerate() {
+        self.prepared_records(records, Prepared::records(records), tree_leaves)
+    }
+
+    /// As `records`, with the records already prepared (`Prepared::records` of the same).
+    pub fn prepared_records(
+        &mut self,
+        records: &[AuditRecord],
+        prepared: Prepared,
+        tree_leaves: Option<&[u8]>,
+    ) -> Result<(), VerifyError> {
+        debug_assert_eq!(records.len(), prepared.len(), "prepared from other records");
+        for (i, (record, (leaf, decodes))) in records.iter().zip(prepared.0).enumerate() {
             let expected = self.range.size();
             if record.seq != expected {
                 return Err(VerifyError::Gap { expected, found: record.seq });
@@ -112,20 +150,22 @@ impl LogVerifier {
 
     /// Checks the next entry (from a tile: no sequence number or chain hash travels with it).
     pub fn entry(&mut self, entry: &[u8], tree_leaf: Option<&Hash>) -> Result<(), VerifyError> {
-        self.leaf(entry, leaf_hash(entry), tree_leaf)
+        self.entries(Prepared::entries(&[entry]), tree_leaf.map(<[u8; 32]>::as_slice))
     }
 
-    /// Checks the next entry whose leaf hash is already computed.
-    fn leaf(&mut self, entry: &[u8], leaf: Hash, tree_leaf: Option<&Hash>) -> Result<(), VerifyError> {
-        let seq = self.range.size();
-        if seq >= self.checkpoint.size {
-            return Err(VerifyError::Beyond { size: self.checkpoint.size });
+    /// Checks the next entries in order, as `entry` would one by one.
+    pub fn entries(&mut self, prepared: Prepared, tree_leaves: Option<&[u8]>) -> Result<(), VerifyError> {
+        for (i, (leaf, decodes)) in prepared.0.into_iter().enumerate() {
+            let seq = self.range.size();
+            if seq >= self.checkpoint.size {
+                return Err(VerifyError::Beyond { size: self.checkpoint.size });
+            }
+            decodes.map_err(|error| VerifyError::Undecodable { seq, error })?;
+            if tree_leaves.and_then(|t| t.get(i * 32..i * 32 + 32)).is_some_and(|t| t != leaf) {
+                return Err(VerifyError::LeafMismatch { seq });
+            }
+            self.range.push(leaf, |_, _, _| {});
         }
-        check_entry(entry).map_err(|error| VerifyError::Undecodable { seq, error })?;
-        if tree_leaf.is_some_and(|t| *t != leaf) {
-            return Err(VerifyError::LeafMismatch { seq });
-        }
-        self.range.push(leaf, |_, _, _| {});
         Ok(())
     }
 
@@ -250,5 +290,29 @@ mod tests {
         let mut other_leaves = leaves.clone();
         other_leaves[2500 * 32] ^= 0xff;
         assert_eq!(batch(&records, Some(&other_leaves)), Err(VerifyError::LeafMismatch { seq: 2500 }));
+
+        // Bare entries (from tiles), in one batch, as one by one.
+        let entries = |records: &[AuditRecord], leaves: Option<&[u8]>| {
+            let entries: Vec<&[u8]> = records.iter().map(|r| r.entry.as_slice()).collect();
+            let mut verifier = LogVerifier::new(checkpoint.clone());
+            verifier.entries(Prepared::entries(&entries), leaves).and_then(|()| verifier.finish())
+        };
+        let one_by_one = |records: &[AuditRecord], leaves: Option<&[u8]>| {
+            let mut verifier = LogVerifier::new(checkpoint.clone());
+            for (i, r) in records.iter().enumerate() {
+                let leaf = leaves.map(|l| <[u8; 32]>::try_from(&l[i * 32..i * 32 + 32]).unwrap());
+                verifier.entry(&r.entry, leaf.as_ref())?;
+            }
+            verifier.finish()
+        };
+        assert_eq!(entries(&records, Some(&leaves)), Ok(checkpoint.clone()));
+        for (records, leaves) in [(&records, Some(&other_leaves)), (&garbled, None), (&edited, None)] {
+            let leaves = leaves.map(Vec::as_slice);
+            assert_eq!(entries(records, leaves), one_by_one(records, leaves));
+        }
+        assert_eq!(entries(&records, Some(&other_leaves)), Err(VerifyError::LeafMismatch { seq: 2500 }));
+        assert!(matches!(entries(&garbled, None), Err(VerifyError::Undecodable { seq: 4001, .. })));
+        assert!(matches!(entries(&edited, None), Err(VerifyError::RootMismatch { size: 5000 })));
+        assert!(matches!(entries(&records[..4000], None), Err(VerifyError::Truncated { found: 4000, size: 5000 })));
     }
 }

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use careid_audit::merkle::{self, HashReader};
 use careid_audit::note::{Checkpoint, LogSigner, NoteVerifier};
 use careid_audit::tiles::{self, TILE_WIDTH, TileRef, TileSource, TiledHashes};
-use careid_audit::verify::LogVerifier;
+use careid_audit::verify::{LogVerifier, Prepared};
 use careid_domain::ports::{Store, Transaction};
 use careid_service::Service;
 
@@ -139,7 +139,7 @@ enum AuditCommand {
 }
 
 /// Where the log is read from.
-enum Source {
+pub(crate) enum Source {
     Store(careid_store::SqlStore),
     Http {
         http: reqwest::Client,
@@ -274,8 +274,9 @@ async fn checked_checkpoint(
     Ok((checkpoint, verifier, note))
 }
 
-/// How many tiles' records `verify` reads from the database at once.
-const TILES_A_BATCH: u64 = 64;
+/// How many tiles' records are read and checked at once: large enough that a batch is hashed
+/// on every core, small enough that reading the next overlaps checking this one.
+const TILES_A_BATCH: u64 = 16;
 
 async fn verify(
     config: &Config,
@@ -287,64 +288,189 @@ async fn verify(
     let (checkpoint, verifier, _) = checked_checkpoint(config, &source, file, key).await?;
     let size = checkpoint.size;
     eprintln!("checking {size} records against the checkpoint signed by {}", verifier.name());
-    let mut log = LogVerifier::new(checkpoint);
-    let mut tx = match &source {
-        Source::Store(store) => Some(store.begin_read().await?),
-        Source::Http { .. } | Source::Files(_) => None,
-    };
     let started = Instant::now();
-    let mut last_report = Instant::now();
-    let tiles = size.div_ceil(TILE_WIDTH);
-    let mut index = 0;
-    while index < tiles {
-        // From the database, many tiles' records at once: the verifier hashes a large batch on
-        // every core. Over HTTP or from files, a tile at a time, as the layout serves them.
-        let group = if tx.is_some() { TILES_A_BATCH.min(tiles - index) } else { 1 };
-        let mut leaves = Vec::new();
-        let mut width = 0;
-        for i in index..index + group {
-            let tile_width = TileRef::width_at(Some(0), i, size);
-            let tile = source
-                .tile(&mut tx, 0, i, tile_width)
-                .await
-                .with_context(|| format!("reading the leaf hashes of records {}..", i * TILE_WIDTH))?;
-            leaves.extend_from_slice(&tile);
-            width += tile_width;
-        }
-        let read = if let Some(tx) = tx.as_mut() {
-            let records = tx.audit_range(index * TILE_WIDTH, width as u32).await?;
-            log.records(&records, Some(&leaves))?;
-            records.len() as u64
-        } else {
-            let bundle = source.get(&TileRef { level: None, index, width }.path()).await?;
-            let entries = tiles::decode_bundle(&bundle).with_context(|| format!("entry tile {index}"))?;
-            for (i, entry) in entries.iter().enumerate() {
-                let leaf = <[u8; 32]>::try_from(&leaves[i * 32..i * 32 + 32]).ok();
-                log.entry(entry, leaf.as_ref())?;
-            }
-            entries.len() as u64
-        };
-        if read < width {
-            break;
-        }
-        index += group;
-        if last_report.elapsed() > Duration::from_secs(1) {
-            let done = log.checked();
-            let rate = done as f64 / started.elapsed().as_secs_f64();
-            eprintln!(
-                "  {done} of {size} records checked ({:.0}%, {rate:.0} records/s)",
-                done as f64 * 100.0 / size as f64
-            );
-            last_report = Instant::now();
-        }
-    }
-    let checkpoint = log.finish()?;
+    let checkpoint = check_log(&source, checkpoint, true).await?;
     let rate = size as f64 / started.elapsed().as_secs_f64().max(1e-9);
     println!(
         "verified: all {size} records are present, in order, unedited, and give the checkpoint's root {} ({rate:.0} records/s)",
         STANDARD.encode(checkpoint.root)
     );
     Ok(())
+}
+
+/// A stretch of the log as read for checking, with the leaf hashes the tree's tiles hold for it.
+struct Stretch {
+    /// The first tile.
+    index: u64,
+    /// Records the tiles cover.
+    width: u64,
+    leaves: Vec<u8>,
+    records: StretchRecords,
+}
+
+enum StretchRecords {
+    /// From the database: each record with its sequence number and chain hash.
+    Stored(Vec<careid_domain::audit::AuditRecord>),
+    /// From tiles: entry bundles, one a tile.
+    Bundles(Vec<Vec<u8>>),
+}
+
+impl Stretch {
+    async fn read(
+        source: &Source,
+        tx: &mut Option<Box<dyn Transaction>>,
+        index: u64,
+        tiles: u64,
+        size: u64,
+    ) -> anyhow::Result<Stretch> {
+        let (mut leaves, mut width, mut bundles) = (Vec::new(), 0, Vec::new());
+        for i in index..index + tiles {
+            let tile_width = TileRef::width_at(Some(0), i, size);
+            let tile = source
+                .tile(tx, 0, i, tile_width)
+                .await
+                .with_context(|| format!("reading the leaf hashes of records {}..", i * TILE_WIDTH))?;
+            leaves.extend_from_slice(&tile);
+            width += tile_width;
+            if tx.is_none() {
+                bundles.push(source.get(&TileRef { level: None, index: i, width: tile_width }.path()).await?);
+            }
+        }
+        let records = match tx.as_mut() {
+            Some(tx) => StretchRecords::Stored(tx.audit_range(index * TILE_WIDTH, width as u32).await?),
+            None => StretchRecords::Bundles(bundles),
+        };
+        Ok(Stretch { index, width, leaves, records })
+    }
+
+    /// Hashes each record and checks its encoding (on every core), which does not depend on
+    /// the records before it. A bundle that does not decode is kept as the error it is, to be
+    /// named only once every record before it has been checked.
+    fn prepare(self, size: u64) -> PreparedStretch {
+        let records = match self.records {
+            StretchRecords::Stored(records) => {
+                let prepared = Prepared::records(&records);
+                PreparedRecords::Stored(records, prepared)
+            }
+            StretchRecords::Bundles(bundles) => PreparedRecords::Entries(Stretch::entries(self.index, &bundles, size)),
+        };
+        PreparedStretch { width: self.width, leaves: self.leaves, records }
+    }
+
+    /// The entries of the bundles of tiles `index..`, up to the first short one.
+    fn entries(index: u64, bundles: &[Vec<u8>], size: u64) -> anyhow::Result<Prepared> {
+        let mut entries = Vec::new();
+        for (index, bundle) in (index..).zip(bundles) {
+            let tile_width = TileRef::width_at(None, index, size);
+            let found = tiles::decode_bundle(bundle).with_context(|| format!("entry tile {index}"))?;
+            anyhow::ensure!(
+                found.len() as u64 <= tile_width,
+                "entry tile {index} holds {} entries where the log has {tile_width}",
+                found.len()
+            );
+            let short = (found.len() as u64) < tile_width;
+            entries.extend(found);
+            if short {
+                break;
+            }
+        }
+        Ok(Prepared::entries(&entries))
+    }
+}
+
+struct PreparedStretch {
+    width: u64,
+    leaves: Vec<u8>,
+    records: PreparedRecords,
+}
+
+enum PreparedRecords {
+    Stored(Vec<careid_domain::audit::AuditRecord>, Prepared),
+    Entries(anyhow::Result<Prepared>),
+}
+
+impl PreparedStretch {
+    /// Checks the stretch's records next, in order; returns whether the log ended in it.
+    fn check(self, log: &mut LogVerifier) -> anyhow::Result<bool> {
+        let found = match self.records {
+            PreparedRecords::Stored(records, prepared) => {
+                log.prepared_records(&records, prepared, Some(&self.leaves))?;
+                records.len()
+            }
+            PreparedRecords::Entries(prepared) => {
+                let prepared = prepared?;
+                let found = prepared.len();
+                log.entries(prepared, Some(&self.leaves))?;
+                found
+            }
+        };
+        Ok((found as u64) < self.width)
+    }
+}
+
+/// Checks every record of the log against `checkpoint`, naming the first that is not what it
+/// says. A pipeline: while one stretch is checked in order (chain, tree), the next is hashed
+/// on every core and the one after is read.
+pub(crate) async fn check_log(source: &Source, checkpoint: Checkpoint, progress: bool) -> anyhow::Result<Checkpoint> {
+    let size = checkpoint.size;
+    let tiles = size.div_ceil(TILE_WIDTH);
+    let mut tx = match source {
+        Source::Store(store) => Some(store.begin_read().await?),
+        Source::Http { .. } | Source::Files(_) => None,
+    };
+    let (read_sender, mut read) = tokio::sync::mpsc::channel::<Stretch>(1);
+    let (prepared_sender, mut prepared) = tokio::sync::mpsc::channel::<PreparedStretch>(1);
+    let reading = async move {
+        let mut index = 0;
+        while index < tiles {
+            let group = TILES_A_BATCH.min(tiles - index);
+            let stretch = Stretch::read(source, &mut tx, index, group, size).await?;
+            if read_sender.send(stretch).await.is_err() {
+                break; // the check stopped at a bad record
+            }
+            index += group;
+        }
+        anyhow::Ok(())
+    };
+    let preparing = async move {
+        while let Some(stretch) = read.recv().await {
+            let stretch = tokio::task::spawn_blocking(move || stretch.prepare(size)).await?;
+            if prepared_sender.send(stretch).await.is_err() {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    };
+    let checking = async move {
+        let mut log = LogVerifier::new(checkpoint);
+        let (started, mut last_report) = (Instant::now(), Instant::now());
+        while let Some(stretch) = prepared.recv().await {
+            let (checked, ended) = tokio::task::spawn_blocking(move || {
+                let ended = stretch.check(&mut log);
+                (log, ended)
+            })
+            .await?;
+            log = checked;
+            if ended? {
+                break; // the log ends early: `finish` says where
+            }
+            if progress && last_report.elapsed() > Duration::from_secs(1) {
+                let done = log.checked();
+                let rate = done as f64 / started.elapsed().as_secs_f64();
+                eprintln!(
+                    "  {done} of {size} records checked ({:.0}%, {rate:.0} records/s)",
+                    done as f64 * 100.0 / size as f64
+                );
+                last_report = Instant::now();
+            }
+        }
+        anyhow::Ok(log.finish()?)
+    };
+    let (read, prepared, checked) = tokio::join!(reading, preparing, checking);
+    // A read that failed ends the check early: its error says why.
+    read?;
+    prepared?;
+    checked
 }
 
 async fn prove(config: &Config, url: Option<String>, entry: u64, since: Option<u64>) -> anyhow::Result<()> {
@@ -395,7 +521,27 @@ async fn archive(config: &Config, url: Option<String>, out: PathBuf) -> anyhow::
     // Only what verifies is archived.
     let checkpoint = NoteVerifier::parse(&key).context("the verifier key")?.verify(&note).context("the checkpoint")?;
     let size = checkpoint.size;
-    let mut tx = match &source {
+    let (written, kept) = write_archive(&source, checkpoint, &note, &key, &out).await?;
+    println!(
+        "archived {size} records to {}: {written} tiles written, {kept} already there\n\
+         check it anywhere: careid audit verify --url file://{} --key '{key}'",
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Writes the tiles of the log up to `checkpoint` (already verified: its `note` under `key`)
+/// to `out`, keeping full tiles already there. Returns the tiles written and kept.
+pub(crate) async fn write_archive(
+    source: &Source,
+    checkpoint: Checkpoint,
+    note: &str,
+    key: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<(u64, u64)> {
+    let size = checkpoint.size;
+    let mut tx = match source {
         Source::Store(store) => Some(store.begin_read().await?),
         Source::Http { .. } | Source::Files(_) => None,
     };
@@ -435,11 +581,5 @@ async fn archive(config: &Config, url: Option<String>, out: PathBuf) -> anyhow::
     }
     write_file(&out.join("checkpoint"), note.as_bytes())?;
     write_file(&out.join("key"), format!("{key}\n").as_bytes())?;
-    println!(
-        "archived {size} records to {}: {written} tiles written, {kept} already there\n\
-         check it anywhere: careid audit verify --url file://{} --key '{key}'",
-        out.display(),
-        out.display()
-    );
-    Ok(())
+    Ok((written, kept))
 }

@@ -187,6 +187,25 @@ fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_t
     if let Some(read) = tlog_reader(&format!("file://{}", dir.join("archive").display()), &key, None) {
         assert!(read.starts_with("ok "), "{read}");
     }
+    // An archive edited by one byte is named by its record, as the database is.
+    let full = archive.join("tile/entries/000");
+    let bundle = if full.is_file() {
+        full
+    } else {
+        std::fs::read_dir(archive.join("tile/entries/000.p")).unwrap().next().unwrap().unwrap().path()
+    };
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let mut at = 0;
+    for _ in 0..3 {
+        at += 2 + usize::from(u16::from_be_bytes([bytes[at], bytes[at + 1]]));
+    }
+    let action = bytes[at..].windows(7).position(|w| w == b"action ").unwrap();
+    bytes[at + action + 7] ^= 0x20;
+    std::fs::write(&bundle, bytes).unwrap();
+    let refused = careid(dir, &["audit", "verify", "--url", &from_files, "--key", &key]);
+    assert!(!refused.status.success(), "an edited archive verified");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("record 3 "), "{said}");
 
     // A one-byte edit of the database file, after a clean shutdown: named by its record.
     let entry = runtime.block_on(async {
