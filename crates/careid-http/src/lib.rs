@@ -64,7 +64,7 @@ impl App {
     info(title = "careid", description = "Care identity service: Registration Authority and smartcard API"),
     paths(
         routes::healthz, routes::metrics_get,
-        routes::sessions_create, login::sessions_delete, login::login_challenge, login::login_card,
+        routes::sessions_create, login::sessions_delete, login::login_challenge, login::login_card, login::login_wrong_passcode,
         login::sessions_heartbeat, login::sessions_list, login::sessions_end, routes::me_get, routes::credentials_create,
         routes::organisations_list, routes::organisations_create, routes::organisations_import, routes::organisations_get,
         routes::organisation_positions_list, routes::job_roles_list, routes::activities_list,
@@ -123,6 +123,7 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/sessions/{id}/heartbeat", post(login::sessions_heartbeat))
         .route("/api/v1/login/challenge", post(login::login_challenge))
         .route("/api/v1/login/card", post(login::login_card))
+        .route("/api/v1/login/wrong-passcode", post(login::login_wrong_passcode))
         .route("/api/v1/me", get(r::me_get))
         .route("/api/v1/me/audit", get(r::me_audit_list))
         .route("/api/v1/audit", get(r::audit_list))

@@ -7,7 +7,7 @@ use careid_audit::format_time;
 use careid_domain::ids::{AssignmentId, OdsCode};
 use careid_domain::login::{SessionEnd, Workstation};
 use careid_proto as wire;
-use careid_service::{CardLogin, Heartbeat, SessionView};
+use careid_service::{CardLogin, Heartbeat, SessionView, WrongPasscodeReport};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -71,6 +71,28 @@ pub async fn login_card(
         presence_grace_seconds: settings.presence_grace.whole_seconds(),
     };
     Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// The agent reports that the card refused the holder's passcode before any login: careid
+/// counts it against the card and locks the card at the third in a row, whatever the card does.
+#[utoipa::path(post, path = "/api/v1/login/wrong-passcode", tag = "sessions", request_body = wire::WrongPasscodeRequest,
+    responses((status = 200, body = wire::WrongPasscodeRecorded), (status = 401, body = wire::ErrorBody)))]
+pub async fn login_wrong_passcode(
+    State(app): State<App>,
+    Ctx(ctx): Ctx,
+    Body(body): Body<wire::WrongPasscodeRequest>,
+) -> Result<Json<wire::WrongPasscodeRecorded>, ApiError> {
+    let report = WrongPasscodeReport {
+        challenge: body.challenge.trim().to_owned(),
+        workstation: Workstation::parse(&body.workstation)?,
+        certificate: base64_field("certificate", &body.certificate)?,
+    };
+    let counted = app.service.wrong_passcode_at_login(&ctx, &report).await?;
+    Ok(Json(wire::WrongPasscodeRecorded {
+        card_id: counted.card,
+        state: counted.state.code().into(),
+        wrong_passcodes_in_a_row: counted.in_a_row,
+    }))
 }
 
 /// The card proves it is still in the reader. No bearer token: the card's signature over the

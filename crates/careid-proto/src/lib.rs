@@ -104,6 +104,26 @@ pub struct CardLoginResponse {
     pub presence_grace_seconds: i64,
 }
 
+/// The agent saw the card refuse the holder's passcode before any login. The passcode never
+/// travels: only that the card refused it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WrongPasscodeRequest {
+    /// A fresh login challenge for this workstation; the report spends it.
+    pub challenge: String,
+    pub workstation: String,
+    /// The certificate read from the card (DER, base64).
+    pub certificate: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WrongPasscodeRecorded {
+    pub card_id: i64,
+    /// The card's state in careid's records after the report: `locked` at the third in a row.
+    pub state: String,
+    /// Wrong passcodes in a row on this card, this one included.
+    pub wrong_passcodes_in_a_row: u8,
+}
+
 /// A card's proof of presence for a session.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatRequest {

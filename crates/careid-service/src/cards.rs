@@ -17,7 +17,7 @@ use careid_domain::card::{
 };
 use careid_domain::ids::{InvalidInput, PersonUuid, parse_note};
 use careid_domain::model::ProfileStatus;
-use careid_domain::ports::{SealedSecrets, Transaction};
+use careid_domain::ports::{SealedSecrets, StoreError, Transaction};
 use careid_domain::secret::Secret;
 use careid_pki::{CardCertificateRequest, CertificateAuthority, MasterKey, PkiError, PresentedCertificate, Revoked};
 use sha2::{Digest, Sha256};
@@ -785,7 +785,7 @@ impl Service {
     ) -> Result<CardState, RaError> {
         let mut tx = self.store.begin_write().await?;
         let mut card = self.load_card(&mut tx, card_id).await?;
-        let mut event = self.card_event(ctx, actor.into(), Action::CardWrongPasscode, &card);
+        let event = self.card_event(ctx, actor.into(), Action::CardWrongPasscode, &card);
         if actor.person != card.person {
             let allowed = actor
                 .require(RaAction::UnlockCard)
@@ -806,11 +806,23 @@ impl Service {
                 return Err(self.refuse(tx, event, refusal).await);
             }
         }
+        self.count_wrong_passcode(tx, &mut card, event).await?;
+        Ok(card.state)
+    }
+
+    /// Counts one more wrong passcode on `card` and commits it with `event`: at the third in a
+    /// row the card is locked and its sessions end. Nothing is counted on a card that is not
+    /// active (the event says why).
+    pub(crate) async fn count_wrong_passcode(
+        &self,
+        mut tx: Box<dyn Transaction>,
+        card: &mut CardRecord,
+        mut event: AuditEvent,
+    ) -> Result<(), StoreError> {
         if card.state != CardState::Active {
             event = event.refused(&Refusal::new(Rule::CardState, format!("the card is {}", card.state.code())));
             tx.append_audit(&event).await?;
-            tx.commit().await?;
-            return Ok(card.state);
+            return tx.commit().await;
         }
         card.wrong_passcodes = card.wrong_passcodes.saturating_add(1);
         event.detail.push(("in_a_row", card.wrong_passcodes.to_string()));
@@ -819,10 +831,9 @@ impl Service {
             event.detail.push(("locked", "true".into()));
             crate::sessions::end_card_sessions(&mut tx, card.id, &mut event, self.clock.now()).await?;
         }
-        tx.update_card(&card).await?;
+        tx.update_card(card).await?;
         tx.append_audit(&event).await?;
-        tx.commit().await?;
-        Ok(card.state)
+        tx.commit().await
     }
 
     /// Reports a card lost, stolen or damaged: the holder always may, and so may their sponsor

@@ -37,7 +37,7 @@ pub use oidc::{
 pub use outbox::{Delivery, retry_delay};
 pub use patient::{AccessReport, ReadPatientAccess, ReportOutcome};
 pub use ra::{AssignmentTerms, AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, ReadAudit};
-pub use sessions::{CardLogin, Heartbeat, SessionView};
+pub use sessions::{CardLogin, Heartbeat, SessionView, WrongPasscodeCounted, WrongPasscodeReport};
 
 /// Settings the use cases take from configuration.
 #[derive(Debug, Clone)]

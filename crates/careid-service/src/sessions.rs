@@ -13,7 +13,7 @@
 
 use careid_domain::access::{Actor, AuthMethod, RaAction, Refusal, Rule};
 use careid_domain::audit::{Action, AuditActor, AuditEvent, Outcome};
-use careid_domain::card::CardState;
+use careid_domain::card::{CardCertificate, CardState};
 use careid_domain::ids::{AssignmentId, OdsCode, PersonUuid};
 use careid_domain::login::{
     CHALLENGE_LIFETIME, ConcurrentLogin, HeartbeatMessage, Liveness, LoginMessage, SessionEnd, Workstation,
@@ -22,7 +22,7 @@ use careid_domain::login::{
 use careid_domain::model::{Assignment, AssignmentStatus, Position, ProfileStatus};
 use careid_domain::ports::{CardPresence, Session, StoreError, Transaction};
 use careid_domain::secret::Secret;
-use careid_pki::IssuedChallenge;
+use careid_pki::{IssuedChallenge, PresentedCertificate};
 use time::OffsetDateTime;
 
 use crate::auth::LoginOutcome;
@@ -31,6 +31,29 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::{RequestContext, Service, secret_hash};
+
+/// Spends a challenge (answered once: remembered until it expires, whatever follows) and finds
+/// the certificate presented with it among those careid issued.
+async fn spend_challenge(
+    tx: &mut Box<dyn Transaction>,
+    challenge: &IssuedChallenge,
+    presented: &PresentedCertificate,
+    der: &[u8],
+    now: OffsetDateTime,
+) -> Result<Result<CardCertificate, Refusal>, StoreError> {
+    let expires = OffsetDateTime::from_unix_timestamp(challenge.expires_at).unwrap_or(now);
+    if !tx.use_challenge(&challenge.nonce, expires).await? {
+        return Ok(Err(Refusal::new(
+            Rule::ChallengeInvalid,
+            "this challenge has already been answered: ask for a new one",
+        )));
+    }
+    Ok(tx
+        .certificate(&presented.serial)
+        .await?
+        .filter(|c| c.der == der)
+        .ok_or_else(|| Refusal::new(Rule::SignatureInvalid, "the card certificate is not one careid issued")))
+}
 
 /// A card's answer to a login challenge.
 #[derive(Debug, Clone)]
@@ -47,6 +70,24 @@ pub struct CardLogin {
     pub terms_accepted: Option<String>,
     /// The card's signature over the `LoginMessage` (64-byte r‖s).
     pub signature: Vec<u8>,
+}
+
+/// A wrong passcode the workstation agent saw the card refuse, before any login.
+#[derive(Debug, Clone)]
+pub struct WrongPasscodeReport {
+    /// A fresh login challenge for this workstation, spent by the report.
+    pub challenge: String,
+    pub workstation: Workstation,
+    /// The certificate read from the card (DER).
+    pub certificate: Vec<u8>,
+}
+
+/// What careid recorded: the card, its state after the report, and the wrong passcodes in a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongPasscodeCounted {
+    pub card: i64,
+    pub state: CardState,
+    pub in_a_row: u8,
 }
 
 /// A card's proof that it is still in the reader.
@@ -219,17 +260,9 @@ impl Service {
             Ok(checked) => checked,
             Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
         };
-        // Answered once: remembered until it expires, whatever follows.
-        let expires = OffsetDateTime::from_unix_timestamp(challenge.expires_at).unwrap_or(now);
-        if !tx.use_challenge(&challenge.nonce, expires).await? {
-            let refusal =
-                Refusal::new(Rule::ChallengeInvalid, "this challenge has already been answered: ask for a new one");
-            return Err(self.refuse_login(tx, event, refusal).await);
-        }
-        let certificate = tx.certificate(&presented.serial).await?.filter(|c| c.der == login.certificate);
-        let Some(certificate) = certificate else {
-            let refusal = Refusal::new(Rule::SignatureInvalid, "the card certificate is not one careid issued");
-            return Err(self.refuse_login(tx, event, refusal).await);
+        let certificate = match spend_challenge(&mut tx, &challenge, &presented, &login.certificate, now).await? {
+            Ok(certificate) => certificate,
+            Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
         };
         let card = self.load_card(&mut tx, certificate.card).await?;
         event.subject_kind = "card";
@@ -344,6 +377,51 @@ impl Service {
         tx.append_audit_batch(&ended).await?;
         tx.commit().await?;
         Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at })
+    }
+
+    /// The agent saw the card refuse the holder's passcode before any login: careid counts it
+    /// against the card, whatever the card itself does (some tokens never lock), and locks the
+    /// card at the third in a row. Nobody is logged in, so the report proves what it can: a
+    /// fresh challenge for this workstation, answered once, and the certificate read from the
+    /// card, which must be one careid issued. Every report is audited with its workstation.
+    pub async fn wrong_passcode_at_login(
+        &self,
+        ctx: &RequestContext,
+        report: &WrongPasscodeReport,
+    ) -> Result<WrongPasscodeCounted, LoginError> {
+        let now = self.clock.now();
+        let authority = self.card_authority()?;
+        let mut event =
+            self.event(ctx, AuditActor::system(), Action::CardWrongPasscode, "workstation", &report.workstation);
+        event.workstation = Some(report.workstation.to_string());
+        event.detail.push(("reported_by", "workstation agent, before login".into()));
+        let opened = authority.challenge_key.open(&report.challenge, report.workstation.as_str(), now.unix_timestamp());
+        let checked = opened.map_err(|e| Refusal::new(Rule::ChallengeInvalid, e.to_string())).and_then(|challenge| {
+            let presented = authority
+                .presented_certificate(&report.certificate, now)
+                .map_err(|e| Refusal::new(Rule::SignatureInvalid, e.to_string()))?;
+            Ok((challenge, presented))
+        });
+        let mut tx = self.store.begin_write().await?;
+        let (challenge, presented) = match checked {
+            Ok(checked) => checked,
+            Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
+        };
+        let certificate = match spend_challenge(&mut tx, &challenge, &presented, &report.certificate, now).await? {
+            Ok(certificate) => certificate,
+            Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
+        };
+        let mut card = self.load_card(&mut tx, certificate.card).await?;
+        if card.public_key.as_deref() != Some(presented.public_key.as_slice()) {
+            let refusal = Refusal::new(Rule::SignatureInvalid, "the certificate is not the card's current one");
+            return Err(self.refuse_login(tx, event, refusal).await);
+        }
+        event.subject_kind = "card";
+        event.subject_id = card.id.to_string();
+        event.subject_person = Some(card.person.clone());
+        event.detail.push(("serial", card.serial.to_string()));
+        self.count_wrong_passcode(tx, &mut card, event).await?;
+        Ok(WrongPasscodeCounted { card: card.id, state: card.state, in_a_row: card.wrong_passcodes })
     }
 
     async fn refuse_login(&self, tx: Box<dyn Transaction>, event: AuditEvent, refusal: Refusal) -> LoginError {

@@ -8,9 +8,12 @@ mod support;
 
 use careid_card::Card;
 use careid_domain::access::{AuthMethod, Rule};
+use careid_domain::card::CardState;
 use careid_domain::login::{ConcurrentLogin, LoginMessage, SessionEnd};
 use careid_domain::secret::Secret;
-use careid_service::{AuthenticateError, CardReport, LoginError, LoginOutcome, ServiceSettings};
+use careid_service::{
+    AuthenticateError, CardReport, LoginError, LoginOutcome, ServiceSettings, WrongPasscodeCounted, WrongPasscodeReport,
+};
 use support::cards::{PASSCODE, answer, beat, holder_with_card, ws};
 use support::{World, ctx, world, world_with};
 use time::Duration;
@@ -334,6 +337,58 @@ async fn no_proof_no_session_even_before_the_sweep() {
     assert_eq!(w.service.authenticate(session.token.expose()).await, Err(AuthenticateError::Expired));
     let last = w.last_audit().await;
     assert_eq!(last.get("detail.reason"), Some(SessionEnd::PresenceLost.code()));
+}
+
+/// What the agent sends when the card refuses the passcode: a fresh challenge for its
+/// workstation and the card's certificate.
+fn wrong_passcode_report(w: &World, card: &support::cards::IssuedCard, workstation: &str) -> WrongPasscodeReport {
+    let workstation = ws(workstation);
+    WrongPasscodeReport {
+        challenge: w.service.login_challenge(&workstation).unwrap().text,
+        workstation,
+        certificate: card.card.certificate().unwrap().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn wrong_passcodes_the_agent_sees_before_login_lock_the_card_at_the_third() {
+    let w = world().await;
+    let (_, mut card) = holder_with_card(&w, "Pat", "CE400016A").await;
+    let session = w.service.card_login(&ctx(), &answer(&w, &mut card, "ws-1", None)).await.unwrap();
+
+    let first = wrong_passcode_report(&w, &card, "ws-9");
+    let counted = w.service.wrong_passcode_at_login(&ctx(), &first).await.unwrap();
+    assert_eq!(counted, WrongPasscodeCounted { card: card.id, state: CardState::Active, in_a_row: 1 });
+    let record = w.last_audit().await;
+    assert_eq!(record.get("action"), Some("card.wrong_passcode"));
+    assert_eq!((record.get("workstation"), record.get("outcome")), (Some("ws-9"), Some("success")));
+    assert_eq!(record.get("subject"), Some(format!("card {}", card.id).as_str()));
+
+    // Each refused, audited, and not counted: the same challenge again, a challenge issued to
+    // another workstation, a certificate careid did not issue.
+    let refused = |result: Result<WrongPasscodeCounted, LoginError>| match result {
+        Err(LoginError::Refused(refusal)) => refusal.rule,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let before = w.audit_len().await;
+    assert_eq!(refused(w.service.wrong_passcode_at_login(&ctx(), &first).await), Rule::ChallengeInvalid);
+    let mut moved = wrong_passcode_report(&w, &card, "ws-9");
+    moved.workstation = ws("ws-2");
+    assert_eq!(refused(w.service.wrong_passcode_at_login(&ctx(), &moved).await), Rule::ChallengeInvalid);
+    let mut garbage = wrong_passcode_report(&w, &card, "ws-9");
+    garbage.certificate = b"not a certificate".to_vec();
+    assert_eq!(refused(w.service.wrong_passcode_at_login(&ctx(), &garbage).await), Rule::SignatureInvalid);
+    assert_eq!(w.audit_len().await, before + 3, "each refusal audited, nothing else written");
+    assert_eq!(w.last_audit().await.get("outcome"), Some("refused"));
+
+    let second = w.service.wrong_passcode_at_login(&ctx(), &wrong_passcode_report(&w, &card, "ws-9")).await.unwrap();
+    assert_eq!((second.state, second.in_a_row), (CardState::Active, 2), "refused reports were not counted");
+    let third = w.service.wrong_passcode_at_login(&ctx(), &wrong_passcode_report(&w, &card, "ws-9")).await.unwrap();
+    assert_eq!((third.state, third.in_a_row), (CardState::Locked, 3));
+    assert!(w.service.authenticate(session.token.expose()).await.is_err(), "locked: the card's session is over");
+    let login = answer(&w, &mut card, "ws-1", None);
+    let before = w.audit_len().await;
+    assert_login_refused(&w, before, w.service.card_login(&ctx(), &login).await, Rule::CardState).await;
 }
 
 #[tokio::test]

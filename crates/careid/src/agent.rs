@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use careid_card::Card;
+use careid_card::{Card, CardError};
 use careid_domain::TERMS_OF_USE_VERSION;
 use careid_domain::ids::{AssignmentId, OdsCode};
 use careid_domain::login::{HeartbeatMessage, LoginMessage, Workstation};
@@ -131,6 +131,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         drop(passcode);
         let attempt = match opened {
             Ok(()) => login(&client, card.as_mut(), &workstation, selected.clone(), &keyboard).await,
+            Err(error @ (CardError::WrongPasscode | CardError::Locked)) => {
+                report_wrong_passcode(&client, card.as_ref(), &workstation).await;
+                Err(error.into())
+            }
             Err(error) => Err(error.into()),
         };
         let live = match attempt {
@@ -157,6 +161,33 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         wait_for_removal(&args.device, card.as_ref(), &mut requests).await;
+    }
+}
+
+/// Tells careid the card refused the passcode, so that careid locks it at the third wrong one
+/// in a row even where the card itself never locks; says what careid recorded. A report that
+/// cannot be made is said too, and the holder is still refused.
+async fn report_wrong_passcode(client: &Client, card: &dyn Card, workstation: &Workstation) {
+    let reported = async {
+        let certificate = card.certificate()?.ok_or_else(|| anyhow!("the card holds no certificate"))?;
+        let challenge = client.post("/api/v1/login/challenge", json!({ "workstation": workstation.as_str() })).await?;
+        let body = json!({
+            "challenge": challenge["challenge"],
+            "workstation": workstation.as_str(),
+            "certificate": STANDARD.encode(&certificate),
+        });
+        client.post("/api/v1/login/wrong-passcode", body).await
+    };
+    match reported.await {
+        Ok(recorded) if recorded["state"] == "locked" => {
+            eprintln!("careid has locked this card after three wrong passcodes: ask your RA or sponsor to unlock it");
+        }
+        Ok(recorded) if recorded["state"] == "active" => eprintln!(
+            "careid recorded {} wrong passcode(s) in a row on this card; the third locks it",
+            recorded["wrong_passcodes_in_a_row"]
+        ),
+        Ok(recorded) => eprintln!("this card is {} in careid's records: ask your RA", recorded["state"]),
+        Err(error) => eprintln!("careid could not be told of the wrong passcode: {error:#}"),
     }
 }
 

@@ -802,12 +802,25 @@ fn a_card_on_a_pkcs11_token_through_the_command_line() {
     try_args.push("--passcode-stdin".into());
     let try_args: Vec<&str> = try_args.iter().map(String::as_str).collect();
     assert_eq!(json(&careid_input(dir, &try_args, "582039\n"))["signed"], true);
-    // SoftHSM2 never locks a token; careid does, in its own records, at the third wrong passcode.
-    let mut last = serde_json::Value::Null;
-    for wrong in ["111112", "111113", "111114"] {
-        last = json(&careid_input(dir, &try_args, &format!("{wrong}\n")));
+    // SoftHSM2 never locks a token; careid does, in its own records, at the third wrong passcode
+    // in a row, whether the workstation agent saw the card refuse it before any login or the
+    // command line did.
+    let mut agent = vec!["agent", "--server", &url, "--once", "--local-port", "0", "--workstation", "desk-9"];
+    agent.extend(["--passcode-stdin", "--pkcs11-module", module, "--slot"]);
+    let slot_text = slot.to_string();
+    agent.push(&slot_text);
+    for (wrong, in_a_row) in [("111112", 1), ("111113", 2)] {
+        let refused = careid_input(dir, &agent, &format!("{wrong}\n"));
+        assert!(!refused.status.success());
+        let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+        assert!(said.contains(&format!("careid recorded {in_a_row} wrong passcode(s) in a row")), "{said}");
+        assert!(!said.contains(wrong), "the passcode is never echoed: {said}");
     }
+    let last = json(&careid_input(dir, &try_args, "111114\n"));
     assert_eq!(last["state"], "locked");
+    let refused = careid_input(dir, &agent, "582039\n");
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success() && said.contains("locked"), "the right passcode no longer logs in: {said}");
 
     // The RA cancels the card and clears it with the token in hand: careid releases the
     // token's SO PIN to the clearing ceremony, which wipes it; the same token is then issued
