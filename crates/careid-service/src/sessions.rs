@@ -20,7 +20,7 @@ use careid_domain::login::{
     check_signed_time,
 };
 use careid_domain::model::{Assignment, AssignmentStatus, Position, ProfileStatus};
-use careid_domain::ports::{CardPresence, Session, StoreError, Transaction};
+use careid_domain::ports::{AuditQuery, CardPresence, Session, StoreError, Transaction};
 use careid_domain::secret::Secret;
 use careid_pki::{IssuedChallenge, PresentedCertificate};
 use time::OffsetDateTime;
@@ -31,6 +31,35 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::{RequestContext, Service, secret_hash};
+
+/// Wrong passcodes on this many different cards at one workstation raise an alert...
+const SWEEP_CARDS: usize = 3;
+/// ...within this long.
+const SWEEP_WINDOW: time::Duration = time::Duration::minutes(15);
+
+/// How many different cards (`card` among them) agents at `workstation` have reported a wrong
+/// passcode on since `since`.
+async fn cards_refused_at(
+    tx: &mut Box<dyn Transaction>,
+    workstation: &Workstation,
+    since: OffsetDateTime,
+    card: i64,
+) -> Result<usize, StoreError> {
+    let query = AuditQuery {
+        action: Some(Action::CardWrongPasscode.code().into()),
+        since: Some(since),
+        limit: 1000,
+        ..AuditQuery::default()
+    };
+    let mut cards = std::collections::BTreeSet::from([card.to_string()]);
+    for record in tx.audit_records(&query).await? {
+        let Ok(entry) = careid_audit::decode(&record.entry) else { continue };
+        if entry.get("workstation") == Some(workstation.as_str()) && entry.get("outcome") == Some("success") {
+            cards.extend(entry.get("subject").and_then(|s| s.strip_prefix("card ")).map(str::to_owned));
+        }
+    }
+    Ok(cards.len())
+}
 
 /// Spends a challenge (answered once: remembered until it expires, whatever follows) and finds
 /// the certificate presented with it among those careid issued.
@@ -420,6 +449,17 @@ impl Service {
         event.subject_id = card.id.to_string();
         event.subject_person = Some(card.person.clone());
         event.detail.push(("serial", card.serial.to_string()));
+        let cards = cards_refused_at(&mut tx, &report.workstation, now - SWEEP_WINDOW, card.id).await?;
+        if cards >= SWEEP_CARDS {
+            // One passcode tried on card after card: a shared passcode, or someone guessing.
+            let why = format!(
+                "wrong passcodes on {cards} cards at workstation {} within {} minutes",
+                report.workstation,
+                SWEEP_WINDOW.whole_minutes()
+            );
+            tracing::warn!(workstation = %report.workstation, cards, "{why}");
+            event.detail.push(("alert", why));
+        }
         self.count_wrong_passcode(tx, &mut card, event).await?;
         Ok(WrongPasscodeCounted { card: card.id, state: card.state, in_a_row: card.wrong_passcodes })
     }

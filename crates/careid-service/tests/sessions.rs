@@ -392,6 +392,30 @@ async fn wrong_passcodes_the_agent_sees_before_login_lock_the_card_at_the_third(
 }
 
 #[tokio::test]
+async fn wrong_passcodes_on_many_cards_at_one_workstation_raise_an_alert() {
+    let w = world().await;
+    let mut cards = Vec::new();
+    for (name, ni) in [("Ada", "CE400017A"), ("Ben", "CE400018A"), ("Cal", "CE400019A")] {
+        cards.push(holder_with_card(&w, name, ni).await.1);
+    }
+    // Two cards at the sweep's workstation, and one elsewhere: no alert yet.
+    for (card, workstation) in
+        [(&cards[0], "ward-1"), (&cards[0], "ward-1"), (&cards[1], "ward-1"), (&cards[2], "ward-2")]
+    {
+        w.service.wrong_passcode_at_login(&ctx(), &wrong_passcode_report(&w, card, workstation)).await.unwrap();
+        assert_eq!(w.last_audit().await.get("detail.alert"), None);
+    }
+    // A third card at the same workstation.
+    w.service.wrong_passcode_at_login(&ctx(), &wrong_passcode_report(&w, &cards[2], "ward-1")).await.unwrap();
+    let alert = w.last_audit().await.get("detail.alert").map(str::to_owned);
+    assert_eq!(alert.as_deref(), Some("wrong passcodes on 3 cards at workstation ward-1 within 15 minutes"));
+    // Older reports fall out of the window.
+    w.clock.advance(Duration::minutes(16));
+    w.service.wrong_passcode_at_login(&ctx(), &wrong_passcode_report(&w, &cards[1], "ward-1")).await.unwrap();
+    assert_eq!(w.last_audit().await.get("detail.alert"), None);
+}
+
+#[tokio::test]
 async fn reporting_the_card_or_locking_it_ends_its_sessions_at_once() {
     let w = world().await;
     let (holder, mut card) = holder_with_card(&w, "Max", "CE400014A").await;
