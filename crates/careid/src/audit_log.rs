@@ -452,7 +452,7 @@ pub(crate) async fn check_log(source: &Source, checkpoint: Checkpoint, progress:
             .await?;
             log = checked;
             if ended? {
-                break; // the log ends early: `finish` says where
+                return anyhow::Ok((log, true));
             }
             if progress && last_report.elapsed() > Duration::from_secs(1) {
                 let done = log.checked();
@@ -464,13 +464,18 @@ pub(crate) async fn check_log(source: &Source, checkpoint: Checkpoint, progress:
                 last_report = Instant::now();
             }
         }
-        anyhow::Ok(log.finish()?)
+        anyhow::Ok((log, false))
     };
     let (read, prepared, checked) = tokio::join!(reading, preparing, checking);
-    // A read that failed ends the check early: its error says why.
-    read?;
-    prepared?;
-    checked
+    // The first thing wrong is named: a bad record comes before any read that failed after
+    // it; a log that ends early ends there, whatever lies beyond; a read that failed starved
+    // the check, and says why.
+    let (log, ended) = checked?;
+    if !ended {
+        read?;
+        prepared?;
+    }
+    Ok(log.finish()?)
 }
 
 async fn prove(config: &Config, url: Option<String>, entry: u64, since: Option<u64>) -> anyhow::Result<()> {
@@ -582,4 +587,83 @@ pub(crate) async fn write_archive(
     write_file(&out.join("checkpoint"), note.as_bytes())?;
     write_file(&out.join("key"), format!("{key}\n").as_bytes())?;
     Ok((written, kept))
+}
+
+#[cfg(test)]
+mod tests {
+    use careid_audit::merkle::CompactRange;
+
+    use super::*;
+
+    /// An archive of `count` records as `careid audit archive` writes it (level-0 hash tiles
+    /// and entry bundles), and the checkpoint of the whole.
+    fn archive_of(dir: &std::path::Path, count: u64) -> Checkpoint {
+        let entries: Vec<Vec<u8>> =
+            (0..count).map(|n| format!("careid-audit/v1\nrequest r-{n}\naction test\n").into_bytes()).collect();
+        let mut range = CompactRange::new();
+        for index in 0..count.div_ceil(TILE_WIDTH) {
+            let tile = &entries[(index * TILE_WIDTH) as usize..((index + 1) * TILE_WIDTH).min(count) as usize];
+            let width = tile.len() as u64;
+            let leaves: Vec<u8> = tile.iter().flat_map(|e| careid_audit::leaf_hash(e)).collect();
+            for entry in tile {
+                range.push(careid_audit::leaf_hash(entry), |_, _, _| {});
+            }
+            write_file(&dir.join(TileRef { level: Some(0), index, width }.path()), &leaves).unwrap();
+            let bundle = tiles::encode_bundle(tile.iter().map(Vec::as_slice)).unwrap();
+            write_file(&dir.join(TileRef { level: None, index, width }.path()), &bundle).unwrap();
+        }
+        Checkpoint { origin: "test.careid/log".into(), size: count, root: range.root() }
+    }
+
+    fn check(dir: &std::path::Path, checkpoint: &Checkpoint) -> Result<Checkpoint, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        runtime
+            .block_on(check_log(&Source::Files(dir.to_owned()), checkpoint.clone(), false))
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Changes one byte of the entry of record `seq` in its bundle.
+    fn edit(dir: &std::path::Path, seq: u64, count: u64) {
+        let index = seq / TILE_WIDTH;
+        let path = dir.join(TileRef { level: None, index, width: TileRef::width_at(None, index, count) }.path());
+        let mut bundle = std::fs::read(&path).unwrap();
+        let mut at = 0;
+        for _ in 0..seq % TILE_WIDTH {
+            at += 2 + usize::from(u16::from_be_bytes([bundle[at], bundle[at + 1]]));
+        }
+        bundle[at + 2 + 20] ^= 0x01;
+        std::fs::write(&path, bundle).unwrap();
+    }
+
+    #[test]
+    fn an_archive_checks_in_stretches_and_names_the_first_thing_wrong() {
+        let count = 20 * TILE_WIDTH + 17;
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = archive_of(dir.path(), count);
+        assert_eq!(check(dir.path(), &checkpoint), Ok(checkpoint.clone()));
+
+        // A tile missing far ahead: the read fails, and says which.
+        let missing = dir.path().join(TileRef { level: None, index: 18, width: TILE_WIDTH }.path());
+        let kept = std::fs::read(&missing).unwrap();
+        std::fs::remove_file(&missing).unwrap();
+        let said = check(dir.path(), &checkpoint).unwrap_err();
+        assert!(said.contains("tile/entries/018"), "{said}");
+
+        // An edited record before it is what is named, though the read beyond it fails too.
+        edit(dir.path(), 300, count);
+        let said = check(dir.path(), &checkpoint).unwrap_err();
+        assert!(said.starts_with("record 300 "), "{said}");
+
+        // With the tile back and the edit undone, the log checks out again; cut short, it ends
+        // where it ends.
+        std::fs::write(&missing, kept).unwrap();
+        edit(dir.path(), 300, count);
+        assert_eq!(check(dir.path(), &checkpoint), Ok(checkpoint.clone()));
+        let last = dir.path().join(TileRef { level: None, index: 20, width: 17 }.path());
+        let bundle = std::fs::read(&last).unwrap();
+        let first_len = 2 + usize::from(u16::from_be_bytes([bundle[0], bundle[1]]));
+        std::fs::write(&last, &bundle[..first_len]).unwrap();
+        let said = check(dir.path(), &checkpoint).unwrap_err();
+        assert!(said.contains(&format!("ends after {} records", 20 * TILE_WIDTH + 1)), "{said}");
+    }
 }
