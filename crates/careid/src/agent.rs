@@ -180,7 +180,9 @@ async fn report_wrong_passcode(client: &Client, card: &dyn Card, workstation: &W
     };
     match reported.await {
         Ok(recorded) if recorded["state"] == "locked" => {
-            eprintln!("careid has locked this card after three wrong passcodes: ask your RA or sponsor to unlock it");
+            eprintln!(
+                "careid has this card locked (three wrong passcodes in a row): ask your RA or sponsor to unlock it"
+            );
         }
         Ok(recorded) if recorded["state"] == "active" => eprintln!(
             "careid recorded {} wrong passcode(s) in a row on this card; the third locks it",
