@@ -48,14 +48,17 @@ impl Prepared {
         let per_thread = items.len().div_ceil(threads);
         let one = &one;
         Prepared(std::thread::scope(|scope| {
-            let parts: Vec<_> = items
+            // The first part on this thread, the others on threads of their own.
+            let (first, rest) = items.split_at(per_thread);
+            let others: Vec<_> = rest
                 .chunks(per_thread)
                 .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
                 .collect();
-            parts
-                .into_iter()
-                .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
+            let mut prepared: Vec<_> = first.iter().map(one).collect();
+            for part in others {
+                prepared.extend(part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            }
+            prepared
         }))
     }
 }
