@@ -19,8 +19,12 @@ pub const ENTRY_HEADER: &str = "careid-audit/v1";
 /// The chain hash before the first record.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+/// Appends `value` escaped so that it never breaks its line.
+fn push_escaped(out: &mut String, value: &str) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'\n' | b'\r')) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -29,7 +33,6 @@ fn escape(value: &str) -> String {
             _ => out.push(c),
         }
     }
-    out
 }
 
 fn unescape(value: &str) -> Option<String> {
@@ -52,8 +55,16 @@ fn unescape(value: &str) -> Option<String> {
 
 /// RFC 3339 with microseconds, always UTC: `2026-11-23T18:21:39.123456Z`.
 pub fn format_time(at: time::OffsetDateTime) -> String {
+    let mut out = String::with_capacity(27);
+    push_time(&mut out, at);
+    out
+}
+
+fn push_time(out: &mut String, at: time::OffsetDateTime) {
+    use std::fmt::Write;
     let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
+    let _ = write!(
+        out,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
         at.year(),
         u8::from(at.month()),
@@ -62,58 +73,64 @@ pub fn format_time(at: time::OffsetDateTime) -> String {
         at.minute(),
         at.second(),
         at.microsecond()
-    )
+    );
 }
 
 /// Encodes an event canonically. Names in `detail` must be lower-case words; values are escaped.
+/// Written straight into one buffer: every write to the log encodes its records while it
+/// holds the writer.
 pub fn encode(event: &AuditEvent) -> Vec<u8> {
-    let mut lines: Vec<(String, String)> = Vec::with_capacity(16 + event.detail.len());
-    let mut put = |name: &str, value: &str| lines.push((name.to_owned(), escape(value)));
-    put("at", &format_time(event.at));
-    put("request", &event.request_id);
+    let mut out = String::with_capacity(512);
+    out.push_str(ENTRY_HEADER);
+    out.push_str("\nat ");
+    push_time(&mut out, event.at);
+    let put = |out: &mut String, name: &str, value: &str| {
+        out.push('\n');
+        out.push_str(name);
+        out.push(' ');
+        push_escaped(out, value);
+    };
+    put(&mut out, "request", &event.request_id);
     if let Some(p) = &event.actor.person {
-        put("actor.person", p.as_str());
+        put(&mut out, "actor.person", p.as_str());
     }
     if let Some(a) = &event.actor.assignment {
-        put("actor.assignment", &a.to_string());
+        put(&mut out, "actor.assignment", &a.to_string());
     }
     if let Some(r) = &event.actor.role {
-        put("actor.role", r);
+        put(&mut out, "actor.role", r);
     }
     if let Some(o) = &event.actor.org {
-        put("actor.org", o.as_str());
+        put(&mut out, "actor.org", o.as_str());
     }
-    put("actor.auth", event.actor.auth);
+    put(&mut out, "actor.auth", event.actor.auth);
     if let Some(s) = &event.actor.session {
-        put("actor.session", s);
+        put(&mut out, "actor.session", s);
     }
-    put("action", event.action.code());
-    put("subject", &format!("{} {}", event.subject_kind, event.subject_id));
+    put(&mut out, "action", event.action.code());
+    put(&mut out, "subject", event.subject_kind);
+    out.push(' ');
+    push_escaped(&mut out, &event.subject_id);
     if let Some(p) = &event.subject_person {
-        put("subject.person", p.as_str());
+        put(&mut out, "subject.person", p.as_str());
     }
     if let Some(o) = &event.org {
-        put("org", o.as_str());
+        put(&mut out, "org", o.as_str());
     }
-    put("outcome", event.outcome.code());
+    put(&mut out, "outcome", event.outcome.code());
     if let Some(rule) = event.outcome.rule() {
-        put("rule", rule);
+        put(&mut out, "rule", rule);
     }
     if let Some(w) = &event.workstation {
-        put("workstation", w);
+        put(&mut out, "workstation", w);
     }
     for (name, value) in &event.detail {
-        put(&format!("detail.{name}"), value);
-    }
-    let mut out = String::with_capacity(256);
-    out.push_str(ENTRY_HEADER);
-    out.push('\n');
-    for (name, value) in lines {
-        out.push_str(&name);
+        out.push_str("\ndetail.");
+        out.push_str(name);
         out.push(' ');
-        out.push_str(&value);
-        out.push('\n');
+        push_escaped(&mut out, value);
     }
+    out.push('\n');
     out.into_bytes()
 }
 
@@ -345,6 +362,85 @@ mod tests {
             outcome: Outcome::Refused { rule: "duplicate_person" },
             detail: vec![("note", detail.into())],
             workstation: None,
+        }
+    }
+
+    /// The encoding as first written (a line list, joined): the bytes of every record ever
+    /// written depend on it, so a faster encoder must give exactly the same.
+    fn encode_as_first_written(event: &AuditEvent) -> Vec<u8> {
+        let escape = |value: &str| value.replace('\\', "\\\\").replace('\n', "\\n").replace('\r', "\\r");
+        let mut lines: Vec<(String, String)> = Vec::new();
+        let mut put = |name: &str, value: &str| lines.push((name.to_owned(), escape(value)));
+        put("at", &format_time(event.at));
+        put("request", &event.request_id);
+        if let Some(p) = &event.actor.person {
+            put("actor.person", p.as_str());
+        }
+        if let Some(a) = &event.actor.assignment {
+            put("actor.assignment", &a.to_string());
+        }
+        if let Some(r) = &event.actor.role {
+            put("actor.role", r);
+        }
+        if let Some(o) = &event.actor.org {
+            put("actor.org", o.as_str());
+        }
+        put("actor.auth", event.actor.auth);
+        if let Some(s) = &event.actor.session {
+            put("actor.session", s);
+        }
+        put("action", event.action.code());
+        put("subject", &format!("{} {}", event.subject_kind, event.subject_id));
+        if let Some(p) = &event.subject_person {
+            put("subject.person", p.as_str());
+        }
+        if let Some(o) = &event.org {
+            put("org", o.as_str());
+        }
+        put("outcome", event.outcome.code());
+        if let Some(rule) = event.outcome.rule() {
+            put("rule", rule);
+        }
+        if let Some(w) = &event.workstation {
+            put("workstation", w);
+        }
+        for (name, value) in &event.detail {
+            put(&format!("detail.{name}"), value);
+        }
+        let mut out = format!("{ENTRY_HEADER}\n");
+        for (name, value) in lines {
+            out.push_str(&format!("{name} {value}\n"));
+        }
+        out.into_bytes()
+    }
+
+    #[test]
+    fn the_encoding_is_byte_for_byte_what_it_always_was() {
+        let tricky = ["", "plain", "a \\ b\nc\r", "\\", "\n\n", "caf\u{e9} \u{1f600}", "ends with \\"];
+        for (i, value) in tricky.iter().enumerate() {
+            let mut full = event(value);
+            full.at = time::macros::datetime!(2026-03-29 01:30:00.000001 +01:00);
+            full.request_id = format!("req {value}");
+            full.actor = AuditActor {
+                person: Some(PersonUuid::from_serial(PersonUuid::FIRST_SERIAL + i as u64).unwrap()),
+                assignment: Some(careid_domain::ids::AssignmentId(40 + i as i64)),
+                role: Some(format!("S8000:G8000:R8000{value}")),
+                org: Some(OdsCode::parse("F83001").unwrap()),
+                auth: "card",
+                session: Some(format!("session{value}")),
+            };
+            full.subject_id = format!("id {value}");
+            full.workstation = Some(format!("ws{value}"));
+            full.detail.push(("other", (*value).to_owned()));
+            let mut bare = event(value);
+            bare.subject_person = None;
+            bare.org = None;
+            bare.outcome = Outcome::Success;
+            bare.detail.clear();
+            for e in [&full, &bare, &event(value)] {
+                assert_eq!(encode(e), encode_as_first_written(e), "{}", String::from_utf8_lossy(&encode(e)));
+                assert!(check_entry(&encode(e)).is_ok());
+            }
         }
     }
 
