@@ -20,7 +20,7 @@ use careid_domain::login::{
     check_signed_time,
 };
 use careid_domain::model::{Assignment, AssignmentStatus, Position, ProfileStatus};
-use careid_domain::ports::{AuditQuery, CardPresence, Session, StoreError, Transaction};
+use careid_domain::ports::{AuditQuery, CardPresence, Session, Store, StoreError, Transaction};
 use careid_domain::secret::Secret;
 use careid_pki::{IssuedChallenge, PresentedCertificate};
 use time::OffsetDateTime;
@@ -37,28 +37,28 @@ const SWEEP_CARDS: usize = 3;
 /// ...within this long.
 const SWEEP_WINDOW: time::Duration = time::Duration::minutes(15);
 
-/// How many different cards (`card` among them) agents at `workstation` have reported a wrong
-/// passcode on since `since`.
+/// The cards (by id) agents at `workstation` have reported a wrong passcode on since `since`,
+/// read outside the writer: it is only for an alert, and decoding entries should not hold up
+/// every other write.
 async fn cards_refused_at(
-    tx: &mut Box<dyn Transaction>,
+    store: &dyn Store,
     workstation: &Workstation,
     since: OffsetDateTime,
-    card: i64,
-) -> Result<usize, StoreError> {
+) -> Result<std::collections::BTreeSet<String>, StoreError> {
     let query = AuditQuery {
         action: Some(Action::CardWrongPasscode.code().into()),
         since: Some(since),
-        limit: 1000,
+        limit: 500,
         ..AuditQuery::default()
     };
-    let mut cards = std::collections::BTreeSet::from([card.to_string()]);
-    for record in tx.audit_records(&query).await? {
+    let mut cards = std::collections::BTreeSet::new();
+    for record in store.begin_read().await?.audit_records(&query).await? {
         let Ok(entry) = careid_audit::decode(&record.entry) else { continue };
         if entry.get("workstation") == Some(workstation.as_str()) && entry.get("outcome") == Some("success") {
             cards.extend(entry.get("subject").and_then(|s| s.strip_prefix("card ")).map(str::to_owned));
         }
     }
-    Ok(cards.len())
+    Ok(cards)
 }
 
 /// Spends a challenge (answered once: remembered until it expires, whatever follows) and finds
@@ -431,6 +431,10 @@ impl Service {
                 .map_err(|e| Refusal::new(Rule::SignatureInvalid, e.to_string()))?;
             Ok((challenge, presented))
         });
+        let mut refused_here = match &checked {
+            Ok(_) => cards_refused_at(self.store.as_ref(), &report.workstation, now - SWEEP_WINDOW).await?,
+            Err(_) => std::collections::BTreeSet::new(),
+        };
         let mut tx = self.store.begin_write().await?;
         let (challenge, presented) = match checked {
             Ok(checked) => checked,
@@ -449,7 +453,8 @@ impl Service {
         event.subject_id = card.id.to_string();
         event.subject_person = Some(card.person.clone());
         event.detail.push(("serial", card.serial.to_string()));
-        let cards = cards_refused_at(&mut tx, &report.workstation, now - SWEEP_WINDOW, card.id).await?;
+        refused_here.insert(card.id.to_string());
+        let cards = refused_here.len();
         if cards >= SWEEP_CARDS {
             // One passcode tried on card after card: a shared passcode, or someone guessing.
             let why = format!(
