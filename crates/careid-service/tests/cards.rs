@@ -331,6 +331,7 @@ async fn renewal_opens_in_the_last_90_days_and_repair_mends_an_expired_card() {
     // In the window: the sponsor authorises, the holder's passcode opens the card, a new key is
     // certified and the old certificate is revoked as superseded.
     w.clock.advance(time::Duration::days(660));
+    let old_certificate = issued.card.certificate().unwrap().unwrap();
     let secrets_renew = release(&w, &w.sponsor_a, issued.id, Ceremony::Renew).await.unwrap();
     let public_key = issued.card.rekey(&secrets_renew.current, &Secret::new("582039".into())).unwrap();
     let certificate = w.service.certify_card(&ctx(), &w.sponsor_a, issued.id, &public_key).await.unwrap();
@@ -342,6 +343,26 @@ async fn renewal_opens_in_the_last_90_days_and_repair_mends_an_expired_card() {
     assert_eq!(certificates[0].revoked.map(|(_, reason)| reason), Some(RevocationReason::Superseded));
     assert!(certificates[1].revoked.is_none());
     assert!(certificates[1].not_after > certificates[0].not_after);
+
+    // A wrong passcode reported with the superseded certificate is refused and not counted:
+    // only the card's current certificate speaks for it.
+    let report = |certificate: Vec<u8>| {
+        let workstation = careid_domain::login::Workstation::parse("ws-1").unwrap();
+        careid_service::WrongPasscodeReport {
+            challenge: w.service.login_challenge(&workstation).unwrap().text,
+            workstation,
+            certificate,
+        }
+    };
+    let before = w.audit_len().await;
+    let refused = w.service.wrong_passcode_at_login(&ctx(), &report(old_certificate)).await;
+    assert!(
+        matches!(&refused, Err(careid_service::LoginError::Refused(r)) if r.rule == Rule::SignatureInvalid),
+        "{refused:?}"
+    );
+    assert_eq!(w.audit_len().await, before + 1, "the refusal is audited");
+    let counted = w.service.wrong_passcode_at_login(&ctx(), &report(certificate.clone())).await.unwrap();
+    assert_eq!(counted.in_a_row, 1, "the current certificate's report counts, the refused one did not");
 
     // Past the new certificate's end: no unlock, no renewal; a sponsor may not repair.
     w.clock.advance(time::Duration::days(800));
