@@ -139,14 +139,7 @@ impl LogVerifier {
                 decodes.map_err(|error| VerifyError::Undecodable { seq: expected, error })?;
                 return Err(VerifyError::ChainMismatch { seq: expected });
             }
-            if expected >= self.checkpoint.size {
-                return Err(VerifyError::Beyond { size: self.checkpoint.size });
-            }
-            decodes.map_err(|error| VerifyError::Undecodable { seq: expected, error })?;
-            if tree_leaves.and_then(|t| t.get(i * 32..i * 32 + 32)).is_some_and(|t| t != leaf) {
-                return Err(VerifyError::LeafMismatch { seq: expected });
-            }
-            self.range.push(leaf, |_, _, _| {});
+            self.join_tree(leaf, decodes, tree_leaves.and_then(|t| t.get(i * 32..i * 32 + 32)))?;
         }
         Ok(())
     }
@@ -159,16 +152,28 @@ impl LogVerifier {
     /// Checks the next entries in order, as `entry` would one by one.
     pub fn entries(&mut self, prepared: Prepared, tree_leaves: Option<&[u8]>) -> Result<(), VerifyError> {
         for (i, (leaf, decodes)) in prepared.0.into_iter().enumerate() {
-            let seq = self.range.size();
-            if seq >= self.checkpoint.size {
-                return Err(VerifyError::Beyond { size: self.checkpoint.size });
-            }
-            decodes.map_err(|error| VerifyError::Undecodable { seq, error })?;
-            if tree_leaves.and_then(|t| t.get(i * 32..i * 32 + 32)).is_some_and(|t| t != leaf) {
-                return Err(VerifyError::LeafMismatch { seq });
-            }
-            self.range.push(leaf, |_, _, _| {});
+            self.join_tree(leaf, decodes, tree_leaves.and_then(|t| t.get(i * 32..i * 32 + 32)))?;
         }
+        Ok(())
+    }
+
+    /// The next record joins the tree: within the checkpoint, decodable, and with the leaf hash
+    /// the tree holds for it, when the caller has that.
+    fn join_tree(
+        &mut self,
+        leaf: Hash,
+        decodes: Result<(), crate::DecodeError>,
+        tree_leaf: Option<&[u8]>,
+    ) -> Result<(), VerifyError> {
+        let seq = self.range.size();
+        if seq >= self.checkpoint.size {
+            return Err(VerifyError::Beyond { size: self.checkpoint.size });
+        }
+        decodes.map_err(|error| VerifyError::Undecodable { seq, error })?;
+        if tree_leaf.is_some_and(|t| t != leaf) {
+            return Err(VerifyError::LeafMismatch { seq });
+        }
+        self.range.push(leaf, |_, _, _| {});
         Ok(())
     }
 
