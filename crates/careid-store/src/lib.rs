@@ -88,6 +88,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "absences", include_str!("../migrations/sqlite/0006_absences.sql")),
     (7, "audit tree", include_str!("../migrations/sqlite/0007_audit_tree.sql")),
     (8, "patient access", include_str!("../migrations/sqlite/0008_patient_access.sql")),
+    (9, "audit log in sequence", include_str!("../migrations/sqlite/0009_audit_log_in_sequence.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),

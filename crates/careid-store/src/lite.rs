@@ -277,7 +277,19 @@ const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
 )";
 
 /// Applies each migration not yet applied, each in its own transaction with its record.
+///
+/// Foreign keys are off while migrations run, as SQLite's procedure for rebuilding a table
+/// asks (a table referred to cannot otherwise be dropped and replaced); each migration is
+/// checked with `foreign_key_check` before it commits instead.
 fn migrate(conn: &Connection, migrations: &[(i64, &str, &str)]) -> Result<(), StoreError> {
+    let fail = |e| lite_error("migrations", e);
+    conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(fail)?;
+    let outcome = apply_migrations(conn, migrations);
+    conn.execute_batch("PRAGMA foreign_keys = ON").map_err(fail)?;
+    outcome
+}
+
+fn apply_migrations(conn: &Connection, migrations: &[(i64, &str, &str)]) -> Result<(), StoreError> {
     let fail = |e| lite_error("migrations", e);
     conn.execute_batch(MIGRATIONS_TABLE).map_err(fail)?;
     let applied: Vec<i64> = conn
@@ -293,13 +305,15 @@ fn migrate(conn: &Connection, migrations: &[(i64, &str, &str)]) -> Result<(), St
         let started = std::time::Instant::now();
         let checksum = sha384(sql);
         conn.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
-        let outcome = conn.execute_batch(sql).and_then(|()| {
-            conn.execute(
-                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-                 VALUES (?1, ?2, TRUE, ?3, ?4)",
-                rusqlite::params![version, description, checksum, started.elapsed().as_nanos() as i64],
-            )
-        });
+        let outcome =
+            conn.execute_batch(sql).map_err(|e| e.to_string()).and_then(|()| foreign_keys_hold(conn)).and_then(|()| {
+                conn.execute(
+                    "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                     VALUES (?1, ?2, TRUE, ?3, ?4)",
+                    rusqlite::params![version, description, checksum, started.elapsed().as_nanos() as i64],
+                )
+                .map_err(|e| e.to_string())
+            });
         match outcome {
             Ok(_) => conn.execute_batch("COMMIT").map_err(fail)?,
             Err(e) => {
@@ -311,6 +325,22 @@ fn migrate(conn: &Connection, migrations: &[(i64, &str, &str)]) -> Result<(), St
     Ok(())
 }
 
+/// `Ok` if every foreign key in the database refers to a row that exists; else which does not.
+fn foreign_keys_hold(conn: &Connection) -> Result<(), String> {
+    let broken: Option<(String, i64, String)> = conn
+        .prepare("PRAGMA foreign_key_check")
+        .and_then(|mut check| {
+            check.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.next().transpose()
+        })
+        .map_err(|e| e.to_string())?;
+    match broken {
+        None => Ok(()),
+        Some((table, rowid, parent)) => {
+            Err(format!("row {rowid} of {table} refers to a row of {parent} that does not exist"))
+        }
+    }
+}
+
 fn sha384(sql: &str) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha384::digest(sql.as_bytes()).to_vec()
@@ -319,6 +349,33 @@ fn sha384(sql: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh directory for one test's database, removed when the test ends.
+    struct Scratch {
+        dir: std::path::PathBuf,
+    }
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("careid-{name}-{:016x}", rand::random::<u64>()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch { dir }
+        }
+
+        fn path(&self) -> std::path::PathBuf {
+            self.dir.join("careid.db")
+        }
+
+        fn url(&self) -> String {
+            format!("sqlite://{}?mode=rwc", self.path().display())
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 
     #[test]
     fn urls_name_memory_or_a_file() {
@@ -337,11 +394,9 @@ mod tests {
 
     #[tokio::test]
     async fn commits_reach_the_database_file_without_the_writer_checkpointing() {
-        let dir = std::env::temp_dir().join(format!("careid-checkpoint-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("careid.db");
-        let store =
-            LiteStore::open(&format!("sqlite://{}?mode=rwc", path.display()), crate::SQLITE_MIGRATIONS).unwrap();
+        let scratch = Scratch::new("checkpoint");
+        let path = scratch.path();
+        let store = LiteStore::open(&scratch.url(), crate::SQLITE_MIGRATIONS).unwrap();
         store.execute_raw("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1), (2), (3)").await.unwrap();
         tokio::time::sleep(CHECKPOINT_EVERY * 4).await;
         // `immutable` reads the database file alone, ignoring the write-ahead log.
@@ -353,18 +408,14 @@ mod tests {
         let rows: i64 = file_alone.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)).unwrap();
         assert_eq!(rows, 3, "the checkpointer copied the commit into the file");
         drop(store);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
     async fn the_write_ahead_log_starts_over_under_a_steady_stream_of_writes() {
-        let dir = std::env::temp_dir().join(format!("careid-wal-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("careid.db");
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let store = LiteStore::open_with(&url, crate::SQLITE_MIGRATIONS, 1 << 20).unwrap();
+        let scratch = Scratch::new("wal");
+        let store = LiteStore::open_with(&scratch.url(), crate::SQLITE_MIGRATIONS, 1 << 20).unwrap();
         store.execute_raw("CREATE TABLE blobs (b BLOB)").await.unwrap();
-        let wal = dir.join("careid.db-wal");
+        let wal = scratch.dir.join("careid.db-wal");
         let mut largest = 0;
         // 40 MiB written back to back, with no pause for a checkpoint to catch up.
         for _ in 0..250 {
@@ -378,14 +429,112 @@ mod tests {
         // The limit, plus what one transaction adds before the commit that looks.
         assert!(largest < 4 << 20, "the log grew to {largest} bytes");
         drop(store);
-        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_audit_log_is_rebuilt_in_sequence_order_with_every_row_and_rule_kept() {
+        let scratch = Scratch::new("in-sequence");
+        let url = scratch.url();
+        let all = crate::SQLITE_MIGRATIONS;
+        let rows = |store: &LiteStore, sql: &str| -> Vec<String> {
+            let writer = store.group.try_writer().unwrap();
+            let mut statement = writer.connection_ref().prepare(sql).unwrap();
+            let width = statement.column_count();
+            statement
+                .query_map([], |row| {
+                    (0..width)
+                        .map(|i| Ok(format!("{:?}", row.get::<_, rusqlite::types::Value>(i)?)))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap()
+                .map(|row| row.unwrap().join("|"))
+                .collect()
+        };
+        let log = "SELECT seq, at_us, action, actor, subject_person, org, entry, chain_hash, session FROM audit_log ORDER BY seq";
+        let accesses = "SELECT * FROM patient_access ORDER BY seq";
+        let incidents = "SELECT * FROM misuse_incidents ORDER BY id";
+        // A database an earlier careid made, with records, patient accesses and an incident
+        // that refer to them, written out of order.
+        let older = LiteStore::open(&url, &all[..8]).unwrap();
+        let mut writer = older.group.try_writer().unwrap();
+        writer
+            .connection()
+            .execute_batch(
+                "INSERT INTO organisations VALUES ('F83001', 'Practice', 'gp_practice', NULL);
+                 INSERT INTO people VALUES ('555000000018', NULL, 'Ann', 'Ash', 'ANN', 'ASH', '1980-01-01',
+                     'QQ123456C', NULL, NULL, 'active', 'F83001', 0);
+                 INSERT INTO audit_log VALUES (2, 20, 'patient_access', '555000000018', NULL, 'F83001',
+                     X'02', X'22', 's1');
+                 INSERT INTO audit_log VALUES (0, 10, 'login', '555000000018', NULL, 'F83001', X'00', X'20', 's1');
+                 INSERT INTO audit_log VALUES (1, 15, 'not_me', NULL, '555000000018', NULL, X'01', X'21', NULL);
+                 INSERT INTO patient_access VALUES (2, '9434765919', '555000000018', 'F83001', 'gp', 'view',
+                     'emergency', 20, 'emergency');
+                 INSERT INTO misuse_incidents (record, person, org, comment, context, opened_at)
+                     VALUES (0, '555000000018', 'F83001', 'not me', '{}', 30);",
+            )
+            .unwrap();
+        drop(writer);
+        let before = [rows(&older, log), rows(&older, accesses), rows(&older, incidents)];
+        assert_eq!(before[0].len(), 3);
+        drop(older);
+
+        let current = LiteStore::open(&url, all).unwrap();
+        assert_eq!([rows(&current, log), rows(&current, accesses), rows(&current, incidents)], before);
+        // seq is the rowid: no separate index on it, and the rows are stored in its order.
+        let autoindexes = "SELECT name FROM sqlite_master WHERE name LIKE 'sqlite_autoindex_audit_log%' \
+                           OR name LIKE 'sqlite_autoindex_patient_access%'";
+        assert_eq!(rows(&current, autoindexes), Vec::<String>::new());
+        assert_eq!(rows(&current, "SELECT seq FROM audit_log NOT INDEXED"), ["Integer(0)", "Integer(1)", "Integer(2)"]);
+        let plan = rows(&current, "EXPLAIN QUERY PLAN SELECT entry FROM audit_log WHERE seq >= 1 ORDER BY seq");
+        assert!(plan.iter().any(|step| step.contains("INTEGER PRIMARY KEY")), "{plan:?}");
+        let plan = rows(&current, "EXPLAIN QUERY PLAN SELECT seq FROM audit_log WHERE actor = 'x' ORDER BY seq DESC");
+        assert!(plan.iter().all(|step| !step.contains("TEMP B-TREE")), "{plan:?}");
+        // The rules went across with the rows: append-only, and foreign keys enforced again.
+        let writer = current.group.try_writer().unwrap();
+        let conn = writer.connection_ref();
+        for refused in [
+            "UPDATE audit_log SET entry = X'ff' WHERE seq = 1",
+            "DELETE FROM audit_log WHERE seq = 1",
+            "UPDATE patient_access SET alert = NULL",
+            "DELETE FROM patient_access",
+        ] {
+            let error = conn.execute(refused, []).unwrap_err().to_string();
+            assert!(error.contains("append-only"), "{refused}: {error}");
+        }
+        let error = conn
+            .execute("INSERT INTO patient_access VALUES (7, '9434765919', '555000000018', 'F83001', 'gp', 'view', 'referral', 1, NULL)", [])
+            .unwrap_err();
+        assert!(error.to_string().contains("FOREIGN KEY"), "{error}");
+        drop(writer);
+        drop(current);
+    }
+
+    #[test]
+    fn a_migration_that_leaves_a_foreign_key_broken_is_not_applied() {
+        let scratch = Scratch::new("broken-key");
+        let url = scratch.url();
+        let breaks: &[(i64, &str, &str)] = &[
+            (1, "parent", "CREATE TABLE parent (id INTEGER PRIMARY KEY)"),
+            (2, "child", "CREATE TABLE child (parent INTEGER REFERENCES parent (id)); INSERT INTO child VALUES (4)"),
+        ];
+        let refused = LiteStore::open(&url, breaks).unwrap_err().to_string();
+        assert!(refused.contains("migration 2") && refused.contains("row 1 of child"), "{refused}");
+        // Nothing of it stayed, and migration 1 did.
+        let store = LiteStore::open(&url, &breaks[..1]).unwrap();
+        let writer = store.group.try_writer().unwrap();
+        let tables: i64 = writer
+            .connection_ref()
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'child'", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
+        drop(writer);
+        drop(store);
     }
 
     #[test]
     fn migrations_apply_once_in_order_and_a_newer_database_is_refused() {
-        let dir = std::env::temp_dir().join(format!("careid-migrate-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.join("careid.db").display());
+        let scratch = Scratch::new("migrate");
+        let url = scratch.url();
         let all = crate::SQLITE_MIGRATIONS;
         let applied = |store: &LiteStore| -> Vec<i64> {
             let writer = store.group.try_writer().unwrap();
@@ -405,6 +554,5 @@ mod tests {
         // A careid older than its database refuses it rather than guess.
         let refused = LiteStore::open(&url, &all[..7]).unwrap_err();
         assert!(refused.to_string().contains("migration 8"), "{refused}");
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
