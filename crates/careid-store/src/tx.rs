@@ -210,8 +210,12 @@ fn lite_audit_range(
     while let Some(row) = rows.next()? {
         let seq: i64 = row.get(0)?;
         let entry: Vec<u8> = row.get(1)?;
-        let chain: Vec<u8> = row.get(2)?;
-        let Ok(chain_hash) = <[u8; 32]>::try_from(chain.as_slice()) else {
+        // The hash is copied straight out of the row, with no allocation of its own.
+        let chain_hash = match row.get_ref(2)? {
+            rusqlite::types::ValueRef::Blob(chain) => <[u8; 32]>::try_from(chain).ok(),
+            _ => None,
+        };
+        let Some(chain_hash) = chain_hash else {
             return Ok(Err(StoreError::Corrupt(format!("chain_hash of record {seq}: not 32 bytes"))));
         };
         records.push(AuditRecord { seq: seq as u64, entry, chain_hash });
