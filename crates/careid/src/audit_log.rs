@@ -139,6 +139,7 @@ enum AuditCommand {
 }
 
 /// Where the log is read from.
+#[derive(Clone)]
 pub(crate) enum Source {
     Store(careid_store::SqlStore),
     Http {
@@ -150,6 +151,14 @@ pub(crate) enum Source {
 }
 
 impl Source {
+    /// A read transaction on the database, if the log is read from one.
+    async fn read_transaction(&self) -> anyhow::Result<Option<Box<dyn Transaction>>> {
+        Ok(match self {
+            Source::Store(store) => Some(store.begin_read().await?),
+            Source::Http { .. } | Source::Files(_) => None,
+        })
+    }
+
     async fn open(config: &Config, url: Option<String>) -> anyhow::Result<Source> {
         Ok(match url {
             Some(url) if url.starts_with("file://") => Source::Files(PathBuf::from(&url["file://".len()..])),
@@ -316,6 +325,12 @@ enum StretchRecords {
 }
 
 impl Stretch {
+    /// Reads tiles `index..index + tiles` in a read transaction of its own.
+    async fn read_alone(source: &Source, index: u64, tiles: u64, size: u64) -> anyhow::Result<Stretch> {
+        let mut tx = source.read_transaction().await?;
+        Stretch::read(source, &mut tx, index, tiles, size).await
+    }
+
     async fn read(
         source: &Source,
         tx: &mut Option<Box<dyn Transaction>>,
@@ -408,32 +423,45 @@ impl PreparedStretch {
     }
 }
 
+/// How many stretches are read at once, each by a task of its own: reading a row out of SQLite
+/// costs more than hashing it, so one reader cannot keep the cores that hash busy.
+const READERS: u64 = 2;
+
 /// Checks every record of the log against `checkpoint`, naming the first that is not what it
 /// says. A pipeline: while one stretch is checked in order (chain, tree), the next is hashed
-/// on every core and the one after is read.
+/// on every core and the ones after are read, `READERS` at a time.
 pub(crate) async fn check_log(source: &Source, checkpoint: Checkpoint, progress: bool) -> anyhow::Result<Checkpoint> {
     let size = checkpoint.size;
     let tiles = size.div_ceil(TILE_WIDTH);
-    let mut tx = match source {
-        Source::Store(store) => Some(store.begin_read().await?),
-        Source::Http { .. } | Source::Files(_) => None,
-    };
-    let (read_sender, mut read) = tokio::sync::mpsc::channel::<Stretch>(1);
+    // Reader `k` reads stretches k, k + READERS, ..., each in a read transaction of its own (the
+    // records a checkpoint covers never change, so the stretches need no common snapshot, and
+    // no reader holds an in-memory database's only connection for long).
+    let readers: Vec<_> = (0..READERS)
+        .map(|k| {
+            let (sender, stretches) = tokio::sync::mpsc::channel::<anyhow::Result<Stretch>>(1);
+            let source = source.clone();
+            tokio::spawn(async move {
+                let mut index = k * TILES_A_BATCH;
+                while index < tiles {
+                    let group = TILES_A_BATCH.min(tiles - index);
+                    let stretch = Stretch::read_alone(&source, index, group, size).await;
+                    let failed = stretch.is_err();
+                    if sender.send(stretch).await.is_err() || failed {
+                        break; // the check stopped, or this read failed and the check will say so
+                    }
+                    index += READERS * TILES_A_BATCH;
+                }
+            });
+            stretches
+        })
+        .collect();
     let (prepared_sender, mut prepared) = tokio::sync::mpsc::channel::<PreparedStretch>(1);
-    let reading = async move {
-        let mut index = 0;
-        while index < tiles {
-            let group = TILES_A_BATCH.min(tiles - index);
-            let stretch = Stretch::read(source, &mut tx, index, group, size).await?;
-            if read_sender.send(stretch).await.is_err() {
-                break; // the check stopped at a bad record
-            }
-            index += group;
-        }
-        anyhow::Ok(())
-    };
     let preparing = async move {
-        while let Some(stretch) = read.recv().await {
+        // The stretches in log order: one from each reader in turn.
+        let mut readers = readers;
+        for turn in 0.. {
+            let Some(stretch) = readers[turn % READERS as usize].recv().await else { break };
+            let stretch = stretch?;
             let stretch = tokio::task::spawn_blocking(move || stretch.prepare(size)).await?;
             if prepared_sender.send(stretch).await.is_err() {
                 break;
@@ -466,13 +494,12 @@ pub(crate) async fn check_log(source: &Source, checkpoint: Checkpoint, progress:
         }
         anyhow::Ok((log, false))
     };
-    let (read, prepared, checked) = tokio::join!(reading, preparing, checking);
+    let (prepared, checked) = tokio::join!(preparing, checking);
     // The first thing wrong is named: a bad record comes before any read that failed after
     // it; a log that ends early ends there, whatever lies beyond; a read that failed starved
     // the check, and says why.
     let (log, ended) = checked?;
     if !ended {
-        read?;
         prepared?;
     }
     Ok(log.finish()?)
@@ -482,10 +509,7 @@ async fn prove(config: &Config, url: Option<String>, entry: u64, since: Option<u
     let source = Source::open(config, url).await?;
     let (checkpoint, _, note) = checked_checkpoint(config, &source, None, None).await?;
     let size = checkpoint.size;
-    let tx = match &source {
-        Source::Store(store) => Some(store.begin_read().await?),
-        Source::Http { .. } | Source::Files(_) => None,
-    };
+    let tx = source.read_transaction().await?;
     let mut hashes = TiledHashes::new(BlockingTiles { source: &source, tx }, size);
     let proof = merkle::inclusion_proof(&mut hashes, entry, size)??;
     let leaf = hashes.hash(0, entry)?;
@@ -546,10 +570,7 @@ pub(crate) async fn write_archive(
     out: &std::path::Path,
 ) -> anyhow::Result<(u64, u64)> {
     let size = checkpoint.size;
-    let mut tx = match source {
-        Source::Store(store) => Some(store.begin_read().await?),
-        Source::Http { .. } | Source::Files(_) => None,
-    };
+    let mut tx = source.read_transaction().await?;
     let (mut written, mut kept) = (0u64, 0u64);
     let mut level = 0u8;
     while size >> (u32::from(level) * 8) > 0 {
