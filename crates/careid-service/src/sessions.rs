@@ -61,29 +61,6 @@ async fn cards_refused_at(
     Ok(cards)
 }
 
-/// Spends a challenge (answered once: remembered until it expires, whatever follows) and finds
-/// the certificate presented with it among those careid issued.
-async fn spend_challenge(
-    tx: &mut Box<dyn Transaction>,
-    challenge: &IssuedChallenge,
-    presented: &PresentedCertificate,
-    der: &[u8],
-    now: OffsetDateTime,
-) -> Result<Result<CardCertificate, Refusal>, StoreError> {
-    let expires = OffsetDateTime::from_unix_timestamp(challenge.expires_at).unwrap_or(now);
-    if !tx.use_challenge(&challenge.nonce, expires).await? {
-        return Ok(Err(Refusal::new(
-            Rule::ChallengeInvalid,
-            "this challenge has already been answered: ask for a new one",
-        )));
-    }
-    Ok(tx
-        .certificate(&presented.serial)
-        .await?
-        .filter(|c| c.der == der)
-        .ok_or_else(|| Refusal::new(Rule::SignatureInvalid, "the card certificate is not one careid issued")))
-}
-
 /// A card's answer to a login challenge.
 #[derive(Debug, Clone)]
 pub struct CardLogin {
@@ -284,15 +261,7 @@ impl Service {
             Ok((challenge, presented))
         })();
 
-        let mut tx = self.store.begin_write().await?;
-        let (challenge, presented) = match stateless {
-            Ok(checked) => checked,
-            Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
-        };
-        let certificate = match spend_challenge(&mut tx, &challenge, &presented, &login.certificate, now).await? {
-            Ok(certificate) => certificate,
-            Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
-        };
+        let (mut tx, presented, certificate) = self.spend_challenge(stateless, &login.certificate, &event, now).await?;
         let card = self.load_card(&mut tx, certificate.card).await?;
         event.subject_kind = "card";
         event.subject_id = card.id.to_string();
@@ -435,15 +404,7 @@ impl Service {
             Ok(_) => cards_refused_at(self.store.as_ref(), &report.workstation, now - SWEEP_WINDOW).await?,
             Err(_) => std::collections::BTreeSet::new(),
         };
-        let mut tx = self.store.begin_write().await?;
-        let (challenge, presented) = match checked {
-            Ok(checked) => checked,
-            Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
-        };
-        let certificate = match spend_challenge(&mut tx, &challenge, &presented, &report.certificate, now).await? {
-            Ok(certificate) => certificate,
-            Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
-        };
+        let (mut tx, presented, certificate) = self.spend_challenge(checked, &report.certificate, &event, now).await?;
         let mut card = self.load_card(&mut tx, certificate.card).await?;
         if card.public_key.as_deref() != Some(presented.public_key.as_slice()) {
             let refusal = Refusal::new(Rule::SignatureInvalid, "the certificate is not the card's current one");
@@ -467,6 +428,33 @@ impl Service {
         }
         self.count_wrong_passcode(tx, &mut card, event).await?;
         Ok(WrongPasscodeCounted { card: card.id, state: card.state, in_a_row: card.wrong_passcodes })
+    }
+
+    /// Opens the write transaction for a challenge's answer, once what needs no store is
+    /// `checked`: spends the challenge (answered once: remembered until it expires, whatever
+    /// follows) and finds the certificate presented with it among those careid issued. A refusal,
+    /// before the store or in it, is audited with `event` and ends the transaction.
+    async fn spend_challenge(
+        &self,
+        checked: Result<(IssuedChallenge, PresentedCertificate), Refusal>,
+        der: &[u8],
+        event: &AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<(Box<dyn Transaction>, PresentedCertificate, CardCertificate), LoginError> {
+        let mut tx = self.store.begin_write().await?;
+        let (challenge, presented) = match checked {
+            Ok(checked) => checked,
+            Err(refusal) => return Err(self.refuse_login(tx, event.clone(), refusal).await),
+        };
+        let expires = OffsetDateTime::from_unix_timestamp(challenge.expires_at).unwrap_or(now);
+        let refusal = if !tx.use_challenge(&challenge.nonce, expires).await? {
+            Refusal::new(Rule::ChallengeInvalid, "this challenge has already been answered: ask for a new one")
+        } else if let Some(certificate) = tx.certificate(&presented.serial).await?.filter(|c| c.der == der) {
+            return Ok((tx, presented, certificate));
+        } else {
+            Refusal::new(Rule::SignatureInvalid, "the card certificate is not one careid issued")
+        };
+        Err(self.refuse_login(tx, event.clone(), refusal).await)
     }
 
     async fn refuse_login(&self, tx: Box<dyn Transaction>, event: AuditEvent, refusal: Refusal) -> LoginError {

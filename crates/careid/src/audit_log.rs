@@ -325,24 +325,14 @@ enum StretchRecords {
 }
 
 impl Stretch {
-    /// Reads tiles `index..index + tiles` in a read transaction of its own.
-    async fn read_alone(source: &Source, index: u64, tiles: u64, size: u64) -> anyhow::Result<Stretch> {
+    /// Reads tiles `index..index + tiles`, in a read transaction of its own.
+    async fn read(source: &Source, index: u64, tiles: u64, size: u64) -> anyhow::Result<Stretch> {
         let mut tx = source.read_transaction().await?;
-        Stretch::read(source, &mut tx, index, tiles, size).await
-    }
-
-    async fn read(
-        source: &Source,
-        tx: &mut Option<Box<dyn Transaction>>,
-        index: u64,
-        tiles: u64,
-        size: u64,
-    ) -> anyhow::Result<Stretch> {
         let (mut leaves, mut width, mut bundles) = (Vec::new(), 0, Vec::new());
         for i in index..index + tiles {
             let tile_width = TileRef::width_at(Some(0), i, size);
             let tile = source
-                .tile(tx, 0, i, tile_width)
+                .tile(&mut tx, 0, i, tile_width)
                 .await
                 .with_context(|| format!("reading the leaf hashes of records {}..", i * TILE_WIDTH))?;
             leaves.extend_from_slice(&tile);
@@ -444,7 +434,7 @@ pub(crate) async fn check_log(source: &Source, checkpoint: Checkpoint, progress:
                 let mut index = k * TILES_A_BATCH;
                 while index < tiles {
                     let group = TILES_A_BATCH.min(tiles - index);
-                    let stretch = Stretch::read_alone(&source, index, group, size).await;
+                    let stretch = Stretch::read(&source, index, group, size).await;
                     let failed = stretch.is_err();
                     if sender.send(stretch).await.is_err() || failed {
                         break; // the check stopped, or this read failed and the check will say so
