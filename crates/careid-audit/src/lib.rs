@@ -5,6 +5,7 @@
 //! absent fields omitted, values escaped so that a line never breaks (see
 //! `docs/design/audit-log.md`). The same event always encodes to the same bytes.
 
+pub mod index;
 pub mod merkle;
 pub mod note;
 pub mod tiles;
@@ -114,7 +115,7 @@ pub fn encode(event: &AuditEvent) -> Vec<u8> {
     if let Some(p) = &event.subject_person {
         put(&mut out, "subject.person", p.as_str());
     }
-    if let Some(o) = &event.org {
+    for o in &event.orgs {
         put(&mut out, "org", o.as_str());
     }
     put(&mut out, "outcome", event.outcome.code());
@@ -132,6 +133,30 @@ pub fn encode(event: &AuditEvent) -> Vec<u8> {
     }
     out.push('\n');
     out.into_bytes()
+}
+
+/// The `detail.orgs` value of an `audit.annotate` record: `seq:ORG` pairs, space-separated.
+pub fn format_annotation(pairs: &[(u64, careid_domain::ids::OdsCode)]) -> String {
+    let mut out = String::with_capacity(pairs.len() * 12);
+    for (i, (seq, org)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(&format!("{seq}:{org}"));
+    }
+    out
+}
+
+/// The pairs an `audit.annotate` record names, or `None` if its value is not such a list.
+pub fn parse_annotation(value: &str) -> Option<Vec<(u64, String)>> {
+    value
+        .split(' ')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (seq, org) = pair.split_once(':')?;
+            Some((seq.parse().ok()?, org.to_owned()))
+        })
+        .collect()
 }
 
 /// An entry read back: its fields in order, values unescaped.
@@ -340,7 +365,7 @@ mod tests {
             subject_kind: "person",
             subject_id: "100000000008".into(),
             subject_person: Some(PersonUuid::from_serial(PersonUuid::FIRST_SERIAL).unwrap()),
-            org: Some(OdsCode::parse("F84003").unwrap()),
+            orgs: vec![OdsCode::parse("F84003").unwrap()],
             outcome: Outcome::Refused { rule: "duplicate_person" },
             detail: vec![("note", detail.into())],
             workstation: None,
@@ -376,7 +401,7 @@ mod tests {
         if let Some(p) = &event.subject_person {
             put("subject.person", p.as_str());
         }
-        if let Some(o) = &event.org {
+        for o in &event.orgs {
             put("org", o.as_str());
         }
         put("outcome", event.outcome.code());
@@ -416,7 +441,7 @@ mod tests {
             full.detail.push(("other", (*value).to_owned()));
             let mut bare = event(value);
             bare.subject_person = None;
-            bare.org = None;
+            bare.orgs.clear();
             bare.outcome = Outcome::Success;
             bare.detail.clear();
             for e in [&full, &bare, &event(value)] {

@@ -68,16 +68,21 @@ pub enum NoteError {
 }
 
 fn key_id(name: &str, public: &[u8]) -> [u8; 4] {
+    typed_key_id(name, ED25519_TYPE, public)
+}
+
+/// A signed-note key id: `SHA-256(name || "\n" || type || public key)[:4]`.
+pub(crate) fn typed_key_id(name: &str, key_type: u8, public: &[u8]) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
     h.update(b"\n");
-    h.update([ED25519_TYPE]);
+    h.update([key_type]);
     h.update(public);
     let digest = h.finalize();
     [digest[0], digest[1], digest[2], digest[3]]
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('+') && !name.chars().any(char::is_whitespace)
 }
 

@@ -106,6 +106,20 @@ pub trait Card: Send {
     fn log_out(&mut self);
 }
 
+/// What makes a card this card: its serial and its public key, both read from the device.
+/// A presence check compares this, not just "a card is there": a colleague's card swapped into
+/// the reader is a removed card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardIdentity {
+    pub serial: CardSerial,
+    pub public_key: Vec<u8>,
+}
+
+/// Reads the card's identity from the device.
+pub fn identity(card: &dyn Card) -> Result<CardIdentity, CardError> {
+    Ok(CardIdentity { serial: card.status()?.serial, public_key: card.public_key()? })
+}
+
 /// SubjectPublicKeyInfo DER of an uncompressed P-256 point (`04 ‖ X ‖ Y`).
 pub fn p256_spki(point: &[u8]) -> Result<Vec<u8>, CardError> {
     careid_pki::p256_spki(point)

@@ -91,6 +91,10 @@ fn issue_then_the_holder_alone_sets_the_passcode_and_signs() {
     for (kind, mut card, _dir) in cards(&administrator) {
         let spki = card.generate_key(&administrator).unwrap();
         assert_eq!(card.public_key().unwrap(), spki, "{kind}");
+        // The agent's presence check reads this at every poll: serial and key, from the device.
+        let identity = careid_card::identity(&*card).unwrap();
+        assert_eq!((&identity.serial, &identity.public_key), (&card.status().unwrap().serial, &spki), "{kind}");
+        assert_eq!(careid_card::identity(&*card).unwrap(), identity, "{kind}: read again, the same card");
         assert!(card.store_certificate(b"not a certificate").is_err(), "{kind}");
         let certificate = certificate_for(&spki);
         card.store_certificate(&certificate).unwrap();

@@ -412,6 +412,8 @@ pub enum Rule {
     SignatureInvalid,
     /// At most one live card session per person.
     OneLiveSession,
+    /// An interim credential is only for someone who has no active or locked card.
+    InterimNeedsNoCard,
     /// The terms of use are accepted at every login.
     TermsNotAccepted,
     /// A heartbeat for a session that has ended, or one already counted.
@@ -455,6 +457,7 @@ impl Rule {
             Rule::ChallengeInvalid => "challenge_invalid",
             Rule::SignatureInvalid => "signature_invalid",
             Rule::OneLiveSession => "one_live_session",
+            Rule::InterimNeedsNoCard => "interim_needs_no_card",
             Rule::TermsNotAccepted => "terms_not_accepted",
             Rule::SessionEnded => "session_ended",
             Rule::ClientInvalid => "client_invalid",

@@ -29,6 +29,8 @@ pub enum Action {
     RequestCreate,
     RequestGrant,
     RequestReject,
+    /// A pending request ended without a decision: its person left, or their profile closed.
+    RequestWithdraw,
     CredentialIssue,
     SessionCreate,
     SessionRefuse,
@@ -73,6 +75,9 @@ pub enum Action {
     AuditNotMe,
     /// A clinical application reported what its user did with a patient's record.
     PatientAccess,
+    /// Records written before records named every organisation they concern were given them
+    /// (the organisations are in this record, which the query index cites).
+    AuditAnnotate,
 }
 
 impl Action {
@@ -97,6 +102,7 @@ impl Action {
             Action::RequestCreate => "request.create",
             Action::RequestGrant => "request.grant",
             Action::RequestReject => "request.reject",
+            Action::RequestWithdraw => "request.withdraw",
             Action::CredentialIssue => "credential.issue",
             Action::SessionCreate => "session.create",
             Action::SessionRefuse => "session.refuse",
@@ -106,6 +112,7 @@ impl Action {
             Action::AuditProve => "audit.prove",
             Action::AuditNotMe => "audit.not_me",
             Action::PatientAccess => "patient.access",
+            Action::AuditAnnotate => "audit.annotate",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",
@@ -205,8 +212,9 @@ pub struct AuditEvent {
     pub subject_id: String,
     /// The person the action concerns, so that they can find it in their own trail.
     pub subject_person: Option<PersonUuid>,
-    /// The organisation the action concerns, for scoped queries.
-    pub org: Option<OdsCode>,
+    /// The organisations the action concerns, for scoped queries: every reader in scope of one
+    /// of them finds the record. Each is an `org` line of the entry, in this order.
+    pub orgs: Vec<OdsCode>,
     pub outcome: Outcome,
     /// Non-secret facts about the change, as ordered name/value pairs.
     pub detail: Vec<(&'static str, String)>,

@@ -266,6 +266,30 @@ pub struct Incident {
     pub closure: Option<IncidentClosure>,
 }
 
+/// F4, written once for every path that puts a new key or certificate in a person's hands
+/// (issue, renew, repair, and issue after a card was cleared): refused while any investigation
+/// of a lost or stolen card of theirs is open. `open` is the person's investigations not yet
+/// closed, whatever became of the card since: clearing a found card neither closes nor moves
+/// its investigation.
+pub fn replacement_allowed(open: &[Incident]) -> Result<(), crate::access::Refusal> {
+    match open.iter().find(|i| i.closure.is_none()) {
+        None => Ok(()),
+        Some(incident) => Err(crate::access::Refusal::new(
+            crate::access::Rule::InvestigationOpen,
+            format!(
+                "card {} was reported {}: no new card, key or certificate until its investigation \
+                 (incident {}) is closed",
+                incident.card,
+                match incident.kind {
+                    IncidentKind::LostCard => "lost",
+                    IncidentKind::StolenCard => "stolen",
+                },
+                incident.id
+            ),
+        )),
+    }
+}
+
 /// How an investigation closed: who, when, the review of the card's use since it was last
 /// known safe, and the outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,6 +429,28 @@ mod tests {
         assert_eq!(S::Active.revocation_reason(), None);
         assert!(S::Lost.replacement_needs_investigation() && S::Stolen.replacement_needs_investigation());
         assert!(!S::Damaged.replacement_needs_investigation());
+    }
+
+    #[test]
+    fn no_replacement_while_an_investigation_is_open() {
+        let at = time::OffsetDateTime::UNIX_EPOCH;
+        let person = crate::ids::PersonUuid::from_serial(crate::ids::PersonUuid::FIRST_SERIAL).unwrap();
+        let mut incident = Incident {
+            id: 7,
+            kind: IncidentKind::LostCard,
+            card: 3,
+            subject: person.clone(),
+            reported_by: person.clone(),
+            reported_at: at,
+            closure: None,
+        };
+        assert!(replacement_allowed(&[]).is_ok());
+        let refused = replacement_allowed(std::slice::from_ref(&incident)).unwrap_err();
+        assert_eq!(refused.rule, crate::access::Rule::InvestigationOpen);
+        assert!(refused.message.contains("incident 7"), "{}", refused.message);
+        incident.closure =
+            Some(IncidentClosure { by: person, at, review: "reviewed".into(), outcome: "no case".into() });
+        assert!(replacement_allowed(&[incident]).is_ok());
     }
 
     #[test]

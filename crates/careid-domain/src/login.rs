@@ -118,6 +118,12 @@ pub enum SessionEnd {
     CardEnded,
     /// The same person logged in again and the policy ends the older session.
     Superseded,
+    /// The interim credential that signed it in was revoked: the holder's card became active,
+    /// or a newer credential replaced it.
+    CredentialRevoked,
+    /// The position it acted in ended: the holder left the organisation, the assignment was
+    /// removed, or the profile was closed.
+    PositionEnded,
 }
 
 impl SessionEnd {
@@ -131,6 +137,8 @@ impl SessionEnd {
             SessionEnd::EndedByOther => "ended_by_other",
             SessionEnd::CardEnded => "card_ended",
             SessionEnd::Superseded => "superseded",
+            SessionEnd::CredentialRevoked => "credential_revoked",
+            SessionEnd::PositionEnded => "position_ended",
         }
     }
 
@@ -144,6 +152,8 @@ impl SessionEnd {
             SessionEnd::EndedByOther,
             SessionEnd::CardEnded,
             SessionEnd::Superseded,
+            SessionEnd::CredentialRevoked,
+            SessionEnd::PositionEnded,
         ]
         .into_iter()
         .find(|e| e.code() == code)

@@ -436,8 +436,22 @@ impl RequestKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestStatus {
     Pending,
-    Granted { by: PersonUuid, at: OffsetDateTime },
-    Rejected { by: PersonUuid, at: OffsetDateTime, reason: String },
+    Granted {
+        by: PersonUuid,
+        at: OffsetDateTime,
+    },
+    Rejected {
+        by: PersonUuid,
+        at: OffsetDateTime,
+        reason: String,
+    },
+    /// Ended without a decision because what it asked for no longer applies: the person left the
+    /// organisation or their profile was closed.
+    Withdrawn {
+        by: PersonUuid,
+        at: OffsetDateTime,
+        reason: String,
+    },
 }
 
 impl RequestStatus {
@@ -446,6 +460,7 @@ impl RequestStatus {
             RequestStatus::Pending => "pending",
             RequestStatus::Granted { .. } => "granted",
             RequestStatus::Rejected { .. } => "rejected",
+            RequestStatus::Withdrawn { .. } => "withdrawn",
         }
     }
 }

@@ -78,6 +78,9 @@ pub struct Credential {
     pub issued_by: Option<PersonUuid>,
     pub issued_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// When it stopped working before its time: its holder's card became active, a newer one
+    /// replaced it, or the profile closed.
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 /// A signed-in session acting in one assignment. The bearer token is stored only as its SHA-256.
@@ -250,9 +253,18 @@ pub trait Transaction: Send {
     async fn request(&mut self, id: RequestId) -> Result<Option<SponsorRequest>, StoreError>;
     async fn set_request_status(&mut self, id: RequestId, status: &RequestStatus) -> Result<(), StoreError>;
     async fn requests_under(&mut self, org: &OdsCode, pending_only: bool) -> Result<Vec<SponsorRequest>, StoreError>;
+    /// The requests about `person` still pending, wherever they were made, oldest first.
+    async fn pending_requests_of(&mut self, person: &PersonUuid) -> Result<Vec<SponsorRequest>, StoreError>;
 
     async fn insert_credential(&mut self, credential: &Credential) -> Result<(), StoreError>;
     async fn credential(&mut self, secret_hash: &[u8; 32]) -> Result<Option<Credential>, StoreError>;
+    /// Revokes the person's credentials of `kind` still in force at `at`; returns how many.
+    async fn revoke_credentials(
+        &mut self,
+        person: &PersonUuid,
+        kind: AuthMethod,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
     async fn insert_session(&mut self, session: &Session) -> Result<(), StoreError>;
     async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>, StoreError>;
     async fn session_by_id(&mut self, id: &str) -> Result<Option<Session>, StoreError>;
@@ -342,6 +354,8 @@ pub trait Transaction: Send {
     async fn insert_incident(&mut self, incident: &Incident) -> Result<i64, StoreError>;
     async fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError>;
     async fn close_incident(&mut self, id: i64, closure: &IncidentClosure) -> Result<(), StoreError>;
+    /// The person's lost- and stolen-card investigations not yet closed, oldest first.
+    async fn open_incidents_of(&mut self, person: &PersonUuid) -> Result<Vec<Incident>, StoreError>;
 
     async fn insert_absence(&mut self, absence: &Absence) -> Result<i64, StoreError>;
     /// The person's absences not cancelled that end on or after `from`, earliest first.
@@ -420,6 +434,25 @@ pub trait Transaction: Send {
     async fn put_audit_tiles(&mut self, tiles: &[(u8, u64, Vec<u8>)]) -> Result<(), StoreError>;
     async fn latest_checkpoint(&mut self) -> Result<Option<SignedCheckpoint>, StoreError>;
     async fn insert_checkpoint(&mut self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
+    /// The organisations a record about `person` concerns: where they are registered and where
+    /// they hold a position that has not ended by `today`.
+    async fn person_orgs(&mut self, person: &PersonUuid, today: Date) -> Result<Vec<OdsCode>, StoreError>;
+    /// Organisations with no parent: where a record that concerns nobody in particular is read.
+    async fn root_organisations(&mut self) -> Result<Vec<OdsCode>, StoreError>;
+    /// Records that have no organisation in the query index, in order, at most `limit`.
+    async fn audit_records_without_orgs(&mut self, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Adds query-index rows `(seq, org, source)`: record `seq` concerns `org`, as the entry of
+    /// record `source` says (the record itself, or an annotation of it).
+    async fn insert_audit_orgs(&mut self, rows: &[(u64, OdsCode, u64)]) -> Result<(), StoreError>;
+    /// The query columns of records `from_seq..`, in order, at most `limit`: what `careid audit
+    /// verify` compares with the hashed entries.
+    async fn audit_index(&mut self, from_seq: u64, limit: u32) -> Result<Vec<AuditIndexRow>, StoreError>;
+    /// Patient accesses whose record is `from_seq..`, in order, at most `limit`.
+    async fn patient_access_range(
+        &mut self,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::patient::PatientAccess>, StoreError>;
     /// The records of one session (by the actor's session), in order, at most `limit`.
     async fn audit_records_of_session(&mut self, session: &str, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
 
@@ -436,6 +469,19 @@ pub trait Transaction: Send {
         &mut self,
         query: &PatientAccessQuery,
     ) -> Result<Vec<crate::patient::PatientAccess>, StoreError>;
+}
+
+/// One record's query columns as stored, beside its entry: each must say what the entry says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditIndexRow {
+    pub seq: u64,
+    pub at_us: i64,
+    pub action: String,
+    pub actor: Option<String>,
+    pub subject_person: Option<String>,
+    pub session: Option<String>,
+    /// The `(seq, org)` rows whose source is this record, sorted.
+    pub orgs: Vec<(u64, String)>,
 }
 
 /// Which reported accesses to read.

@@ -238,7 +238,9 @@ pub fn request_out(r: &SponsorRequest) -> wire::Request {
     let (decided_by, decision_reason) = match &r.status {
         RequestStatus::Pending => (None, None),
         RequestStatus::Granted { by, .. } => (Some(by.to_string()), None),
-        RequestStatus::Rejected { by, reason, .. } => (Some(by.to_string()), Some(reason.clone())),
+        RequestStatus::Rejected { by, reason, .. } | RequestStatus::Withdrawn { by, reason, .. } => {
+            (Some(by.to_string()), Some(reason.clone()))
+        }
     };
     wire::Request {
         id: r.id.0,

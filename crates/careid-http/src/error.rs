@@ -82,6 +82,7 @@ fn refusal_status(rule: Rule) -> StatusCode {
         | Rule::CertificateExpired
         | Rule::RenewalNotDue
         | Rule::OneLiveSession
+        | Rule::InterimNeedsNoCard
         | Rule::SessionEnded
         | Rule::ClientInvalid
         | Rule::GrantInvalid
@@ -97,6 +98,7 @@ impl From<RaError> for ApiError {
     fn from(e: RaError) -> ApiError {
         match e {
             RaError::Invalid(invalid) => invalid.into(),
+            RaError::Unauthenticated(e) => e.into(),
             RaError::NotFound { what, id } => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what} {id}"))
             }

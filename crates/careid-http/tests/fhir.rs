@@ -41,7 +41,7 @@ fn records() -> Vec<AuditRecord> {
         subject_kind: "patient",
         subject_id: "3f9a0c1d2e4b5a6978c0d1e2f3a4b5c6".into(),
         subject_person: None,
-        org: Some(OdsCode::parse("F83001").unwrap()),
+        orgs: vec![OdsCode::parse("F83001").unwrap()],
         outcome: Outcome::Success,
         detail: vec![
             ("client", "gp-records".into()),
@@ -76,7 +76,7 @@ fn records() -> Vec<AuditRecord> {
         subject_kind: "session",
         subject_id: "5b10d4ac".into(),
         subject_person: Some(person()),
-        org: None,
+        orgs: Vec::new(),
         detail: vec![("reason", "presence_lost".into())],
         workstation: None,
         ..base.clone()

@@ -12,6 +12,7 @@ use careid_domain::model::Assignment;
 use careid_domain::ports::{StoreError, Transaction};
 use time::{Date, OffsetDateTime};
 
+use crate::audit_orgs::AppendAudit;
 use crate::error::{RaError, not_found};
 use crate::{RequestContext, Service};
 
@@ -40,7 +41,7 @@ impl Service {
         let kind = AbsenceKind::parse(kind)?;
         check_absence_days(first_day, last_day)?;
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         self.load_person(&mut tx, person).await?;
         let mut event = self.event(ctx, actor.into(), Action::AbsenceRecord, "person", person);
         event.subject_person = Some(person.clone());
@@ -61,14 +62,14 @@ impl Service {
         };
         absence.id = tx.insert_absence(&absence).await?;
         event.detail.push(("absence", absence.id.to_string()));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(absence)
     }
 
     /// The person's absences from today on.
     pub async fn absences(&self, actor: &Actor, person: &PersonUuid) -> Result<Vec<Absence>, RaError> {
-        let mut tx = self.store.begin_read().await?;
+        let mut tx = self.begin_read_as(actor).await?;
         if actor.person != *person {
             actor.require(RaAction::RecordAbsence)?;
             self.person_in_scope(&mut tx, actor, person).await??;
@@ -79,7 +80,7 @@ impl Service {
     /// Cancels a recorded absence (the person came back early, or it was recorded in error).
     pub async fn cancel_absence(&self, ctx: &RequestContext, actor: &Actor, id: i64) -> Result<(), RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let absence = tx.absence(id).await?.ok_or_else(|| not_found("absence", id))?;
         let mut event = self.event(ctx, actor.into(), Action::AbsenceCancel, "absence", id);
         event.subject_person = Some(absence.person.clone());
@@ -91,7 +92,7 @@ impl Service {
             return Err(self.refuse(tx, event, refusal).await);
         }
         tx.cancel_absence(id, now).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -105,17 +106,17 @@ impl Service {
         hours: Option<&str>,
     ) -> Result<Assignment, RaError> {
         let hours = hours.map(WorkingHours::parse).transpose()?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut current = tx.assignment(assignment).await?.ok_or_else(|| not_found("assignment", assignment))?;
         let mut event = self.event(ctx, actor.into(), Action::WorkingHoursSet, "assignment", assignment);
         event.subject_person = Some(current.person.clone());
-        event.org = Some(current.org.clone());
+        event.orgs = vec![current.org.clone()];
         event.detail.push(("working_hours", hours.map_or_else(|| "any time".to_owned(), |h| h.to_string())));
         if let Err(refusal) = self.may_record_absence(&mut tx, actor, &current.person).await? {
             return Err(self.refuse(tx, event, refusal).await);
         }
         tx.set_working_hours(assignment, hours.as_ref()).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         current.working_hours = hours;
         Ok(current)
@@ -131,13 +132,13 @@ impl Service {
         policy: &str,
     ) -> Result<AbsencePolicy, RaError> {
         let policy = AbsencePolicy::parse(policy)?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let ancestors = tx.organisation_ancestors(org).await?;
         if ancestors.is_empty() {
             return Err(not_found("organisation", org));
         }
         let mut event = self.event(ctx, actor.into(), Action::AbsencePolicySet, "organisation", org);
-        event.org = Some(org.clone());
+        event.orgs = vec![org.clone()];
         event.detail.push(("policy", policy.code().into()));
         let check = actor.require(RaAction::ManageOrganisations).and_then(|()| {
             if ancestors.contains(&actor.org) {
@@ -150,7 +151,7 @@ impl Service {
             return Err(self.refuse(tx, event, refusal).await);
         }
         tx.set_absence_policy(org, policy, &actor.person, self.clock.now()).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(policy)
     }

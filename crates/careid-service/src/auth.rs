@@ -2,18 +2,23 @@
 //! sessions acting in one selected position, and turning a bearer token back into an `Actor`.
 
 use careid_domain::access::{Actor, AuthMethod, RaAction, Refusal, Rule};
+use careid_domain::audit::AuditEvent;
 use careid_domain::audit::{Action, AuditActor, Outcome};
+use careid_domain::card::{CardRecord, CardState};
 use careid_domain::ids::{AssignmentId, PersonUuid, RoleTriple};
 use careid_domain::login::SessionEnd;
 use careid_domain::model::{
     AssignmentStatus, ContactDetails, IdentityCheck, IdentityCheckPurpose, NewPosition, Organisation, Person,
     PersonalDetails, PositionApproval, ProfileStatus,
 };
-use careid_domain::ports::{Credential, NewAssignment, Session};
+use careid_domain::ports::{Credential, NewAssignment, Session, StoreError, Transaction};
 use careid_domain::secret::Secret;
 use time::Duration;
+use time::OffsetDateTime;
 
+use crate::audit_orgs::AppendAudit;
 use crate::error::{AuthenticateError, LoginError, RaError};
+use crate::sessions::Admission;
 use crate::{RequestContext, Service, secret_hash};
 
 /// What `careid init` sets up: the RA's own organisation and its first RA Manager.
@@ -61,7 +66,7 @@ impl Service {
 
         tx.insert_organisation(&init.org).await?;
         let mut e = self.event(ctx, system.clone(), Action::OrganisationCreate, "organisation", &init.org.ods_code);
-        e.org = Some(init.org.ods_code.clone());
+        e.orgs = vec![init.org.ods_code.clone()];
         events.push(e);
 
         let position = NewPosition {
@@ -75,7 +80,7 @@ impl Service {
         };
         let position_id = tx.insert_position(&position, None, now).await?;
         let mut e = self.event(ctx, system.clone(), Action::PositionCreate, "position", position_id);
-        e.org = Some(init.org.ods_code.clone());
+        e.orgs = vec![init.org.ods_code.clone()];
         events.push(e);
 
         let uuid = PersonUuid::from_serial(tx.reserve_person_serials(1).await?)?;
@@ -98,7 +103,7 @@ impl Service {
         .await?;
         let mut e = self.event(ctx, system.clone(), Action::PersonCreate, "person", &uuid);
         e.subject_person = Some(uuid.clone());
-        e.org = Some(init.org.ods_code.clone());
+        e.orgs = vec![init.org.ods_code.clone()];
         e.detail.push(("identity", "bootstrap: vouched for by whoever ran careid init".into()));
         events.push(e);
 
@@ -114,7 +119,7 @@ impl Service {
             .await?;
         let mut e = self.event(ctx, system.clone(), Action::AssignmentCreate, "assignment", assignment);
         e.subject_person = Some(uuid.clone());
-        e.org = Some(init.org.ods_code.clone());
+        e.orgs = vec![init.org.ods_code.clone()];
         e.detail.push(("position", position_id.to_string()));
         events.push(e);
 
@@ -127,6 +132,7 @@ impl Service {
             issued_by: None,
             issued_at: now,
             expires_at,
+            revoked_at: None,
         })
         .await?;
         let mut e = self.event(ctx, system, Action::CredentialIssue, "person", &uuid);
@@ -135,7 +141,7 @@ impl Service {
         e.detail.push(("expires_at", careid_audit::format_time(expires_at)));
         events.push(e);
 
-        tx.append_audit_batch(&events).await?;
+        tx.record_all(&events).await?;
         tx.commit().await?;
         Ok(InitOutcome { manager: uuid, assignment, recovery_credential: secret, expires_at })
     }
@@ -148,11 +154,11 @@ impl Service {
         person: &PersonUuid,
     ) -> Result<(Secret, time::OffsetDateTime), RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let subject = self.load_person(&mut tx, person).await?;
         let mut event = self.event(ctx, actor.into(), Action::CredentialIssue, "person", person);
         event.subject_person = Some(person.clone());
-        event.org = Some(subject.registered_org.clone());
+        event.orgs = vec![subject.registered_org.clone()];
         event.detail.push(("kind", AuthMethod::InterimCredential.code().into()));
         let check = match (actor.require(RaAction::IssueCredential), actor.require_not_self(person)) {
             (Err(r), _) | (Ok(()), Err(r)) => Err(r),
@@ -165,9 +171,14 @@ impl Service {
                 Ok(())
             }
         });
-        if let Err(refusal) = check {
+        let cards = tx.cards_of(person).await?;
+        if let Err(refusal) = check.and(interim_needs_no_card(&cards)) {
             return Err(self.refuse(tx, event, refusal).await);
         }
+        // One at a time: a new credential replaces any earlier one, and the sessions it signed in.
+        let replaced = end_interim_credentials(&mut tx, person, now).await?;
+        let mut events: Vec<AuditEvent> =
+            replaced.iter().map(|s| self.session_end_event(ctx, s, SessionEnd::CredentialRevoked)).collect();
         let secret = Secret::new(format!("careid-interim-{}", self.random_hex(32)));
         let expires_at = now + self.settings.interim_credential_lifetime;
         tx.insert_credential(&Credential {
@@ -177,10 +188,12 @@ impl Service {
             issued_by: Some(actor.person.clone()),
             issued_at: now,
             expires_at,
+            revoked_at: None,
         })
         .await?;
         event.detail.push(("expires_at", careid_audit::format_time(expires_at)));
-        tx.append_audit(&event).await?;
+        events.insert(0, event);
+        tx.record_all(&events).await?;
         tx.commit().await?;
         Ok((secret, expires_at))
     }
@@ -210,15 +223,23 @@ impl Service {
             e
         };
         let (credential, person) = match (found, person) {
-            (Some(c), Some(p)) if c.expires_at > now && p.status == ProfileStatus::Active => (c, p),
+            (Some(c), Some(p)) if c.expires_at > now && c.revoked_at.is_none() && p.status == ProfileStatus::Active => {
+                (c, p)
+            }
             (Some(c), Some(p)) => {
-                let reason = if c.expires_at <= now { "credential expired" } else { "profile closed" };
-                tx.append_audit(&refused(reason, Some(&p.uuid))).await?;
+                let reason = if c.revoked_at.is_some() {
+                    "credential revoked"
+                } else if c.expires_at <= now {
+                    "credential expired"
+                } else {
+                    "profile closed"
+                };
+                tx.record(&refused(reason, Some(&p.uuid))).await?;
                 tx.commit().await?;
                 return Err(LoginError::CredentialRejected);
             }
             _ => {
-                tx.append_audit(&refused("unknown credential", None)).await?;
+                tx.record(&refused("unknown credential", None)).await?;
                 tx.commit().await?;
                 return Err(LoginError::CredentialRejected);
             }
@@ -229,9 +250,30 @@ impl Service {
             Err((rule, error)) => {
                 let mut e = refused(&error.to_string(), Some(&person.uuid));
                 e.outcome = Outcome::Refused { rule: rule.code() };
-                tx.append_audit(&e).await?;
+                tx.record(&e).await?;
                 tx.commit().await?;
                 return Err(error);
+            }
+        };
+        // Every session obeys the same rules, whatever signed it in: an interim credential is
+        // for someone with no card, and off duty and one live session hold as for a card.
+        let cards = if credential.kind == AuthMethod::InterimCredential {
+            interim_needs_no_card(&tx.cards_of(&person.uuid).await?)
+        } else {
+            Ok(())
+        };
+        let admitted = match cards {
+            Ok(()) => self.admit_session(ctx, &mut tx, assignment, credential.kind, now).await?,
+            Err(refusal) => Err(refusal),
+        };
+        let Admission { alert, mut ended } = match admitted {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let mut e = refused(&refusal.message, Some(&person.uuid));
+                e.outcome = Outcome::Refused { rule: refusal.rule.code() };
+                tx.record(&e).await?;
+                tx.commit().await?;
+                return Err(LoginError::Refused(refusal));
             }
         };
         let token = Secret::new(format!("careid-session-{}", self.random_hex(32)));
@@ -252,13 +294,18 @@ impl Service {
         let actor = self.actor_for(assignment, position, credential.kind, &session.id);
         let mut e = self.event(ctx, (&actor).into(), Action::SessionCreate, "session", &session.id);
         e.subject_person = Some(person.uuid.clone());
-        e.org = Some(assignment.org.clone());
+        e.orgs = vec![assignment.org.clone()];
         if credential.kind == AuthMethod::Recovery {
             // The recovery credential is for disaster recovery: its every use stands out.
             e.detail.push(("alert", "recovery credential used".into()));
             tracing::warn!(session = %session.id, "recovery credential used to sign in");
         }
-        tx.append_audit(&e).await?;
+        if let Some(why) = alert {
+            tracing::warn!(session = %session.id, "credential login while off duty: {why}");
+            e.detail.push(("off_duty", format!("logged in while off duty: {why}")));
+        }
+        ended.push(e);
+        tx.record_all(&ended).await?;
         tx.commit().await?;
         Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at })
     }
@@ -270,7 +317,12 @@ impl Service {
         let mut tx = self.store.begin_read().await?;
         let session = tx.session(&hash).await?.ok_or(AuthenticateError::NoSession)?;
         if session.ended_at.is_some() {
-            return Err(AuthenticateError::NoSession);
+            // The holder is told why where it is their position that went, not just "no session".
+            return Err(if session.end_reason.as_deref() == Some(SessionEnd::PositionEnded.code()) {
+                AuthenticateError::PositionEnded
+            } else {
+                AuthenticateError::NoSession
+            });
         }
         let liveness = self.liveness();
         let last_proof = session.card.as_ref().map(|c| c.last_proof_at);
@@ -303,7 +355,7 @@ impl Service {
         let mut tx = self.store.begin_write().await?;
         // Someone else may have ended it meanwhile: then there is nothing to record.
         if tx.end_session(&session.id, self.clock.now(), end.code()).await? {
-            tx.append_audit(&self.session_end_event(&RequestContext::new("system"), session, end)).await?;
+            tx.record(&self.session_end_event(&RequestContext::new("system"), session, end)).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -313,4 +365,42 @@ impl Service {
     pub async fn logout(&self, ctx: &RequestContext, actor: &Actor, reason: SessionEnd) -> Result<(), RaError> {
         self.end_session(ctx, actor, &actor.session, reason).await
     }
+}
+
+/// Interim credentials are for people with no card yet: refused to a holder of an active or
+/// locked card (one awaiting its first passcode cannot log in yet, so its holder may still
+/// need one).
+fn interim_needs_no_card(cards: &[CardRecord]) -> Result<(), Refusal> {
+    match cards.iter().find(|c| matches!(c.state, CardState::Active | CardState::Locked)) {
+        None => Ok(()),
+        Some(card) => Err(Refusal::new(
+            Rule::InterimNeedsNoCard,
+            format!(
+                "an interim credential is only for someone with no card: card {} is {}; log in with it, or have it \
+                 unlocked",
+                card.serial,
+                card.state.code()
+            ),
+        )),
+    }
+}
+
+/// Revokes the person's interim credentials and ends the sessions they signed in; returns the
+/// sessions ended, for their end records. Called when a card becomes active, and when a new
+/// interim credential replaces the old.
+pub(crate) async fn end_interim_credentials(
+    tx: &mut Box<dyn Transaction>,
+    person: &PersonUuid,
+    now: OffsetDateTime,
+) -> Result<Vec<Session>, StoreError> {
+    tx.revoke_credentials(person, AuthMethod::InterimCredential, now).await?;
+    let mut ended = Vec::new();
+    for session in tx.live_sessions_of(person).await? {
+        if session.auth == AuthMethod::InterimCredential
+            && tx.end_session(&session.id, now, SessionEnd::CredentialRevoked.code()).await?
+        {
+            ended.push(session);
+        }
+    }
+    Ok(ended)
 }

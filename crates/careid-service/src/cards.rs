@@ -13,9 +13,10 @@ use careid_domain::access::{Actor, RaAction, Refusal, Rule};
 use careid_domain::audit::{Action, AuditActor, AuditEvent};
 use careid_domain::card::{
     CardCertificate, CardEvent, CardRecord, CardSerial, CardState, Incident, IncidentClosure, IncidentKind,
-    WRONG_PASSCODE_LIMIT, transition,
+    WRONG_PASSCODE_LIMIT, replacement_allowed, transition,
 };
 use careid_domain::ids::{InvalidInput, PersonUuid, parse_note};
+use careid_domain::login::SessionEnd;
 use careid_domain::model::ProfileStatus;
 use careid_domain::ports::{SealedSecrets, StoreError, Transaction};
 use careid_domain::secret::Secret;
@@ -23,6 +24,7 @@ use careid_pki::{CardCertificateRequest, CertificateAuthority, MasterKey, PkiErr
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
+use crate::audit_orgs::AppendAudit;
 use crate::error::{RaError, not_found};
 use crate::{RequestContext, Service};
 
@@ -331,7 +333,7 @@ impl Service {
         let secret = Secret::new(self.random_hex(12));
         let sealed = self.seal_secret(&secret)?;
         let for_ceremony = seal_to_ceremony(ceremony_key, ISSUE_LABEL, secret.expose().as_bytes())?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let holder = self.load_person(&mut tx, person).await?;
         let mut event = self.event(ctx, actor.into(), Action::CardIssue, "card", "new");
         event.subject_person = Some(person.clone());
@@ -354,24 +356,7 @@ impl Service {
             )),
             None => Ok(()),
         };
-        let mut investigation = Ok(());
-        for ended in cards.iter().filter(|c| c.state.replacement_needs_investigation()) {
-            let open = match ended.incident {
-                Some(id) => tx.incident(id).await?.is_none_or(|i| i.closure.is_none()),
-                None => true,
-            };
-            if open {
-                investigation = Err(Refusal::new(
-                    Rule::InvestigationOpen,
-                    format!(
-                        "card {} was reported {}: a replacement waits for its investigation (incident {}) to close",
-                        ended.serial,
-                        ended.state.code(),
-                        ended.incident.map_or_else(|| "-".into(), |i| i.to_string())
-                    ),
-                ));
-            }
-        }
+        let investigation = replacement_allowed(&tx.open_incidents_of(person).await?);
         let checks =
             [actor.require(RaAction::IssueCard), actor.require_not_self(person), scope, active, one, investigation];
         if let Err(refusal) = checks.into_iter().collect::<Result<(), Refusal>>() {
@@ -397,7 +382,7 @@ impl Service {
             other => other.into(),
         })?;
         event.subject_id = id.to_string();
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok((id, for_ceremony))
     }
@@ -413,7 +398,7 @@ impl Service {
     ) -> Result<Vec<u8>, RaError> {
         let authority = self.card_authority()?;
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let (mut card, SealedSecrets { current: current_secret, pending }) =
             self.load_card_with_secrets(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardCertify, &card);
@@ -431,7 +416,8 @@ impl Service {
             ),
         };
         let check = self.card_check(&mut tx, actor, &card, right).await?;
-        if let Err(refusal) = [check, fresh].into_iter().collect::<Result<(), Refusal>>() {
+        let investigation = replacement_allowed(&tx.open_incidents_of(&card.person).await?);
+        if let Err(refusal) = [check, fresh, investigation].into_iter().collect::<Result<(), Refusal>>() {
             return Err(self.refuse(tx, event, refusal).await);
         }
         if let (Some(ceremony), Some((next, _))) = (rekey, &pending) {
@@ -470,7 +456,7 @@ impl Service {
         tx.update_card(&card).await?;
         event.detail.push(("certificate", certificate.serial.clone()));
         event.detail.push(("not_after", careid_audit::format_time(certificate.not_after)));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(der)
     }
@@ -489,7 +475,7 @@ impl Service {
     ) -> Result<Vec<u8>, RaError> {
         let now = self.clock.now();
         let next = Secret::new(self.random_hex(12));
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let card = self.load_card(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardCeremonyAuthorise, &card);
         event.detail.push(("ceremony", ceremony.code().into()));
@@ -500,7 +486,7 @@ impl Service {
             return Err(self.refuse(tx, event, refusal).await);
         }
         let for_ceremony = self.hand_over_secrets(&mut tx, &card, ceremony, ceremony_key, next).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(for_ceremony)
     }
@@ -537,7 +523,10 @@ impl Service {
             )),
             _ => Ok(()),
         };
-        Ok([state, keyed, timing].into_iter().collect())
+        // A new key (renew, repair) is a new card in all but plastic: F4's rule holds for it too.
+        let investigation =
+            if ceremony.rekeys() { replacement_allowed(&tx.open_incidents_of(&card.person).await?) } else { Ok(()) };
+        Ok([state, keyed, timing, investigation].into_iter().collect())
     }
 
     /// Seals the card's current and next administrative secrets to the ceremony's key and
@@ -567,7 +556,7 @@ impl Service {
         actor: &Actor,
         card_id: i64,
     ) -> Result<CardState, RaError> {
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let (card, SealedSecrets { current, pending }) = self.load_card_with_secrets(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardCeremonyComplete, &card);
         let ceremony = pending.as_ref().and_then(|(_, code)| Ceremony::parse(code.trim_end_matches(CERTIFIED)));
@@ -612,7 +601,18 @@ impl Service {
         card.wrong_passcodes = 0;
         card.last_known_safe_at = self.clock.now();
         tx.update_card(&card).await?;
-        tx.append_audit(&event).await?;
+        let mut events = Vec::new();
+        if to == CardState::Active {
+            // A card in the holder's hands ends the interim credential that stood in for it.
+            let ended = crate::auth::end_interim_credentials(&mut tx, &card.person, self.clock.now()).await?;
+            if !ended.is_empty() {
+                event.detail.push(("interim_sessions_ended", ended.len().to_string()));
+            }
+            let ctx = RequestContext::new(event.request_id.clone());
+            events.extend(ended.iter().map(|s| self.session_end_event(&ctx, s, SessionEnd::CredentialRevoked)));
+        }
+        events.insert(0, event);
+        tx.record_all(&events).await?;
         tx.commit().await?;
         Ok(to)
     }
@@ -689,7 +689,7 @@ impl Service {
         tx.enqueue_message(&message).await?;
         let masked = mask_email(&email);
         event.detail.push(("sent_to", masked.clone()));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok((card.id, masked))
     }
@@ -732,7 +732,7 @@ impl Service {
         tx.update_unlock_code(&stored).await?;
         let for_ceremony =
             self.hand_over_secrets(&mut tx, &card, Ceremony::SelfServiceUnlock, ceremony_key, next).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(for_ceremony)
     }
@@ -783,7 +783,7 @@ impl Service {
         actor: &Actor,
         card_id: i64,
     ) -> Result<CardState, RaError> {
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut card = self.load_card(&mut tx, card_id).await?;
         let event = self.card_event(ctx, actor.into(), Action::CardWrongPasscode, &card);
         if actor.person != card.person {
@@ -821,7 +821,7 @@ impl Service {
     ) -> Result<(), StoreError> {
         if card.state != CardState::Active {
             event = event.refused(&Refusal::new(Rule::CardState, format!("the card is {}", card.state.code())));
-            tx.append_audit(&event).await?;
+            tx.record(&event).await?;
             return tx.commit().await;
         }
         card.wrong_passcodes = card.wrong_passcodes.saturating_add(1);
@@ -832,7 +832,7 @@ impl Service {
             crate::sessions::end_card_sessions(&mut tx, card.id, &mut event, self.clock.now()).await?;
         }
         tx.update_card(card).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await
     }
 
@@ -847,7 +847,7 @@ impl Service {
         report: CardReport,
     ) -> Result<Option<i64>, RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut card = self.load_card(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardReport, &card);
         let event_kind = match report {
@@ -897,7 +897,7 @@ impl Service {
             e.detail.push(("kind", if to == CardState::Stolen { "stolen_card" } else { "lost_card" }.into()));
             events.push(e);
         }
-        tx.append_audit_batch(&events).await?;
+        tx.record_all(&events).await?;
         tx.commit().await?;
         Ok(incident_id)
     }
@@ -920,7 +920,7 @@ impl Service {
         ceremony_key: &[u8],
     ) -> Result<Vec<u8>, RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let (mut card, SealedSecrets { current: sealed_current, .. }) =
             self.load_card_with_secrets(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardEnd, &card);
@@ -942,7 +942,7 @@ impl Service {
         if to != card.state {
             end_card_as(&mut tx, &mut card, to, &mut event, now).await?;
         }
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(for_ceremony)
     }
@@ -955,7 +955,7 @@ impl Service {
         kind: CardEvent,
     ) -> Result<(), RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut card = self.load_card(&mut tx, card_id).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::CardEnd, &card);
         event.detail.push(("event", kind.code().into()));
@@ -965,7 +965,7 @@ impl Service {
             Err(refusal) => return Err(self.refuse(tx, event, refusal).await),
         };
         end_card_as(&mut tx, &mut card, to, &mut event, now).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -983,7 +983,7 @@ impl Service {
         let review = parse_note("review", review, true)?;
         let outcome = parse_note("outcome", outcome, true)?;
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let incident = tx.incident(incident_id).await?.ok_or_else(|| not_found("incident", incident_id))?;
         let card = self.load_card(&mut tx, incident.card).await?;
         let mut event = self.card_event(ctx, actor.into(), Action::IncidentClose, &card);
@@ -1014,7 +1014,7 @@ impl Service {
         event.detail.push(("review", review));
         event.detail.push(("outcome", outcome));
         event.detail.push(("card_last_known_safe_at", careid_audit::format_time(card.last_known_safe_at)));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }

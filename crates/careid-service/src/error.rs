@@ -26,6 +26,10 @@ pub enum RaError {
     /// The refusal is in the audit log.
     #[error("{message}")]
     Duplicate { existing: String, message: String },
+    /// The session the request came with was ended (signed out, its card reported or
+    /// removed, its position gone) before the use case's transaction began: nothing was done.
+    #[error("{0}")]
+    Unauthenticated(AuthenticateError),
     /// The database failed; nothing was changed. The details are in the operator's log.
     #[error("store: {0}")]
     Store(#[from] StoreError),

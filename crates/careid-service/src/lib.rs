@@ -2,6 +2,7 @@
 //! appends its audit event in one store transaction. Refusals by a rule are audited too.
 
 mod absence;
+mod audit_orgs;
 mod auth;
 mod cards;
 mod error;
@@ -14,6 +15,7 @@ mod sessions;
 
 use std::sync::Arc;
 
+use crate::audit_orgs::AppendAudit;
 use careid_domain::access::{Actor, Refusal};
 use careid_domain::audit::{Action, AuditActor, AuditEvent, Outcome};
 use careid_domain::catalogue::Catalogue;
@@ -29,7 +31,7 @@ pub use cards::{
     self_service_completion_message,
 };
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
-pub use log::{ProofCheck, RecordProof};
+pub use log::{IndexMismatch, ProofCheck, RecordProof};
 pub use oidc::{
     ApprovedCode, AuthorizationRequest, AuthorizeError, CardApproval, ClientCredentials, Identity, NewClient,
     OAuthError, RoleClaim, TokenGrant, TokenState,
@@ -179,10 +181,49 @@ impl Service {
             subject_kind,
             subject_id: subject_id.to_string(),
             subject_person: None,
-            org: None,
+            orgs: Vec::new(),
             outcome: Outcome::Success,
             detail: Vec::new(),
             workstation: None,
+        }
+    }
+
+    /// A write transaction for a use case `actor` asked for, in which their session is still
+    /// theirs and not ended: authentication at the edge checked the token, its lifetime and
+    /// its card's presence; this closes the gap between that read and the use case, so a write
+    /// racing a card report, a removal or a sign-out never commits after it.
+    async fn begin_write_as(&self, actor: &Actor) -> Result<Box<dyn Transaction>, RaError> {
+        let mut tx = self.store.begin_write().await?;
+        self.still_signed_in(&mut tx, actor).await?;
+        Ok(tx)
+    }
+
+    /// A read transaction for `actor`, with the same check as `begin_write_as`.
+    async fn begin_read_as(&self, actor: &Actor) -> Result<Box<dyn Transaction>, RaError> {
+        let mut tx = self.store.begin_read().await?;
+        self.still_signed_in(&mut tx, actor).await?;
+        Ok(tx)
+    }
+
+    async fn still_signed_in(&self, tx: &mut Box<dyn Transaction>, actor: &Actor) -> Result<(), RaError> {
+        let session = tx.session_by_id(&actor.session).await?;
+        let refused = match session {
+            Some(s) if s.person != actor.person || s.assignment != actor.assignment => {
+                Some(AuthenticateError::NoSession)
+            }
+            Some(s) if s.ended_at.is_some() => {
+                Some(if s.end_reason.as_deref() == Some(careid_domain::login::SessionEnd::PositionEnded.code()) {
+                    AuthenticateError::PositionEnded
+                } else {
+                    AuthenticateError::NoSession
+                })
+            }
+            Some(_) => None,
+            None => Some(AuthenticateError::NoSession),
+        };
+        match refused {
+            Some(e) => Err(RaError::Unauthenticated(e)),
+            None => Ok(()),
         }
     }
 
@@ -192,7 +233,7 @@ impl Service {
         tracing::info!(rule = refusal.rule.code(), action = event.action.code(), "refused");
         let event = event.refused(&refusal);
         let result = async {
-            tx.append_audit(&event).await?;
+            tx.record(&event).await?;
             tx.commit().await
         }
         .await;

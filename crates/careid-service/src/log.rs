@@ -13,6 +13,7 @@ use careid_domain::ids::InvalidInput;
 use careid_domain::ids::{OdsCode, PersonUuid};
 use careid_domain::ports::{StoreError, Transaction};
 
+use crate::audit_orgs::AppendAudit;
 use crate::error::not_found;
 use crate::ra::first_refusal;
 use crate::{RaError, RequestContext, Service};
@@ -261,11 +262,11 @@ impl Service {
         actor: &Actor,
         seq: u64,
     ) -> Result<RecordProof, RaError> {
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let record = self.load_record(&mut tx, seq).await?;
         let parties = parties(&record)?;
         let mut event = self.event(ctx, actor.into(), Action::AuditProve, "audit", format!("record {seq}"));
-        event.org = parties.org.clone();
+        event.orgs = parties.org.iter().cloned().collect();
         let own = parties.actor.as_ref() == Some(&actor.person) || parties.subject.as_ref() == Some(&actor.person);
         if !own {
             let org = parties.org.clone().unwrap_or_else(|| actor.org.clone());
@@ -287,7 +288,7 @@ impl Service {
         // What is handed out must check out against the checkpoint, or it is not handed out.
         merkle::verify_inclusion(&leaf_hash, seq, size, &inclusion, &checkpoint.root).map_err(corrupt)?;
         event.detail.push(("tree_size", size.to_string()));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(RecordProof { record, leaf_hash, tree_size: size, inclusion, checkpoint: checkpoint.note })
     }
@@ -311,12 +312,12 @@ impl Service {
             )));
         }
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let record = self.load_record(&mut tx, seq).await?;
         let parties = parties(&record)?;
         let mut event = self.event(ctx, actor.into(), Action::AuditNotMe, "audit", format!("record {seq}"));
         event.subject_person = Some(actor.person.clone());
-        event.org = parties.org.clone();
+        event.orgs = parties.org.iter().cloned().collect();
         let check = if parties.actor.as_ref() != Some(&actor.person) {
             Err(Refusal::new(Rule::NotTheActor, format!("record {seq} does not name you as the one who acted")))
         } else if parties.action == Action::AuditNotMe.code() {
@@ -364,7 +365,7 @@ impl Service {
         incident.id = tx.insert_misuse_incident(&incident).await?;
         event.detail.push(("incident", incident.id.to_string()));
         event.detail.push(("comment", incident.comment.clone()));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         tracing::warn!(incident = incident.id, record = seq, "a holder flagged a record \"not me\"");
         Ok(incident)
@@ -379,15 +380,15 @@ impl Service {
         org: Option<OdsCode>,
     ) -> Result<Vec<MisuseIncident>, RaError> {
         let org = org.unwrap_or_else(|| actor.org.clone());
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut event = self.event(ctx, actor.into(), Action::AuditRead, "incidents", &org);
-        event.org = Some(org.clone());
+        event.orgs = vec![org.clone()];
         let scope = self.org_scope(&mut tx, actor, &org).await?;
         if let Err(refusal) = first_refusal([actor.require(RaAction::SeeIncidents), scope]) {
             return Err(self.refuse(tx, event, refusal).await);
         }
         let incidents = tx.misuse_incidents_under(&org, 500).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(incidents)
     }
@@ -464,4 +465,108 @@ impl Service {
             .ok_or_else(|| corrupt(format!("tile {} is missing or short", tile.path())))?;
         Ok(Some(hashes))
     }
+}
+
+/// A query column that does not say what the hashed entry says: the record, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {seq}: {what}")]
+pub struct IndexMismatch {
+    pub seq: u64,
+    pub what: String,
+}
+
+/// How many records the index check reads at a time.
+const INDEX_BATCH: u32 = 4096;
+
+impl Service {
+    /// Checks every column a query filters on against the hashed entries of the first `size`
+    /// records: the audit log's own columns and organisations (`careid_audit::index`), and each
+    /// reported patient access against its record (the patient by its pseudonym, which needs
+    /// this deployment's key). Names the first record that disagrees; returns how many records
+    /// were checked.
+    pub async fn check_query_index(&self, size: u64) -> Result<Result<u64, IndexMismatch>, RaError> {
+        let pseudonym = self.card_authority().ok().map(|a| &a.patient_key);
+        let mut tx = self.store.begin_read().await?;
+        let mut from = 0;
+        let mut accesses = Vec::new().into_iter().peekable();
+        // Whether every access from the last read on is in `accesses` already.
+        let mut all_read = false;
+        while from < size {
+            let records = tx.audit_range(from, INDEX_BATCH.min((size - from) as u32)).await?;
+            let index = tx.audit_index(from, records.len() as u32).await?;
+            if records.is_empty() {
+                break;
+            }
+            for (record, row) in records.iter().zip(&index) {
+                let mismatch = |what: String| Ok(Err(IndexMismatch { seq: record.seq, what }));
+                if row.seq != record.seq {
+                    return mismatch(format!("its query columns are missing (the next row is record {})", row.seq));
+                }
+                if let Err(what) = careid_audit::index::check_index(&record.entry, row) {
+                    return mismatch(what);
+                }
+                if accesses.peek().is_none() && !all_read {
+                    let read = tx.patient_access_range(record.seq, INDEX_BATCH).await?;
+                    all_read = read.len() < INDEX_BATCH as usize;
+                    accesses = read.into_iter().peekable();
+                }
+                let access = accesses.next_if(|a| a.seq == record.seq);
+                let stray = accesses.peek().filter(|a| a.seq < record.seq).map(|a| a.seq);
+                if let Some(seq) = stray {
+                    return Ok(Err(IndexMismatch {
+                        seq,
+                        what: "a patient access names it, but it is no such record".into(),
+                    }));
+                }
+                if let Err(what) = check_patient_access(&record.entry, access.as_ref(), pseudonym) {
+                    return mismatch(what);
+                }
+            }
+            if index.len() < records.len() {
+                let seq = records[index.len()].seq;
+                return Ok(Err(IndexMismatch { seq, what: "its query columns are missing".into() }));
+            }
+            from = records.last().map_or(size, |r| r.seq + 1);
+        }
+        Ok(Ok(from))
+    }
+}
+
+/// A reported access as the privacy officer's queries read it, against its record.
+fn check_patient_access(
+    entry: &[u8],
+    access: Option<&careid_domain::patient::PatientAccess>,
+    pseudonym: Option<&careid_pki::PatientKey>,
+) -> Result<(), String> {
+    let entry = careid_audit::decode(entry).map_err(|e| format!("its entry does not decode: {e}"))?;
+    let is_access = entry.get("action") == Some(Action::PatientAccess.code());
+    let access = match (is_access, access) {
+        (false, None) => return Ok(()),
+        (true, None) => return Err("its patient access is missing from the privacy officer's index".into()),
+        (false, Some(_)) => return Err("a patient access names it, but it records no access".into()),
+        (true, Some(access)) => access,
+    };
+    let mut expected = vec![
+        ("actor.person", Some(access.person.to_string())),
+        ("detail.client", Some(access.client.to_string())),
+        ("detail.record_action", Some(access.action.code().to_owned())),
+        ("detail.relationship", Some(access.relationship.code().to_owned())),
+        ("detail.accessed_at", Some(careid_audit::format_time(access.accessed_at))),
+        ("detail.alert", access.alert.clone()),
+    ];
+    if let Some(key) = pseudonym {
+        expected.push(("subject", Some(format!("patient {}", key.pseudonym(access.patient.as_str())))));
+    }
+    for (field, stored) in expected {
+        if entry.get(field) != stored.as_deref() {
+            return Err(format!(
+                "its patient access says {stored:?} where its entry's {field} says {:?}",
+                entry.get(field)
+            ));
+        }
+    }
+    if !entry.fields.iter().any(|(name, org)| name == "org" && *org == access.org.as_str()) {
+        return Err(format!("its patient access names organisation {}, which its entry does not", access.org));
+    }
+    Ok(())
 }

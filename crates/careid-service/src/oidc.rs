@@ -21,6 +21,7 @@ use careid_domain::ports::{LogoutSender, Session, StoreError, Transaction};
 use careid_domain::secret::Secret;
 use time::{Duration, OffsetDateTime};
 
+use crate::audit_orgs::AppendAudit;
 use crate::error::{RaError, not_found};
 use crate::outbox::retry_delay;
 use crate::{Delivery, RequestContext, Service, secret_hash};
@@ -214,9 +215,9 @@ impl Service {
             new.redirect_uris.iter().map(|u| AppUri::parse("redirect_uris", u)).collect::<Result<Vec<_>, _>>()?;
         let backchannel_logout_uri =
             new.backchannel_logout_uri.as_deref().map(|u| AppUri::parse("backchannel_logout_uri", u)).transpose()?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut event = self.event(ctx, actor.into(), Action::ClientRegister, "client", &id);
-        event.org = Some(actor.org.clone());
+        event.orgs = vec![actor.org.clone()];
         if let Err(refusal) = actor.require(RaAction::ManageClients) {
             return Err(self.refuse(tx, event, refusal).await);
         }
@@ -246,7 +247,7 @@ impl Service {
         }
         event.detail.push(("kind", kind.code().into()));
         event.detail.push(("redirect_uris", new.redirect_uris.join(" ")));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok((client, secret))
     }
@@ -254,7 +255,7 @@ impl Service {
     /// The registered applications (RA Managers).
     pub async fn clients(&self, actor: &Actor) -> Result<Vec<Client>, RaError> {
         actor.require(RaAction::ManageClients)?;
-        let mut tx = self.store.begin_read().await?;
+        let mut tx = self.begin_read_as(actor).await?;
         Ok(tx.clients().await?)
     }
 
@@ -262,7 +263,7 @@ impl Service {
     /// stop being accepted.
     pub async fn disable_client(&self, ctx: &RequestContext, actor: &Actor, id: &str) -> Result<(), RaError> {
         let id = ClientId::parse(id)?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         tx.client(&id).await?.ok_or_else(|| not_found("client", &id))?;
         let event = self.event(ctx, actor.into(), Action::ClientDisable, "client", &id);
         if let Err(refusal) = actor.require(RaAction::ManageClients) {
@@ -271,7 +272,7 @@ impl Service {
         if !tx.disable_client(&id, self.clock.now()).await? {
             return Err(self.refuse(tx, event, Refusal::new(Rule::ClientInvalid, "already disabled")).await);
         }
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -346,7 +347,7 @@ impl Service {
         event.subject_id.clone_from(&authorization.id);
         event.detail.push(("client", client.id.to_string()));
         event.detail.push(("scope", authorization.scope.clone()));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok((authorization, client))
     }
@@ -404,7 +405,7 @@ impl Service {
             let refusal = Refusal::new(Rule::GrantInvalid, "this sign-in was already approved");
             return Err(self.refuse(tx, event, refusal).await);
         }
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(ApprovedCode { redirect_uri: authorization.redirect_uri.to_string(), code, state: authorization.state })
     }
@@ -527,7 +528,7 @@ impl Service {
         event.actor.auth = session.auth.code();
         event.subject_person = Some(session.person.clone());
         event.detail.push(("token", token.id.clone()));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(TokenGrant {
             token_id: token.id,
@@ -597,7 +598,7 @@ impl Service {
         let token = self.new_token(&client, &session, None, scope, now);
         tx.insert_token(&token).await?;
         event.detail.push(("token", token.id.clone()));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(TokenGrant {
             token_id: token.id,
@@ -672,7 +673,7 @@ impl Service {
         let mut event = self.event(ctx, AuditActor::system(), Action::OidcRevoke, "token", &token.id);
         event.subject_person = Some(token.person.clone());
         event.detail.push(("client", client.id.to_string()));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -752,7 +753,7 @@ impl Service {
                         self.event(ctx, AuditActor::system(), Action::OidcLogoutSent, "session", &logout.session);
                     event.subject_person = Some(logout.person.clone());
                     event.detail.push(("client", logout.client.to_string()));
-                    tx.append_audit(&event).await?;
+                    tx.record(&event).await?;
                     delivery.sent += 1;
                 }
                 Err(error) => {

@@ -7,6 +7,7 @@ use careid_domain::audit::{Action, AuditActor};
 use careid_domain::ports::Mailer;
 use time::Duration;
 
+use crate::audit_orgs::AppendAudit;
 use crate::cards::mask_email;
 use crate::{RaError, RequestContext, Service};
 
@@ -53,7 +54,7 @@ impl Service {
                     let mut event = self.event(ctx, AuditActor::system(), Action::MessageSent, "message", message.id);
                     event.detail.push(("to", mask_email(&message.recipient)));
                     event.detail.push(("subject", message.subject.clone()));
-                    tx.append_audit(&event).await?;
+                    tx.record(&event).await?;
                     delivery.sent += 1;
                 }
                 Err(error) => {

@@ -11,6 +11,7 @@ use careid_domain::patient::{self, NhsNumber, PatientAccess, RecordAction, Relat
 use careid_domain::ports::{PatientAccessQuery, Transaction};
 use time::OffsetDateTime;
 
+use crate::audit_orgs::AppendAudit;
 use crate::oidc::{ClientCredentials, OAuthError};
 use crate::ra::first_refusal;
 use crate::{RaError, RequestContext, Service};
@@ -113,7 +114,7 @@ impl Service {
                 event
             })
             .collect();
-        let first = tx.append_audit_batch(&events).await?;
+        let first = tx.record_all(&events).await?;
         let accesses: Vec<PatientAccess> =
             accepted.into_iter().zip(first..).map(|(c, seq)| PatientAccess { seq, ..c.access }).collect();
         tx.insert_patient_accesses(&accesses).await?;
@@ -173,7 +174,7 @@ impl Service {
         }
         let alert = relationship.alert().map(str::to_owned);
         let mut event = self.event(ctx, reporter.actor.clone(), Action::PatientAccess, "patient", "");
-        event.org = Some(reporter.org.clone());
+        event.orgs = vec![reporter.org.clone()];
         event.workstation.clone_from(&reporter.workstation);
         event.detail.push(("client", client.id.to_string()));
         event.detail.push(("record_action", action.code().to_owned()));
@@ -246,7 +247,7 @@ impl Service {
         let mut patients = HashMap::new();
         let seqs = page.records.iter().map(|r| r.seq);
         if let (Some(low), Some(high), Ok(())) = (seqs.clone().min(), seqs.max(), actor.require(RaAction::ReadAudit)) {
-            let mut tx = self.store.begin_read().await?;
+            let mut tx = self.begin_read_as(actor).await?;
             let query = PatientAccessQuery {
                 since_seq: Some(low),
                 before_seq: Some(high + 1),
@@ -271,9 +272,9 @@ impl Service {
     ) -> Result<Vec<PatientAccess>, RaError> {
         let ReadPatientAccess { org, patient, person, alerts_only, before_seq, limit } = query;
         let org = org.unwrap_or_else(|| actor.org.clone());
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut event = self.event(ctx, actor.into(), Action::AuditRead, "patient_access", &org);
-        event.org = Some(org.clone());
+        event.orgs = vec![org.clone()];
         event.detail.extend(person.as_ref().map(|p| ("person", p.to_string())));
         if let Some(patient) = &patient {
             let authority = self.card_authority()?;
@@ -296,7 +297,7 @@ impl Service {
             limit: limit.clamp(1, 1000),
         };
         let accesses = tx.patient_accesses(&query).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(accesses)
     }

@@ -3,11 +3,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use careid_domain::access::{Actor, Permission, RaAction, Refusal, Rule};
+use careid_domain::access::{Actor, AuthMethod, Permission, RaAction, Refusal, Rule};
 use careid_domain::audit::{Action, AuditEvent, AuditRecord};
+use careid_domain::card::{CardEvent, CardState, RevocationReason};
 use careid_domain::ids::{
     AssignmentId, InvalidInput, NamePart, OdsCode, PersonUuid, PositionId, RegistrationId, RequestId,
 };
+use careid_domain::login::SessionEnd;
 use careid_domain::model::{
     Assignment, AssignmentStatus, ContactDetails, IdentityCheck, IdentityCheckPurpose, IdentityDocument,
     IdentityEvidence, NewPosition, Organisation, Person, PersonalDetails, Position, ProfileStatus, Registration,
@@ -16,6 +18,7 @@ use careid_domain::model::{
 use careid_domain::ports::{AuditQuery, NewAssignment, StoreError, Transaction};
 use time::Date;
 
+use crate::audit_orgs::AppendAudit;
 use crate::error::{RaError, not_found};
 use crate::{RequestContext, Service};
 
@@ -84,6 +87,17 @@ pub struct AuditPage {
     pub next_before_seq: Option<u64>,
 }
 
+/// How a person's positions ended, for what follows it.
+#[derive(Debug, Clone, Copy)]
+enum Departure<'a> {
+    /// They left this organisation and those under it.
+    Left(&'a OdsCode),
+    /// One assignment was removed.
+    Assignment,
+    /// Their profile was closed.
+    ProfileClosed,
+}
+
 pub(crate) fn first_refusal(checks: impl IntoIterator<Item = Result<(), Refusal>>) -> Result<(), Refusal> {
     checks.into_iter().collect()
 }
@@ -128,7 +142,7 @@ impl Service {
         actor: &Actor,
         orgs: Vec<Organisation>,
     ) -> Result<usize, RaError> {
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut event = self.event(ctx, actor.into(), Action::OrganisationCreate, "organisation", "new");
         if let Err(refusal) = actor.require(RaAction::ManageOrganisations) {
             return Err(self.refuse(tx, event, refusal).await);
@@ -158,7 +172,7 @@ impl Service {
         let mut events = Vec::with_capacity(ordered.len());
         for org in ordered {
             event.subject_id = org.ods_code.to_string();
-            event.org = Some(org.ods_code.clone());
+            event.orgs = vec![org.ods_code.clone()];
             let Some(parent) = &org.parent else {
                 let refusal = Refusal::new(Rule::OutOfScope, "a new organisation needs a parent your position covers");
                 return Err(self.refuse(tx, event, refusal).await);
@@ -181,7 +195,7 @@ impl Service {
             e.detail.extend(org.parent.as_ref().map(|p| ("parent", p.to_string())));
             events.push(e);
         }
-        tx.append_audit_batch(&events).await?;
+        tx.record_all(&events).await?;
         tx.commit().await?;
         Ok(events.len())
     }
@@ -208,9 +222,9 @@ impl Service {
     ) -> Result<PositionId, RaError> {
         self.catalogue.check_role(&position.role)?;
         self.catalogue.check_activities(&position.activities)?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut event = self.event(ctx, actor.into(), Action::PositionCreate, "position", "new");
-        event.org = Some(position.org.clone());
+        event.orgs = vec![position.org.clone()];
         let scope = self.org_scope(&mut tx, actor, &position.org).await?;
         if let Err(refusal) = first_refusal([actor.require(RaAction::CreatePosition), scope]) {
             return Err(self.refuse(tx, event, refusal).await);
@@ -226,7 +240,7 @@ impl Service {
             ("approved_how", position.approval.how.clone()),
             ("assignable", position.assignable_by_sponsors.to_string()),
         ];
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -238,17 +252,17 @@ impl Service {
         id: PositionId,
         assignable: bool,
     ) -> Result<(), RaError> {
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let position = tx.position(id).await?.ok_or_else(|| not_found("position", id))?;
         let mut event = self.event(ctx, actor.into(), Action::PositionSetAssignable, "position", id);
-        event.org = Some(position.org.clone());
+        event.orgs = vec![position.org.clone()];
         event.detail.push(("assignable", assignable.to_string()));
         let scope = self.org_scope(&mut tx, actor, &position.org).await?;
         if let Err(refusal) = first_refusal([actor.require(RaAction::MarkAssignable), scope]) {
             return Err(self.refuse(tx, event, refusal).await);
         }
         tx.set_position_assignable(id, assignable).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -297,7 +311,7 @@ impl Service {
             let mut event = event.refused(&Refusal::new(Rule::DuplicatePerson, message.clone()));
             event.detail.push(("existing", existing.clone()));
             let result = async {
-                tx.append_audit(&event).await?;
+                tx.record(&event).await?;
                 tx.commit().await
             }
             .await;
@@ -317,9 +331,9 @@ impl Service {
     ) -> Result<RegistrationId, RaError> {
         let now = self.clock.now();
         registration.details.check(now.date())?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut event = self.event(ctx, actor.into(), Action::RegistrationCreate, "registration", "new");
-        event.org = Some(registration.org.clone());
+        event.orgs = vec![registration.org.clone()];
         let scope = self.org_scope(&mut tx, actor, &registration.org).await?;
         if let Err(refusal) = first_refusal([actor.require(RaAction::PreRegister), scope]) {
             return Err(self.refuse(tx, event, refusal).await);
@@ -350,7 +364,7 @@ impl Service {
         event.subject_id = id.to_string();
         event.detail.push(("name", record.details.full_name()));
         event.detail.extend(record.position_sought.map(|p| ("position_sought", p.to_string())));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -368,7 +382,7 @@ impl Service {
             let refusal = Refusal::new(Rule::RoleNotPermitted, "only RA staff and sponsors see pre-registrations");
             return Err(self.refuse_read(ctx, actor, Action::QueueRead, "registrations", refusal).await);
         }
-        let mut tx = self.store.begin_read().await?;
+        let mut tx = self.begin_read_as(actor).await?;
         Ok(tx.registrations_under(&actor.org, pending_only).await?)
     }
 
@@ -379,10 +393,10 @@ impl Service {
         id: RegistrationId,
         reason: String,
     ) -> Result<(), RaError> {
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let registration = tx.registration(id).await?.ok_or_else(|| not_found("registration", id))?;
         let mut event = self.event(ctx, actor.into(), Action::RegistrationReject, "registration", id);
-        event.org = Some(registration.org.clone());
+        event.orgs = vec![registration.org.clone()];
         event.detail.push(("reason", reason.clone()));
         let scope = self.org_scope(&mut tx, actor, &registration.org).await?;
         let pending = if registration.status == RegistrationStatus::Pending {
@@ -400,7 +414,7 @@ impl Service {
             return Err(self.refuse(tx, event, refusal).await);
         }
         tx.set_registration_status(id, &RegistrationStatus::Rejected { reason }).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -415,10 +429,10 @@ impl Service {
         evidence: IdentityEvidence,
     ) -> Result<PersonUuid, RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let registration = tx.registration(id).await?.ok_or_else(|| not_found("registration", id))?;
         let mut event = self.event(ctx, actor.into(), Action::PersonCreate, "registration", id);
-        event.org = Some(registration.org.clone());
+        event.orgs = vec![registration.org.clone()];
         let scope = self.org_scope(&mut tx, actor, &registration.org).await?;
         let pending = if registration.status == RegistrationStatus::Pending {
             Ok(())
@@ -459,12 +473,12 @@ impl Service {
             let request_id = tx.insert_request(&request).await?;
             let mut e = self.event(ctx, actor.into(), Action::RequestCreate, "request", request_id);
             e.subject_person = Some(uuid.clone());
-            e.org = Some(registration.org.clone());
+            e.orgs = vec![registration.org.clone()];
             e.detail = vec![("kind", "assign_position".into()), ("position", position.to_string())];
             e.detail.push(("requested_by", registration.sponsor.to_string()));
             events.push(e);
         }
-        tx.append_audit_batch(&events).await?;
+        tx.record_all(&events).await?;
         tx.commit().await?;
         Ok(uuid)
     }
@@ -477,9 +491,9 @@ impl Service {
         new: NewPerson,
     ) -> Result<PersonUuid, RaError> {
         new.details.check(self.today())?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut event = self.event(ctx, actor.into(), Action::PersonCreate, "person", "new");
-        event.org = Some(new.org.clone());
+        event.orgs = vec![new.org.clone()];
         let scope = self.org_scope(&mut tx, actor, &new.org).await?;
         if let Err(refusal) = first_refusal([actor.require(RaAction::CreateProfile), scope]) {
             return Err(self.refuse(tx, event, refusal).await);
@@ -488,7 +502,7 @@ impl Service {
             return Err(self.refuse_duplicate(tx, event, duplicate).await);
         }
         let (uuid, events) = self.insert_verified_person(&mut tx, ctx, actor, &new, event).await?;
-        tx.append_audit_batch(&events).await?;
+        tx.record_all(&events).await?;
         tx.commit().await?;
         Ok(uuid)
     }
@@ -537,7 +551,7 @@ impl Service {
         event.detail.push(("documents", kinds.join(",")));
         let mut terms = self.event(ctx, actor.into(), Action::TermsAccept, "person", &uuid);
         terms.subject_person = Some(uuid.clone());
-        terms.org = Some(new.org.clone());
+        terms.orgs = vec![new.org.clone()];
         terms.detail.push(("version", careid_domain::TERMS_OF_USE_VERSION.into()));
         Ok((uuid, vec![event, terms]))
     }
@@ -555,7 +569,7 @@ impl Service {
             return self.person(uuid).await;
         }
         // Decide before assembling the profile: a refused caller costs no more than the check.
-        let mut tx = self.store.begin_read().await?;
+        let mut tx = self.begin_read_as(actor).await?;
         let person = self.load_person(&mut tx, uuid).await?;
         let scope = self.person_in_scope(&mut tx, actor, &person.uuid).await?;
         drop(tx);
@@ -583,9 +597,9 @@ impl Service {
         refusal: Refusal,
     ) -> RaError {
         let event = self.event(ctx, actor.into(), action, "read", subject);
-        match self.store.begin_write().await {
+        match self.begin_write_as(actor).await {
             Ok(tx) => self.refuse(tx, event, refusal).await,
-            Err(e) => e.into(),
+            Err(e) => e,
         }
     }
 
@@ -630,7 +644,7 @@ impl Service {
         action: RaAction,
         uuid: &PersonUuid,
     ) -> Result<Result<(), Refusal>, RaError> {
-        let mut tx = self.store.begin_read().await?;
+        let mut tx = self.begin_read_as(actor).await?;
         Ok(self.person_action(&mut tx, actor, uuid, action).await?.1)
     }
 
@@ -653,11 +667,11 @@ impl Service {
             )
             .into());
         }
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let (mut person, check) = self.person_action(&mut tx, actor, uuid, RaAction::ChangeName).await?;
         let mut event = self.event(ctx, actor.into(), Action::PersonChangeName, "person", uuid);
         event.subject_person = Some(uuid.clone());
-        event.org = Some(person.registered_org.clone());
+        event.orgs = vec![person.registered_org.clone()];
         if let Err(refusal) = check {
             return Err(self.refuse(tx, event, refusal).await);
         }
@@ -676,7 +690,7 @@ impl Service {
             checked_at: self.clock.now(),
         })
         .await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -689,11 +703,11 @@ impl Service {
         uuid: &PersonUuid,
         contact: ContactDetails,
     ) -> Result<(), RaError> {
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut person = self.load_person(&mut tx, uuid).await?;
         let mut event = self.event(ctx, actor.into(), Action::PersonChangeContact, "person", uuid);
         event.subject_person = Some(uuid.clone());
-        event.org = Some(person.registered_org.clone());
+        event.orgs = vec![person.registered_org.clone()];
         if &actor.person != uuid {
             let scope = self.person_in_scope(&mut tx, actor, &person.uuid).await?;
             if let Err(refusal) = first_refusal([actor.require(RaAction::ChangePersonalDetails), scope]) {
@@ -702,7 +716,7 @@ impl Service {
         }
         person.contact = contact;
         tx.update_person(&person).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -716,11 +730,11 @@ impl Service {
         details: PersonalDetails,
     ) -> Result<(), RaError> {
         details.check(self.today())?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let (mut person, check) = self.person_action(&mut tx, actor, uuid, RaAction::ChangePersonalDetails).await?;
         let mut event = self.event(ctx, actor.into(), Action::PersonChangeDetails, "person", uuid);
         event.subject_person = Some(uuid.clone());
-        event.org = Some(person.registered_org.clone());
+        event.orgs = vec![person.registered_org.clone()];
         if let Err(refusal) = check {
             return Err(self.refuse(tx, event, refusal).await);
         }
@@ -733,7 +747,7 @@ impl Service {
         }
         person.details = details;
         tx.update_person(&person).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -747,13 +761,13 @@ impl Service {
         reason: String,
     ) -> Result<Option<RequestId>, RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let person = self.load_person(&mut tx, uuid).await?;
         let scope = self.person_in_scope(&mut tx, actor, &person.uuid).await?;
         let permission = actor.permission(RaAction::CloseOrReopenProfile);
         let mut event = self.event(ctx, actor.into(), Action::PersonClose, "person", uuid);
         event.subject_person = Some(uuid.clone());
-        event.org = Some(person.registered_org.clone());
+        event.orgs = vec![person.registered_org.clone()];
         event.detail.push(("reason", reason.clone()));
         let state = if person.status == ProfileStatus::Closed {
             Err(Refusal::new(Rule::ProfileClosed, format!("{uuid}'s profile is already closed")))
@@ -781,24 +795,26 @@ impl Service {
             event.subject_kind = "request";
             event.subject_id = id.to_string();
             event.detail.push(("kind", "close_profile".into()));
-            tx.append_audit(&event).await?;
+            tx.record(&event).await?;
             tx.commit().await?;
             return Ok(Some(id));
         }
         let mut closed = person;
         closed.status = ProfileStatus::Closed;
         tx.update_person(&closed).await?;
-        tx.append_audit(&event).await?;
+        let mut events = self.after_positions_end(ctx, actor, &mut tx, uuid, &[], Departure::ProfileClosed).await?;
+        events.insert(0, event);
+        tx.record_all(&events).await?;
         tx.commit().await?;
         Ok(None)
     }
 
     pub async fn reopen_profile(&self, ctx: &RequestContext, actor: &Actor, uuid: &PersonUuid) -> Result<(), RaError> {
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let (mut person, check) = self.person_action(&mut tx, actor, uuid, RaAction::CloseOrReopenProfile).await?;
         let mut event = self.event(ctx, actor.into(), Action::PersonReopen, "person", uuid);
         event.subject_person = Some(uuid.clone());
-        event.org = Some(person.registered_org.clone());
+        event.orgs = vec![person.registered_org.clone()];
         let state = if person.status == ProfileStatus::Active {
             Err(Refusal::new(Rule::NotPending, format!("{uuid}'s profile is not closed")))
         } else {
@@ -809,9 +825,88 @@ impl Service {
         }
         person.status = ProfileStatus::Active;
         tx.update_person(&person).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// What follows positions ending, in the transaction that ends them, whatever the path (a
+    /// leaver, a removed assignment, a closed profile): sessions acting in an ended position end;
+    /// once no current or future position is left, or the profile is closed, every session
+    /// ends, live cards are cancelled and their certificates revoked (RFC 5280
+    /// `cessationOfOperation`) and interim credentials are revoked; requests still pending for
+    /// the person at `left` (anywhere, when the profile closed) are withdrawn. Returns the audit
+    /// records of each.
+    async fn after_positions_end(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        tx: &mut Box<dyn Transaction>,
+        person: &PersonUuid,
+        ended: &[AssignmentId],
+        left: Departure<'_>,
+    ) -> Result<Vec<AuditEvent>, RaError> {
+        let now = self.clock.now();
+        let today = now.date();
+        let nothing_left = matches!(left, Departure::ProfileClosed)
+            || !tx
+                .assignments_of(person)
+                .await?
+                .iter()
+                .any(|a| matches!(a.status(today), AssignmentStatus::Current | AssignmentStatus::Future));
+        let mut events = Vec::new();
+        for session in tx.live_sessions_of(person).await? {
+            if (nothing_left || ended.contains(&session.assignment))
+                && tx.end_session(&session.id, now, SessionEnd::PositionEnded.code()).await?
+            {
+                events.push(self.session_end_event(ctx, &session, SessionEnd::PositionEnded));
+            }
+        }
+        if nothing_left {
+            for mut card in tx.cards_of(person).await? {
+                if !card.state.is_live() {
+                    continue;
+                }
+                let reason = RevocationReason::CessationOfOperation;
+                let revoked = tx.revoke_certificates_of(card.id, reason, now).await?;
+                let mut e = self.event(ctx, actor.into(), Action::CardEnd, "card", card.id);
+                e.subject_person = Some(person.clone());
+                e.detail = vec![
+                    ("serial", card.serial.to_string()),
+                    ("event", CardEvent::Cancelled.code().into()),
+                    ("why", "no position left behind the card".into()),
+                    ("from", card.state.code().into()),
+                    ("certificates_revoked", revoked.to_string()),
+                    ("revocation_reason", reason.code().into()),
+                ];
+                card.state = CardState::Cancelled;
+                tx.update_card(&card).await?;
+                events.push(e);
+            }
+            tx.revoke_credentials(person, AuthMethod::InterimCredential, now).await?;
+        }
+        for request in tx.pending_requests_of(person).await? {
+            let withdrawn = match left {
+                Departure::ProfileClosed => true,
+                Departure::Left(org) => tx.organisation_ancestors(&request.org).await?.contains(org),
+                Departure::Assignment => false,
+            };
+            if !withdrawn {
+                continue;
+            }
+            let why = match left {
+                Departure::Left(org) => format!("{person} left {org}"),
+                _ => format!("{person}'s profile was closed"),
+            };
+            let status = RequestStatus::Withdrawn { by: actor.person.clone(), at: now, reason: why.clone() };
+            tx.set_request_status(request.id, &status).await?;
+            let mut e = self.event(ctx, actor.into(), Action::RequestWithdraw, "request", request.id);
+            e.subject_person = Some(person.clone());
+            e.orgs = vec![request.org.clone()];
+            e.detail.push(("reason", why));
+            events.push(e);
+        }
+        Ok(events)
     }
 
     // ----- Assignments and requests --------------------------------------------------------
@@ -853,12 +948,12 @@ impl Service {
         end: Option<Date>,
     ) -> Result<AssignmentId, RaError> {
         check_assignment_dates(start, end)?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let person = self.load_person(&mut tx, uuid).await?;
         let position = tx.position(position_id).await?.ok_or_else(|| not_found("position", position_id))?;
         let mut event = self.event(ctx, actor.into(), Action::AssignmentCreate, "assignment", "new");
         event.subject_person = Some(uuid.clone());
-        event.org = Some(position.org.clone());
+        event.orgs = vec![position.org.clone()];
         event.detail.push(("position", position_id.to_string()));
         let permission = match actor.permission(RaAction::AssignPosition) {
             Permission::Allowed => Ok(()),
@@ -883,7 +978,7 @@ impl Service {
         };
         let id = tx.insert_assignment(&new).await?;
         event.subject_id = id.to_string();
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -899,12 +994,12 @@ impl Service {
     ) -> Result<RequestId, RaError> {
         let AssignmentTerms { position: position_id, start, end } = terms;
         check_assignment_dates(start, end)?;
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let person = self.load_person(&mut tx, uuid).await?;
         let position = tx.position(position_id).await?.ok_or_else(|| not_found("position", position_id))?;
         let mut event = self.event(ctx, actor.into(), Action::RequestCreate, "request", "new");
         event.subject_person = Some(uuid.clone());
-        event.org = Some(position.org.clone());
+        event.orgs = vec![position.org.clone()];
         event.detail = vec![("kind", "assign_position".into()), ("position", position_id.to_string())];
         let may_request = if actor.permission(RaAction::AssignPosition) == Permission::Denied {
             actor.require(RaAction::AssignPosition)
@@ -927,7 +1022,7 @@ impl Service {
         };
         let id = tx.insert_request(&request).await?;
         event.subject_id = id.to_string();
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -940,11 +1035,11 @@ impl Service {
         id: AssignmentId,
         reason: String,
     ) -> Result<(), RaError> {
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let assignment = tx.assignment(id).await?.ok_or_else(|| not_found("assignment", id))?;
         let mut event = self.event(ctx, actor.into(), Action::AssignmentRemove, "assignment", id);
         event.subject_person = Some(assignment.person.clone());
-        event.org = Some(assignment.org.clone());
+        event.orgs = vec![assignment.org.clone()];
         event.detail.push(("reason", reason.clone()));
         let scope = self.org_scope(&mut tx, actor, &assignment.org).await?;
         let state = if assignment.removal.is_some() {
@@ -959,7 +1054,10 @@ impl Service {
         }
         let removal = Removal { removed_by: Some(actor.person.clone()), removed_at: self.clock.now(), reason };
         tx.remove_assignment(id, &removal).await?;
-        tx.append_audit(&event).await?;
+        let person = &assignment.person;
+        let mut events = self.after_positions_end(ctx, actor, &mut tx, person, &[id], Departure::Assignment).await?;
+        events.insert(0, event);
+        tx.record_all(&events).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -973,30 +1071,32 @@ impl Service {
         org: &OdsCode,
     ) -> Result<usize, RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         self.load_person(&mut tx, uuid).await?;
         let mut event = self.event(ctx, actor.into(), Action::PersonRemoveFromOrganisation, "person", uuid);
         event.subject_person = Some(uuid.clone());
-        event.org = Some(org.clone());
+        event.orgs = vec![org.clone()];
         let scope = self.org_scope(&mut tx, actor, org).await?;
         let checks = [actor.require(RaAction::RemoveFromOrganisation), actor.require_not_self(uuid), scope];
         if let Err(refusal) = first_refusal(checks) {
             return Err(self.refuse(tx, event, refusal).await);
         }
-        let mut ended = 0;
+        let mut ended = Vec::new();
         for a in tx.assignments_of(uuid).await? {
             let live = matches!(a.status(now.date()), AssignmentStatus::Current | AssignmentStatus::Future);
             if live && tx.organisation_ancestors(&a.org).await?.contains(org) {
                 let removal =
                     Removal { removed_by: Some(actor.person.clone()), removed_at: now, reason: format!("left {org}") };
                 tx.remove_assignment(a.id, &removal).await?;
-                ended += 1;
+                ended.push(a.id);
             }
         }
-        event.detail.push(("assignments_ended", ended.to_string()));
-        tx.append_audit(&event).await?;
+        event.detail.push(("assignments_ended", ended.len().to_string()));
+        let mut events = self.after_positions_end(ctx, actor, &mut tx, uuid, &ended, Departure::Left(org)).await?;
+        events.insert(0, event);
+        tx.record_all(&events).await?;
         tx.commit().await?;
-        Ok(ended)
+        Ok(ended.len())
     }
 
     /// Sponsor requests at the actor's organisation and below: for RA staff and sponsors.
@@ -1010,7 +1110,7 @@ impl Service {
             let refusal = Refusal::new(Rule::RoleNotPermitted, "only RA staff and sponsors see requests");
             return Err(self.refuse_read(ctx, actor, Action::QueueRead, "requests", refusal).await);
         }
-        let mut tx = self.store.begin_read().await?;
+        let mut tx = self.begin_read_as(actor).await?;
         Ok(tx.requests_under(&actor.org, pending_only).await?)
     }
 
@@ -1041,11 +1141,11 @@ impl Service {
     /// Grants a sponsor's request and carries it out.
     pub async fn grant_request(&self, ctx: &RequestContext, actor: &Actor, id: RequestId) -> Result<(), RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let (request, check) = self.request_decision(&mut tx, actor, id).await?;
         let mut event = self.event(ctx, actor.into(), Action::RequestGrant, "request", id);
         event.subject_person = Some(request.person.clone());
-        event.org = Some(request.org.clone());
+        event.orgs = vec![request.org.clone()];
         event.detail.push(("requested_by", request.requested_by.to_string()));
         if let Err(refusal) = check {
             return Err(self.refuse(tx, event, refusal).await);
@@ -1069,24 +1169,29 @@ impl Service {
                 let assignment = tx.insert_assignment(&new).await?;
                 let mut e = self.event(ctx, actor.into(), Action::AssignmentCreate, "assignment", assignment);
                 e.subject_person = Some(request.person.clone());
-                e.org = Some(position.org.clone());
+                e.orgs = vec![position.org.clone()];
                 e.detail = vec![("position", position.id.to_string()), ("request", id.to_string())];
                 events.push(e);
             }
             RequestKind::CloseProfile { reason } => {
+                tx.set_request_status(id, &RequestStatus::Granted { by: actor.person.clone(), at: now }).await?;
                 let mut closed = person;
                 closed.status = ProfileStatus::Closed;
                 tx.update_person(&closed).await?;
                 let mut e = self.event(ctx, actor.into(), Action::PersonClose, "person", &request.person);
                 e.subject_person = Some(request.person.clone());
-                e.org = Some(request.org.clone());
+                e.orgs = vec![request.org.clone()];
                 e.detail = vec![("reason", reason.clone()), ("request", id.to_string())];
                 events.push(e);
+                let person = &request.person;
+                events.extend(
+                    self.after_positions_end(ctx, actor, &mut tx, person, &[], Departure::ProfileClosed).await?,
+                );
             }
         }
         tx.set_request_status(id, &RequestStatus::Granted { by: actor.person.clone(), at: now }).await?;
         events.insert(0, event);
-        tx.append_audit_batch(&events).await?;
+        tx.record_all(&events).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1099,17 +1204,17 @@ impl Service {
         reason: String,
     ) -> Result<(), RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let (request, check) = self.request_decision(&mut tx, actor, id).await?;
         let mut event = self.event(ctx, actor.into(), Action::RequestReject, "request", id);
         event.subject_person = Some(request.person.clone());
-        event.org = Some(request.org.clone());
+        event.orgs = vec![request.org.clone()];
         event.detail.push(("reason", reason.clone()));
         if let Err(refusal) = check {
             return Err(self.refuse(tx, event, refusal).await);
         }
         tx.set_request_status(id, &RequestStatus::Rejected { by: actor.person.clone(), at: now, reason }).await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1125,18 +1230,29 @@ impl Service {
         people: Vec<ImportPerson>,
     ) -> Result<Vec<PersonUuid>, RaError> {
         let now = self.clock.now();
-        let mut seen = HashSet::with_capacity(people.len());
-        for p in &people {
-            p.details.check(now.date())?;
-            if !seen.insert(p.details.ni_number.clone()) {
+        // The batch against itself: registration's duplicate rule (the same NI number, or the
+        // same names and date of birth), each row named.
+        let mut seen_ni = HashMap::with_capacity(people.len());
+        let mut seen_person = HashMap::with_capacity(people.len());
+        for (row, p) in (1..).zip(&people) {
+            p.details.check(now.date()).map_err(|e| InvalidInput::new(e.field, format!("row {row}: {}", e.rule)))?;
+            if let Some(first) = seen_ni.insert(p.details.ni_number.clone(), row) {
                 return Err(InvalidInput::new(
                     "ni_number",
-                    format!("{} appears twice in the batch", p.details.ni_number),
+                    format!("row {row}: NI number {} is also on row {first}", p.details.ni_number),
                 )
                 .into());
             }
+            let d = &p.details;
+            let same = (d.given_name.as_str().to_lowercase(), d.family_name.as_str().to_lowercase(), d.date_of_birth);
+            if let Some(first) = seen_person.insert(same, row) {
+                return Err(RaError::Duplicate {
+                    existing: format!("row {first}"),
+                    message: format!("row {row}: the same names and date of birth as row {first}"),
+                });
+            }
         }
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let mut event = self.event(ctx, actor.into(), Action::BulkImport, "batch", people.len());
         if let Err(refusal) = actor.require(RaAction::ManageOrganisations) {
             return Err(self.refuse(tx, event, refusal).await);
@@ -1148,10 +1264,20 @@ impl Service {
             }
             let position = tx.position(p.position).await?.ok_or_else(|| not_found("position", p.position))?;
             if let Err(refusal) = self.org_scope(&mut tx, actor, &position.org).await? {
-                event.org = Some(position.org.clone());
+                event.orgs = vec![position.org.clone()];
                 return Err(self.refuse(tx, event, refusal).await);
             }
             positions.insert(p.position, position.org);
+        }
+        // Against the profiles and registrations already here, as registration checks them.
+        for (row, p) in (1..).zip(&people) {
+            if let Some(RaError::Duplicate { existing, message }) =
+                self.duplicate_check(&mut tx, &p.details, None).await?
+            {
+                event.detail.push(("row", row.to_string()));
+                let duplicate = RaError::Duplicate { existing, message: format!("row {row}: {message}") };
+                return Err(self.refuse_duplicate(tx, event, duplicate).await);
+            }
         }
         let mut records = Vec::with_capacity(people.len());
         let mut assignments = Vec::with_capacity(people.len());
@@ -1162,7 +1288,7 @@ impl Service {
             let org = positions[&p.position].clone();
             let mut e = self.event(ctx, actor.into(), Action::PersonCreate, "person", &uuid);
             e.subject_person = Some(uuid.clone());
-            e.org = Some(org.clone());
+            e.orgs = vec![org.clone()];
             e.detail = vec![("source", "import".into()), ("position", p.position.to_string())];
             events.push(e);
             assignments.push(NewAssignment {
@@ -1191,7 +1317,7 @@ impl Service {
             other => other.into(),
         })?;
         let inserted = started.elapsed();
-        tx.append_audit_batch(&events).await?;
+        tx.record_all(&events).await?;
         let audited = started.elapsed();
         tx.commit().await?;
         tracing::debug!(
@@ -1216,10 +1342,10 @@ impl Service {
     ) -> Result<AuditPage, RaError> {
         let limit = query.limit.clamp(1, 1000);
         let own = query.person.as_ref() == Some(&actor.person) && query.org.is_none();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let org = query.org.clone().unwrap_or_else(|| actor.org.clone());
         let mut event = self.event(ctx, actor.into(), Action::AuditRead, "audit", "query");
-        event.org = Some(org.clone());
+        event.orgs = vec![org.clone()];
         event.detail.extend(query.person.as_ref().map(|p| ("person", p.to_string())));
         event.detail.extend(query.action.as_ref().map(|a| ("action", a.clone())));
         event.detail.extend(query.card.map(|c| ("card", c.to_string())));
@@ -1241,7 +1367,7 @@ impl Service {
                 limit: limit + 1,
             })
             .await?;
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         let more = records.len() > limit as usize;
         let records: Vec<AuditRecord> = records.into_iter().take(limit as usize).collect();

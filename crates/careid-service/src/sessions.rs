@@ -30,6 +30,7 @@ use crate::error::{LoginError, RaError, RoleChoice};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::audit_orgs::AppendAudit;
 use crate::{RequestContext, Service, secret_hash};
 
 /// Wrong passcodes on this many different cards at one workstation raise an alert...
@@ -213,9 +214,69 @@ pub(crate) async fn end_card_sessions(
     Ok(())
 }
 
+/// What admitting a new session decided: the off-duty alert to record on it, and the end
+/// records of the person's sessions it ended.
+pub(crate) struct Admission {
+    pub alert: Option<String>,
+    pub ended: Vec<AuditEvent>,
+}
+
 impl Service {
     pub(crate) fn liveness(&self) -> Liveness {
         Liveness { grace: self.settings.presence_grace, idle: self.settings.session_idle_timeout }
+    }
+
+    /// The rules every new session obeys, whatever signed it in (card, interim or recovery
+    /// credential): off duty is refused or flagged as the organisation decided, and a person
+    /// has one live session. Their sessions that have lapsed are ended; a live one refuses the
+    /// login, or is superseded where the deployment ends older sessions. A credential signing
+    /// in again supersedes the session it signed in before (a person has one credential of a
+    /// kind, so it is the same secret's holder signing in again, and never two sessions at
+    /// once). Nothing is written when the answer is a refusal.
+    pub(crate) async fn admit_session(
+        &self,
+        ctx: &RequestContext,
+        tx: &mut Box<dyn Transaction>,
+        assignment: &Assignment,
+        auth: AuthMethod,
+        now: OffsetDateTime,
+    ) -> Result<Result<Admission, Refusal>, RaError> {
+        let person = &assignment.person;
+        let alert = match self.off_duty(tx, assignment, now).await? {
+            crate::absence::OffDuty::No => None,
+            crate::absence::OffDuty::Alert(why) => Some(why),
+            crate::absence::OffDuty::Refused(refusal) => return Ok(Err(refusal)),
+        };
+        let mut ending = Vec::new();
+        for other in tx.live_sessions_of(person).await? {
+            let last_proof = other.card.as_ref().map(|c| c.last_proof_at);
+            let end = match self.liveness().ended(now, last_proof, other.last_seen_at, other.expires_at) {
+                Some(end) => end,
+                None if self.settings.concurrent_login == ConcurrentLogin::EndOlder => SessionEnd::Superseded,
+                None if auth != AuthMethod::Card && other.auth == auth => SessionEnd::Superseded,
+                None => {
+                    let place = match &other.card {
+                        Some(presence) => format!("at workstation {}", presence.workstation),
+                        None => format!("with your {}", other.auth.code().replace('_', " ")),
+                    };
+                    return Ok(Err(Refusal::new(
+                        Rule::OneLiveSession,
+                        format!(
+                            "you are already logged in {place} since {}: log out there, or remove that card",
+                            careid_audit::format_time(other.created_at)
+                        ),
+                    )));
+                }
+            };
+            ending.push((other, end));
+        }
+        let mut ended = Vec::with_capacity(ending.len());
+        for (other, end) in ending {
+            if tx.end_session(&other.id, now, end.code()).await? {
+                ended.push(self.session_end_event(ctx, &other, end));
+            }
+        }
+        Ok(Ok(Admission { alert, ended }))
     }
 
     /// A fresh challenge for `workstation`'s card to sign, valid for a minute. Writes nothing.
@@ -299,41 +360,16 @@ impl Service {
             Err((rule, error)) => {
                 event.outcome = Outcome::Refused { rule: rule.code() };
                 event.detail.push(("refusal", error.to_string()));
-                tx.append_audit(&event).await?;
+                tx.record(&event).await?;
                 tx.commit().await?;
                 return Err(error);
             }
         };
-        // On leave, or outside the position's working hours: refused or flagged, as the
-        // organisation decided.
-        let alert = match self.off_duty(&mut tx, assignment, now).await? {
-            crate::absence::OffDuty::No => None,
-            crate::absence::OffDuty::Alert(why) => Some(why),
-            crate::absence::OffDuty::Refused(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
-        };
-        let mut ended = Vec::new();
-        for other in tx.live_sessions_of(&person.uuid).await? {
-            let Some(presence) = &other.card else { continue };
-            let end =
-                match self.liveness().ended(now, Some(presence.last_proof_at), other.last_seen_at, other.expires_at) {
-                    Some(end) => end,
-                    None if self.settings.concurrent_login == ConcurrentLogin::EndOlder => SessionEnd::Superseded,
-                    None => {
-                        let refusal = Refusal::new(
-                            Rule::OneLiveSession,
-                            format!(
-                                "you are already logged in at workstation {} since {}: log out there, or remove \
-                             that card",
-                                presence.workstation,
-                                careid_audit::format_time(other.created_at)
-                            ),
-                        );
-                        return Err(self.refuse_login(tx, event, refusal).await);
-                    }
-                };
-            tx.end_session(&other.id, now, end.code()).await?;
-            ended.push(self.session_end_event(ctx, &other, end));
-        }
+        let Admission { alert, mut ended } =
+            match self.admit_session(ctx, &mut tx, assignment, AuthMethod::Card, now).await? {
+                Ok(admitted) => admitted,
+                Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
+            };
 
         let token = Secret::new(format!("careid-session-{}", self.random_hex(32)));
         let session = Session {
@@ -358,7 +394,7 @@ impl Service {
         let actor = self.actor_for(assignment, position, AuthMethod::Card, &session.id);
         let mut created = self.event(ctx, (&actor).into(), Action::SessionCreate, "session", &session.id);
         created.subject_person = Some(person.uuid.clone());
-        created.org = Some(assignment.org.clone());
+        created.orgs = vec![assignment.org.clone()];
         created.workstation = Some(login.workstation.to_string());
         created.detail.push(("card", card.serial.to_string()));
         created.detail.push(("certificate", certificate.serial.clone()));
@@ -372,7 +408,7 @@ impl Service {
             created.detail.push(("alert", format!("logged in while off duty: {why}")));
         }
         ended.push(created);
-        tx.append_audit_batch(&ended).await?;
+        tx.record_all(&ended).await?;
         tx.commit().await?;
         Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at })
     }
@@ -515,7 +551,7 @@ impl Service {
         {
             // Too late: the card's presence lapsed (or the session's time ran out) before this proof.
             tx.end_session(&session.id, now, end.code()).await?;
-            tx.append_audit(&self.session_end_event(ctx, &session, end)).await?;
+            tx.record(&self.session_end_event(ctx, &session, end)).await?;
             let refusal =
                 Refusal::new(Rule::SessionEnded, format!("the session has ended ({}): log in again", end.code()));
             return Err(self.refuse(tx, event, refusal).await);
@@ -529,7 +565,7 @@ impl Service {
         event.detail.push(("card", card.serial.to_string()));
         event.detail.push(("signed_message", STANDARD.encode(&message)));
         event.detail.push(("signature", STANDARD.encode(&beat.signature)));
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(now + self.settings.presence_grace)
     }
@@ -547,7 +583,7 @@ impl Service {
 
     /// The actor's own live sessions.
     pub async fn my_sessions(&self, actor: &Actor) -> Result<Vec<SessionView>, RaError> {
-        let mut tx = self.store.begin_read().await?;
+        let mut tx = self.begin_read_as(actor).await?;
         Ok(tx.live_sessions_of(&actor.person).await?.iter().map(SessionView::from).collect())
     }
 
@@ -561,7 +597,7 @@ impl Service {
         reason: SessionEnd,
     ) -> Result<(), RaError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin_write().await?;
+        let mut tx = self.begin_write_as(actor).await?;
         let session = tx.session_by_id(id).await?.ok_or_else(|| crate::error::not_found("session", id))?;
         let mut event = self.event(ctx, actor.into(), Action::SessionEnd, "session", &session.id);
         event.subject_person = Some(session.person.clone());
@@ -583,7 +619,7 @@ impl Service {
                 .refuse(tx, event, Refusal::new(Rule::SessionEnded, "the session had already ended"))
                 .await);
         }
-        tx.append_audit(&event).await?;
+        tx.record(&event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -611,7 +647,7 @@ impl Service {
                 tx.forget_challenges(now).await?;
             }
             if !events.is_empty() {
-                tx.append_audit_batch(&events).await?;
+                tx.record_all(&events).await?;
             }
             tx.commit().await?;
             ended += events.len();

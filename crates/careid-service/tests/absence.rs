@@ -8,7 +8,7 @@ mod support;
 use careid_domain::access::Rule;
 use careid_domain::login::SessionEnd;
 use careid_service::{LoginError, RaError};
-use support::cards::{answer, holder_with_card};
+use support::cards::{answer, holder_with_card, signed_in};
 use support::{World, ctx, world};
 use time::Duration;
 use time::macros::date;
@@ -35,7 +35,8 @@ fn refused_off_duty(result: Result<careid_audit::Entry, LoginError>) -> String {
 #[tokio::test]
 async fn only_the_ra_or_a_sponsor_in_scope_records_someone_elses_absence() {
     let w = world().await;
-    let (holder, _) = holder_with_card(&w, "Ria", "CE600001A").await;
+    let (_, mut card) = holder_with_card(&w, "Ria", "CE600001A").await;
+    let holder = signed_in(&w, &mut card).await;
     let monday = date!(2026 - 11 - 23);
     let absence =
         w.service.record_absence(&ctx(), &w.sponsor_a, &holder.person, "annual_leave", monday, monday).await.unwrap();

@@ -14,7 +14,7 @@ use careid_domain::ports::Store;
 use careid_domain::secret::Secret;
 use careid_pki::BoxRecipient;
 use careid_service::{CardReport, Ceremony, RaError, ReleasedSecrets, open_clear_secret};
-use support::cards::{holder, issue, passcode, release};
+use support::cards::{PASSCODE, holder, issue, passcode, release, signed_in};
 use support::{World, ctx, world};
 use time::macros::date;
 
@@ -93,15 +93,18 @@ async fn three_wrong_passcodes_lock_the_card_in_careids_records_and_a_sponsor_un
     let mut secrets = Vec::new();
     let holder = holder(&w, "Lou", "CE300003A").await;
     let mut issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    // A receptionist holds no unlock right (asked while the card still logs in: once it is
+    // locked its holder has no session to ask with).
+    let at_desk = signed_in(&w, &mut issued).await;
+    let before = w.audit_len().await;
+    let own = release(&w, &at_desk, issued.id, Ceremony::Unlock).await;
+    w.assert_refused(before, own, Rule::RoleNotPermitted).await;
     for expected in [CardState::Active, CardState::Active, CardState::Locked] {
         assert_eq!(w.service.record_wrong_passcode(&ctx(), &w.agent, issued.id).await.unwrap(), expected);
     }
     assert_eq!(state(&w, &holder.person, issued.id).await, CardState::Locked);
 
-    // A receptionist holds no unlock right; the sponsor of their practice can authorise it.
-    let before = w.audit_len().await;
-    let own = release(&w, &holder, issued.id, Ceremony::Unlock).await;
-    w.assert_refused(before, own, Rule::RoleNotPermitted).await;
+    // The sponsor of their practice can authorise it.
     let released = release(&w, &w.sponsor_a, issued.id, Ceremony::Unlock).await.unwrap();
     // The holder types the new passcode on their own machine; the sponsor never sees it.
     issued.card.set_passcode_as_administrator(&released.current, &passcode("740261")).unwrap();
@@ -118,13 +121,13 @@ async fn three_wrong_passcodes_lock_the_card_in_careids_records_and_a_sponsor_un
     w.assert_refused(before, stray, Rule::CardState).await;
     secrets.extend([released.current.expose().to_owned(), released.next.expose().to_owned()]);
 
-    // A sponsor, who may unlock others' cards, may not unlock their own.
-    let sponsors_card = issue(&w, &w.agent, &w.sponsor_a.person, "906172", &mut secrets).await;
-    for _ in 0..3 {
-        w.service.record_wrong_passcode(&ctx(), &w.agent, sponsors_card.id).await.unwrap();
-    }
+    // A sponsor, who may unlock and renew others' cards, may not touch their own: signed in
+    // with it, they are refused renewing it (a locked card of theirs would leave them no
+    // session to ask with).
+    let mut sponsors_card = issue(&w, &w.agent, &w.sponsor_a.person, PASSCODE, &mut secrets).await;
+    let sponsor = signed_in(&w, &mut sponsors_card).await;
     let before = w.audit_len().await;
-    let own = release(&w, &w.sponsor_a, sponsors_card.id, Ceremony::Unlock).await;
+    let own = release(&w, &sponsor, sponsors_card.id, Ceremony::Renew).await;
     w.assert_refused(before, own, Rule::OwnRecord).await;
 }
 
@@ -161,7 +164,10 @@ async fn a_lost_card_is_revoked_at_once_and_its_replacement_waits_for_the_invest
     w.assert_refused(before, replacement, Rule::InvestigationOpen).await;
 
     // The reporter may not close it, though an RA Manager otherwise could; neither may the
-    // holder or an RA agent, who hold no such right.
+    // holder (with no card now, they may sign in with an interim credential) or an RA agent,
+    // who hold no such right.
+    let (interim, _) = w.service.issue_credential(&ctx(), &w.manager, &holder.person).await.unwrap();
+    let holder = w.service.login(&ctx(), &interim, None).await.unwrap().actor;
     for (actor, rule) in [
         (&w.manager, Rule::InvestigatorConflicted),
         (&holder, Rule::RoleNotPermitted),
@@ -186,7 +192,8 @@ async fn a_lost_card_is_revoked_at_once_and_its_replacement_waits_for_the_invest
     assert_eq!(w.last_audit().await.get("action"), Some("incident.close"));
 
     // Now the replacement is issued, and the lost card can only be cleared.
-    issue(&w, &w.agent, &holder.person, "906172", &mut secrets).await;
+    let mut replacement = issue(&w, &w.agent, &holder.person, PASSCODE, &mut secrets).await;
+    let holder = signed_in(&w, &mut replacement).await;
     let before = w.audit_len().await;
     let back = release(&w, &w.agent, issued.id, Ceremony::Unlock).await;
     w.assert_refused(before, back, Rule::CardState).await;
@@ -211,11 +218,15 @@ async fn a_lost_card_is_revoked_at_once_and_its_replacement_waits_for_the_invest
     assert_eq!(w.last_audit().await.get("detail.again"), Some("true"));
 
     // A privacy officer whose own card is stolen may not close its investigation.
-    let officers_card = issue(&w, &w.agent, &w.privacy_officer.person, "582039", &mut secrets).await;
+    let mut officers_card = issue(&w, &w.agent, &w.privacy_officer.person, PASSCODE, &mut secrets).await;
+    let officer = signed_in(&w, &mut officers_card).await;
     let incident =
-        w.service.report_card(&ctx(), &w.privacy_officer, officers_card.id, CardReport::Stolen).await.unwrap().unwrap();
+        w.service.report_card(&ctx(), &officer, officers_card.id, CardReport::Stolen).await.unwrap().unwrap();
+    // The stolen card ended the officer's session; an interim credential stands in meanwhile.
+    let (interim, _) = w.service.issue_credential(&ctx(), &w.manager, &officer.person).await.unwrap();
+    let officer = w.service.login(&ctx(), &interim, None).await.unwrap().actor;
     let before = w.audit_len().await;
-    let own = w.service.close_investigation(&ctx(), &w.privacy_officer, incident, "mine", "no case").await;
+    let own = w.service.close_investigation(&ctx(), &officer, incident, "mine", "no case").await;
     w.assert_refused(before, own, Rule::InvestigatorConflicted).await;
     assert!(
         w.service
@@ -225,14 +236,74 @@ async fn a_lost_card_is_revoked_at_once_and_its_replacement_waits_for_the_invest
     );
 }
 
+/// F4 on every path to a new card, key or certificate: while the investigation of a lost card
+/// is open, clearing the found card and issuing again, renewing, repairing and certifying a new
+/// key are each refused by the one rule, and clearing leaves the investigation open.
+#[tokio::test]
+async fn no_path_gives_a_new_card_while_a_lost_card_is_under_investigation() {
+    let w = world().await;
+    let mut secrets = Vec::new();
+    let holder = holder(&w, "Fay", "CE300014A").await;
+    let lost = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    let incident = w.service.report_card(&ctx(), &w.sponsor_a, lost.id, CardReport::Lost).await.unwrap().unwrap();
+
+    // Clear then issue: the found card is wiped, the investigation stays open, no new card.
+    w.service.clear_card(&ctx(), &w.agent, lost.id, BoxRecipient::new().unwrap().public_key()).await.unwrap();
+    assert_eq!(state(&w, &holder.person, lost.id).await, CardState::Cleared);
+    let mut tx = w.store.begin_read().await.unwrap();
+    let still_open = tx.open_incidents_of(&holder.person).await.unwrap();
+    drop(tx);
+    assert_eq!(still_open.iter().map(|i| i.id).collect::<Vec<_>>(), vec![incident], "clearing closes nothing");
+    let before = w.audit_len().await;
+    let recipient = BoxRecipient::new().unwrap();
+    let serial = CardSerial::parse("AFTERCLEAR1").unwrap();
+    let reissue = w.service.begin_card_issue(&ctx(), &w.agent, &holder.person, serial, recipient.public_key()).await;
+    w.assert_refused(before, reissue, Rule::InvestigationOpen).await;
+
+    // A live card that reached the holder by a side door before this rule (as the old
+    // clear-then-issue did) is not renewed, repaired or given a new certificate either.
+    let side_door = careid_domain::card::CardRecord {
+        id: 0,
+        serial: CardSerial::parse("SIDEDOOR1").unwrap(),
+        person: holder.person.clone(),
+        state: CardState::Active,
+        wrong_passcodes: 0,
+        public_key: Some(vec![1, 2, 3]),
+        issued_by: Some(w.agent.person.clone()),
+        issued_at: w.clock_now(),
+        last_known_safe_at: w.clock_now(),
+        incident: None,
+    };
+    let mut tx = w.store.begin_write().await.unwrap();
+    let side_door = tx.insert_card(&side_door, b"sealed").await.unwrap();
+    tx.commit().await.unwrap();
+    for ceremony in [Ceremony::Renew, Ceremony::Repair] {
+        let before = w.audit_len().await;
+        let result = release(&w, &w.agent, side_door, ceremony).await;
+        w.assert_refused(before, result, Rule::InvestigationOpen).await;
+    }
+    let mut tx = w.store.begin_write().await.unwrap();
+    tx.set_card_administrator_secret(side_door, b"sealed", Some((b"next", "renew"))).await.unwrap();
+    tx.commit().await.unwrap();
+    let before = w.audit_len().await;
+    let certified = w.service.certify_card(&ctx(), &w.agent, side_door, &lost.card.public_key().unwrap()).await;
+    w.assert_refused(before, certified, Rule::InvestigationOpen).await;
+
+    // Closed by someone who is neither holder nor reporter: the replacement goes ahead.
+    w.service.cancel_card(&ctx(), &w.agent, side_door).await.unwrap();
+    w.service.close_investigation(&ctx(), &w.privacy_officer, incident, "card use reviewed", "no case").await.unwrap();
+    issue(&w, &w.agent, &holder.person, "906172", &mut secrets).await;
+}
+
 #[tokio::test]
 async fn a_damaged_card_is_replaced_directly_and_the_holder_may_report_their_own() {
     let w = world().await;
     let mut secrets = Vec::new();
     let holder = holder(&w, "Dee", "CE300005A").await;
-    let issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    let mut issued = issue(&w, &w.agent, &holder.person, "582039", &mut secrets).await;
+    let at_desk = signed_in(&w, &mut issued).await;
     assert_eq!(
-        w.service.report_card(&ctx(), &holder, issued.id, CardReport::Damaged).await.unwrap(),
+        w.service.report_card(&ctx(), &at_desk, issued.id, CardReport::Damaged).await.unwrap(),
         None,
         "no investigation"
     );
@@ -252,7 +323,8 @@ async fn only_the_holder_or_card_staff_in_scope_may_report_a_wrong_passcode() {
     let mut secrets = Vec::new();
     let owner = holder(&w, "Ida", "CE300021A").await;
     let colleague = holder(&w, "Joe", "CE300022A").await;
-    let issued = issue(&w, &w.agent, &owner.person, "582039", &mut secrets).await;
+    let mut issued = issue(&w, &w.agent, &owner.person, "582039", &mut secrets).await;
+    let owner = signed_in(&w, &mut issued).await;
     // A colleague (no card function) cannot lock someone else's card, however often they try;
     // each attempt is refused, audited, and counts nothing.
     for _ in 0..3 {

@@ -335,8 +335,12 @@ async fn token_exchange_introspection_and_revocation_keep_to_their_own_applicati
     assert!(matches!(unknown, Err(OAuthError::InvalidTarget(_))), "{unknown:?}");
     let dead = w.service.exchange_session_token(&ctx(), &Secret::new("careid-session-nope".into()), "gp-records").await;
     assert!(matches!(dead, Err(OAuthError::InvalidGrant(_))), "{dead:?}");
-    // A session signed in without a card is not exchanged.
-    let (credential, _) = w.service.issue_credential(&ctx(), &w.manager, &holder.person).await.unwrap();
+    // A session signed in without a card is not exchanged (an interim credential goes only to
+    // someone with no card).
+    let cardless = w.new_person("Ivy", "CE500017A", &w.practice_a).await;
+    let start = time::macros::date!(2026 - 01 - 01);
+    w.service.assign_position(&ctx(), &w.agent, &cardless, w.receptionist_a, start, None).await.unwrap();
+    let (credential, _) = w.service.issue_credential(&ctx(), &w.manager, &cardless).await.unwrap();
     let interim = w.service.login(&ctx(), &credential, None).await.unwrap();
     let before = w.audit_len().await;
     let refused = w.service.exchange_session_token(&ctx(), &interim.token, "gp-records").await;

@@ -247,7 +247,10 @@ async fn a_sponsor_closes_a_profile_only_by_request_and_a_closed_profile_cannot_
     assert_eq!(w.service.person(&person).await.unwrap().person.status, ProfileStatus::Closed);
     assert_eq!(w.service.login(&ctx(), &credential, None).await.unwrap_err(), LoginError::CredentialRejected);
 
+    // Closing revoked the interim credential: reopening needs a new one.
     w.service.reopen_profile(&ctx(), &w.agent, &person).await.unwrap();
+    assert_eq!(w.service.login(&ctx(), &credential, None).await.unwrap_err(), LoginError::CredentialRejected);
+    let (credential, _) = w.service.issue_credential(&ctx(), &w.manager, &person).await.unwrap();
     assert!(w.service.login(&ctx(), &credential, None).await.is_ok());
 }
 

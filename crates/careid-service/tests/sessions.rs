@@ -211,7 +211,9 @@ async fn a_locked_or_lost_card_cannot_log_in_and_says_what_to_do() {
     let refused = assert_login_refused(&w, before, w.service.card_login(&ctx(), &login).await, Rule::CardState).await;
     assert!(refused.contains("locked") && refused.contains("unlock"), "{refused}");
 
-    w.service.report_card(&ctx(), &holder, card.id, CardReport::Lost).await.unwrap();
+    // The locked card ended the holder's sessions: the sponsor reports it.
+    w.service.report_card(&ctx(), &w.sponsor_a, card.id, CardReport::Lost).await.unwrap();
+    assert!(w.service.cards_of(&holder.person).await.unwrap().iter().all(|c| c.state == CardState::Lost));
     let login = answer(&w, &mut card, "ws-1", None);
     let before = w.audit_len().await;
     let refused = assert_login_refused(&w, before, w.service.card_login(&ctx(), &login).await, Rule::CardState).await;
@@ -225,7 +227,9 @@ async fn a_closed_profile_cannot_log_in() {
     w.service.close_profile(&ctx(), &w.agent, &holder.person, "left the trust".into()).await.unwrap();
     let login = answer(&w, &mut card, "ws-1", None);
     let before = w.audit_len().await;
-    assert_login_refused(&w, before, w.service.card_login(&ctx(), &login).await, Rule::ProfileClosed).await;
+    // Closing the profile cancelled the card behind it: the card is what the login meets first.
+    let refused = assert_login_refused(&w, before, w.service.card_login(&ctx(), &login).await, Rule::CardState).await;
+    assert!(refused.contains("cancelled"), "{refused}");
 }
 
 #[tokio::test]

@@ -284,3 +284,74 @@ async fn the_ra_reads_what_was_done_with_one_card() {
     assert_eq!(w.last_audit().await.get("detail.card"), Some(card.id.to_string().as_str()), "the query is audited");
     assert!(w.service.read_audit(&ctx(), &w.manager, by_card(other.id)).await.unwrap().records.is_empty());
 }
+
+/// Runs `statement` with the log's append-only rules out of the way, as a database
+/// administrator could: SQLite's triggers dropped, PostgreSQL's switched off for the session.
+async fn behind_careids_back(store: &careid_store::SqlStore, statement: &str) {
+    let sql = if store.backend() == "postgres" {
+        format!("SET session_replication_role = replica; {statement}; SET session_replication_role = origin")
+    } else {
+        let mut drops = String::new();
+        for trigger in ["audit_log_no_update", "audit_log_no_delete", "audit_orgs_no_update", "audit_orgs_no_delete"] {
+            drops.push_str(&format!("DROP TRIGGER IF EXISTS {trigger}; "));
+        }
+        format!("{drops}{statement}")
+    };
+    store.execute_raw(&sql).await.unwrap();
+}
+
+/// Edit, delete, reorder, edit a query column, cut the tail: on SQLite and on PostgreSQL, each
+/// is caught and named, by the hashes or by the query-index check `careid audit verify` runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tampering_is_named_on_every_backend() {
+    let signer = signer();
+    let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+    let tamperings: [(&str, &str); 7] = [
+        (
+            "edit",
+            "UPDATE audit_log SET entry = CAST(REPLACE(CAST(entry AS TEXT), 'action ', 'actioN ') AS BLOB) WHERE seq = 5",
+        ),
+        ("delete", "DELETE FROM audit_log WHERE seq = 7"),
+        (
+            "reorder",
+            "UPDATE audit_log SET seq = -1 WHERE seq = 9; UPDATE audit_log SET seq = 9 WHERE seq = 10; \
+                     UPDATE audit_log SET seq = 10 WHERE seq = -1",
+        ),
+        ("actor", "UPDATE audit_log SET actor = NULL WHERE seq = 12"),
+        ("organisations", "DELETE FROM audit_orgs WHERE seq = 12"),
+        ("another organisation", "INSERT INTO audit_orgs (org, seq, source) VALUES ('ZZZ99', 12, 12)"),
+        ("cut", "DELETE FROM audit_orgs WHERE seq >= 15; DELETE FROM audit_log WHERE seq >= 15"),
+    ];
+    for (what, statement) in tamperings {
+        for (store, schema) in support::every_backend().await {
+            let backend = store.backend();
+            let w = support::world_on(store.clone(), careid_service::ServiceSettings::default()).await;
+            grow(&w, 20).await;
+            let checkpoint = w.service.integrate_audit_log(&signer).await.unwrap().unwrap();
+            let kept = verifier.verify(&checkpoint.note).unwrap();
+            assert_eq!(w.service.check_query_index(kept.size).await.unwrap(), Ok(kept.size), "{backend}");
+            let sql = if what == "edit" && backend == "postgres" {
+                "UPDATE audit_log SET entry = convert_to(replace(convert_from(entry, 'UTF8'), 'action ', 'actioN '), \
+                 'UTF8') WHERE seq = 5"
+                    .to_owned()
+            } else {
+                statement.to_owned()
+            };
+            behind_careids_back(&store, &sql).await;
+            let hashes = verify_store(&w, &verifier).await;
+            let columns = w.service.check_query_index(kept.size).await.unwrap();
+            let named = match (what, &hashes, &columns) {
+                ("edit", Err(VerifyError::ChainMismatch { seq: 5 }), _)
+                | ("delete", Err(VerifyError::Gap { expected: 7, found: 8 }), _)
+                | ("reorder", Err(VerifyError::ChainMismatch { seq: 9 }), _) => true,
+                ("actor" | "organisations" | "another organisation", Ok(_), Err(m)) => m.seq == 12,
+                ("cut", Err(VerifyError::Truncated { found: 15, size }), _) => *size == kept.size,
+                _ => false,
+            };
+            assert!(named, "{backend}, {what}: hashes {hashes:?}, columns {columns:?}");
+            if let Some(schema) = schema {
+                support::drop_schema(&store, &schema).await;
+            }
+        }
+    }
+}

@@ -89,6 +89,8 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "audit tree", include_str!("../migrations/sqlite/0007_audit_tree.sql")),
     (8, "patient access", include_str!("../migrations/sqlite/0008_patient_access.sql")),
     (9, "audit log in sequence", include_str!("../migrations/sqlite/0009_audit_log_in_sequence.sql")),
+    (10, "side doors", include_str!("../migrations/sqlite/0010_side_doors.sql")),
+    (11, "audit orgs", include_str!("../migrations/sqlite/0011_audit_orgs.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),
@@ -99,6 +101,8 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "absences", include_str!("../migrations/postgres/0006_absences.sql")),
     (7, "audit tree", include_str!("../migrations/postgres/0007_audit_tree.sql")),
     (8, "patient access", include_str!("../migrations/postgres/0008_patient_access.sql")),
+    (9, "side doors", include_str!("../migrations/postgres/0009_side_doors.sql")),
+    (10, "audit orgs", include_str!("../migrations/postgres/0010_audit_orgs.sql")),
 ];
 
 fn postgres_migrations() -> Migrator {

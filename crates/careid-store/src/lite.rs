@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(before[0].len(), 3);
         drop(older);
 
-        let current = LiteStore::open(&url, all).unwrap();
+        let current = LiteStore::open(&url, &all[..9]).unwrap();
         assert_eq!([rows(&current, log), rows(&current, accesses), rows(&current, incidents)], before);
         // seq is the rowid: no separate index on it, and the rows are stored in its order.
         let autoindexes = "SELECT name FROM sqlite_master WHERE name LIKE 'sqlite_autoindex_audit_log%' \
@@ -514,6 +514,16 @@ mod tests {
         assert!(error.to_string().contains("FOREIGN KEY"), "{error}");
         drop(writer);
         drop(current);
+
+        // Migration 11: each record's organisation moves to the query index, cited by itself.
+        let latest = LiteStore::open(&url, all).unwrap();
+        let orgs = rows(&latest, "SELECT seq, org, source FROM audit_orgs ORDER BY seq");
+        assert_eq!(orgs, ["Integer(0)|Text(\"F83001\")|Integer(0)", "Integer(2)|Text(\"F83001\")|Integer(2)"]);
+        let columns = rows(&latest, "SELECT name FROM pragma_table_info('audit_log') WHERE name = 'org'");
+        assert!(columns.is_empty(), "the single organisation column is gone");
+        let writer = latest.group.try_writer().unwrap();
+        let error = writer.connection_ref().execute("DELETE FROM audit_orgs", []).unwrap_err().to_string();
+        assert!(error.contains("append-only"), "{error}");
     }
 
     #[test]

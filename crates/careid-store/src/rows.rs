@@ -81,7 +81,7 @@ fn opt_uuid(row: &Row, column: &str) -> Result<Option<PersonUuid>, StoreError> {
     opt_text(row, column)?.map(|s| PersonUuid::parse(&s).map_err(corrupt)).transpose()
 }
 
-fn ods(row: &Row, column: &str) -> Result<OdsCode, StoreError> {
+pub(crate) fn ods(row: &Row, column: &str) -> Result<OdsCode, StoreError> {
     OdsCode::parse(&text(row, column)?).map_err(corrupt)
 }
 
@@ -256,6 +256,10 @@ pub(crate) fn request(row: &Row) -> Result<SponsorRequest, StoreError> {
             let (by, at) = decided()?;
             RequestStatus::Rejected { by, at, reason: opt_text(row, "decision_reason")?.unwrap_or_default() }
         }
+        "withdrawn" => {
+            let (by, at) = decided()?;
+            RequestStatus::Withdrawn { by, at, reason: opt_text(row, "decision_reason")?.unwrap_or_default() }
+        }
         other => return Err(StoreError::Corrupt(format!("unknown request status {other}"))),
     };
     Ok(SponsorRequest {
@@ -278,6 +282,7 @@ pub(crate) fn credential(row: &Row) -> Result<Credential, StoreError> {
         issued_by: opt_uuid(row, "issued_by")?,
         issued_at: time_at(row, "issued_at")?,
         expires_at: time_at(row, "expires_at")?,
+        revoked_at: opt_time_at(row, "revoked_at")?,
     })
 }
 

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use careid_domain::absence::{Absence, AbsencePolicy, WorkingHours};
+use careid_domain::access::AuthMethod;
 use careid_domain::audit::{AuditEvent, AuditRecord, MisuseIncident, SignedCheckpoint, TreeHead};
 use careid_domain::card::{
     CardCertificate, CardRecord, CardSerial, Incident, IncidentClosure, OutboxMessage, RevocationReason, UnlockCode,
@@ -17,7 +18,8 @@ use careid_domain::model::{
 use careid_domain::oidc::{Authorization, Client, ClientId, IssuedToken, PendingLogout};
 use careid_domain::patient::PatientAccess;
 use careid_domain::ports::{
-    AuditQuery, Credential, NewAssignment, PatientAccessQuery, SealedSecrets, Session, StoreError, Transaction,
+    AuditIndexRow, AuditQuery, Credential, NewAssignment, PatientAccessQuery, SealedSecrets, Session, StoreError,
+    Transaction,
 };
 use sqlx::Any;
 use time::{Date, OffsetDateTime};
@@ -148,9 +150,9 @@ impl SqlTransaction {
         let mut seq = first_seq;
         for chunk in events.chunks(BULK_ROWS) {
             let mut sql = String::from(
-                "INSERT INTO audit_log (seq, at_us, action, actor, subject_person, org, session, entry, chain_hash) VALUES ",
+                "INSERT INTO audit_log (seq, at_us, action, actor, subject_person, session, entry, chain_hash) VALUES ",
             );
-            push_placeholders(&mut sql, self.backend, chunk.len(), 9);
+            push_placeholders(&mut sql, self.backend, chunk.len(), 8);
             let mut query = query(&sql);
             for event in chunk {
                 let entry = careid_audit::encode(event);
@@ -161,7 +163,6 @@ impl SqlTransaction {
                     .bind(event.action.code())
                     .bind(event.actor.person.as_ref().map(|p| p.as_str().to_owned()))
                     .bind(event.subject_person.as_ref().map(|p| p.as_str().to_owned()))
-                    .bind(event.org.as_ref().map(|o| o.as_str().to_owned()))
                     .bind(event.actor.session.clone())
                     .bind(entry)
                     .bind(chain.to_vec());
@@ -169,8 +170,33 @@ impl SqlTransaction {
             }
             query.execute(self.conn()).await.map_err(|e| self.failure("append audit", &e))?;
         }
+        // The organisations each record names, for scoped queries: derived from the entry.
+        let orgs: Vec<(u64, &OdsCode, u64)> = (first_seq..)
+            .zip(events)
+            .flat_map(|(seq, event)| {
+                let mut named: Vec<&OdsCode> = event.orgs.iter().collect();
+                named.sort();
+                named.dedup();
+                named.into_iter().map(move |org| (seq, org, seq))
+            })
+            .collect();
+        self.insert_orgs(&orgs).await?;
         self.write_head((seq, chain)).await?;
         Ok(first_seq)
+    }
+
+    /// Index rows `(seq, org, source)` for scoped queries.
+    async fn insert_orgs(&mut self, rows: &[(u64, &OdsCode, u64)]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(BULK_ROWS) {
+            let mut sql = String::from("INSERT INTO audit_orgs (seq, org, source) VALUES ");
+            push_placeholders(&mut sql, self.backend, chunk.len(), 3);
+            let mut query = query(&sql);
+            for (seq, org, source) in chunk {
+                query = query.bind(*seq as i64).bind(org.to_string()).bind(*source as i64);
+            }
+            query.execute(self.conn()).await.map_err(|e| self.failure("append audit orgs", &e))?;
+        }
+        Ok(())
     }
 }
 
@@ -251,8 +277,9 @@ struct Filter {
 }
 
 impl Filter {
-    /// `select` (`SELECT ... FROM table`, whose rows have an `org`), within `org_under` if given.
-    fn new(select: &str, org_under: Option<&OdsCode>) -> Filter {
+    /// `select` (`SELECT ... FROM table`), within `org_under` if given: `within` is the condition
+    /// that keeps a row of the organisations in `under_org`.
+    fn new(select: &str, org_under: Option<&OdsCode>, within: &str) -> Filter {
         let mut filter = Filter { sql: String::new(), args: Vec::new() };
         if let Some(org) = org_under {
             filter.args.push(Value::text(org.to_string()));
@@ -260,7 +287,8 @@ impl Filter {
         }
         filter.sql.push_str(&format!(" {select} WHERE 1 = 1"));
         if org_under.is_some() {
-            filter.sql.push_str(" AND org IN (SELECT ods_code FROM under_org)");
+            filter.sql.push_str(" AND ");
+            filter.sql.push_str(within);
         }
         filter
     }
@@ -323,7 +351,11 @@ impl Transaction for SqlTransaction {
     }
 
     async fn audit_records(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut filter = Filter::new("SELECT seq, entry, chain_hash FROM audit_log", query.org_under.as_ref());
+        let mut filter = Filter::new(
+            "SELECT seq, entry, chain_hash FROM audit_log",
+            query.org_under.as_ref(),
+            "seq IN (SELECT seq FROM audit_orgs WHERE org IN (SELECT ods_code FROM under_org))",
+        );
         if let Some(person) = &query.person {
             filter.and("(actor = $? OR subject_person = $?)", Value::text(person.to_string()));
         }
@@ -767,7 +799,7 @@ impl Transaction for SqlTransaction {
         let (by, at, reason) = match status {
             RequestStatus::Pending => (None, None, None),
             RequestStatus::Granted { by, at } => (Some(by.to_string()), Some(micros(*at)), None),
-            RequestStatus::Rejected { by, at, reason } => {
+            RequestStatus::Rejected { by, at, reason } | RequestStatus::Withdrawn { by, at, reason } => {
                 (Some(by.to_string()), Some(micros(*at)), Some(reason.clone()))
             }
         };
@@ -794,6 +826,15 @@ impl Transaction for SqlTransaction {
             .collect()
     }
 
+    async fn pending_requests_of(&mut self, person: &PersonUuid) -> Result<Vec<SponsorRequest>, StoreError> {
+        let sql = "SELECT * FROM requests WHERE person = $1 AND status = 'pending' ORDER BY id";
+        self.fetch_all("list requests", sql, vec![Value::text(person.to_string())])
+            .await?
+            .iter()
+            .map(rows::request)
+            .collect()
+    }
+
     async fn insert_credential(&mut self, c: &Credential) -> Result<(), StoreError> {
         query(
             "INSERT INTO credentials (secret_hash, person, kind, issued_by, issued_at, expires_at) \
@@ -809,6 +850,25 @@ impl Transaction for SqlTransaction {
         .await
         .map_err(|e| self.failure("credential", &e))?;
         Ok(())
+    }
+
+    async fn revoke_credentials(
+        &mut self,
+        person: &PersonUuid,
+        kind: AuthMethod,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let done = query(
+            "UPDATE credentials SET revoked_at = $3 \
+             WHERE person = $1 AND kind = $2 AND revoked_at IS NULL AND expires_at > $3",
+        )
+        .bind(person.to_string())
+        .bind(kind.code())
+        .bind(micros(at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("revoke credentials", &e))?;
+        Ok(done.rows_affected())
     }
 
     async fn credential(&mut self, secret_hash: &[u8; 32]) -> Result<Option<Credential>, StoreError> {
@@ -1266,6 +1326,12 @@ impl Transaction for SqlTransaction {
         rows.first().map(rows::incident).transpose()
     }
 
+    async fn open_incidents_of(&mut self, person: &PersonUuid) -> Result<Vec<Incident>, StoreError> {
+        let sql = "SELECT * FROM incidents WHERE subject = $1 AND closed_at IS NULL ORDER BY id";
+        let rows = self.fetch_all("read open incidents", sql, vec![Value::text(person.to_string())]).await?;
+        rows.iter().map(rows::incident).collect()
+    }
+
     async fn close_incident(&mut self, id: i64, closure: &IncidentClosure) -> Result<(), StoreError> {
         query("UPDATE incidents SET closed_by = $2, closed_at = $3, review = $4, outcome = $5 WHERE id = $1")
             .bind(id)
@@ -1689,6 +1755,73 @@ impl Transaction for SqlTransaction {
         Ok(())
     }
 
+    async fn person_orgs(&mut self, person: &PersonUuid, today: Date) -> Result<Vec<OdsCode>, StoreError> {
+        let sql = "SELECT registered_org AS org FROM people WHERE uuid = $1 \
+                   UNION SELECT org FROM assignments \
+                     WHERE person = $1 AND removed_at IS NULL AND (end_date IS NULL OR end_date >= $2) \
+                   ORDER BY org";
+        let args = vec![Value::text(person.to_string()), Value::text(format_date(today))];
+        let rows = self.fetch_all("read person orgs", sql, args).await?;
+        rows.iter().map(|r| rows::ods(r, "org")).collect()
+    }
+
+    async fn root_organisations(&mut self) -> Result<Vec<OdsCode>, StoreError> {
+        let sql = "SELECT ods_code FROM organisations WHERE parent IS NULL ORDER BY ods_code";
+        let rows = self.fetch_all("read root organisations", sql, vec![]).await?;
+        rows.iter().map(|r| rows::ods(r, "ods_code")).collect()
+    }
+
+    async fn audit_records_without_orgs(&mut self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = "SELECT seq, entry, chain_hash FROM audit_log \
+                   WHERE NOT EXISTS (SELECT 1 FROM audit_orgs o WHERE o.seq = audit_log.seq) \
+                   ORDER BY seq LIMIT $1";
+        let args = vec![Value::int(i64::from(limit))];
+        self.fetch_all("read records without orgs", sql, args).await?.into_iter().map(record).collect()
+    }
+
+    async fn insert_audit_orgs(&mut self, rows: &[(u64, OdsCode, u64)]) -> Result<(), StoreError> {
+        let rows: Vec<(u64, &OdsCode, u64)> = rows.iter().map(|(seq, org, source)| (*seq, org, *source)).collect();
+        self.insert_orgs(&rows).await
+    }
+
+    async fn audit_index(&mut self, from_seq: u64, limit: u32) -> Result<Vec<AuditIndexRow>, StoreError> {
+        let sql = "SELECT seq, at_us, action, actor, subject_person, session FROM audit_log \
+                   WHERE seq >= $1 ORDER BY seq LIMIT $2";
+        let args = vec![Value::int(from_seq as i64), Value::int(i64::from(limit))];
+        let mut index = Vec::new();
+        for row in self.fetch_all("read audit index", sql, args).await? {
+            index.push(AuditIndexRow {
+                seq: int(&row, "seq")? as u64,
+                at_us: int(&row, "at_us")?,
+                action: rows::text(&row, "action")?,
+                actor: rows::opt_text(&row, "actor")?,
+                subject_person: rows::opt_text(&row, "subject_person")?,
+                session: rows::opt_text(&row, "session")?,
+                orgs: Vec::new(),
+            });
+        }
+        let (Some(first), Some(last)) = (index.first().map(|r| r.seq), index.last().map(|r| r.seq)) else {
+            return Ok(index);
+        };
+        let sql =
+            "SELECT source, seq, org FROM audit_orgs WHERE source >= $1 AND source <= $2 ORDER BY source, seq, org";
+        let args = vec![Value::int(first as i64), Value::int(last as i64)];
+        for row in self.fetch_all("read audit orgs", sql, args).await? {
+            let source = int(&row, "source")? as u64;
+            // A row citing a record that is not there goes with the next record there is, whose
+            // entry does not name it: the check names the place.
+            let place = index.binary_search_by_key(&source, |r| r.seq).unwrap_or_else(|next| next.min(index.len() - 1));
+            index[place].orgs.push((int(&row, "seq")? as u64, rows::text(&row, "org")?));
+        }
+        Ok(index)
+    }
+
+    async fn patient_access_range(&mut self, from_seq: u64, limit: u32) -> Result<Vec<PatientAccess>, StoreError> {
+        let sql = "SELECT * FROM patient_access WHERE seq >= $1 ORDER BY seq LIMIT $2";
+        let args = vec![Value::int(from_seq as i64), Value::int(i64::from(limit))];
+        self.fetch_all("read patient accesses", sql, args).await?.iter().map(rows::patient_access).collect()
+    }
+
     async fn audit_records_of_session(&mut self, session: &str, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = "SELECT seq, entry, chain_hash FROM audit_log WHERE session = $1 ORDER BY seq LIMIT $2";
         let args = vec![Value::text(session.to_owned()), Value::int(i64::from(limit))];
@@ -1753,7 +1886,8 @@ impl Transaction for SqlTransaction {
     }
 
     async fn patient_accesses(&mut self, query: &PatientAccessQuery) -> Result<Vec<PatientAccess>, StoreError> {
-        let mut filter = Filter::new("SELECT * FROM patient_access", query.org_under.as_ref());
+        let within = "org IN (SELECT ods_code FROM under_org)";
+        let mut filter = Filter::new("SELECT * FROM patient_access", query.org_under.as_ref(), within);
         if let Some(patient) = &query.patient {
             filter.and("patient = $?", Value::text(patient.to_string()));
         }

@@ -84,7 +84,7 @@ fn event(n: u64) -> AuditEvent {
         subject_kind: "organisation",
         subject_id: format!("ORG{n}"),
         subject_person: None,
-        org: None,
+        orgs: Vec::new(),
         outcome: Outcome::Success,
         detail: vec![("n", n.to_string())],
         workstation: None,
@@ -354,10 +354,18 @@ contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
         issued_by: None,
         issued_at: at,
         expires_at: at + time::Duration::days(7),
+        revoked_at: None,
     };
     tx.insert_credential(&credential).await.unwrap();
-    assert_eq!(tx.credential(&[7; 32]).await.unwrap(), Some(credential));
+    assert_eq!(tx.credential(&[7; 32]).await.unwrap(), Some(credential.clone()));
     assert_eq!(tx.credential(&[8; 32]).await.unwrap(), None);
+    // Revoking touches the person's credentials of that kind still in force, once.
+    let interim = Credential { secret_hash: [9; 32], kind: AuthMethod::InterimCredential, ..credential.clone() };
+    tx.insert_credential(&interim).await.unwrap();
+    assert_eq!(tx.revoke_credentials(&ada.uuid, AuthMethod::InterimCredential, at).await.unwrap(), 1);
+    assert_eq!(tx.revoke_credentials(&ada.uuid, AuthMethod::InterimCredential, at).await.unwrap(), 0);
+    assert_eq!(tx.credential(&[9; 32]).await.unwrap().and_then(|c| c.revoked_at), Some(at));
+    assert_eq!(tx.credential(&[7; 32]).await.unwrap(), Some(credential), "a recovery credential is untouched");
     let position = tx
         .insert_position(
             &NewPosition {
@@ -477,7 +485,7 @@ contract!(audit_queries_filter_by_person_org_action_and_page, |store| {
     let mut events = Vec::new();
     for n in 0..10u64 {
         let mut e = event(n);
-        e.org = Some(OdsCode::parse(if n % 2 == 0 { "F84003" } else { "RH8" }).unwrap());
+        e.orgs = vec![OdsCode::parse(if n % 2 == 0 { "F84003" } else { "RH8" }).unwrap()];
         if n == 3 {
             e.subject_person = Some(ada.clone());
             e.action = Action::PersonCreate;

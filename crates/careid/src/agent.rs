@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use careid_card::{Card, CardError};
+use careid_card::{Card, CardError, CardIdentity, VirtualCard};
 use careid_domain::TERMS_OF_USE_VERSION;
 use careid_domain::ids::{AssignmentId, OdsCode};
 use careid_domain::login::{HeartbeatMessage, LoginMessage, Workstation};
@@ -62,7 +62,7 @@ pub struct AgentArgs {
 /// How often the agent looks for the card.
 const POLL: Duration = Duration::from_millis(250);
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect())
@@ -77,6 +77,17 @@ fn present(device: &Device, card: Option<&dyn Card>) -> bool {
         (None, Some(card)) => card.status().is_ok(),
         (None, None) => open_device(device, false).is_ok(),
     }
+}
+
+/// Whether the card that logged in is still the one in the reader: its serial and key, read
+/// again from the device at every poll (the virtual card's file is read afresh). Another card
+/// swapped in within one poll is a removed card.
+fn still_present(device: &Device, card: &dyn Card, logged_in: &CardIdentity) -> bool {
+    let seen = match &device.virtual_card {
+        Some(path) => VirtualCard::open(path).and_then(|c| careid_card::identity(&c)),
+        None => careid_card::identity(card),
+    };
+    seen.is_ok_and(|seen| seen == *logged_in)
 }
 
 /// Sleeps one poll, answering local requests meanwhile: there is no card session to use.
@@ -130,14 +141,21 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         let opened = card.log_in(&passcode);
         drop(passcode);
         let attempt = match opened {
-            Ok(()) => login(&client, card.as_mut(), &workstation, selected.clone(), &keyboard).await,
+            // The card's identity is read before the login, so that the session is bound to
+            // the card that made it.
+            Ok(()) => match careid_card::identity(card.as_ref()) {
+                Ok(identity) => login(&client, card.as_mut(), &workstation, selected.clone(), &keyboard)
+                    .await
+                    .map(|live| (live, identity)),
+                Err(error) => Err(error.into()),
+            },
             Err(error @ (CardError::WrongPasscode | CardError::Locked)) => {
                 report_wrong_passcode(&client, card.as_ref(), &workstation).await;
                 Err(error.into())
             }
             Err(error) => Err(error.into()),
         };
-        let live = match attempt {
+        let (live, identity) = match attempt {
             Ok(live) => live,
             Err(error) => {
                 card.log_out();
@@ -150,7 +168,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         };
         save_profile(&args, &live)?;
-        let ended = keep_alive(&client, card.as_mut(), &live, &args.device, &mut requests).await;
+        let ended = keep_alive(&client, card.as_mut(), &live, &identity, &args.device, &mut requests).await;
         card.log_out();
         remove_profile(&args.profile)?;
         match ended {
@@ -168,17 +186,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 /// in a row even where the card itself never locks; says what careid recorded. A report that
 /// cannot be made is said too, and the holder is still refused.
 async fn report_wrong_passcode(client: &Client, card: &dyn Card, workstation: &Workstation) {
-    let reported = async {
-        let certificate = card.certificate()?.ok_or_else(|| anyhow!("the card holds no certificate"))?;
-        let challenge = client.post("/api/v1/login/challenge", json!({ "workstation": workstation.as_str() })).await?;
-        let body = json!({
-            "challenge": challenge["challenge"],
-            "workstation": workstation.as_str(),
-            "certificate": STANDARD.encode(&certificate),
-        });
-        client.post("/api/v1/login/wrong-passcode", body).await
-    };
-    match reported.await {
+    match report_at_card(client, card, workstation).await {
         Ok(recorded) if recorded["state"] == "locked" => {
             eprintln!(
                 "careid has this card locked (three wrong passcodes in a row): ask your RA or sponsor to unlock it"
@@ -191,6 +199,24 @@ async fn report_wrong_passcode(client: &Client, card: &dyn Card, workstation: &W
         Ok(recorded) => eprintln!("this card is {} in careid's records: ask your RA", recorded["state"]),
         Err(error) => eprintln!("careid could not be told of the wrong passcode: {error:#}"),
     }
+}
+
+/// Reports a passcode the card refused, proved by the card itself (a fresh challenge for this
+/// workstation and the card's certificate) rather than by anyone's session: the holder at
+/// their card needs none. Returns what careid recorded.
+pub(crate) async fn report_at_card(
+    client: &Client,
+    card: &dyn Card,
+    workstation: &Workstation,
+) -> anyhow::Result<Value> {
+    let certificate = card.certificate()?.ok_or_else(|| anyhow!("the card holds no certificate"))?;
+    let challenge = client.post("/api/v1/login/challenge", json!({ "workstation": workstation.as_str() })).await?;
+    let body = json!({
+        "challenge": challenge["challenge"],
+        "workstation": workstation.as_str(),
+        "certificate": STANDARD.encode(&certificate),
+    });
+    client.post("/api/v1/login/wrong-passcode", body).await
 }
 
 /// Challenge, sign, log in; asks the holder to choose when they hold several positions.
@@ -285,6 +311,7 @@ async fn keep_alive(
     client: &Client,
     card: &mut dyn Card,
     live: &Live,
+    identity: &CardIdentity,
     device: &Device,
     requests: &mut mpsc::Receiver<LocalRequest>,
 ) -> anyhow::Result<()> {
@@ -292,7 +319,7 @@ async fn keep_alive(
     let mut counter = 0u64;
     let mut next_beat = tokio::time::Instant::now() + live.interval;
     loop {
-        if !present(device, Some(&*card)) {
+        if !still_present(device, &*card, identity) {
             session_client.delete("/api/v1/sessions/current?reason=card_removed").await?;
             return Ok(());
         }

@@ -294,16 +294,99 @@ async fn verify(
     key: Option<String>,
 ) -> anyhow::Result<()> {
     let source = Source::open(config, url).await?;
-    let (checkpoint, verifier, _) = checked_checkpoint(config, &source, file, key).await?;
+    let given = file.is_some();
+    let (checkpoint, verifier, note) = checked_checkpoint(config, &source, file, key).await?;
+    // The log as it stands now must extend the newest checkpoint this machine has seen of it;
+    // an older checkpoint given to check against need not be the newest.
+    let (latest, latest_note) = if given {
+        let note = source.checkpoint_note().await?;
+        (verifier.verify(&note).context("the log's latest checkpoint")?, note)
+    } else {
+        (checkpoint.clone(), note)
+    };
+    extends_kept(&source, &latest, &latest_note, &verifier).await?;
+    anyhow::ensure!(
+        latest.size >= checkpoint.size,
+        "the log's latest checkpoint has {} records, fewer than the {} of the checkpoint given: the log was cut",
+        latest.size,
+        checkpoint.size
+    );
     let size = checkpoint.size;
     eprintln!("checking {size} records against the checkpoint signed by {}", verifier.name());
     let started = Instant::now();
     let checkpoint = check_log(&source, checkpoint, true).await?;
+    if let Source::Store(_) = source {
+        // Every column a query filters on must say what the hashed entries say.
+        let (_, service) = crate::open_service(config).await?;
+        if let Err(mismatch) = service.check_query_index(size).await? {
+            anyhow::bail!("the query index does not match the log: {mismatch}");
+        }
+    }
     let rate = size as f64 / started.elapsed().as_secs_f64().max(1e-9);
     println!(
         "verified: all {size} records are present, in order, unedited, and give the checkpoint's root {} ({rate:.0} records/s)",
         STANDARD.encode(checkpoint.root)
     );
+    Ok(())
+}
+
+/// Where this machine keeps the newest checkpoint it has verified of the log named `origin`.
+fn kept_checkpoint_path(origin: &str) -> PathBuf {
+    let name: String = origin.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
+    crate::client::cli_home().join("checkpoints").join(name)
+}
+
+/// Checks that `checkpoint` extends the newest one this machine has verified of the same log
+/// (as Go's checksum-database client does): never smaller, and consistent with it by a
+/// consistency proof from the log's own tiles. Keeps `checkpoint` as the newest when it is.
+/// A log cut back, with its newer checkpoints deleted, verifies against itself; against a
+/// checkpoint kept elsewhere it cannot.
+pub(crate) async fn extends_kept(
+    source: &Source,
+    checkpoint: &Checkpoint,
+    note: &str,
+    verifier: &NoteVerifier,
+) -> anyhow::Result<()> {
+    let path = kept_checkpoint_path(&checkpoint.origin);
+    if let Ok(kept_note) = std::fs::read_to_string(&path) {
+        let kept = verifier
+            .verify(&kept_note)
+            .with_context(|| format!("the checkpoint kept in {} is not this log's", path.display()))?;
+        anyhow::ensure!(
+            checkpoint.size >= kept.size,
+            "the log is shorter than a checkpoint this machine verified before: {} records then, {} now; \
+             records were cut from its end (kept in {})",
+            kept.size,
+            checkpoint.size,
+            path.display()
+        );
+        if kept.size == checkpoint.size {
+            anyhow::ensure!(
+                kept.root == checkpoint.root,
+                "the log of {} records has a different root than before",
+                kept.size
+            );
+        } else if kept.size > 0 {
+            let tx = source.read_transaction().await?;
+            let mut hashes = TiledHashes::new(BlockingTiles { source, tx }, checkpoint.size);
+            let proof = merkle::consistency_proof(&mut hashes, kept.size, checkpoint.size)??;
+            merkle::verify_consistency(kept.size, checkpoint.size, &proof, &kept.root, &checkpoint.root).with_context(
+                || {
+                    format!(
+                        "the log no longer extends the checkpoint of {} records kept in {}",
+                        kept.size,
+                        path.display()
+                    )
+                },
+            )?;
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let fresh = path.with_extension("new");
+    std::fs::write(&fresh, note).with_context(|| format!("writing {}", fresh.display()))?;
+    std::fs::rename(&fresh, &path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

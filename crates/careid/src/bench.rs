@@ -195,7 +195,7 @@ fn bench_event(n: usize) -> careid_domain::audit::AuditEvent {
         subject_kind: "card",
         subject_id: n.to_string(),
         subject_person: None,
-        org: None,
+        orgs: Vec::new(),
         outcome: careid_domain::audit::Outcome::Success,
         detail: Vec::new(),
         workstation: None,

@@ -40,7 +40,7 @@ fn event(n: u64) -> AuditEvent {
         subject_kind: "patient",
         subject_id: format!("{:032x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         subject_person: None,
-        org: OdsCode::parse("F83001").ok(),
+        orgs: OdsCode::parse("F83001").into_iter().collect(),
         outcome: Outcome::Success,
         detail: vec![
             ("client", "gp-records".into()),

@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use careid_card::{Card, CardError, Pkcs11Card, Pkcs11Module, VirtualCard};
 use careid_domain::ids::parse_date;
+use careid_domain::login::Workstation;
 use careid_domain::passcode::{Passcode, choose};
 use careid_domain::secret::Secret;
 use careid_pki::BoxRecipient;
@@ -304,7 +305,11 @@ pub async fn run(args: CardArgs) -> anyhow::Result<()> {
                     json!({ "card_id": card_id, "signed": ok })
                 }
                 Err(CardError::WrongPasscode | CardError::Locked) => {
-                    let state = c.post(&format!("/api/v1/cards/{card_id}/wrong-passcode"), json!({})).await?;
+                    // Reported by the card's own proof: a holder whose card is active has no
+                    // other session than the card's.
+                    let workstation = Workstation::parse(&crate::agent::host_name())?;
+                    let anonymous = Client::new(c.server(), None);
+                    let state = crate::agent::report_at_card(&anonymous, card.as_ref(), &workstation).await?;
                     json!({ "card_id": card_id, "signed": false, "wrong_passcode": true, "state": state["state"] })
                 }
                 Err(other) => return Err(other.into()),

@@ -264,6 +264,12 @@ async fn stop_signal() {
 /// Serves until Ctrl-C or SIGTERM (a service manager stopping it), with the OpenID Connect
 /// provider when the deployment has a CA.
 pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: &Config) -> anyhow::Result<()> {
+    // Records of an earlier version that did not name every organisation they concern are
+    // annotated before anyone reads the log through a scoped query.
+    let annotated = service.annotate_audit_orgs().await.context("annotating the audit log's organisations")?;
+    if annotated > 0 {
+        tracing::info!(records = annotated, "gave earlier audit records the organisations they concern");
+    }
     let sweeper = tokio::spawn(end_lapsed_sessions_forever(service.clone()));
     let mut app = careid_http::App::new(service.clone());
     let mut logouts = None;

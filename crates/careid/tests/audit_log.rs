@@ -242,3 +242,91 @@ fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_t
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("record 3 "), "{said}");
 }
+
+/// `careid audit verify` from the database, with the store opened behind careid's back.
+fn tampered(dir: &Path, runtime: &tokio::runtime::Runtime, sql: &str) {
+    runtime.block_on(async {
+        let url = format!("sqlite://{}", dir.join("data/careid.db").display());
+        let store = careid_store::SqlStore::open(&careid_store::StoreOptions::new(url)).await.unwrap();
+        store.execute_raw(sql).await.unwrap();
+    });
+}
+
+fn refused_saying(dir: &Path, args: &[&str], said: &[&str]) {
+    let refused = careid(dir, args);
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "verified after tampering: {}", stdout(&refused));
+    for words in said {
+        assert!(stderr.contains(words), "{words:?} not in: {stderr}");
+    }
+}
+
+#[test]
+fn an_edited_query_column_and_a_cut_tail_are_each_refused_by_verify() {
+    use careid_domain::ports::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (server, url, credential) = deployment(dir, &[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    // An early checkpoint, more records, and a later one that this machine verifies and keeps.
+    let early = runtime.block_on(async {
+        let token = sign_in(&http, &url, &credential).await;
+        let early = checkpoint_size(&checkpoint_covering(&http, &url, 1).await);
+        for _ in 0..5 {
+            get_json(&http, &format!("{url}/api/v1/me/audit?limit=1"), &token).await;
+        }
+        checkpoint_covering(&http, &url, early + 5).await;
+        early
+    });
+    let status = Command::new("kill").args(["-INT", &server.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut server = server;
+    server.0.wait().unwrap();
+    ok(&careid(dir, &["audit", "verify"]));
+    let kept = std::fs::read_dir(dir.join("cli/checkpoints")).unwrap().next().unwrap().unwrap().path();
+    let kept_size = checkpoint_size(&std::fs::read_to_string(&kept).unwrap());
+    assert!(kept_size > early, "the kept checkpoint ({kept_size}) is newer than the early one ({early})");
+
+    // A query column edited with the log's rules dropped: the hashes still verify, the record
+    // vanishes from its actor's trail, and verify names it.
+    let row = runtime.block_on(async {
+        let url = format!("sqlite://{}", dir.join("data/careid.db").display());
+        let store = careid_store::SqlStore::open(&careid_store::StoreOptions::new(url)).await.unwrap();
+        let mut tx = store.begin_read().await.unwrap();
+        tx.audit_index(0, 1000).await.unwrap().into_iter().find(|r| r.actor.is_some()).unwrap()
+    });
+    let (seq, actor) = (row.seq, row.actor.clone().unwrap());
+    tampered(dir, &runtime, "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete");
+    tampered(dir, &runtime, &format!("UPDATE audit_log SET actor = NULL WHERE seq = {seq}"));
+    refused_saying(dir, &["audit", "verify"], &[&format!("record {seq}:"), "actor"]);
+    tampered(dir, &runtime, &format!("UPDATE audit_log SET actor = '{actor}' WHERE seq = {seq}"));
+    // The organisations a record concerns likewise.
+    tampered(dir, &runtime, "DROP TRIGGER audit_orgs_no_update; DROP TRIGGER audit_orgs_no_delete");
+    tampered(dir, &runtime, &format!("DELETE FROM audit_orgs WHERE seq = {seq}"));
+    refused_saying(dir, &["audit", "verify"], &[&format!("record {seq}:"), "organisations"]);
+    let back: Vec<String> =
+        row.orgs.iter().map(|(s, org)| format!("INSERT INTO audit_orgs VALUES ('{org}', {s}, {seq})")).collect();
+    tampered(dir, &runtime, &back.join("; "));
+    ok(&careid(dir, &["audit", "verify"]));
+
+    // The tail cut back to the early checkpoint, the newer checkpoints and what they covered
+    // deleted: the database agrees with itself, but not with the checkpoint this machine kept.
+    tampered(
+        dir,
+        &runtime,
+        &format!(
+            "DROP TRIGGER audit_checkpoints_no_delete; DELETE FROM audit_orgs WHERE seq >= {early} OR source >= {early}; \
+             DELETE FROM audit_log WHERE seq >= {early}; DELETE FROM audit_checkpoints WHERE size > {early}"
+        ),
+    );
+    refused_saying(dir, &["audit", "verify"], &["shorter than a checkpoint this machine verified before"]);
+    // Without what this machine kept, the cut log would pass: the kept checkpoint is the check.
+    let elsewhere = Command::new(support::CAREID)
+        .args(["audit", "verify"])
+        .env("CAREID_DATA_DIR", dir.join("data"))
+        .env("CAREID_CLI_HOME", dir.join("another-machine"))
+        .output()
+        .unwrap();
+    assert!(elsewhere.status.success(), "{}", String::from_utf8_lossy(&elsewhere.stderr));
+}

@@ -322,10 +322,26 @@ fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holde
         relying.check("ended");
     }
     // Back in the reader: the holder types the passcode and is logged in again.
-    agent_stdin.unwrap().write_all(b"582039\n").unwrap();
+    let mut agent_stdin = agent_stdin.unwrap();
+    agent_stdin.write_all(b"582039\n").unwrap();
     std::fs::rename(&away, card_file).unwrap();
     said("logged in as", 2);
+    let profiles: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cli/profiles.json")).unwrap()).unwrap();
+    let token = profiles["profiles"]["card"]["token"].as_str().unwrap().to_owned();
+    assert!(sessions(&token).is_array());
+    // Another card swapped in within one poll is not the card that logged in: the session ends.
+    let original = std::fs::read_to_string(card_file).unwrap();
+    let mut other: serde_json::Value = serde_json::from_str(&original).unwrap();
+    other["serial"] = "SWAPPED0001".into();
+    let swapped = card_file.with_extension("swapped");
+    std::fs::write(&swapped, other.to_string()).unwrap();
+    std::fs::rename(&swapped, card_file).unwrap();
+    said("card removed", 2);
+    assert_eq!(sessions(&token)["error"]["code"], "unauthenticated");
+    drop(agent_stdin);
     drop(agent);
+    std::fs::write(card_file, original).unwrap();
 }
 
 /// Today's date by the real clock, as the server running beside the test reads it.
@@ -557,8 +573,9 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     let (verified, text) = verify("live");
     assert!(verified, "{text}");
 
-    // The holder reports it lost: revoked at once, and openssl now refuses it.
-    let reported = json(&card(&["--as", "holder", "report", &id, "--reason", "lost"], ""));
+    // The sponsor reports it lost (the holder's interim credential ended when the card became
+    // active): revoked at once, and openssl now refuses it.
+    let reported = json(&card(&["--as", "sponsor", "report", &id, "--reason", "lost"], ""));
     let incident = reported["incident_id"].as_i64().unwrap().to_string();
     let (verified, text) = verify("revoked");
     assert!(!verified && text.contains("revoked"), "{text}");
@@ -572,9 +589,13 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // With no card now, the holder may have an interim credential again; it closes nothing.
+    let interim = json(&ra(&["--as", "ram", "--json", "issue-credential", &holder]));
+    ok(&ra(&["login", "holder", "--credential", interim["credential"].as_str().unwrap()]));
     let by_holder =
         card(&["--as", "holder", "close-investigation", &incident, "--review", "fine", "--outcome", "no case"], "");
     assert!(!by_holder.status.success());
+    assert!(String::from_utf8_lossy(&by_holder.stderr).contains("refused"), "{by_holder:?}");
     ok(&card(
         &[
             "--as",
@@ -702,12 +723,15 @@ fn self_unlock(dir: &Path, url: &str, mail: &Mail, card_path: &str, recipient: &
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let body = (0..200)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(50));
-            mail.newest(dir, recipient).filter(|(id, _)| Some(id) != before.as_ref()).map(|(_, body)| body)
-        })
-        .expect("the unlock email arrives");
+    let body = (0..200).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        mail.newest(dir, recipient).filter(|(id, _)| Some(id) != before.as_ref()).map(|(_, body)| body)
+    });
+    let Some(body) = body else {
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        panic!("the unlock email never arrived: {}", String::from_utf8_lossy(&output.stderr))
+    };
     if let Mail::Smtp { .. } = mail {
         assert!(body.contains("Subject: Your careid smartcard unlock code"), "delivered by SMTP:\n{body}");
     }

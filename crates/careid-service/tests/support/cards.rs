@@ -114,6 +114,12 @@ impl World {
     }
 }
 
+/// The holder of `card` logged in with it at `desk-1`: how a card holder acts once their card
+/// is active (the interim credential they had before ended with it).
+pub async fn signed_in(w: &World, card: &mut IssuedCard) -> Actor {
+    w.service.card_login(&ctx(), &answer(w, card, "desk-1", None)).await.unwrap().actor
+}
+
 /// A receptionist at practice A with an active card.
 pub async fn holder_with_card(w: &World, given: &str, ni: &str) -> (Actor, IssuedCard) {
     let mut secrets = Vec::new();

@@ -132,7 +132,29 @@ pub async fn world() -> World {
 }
 
 pub async fn world_with(settings: ServiceSettings) -> World {
-    let store = SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.unwrap();
+    world_on(SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.unwrap(), settings).await
+}
+
+/// The stores a test that must hold on every backend runs on: SQLite in memory, and
+/// PostgreSQL in a schema of its own when `CAREID_TEST_POSTGRES_URL` is set. Each comes with
+/// the schema to drop afterwards, if any.
+pub async fn every_backend() -> Vec<(SqlStore, Option<String>)> {
+    let mut stores = vec![(SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.unwrap(), None)];
+    if let Ok(url) = std::env::var("CAREID_TEST_POSTGRES_URL") {
+        let mut options = StoreOptions::new(url);
+        let schema = format!("careid_service_{:016x}", rand::random::<u64>());
+        options.schema = Some(schema.clone());
+        stores.push((SqlStore::open(&options).await.expect("postgres"), Some(schema)));
+    }
+    stores
+}
+
+/// Drops a PostgreSQL test schema.
+pub async fn drop_schema(store: &SqlStore, schema: &str) {
+    store.execute_raw(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
+}
+
+pub async fn world_on(store: SqlStore, settings: ServiceSettings) -> World {
     let clock = Arc::new(FixedClock::at(datetime!(2026-11-23 09:00 UTC)));
     let master_key = careid_pki::MasterKey::from_bytes([7; 32]);
     let (ca, _) = careid_pki::CertificateAuthority::create("careid test", clock.now(), &master_key).unwrap();
