@@ -10,6 +10,7 @@ pub mod merkle;
 pub mod note;
 pub mod tiles;
 pub mod verify;
+pub mod witness;
 
 use careid_domain::audit::{AuditEvent, AuditRecord};
 use sha2::{Digest, Sha256};

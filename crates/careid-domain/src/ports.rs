@@ -434,6 +434,11 @@ pub trait Transaction: Send {
     async fn put_audit_tiles(&mut self, tiles: &[(u8, u64, Vec<u8>)]) -> Result<(), StoreError>;
     async fn latest_checkpoint(&mut self) -> Result<Option<SignedCheckpoint>, StoreError>;
     async fn insert_checkpoint(&mut self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError>;
+    /// Keeps a witness's cosignature line of the checkpoint of `size` (one per witness; a
+    /// later one from the same witness replaces it).
+    async fn insert_cosignature(&mut self, size: u64, witness: &str, line: &str) -> Result<(), StoreError>;
+    /// The cosignature lines kept for the checkpoint of `size`.
+    async fn cosignatures(&mut self, size: u64) -> Result<Vec<String>, StoreError>;
     /// The organisations a record about `person` concerns: where they are registered and where
     /// they hold a position that has not ended by `today`.
     async fn person_orgs(&mut self, person: &PersonUuid, today: Date) -> Result<Vec<OdsCode>, StoreError>;

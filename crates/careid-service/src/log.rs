@@ -437,9 +437,48 @@ impl Service {
         })
     }
 
-    /// The latest signed checkpoint, if the log has been signed yet.
+    /// The latest signed checkpoint, if the log has been signed yet, with the cosignatures of
+    /// the witnesses that have cosigned it so far after the log's own signature.
     pub async fn log_checkpoint(&self) -> Result<Option<SignedCheckpoint>, RaError> {
-        Ok(self.store.begin_read().await?.latest_checkpoint().await?)
+        let mut tx = self.store.begin_read().await?;
+        let Some(mut checkpoint) = tx.latest_checkpoint().await? else { return Ok(None) };
+        for line in tx.cosignatures(checkpoint.size).await? {
+            checkpoint.note.push_str(&line);
+        }
+        Ok(Some(checkpoint))
+    }
+
+    /// Keeps a witness's cosignature of the checkpoint of `size`: only a line of the
+    /// `witness`'s that verifies over that very checkpoint is kept. Not an audit record: like
+    /// the checkpoint, it signs the log rather than being in it.
+    pub async fn record_cosignature(
+        &self,
+        size: u64,
+        witness: &careid_audit::witness::CosignatureVerifier,
+        line: &str,
+    ) -> Result<bool, RaError> {
+        let mut tx = self.store.begin_write().await?;
+        let Some(checkpoint) = tx.latest_checkpoint().await?.filter(|c| c.size == size) else { return Ok(false) };
+        let cosigned = format!("{}{line}", checkpoint.note);
+        if witness.verify(&cosigned).is_err() || line.matches('\n').count() != 1 || !line.ends_with('\n') {
+            return Ok(false);
+        }
+        tx.insert_cosignature(size, witness.name(), line).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The consistency proof from the tree of `old` records to that of `size` (no more than the
+    /// tree holds), from the stored tiles: what a witness asks for.
+    pub async fn log_consistency_proof(&self, old: u64, size: u64) -> Result<Vec<Hash>, RaError> {
+        let mut tx = self.store.begin_read().await?;
+        if size > tx.audit_tree().await?.size || old > size {
+            return Err(RaError::NotFound { what: "tree of size", id: size.to_string() });
+        }
+        with_tiles(&mut tx, &self.tiles, size, |h| merkle::consistency_proof(h, old, size))
+            .await?
+            .map_err(corrupt)?
+            .map_err(corrupt)
     }
 
     /// A tile of the tree (hashes) or of the entries (a bundle), as `/log/tile/...` serves it;

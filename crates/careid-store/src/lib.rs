@@ -91,6 +91,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "audit log in sequence", include_str!("../migrations/sqlite/0009_audit_log_in_sequence.sql")),
     (10, "side doors", include_str!("../migrations/sqlite/0010_side_doors.sql")),
     (11, "audit orgs", include_str!("../migrations/sqlite/0011_audit_orgs.sql")),
+    (12, "audit cosignatures", include_str!("../migrations/sqlite/0012_audit_cosignatures.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),
@@ -103,6 +104,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "patient access", include_str!("../migrations/postgres/0008_patient_access.sql")),
     (9, "side doors", include_str!("../migrations/postgres/0009_side_doors.sql")),
     (10, "audit orgs", include_str!("../migrations/postgres/0010_audit_orgs.sql")),
+    (11, "audit cosignatures", include_str!("../migrations/postgres/0011_audit_cosignatures.sql")),
 ];
 
 fn postgres_migrations() -> Migrator {

@@ -1822,6 +1822,26 @@ impl Transaction for SqlTransaction {
         self.fetch_all("read patient accesses", sql, args).await?.iter().map(rows::patient_access).collect()
     }
 
+    async fn insert_cosignature(&mut self, size: u64, witness: &str, line: &str) -> Result<(), StoreError> {
+        query(
+            "INSERT INTO audit_cosignatures (size, witness, line) VALUES ($1, $2, $3) \
+             ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line",
+        )
+        .bind(size as i64)
+        .bind(witness.to_owned())
+        .bind(line.to_owned())
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("write cosignature", &e))?;
+        Ok(())
+    }
+
+    async fn cosignatures(&mut self, size: u64) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT line FROM audit_cosignatures WHERE size = $1 ORDER BY witness";
+        let rows = self.fetch_all("read cosignatures", sql, vec![Value::int(size as i64)]).await?;
+        rows.iter().map(|r| rows::text(r, "line")).collect()
+    }
+
     async fn audit_records_of_session(&mut self, session: &str, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = "SELECT seq, entry, chain_hash FROM audit_log WHERE session = $1 ORDER BY seq LIMIT $2";
         let args = vec![Value::text(session.to_owned()), Value::int(i64::from(limit))];

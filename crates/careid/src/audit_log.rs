@@ -14,6 +14,7 @@ use careid_audit::merkle::{self, HashReader};
 use careid_audit::note::{Checkpoint, LogSigner, NoteVerifier};
 use careid_audit::tiles::{self, TILE_WIDTH, TileRef, TileSource, TiledHashes};
 use careid_audit::verify::{LogVerifier, Prepared};
+use careid_audit::witness::CosignatureVerifier;
 use careid_domain::ports::{Store, Transaction};
 use careid_service::Service;
 
@@ -60,11 +61,23 @@ pub(crate) fn load_log_signer(config: &Config, origin: &str) -> anyhow::Result<O
 /// Follows the records with the tree and signs a checkpoint whenever it grew, until aborted.
 /// A failure (a record that breaks the chain, tiles that do not give the last root) signs
 /// nothing and is logged loudly every round: the log must not move on past it.
-pub(crate) async fn integrate_forever(service: Service, signer: Arc<LogSigner>) {
+pub(crate) async fn integrate_forever(
+    service: Service,
+    signer: Arc<LogSigner>,
+    witnesses: Vec<(String, CosignatureVerifier)>,
+) {
     let mut tick = tokio::time::interval(INTEGRATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
+    let mut cosigned_sizes = crate::witness::WitnessedSizes::default();
     loop {
         tick.tick().await;
+        if !witnesses.is_empty()
+            && let Err(error) =
+                crate::witness::submit_to_witnesses(&service, &http, &witnesses, &mut cosigned_sizes).await
+        {
+            tracing::warn!(error = %format!("{error:#}"), "could not send the checkpoint to the witnesses");
+        }
         loop {
             match service.integrate_audit_log(&signer).await {
                 Ok(Some(checkpoint)) => tracing::debug!(size = checkpoint.size, "signed an audit log checkpoint"),
@@ -123,7 +136,19 @@ enum AuditCommand {
         /// or the server's `/log/key`.
         #[arg(long)]
         key: Option<String>,
+        /// A witness whose cosignature the checkpoint must carry (its key, as `careid audit
+        /// witness` prints it); repeat for several.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// How many of the witnesses given must have cosigned (default: all of them).
+        #[arg(long)]
+        witnesses_needed: Option<usize>,
     },
+    /// Runs a witness of careid logs (C2SP tlog-witness): cosigns each checkpoint a log sends
+    /// that extends the last one it cosigned, and never one that does not. Run it somewhere the
+    /// log's operator does not control; give its key to `careid serve` (`log_witnesses`) and
+    /// to readers (`verify --witness`).
+    Witness(crate::witness::WitnessArgs),
     /// Prints the inclusion proof of one record in the latest checkpoint's tree, and with
     /// `--since` the consistency proof from an older tree size.
     Prove {
@@ -185,13 +210,15 @@ impl Source {
 
     async fn checkpoint_note(&self) -> anyhow::Result<String> {
         match self {
-            Source::Store(store) => Ok(store
-                .begin_read()
-                .await?
-                .latest_checkpoint()
-                .await?
-                .context("the log has no signed checkpoint yet: is `careid serve` running?")?
-                .note),
+            Source::Store(store) => {
+                let mut tx = store.begin_read().await?;
+                let checkpoint = tx
+                    .latest_checkpoint()
+                    .await?
+                    .context("the log has no signed checkpoint yet: is `careid serve` running?")?;
+                let cosignatures = tx.cosignatures(checkpoint.size).await?;
+                Ok(format!("{}{}", checkpoint.note, cosignatures.concat()))
+            }
             Source::Http { .. } | Source::Files(_) => Ok(String::from_utf8(self.get("checkpoint").await?)?),
         }
     }
@@ -259,7 +286,16 @@ pub async fn run(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
             Ok(())
         }
         AuditCommand::Archive { out, url } => archive(config, url, out).await,
-        AuditCommand::Verify { url, checkpoint, key } => verify(config, url, checkpoint, key).await,
+        AuditCommand::Verify { url, checkpoint, key, witnesses, witnesses_needed } => {
+            let witnesses = witnesses
+                .iter()
+                .map(|w| CosignatureVerifier::parse(w).with_context(|| format!("the witness key {w}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let needed = witnesses_needed.unwrap_or(witnesses.len());
+            anyhow::ensure!(needed <= witnesses.len(), "--witnesses-needed is more than the witnesses given");
+            verify(config, url, checkpoint, key, (&witnesses, needed)).await
+        }
+        AuditCommand::Witness(args) => crate::witness::run(args).await,
         AuditCommand::Prove { entry, since, url } => prove(config, url, entry, since).await,
     }
 }
@@ -292,10 +328,31 @@ async fn verify(
     url: Option<String>,
     file: Option<PathBuf>,
     key: Option<String>,
+    (witnesses, needed): (&[CosignatureVerifier], usize),
 ) -> anyhow::Result<()> {
     let source = Source::open(config, url).await?;
     let given = file.is_some();
     let (checkpoint, verifier, note) = checked_checkpoint(config, &source, file, key).await?;
+    if needed > 0 {
+        // A cosignature follows its checkpoint by a round trip to the witness: wait a little
+        // for the latest one's.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut note = note.clone();
+        loop {
+            let (cosigned, missing) = crate::witness::cosigned_by(&note, witnesses);
+            if cosigned >= needed {
+                eprintln!("the checkpoint carries the cosignatures of {cosigned} of the witnesses required");
+                break;
+            }
+            anyhow::ensure!(
+                !given && Instant::now() < deadline,
+                "the checkpoint carries the cosignatures of {cosigned} witnesses, {needed} are required; missing: {}",
+                missing.join(", ")
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            note = source.checkpoint_note().await?;
+        }
+    }
     // The log as it stands now must extend the newest checkpoint this machine has seen of it;
     // an older checkpoint given to check against need not be the newest.
     let (latest, latest_note) = if given {

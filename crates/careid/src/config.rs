@@ -92,8 +92,9 @@ settings! {
     concurrent_login: String = "refuse".to_owned();
     /// Days the recovery credential printed by `careid init` stays valid.
     recovery_credential_days: u32 = 7;
-    /// Days an interim credential issued by an RA Manager stays valid.
-    interim_credential_days: u32 = 14;
+    /// Days an interim credential issued by an RA Manager stays valid (1 to 7): it stands in
+    /// for a card only until the card is issued, and a card becoming active revokes it.
+    interim_credential_days: u32 = 3;
     /// The file holding the master key (64 hex digits) that seals the CA's private keys and the
     /// cards' administrative secrets. `careid init` creates it, readable by its owner only.
     /// Empty means `master.key` in `data_dir`.
@@ -113,6 +114,11 @@ settings! {
     /// The port of the workstation agent's local endpoint on 127.0.0.1 (`careid agent
     /// --local-port`), which careid's sign-in page asks for the card's approval.
     agent_port: u16 = 7390;
+    /// Witnesses that cosign each audit log checkpoint (C2SP tlog-witness), separated by
+    /// commas: each is `URL VKEY`, the witness's add-checkpoint URL prefix and its cosignature
+    /// key (`careid audit witness` prints it). Readers can then require their cosignatures
+    /// (`careid audit verify --witness VKEY`). Empty: none.
+    log_witnesses: String = String::new();
     /// The origin line of the audit log's checkpoints: names this deployment's log to anyone
     /// who checks it (no spaces, no `+`). Empty means the host and path of `public_url` (or of
     /// `listen`) followed by `/log`.
@@ -173,10 +179,31 @@ impl Config {
         if !self.smtp_url.0.is_empty() {
             crate::mail::SmtpMailer::new(&self.smtp_url.0, &self.mail_from)?;
         }
+        if !(1..=7).contains(&self.interim_credential_days) {
+            bail!("configuration: interim_credential_days must be 1 to 7");
+        }
+        self.log_witnesses()?;
         if self.store_max_connections == 0 {
             bail!("configuration: store_max_connections must be at least 1");
         }
         Ok(())
+    }
+
+    /// The witnesses configured to cosign checkpoints: each one's URL prefix and key.
+    pub fn log_witnesses(&self) -> anyhow::Result<Vec<(String, careid_audit::witness::CosignatureVerifier)>> {
+        self.log_witnesses
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let (url, key) = entry
+                    .split_once(' ')
+                    .with_context(|| format!("configuration: log_witnesses entry {entry:?} is not `URL VKEY`"))?;
+                let key = careid_audit::witness::CosignatureVerifier::parse(key.trim())
+                    .with_context(|| format!("configuration: the witness key of {url}"))?;
+                Ok((url.trim_end_matches('/').to_owned(), key))
+            })
+            .collect()
     }
 
     /// The store URL in effect: the configured one, or SQLite in the data directory.

@@ -16,6 +16,7 @@ mod config;
 mod demo;
 mod mail;
 mod ra;
+mod witness;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -277,7 +278,8 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: 
     let mut integrator = None;
     if let Some(signer) = audit_log::load_log_signer(config, &audit_log::log_origin(config))? {
         app = app.with_log_key(signer.verifier_key());
-        integrator = Some(tokio::spawn(audit_log::integrate_forever(service.clone(), Arc::new(signer))));
+        let witnesses = config.log_witnesses()?;
+        integrator = Some(tokio::spawn(audit_log::integrate_forever(service.clone(), Arc::new(signer), witnesses)));
     }
     if let Some(oidc) = load_oidc(config, &listening)? {
         let sender = backchannel::HttpLogoutSender::new(oidc.clone())?;

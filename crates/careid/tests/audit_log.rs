@@ -330,3 +330,84 @@ fn an_edited_query_column_and_a_cut_tail_are_each_refused_by_verify() {
         .unwrap();
     assert!(elsewhere.status.success(), "{}", String::from_utf8_lossy(&elsewhere.stderr));
 }
+
+#[test]
+fn a_witness_cosigns_each_checkpoint_never_goes_back_and_verify_can_require_it() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (server, _, credential) = deployment(dir, &[]);
+    drop(server);
+    let log_key = ok(&careid(dir, &["audit", "key"])).trim().to_owned();
+
+    // Someone other than the log's operator runs the witness, following this log.
+    let port = support::free_port();
+    let mut witness = Command::new(support::CAREID)
+        .args(["audit", "witness", "--listen", &format!("127.0.0.1:{port}"), "--name", "witness.test/w1"])
+        .args(["--key-file", dir.join("witness.key").to_str().unwrap()])
+        .args(["--state", dir.join("witness-state").to_str().unwrap(), "--log", &log_key])
+        .env("CAREID_DATA_DIR", dir.join("elsewhere"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(witness.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let _witness = support::Child(witness);
+    let witness_key = first.trim().strip_prefix("witness key: ").unwrap().to_owned();
+    assert!(support::listening(port), "the witness listens");
+    let key_file = std::fs::metadata(dir.join("witness.key")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_file.permissions()) & 0o777, 0o600);
+
+    let witnessed = format!("http://127.0.0.1:{port} {witness_key}");
+    let (_server, url) = serve(dir, &[("CAREID_LOG_WITNESSES", witnessed)]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let early = runtime.block_on(async {
+        let token = sign_in(&http, &url, &credential).await;
+        let early = checkpoint_covering(&http, &url, 1).await;
+        for _ in 0..3 {
+            get_json(&http, &format!("{url}/api/v1/me/audit?limit=1"), &token).await;
+        }
+        checkpoint_covering(&http, &url, checkpoint_size(&early) + 3).await;
+        early
+    });
+    // Readers require the witness: over HTTP and from the database the checkpoint carries its
+    // cosignature; a witness it never asked is missing.
+    let verified = careid(dir, &["audit", "verify", "--url", &url, "--key", &log_key, "--witness", &witness_key]);
+    let said = String::from_utf8_lossy(&verified.stderr).into_owned();
+    assert!(verified.status.success() && said.contains("cosignatures of 1"), "{said}");
+    ok(&careid(dir, &["audit", "verify", "--witness", &witness_key]));
+    let pkcs8 = careid_audit::note::LogSigner::generate_pkcs8().unwrap();
+    let stranger = careid_audit::witness::Cosigner::new("witness.test/w2", &pkcs8).unwrap().verifier_key();
+    let args = ["audit", "verify", "--url", &url, "--key", &log_key, "--witness", &witness_key, "--witness", &stranger];
+    let refused = careid(dir, &args);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("missing: witness.test/w2"));
+    let with_one = careid(dir, &[&args[..], &["--witnesses-needed", "1"]].concat());
+    assert!(with_one.status.success(), "{}", String::from_utf8_lossy(&with_one.stderr));
+
+    // The witness never goes back: the early checkpoint, offered again, is refused with the
+    // size it holds; nonsense is refused as such.
+    runtime.block_on(async {
+        let back = http
+            .post(format!("http://127.0.0.1:{port}/add-checkpoint"))
+            .body(format!("old 0\n\n{early}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(back.status().as_u16(), 409);
+        assert_eq!(back.headers()["content-type"], "text/x.tlog.size");
+        let held: u64 = back.text().await.unwrap().trim().parse().unwrap();
+        assert!(held > checkpoint_size(&early), "it holds {held}");
+        let nonsense = http.post(format!("http://127.0.0.1:{port}/add-checkpoint")).body("hello").send().await.unwrap();
+        assert_eq!(nonsense.status().as_u16(), 400);
+        let unknown = http
+            .post(format!("http://127.0.0.1:{port}/add-checkpoint"))
+            .body("old 0\n\nsomewhere.else/log\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status().as_u16(), 404);
+    });
+}
