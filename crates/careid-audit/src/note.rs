@@ -138,6 +138,29 @@ impl LogSigner {
     }
 }
 
+/// A verifier key `name+keyid+base64(type || 32-byte Ed25519 key)` of the given type: its name,
+/// key id (checked against the key) and public key.
+pub(crate) fn parse_vkey(vkey: &str, key_type: u8) -> Result<(String, [u8; 4], Vec<u8>), NoteError> {
+    let mut parts = vkey.trim().splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NoteError::BadKey("expected name+keyid+key"));
+    };
+    let key = STANDARD.decode(key).map_err(|_| NoteError::BadKey("the key is not base64"))?;
+    let Some((&found, public)) = key.split_first() else { return Err(NoteError::BadKey("the key is empty")) };
+    if found != key_type || public.len() != 32 || !valid_name(name) {
+        return Err(NoteError::BadKey(if key_type == ED25519_TYPE {
+            "not an Ed25519 key"
+        } else {
+            "not an Ed25519 cosignature key (type 0x04)"
+        }));
+    }
+    let expected = typed_key_id(name, key_type, public);
+    if hex::decode(id).ok().as_deref() != Some(expected.as_slice()) {
+        return Err(NoteError::BadKey("the key id does not match the key"));
+    }
+    Ok((name.to_owned(), expected, public.to_vec()))
+}
+
 /// Checks checkpoints against one log's verifier key.
 #[derive(Debug, Clone)]
 pub struct NoteVerifier {
@@ -149,22 +172,8 @@ pub struct NoteVerifier {
 impl NoteVerifier {
     /// Parses `name+keyid+base64(0x01 || public key)`.
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
-        let mut parts = vkey.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::BadKey("expected name+keyid+key"));
-        };
-        let key = STANDARD.decode(key).map_err(|_| NoteError::BadKey("the key is not base64"))?;
-        let [ED25519_TYPE, public @ ..] = key.as_slice() else {
-            return Err(NoteError::BadKey("not an Ed25519 key"));
-        };
-        if public.len() != 32 || !valid_name(name) {
-            return Err(NoteError::BadKey("not an Ed25519 key"));
-        }
-        let expected = key_id(name, public);
-        if hex::decode(id).ok().as_deref() != Some(expected.as_slice()) {
-            return Err(NoteError::BadKey("the key id does not match the key"));
-        }
-        Ok(Self { name: name.to_owned(), id: expected, public: public.to_vec() })
+        let (name, id, public) = parse_vkey(vkey, ED25519_TYPE)?;
+        Ok(Self { name, id, public })
     }
 
     pub fn name(&self) -> &str {

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
 use crate::merkle::{self, Hash};
-use crate::note::{Checkpoint, NoteError, NoteVerifier, typed_key_id, valid_name};
+use crate::note::{Checkpoint, NoteError, NoteVerifier, parse_vkey, typed_key_id, valid_name};
 
 /// The signature type of an Ed25519 cosignature key (C2SP tlog-cosignature).
 const COSIGNATURE_TYPE: u8 = 0x04;
@@ -78,22 +78,8 @@ pub struct CosignatureVerifier {
 
 impl CosignatureVerifier {
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
-        let mut parts = vkey.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::BadKey("expected name+keyid+key"));
-        };
-        let key = STANDARD.decode(key).map_err(|_| NoteError::BadKey("the key is not base64"))?;
-        let [COSIGNATURE_TYPE, public @ ..] = key.as_slice() else {
-            return Err(NoteError::BadKey("not an Ed25519 cosignature key (type 0x04)"));
-        };
-        if public.len() != 32 || !valid_name(name) {
-            return Err(NoteError::BadKey("not an Ed25519 cosignature key (type 0x04)"));
-        }
-        let expected = typed_key_id(name, COSIGNATURE_TYPE, public);
-        if hex::decode(id).ok().as_deref() != Some(expected.as_slice()) {
-            return Err(NoteError::BadKey("the key id does not match the key"));
-        }
-        Ok(Self { name: name.to_owned(), id: expected, public: public.to_vec() })
+        let (name, id, public) = parse_vkey(vkey, COSIGNATURE_TYPE)?;
+        Ok(Self { name, id, public })
     }
 
     pub fn name(&self) -> &str {
