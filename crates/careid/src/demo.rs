@@ -467,11 +467,11 @@ pub async fn build(service: &Service) -> anyhow::Result<DemoArea> {
     }
     service.close_profile(&ctx, &agent_actor, &people[second], "left the NHS".into()).await?;
 
-    // Demo cards: the RA staff and every member of staff at the first practice.
-    let card_holders: Vec<PersonUuid> = [agent.clone(), id_checker.clone(), privacy_officer.clone()]
-        .into_iter()
-        .chain(people[slot(3, 0)..slot(4, 0)].iter().cloned())
-        .collect();
+    // Demo cards: every member of staff at the first practice but its practice manager. The
+    // demo's RA staff and sponsor act from the command line with interim credentials, which
+    // careid gives only to people without an active card.
+    let card_holders: Vec<PersonUuid> =
+        people[slot(3, 0)..slot(4, 0)].iter().filter(|p| **p != sponsor).cloned().collect();
     Ok(DemoArea {
         manager: init.manager,
         agent,
@@ -629,7 +629,6 @@ async fn issue_demo_cards(
 
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ctx = RequestContext::new("demo-setup");
-    let manager = login(service, &area.credentials[0].2).await?;
     let agent = login(service, &area.credentials[1].2).await?;
     // Two cards are issued by a CA configured for short certificates, so they fall due soon.
     let mut short = crate::load_card_authority(config)?.ok_or_else(|| anyhow::anyhow!("the demo CA is missing"))?;
@@ -650,7 +649,7 @@ async fn issue_demo_cards(
     let mut locked_example = None;
     let mut active_example = None;
     for (n, holder) in area.card_holders.iter().enumerate() {
-        let issuer = if holder == &area.agent { &manager } else { &agent };
+        let issuer = &agent;
         let path = dir.join(format!("{holder}.json"));
         let mut card = VirtualCard::create(&path)?;
         let recipient = BoxRecipient::new()?;
