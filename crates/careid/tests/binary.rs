@@ -895,3 +895,21 @@ fn slot_of(module: &str, serial: &str) -> u64 {
     }
     panic!("no token with serial {serial}:\n{listing}");
 }
+
+/// README's first command builds the demo: it must keep working as the rules tighten (its
+/// CLI profiles sign in with interim credentials, which careid gives only to people with no
+/// active card), and the profiles it saves must act.
+#[test]
+fn the_demo_builds_and_its_saved_profiles_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let built = careid(dir, &["demo", "--no-serve", "--data-dir", dir.join("demo").to_str().unwrap()]);
+    let tour = ok(&built);
+    assert!(tour.contains("CLI profiles saved for: demo-ra-manager"), "{tour}");
+    assert!(tour.contains("lost, investigation open"), "{tour}");
+    let profiles: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cli/profiles.json")).unwrap()).unwrap();
+    for name in ["demo-ra-manager", "demo-ra-agent", "demo-sponsor", "demo-id-checker", "demo-privacy-officer"] {
+        assert!(profiles["profiles"][name]["token"].is_string(), "{name} saved");
+    }
+}
