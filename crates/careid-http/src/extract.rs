@@ -27,15 +27,20 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
-/// Gives every request an id (the caller's `x-request-id` if it is sane), returns it in the
-/// response header, and renders any `ApiError` as the JSON error body carrying that id.
+/// Gives every request careid's own id, returns it in the response header, and renders any
+/// `ApiError` as the JSON error body carrying that id. The id goes into the tamper-evident
+/// log, so no caller chooses it; a caller's sane `x-request-id` is put beside it in the
+/// operator's log, for tracing a request through a proxy.
 pub async fn request_id_layer(mut request: Request, next: Next) -> Response {
-    let id = request.headers().get("x-request-id").and_then(acceptable_request_id).unwrap_or_else(|| {
+    let id = {
         use rand::RngCore;
         let mut bytes = [0u8; 8];
         rand::rng().fill_bytes(&mut bytes);
         format!("req-{}", hex::encode(bytes))
-    });
+    };
+    if let Some(theirs) = request.headers().get("x-request-id").and_then(acceptable_request_id) {
+        tracing::debug!(request = %id, caller_request = %theirs, "the caller's request id");
+    }
     request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(request).await;
     if let Some(mut detail) = response.extensions_mut().remove::<ErrorDetail>() {
@@ -84,6 +89,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is matched without
+/// regard to case, as RFC 7235 says of every authentication scheme.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
 /// An authenticated caller: a live session acting in one position.
 #[derive(Debug)]
 pub struct Authed {
@@ -95,13 +108,9 @@ impl FromRequestParts<App> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Authed, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+        let token = bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthenticated("sign in first: send Authorization: Bearer <token>"))?;
-        let actor = app.service.authenticate(token.trim()).await?;
+        let actor = app.service.authenticate(token).await?;
         Ok(Authed { ctx: request_context(parts), actor })
     }
 }

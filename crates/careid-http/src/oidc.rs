@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use crate::App;
 use crate::cards::base64_field;
 use crate::error::ApiError;
-use crate::extract::{Authed, Body, Ctx};
+use crate::extract::{Authed, Body, Ctx, bearer};
 
 /// The provider's signing key and the issuer it signs as.
 #[derive(Debug)]
@@ -466,10 +466,6 @@ pub async fn token(
     }
     .await;
     result.unwrap_or_else(|e| OAuthFailure(e).into_response())
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim)
 }
 
 /// Userinfo: the claims of the holder behind an active access token.

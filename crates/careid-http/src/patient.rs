@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
-use crate::extract::{Authed, Body, Ctx, Params};
+use crate::extract::{Authed, Ctx, Params};
 use crate::oidc::{OAuthFailure, client_credentials};
 use crate::routes::{AuditParams, audit_query};
 use crate::{App, fhir};
@@ -34,10 +34,22 @@ pub async fn access_events(
     State(app): State<App>,
     Ctx(ctx): Ctx,
     headers: HeaderMap,
-    Body(body): Body<wire::AccessEvents>,
+    body: axum::body::Bytes,
 ) -> Response {
+    // The application is authenticated before its body is read: an unknown caller gets 401
+    // and makes careid parse nothing.
+    let credentials = match client_credentials(&headers, &HashMap::new()) {
+        Ok(credentials) => credentials,
+        Err(e) => return OAuthFailure(e).into_response(),
+    };
+    if let Err(e) = app.service.check_application(&credentials).await {
+        return OAuthFailure(e).into_response();
+    }
+    let body: wire::AccessEvents = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => return ApiError::malformed(format!("the body is not the JSON expected: {e}")).into_response(),
+    };
     let result = async {
-        let credentials = client_credentials(&headers, &HashMap::new())?;
         let oidc = app.oidc.as_deref();
         let reports: Vec<AccessReport> = body
             .events

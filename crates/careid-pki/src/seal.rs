@@ -36,7 +36,8 @@ impl MasterKey {
     /// Parses 64 hex digits.
     pub fn from_hex(hex: &str) -> Result<MasterKey, SealError> {
         let hex = hex.trim();
-        if hex.len() != 64 {
+        // Checked as ASCII first: slicing a string of other characters by byte could split one.
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(SealError::BadKey);
         }
         let mut key = Zeroizing::new([0u8; 32]);
@@ -126,6 +127,12 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(key.unseal(b"label", &tampered).unwrap_err(), SealError::Open);
         assert_eq!(MasterKey::from_hex("abc").unwrap_err(), SealError::BadKey);
+        // 64 bytes that are not 64 hex digits, one of them a character of two bytes: refused, no
+        // panic on a split character.
+        let not_hex = format!("{}é{}", "a".repeat(31), "b".repeat(31));
+        assert_eq!(not_hex.len(), 64);
+        assert_eq!(MasterKey::from_hex(&not_hex).unwrap_err(), SealError::BadKey);
+        assert_eq!(MasterKey::from_hex(&"+1".repeat(32)).unwrap_err(), SealError::BadKey);
         assert!(!format!("{key:?}").contains("ab"));
         assert_eq!(MasterKey::generate_hex().unwrap().len(), 64);
     }

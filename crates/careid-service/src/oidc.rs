@@ -431,6 +431,13 @@ impl Service {
         self.liveness().ended(now, last_proof, session.last_seen_at, session.expires_at).is_some()
     }
 
+    /// Whether these are a confidential application's good credentials: what an endpoint asks
+    /// before it reads a request's body, so that an unknown caller makes careid parse nothing.
+    pub async fn check_application(&self, credentials: &ClientCredentials) -> Result<(), OAuthError> {
+        let mut tx = self.store.begin_read().await?;
+        self.authenticate_client(&mut tx, credentials, true).await.map(drop)
+    }
+
     /// Authenticates an application: a confidential one by its secret, a public one by its id.
     pub(crate) async fn authenticate_client(
         &self,

@@ -179,6 +179,9 @@ impl Config {
         if !self.smtp_url.0.is_empty() {
             crate::mail::SmtpMailer::new(&self.smtp_url.0, &self.mail_from)?;
         }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            bail!("configuration: log is not a valid filter ({error}); for example `info` or `careid=debug,sqlx=warn`");
+        }
         if !(1..=7).contains(&self.interim_credential_days) {
             bail!("configuration: interim_credential_days must be 1 to 7");
         }
@@ -291,6 +294,11 @@ mod tests {
         std::fs::write(&file, "colour = \"blue\"\n").unwrap();
         assert!(Config::load(Some(&file), env(&[])).unwrap_err().to_string().contains("colour"));
         assert!(Config::load(None, env(&[("CAREID_SESSION_IDLE_TIMEOUT_SECONDS", "0")])).is_err());
+        // A log filter that does not parse is refused, not silently replaced.
+        let refused = Config::load(None, env(&[("CAREID_LOG", "careid=loudly")])).unwrap_err().to_string();
+        assert!(refused.contains("log is not a valid filter"), "{refused}");
+        assert!(Config::load(None, env(&[("CAREID_INTERIM_CREDENTIAL_DAYS", "30")])).is_err());
+        assert!(Config::load(None, env(&[("CAREID_LOG_WITNESSES", "http://w.example only-a-url")])).is_err());
         // Variables that are not settings are left alone.
         assert!(Config::load(None, env(&[("CAREID_TEST_POSTGRES_URL", "x"), ("CAREID_SERVER", "y")])).is_ok());
     }
