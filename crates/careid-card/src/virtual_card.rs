@@ -128,7 +128,18 @@ impl VirtualCard {
     fn save(&self) -> Result<(), CardError> {
         let text = serde_json::to_string_pretty(&self.state).map_err(|e| CardError::Device(e.to_string()))?;
         let temporary = self.path.with_extension("tmp");
-        std::fs::write(&temporary, text)
+        // The file holds the sealed key and the administrative check: its owner's alone.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let _ = std::fs::remove_file(&temporary);
+        options
+            .open(&temporary)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
             .and_then(|()| std::fs::rename(&temporary, &self.path))
             .map_err(|e| CardError::Device(e.to_string()))
     }

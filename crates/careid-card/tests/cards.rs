@@ -88,9 +88,14 @@ fn cards(administrator: &Secret) -> Vec<(&'static str, Box<dyn Card>, tempfile::
 #[test]
 fn issue_then_the_holder_alone_sets_the_passcode_and_signs() {
     let administrator = random_administrator_secret().unwrap();
-    for (kind, mut card, _dir) in cards(&administrator) {
+    for (kind, mut card, dir) in cards(&administrator) {
         let spki = card.generate_key(&administrator).unwrap();
         assert_eq!(card.public_key().unwrap(), spki, "{kind}");
+        if kind == "virtual" {
+            let file = dir.path().join("card.json");
+            let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+            assert_eq!(mode & 0o777, 0o600, "a virtual card's file is its owner's alone");
+        }
         // The agent's presence check reads this at every poll: serial and key, from the device.
         let identity = careid_card::identity(&*card).unwrap();
         assert_eq!((&identity.serial, &identity.public_key), (&card.status().unwrap().serial, &spki), "{kind}");

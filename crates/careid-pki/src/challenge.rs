@@ -45,6 +45,30 @@ pub enum ChallengeError {
     Expired,
 }
 
+/// The key of self-service unlock codes as stored: an HMAC under a key derived from the master
+/// key, so that a copy of the database does not let anyone test the 10^8 codes offline.
+pub struct UnlockCodeKey(hmac::Key);
+
+impl std::fmt::Debug for UnlockCodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnlockCodeKey(..)")
+    }
+}
+
+impl UnlockCodeKey {
+    pub fn derive(master: &MasterKey) -> UnlockCodeKey {
+        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, master.bytes()), b"careid unlock code v1");
+        UnlockCodeKey(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+    }
+
+    /// The stored form of `code`, issued for `card`.
+    pub fn hash(&self, card: i64, code: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(&self.0, format!("{card}\n{}", code.trim()).as_bytes()).as_ref());
+        out
+    }
+}
+
 /// Pseudonyms for patients in the audit log: an HMAC of the NHS number under a key derived from
 /// the master key. The log (served to anyone who checks it) never holds an NHS number; whoever
 /// holds the key, and the store's access-controlled index, can still find a patient's records.

@@ -20,7 +20,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-pub use challenge::{ChallengeError, ChallengeKey, IssuedChallenge, PatientKey};
+pub use challenge::{ChallengeError, ChallengeKey, IssuedChallenge, PatientKey, UnlockCodeKey};
 pub use jws::{JwsError, TokenSigner, pkce_s256};
 pub use seal::{MasterKey, SealError};
 pub use sealed_box::{BoxRecipient, seal_to};

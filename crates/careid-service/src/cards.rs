@@ -37,6 +37,8 @@ pub struct CardAuthority {
     pub challenge_key: careid_pki::ChallengeKey,
     /// Pseudonymises patients in the audit log (derived from the master key).
     pub patient_key: careid_pki::PatientKey,
+    /// Keys the stored form of self-service unlock codes.
+    pub unlock_code_key: careid_pki::UnlockCodeKey,
     /// How long card certificates last.
     pub certificate_validity: Duration,
     /// The last CRL signed, until a revocation changes it.
@@ -52,11 +54,13 @@ impl CardAuthority {
     pub fn new(ca: CertificateAuthority, master_key: MasterKey, certificate_validity: Duration) -> CardAuthority {
         let challenge_key = careid_pki::ChallengeKey::derive(&master_key);
         let patient_key = careid_pki::PatientKey::derive(&master_key);
+        let unlock_code_key = careid_pki::UnlockCodeKey::derive(&master_key);
         CardAuthority {
             ca,
             master_key,
             challenge_key,
             patient_key,
+            unlock_code_key,
             certificate_validity,
             crl_cache: std::sync::Mutex::new(None),
             verified: std::sync::Mutex::new(HashMap::new()),
@@ -202,11 +206,6 @@ pub fn self_service_completion_message(card_id: i64, next: &Secret) -> Vec<u8> {
     use sha2::{Digest, Sha256};
     let bound = hex::encode(Sha256::digest(next.expose().as_bytes()));
     format!("careid self-service unlock complete\n{card_id}\n{bound}").into_bytes()
-}
-
-fn unlock_code_hash(card: i64, code: &Secret) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(format!("careid unlock code\n{card}\n{}", code.expose().trim()).as_bytes()).into()
 }
 
 /// `a.smith@nhs.net` → `a•••@nhs.net`.
@@ -659,7 +658,7 @@ impl Service {
         let record = careid_domain::card::UnlockCode {
             id: 0,
             card: card.id,
-            code_hash: unlock_code_hash(card.id, &code),
+            code_hash: self.card_authority()?.unlock_code_key.hash(card.id, code.expose()),
             expires_at: now + careid_domain::card::UNLOCK_CODE_LIFETIME,
             attempts: 0,
             used_at: None,
@@ -717,7 +716,7 @@ impl Service {
         let usable = stored.used_at.is_none()
             && stored.expires_at > now
             && stored.attempts < careid_domain::card::UNLOCK_CODE_TRIES;
-        if !usable || stored.code_hash != unlock_code_hash(card.id, code) {
+        if !usable || stored.code_hash != self.card_authority()?.unlock_code_key.hash(card.id, code.expose()) {
             if usable {
                 stored.attempts += 1;
                 tx.update_unlock_code(&stored).await?;

@@ -1285,7 +1285,8 @@ impl Transaction for SqlTransaction {
     }
 
     async fn mark_message_sent(&mut self, id: i64, at: OffsetDateTime) -> Result<(), StoreError> {
-        query("UPDATE outbox SET sent_at = $2, leased_until = NULL WHERE id = $1")
+        // Delivered: the body (an unlock code, say) has no business staying in the database.
+        query("UPDATE outbox SET sent_at = $2, leased_until = NULL, body = '' WHERE id = $1")
             .bind(id)
             .bind(micros(at))
             .execute(self.conn())

@@ -608,6 +608,10 @@ contract!(the_outbox_leases_each_message_to_one_sender_and_keeps_failures_for_la
     assert!(tx.outbox_waiting(at + 6 * minute).await.unwrap());
     let again = tx.lease_unsent_messages(at + 6 * minute, at + 7 * minute, 10).await.unwrap();
     assert_eq!(again.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(), [(second, 1)]);
+    // A delivered message keeps no body; one not yet delivered keeps its own.
+    let kept = tx.outbox(None, 10).await.unwrap();
+    assert_eq!(kept.iter().find(|m| m.id == first).map(|m| m.body.as_str()), Some(""));
+    assert!(kept.iter().find(|m| m.id == second).is_some_and(|m| !m.body.is_empty()));
     tx.commit().await.unwrap();
 });
 

@@ -58,6 +58,26 @@ impl Profiles {
     }
 }
 
+/// Creates a directory (and those above it) that only its owner can enter, whatever the
+/// umask; an existing one is made so.
+pub fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    owner_only(path, 0o700)
+}
+
+/// Sets `path`'s permission bits to `mode` (Unix); elsewhere nothing.
+pub fn owner_only(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("making {} its owner's only", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
 /// Writes a file only its owner can read (it holds bearer tokens or credentials).
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;

@@ -491,7 +491,7 @@ async fn login(service: &Service, credential: &Secret) -> anyhow::Result<Actor> 
 }
 
 pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    crate::client::private_dir(&args.data_dir)?;
     for file in ["careid.db", "careid.db-wal", "careid.db-shm"] {
         let _ = std::fs::remove_file(args.data_dir.join(file));
     }
@@ -627,7 +627,7 @@ async fn issue_demo_cards(
     use careid_pki::BoxRecipient;
     use careid_service::{CardReport, Ceremony, ReleasedSecrets, open_issue_secret};
 
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::client::private_dir(dir)?;
     let ctx = RequestContext::new("demo-setup");
     let agent = login(service, &area.credentials[1].2).await?;
     // Two cards are issued by a CA configured for short certificates, so they fall due soon.

@@ -124,7 +124,8 @@ pub(crate) fn create_card_authority(config: &Config, deployment: &str) -> anyhow
     if dir.join(PKI_FILES[0]).exists() {
         anyhow::bail!("{} already holds a certificate authority", dir.display());
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    client::private_dir(&config.data_dir)?;
+    client::private_dir(&dir)?;
     let key_path = config.master_key_path();
     if !key_path.exists() {
         let hex = careid_pki::MasterKey::generate_hex()?;
@@ -201,17 +202,42 @@ pub(crate) fn issuer(config: &Config, listener: &tokio::net::TcpListener) -> any
     Ok(if config.public_url.is_empty() { format!("http://{}", listener.local_addr()?) } else { config.public_url() })
 }
 
+/// The database file of a SQLite store URL (`sqlite://PATH?options`, `sqlite:PATH`); `None`
+/// for PostgreSQL or an in-memory database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
 /// Opens the configured store and builds the service on it.
 pub async fn open_service(config: &Config) -> anyhow::Result<(SqlStore, Service)> {
     let url = config.effective_store_url();
-    if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let database = sqlite_file(&url);
+    if let Some(file) = &database {
+        // The database holds identity documents, absences and every login: the data directory
+        // and every file in it are the owner's alone, whatever the umask. SQLite gives its
+        // write-ahead log and shared-memory files the database file's own permissions.
+        client::private_dir(&config.data_dir)?;
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            client::private_dir(dir)?;
+        }
+        if !file.exists() {
+            client::write_private(file, b"")?;
+        }
     }
     let mut options = StoreOptions::new(url);
     options.max_connections = config.store_max_connections;
     options.schema = Some(config.store_schema.clone()).filter(|s| !s.is_empty());
     let store = SqlStore::open(&options).await.context("opening the store")?;
+    if let Some(file) = &database {
+        for suffix in ["", "-wal", "-shm"] {
+            let path = PathBuf::from(format!("{}{suffix}", file.display()));
+            if path.exists() {
+                client::owner_only(&path, 0o600)?;
+            }
+        }
+    }
     let mut service =
         Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), config.service_settings());
     if let Some(authority) = load_card_authority(config)? {

@@ -17,6 +17,18 @@ fn init_serve_and_the_ra_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let (_server, url, credential) = deployment(dir, &[]);
+    // The data directory and everything careid wrote in it are its owner's alone, whatever the
+    // umask the test runs under.
+    let mode =
+        |path: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777;
+    let data = dir.join("data");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("pki")), 0o700);
+    for entry in walk(&data) {
+        let expected = if entry.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&entry), expected, "{}", entry.display());
+    }
+    assert!(data.join("careid.db-wal").exists(), "the write-ahead log is there to check");
     // A second init on the same deployment is refused.
     let again = careid(
         dir,
@@ -912,4 +924,17 @@ fn the_demo_builds_and_its_saved_profiles_act() {
     for name in ["demo-ra-manager", "demo-ra-agent", "demo-sponsor", "demo-id-checker", "demo-privacy-officer"] {
         assert!(profiles["profiles"][name]["token"].is_string(), "{name} saved");
     }
+}
+
+/// Every file and directory below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
 }
