@@ -33,7 +33,8 @@ impl fmt::Debug for SecretUrl {
 }
 
 /// Environment variables that start with `CAREID_` but are not settings.
-const NOT_SETTINGS: &[&str] = &["CAREID_CONFIG", "CAREID_SERVER", "CAREID_CLI_HOME", "CAREID_PROFILE"];
+const NOT_SETTINGS: &[&str] =
+    &["CAREID_CONFIG", "CAREID_SERVER", "CAREID_CLI_HOME", "CAREID_PROFILE", "CAREID_CREDENTIAL"];
 
 macro_rules! settings {
     ($( $(#[doc = $doc:literal])+ $field:ident : $ty:ty = $default:expr ; )*) => {

@@ -330,6 +330,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen } => {
             let (store, service) = open_service(&config).await?;
+            // A server on a data directory (or database) with no deployment would serve a new,
+            // empty one: most likely the wrong directory, so say so instead.
+            if careid_domain::ports::Store::begin_read(&store).await?.audit_range(0, 1).await?.is_empty() {
+                anyhow::bail!(
+                    "no careid deployment in {} (store: {}): run `careid init` first, or point --config or \
+                     CAREID_DATA_DIR at the deployment's data directory",
+                    config.data_dir.display(),
+                    service.store().backend()
+                );
+            }
             let address = listen.unwrap_or(config.listen);
             let listener =
                 tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))?;

@@ -83,8 +83,10 @@ enum RaCommand {
     Login {
         /// The profile name to save the session under (for `--as`).
         name: String,
+        /// The credential. Better left out: it is then read from `CAREID_CREDENTIAL`, or asked
+        /// for without echo, so that it never shows in the process list or the shell's history.
         #[arg(long)]
-        credential: String,
+        credential: Option<String>,
         /// Which position to act in, if you hold several.
         #[arg(long)]
         assignment: Option<i64>,
@@ -447,7 +449,11 @@ pub async fn run(args: RaArgs) -> anyhow::Result<()> {
     let server = flags.server.as_deref();
     let value = match args.command {
         RaCommand::Login { name, credential, assignment } => {
-            client::login(server.unwrap_or(DEFAULT_SERVER), &name, &credential, assignment).await?
+            let credential = match credential.or_else(|| std::env::var("CAREID_CREDENTIAL").ok()) {
+                Some(credential) => zeroize::Zeroizing::new(credential),
+                None => zeroize::Zeroizing::new(rpassword::prompt_password("Credential: ")?),
+            };
+            client::login(server.unwrap_or(DEFAULT_SERVER), &name, credential.trim(), assignment).await?
         }
         RaCommand::Logout => {
             let mut profiles = Profiles::load()?;

@@ -55,8 +55,26 @@ fn init_serve_and_the_ra_command_line() {
         all.extend_from_slice(args);
         careid(dir, &all)
     };
-    ok(&ra(&["login", "ram", "--credential", &credential]));
+    // The credential from the environment (or a prompt), never the command line that `ps` shows.
+    let from_env = Command::new(CAREID)
+        .args(["ra", "--server", url.as_str(), "login", "ram"])
+        .env("CAREID_CLI_HOME", dir.join("cli"))
+        .env("CAREID_CREDENTIAL", &credential)
+        .env_remove("CAREID_SERVER")
+        .output()
+        .unwrap();
+    ok(&from_env);
     assert!(ok(&ra(&["whoami"])).contains("ra_manager"));
+    // A server pointed at a directory with no deployment refuses to start a new, empty one.
+    let empty = dir.join("empty");
+    let refused = Command::new(CAREID)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CAREID_DATA_DIR", &empty)
+        .env_remove("CAREID_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("run `careid init` first"));
     let whoami: serde_json::Value = serde_json::from_str(&ok(&ra(&["--json", "whoami"]))).unwrap();
     assert_eq!(whoami["org"], "QWE");
 
