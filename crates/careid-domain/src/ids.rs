@@ -215,16 +215,41 @@ string_newtype!(
     NamePart
 );
 
+/// Whether `c` may stand in a name people read: no control character (NUL, CR, LF, ...), no
+/// line or paragraph separator, and none of the invisible bidirectional controls (embeddings,
+/// overrides, isolates, marks) that make text read other than it is stored ("\u{202e}evil").
+pub fn displayable(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{feff}' | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Text shown to people as a name (of a person, position, organisation, application, or who
+/// approved something): trimmed, 1 to `max` characters, every one `displayable`.
+pub fn display_text(field: &'static str, s: &str, max: usize) -> Result<String, InvalidInput> {
+    let s = s.trim();
+    if s.is_empty() || s.chars().count() > max {
+        return Err(InvalidInput::new(field, format!("must be 1 to {max} characters")));
+    }
+    if !s.chars().all(displayable) {
+        return Err(InvalidInput::new(
+            field,
+            "must not contain control characters, line breaks or bidirectional controls",
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 impl NamePart {
     pub fn parse(field: &'static str, s: &str) -> Result<NamePart, InvalidInput> {
-        let s = s.trim();
-        if s.is_empty() || s.chars().count() > 100 || s.chars().any(char::is_control) {
-            return Err(InvalidInput::new(field, "must be 1 to 100 characters with no control characters"));
-        }
+        let s = display_text(field, s, 100)?;
         if !s.chars().any(char::is_alphabetic) {
             return Err(InvalidInput::new(field, "must contain a letter"));
         }
-        Ok(NamePart(s.to_owned()))
+        Ok(NamePart(s))
     }
 }
 
@@ -340,6 +365,32 @@ int_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_text_refuses_what_would_read_other_than_it_is_stored() {
+        for good in ["Receptionist", "Ó Súilleabháin", "Dr O'Neil-Smith", "GP records (Emis)"] {
+            assert_eq!(display_text("name", good, 100).as_deref(), Ok(good));
+        }
+        for bad in [
+            "a\u{0}b",
+            "line\nbreak",
+            "cr\rhere",
+            "sep\u{2028}arated",
+            "\u{202e}evil",
+            "iso\u{2066}late",
+            "mark\u{200f}",
+        ] {
+            let refused = display_text("name", bad, 100).unwrap_err();
+            assert_eq!(refused.field, "name", "{bad:?}");
+        }
+        assert!(display_text("name", "   ", 100).is_err());
+        assert!(display_text("name", &"x".repeat(101), 100).is_err());
+        assert!(NamePart::parse("given_name", "\u{202e}nnA").is_err(), "names of people too");
+        assert!(
+            crate::model::parse_organisation_name("\u{202e}evil").is_err(),
+            "and of organisations and applications"
+        );
+    }
 
     #[allow(clippy::needless_pass_by_value, reason = "reads best as check(parse(..), true)")]
     fn check<T: fmt::Debug>(result: Result<T, InvalidInput>, ok: bool) {

@@ -55,11 +55,7 @@ pub struct Organisation {
 
 /// Parses an organisation's display name.
 pub fn parse_organisation_name(s: &str) -> Result<String, InvalidInput> {
-    let s = s.trim();
-    if s.is_empty() || s.chars().count() > 200 || s.chars().any(char::is_control) {
-        return Err(InvalidInput::new("name", "must be 1 to 200 characters"));
-    }
-    Ok(s.to_owned())
+    crate::ids::display_text("name", s, 200)
 }
 
 /// The personal details a sponsor records and an RA agent checks.

@@ -138,14 +138,7 @@ pub fn registration_out(r: &Registration) -> wire::Registration {
 }
 
 pub fn position_in(p: &wire::NewPosition) -> Result<NewPosition, InvalidInput> {
-    let text = |field: &'static str, s: &str| {
-        let s = s.trim();
-        if s.is_empty() || s.chars().count() > 200 {
-            Err(InvalidInput::new(field, "must be 1 to 200 characters"))
-        } else {
-            Ok(s.to_owned())
-        }
-    };
+    let text = |field: &'static str, s: &str| careid_domain::ids::display_text(field, s, 200);
     Ok(NewPosition {
         org: OdsCode::parse(&p.org).map_err(|e| InvalidInput::new("org", e.rule))?,
         name: text("name", &p.name)?,
