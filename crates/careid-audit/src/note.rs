@@ -161,6 +161,25 @@ pub(crate) fn parse_vkey(vkey: &str, key_type: u8) -> Result<(String, [u8; 4], V
     Ok((name.to_owned(), expected, public.to_vec()))
 }
 
+/// One signature line of a note: the signer's name and the decoded signature.
+pub(crate) type SignatureLine<'a> = Result<(&'a str, Vec<u8>), NoteError>;
+
+/// A signed note's body (through its last newline) and its signature lines, each as the
+/// signer's name and the decoded signature (key id first).
+pub(crate) fn split_note(note: &str) -> Result<(&str, impl Iterator<Item = SignatureLine<'_>>), NoteError> {
+    let split = note.rfind("\n\n").ok_or(NoteError::Malformed("no blank line before the signatures"))?;
+    let (body, signatures) = (&note[..=split], &note[split + 2..]);
+    let lines = signatures.split_terminator('\n').map(|line| {
+        let line = line
+            .strip_prefix("\u{2014} ")
+            .ok_or(NoteError::Malformed("a signature line must start with an em dash"))?;
+        let (name, blob) = line.split_once(' ').ok_or(NoteError::Malformed("a signature line is `name signature`"))?;
+        let blob = STANDARD.decode(blob).map_err(|_| NoteError::Malformed("a signature is not base64"))?;
+        Ok((name, blob))
+    });
+    Ok((body, lines))
+}
+
 /// Checks checkpoints against one log's verifier key.
 #[derive(Debug, Clone)]
 pub struct NoteVerifier {
@@ -182,19 +201,13 @@ impl NoteVerifier {
 
     /// Verifies a signed checkpoint: its signature by this key and its origin (this key's name).
     pub fn verify(&self, note: &str) -> Result<Checkpoint, NoteError> {
-        let split = note.rfind("\n\n").ok_or(NoteError::Malformed("no blank line before the signatures"))?;
-        let (body, signatures) = (&note[..=split], &note[split + 2..]);
+        let (body, signatures) = split_note(note)?;
         let mut signed = false;
-        for line in signatures.split_terminator('\n') {
-            let line = line
-                .strip_prefix("\u{2014} ")
-                .ok_or(NoteError::Malformed("a signature line must start with an em dash"))?;
-            let (name, blob) =
-                line.split_once(' ').ok_or(NoteError::Malformed("a signature line is `name signature`"))?;
+        for signature in signatures {
+            let (name, blob) = signature?;
             if name != self.name {
                 continue;
             }
-            let blob = STANDARD.decode(blob).map_err(|_| NoteError::Malformed("a signature is not base64"))?;
             if blob.len() < 4 || blob[..4] != self.id {
                 continue;
             }

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
 use crate::merkle::{self, Hash};
-use crate::note::{Checkpoint, NoteError, NoteVerifier, parse_vkey, typed_key_id, valid_name};
+use crate::note::{Checkpoint, NoteError, NoteVerifier, parse_vkey, split_note, typed_key_id, valid_name};
 
 /// The signature type of an Ed25519 cosignature key (C2SP tlog-cosignature).
 const COSIGNATURE_TYPE: u8 = 0x04;
@@ -89,13 +89,9 @@ impl CosignatureVerifier {
     /// The time this witness cosigned the note's checkpoint, if a line of the note is its valid
     /// cosignature. Lines of other keys are passed over.
     pub fn verify(&self, note: &str) -> Result<u64, NoteError> {
-        let split = note.rfind("\n\n").ok_or(NoteError::Malformed("no blank line before the signatures"))?;
-        let (body, signatures) = (&note[..=split], &note[split + 2..]);
-        for line in signatures.split_terminator('\n') {
-            let Some((name, blob)) = line.strip_prefix("\u{2014} ").and_then(|l| l.split_once(' ')) else {
-                return Err(NoteError::Malformed("a signature line is `\u{2014} name signature`"));
-            };
-            let Ok(blob) = STANDARD.decode(blob) else { continue };
+        let (body, signatures) = split_note(note)?;
+        for signature in signatures {
+            let (name, blob) = signature?;
             if name != self.name || blob.len() != 4 + 8 + 64 || blob[..4] != self.id {
                 continue;
             }
