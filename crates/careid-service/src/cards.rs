@@ -236,8 +236,9 @@ fn seal_to_ceremony(ceremony_key: &[u8], label: &[u8], plaintext: &[u8]) -> Resu
     })
 }
 
-/// Records `card` as ended in state `to`, revoking its certificates if `to` calls for it.
-async fn end_card_as(
+/// Records `card` as ended in state `to`, revoking its certificates if `to` calls for it
+/// (RFC 5280's reason for that state), and ends its sessions.
+pub(crate) async fn end_card_as(
     tx: &mut Box<dyn Transaction>,
     card: &mut CardRecord,
     to: CardState,
@@ -285,7 +286,13 @@ impl Service {
         Ok(Secret::new(String::from_utf8_lossy(&bytes).into_owned()))
     }
 
-    fn card_event(&self, ctx: &RequestContext, actor: AuditActor, action: Action, card: &CardRecord) -> AuditEvent {
+    pub(crate) fn card_event(
+        &self,
+        ctx: &RequestContext,
+        actor: AuditActor,
+        action: Action,
+        card: &CardRecord,
+    ) -> AuditEvent {
         let mut event = self.event(ctx, actor, action, "card", card.id);
         event.subject_person = Some(card.person.clone());
         event.detail.push(("serial", card.serial.to_string()));

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use careid_domain::access::{Actor, AuthMethod, Permission, RaAction, Refusal, Rule};
 use careid_domain::audit::{Action, AuditEvent, AuditRecord};
-use careid_domain::card::{CardEvent, CardState, RevocationReason};
+use careid_domain::card::{CardEvent, transition};
 use careid_domain::ids::{
     AssignmentId, InvalidInput, NamePart, OdsCode, PersonUuid, PositionId, RegistrationId, RequestId,
 };
@@ -864,23 +864,13 @@ impl Service {
         }
         if nothing_left {
             for mut card in tx.cards_of(person).await? {
-                if !card.state.is_live() {
-                    continue;
-                }
-                let reason = RevocationReason::CessationOfOperation;
-                let revoked = tx.revoke_certificates_of(card.id, reason, now).await?;
-                let mut e = self.event(ctx, actor.into(), Action::CardEnd, "card", card.id);
-                e.subject_person = Some(person.clone());
-                e.detail = vec![
-                    ("serial", card.serial.to_string()),
-                    ("event", CardEvent::Cancelled.code().into()),
-                    ("why", "no position left behind the card".into()),
-                    ("from", card.state.code().into()),
-                    ("certificates_revoked", revoked.to_string()),
-                    ("revocation_reason", reason.code().into()),
-                ];
-                card.state = CardState::Cancelled;
-                tx.update_card(&card).await?;
+                // Cancelling is a transition of every live state; an ended card is left as it is.
+                let Ok(to) = transition(card.state, CardEvent::Cancelled) else { continue };
+                let mut e = self.card_event(ctx, actor.into(), Action::CardEnd, &card);
+                e.detail.push(("event", CardEvent::Cancelled.code().into()));
+                e.detail.push(("why", "no position left behind the card".into()));
+                e.detail.push(("from", card.state.code().into()));
+                crate::cards::end_card_as(tx, &mut card, to, &mut e, now).await?;
                 events.push(e);
             }
             tx.revoke_credentials(person, AuthMethod::InterimCredential, now).await?;
