@@ -81,6 +81,9 @@ impl RaFunction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RaAction {
     FindPersonOrOrganisation,
+    /// careid: read a person's identifying details (date of birth, NI number, contact details,
+    /// identity documents). Anyone may look up a name, an identifier and positions.
+    ReadIdentifyingDetails,
     PreRegister,
     CreateProfile,
     ChangePersonalDetails,
@@ -125,6 +128,7 @@ impl RaAction {
     pub fn describe(self) -> &'static str {
         match self {
             RaAction::FindPersonOrOrganisation => "find a person or an organisation",
+            RaAction::ReadIdentifyingDetails => "read a person's identifying details",
             RaAction::PreRegister => "pre-register a new person",
             RaAction::CreateProfile => "create a person's profile",
             RaAction::ChangePersonalDetails => "change a person's personal details",
@@ -187,7 +191,7 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
                 Denied
             }
         }
-        A::CreateProfile | A::ChangeName => {
+        A::CreateProfile | A::ChangeName | A::ReadIdentifyingDetails => {
             if ra || function == F::IdChecker {
                 Allowed
             } else {
@@ -516,6 +520,7 @@ mod tests {
         ];
         let rows: &[(RaAction, [Permission; 8])] = &[
             (A::FindPersonOrOrganisation, [Allowed; 8]),
+            (A::ReadIdentifyingDetails, [Allowed, Allowed, Allowed, Denied, Allowed, Denied, Denied, Denied]),
             (A::PreRegister, [Denied, Denied, Denied, Allowed, Denied, Denied, Denied, Denied]),
             (A::CreateProfile, [Allowed, Allowed, Allowed, Denied, Allowed, Denied, Denied, Denied]),
             (A::ChangePersonalDetails, [Allowed, Allowed, Allowed, ByRequest, Allowed, Denied, Denied, Denied]),

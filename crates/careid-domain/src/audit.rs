@@ -78,6 +78,9 @@ pub enum Action {
     /// Records written before records named every organisation they concern were given them
     /// (the organisations are in this record, which the query index cites).
     AuditAnnotate,
+    /// The refusals of callers careid could not name, counted from one address in one window
+    /// after the first (which has a record of its own).
+    RefusalRepeat,
 }
 
 impl Action {
@@ -113,6 +116,7 @@ impl Action {
             Action::AuditNotMe => "audit.not_me",
             Action::PatientAccess => "patient.access",
             Action::AuditAnnotate => "audit.annotate",
+            Action::RefusalRepeat => "refusal.repeat",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",

@@ -204,8 +204,14 @@ pub trait Transaction: Send {
     async fn update_person(&mut self, person: &Person) -> Result<(), StoreError>;
     /// Profiles with this NI number, or with the same names and date of birth.
     async fn possible_duplicates(&mut self, details: &PersonalDetails) -> Result<Vec<Person>, StoreError>;
-    /// Profiles whose family name starts with `family_prefix` (case-insensitive).
-    async fn people_by_family_name(&mut self, family_prefix: &str, limit: u32) -> Result<Vec<Person>, StoreError>;
+    /// People whose family name starts with `family_prefix` (case-insensitive), registered or employed at
+    /// `within` or any organisation below it.
+    async fn people_by_family_name(
+        &mut self,
+        family_prefix: &str,
+        within: &OdsCode,
+        limit: u32,
+    ) -> Result<Vec<Person>, StoreError>;
     async fn person_by_ni(&mut self, ni: &NiNumber) -> Result<Option<Person>, StoreError>;
 
     async fn insert_identity_check(&mut self, check: &IdentityCheck) -> Result<(), StoreError>;

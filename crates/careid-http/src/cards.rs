@@ -15,6 +15,7 @@ use careid_service::{CardReport, Ceremony};
 use crate::App;
 use crate::error::ApiError;
 use crate::extract::{Authed, Body, Ctx, PathParam};
+use crate::limit::Kind;
 
 pub(crate) fn base64_field(field: &'static str, value: &str) -> Result<Vec<u8>, ApiError> {
     STANDARD.decode(value.trim()).map_err(|_| InvalidInput::new(field, "must be base64").into())
@@ -205,8 +206,7 @@ pub async fn person_cards_list(
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Vec<wire::Card>>, ApiError> {
     let person = PersonUuid::parse(&id)?;
-    // The same right as reading the profile.
-    app.service.person_profile(&auth.ctx, &auth.actor, &person).await?;
+    app.service.require_records_reader(&auth.ctx, &auth.actor, &person).await?;
     let mut out = Vec::new();
     for card in app.service.cards_of(&person).await? {
         let certificates = app.service.card_certificates(card.id).await?;
@@ -225,6 +225,7 @@ pub async fn cards_unlock_code(
     Body(body): Body<wire::RequestUnlockCode>,
 ) -> Result<Json<wire::UnlockCodeSent>, ApiError> {
     let serial = CardSerial::parse(&body.serial)?;
+    app.limit_target(Kind::Unlock, &format!("serial:{serial}"))?;
     let (card_id, sent_to) = app.service.request_unlock_code(&ctx, &serial).await?;
     Ok(Json(wire::UnlockCodeSent { card_id, sent_to }))
 }
@@ -238,9 +239,11 @@ pub async fn cards_self_service_unlock(
     PathParam(id): PathParam<String>,
     Body(body): Body<wire::SelfServiceUnlock>,
 ) -> Result<Json<wire::CeremonySecrets>, ApiError> {
+    let card_id = card_id(&id)?;
+    app.limit_target(Kind::Unlock, &format!("card:{card_id}"))?;
     let key = base64_field("ceremony_key", &body.ceremony_key)?;
     let code = careid_domain::secret::Secret::new(body.code);
-    let sealed = app.service.release_with_unlock_code(&ctx, card_id(&id)?, &code, &key).await?;
+    let sealed = app.service.release_with_unlock_code(&ctx, card_id, &code, &key).await?;
     Ok(Json(wire::CeremonySecrets { sealed_secrets: STANDARD.encode(sealed) }))
 }
 
@@ -254,6 +257,7 @@ pub async fn cards_self_service_complete(
     Body(body): Body<wire::CardProof>,
 ) -> Result<Json<wire::CardStateResponse>, ApiError> {
     let card_id = card_id(&id)?;
+    app.limit_target(Kind::Unlock, &format!("card:{card_id}"))?;
     let signature = base64_field("signature", &body.signature)?;
     let state = app.service.complete_self_service_unlock(&ctx, card_id, &signature).await?;
     Ok(Json(wire::CardStateResponse { card_id, state: state.code().into() }))
@@ -267,7 +271,7 @@ pub async fn cards_get(
     PathParam(id): PathParam<String>,
 ) -> Result<Json<wire::Card>, ApiError> {
     let card = app.service.card(card_id(&id)?).await?;
-    app.service.person_profile(&auth.ctx, &auth.actor, &card.person).await?;
+    app.service.require_records_reader(&auth.ctx, &auth.actor, &card.person).await?;
     let certificates = app.service.card_certificates(card.id).await?;
     Ok(Json(card_out(&card, &certificates)))
 }

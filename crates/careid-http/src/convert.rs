@@ -15,7 +15,7 @@ use careid_domain::model::{
     SponsorRequest,
 };
 use careid_proto as wire;
-use careid_service::{ImportPerson, NewPerson, NewRegistration, PersonView};
+use careid_service::{DirectoryEntry, ImportPerson, NewPerson, NewRegistration, Profile};
 use time::Date;
 
 pub fn organisation_in(o: &wire::Organisation) -> Result<Organisation, InvalidInput> {
@@ -198,26 +198,40 @@ pub fn person_summary_out(p: &Person) -> wire::PersonSummary {
     }
 }
 
-pub fn person_out(view: &PersonView, today: Date) -> wire::Person {
-    let p = &view.person;
+pub fn profile_out(profile: &Profile, today: Date) -> wire::Person {
+    let (disclosure, entry, identifying) = match profile {
+        Profile::Identifying(view) => {
+            let p = &view.person;
+            let identifying = wire::IdentifyingDetails {
+                date_of_birth: format_date(p.details.date_of_birth),
+                ni_number: p.details.ni_number.to_string(),
+                contact: contact_out(&p.contact),
+                created_at: format_time(p.created_at),
+                identity_checks: view
+                    .identity_checks
+                    .iter()
+                    .map(|c| wire::IdentityCheck {
+                        purpose: c.purpose.code().into(),
+                        documents: documents_out(&c.documents),
+                        checked_by: c.checked_by.as_ref().map(ToString::to_string),
+                        checked_at: format_time(c.checked_at),
+                    })
+                    .collect(),
+            };
+            ("identifying", DirectoryEntry::from(view.clone()), Some(identifying))
+        }
+        Profile::Directory(entry) => ("directory", entry.clone(), None),
+    };
     wire::Person {
-        uuid: p.uuid.to_string(),
-        details: details_out(&p.details),
-        contact: contact_out(&p.contact),
-        status: p.status.code().into(),
-        registered_org: p.registered_org.to_string(),
-        created_at: format_time(p.created_at),
-        assignments: view.assignments.iter().map(|(a, pos)| assignment_out(a, pos.as_ref(), today)).collect(),
-        identity_checks: view
-            .identity_checks
-            .iter()
-            .map(|c| wire::IdentityCheck {
-                purpose: c.purpose.code().into(),
-                documents: documents_out(&c.documents),
-                checked_by: c.checked_by.as_ref().map(ToString::to_string),
-                checked_at: format_time(c.checked_at),
-            })
-            .collect(),
+        uuid: entry.uuid.to_string(),
+        disclosure: disclosure.into(),
+        title: entry.title.as_ref().map(ToString::to_string),
+        given_name: entry.given_name.to_string(),
+        family_name: entry.family_name.to_string(),
+        status: entry.status.code().into(),
+        registered_org: entry.registered_org.to_string(),
+        assignments: entry.assignments.iter().map(|(a, pos)| assignment_out(a, pos.as_ref(), today)).collect(),
+        identifying,
     }
 }
 

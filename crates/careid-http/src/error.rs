@@ -13,6 +13,8 @@ use careid_service::{AuthenticateError, LoginError, RaError};
 pub struct ApiError {
     pub status: StatusCode,
     pub detail: Box<ErrorDetail>,
+    /// For 429: when to try again, in seconds (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
                 choices: Vec::new(),
                 request_id: String::new(),
             }),
+            retry_after: None,
         }
     }
 
@@ -160,6 +163,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The request-id layer turns this extension into the JSON body, with the request id.
         let mut response = self.status.into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         response.extensions_mut().insert(*self.detail);
         response
     }

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -45,8 +45,11 @@ pub async fn request_id_layer(mut request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     if let Some(mut detail) = response.extensions_mut().remove::<ErrorDetail>() {
         detail.request_id.clone_from(&id);
-        let status = response.status();
-        response = (status, axum::Json(ErrorBody { error: detail })).into_response();
+        let retry_after = response.headers().get(RETRY_AFTER).cloned();
+        response = (response.status(), axum::Json(ErrorBody { error: detail })).into_response();
+        if let Some(value) = retry_after {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
     } else if response.status() == StatusCode::NOT_FOUND && response.headers().get("content-type").is_none() {
         let mut error = ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
         error.detail.request_id.clone_from(&id);
@@ -74,7 +77,8 @@ pub async fn metrics_layer(State(app): State<App>, request: Request, next: Next)
 
 fn request_context(parts: &Parts) -> RequestContext {
     let id = parts.extensions.get::<RequestId>().map_or_else(|| "unknown".to_owned(), |r| r.0.clone());
-    RequestContext::new(id)
+    let source = parts.extensions.get::<crate::limit::Source>().and_then(|s| s.0);
+    RequestContext::new(id).from_source(source.map(|a| a.to_string()))
 }
 
 /// The request's context, for endpoints that need no session.

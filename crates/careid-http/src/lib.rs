@@ -8,6 +8,7 @@ mod convert;
 mod error;
 mod extract;
 pub mod fhir;
+pub mod limit;
 mod log;
 mod login;
 mod metrics;
@@ -37,17 +38,44 @@ pub struct App {
     pub oidc: Option<Arc<Oidc>>,
     /// The audit log's checkpoint verifier key (C2SP signed-note), served at `/log/key`.
     pub log_key: Option<Arc<str>>,
+    /// The rates anonymous clients are held to, and their buckets.
+    pub limits: limit::Limits,
+    pub limiter: Arc<limit::Limiter>,
+    /// The reverse proxy whose `X-Forwarded-For` names the client, if careid runs behind one.
+    pub trusted_proxy: Option<std::net::IpAddr>,
 }
 
 impl App {
     pub fn new(service: Service) -> App {
-        App { service: Arc::new(service), metrics: Arc::new(Metrics::default()), oidc: None, log_key: None }
+        App {
+            service: Arc::new(service),
+            metrics: Arc::new(Metrics::default()),
+            oidc: None,
+            log_key: None,
+            limits: limit::Limits::default(),
+            limiter: Arc::default(),
+            trusted_proxy: None,
+        }
     }
 
     /// Turns on the OpenID Connect provider.
     #[must_use]
     pub fn with_oidc(mut self, oidc: Arc<Oidc>) -> App {
         self.oidc = Some(oidc);
+        self
+    }
+
+    /// Holds anonymous clients to `limits` instead of the defaults.
+    #[must_use]
+    pub fn with_limits(mut self, limits: limit::Limits) -> App {
+        self.limits = limits;
+        self
+    }
+
+    /// Takes the client's address from `X-Forwarded-For` on requests from this proxy.
+    #[must_use]
+    pub fn behind_proxy(mut self, proxy: Option<std::net::IpAddr>) -> App {
+        self.trusted_proxy = proxy;
         self
     }
 
@@ -201,6 +229,7 @@ pub fn router(app: App) -> Router {
         .route("/oidc/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route("/oidc/revoke", post(oidc::revoke))
         .route("/oidc/introspect", post(oidc::introspect))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), limit::per_source_layer))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), extract::metrics_layer));
     api.layer(axum::middleware::from_fn(extract::request_id_layer)).with_state(app)
 }
@@ -211,5 +240,6 @@ pub async fn serve(
     app: App,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+    let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }

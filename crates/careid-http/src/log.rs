@@ -1,9 +1,9 @@
 //! `/log/`: the audit log read-only in the C2SP `tlog-tiles` layout, for any transparency-log
 //! client: `/log/checkpoint` (the latest signed checkpoint), `/log/tile/<L>/<N>[.p/<W>]` (hashes)
-//! and `/log/tile/entries/<N>[.p/<W>]` (entry bundles).
+//! to anyone, and `/log/tile/entries/<N>[.p/<W>]` (entry bundles) to auditors in scope.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use careid_audit::tiles::{TILE_WIDTH, TileRef};
 
@@ -16,7 +16,7 @@ use careid_service::ProofCheck;
 
 use crate::App;
 use crate::error::ApiError;
-use crate::extract::Body;
+use crate::extract::{Body, Ctx, bearer};
 
 fn not_found(what: &str) -> Response {
     (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{what}\n")).into_response()
@@ -40,17 +40,40 @@ pub async fn key(State(app): State<App>) -> Response {
     }
 }
 
-/// A tile. Full tiles never change and may be cached for good; a partial tile is a prefix of
-/// every later version of itself, so it may be cached too.
-pub async fn tile(State(app): State<App>, Path(path): Path<String>) -> Result<Response, ApiError> {
+/// A tile. Hash tiles are public; an entry bundle holds the records themselves and is served
+/// only to a signed-in auditor whose scope holds every record in it. Full tiles never change
+/// and may be cached for good; a partial tile is a prefix of every later version of itself.
+pub async fn tile(
+    State(app): State<App>,
+    Path(path): Path<String>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let Some(tile) = TileRef::parse(&format!("tile/{path}")) else {
         return Ok(not_found("not a tile path: tile/<level>/<N>[.p/<width>] or tile/entries/<N>[.p/<width>]"));
     };
-    let Some(bytes) = app.service.log_tile(tile).await? else {
+    let (bytes, cache) = if tile.level.is_some() {
+        (app.service.log_hash_tile(tile).await?, "public")
+    } else {
+        let token = bearer(&headers).ok_or_else(|| {
+            ApiError::unauthenticated(
+                "entry bundles hold the records themselves: sign in as an auditor (checkpoints and hash tiles are \
+                 public)",
+            )
+        })?;
+        let actor = app.service.authenticate(token).await?;
+        (app.service.log_entry_bundle(&ctx, &actor, tile.index, tile.width).await?, "private")
+    };
+    let Some(bytes) = bytes else {
         return Ok(not_found("the latest checkpoint does not reach this tile"));
     };
     let mut response = ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response();
-    let cache = if tile.width == TILE_WIDTH { "public, max-age=31536000, immutable" } else { "public, max-age=60" };
+    let cache = match (cache, tile.width == TILE_WIDTH) {
+        ("public", true) => "public, max-age=31536000, immutable",
+        ("public", false) => "public, max-age=60",
+        // Records are never kept by a shared cache.
+        _ => "private, no-store",
+    };
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     Ok(response)
 }

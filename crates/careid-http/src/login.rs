@@ -16,6 +16,7 @@ use crate::cards::base64_field;
 use crate::convert as c;
 use crate::error::ApiError;
 use crate::extract::{Authed, Body, Ctx, Params, PathParam};
+use crate::limit::{Kind, target_of};
 
 /// A fresh single-use challenge for one workstation's card to sign (valid for a minute).
 #[utoipa::path(post, path = "/api/v1/login/challenge", tag = "sessions", request_body = wire::ChallengeRequest,
@@ -25,6 +26,7 @@ pub async fn login_challenge(
     Body(body): Body<wire::ChallengeRequest>,
 ) -> Result<Json<wire::Challenge>, ApiError> {
     let workstation = Workstation::parse(&body.workstation)?;
+    app.limit_target(Kind::Login, &format!("workstation:{workstation}"))?;
     let issued = app.service.login_challenge(&workstation)?;
     let expires_at = time::OffsetDateTime::from_unix_timestamp(issued.expires_at).map(format_time).unwrap_or_default();
     Ok(Json(wire::Challenge { challenge: issued.text, expires_at }))
@@ -58,6 +60,7 @@ pub async fn login_card(
         terms_accepted: body.terms_accepted,
         signature: base64_field("signature", &body.signature)?,
     };
+    app.limit_target(Kind::Login, &target_of(&login.certificate))?;
     let outcome = app.service.card_login(&ctx, &login).await?;
     let settings = app.service.settings();
     let response = wire::CardLoginResponse {
@@ -87,6 +90,7 @@ pub async fn login_wrong_passcode(
         workstation: Workstation::parse(&body.workstation)?,
         certificate: base64_field("certificate", &body.certificate)?,
     };
+    app.limit_target(Kind::Login, &target_of(&report.certificate))?;
     let counted = app.service.wrong_passcode_at_login(&ctx, &report).await?;
     Ok(Json(wire::WrongPasscodeRecorded {
         card_id: counted.card,

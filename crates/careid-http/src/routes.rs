@@ -17,6 +17,7 @@ use crate::App;
 use crate::convert::{self as c};
 use crate::error::ApiError;
 use crate::extract::{Authed, Body, Ctx, Params, PathParam};
+use crate::limit::{Kind, target_of};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -62,6 +63,7 @@ pub async fn sessions_create(
     Ctx(ctx): Ctx,
     Body(body): Body<wire::LoginRequest>,
 ) -> Result<(StatusCode, Json<wire::LoginResponse>), ApiError> {
+    app.limit_target(Kind::Login, &target_of(body.credential.as_bytes()))?;
     let choice = body.assignment_id.map(|a| AssignmentId::parse(&a.to_string())).transpose()?;
     let outcome = app.service.login(&ctx, &Secret::new(body.credential), choice).await?;
     let response = wire::LoginResponse {
@@ -322,31 +324,32 @@ pub struct PeopleParams {
     pub limit: Option<u32>,
 }
 
-/// Finds people by the start of their family name.
+/// Finds people in the caller's scope by the start of their family name.
 #[utoipa::path(get, path = "/api/v1/people", tag = "people", params(PeopleParams),
     responses((status = 200, body = [wire::PersonSummary])), security(("bearer" = [])))]
 pub async fn people_list(
     State(app): State<App>,
-    _auth: Authed,
+    auth: Authed,
     Params(p): Params<PeopleParams>,
 ) -> ApiResult<Vec<wire::PersonSummary>> {
     if p.family_name.trim().is_empty() {
         return Err(careid_domain::ids::InvalidInput::new("family_name", "give at least one letter").into());
     }
-    let people = app.service.find_people(p.family_name.trim(), p.limit.unwrap_or(50)).await?;
+    let people = app.service.find_people(&auth.actor, p.family_name.trim(), p.limit.unwrap_or(50)).await?;
     Ok(Json(people.iter().map(c::person_summary_out).collect()))
 }
 
-/// A profile with its positions and identity checks.
+/// A profile: its positions for anyone signed in; date of birth, NI number, contact details
+/// and identity checks for the person and the RA in scope, each such read audited.
 #[utoipa::path(get, path = "/api/v1/people/{uuid}", tag = "people",
     responses((status = 200, body = wire::Person)), security(("bearer" = [])))]
 pub async fn people_get(
     State(app): State<App>,
-    _auth: Authed,
+    auth: Authed,
     PathParam(id): PathParam<String>,
 ) -> ApiResult<wire::Person> {
-    let view = app.service.person(&uuid(&id)?).await?;
-    Ok(Json(c::person_out(&view, today(&app))))
+    let profile = app.service.person_profile(&auth.ctx, &auth.actor, &uuid(&id)?).await?;
+    Ok(Json(c::profile_out(&profile, today(&app))))
 }
 
 /// Records a change of name after a face-to-face check with proof.

@@ -351,14 +351,28 @@ pub struct PersonSummary {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Person {
     pub uuid: String,
-    #[serde(flatten)]
-    pub details: PersonalDetails,
-    #[serde(flatten)]
-    pub contact: ContactDetails,
+    /// `identifying` (the person themselves or the RA in scope: every field, the read
+    /// audited) or `directory` (anyone else signed in: name, identifier, status, positions).
+    pub disclosure: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    pub given_name: String,
+    pub family_name: String,
     pub status: String,
     pub registered_org: String,
-    pub created_at: String,
     pub assignments: Vec<Assignment>,
+    #[serde(flatten)]
+    pub identifying: Option<IdentifyingDetails>,
+}
+
+/// What only the person and the RA in scope see of a profile.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IdentifyingDetails {
+    pub date_of_birth: String,
+    pub ni_number: String,
+    #[serde(flatten)]
+    pub contact: ContactDetails,
+    pub created_at: String,
     pub identity_checks: Vec<IdentityCheck>,
 }
 

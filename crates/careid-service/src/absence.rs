@@ -45,7 +45,8 @@ impl Service {
         self.load_person(&mut tx, person).await?;
         let mut event = self.event(ctx, actor.into(), Action::AbsenceRecord, "person", person);
         event.subject_person = Some(person.clone());
-        event.detail.push(("kind", kind.code().into()));
+        // Whether it is sickness or leave is health and personnel data: it stays in the absence's
+        // own record, which the log names, and out of the undeletable log.
         event.detail.push(("days", format!("{first_day} to {last_day}")));
         if let Err(refusal) = self.may_record_absence(&mut tx, actor, person).await? {
             return Err(self.refuse(tx, event, refusal).await);

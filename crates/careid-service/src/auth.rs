@@ -239,8 +239,8 @@ impl Service {
                 return Err(LoginError::CredentialRejected);
             }
             _ => {
-                tx.record(&refused("unknown credential", None)).await?;
-                tx.commit().await?;
+                // Nobody to name: bounded per source (see `repeats`).
+                self.refuse_unidentified(ctx, tx, refused("unknown credential", None)).await?;
                 return Err(LoginError::CredentialRejected);
             }
         };

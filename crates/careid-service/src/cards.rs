@@ -168,15 +168,29 @@ pub enum CardReport {
 pub struct ReleasedSecrets {
     pub current: Secret,
     pub next: Secret,
+    /// The holder's date of birth, for the passcode policy where the passcode is typed: the
+    /// ceremony learns it here rather than by reading the holder's identifying details.
+    pub holder_date_of_birth: time::Date,
 }
 
 impl ReleasedSecrets {
     /// Opens what `release_administrator_secret` sealed to the ceremony's one-time key.
     pub fn open(recipient: careid_pki::BoxRecipient, sealed: &[u8]) -> Result<ReleasedSecrets, careid_pki::SealError> {
         let bytes = recipient.open(RELEASE_LABEL, sealed)?;
+        let bytes = zeroize::Zeroizing::new(bytes);
         let text = std::str::from_utf8(&bytes).map_err(|_| careid_pki::SealError::Format)?;
-        let (current, next) = text.split_once('\n').ok_or(careid_pki::SealError::Format)?;
-        Ok(ReleasedSecrets { current: Secret::new(current.to_owned()), next: Secret::new(next.to_owned()) })
+        let mut lines = text.split('\n');
+        let (Some(current), Some(next), Some(born), None) = (lines.next(), lines.next(), lines.next(), lines.next())
+        else {
+            return Err(careid_pki::SealError::Format);
+        };
+        let holder_date_of_birth =
+            careid_domain::ids::parse_date("date_of_birth", born).map_err(|_| careid_pki::SealError::Format)?;
+        Ok(ReleasedSecrets {
+            current: Secret::new(current.to_owned()),
+            next: Secret::new(next.to_owned()),
+            holder_date_of_birth,
+        })
     }
 }
 
@@ -535,8 +549,9 @@ impl Service {
         Ok([state, keyed, timing, investigation].into_iter().collect())
     }
 
-    /// Seals the card's current and next administrative secrets to the ceremony's key and
-    /// records the next one as pending for `ceremony`.
+    /// Seals the card's current and next administrative secrets, with the holder's date of
+    /// birth for the passcode policy, to the ceremony's key and records the next one as
+    /// pending for `ceremony`.
     async fn hand_over_secrets(
         &self,
         tx: &mut Box<dyn Transaction>,
@@ -548,8 +563,14 @@ impl Service {
         let sealed_next = self.seal_secret(&next)?;
         let (_, SealedSecrets { current: sealed_current, .. }) = self.load_card_with_secrets(tx, card.id).await?;
         let current = self.unseal_secret(&sealed_current)?;
-        let both = zeroize::Zeroizing::new(format!("{}\n{}", current.expose(), next.expose()));
-        let for_ceremony = seal_to_ceremony(ceremony_key, RELEASE_LABEL, both.as_bytes())?;
+        let born = self.load_person(tx, &card.person).await?.details.date_of_birth;
+        let released = zeroize::Zeroizing::new(format!(
+            "{}\n{}\n{}",
+            current.expose(),
+            next.expose(),
+            careid_domain::ids::format_date(born)
+        ));
+        let for_ceremony = seal_to_ceremony(ceremony_key, RELEASE_LABEL, released.as_bytes())?;
         tx.set_card_administrator_secret(card.id, &sealed_current, Some((&sealed_next, ceremony.code()))).await?;
         Ok(for_ceremony)
     }

@@ -11,6 +11,7 @@ mod oidc;
 mod outbox;
 mod patient;
 mod ra;
+mod repeats;
 mod sessions;
 
 use std::sync::Arc;
@@ -38,7 +39,10 @@ pub use oidc::{
 };
 pub use outbox::{Delivery, retry_delay};
 pub use patient::{AccessReport, ReadPatientAccess, ReportOutcome};
-pub use ra::{AssignmentTerms, AuditPage, ImportPerson, NewPerson, NewRegistration, PersonView, ReadAudit};
+pub use ra::{
+    AssignmentTerms, AuditPage, DirectoryEntry, ImportPerson, NewPerson, NewRegistration, PersonView, Profile,
+    ReadAudit,
+};
 pub use sessions::{CardLogin, Heartbeat, SessionView, WrongPasscodeCounted, WrongPasscodeReport};
 
 /// Settings the use cases take from configuration.
@@ -79,11 +83,20 @@ impl Default for ServiceSettings {
 pub struct RequestContext {
     /// The request id returned to the caller and written in every audit event.
     pub request_id: String,
+    /// The address the request came from, where the edge knows it: repeated refusals of
+    /// unidentified callers are counted by it rather than each written to the log.
+    pub source: Option<String>,
 }
 
 impl RequestContext {
     pub fn new(request_id: impl Into<String>) -> RequestContext {
-        RequestContext { request_id: request_id.into() }
+        RequestContext { request_id: request_id.into(), source: None }
+    }
+
+    #[must_use]
+    pub fn from_source(mut self, source: Option<String>) -> RequestContext {
+        self.source = source;
+        self
     }
 }
 
@@ -110,6 +123,8 @@ pub struct Service {
     cards: Option<Arc<cards::CardAuthority>>,
     /// Full tiles of the audit log's tree, which never change, kept for proofs.
     tiles: Arc<log::TileCache>,
+    /// Repeated refusals of unidentified callers, counted per source and window.
+    repeats: Arc<repeats::RepeatLedger>,
 }
 
 impl Service {
@@ -127,6 +142,7 @@ impl Service {
             settings,
             cards: None,
             tiles: Arc::default(),
+            repeats: Arc::default(),
         }
     }
 

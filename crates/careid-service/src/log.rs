@@ -11,7 +11,7 @@ use careid_domain::access::{Actor, RaAction, Refusal, Rule};
 use careid_domain::audit::{Action, AuditRecord, MisuseIncident, SignedCheckpoint, TreeHead};
 use careid_domain::ids::InvalidInput;
 use careid_domain::ids::{OdsCode, PersonUuid};
-use careid_domain::ports::{StoreError, Transaction};
+use careid_domain::ports::{AuditQuery, StoreError, Transaction};
 
 use crate::audit_orgs::AppendAudit;
 use crate::error::not_found;
@@ -481,28 +481,81 @@ impl Service {
             .map_err(corrupt)
     }
 
-    /// A tile of the tree (hashes) or of the entries (a bundle), as `/log/tile/...` serves it;
-    /// `None` for a tile the latest checkpoint does not reach.
-    pub async fn log_tile(&self, tile: TileRef) -> Result<Option<Vec<u8>>, RaError> {
+    /// A tile of the tree's hashes, as `/log/tile/<L>/...` serves it to anyone: hashes say
+    /// nothing of what they hash. `None` for a tile the latest checkpoint does not reach, and
+    /// for an entry bundle, which only `log_entry_bundle` serves.
+    pub async fn log_hash_tile(&self, tile: TileRef) -> Result<Option<Vec<u8>>, RaError> {
+        let Some(level) = tile.level else { return Ok(None) };
         let mut tx = self.store.begin_read().await?;
         let Some(checkpoint) = tx.latest_checkpoint().await? else { return Ok(None) };
         if tile.width > TileRef::width_at(tile.level, tile.index, checkpoint.size) {
             return Ok(None);
         }
-        let Some(level) = tile.level else {
-            let records = tx.audit_range(tile.index * TILE_WIDTH, tile.width as u32).await?;
-            if records.len() as u64 != tile.width {
-                return Err(corrupt(format!("records {}.. are missing", tile.index * TILE_WIDTH)));
-            }
-            let bundle =
-                careid_audit::tiles::encode_bundle(records.iter().map(|r| r.entry.as_slice())).map_err(corrupt)?;
-            return Ok(Some(bundle));
-        };
         let stored = tx.audit_tile(level, tile.index).await?;
         let hashes = stored
             .and_then(|t| t.get(..tile.width as usize * 32).map(<[u8]>::to_vec))
             .ok_or_else(|| corrupt(format!("tile {} is missing or short", tile.path())))?;
         Ok(Some(hashes))
+    }
+
+    /// An entry bundle (`/log/tile/entries/...`): the records themselves, so only for an
+    /// auditor (`ReadAudit`) whose scope holds every record in it, and the read is audited.
+    /// Everyone else checks the log's consistency from checkpoints and hash tiles, and each
+    /// holder reads their own records with proofs. `None` for a bundle the latest checkpoint
+    /// does not reach.
+    pub async fn log_entry_bundle(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        index: u64,
+        width: u64,
+    ) -> Result<Option<Vec<u8>>, RaError> {
+        let mut tx = self.begin_write_as(actor).await?;
+        let Some(checkpoint) = tx.latest_checkpoint().await? else { return Ok(None) };
+        if width == 0 || width > TileRef::width_at(None, index, checkpoint.size) {
+            return Ok(None);
+        }
+        let first = index * TILE_WIDTH;
+        let path = TileRef { level: None, index, width }.path();
+        let mut event = self.event(ctx, actor.into(), Action::AuditRead, "audit", &path);
+        event.orgs = vec![actor.org.clone()];
+        // Every record of the bundle must be about the actor's organisations: the scoped query
+        // over the bundle's range finds them all, or the bundle is not theirs to read.
+        let in_scope = tx
+            .audit_records(&AuditQuery {
+                org_under: Some(actor.org.clone()),
+                before_seq: Some(first + width),
+                limit: width as u32,
+                ..AuditQuery::default()
+            })
+            .await?
+            .iter()
+            .filter(|r| r.seq >= first)
+            .count() as u64;
+        let scope = if in_scope == width {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                Rule::OutOfScope,
+                format!(
+                    "{} of the {width} records in {path} concern organisations outside {}: read them through \
+                     /api/v1/audit",
+                    width - in_scope,
+                    actor.org
+                ),
+            ))
+        };
+        if let Err(refusal) = first_refusal([actor.require(RaAction::ReadAudit), scope]) {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let records = tx.audit_range(first, width as u32).await?;
+        if records.len() as u64 != width {
+            return Err(corrupt(format!("records {first}.. are missing")));
+        }
+        let bundle = careid_audit::tiles::encode_bundle(records.iter().map(|r| r.entry.as_slice())).map_err(corrupt)?;
+        tx.record(&event).await?;
+        tx.commit().await?;
+        Ok(Some(bundle))
     }
 }
 

@@ -58,6 +58,43 @@ pub struct PersonView {
     pub identity_checks: Vec<IdentityCheck>,
 }
 
+/// What one reader may see of a profile.
+#[derive(Debug, Clone)]
+pub enum Profile {
+    /// The person themselves, or the RA in scope: everything, the read audited.
+    Identifying(PersonView),
+    /// Anyone else signed in: who the person is and where they work.
+    Directory(DirectoryEntry),
+}
+
+/// A person as a directory shows them: no date of birth, NI number, contact details or
+/// identity documents.
+#[derive(Debug, Clone)]
+pub struct DirectoryEntry {
+    pub uuid: PersonUuid,
+    pub title: Option<NamePart>,
+    pub given_name: NamePart,
+    pub family_name: NamePart,
+    pub status: ProfileStatus,
+    pub registered_org: OdsCode,
+    pub assignments: Vec<(Assignment, Option<Position>)>,
+}
+
+impl From<PersonView> for DirectoryEntry {
+    fn from(view: PersonView) -> DirectoryEntry {
+        let PersonView { person, assignments, identity_checks: _ } = view;
+        DirectoryEntry {
+            uuid: person.uuid,
+            title: person.details.title,
+            given_name: person.details.given_name,
+            family_name: person.details.family_name,
+            status: person.status,
+            registered_org: person.registered_org,
+            assignments,
+        }
+    }
+}
+
 /// Which position, from when, until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AssignmentTerms {
@@ -556,34 +593,65 @@ impl Service {
         Ok((uuid, vec![event, terms]))
     }
 
-    /// A full profile (personal details, positions, identity checks) as `actor` may see it:
-    /// their own, or, for RA staff, sponsors and privacy officers, anyone in their scope.
-    /// Anyone else is refused (finding a person by name shows names only).
+    /// A profile as `actor` may see it. The person themselves and the RA in scope see the
+    /// identifying details, and each such read by someone else is audited (`person.read`)
+    /// before it is returned; anyone else signed in sees the directory entry: name,
+    /// identifier, status and positions.
     pub async fn person_profile(
         &self,
         ctx: &RequestContext,
         actor: &Actor,
         uuid: &PersonUuid,
-    ) -> Result<PersonView, RaError> {
-        if &actor.person == uuid {
-            return self.person(uuid).await;
-        }
-        // Decide before assembling the profile: a refused caller costs no more than the check.
+    ) -> Result<Profile, RaError> {
         let mut tx = self.begin_read_as(actor).await?;
         let person = self.load_person(&mut tx, uuid).await?;
-        let scope = self.person_in_scope(&mut tx, actor, &person.uuid).await?;
+        let identifying = if &actor.person == uuid {
+            Ok(())
+        } else {
+            let scope = self.person_in_scope(&mut tx, actor, uuid).await?;
+            first_refusal([actor.require(RaAction::ReadIdentifyingDetails), scope])
+        };
+        let view = self.assemble_profile(&mut tx, person).await?;
+        drop(tx);
+        if identifying.is_err() {
+            return Ok(Profile::Directory(view.into()));
+        }
+        if &actor.person != uuid {
+            let mut tx = self.begin_write_as(actor).await?;
+            let mut event = self.event(ctx, actor.into(), Action::PersonRead, "person", uuid);
+            event.subject_person = Some(uuid.clone());
+            tx.record(&event).await?;
+            tx.commit().await?;
+        }
+        Ok(Profile::Identifying(view))
+    }
+
+    /// Refuses, audited, unless `actor` may read `person`'s own records (cards, sessions):
+    /// the person themselves, or RA staff, sponsors and privacy officers in scope.
+    pub async fn require_records_reader(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        person: &PersonUuid,
+    ) -> Result<(), RaError> {
+        if &actor.person == person {
+            return Ok(());
+        }
+        let mut tx = self.begin_read_as(actor).await?;
+        self.load_person(&mut tx, person).await?;
+        let scope = self.person_in_scope(&mut tx, actor, person).await?;
         drop(tx);
         let role = if actor.functions.is_empty() {
             Err(Refusal::new(
                 Rule::RoleNotPermitted,
-                "only the person, RA staff, sponsors and privacy officers see a profile",
+                "only the person, RA staff, sponsors and privacy officers see a person's records",
             ))
         } else {
             Ok(())
         };
         match first_refusal([role, scope]) {
-            Ok(()) => self.person(uuid).await,
-            Err(refusal) => Err(self.refuse_read(ctx, actor, Action::PersonRead, uuid.as_str(), refusal).await),
+            Ok(()) => Ok(()),
+            Err(refusal) => Err(self.refuse_read(ctx, actor, Action::PersonRead, person.as_str(), refusal).await),
         }
     }
 
@@ -608,18 +676,24 @@ impl Service {
     pub async fn person(&self, uuid: &PersonUuid) -> Result<PersonView, RaError> {
         let mut tx = self.store.begin_read().await?;
         let person = self.load_person(&mut tx, uuid).await?;
+        self.assemble_profile(&mut tx, person).await
+    }
+
+    async fn assemble_profile(&self, tx: &mut Box<dyn Transaction>, person: Person) -> Result<PersonView, RaError> {
         let mut assignments = Vec::new();
-        for a in tx.assignments_of(uuid).await? {
+        for a in tx.assignments_of(&person.uuid).await? {
             let position = tx.position(a.position).await?;
             assignments.push((a, position));
         }
-        let identity_checks = tx.identity_checks(uuid).await?;
+        let identity_checks = tx.identity_checks(&person.uuid).await?;
         Ok(PersonView { person, assignments, identity_checks })
     }
 
-    pub async fn find_people(&self, family_prefix: &str, limit: u32) -> Result<Vec<Person>, RaError> {
-        let mut tx = self.store.begin_read().await?;
-        Ok(tx.people_by_family_name(family_prefix, limit.min(1000)).await?)
+    /// People whose family name starts with `family_prefix`, within the actor's scope: the
+    /// organisation they act at and everything below it. Names only.
+    pub async fn find_people(&self, actor: &Actor, family_prefix: &str, limit: u32) -> Result<Vec<Person>, RaError> {
+        let mut tx = self.begin_read_as(actor).await?;
+        Ok(tx.people_by_family_name(family_prefix, &actor.org, limit.min(1000)).await?)
     }
 
     /// Loads a person and checks the actor may act on them for `action`: permission, scope,

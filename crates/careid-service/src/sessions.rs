@@ -322,7 +322,8 @@ impl Service {
             Ok((challenge, presented))
         })();
 
-        let (mut tx, presented, certificate) = self.spend_challenge(stateless, &login.certificate, &event, now).await?;
+        let (mut tx, presented, certificate) =
+            self.spend_challenge(ctx, stateless, &login.certificate, &event, now).await?;
         let card = self.load_card(&mut tx, certificate.card).await?;
         event.subject_kind = "card";
         event.subject_id = card.id.to_string();
@@ -440,7 +441,8 @@ impl Service {
             Ok(_) => cards_refused_at(self.store.as_ref(), &report.workstation, now - SWEEP_WINDOW).await?,
             Err(_) => std::collections::BTreeSet::new(),
         };
-        let (mut tx, presented, certificate) = self.spend_challenge(checked, &report.certificate, &event, now).await?;
+        let (mut tx, presented, certificate) =
+            self.spend_challenge(ctx, checked, &report.certificate, &event, now).await?;
         let mut card = self.load_card(&mut tx, certificate.card).await?;
         if card.public_key.as_deref() != Some(presented.public_key.as_slice()) {
             let refusal = Refusal::new(Rule::SignatureInvalid, "the certificate is not the card's current one");
@@ -472,15 +474,18 @@ impl Service {
     /// before the store or in it, is audited with `event` and ends the transaction.
     async fn spend_challenge(
         &self,
+        ctx: &RequestContext,
         checked: Result<(IssuedChallenge, PresentedCertificate), Refusal>,
         der: &[u8],
         event: &AuditEvent,
         now: OffsetDateTime,
     ) -> Result<(Box<dyn Transaction>, PresentedCertificate, CardCertificate), LoginError> {
         let mut tx = self.store.begin_write().await?;
+        // Until the certificate is found among careid's own, the caller has no name: their
+        // refusals are bounded per source (see `repeats`).
         let (challenge, presented) = match checked {
             Ok(checked) => checked,
-            Err(refusal) => return Err(self.refuse_login(tx, event.clone(), refusal).await),
+            Err(refusal) => return Err(self.refuse_unidentified_login(ctx, tx, event, refusal).await),
         };
         let expires = OffsetDateTime::from_unix_timestamp(challenge.expires_at).unwrap_or(now);
         let refusal = if !tx.use_challenge(&challenge.nonce, expires).await? {
@@ -490,7 +495,21 @@ impl Service {
         } else {
             Refusal::new(Rule::SignatureInvalid, "the card certificate is not one careid issued")
         };
-        Err(self.refuse_login(tx, event.clone(), refusal).await)
+        Err(self.refuse_unidentified_login(ctx, tx, event, refusal).await)
+    }
+
+    async fn refuse_unidentified_login(
+        &self,
+        ctx: &RequestContext,
+        tx: Box<dyn Transaction>,
+        event: &AuditEvent,
+        refusal: Refusal,
+    ) -> LoginError {
+        tracing::info!(rule = refusal.rule.code(), action = event.action.code(), "refused");
+        match self.refuse_unidentified(ctx, tx, event.clone().refused(&refusal)).await {
+            Ok(()) => LoginError::Refused(refusal),
+            Err(e) => e.into(),
+        }
     }
 
     async fn refuse_login(&self, tx: Box<dyn Transaction>, event: AuditEvent, refusal: Refusal) -> LoginError {

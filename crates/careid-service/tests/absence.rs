@@ -40,7 +40,10 @@ async fn only_the_ra_or_a_sponsor_in_scope_records_someone_elses_absence() {
     let monday = date!(2026 - 11 - 23);
     let absence =
         w.service.record_absence(&ctx(), &w.sponsor_a, &holder.person, "annual_leave", monday, monday).await.unwrap();
-    assert_eq!(w.last_audit().await.get("action"), Some("absence.record"));
+    let recorded = w.last_audit().await;
+    assert_eq!(recorded.get("action"), Some("absence.record"));
+    assert_eq!(recorded.get("detail.absence"), Some(absence.id.to_string().as_str()));
+    assert!(recorded.fields.iter().all(|(_, v)| !v.contains("leave")), "the kind of absence stays out of the log");
     let listed = w.service.absences(&holder, &holder.person).await.unwrap();
     assert_eq!(listed, vec![absence.clone()], "the holder sees their own absences");
 

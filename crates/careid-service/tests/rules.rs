@@ -12,7 +12,9 @@ use careid_domain::model::{
     AssignmentStatus, ContactDetails, IdentityDocument, NewPosition, PersonalDetails, PositionApproval, ProfileStatus,
 };
 use careid_domain::ports::Store;
-use careid_service::{AssignmentTerms, AuthenticateError, LoginError, NewPerson, NewRegistration, RaError, ReadAudit};
+use careid_service::{
+    AssignmentTerms, AuthenticateError, LoginError, NewPerson, NewRegistration, Profile, RaError, ReadAudit,
+};
 use support::{ctx, details, evidence, world};
 use time::macros::date;
 
@@ -404,20 +406,49 @@ async fn no_secret_reaches_the_audit_log() {
 }
 
 #[tokio::test]
-async fn personal_details_are_for_the_person_and_the_ra_in_scope() {
+async fn identifying_details_are_for_the_person_and_the_ra_in_scope() {
     let w = world().await;
     let person = w.new_person("Ola", "CE000096A", &w.practice_b).await;
     w.service.assign_position(&ctx(), &w.agent, &person, w.receptionist_b, date!(2026 - 01 - 01), None).await.unwrap();
     let (credential, _) = w.service.issue_credential(&ctx(), &w.manager, &person).await.unwrap();
     let ola = w.service.login(&ctx(), &credential, None).await.unwrap().actor;
-    assert!(w.service.person_profile(&ctx(), &ola, &person).await.is_ok(), "their own");
-    assert!(w.service.person_profile(&ctx(), &w.agent, &person).await.is_ok(), "the RA above them");
+    let identifying = |profile: &Profile| matches!(profile, Profile::Identifying(_));
 
+    // Their own: everything, and nothing to audit.
     let before = w.audit_len().await;
-    let result = w.service.person_profile(&ctx(), &w.sponsor_a, &person).await;
+    assert!(identifying(&w.service.person_profile(&ctx(), &ola, &person).await.unwrap()), "their own");
+    assert_eq!(w.audit_len().await, before);
+
+    // The RA above them: everything, and the read is on the record before it is returned.
+    let profile = w.service.person_profile(&ctx(), &w.agent, &person).await.unwrap();
+    assert!(identifying(&profile), "the RA above them");
+    assert_eq!(w.audit_len().await, before + 1);
+    let read = w.last_audit().await;
+    assert_eq!(read.get("action"), Some("person.read"));
+    assert_eq!(read.get("subject.person"), Some(person.as_str()));
+    assert_eq!(read.get("actor.person"), Some(w.agent.person.as_str()));
+
+    // Out of scope, or in scope without an RA function: the directory entry, unaudited.
+    for (reader, whom, why) in [
+        (&w.sponsor_a, &person, "a sponsor at another practice"),
+        (&ola, &w.sponsor_a.person, "a receptionist"),
+        (&w.privacy_officer, &person, "a privacy officer sees audit records, not documents"),
+    ] {
+        let before = w.audit_len().await;
+        match w.service.person_profile(&ctx(), reader, whom).await.unwrap() {
+            Profile::Directory(entry) => assert_eq!(&entry.uuid, whom, "{why}"),
+            Profile::Identifying(_) => panic!("{why} saw identifying details"),
+        }
+        assert_eq!(w.audit_len().await, before, "{why}: a directory read is not audited");
+    }
+
+    // A person's records (cards, sessions): the person, or RA staff, sponsors and privacy
+    // officers in scope.
+    let before = w.audit_len().await;
+    let result = w.service.require_records_reader(&ctx(), &w.sponsor_a, &person).await;
     w.assert_refused(before, result, Rule::OutOfScope).await;
     let before = w.audit_len().await;
-    let result = w.service.person_profile(&ctx(), &ola, &w.sponsor_a.person).await;
+    let result = w.service.require_records_reader(&ctx(), &ola, &w.sponsor_a.person).await;
     w.assert_refused(before, result, Rule::RoleNotPermitted).await;
     let before = w.audit_len().await;
     let result = w.service.registrations(&ctx(), &ola, true).await;
@@ -425,6 +456,19 @@ async fn personal_details_are_for_the_person_and_the_ra_in_scope() {
     let before = w.audit_len().await;
     let result = w.service.requests(&ctx(), &ola, true).await;
     w.assert_refused(before, result, Rule::RoleNotPermitted).await;
+}
+
+#[tokio::test]
+async fn search_finds_people_in_the_callers_scope_only() {
+    let w = world().await;
+    let at_b = w.new_person("Ola", "CE000097A", &w.practice_b).await;
+    let at_a = w.new_person("Ida", "CE000098A", &w.practice_a).await;
+    let found = |people: Vec<careid_domain::model::Person>| people.into_iter().map(|p| p.uuid).collect::<Vec<_>>();
+    let agent_sees = found(w.service.find_people(&w.agent, "Person", 100).await.unwrap());
+    assert!(agent_sees.contains(&at_a) && agent_sees.contains(&at_b), "the RA above both practices");
+    let sponsor_sees = found(w.service.find_people(&w.sponsor_a, "Person", 100).await.unwrap());
+    assert!(sponsor_sees.contains(&at_a), "the sponsor's own practice");
+    assert!(!sponsor_sees.contains(&at_b), "another practice is out of the sponsor's scope");
 }
 
 #[tokio::test]

@@ -236,7 +236,7 @@ async fn import_applies_registrations_duplicate_rule_and_names_the_row() {
     }
     assert_eq!(w.audit_len().await, before + 1, "the refusal is audited and nobody is imported");
     assert_eq!(w.last_audit().await.get("detail.row"), Some("2"));
-    assert!(w.service.find_people("Fresh", 10).await.unwrap().is_empty());
+    assert!(w.service.find_people(&w.manager, "Fresh", 10).await.unwrap().is_empty());
 
     // Twice in one batch, by NI number or by person.
     let twice = vec![row("Al", "A", "CE700011A"), row("Bo", "B", "CE700011A")];

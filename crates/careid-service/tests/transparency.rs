@@ -15,7 +15,7 @@ use careid_domain::access::Rule;
 use careid_domain::ports::Store;
 use careid_service::RaError;
 use support::cards::{answer, holder_with_card};
-use support::{World, ctx, world};
+use support::{World, ctx, position, staff, world};
 
 fn signer() -> LogSigner {
     LogSigner::new("careid.test/log", &LogSigner::generate_pkcs8().unwrap()).unwrap()
@@ -57,8 +57,22 @@ async fn checkpoints_follow_the_log_and_each_extends_the_last() {
     let checkpoint = verifier.verify(&second.note).unwrap();
     let mut hashes = careid_audit::tiles::TiledHashes::new(Served(&w), second.size);
     assert_eq!(merkle::tree_hash(&mut hashes, second.size).unwrap(), checkpoint.root);
-    let entries = w.service.log_tile(TileRef { level: None, index: 0, width: TILE_WIDTH }).await.unwrap().unwrap();
-    let entries = careid_audit::tiles::decode_bundle(&entries).unwrap();
+    let bundle = w.service.log_entry_bundle(&ctx(), &w.manager, 0, TILE_WIDTH).await.unwrap().unwrap();
+    let entries = careid_audit::tiles::decode_bundle(&bundle).unwrap();
+    assert_eq!(w.last_audit().await.get("action"), Some("audit.read"), "reading the records is on the record");
+
+    // The entries are the records themselves: not public, and not for an auditor whose
+    // scope does not hold every record in the bundle, nor for anyone without the audit right.
+    assert!(w.service.log_hash_tile(TileRef { level: None, index: 0, width: TILE_WIDTH }).await.unwrap().is_none());
+    let practice_po =
+        position(&w.service, &w.manager, &w.practice_a, "Practice IG lead", "S0080:G0450:R0001", &[], false).await;
+    let practice_po =
+        staff(&w.service, &w.manager, &mut Vec::new(), &w.practice_a, practice_po, "Pia", "AB000099A").await;
+    for (reader, rule) in [(&w.sponsor_a, Rule::RoleNotPermitted), (&practice_po, Rule::OutOfScope)] {
+        let before = w.audit_len().await;
+        let refused = w.service.log_entry_bundle(&ctx(), reader, 0, TILE_WIDTH).await;
+        w.assert_refused(before, refused, rule).await;
+    }
     for index in [0, 255, 256, second.size - 1] {
         let proof = merkle::inclusion_proof(&mut hashes, index, second.size).unwrap().unwrap();
         let leaf = hashes.hash(0, index).unwrap();
@@ -76,7 +90,7 @@ async fn checkpoints_follow_the_log_and_each_extends_the_last() {
     let proof = merkle::consistency_proof(&mut hashes, old.size, second.size).unwrap().unwrap();
     merkle::verify_consistency(old.size, second.size, &proof, &old.root, &checkpoint.root).unwrap();
     assert!(
-        w.service.log_tile(TileRef { level: Some(0), index: 1000, width: 1 }).await.unwrap().is_none(),
+        w.service.log_hash_tile(TileRef { level: Some(0), index: 1000, width: 1 }).await.unwrap().is_none(),
         "no tile beyond the checkpoint"
     );
 }
@@ -88,7 +102,8 @@ impl careid_audit::tiles::TileSource for Served<'_> {
     fn tile(&mut self, level: u8, index: u64, width: u64) -> Result<Vec<u8>, std::io::Error> {
         let tile = TileRef { level: Some(level), index, width };
         let service = &self.0.service;
-        let bytes = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(service.log_tile(tile)));
+        let bytes =
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(service.log_hash_tile(tile)));
         Ok(bytes.unwrap().unwrap())
     }
 }

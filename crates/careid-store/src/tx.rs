@@ -517,15 +517,29 @@ impl Transaction for SqlTransaction {
         self.fetch_all("duplicate check", &sql, args).await?.iter().map(rows::person).collect()
     }
 
-    async fn people_by_family_name(&mut self, family_prefix: &str, limit: u32) -> Result<Vec<Person>, StoreError> {
-        // A range on the key column, so the index serves it on both backends.
+    async fn people_by_family_name(
+        &mut self,
+        family_prefix: &str,
+        within: &OdsCode,
+        limit: u32,
+    ) -> Result<Vec<Person>, StoreError> {
+        // A range on the key column, so the index serves it on both backends; the scope is the
+        // organisation and everything below it, as `person_within` reads it.
         let low = family_prefix.to_lowercase();
         let high = format!("{low}\u{10FFFF}");
         let sql = format!(
-            "SELECT {PERSON_COLUMNS} FROM people WHERE family_name_key >= $1 AND family_name_key < $2 \
-             ORDER BY family_name_key, given_name_key, uuid LIMIT $3"
+            "WITH RECURSIVE scope(ods_code, depth) AS (\
+               SELECT ods_code, 0 FROM organisations WHERE ods_code = $3 \
+               UNION ALL SELECT o.ods_code, s.depth + 1 FROM organisations o \
+                 JOIN scope s ON o.parent = s.ods_code WHERE s.depth < 64) \
+             SELECT {PERSON_COLUMNS} FROM people p WHERE family_name_key >= $1 AND family_name_key < $2 \
+               AND (registered_org IN (SELECT ods_code FROM scope) \
+                 OR EXISTS (SELECT 1 FROM assignments a WHERE a.person = p.uuid \
+                   AND a.org IN (SELECT ods_code FROM scope))) \
+             ORDER BY family_name_key, given_name_key, uuid LIMIT $4"
         );
-        let args = vec![Value::text(low), Value::text(high), Value::int(i64::from(limit))];
+        let args =
+            vec![Value::text(low), Value::text(high), Value::text(within.to_string()), Value::int(i64::from(limit))];
         self.fetch_all("search people", &sql, args).await?.iter().map(rows::person).collect()
     }
 

@@ -275,8 +275,18 @@ contract!(people_are_unique_by_ni_number_and_found_by_name_and_birth_date, |stor
     other.family_name = NamePart::parse("family_name", "LOVELACE").unwrap();
     let duplicates = tx.possible_duplicates(&other).await.unwrap();
     assert_eq!(duplicates.len(), 1, "same names (any case) and date of birth");
-    assert_eq!(tx.people_by_family_name("love", 10).await.unwrap().len(), 1);
-    assert!(tx.people_by_family_name("lovx", 10).await.unwrap().is_empty());
+    let qwe = OdsCode::parse("QWE").unwrap();
+    assert_eq!(tx.people_by_family_name("love", &qwe, 10).await.unwrap().len(), 1);
+    assert!(tx.people_by_family_name("lovx", &qwe, 10).await.unwrap().is_empty());
+    drop(tx);
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("RH8", None)).await.unwrap();
+    tx.insert_organisation(&org("F84003", Some("QWE"))).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_read().await.unwrap();
+    let (other_trust, below) = (OdsCode::parse("RH8").unwrap(), OdsCode::parse("F84003").unwrap());
+    assert!(tx.people_by_family_name("love", &other_trust, 10).await.unwrap().is_empty(), "out of scope");
+    assert!(tx.people_by_family_name("love", &below, 10).await.unwrap().is_empty(), "registered above, not below");
 });
 
 contract!(positions_assignments_and_registrations_round_trip, |store| {

@@ -93,6 +93,11 @@ pub(crate) async fn integrate_forever(
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
+    /// Read a server's entry bundles as this saved profile (see `careid ra login`): they hold
+    /// the records themselves and are served to auditors in scope only. Checkpoints and hash
+    /// tiles need no sign-in.
+    #[arg(long = "as", global = true, env = "CAREID_PROFILE")]
+    profile: Option<String>,
     #[command(subcommand)]
     command: AuditCommand,
 }
@@ -170,6 +175,8 @@ pub(crate) enum Source {
     Http {
         http: reqwest::Client,
         base: String,
+        /// The auditor's session, for entry bundles.
+        token: Option<String>,
     },
     /// An archive written by `careid audit archive`.
     Files(PathBuf),
@@ -184,12 +191,13 @@ impl Source {
         })
     }
 
-    async fn open(config: &Config, url: Option<String>) -> anyhow::Result<Source> {
+    async fn open(config: &Config, url: Option<String>, profile: Option<&str>) -> anyhow::Result<Source> {
         Ok(match url {
             Some(url) if url.starts_with("file://") => Source::Files(PathBuf::from(&url["file://".len()..])),
             Some(url) => Source::Http {
                 http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
                 base: format!("{}/log", url.trim_end_matches('/')),
+                token: profile.map(crate::client::profile_token).transpose()?,
             },
             None => Source::Store(crate::open_service(config).await?.0),
         })
@@ -200,8 +208,12 @@ impl Source {
             let file = dir.join(path);
             return std::fs::read(&file).with_context(|| format!("reading {}", file.display()));
         }
-        let Source::Http { http, base } = self else { anyhow::bail!("not reading over HTTP") };
-        let response = http.get(format!("{base}/{path}")).send().await.with_context(|| format!("GET {base}/{path}"))?;
+        let Source::Http { http, base, token } = self else { anyhow::bail!("not reading over HTTP") };
+        let mut request = http.get(format!("{base}/{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.with_context(|| format!("GET {base}/{path}"))?;
         let status = response.status();
         let body = response.bytes().await?.to_vec();
         anyhow::ensure!(status.is_success(), "GET {base}/{path}: {status}: {}", String::from_utf8_lossy(&body).trim());
@@ -276,16 +288,17 @@ impl TileSource for BlockingTiles<'_> {
 }
 
 pub async fn run(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
+    let profile = args.profile.as_deref();
     match args.command {
         AuditCommand::Checkpoint { url } => {
-            print!("{}", Source::open(config, url).await?.checkpoint_note().await?);
+            print!("{}", Source::open(config, url, profile).await?.checkpoint_note().await?);
             Ok(())
         }
         AuditCommand::Key { url } => {
-            println!("{}", Source::open(config, url).await?.key(config).await?);
+            println!("{}", Source::open(config, url, profile).await?.key(config).await?);
             Ok(())
         }
-        AuditCommand::Archive { out, url } => archive(config, url, out).await,
+        AuditCommand::Archive { out, url } => archive(config, Source::open(config, url, profile).await?, out).await,
         AuditCommand::Verify { url, checkpoint, key, witnesses, witnesses_needed } => {
             let witnesses = witnesses
                 .iter()
@@ -293,10 +306,13 @@ pub async fn run(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let needed = witnesses_needed.unwrap_or(witnesses.len());
             anyhow::ensure!(needed <= witnesses.len(), "--witnesses-needed is more than the witnesses given");
-            verify(config, url, checkpoint, key, (&witnesses, needed)).await
+            let source = Source::open(config, url, profile).await?;
+            verify(config, source, checkpoint, key, (&witnesses, needed)).await
         }
         AuditCommand::Witness(args) => crate::witness::run(args).await,
-        AuditCommand::Prove { entry, since, url } => prove(config, url, entry, since).await,
+        AuditCommand::Prove { entry, since, url } => {
+            prove(config, Source::open(config, url, profile).await?, entry, since).await
+        }
     }
 }
 
@@ -325,12 +341,11 @@ const TILES_A_BATCH: u64 = 16;
 
 async fn verify(
     config: &Config,
-    url: Option<String>,
+    source: Source,
     file: Option<PathBuf>,
     key: Option<String>,
     (witnesses, needed): (&[CosignatureVerifier], usize),
 ) -> anyhow::Result<()> {
-    let source = Source::open(config, url).await?;
     let given = file.is_some();
     let (checkpoint, verifier, note) = checked_checkpoint(config, &source, file, key).await?;
     if needed > 0 {
@@ -635,8 +650,7 @@ pub(crate) async fn check_log(source: &Source, checkpoint: Checkpoint, progress:
     Ok(log.finish()?)
 }
 
-async fn prove(config: &Config, url: Option<String>, entry: u64, since: Option<u64>) -> anyhow::Result<()> {
-    let source = Source::open(config, url).await?;
+async fn prove(config: &Config, source: Source, entry: u64, since: Option<u64>) -> anyhow::Result<()> {
     let (checkpoint, _, note) = checked_checkpoint(config, &source, None, None).await?;
     let size = checkpoint.size;
     let tx = source.read_transaction().await?;
@@ -673,8 +687,7 @@ fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-async fn archive(config: &Config, url: Option<String>, out: PathBuf) -> anyhow::Result<()> {
-    let source = Source::open(config, url).await?;
+async fn archive(config: &Config, source: Source, out: PathBuf) -> anyhow::Result<()> {
     let note = source.checkpoint_note().await?;
     let key = source.key(config).await?;
     // Only what verifies is archived.

@@ -205,14 +205,15 @@ async fn date_of_birth(c: &Client, card_id: i64) -> anyhow::Result<time::Date> {
 
 /// First passcode or unlock: release, set on the card, rotate, complete.
 async fn passcode_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: &str) -> anyhow::Result<Value> {
-    let dob = date_of_birth(c, card_id).await?;
     let mut card = open_device(device, false)?;
     let keyboard = Keyboard { stdin: device.passcode_stdin };
-    let passcode = keyboard.new_passcode(dob)?;
     let recipient = BoxRecipient::new()?;
     let body = json!({ "ceremony": ceremony, "ceremony_key": STANDARD.encode(recipient.public_key()) });
     let response = c.post(&format!("/api/v1/cards/{card_id}/ceremony"), body).await?;
     let secrets = ReleasedSecrets::open(recipient, &b64(&response, "sealed_secrets")?)?;
+    // The holder's date of birth comes sealed with the secrets: whoever runs the ceremony
+    // for them need not read their identifying details.
+    let passcode = keyboard.new_passcode(secrets.holder_date_of_birth)?;
     card.set_passcode_as_administrator(&secrets.current, &passcode)?;
     card.rotate_administrator_secret(&secrets.current, &secrets.next)?;
     c.post(&format!("/api/v1/cards/{card_id}/ceremony/complete"), json!({})).await
@@ -230,14 +231,12 @@ async fn self_unlock(c: &Client, device: &Device) -> anyhow::Result<Value> {
     eprintln!("A one-time code was sent to {}.", sent["sent_to"].as_str().unwrap_or("your registered email"));
     let keyboard = Keyboard { stdin: device.passcode_stdin };
     let code = keyboard.read("Code from the email: ")?;
-    let dob = keyboard.read("Your date of birth (YYYY-MM-DD), so that it is refused as a passcode: ")?;
-    let dob = parse_date("date_of_birth", dob.expose())?;
-    let passcode = keyboard.new_passcode(dob)?;
     let card_id = sent["card_id"].as_i64().ok_or_else(|| anyhow!("the server sent no card id"))?;
     let recipient = BoxRecipient::new()?;
     let body = json!({ "code": code.expose(), "ceremony_key": STANDARD.encode(recipient.public_key()) });
     let response = c.post(&format!("/api/v1/cards/{card_id}/self-service-unlock"), body).await?;
     let secrets = ReleasedSecrets::open(recipient, &b64(&response, "sealed_secrets")?)?;
+    let passcode = keyboard.new_passcode(secrets.holder_date_of_birth)?;
     card.set_passcode_as_administrator(&secrets.current, &passcode)?;
     card.rotate_administrator_secret(&secrets.current, &secrets.next)?;
     let message = careid_service::self_service_completion_message(card_id, &secrets.next);

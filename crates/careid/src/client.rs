@@ -36,6 +36,12 @@ pub fn cli_home() -> PathBuf {
 }
 
 impl Profiles {
+    fn named(&self, name: &str) -> anyhow::Result<&Profile> {
+        self.profiles
+            .get(name)
+            .ok_or_else(|| anyhow!("no profile {name:?}; known: {:?}", self.profiles.keys().collect::<Vec<_>>()))
+    }
+
     fn path() -> PathBuf {
         cli_home().join("profiles.json")
     }
@@ -160,10 +166,7 @@ impl Client {
         let name = name.map(str::to_owned).or(profiles.default.clone()).ok_or_else(|| {
             anyhow!("not signed in: run `careid ra login NAME --credential ...` first (or pass --as NAME)")
         })?;
-        let profile = profiles
-            .profiles
-            .get(&name)
-            .ok_or_else(|| anyhow!("no profile {name:?}; known: {:?}", profiles.profiles.keys().collect::<Vec<_>>()))?;
+        let profile = profiles.named(&name)?;
         Ok(Client::new(server.unwrap_or(&profile.server), Some(profile.token.clone())))
     }
 
@@ -214,6 +217,11 @@ impl Client {
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::DELETE, path, None).await
     }
+}
+
+/// The session token of saved profile `name`.
+pub fn profile_token(name: &str) -> anyhow::Result<String> {
+    Ok(Profiles::load()?.named(name)?.token.clone())
 }
 
 /// The flags every client command takes: which server, which saved session, which output.

@@ -126,11 +126,47 @@ settings! {
     log_origin: String = String::new();
     /// Seconds between looks at the outbox for email to send.
     outbox_poll_seconds: u32 = 5;
+    /// Sign-in attempts (credential or card login, challenges, wrong-passcode reports) one
+    /// address may make a minute, with bursts of half as many again; more are answered 429.
+    /// The workstations of a practice often share one address, so keep it above the number
+    /// of staff who sign in within a few minutes of each other.
+    login_attempts_per_minute: u32 = 120;
+    /// Attempts a minute on one credential, card, workstation's challenge or unlock, from any
+    /// address.
+    attempts_per_target_per_minute: u32 = 10;
+    /// The address of the reverse proxy in front of careid, if any: its `X-Forwarded-For` then
+    /// names the client for rate limits and audit, and careid may listen beyond loopback without
+    /// TLS of its own (the proxy terminates TLS). Empty: no proxy.
+    trusted_proxy: String = String::new();
     /// Log filter, in `tracing` env-filter syntax (`info`, `careid=debug,sqlx=warn`).
     log: String = "info,sqlx=warn".to_owned();
 }
 
 impl Config {
+    /// The rates anonymous clients are held to.
+    pub fn limits(&self) -> careid_http::limit::Limits {
+        let mut limits = careid_http::limit::Limits::default();
+        let login = self.login_attempts_per_minute;
+        limits.login_per_source = careid_http::limit::Rate::new(login, login.div_ceil(2).max(1));
+        let target = self.attempts_per_target_per_minute;
+        limits.per_target = careid_http::limit::Rate::new(target, target);
+        limits
+    }
+
+    /// The reverse proxy in front of careid, if the configuration names one.
+    pub fn trusted_proxy(&self) -> anyhow::Result<Option<std::net::IpAddr>> {
+        if self.trusted_proxy.trim().is_empty() {
+            return Ok(None);
+        }
+        let address = self.trusted_proxy.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "configuration: trusted_proxy must be an IP address (like 10.0.0.5), not {:?}",
+                self.trusted_proxy
+            )
+        })?;
+        Ok(Some(address))
+    }
+
     /// Reads the TOML file (if given), then overlays `CAREID_<SETTING>` variables from `env`.
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
         let mut table = match file {
@@ -174,6 +210,10 @@ impl Config {
         if !(1..=3650).contains(&self.card_certificate_days) {
             bail!("configuration: card_certificate_days must be 1 to 3650");
         }
+        if self.login_attempts_per_minute == 0 || self.attempts_per_target_per_minute == 0 {
+            bail!("configuration: login_attempts_per_minute and attempts_per_target_per_minute must be at least 1");
+        }
+        self.trusted_proxy()?;
         if self.outbox_poll_seconds == 0 {
             bail!("configuration: outbox_poll_seconds must be at least 1");
         }

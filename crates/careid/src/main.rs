@@ -252,7 +252,8 @@ pub async fn open_service(config: &Config) -> anyhow::Result<(SqlStore, Service)
 const SESSION_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Ends lapsed sessions for as long as the server runs; requests with a lapsed session's token
-/// are refused in any case (fail closed), this makes the ending visible within seconds.
+/// are refused in any case (fail closed), this makes the ending visible within seconds. Each
+/// round also records the counts of repeated refusals whose window has closed.
 async fn end_lapsed_sessions_forever(service: Service) {
     let mut tick = tokio::time::interval(SESSION_SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -262,6 +263,11 @@ async fn end_lapsed_sessions_forever(service: Service) {
             Ok(0) => {}
             Ok(ended) => tracing::info!(ended, "lapsed sessions ended"),
             Err(error) => tracing::warn!(%error, "session sweep failed this round"),
+        }
+        if let Err(error) =
+            service.record_repeated_refusals(&careid_service::RequestContext::new("refusal-count")).await
+        {
+            tracing::warn!(%error, "counts of repeated refusals not recorded this round");
         }
     }
 }
@@ -298,7 +304,8 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: 
         tracing::info!(records = annotated, "gave earlier audit records the organisations they concern");
     }
     let sweeper = tokio::spawn(end_lapsed_sessions_forever(service.clone()));
-    let mut app = careid_http::App::new(service.clone());
+    let mut app =
+        careid_http::App::new(service.clone()).with_limits(config.limits()).behind_proxy(config.trusted_proxy()?);
     let mut logouts = None;
     let listening = issuer(config, &listener)?;
     let mut integrator = None;

@@ -330,3 +330,43 @@ async fn the_fhir_export_pages_as_ndjson_or_as_a_searchset_bundle() {
         .collect();
     assert!(!ids.is_empty() && ids.iter().all(|id| *id < last), "{ids:?} before {last}");
 }
+
+#[tokio::test]
+async fn anonymous_sign_in_attempts_are_throttled_by_address_and_by_target() {
+    let server = Server::start().await;
+    let before = server.audit_len().await;
+    let attempt = |credential: String| {
+        let request = server.http.post(format!("{}/api/v1/sessions", server.url));
+        request.json(&json!({ "credential": credential })).send()
+    };
+    // One credential tried again and again: held at the target's rate, from any address.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(attempt("careid-interim-guess".into()).await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 10, "{statuses:?}");
+    let throttled = attempt("careid-interim-guess".into()).await.unwrap();
+    assert_eq!(throttled.status(), 429);
+    let wait: u64 = throttled.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    let body: Value = throttled.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(body["error"]["message"].as_str().unwrap().contains("for this target"), "{body}");
+
+    // 500 different wrong credentials from one address, as fast as it can: the address's
+    // burst reaches careid, the rest are answered 429 without any work, and the log grows by
+    // one record (the repeats are counted, and recorded as one when the window closes).
+    let (mut refused, mut limited) = (0, 0);
+    for n in 0..500 {
+        match attempt(format!("careid-interim-{n}")).await.unwrap().status().as_u16() {
+            401 => refused += 1,
+            429 => limited += 1,
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(limited >= 400, "only {limited} of 500 throttled ({refused} refused)");
+    assert_eq!(server.audit_len().await, before + 1, "the first refusal only; the rest are counted");
+    // A signed-in caller is not held to the anonymous limits.
+    let (status, _) = server.call("GET", "/api/v1/me", Some(&server.manager_token), None).await;
+    assert_eq!(status, 200);
+}

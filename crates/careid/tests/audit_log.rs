@@ -19,7 +19,7 @@ use support::{careid, deployment, ok, serve, sign_in, stdout};
 
 /// The independent reader needs Python's `cryptography` (for Ed25519); required where
 /// `CAREID_TEST_REQUIRE_TLOG_READER` is set (CI).
-fn tlog_reader(url: &str, key: &str, checkpoint: Option<&Path>) -> Option<String> {
+fn tlog_reader(url: &str, key: &str, checkpoint: Option<&Path>, token: Option<&str>) -> Option<String> {
     let installed =
         Command::new("python3").args(["-c", "import cryptography"]).output().is_ok_and(|o| o.status.success());
     if !installed {
@@ -31,7 +31,10 @@ fn tlog_reader(url: &str, key: &str, checkpoint: Option<&Path>) -> Option<String
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tlog_reader.py");
     let mut command = Command::new("python3");
-    command.arg(script).args([url, key]);
+    command.arg(script).args([url, key]).env_remove("CAREID_TOKEN");
+    if let Some(token) = token {
+        command.env("CAREID_TOKEN", token);
+    }
     if let Some(file) = checkpoint {
         command.arg("--checkpoint").arg(file);
     }
@@ -43,6 +46,13 @@ fn tlog_reader(url: &str, key: &str, checkpoint: Option<&Path>) -> Option<String
         String::from_utf8_lossy(&output.stderr)
     );
     Some(stdout(&output))
+}
+
+/// The session token a `careid ra login` saved for profile `name`.
+fn profile_token(dir: &Path, name: &str) -> String {
+    let profiles: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cli/profiles.json")).unwrap()).unwrap();
+    profiles["profiles"][name]["token"].as_str().unwrap().to_owned()
 }
 
 fn checkpoint_size(note: &str) -> u64 {
@@ -162,17 +172,30 @@ fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_t
     });
     let verified = ok(&careid(dir, &["audit", "verify"]));
     assert!(verified.starts_with("verified: all "), "{verified}");
-    ok(&careid(dir, &["audit", "verify", "--url", &url, "--key", &key]));
-    let old = ok(&careid(dir, &["audit", "verify", "--url", &url, "--checkpoint", kept_file.to_str().unwrap()]));
+    // Over HTTP the records themselves (entry bundles) are for auditors in scope only.
+    let anonymous = careid(dir, &["audit", "verify", "--url", &url, "--key", &key]);
+    assert!(!anonymous.status.success(), "entry bundles served to an anonymous reader");
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&anonymous.stderr)
+    );
+    ok(&careid(dir, &["ra", "--server", &url, "login", "auditor", "--credential", &credential]));
+    let auditor = profile_token(dir, "auditor");
+    ok(&careid(dir, &["audit", "--as", "auditor", "verify", "--url", &url, "--key", &key]));
+    let old = ok(&careid(
+        dir,
+        &["audit", "--as", "auditor", "verify", "--url", &url, "--checkpoint", kept_file.to_str().unwrap()],
+    ));
     assert!(old.contains(&format!("all {} records", checkpoint_size(&kept))), "{old}");
     let proof = ok(&careid(
         dir,
         &["audit", "prove", "--entry", "3", "--since", &checkpoint_size(&kept).to_string(), "--url", &url],
     ));
     assert!(proof.contains("inclusion proof") && proof.contains("is a prefix of this one"), "{proof}");
-    if let Some(read) = tlog_reader(&url, &key, None) {
+    if let Some(read) = tlog_reader(&url, &key, None, Some(&auditor)) {
         assert!(read.starts_with("ok "), "{read}");
-        tlog_reader(&url, &key, Some(&kept_file));
+        tlog_reader(&url, &key, Some(&kept_file), Some(&auditor));
     }
 
     // Archived to files, the log stays verifiable without careid's database or server; a
@@ -184,7 +207,7 @@ fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_t
     assert!(!again.contains(" 0 already there"), "full tiles are kept: {again}");
     let from_files = format!("file://{}", archive.display());
     ok(&careid(dir, &["audit", "verify", "--url", &from_files, "--key", &key]));
-    if let Some(read) = tlog_reader(&format!("file://{}", dir.join("archive").display()), &key, None) {
+    if let Some(read) = tlog_reader(&format!("file://{}", dir.join("archive").display()), &key, None, None) {
         assert!(read.starts_with("ok "), "{read}");
     }
     // An archive edited by one byte is named by its record, as the database is.
@@ -209,7 +232,13 @@ fn a_kill_in_a_write_burst_loses_nothing_acknowledged_and_any_reader_can_check_t
 
     // A one-byte edit of the database file, after a clean shutdown: named by its record.
     let entry = runtime.block_on(async {
-        let bundle = http.get(format!("{url}/log/tile/entries/000.p/5")).send().await.unwrap().bytes().await.unwrap();
+        let anonymous = http.get(format!("{url}/log/tile/entries/000.p/5")).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401);
+        let hashes = http.get(format!("{url}/log/tile/0/000.p/5")).send().await.unwrap();
+        assert_eq!(hashes.status(), 200, "hash tiles stay public");
+        let bundle = http.get(format!("{url}/log/tile/entries/000.p/5")).bearer_auth(&auditor).send().await.unwrap();
+        assert_eq!(bundle.headers()["cache-control"], "private, no-store");
+        let bundle = bundle.bytes().await.unwrap();
         let mut entries = Vec::new();
         let mut at = 0;
         while at < bundle.len() {
@@ -374,13 +403,30 @@ fn a_witness_cosigns_each_checkpoint_never_goes_back_and_verify_can_require_it()
     });
     // Readers require the witness: over HTTP and from the database the checkpoint carries its
     // cosignature; a witness it never asked is missing.
-    let verified = careid(dir, &["audit", "verify", "--url", &url, "--key", &log_key, "--witness", &witness_key]);
+    ok(&careid(dir, &["ra", "--server", &url, "login", "auditor", "--credential", &credential]));
+    let verified = careid(
+        dir,
+        &["audit", "--as", "auditor", "verify", "--url", &url, "--key", &log_key, "--witness", &witness_key],
+    );
     let said = String::from_utf8_lossy(&verified.stderr).into_owned();
     assert!(verified.status.success() && said.contains("cosignatures of 1"), "{said}");
     ok(&careid(dir, &["audit", "verify", "--witness", &witness_key]));
     let pkcs8 = careid_audit::note::LogSigner::generate_pkcs8().unwrap();
     let stranger = careid_audit::witness::Cosigner::new("witness.test/w2", &pkcs8).unwrap().verifier_key();
-    let args = ["audit", "verify", "--url", &url, "--key", &log_key, "--witness", &witness_key, "--witness", &stranger];
+    let args = [
+        "audit",
+        "--as",
+        "auditor",
+        "verify",
+        "--url",
+        &url,
+        "--key",
+        &log_key,
+        "--witness",
+        &witness_key,
+        "--witness",
+        &stranger,
+    ];
     let refused = careid(dir, &args);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("missing: witness.test/w2"));

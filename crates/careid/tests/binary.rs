@@ -570,7 +570,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         last = try_passcode(&id, card_path, wrong);
     }
     assert_eq!(last["state"], "locked");
-    let unlocked = self_unlock(dir, &url, &mail, card_path, "hol.staff@nhs.net", "1990-02-03\n318264\n318264\n");
+    let unlocked = self_unlock(dir, &url, &mail, card_path, "hol.staff@nhs.net", "318264\n318264\n");
     assert_eq!(json(&unlocked)["state"], "active");
     assert_eq!(try_passcode(&id, card_path, "318264")["signed"], true);
 

@@ -13,6 +13,7 @@ usage: tlog_reader.py BASE_URL VERIFIER_KEY [--checkpoint FILE]
 
 import base64
 import hashlib
+import os
 import sys
 import urllib.request
 
@@ -23,7 +24,12 @@ WIDTH = 1 << TILE_HEIGHT
 
 
 def fetch(base, path):
-    with urllib.request.urlopen(f"{base}/{path}", timeout=30) as response:
+    # Entry bundles are served to signed-in auditors only: CAREID_TOKEN is the session.
+    request = urllib.request.Request(f"{base}/{path}")
+    token = os.environ.get("CAREID_TOKEN")
+    if token and base.startswith("http"):
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()
 
 

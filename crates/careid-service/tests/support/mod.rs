@@ -43,8 +43,12 @@ pub struct World {
     pub receptionist_b: PositionId,
 }
 
+/// A request from a client of its own: refusals of unidentified callers are counted per
+/// source (see the service's `repeats`), and each call here stands for another client.
 pub fn ctx() -> RequestContext {
-    RequestContext::new("test")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    RequestContext::new("test").from_source(Some(format!("192.0.2.{n}")))
 }
 
 pub fn details(given: &str, family: &str, ni: &str) -> PersonalDetails {
