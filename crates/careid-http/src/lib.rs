@@ -15,6 +15,7 @@ mod metrics;
 mod oidc;
 mod patient;
 mod routes;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -240,6 +241,18 @@ pub async fn serve(
     app: App,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let service = router(app).into_make_service_with_connect_info::<tls::Peer>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+}
+
+/// Serves the API over TLS on `listener` until `shutdown` completes.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    certificate: &Arc<tls::ServerCertificate>,
+    app: App,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::new(listener, certificate.server_config())?;
+    let service = router(app).into_make_service_with_connect_info::<tls::Peer>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }

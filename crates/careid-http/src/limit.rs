@@ -9,7 +9,7 @@
 //! million sources cost a few tens of megabytes at most, and idle buckets are dropped.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::App;
 use crate::error::ApiError;
+use crate::tls::Peer;
 
 /// How many buckets one limiter keeps before it must refuse new keys (after dropping the idle).
 const MAX_KEYS: usize = 1_000_000;
@@ -199,7 +200,7 @@ pub fn too_many(kind: Kind, wait: Duration, what: &str) -> ApiError {
 /// The address a request came from: the peer, or, behind the trusted proxy the
 /// configuration names, the last address that proxy appended to `X-Forwarded-For`.
 pub fn source(request: &Request, trusted_proxy: Option<IpAddr>) -> Option<IpAddr> {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
+    let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.0.ip())?;
     if Some(peer) != trusted_proxy {
         return Some(peer);
     }

@@ -138,6 +138,14 @@ settings! {
     /// names the client for rate limits and audit, and careid may listen beyond loopback without
     /// TLS of its own (the proxy terminates TLS). Empty: no proxy.
     trusted_proxy: String = String::new();
+    /// The server's TLS certificate chain (PEM, leaf first). With `tls_key_file`, `careid serve`
+    /// speaks HTTPS and reads both files again on SIGHUP (a renewed certificate needs no
+    /// restart). Without them careid listens on loopback only, unless `trusted_proxy` names the
+    /// proxy that terminates TLS in front of it.
+    tls_certificate_file: PathBuf = PathBuf::new();
+    /// The private key of `tls_certificate_file` (PEM: PKCS#8, PKCS#1 or SEC1), readable by
+    /// careid's user only.
+    tls_key_file: PathBuf = PathBuf::new();
     /// Log filter, in `tracing` env-filter syntax (`info`, `careid=debug,sqlx=warn`).
     log: String = "info,sqlx=warn".to_owned();
 }
@@ -151,6 +159,19 @@ impl Config {
         let target = self.attempts_per_target_per_minute;
         limits.per_target = careid_http::limit::Rate::new(target, target);
         limits
+    }
+
+    /// The TLS certificate and key files, if careid speaks HTTPS itself.
+    pub fn tls_files(&self) -> Option<careid_http::tls::TlsFiles> {
+        (!self.tls_certificate_file.as_os_str().is_empty()).then(|| careid_http::tls::TlsFiles {
+            certificate: self.tls_certificate_file.clone(),
+            key: self.tls_key_file.clone(),
+        })
+    }
+
+    /// `https` when careid speaks TLS itself, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_files().is_some() { "https" } else { "http" }
     }
 
     /// The reverse proxy in front of careid, if the configuration names one.
@@ -214,6 +235,9 @@ impl Config {
             bail!("configuration: login_attempts_per_minute and attempts_per_target_per_minute must be at least 1");
         }
         self.trusted_proxy()?;
+        if self.tls_certificate_file.as_os_str().is_empty() != self.tls_key_file.as_os_str().is_empty() {
+            bail!("configuration: give tls_certificate_file and tls_key_file together, or neither");
+        }
         if self.outbox_poll_seconds == 0 {
             bail!("configuration: outbox_poll_seconds must be at least 1");
         }
@@ -269,7 +293,7 @@ impl Config {
 
     pub fn public_url(&self) -> String {
         if self.public_url.is_empty() {
-            format!("http://{}", self.listen)
+            format!("{}://{}", self.scheme(), self.listen)
         } else {
             self.public_url.trim_end_matches('/').to_owned()
         }

@@ -199,7 +199,11 @@ pub(crate) fn load_oidc(config: &Config, issuer: &str) -> anyhow::Result<Option<
 
 /// The issuer a server on `listener` signs as: `public_url`, or the address it listens on.
 pub(crate) fn issuer(config: &Config, listener: &tokio::net::TcpListener) -> anyhow::Result<String> {
-    Ok(if config.public_url.is_empty() { format!("http://{}", listener.local_addr()?) } else { config.public_url() })
+    Ok(if config.public_url.is_empty() {
+        format!("{}://{}", config.scheme(), listener.local_addr()?)
+    } else {
+        config.public_url()
+    })
 }
 
 /// The database file of a SQLite store URL (`sqlite://PATH?options`, `sqlite:PATH`); `None`
@@ -272,6 +276,38 @@ async fn end_lapsed_sessions_forever(service: Service) {
     }
 }
 
+/// Reads the TLS certificate and key again on each SIGHUP; a bad pair is reported and the
+/// certificate in use stays.
+async fn reload_on_hangup(certificate: std::sync::Arc<careid_http::tls::ServerCertificate>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("no SIGHUP handler: the TLS certificate is read at start only");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match certificate.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(error) => tracing::error!(%error, "TLS certificate not reloaded; the one in use stays"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(certificate);
+}
+
+/// Refuses to serve identity data in clear beyond this machine: off loopback, careid speaks
+/// TLS itself or sits behind the proxy the configuration names.
+fn check_transport(config: &Config, address: std::net::SocketAddr) -> anyhow::Result<()> {
+    if address.ip().is_loopback() || config.tls_files().is_some() || config.trusted_proxy()?.is_some() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to listen on {address} without TLS: careid would carry sign-ins and identity data in clear. \
+         Give tls_certificate_file and tls_key_file, or name the TLS-terminating proxy in front (trusted_proxy)"
+    )
+}
+
 /// Ctrl-C, or on Unix SIGTERM: either stops the server the same orderly way.
 async fn stop_signal() {
     #[cfg(unix)]
@@ -323,7 +359,17 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: 
         stop_signal().await;
         tracing::info!("shutting down");
     };
-    let served = careid_http::serve(listener, app, shutdown).await.context("serving");
+    let served = match config.tls_files() {
+        Some(files) => {
+            let certificate =
+                careid_http::tls::ServerCertificate::load(files).map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+            let reloads = tokio::spawn(reload_on_hangup(certificate.clone()));
+            let served = careid_http::serve_tls(listener, &certificate, app, shutdown).await.context("serving");
+            reloads.abort();
+            served
+        }
+        None => careid_http::serve(listener, app, shutdown).await.context("serving"),
+    };
     sweeper.abort();
     for task in [logouts, integrator].into_iter().flatten() {
         task.abort();
@@ -348,9 +394,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let address = listen.unwrap_or(config.listen);
+            check_transport(&config, address)?;
             let listener =
                 tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))?;
-            eprintln!("careid serving on http://{} (store: {})", listener.local_addr()?, service.store().backend());
+            eprintln!(
+                "careid serving on {}://{} (store: {})",
+                config.scheme(),
+                listener.local_addr()?,
+                service.store().backend()
+            );
             if config.smtp_url.0.is_empty() {
                 tracing::info!("no smtp_url: email waits in the outbox");
             } else {
