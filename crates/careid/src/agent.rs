@@ -130,8 +130,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let keyboard = Keyboard { stdin: args.device.passcode_stdin };
     let (sender, mut requests) = mpsc::channel(16);
     if args.local_port != 0 {
-        let port = crate::agent_local::serve(args.local_port, &args.server, sender).await?;
+        let (port, key) = crate::agent_local::serve(args.local_port, &args.server, sender).await?;
         eprintln!("Local endpoint for careid's sign-in page and local applications: http://127.0.0.1:{port}");
+        eprintln!("Local applications present the key in {} (yours alone to read)", key.display());
     }
     loop {
         eprintln!("Waiting for a card at {workstation}...");
@@ -168,7 +169,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         };
         save_profile(&args, &live)?;
-        let ended = keep_alive(&client, card.as_mut(), &live, &identity, &args.device, &mut requests).await;
+        let at_card = AtCard { device: &args.device, identity: &identity, keyboard: &keyboard };
+        let ended = keep_alive(&client, card.as_mut(), &live, &at_card, &mut requests).await;
         card.log_out();
         remove_profile(&args.profile)?;
         match ended {
@@ -305,21 +307,39 @@ fn choose(choices: &[Value], keyboard: &Keyboard) -> anyhow::Result<(OdsCode, As
     Ok((org, assignment))
 }
 
+/// What the agent knows of the card in the reader and of the holder at it.
+struct AtCard<'a> {
+    device: &'a Device,
+    identity: &'a CardIdentity,
+    keyboard: &'a Keyboard,
+}
+
+impl AtCard<'_> {
+    /// Asks the holder at the agent; only `y` or `yes` agrees. The agent waits for the answer:
+    /// a holder who walks away lets the session lapse, which fails safe.
+    fn holder_agrees(&self, question: &str) -> bool {
+        println!("{question} Confirm at the agent [y/N]:");
+        let answer = tokio::task::block_in_place(|| self.keyboard.read("> "));
+        answer.is_ok_and(|a| matches!(a.expose().trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    }
+}
+
 /// Heartbeats while the card is there; ends the session when it leaves. `Err` when the
 /// server ended the session first (or refused a proof).
 async fn keep_alive(
     client: &Client,
     card: &mut dyn Card,
     live: &Live,
-    identity: &CardIdentity,
-    device: &Device,
+    at_card: &AtCard<'_>,
     requests: &mut mpsc::Receiver<LocalRequest>,
 ) -> anyhow::Result<()> {
     let session_client = Client::new(client.server(), Some(live.token.clone()));
     let mut counter = 0u64;
     let mut next_beat = tokio::time::Instant::now() + live.interval;
+    // Applications the holder agreed may have tokens for this card session.
+    let mut agreed = std::collections::HashSet::new();
     loop {
-        if !still_present(device, &*card, identity) {
+        if !still_present(at_card.device, &*card, at_card.identity) {
             session_client.delete("/api/v1/sessions/current?reason=card_removed").await?;
             return Ok(());
         }
@@ -334,16 +354,30 @@ async fn keep_alive(
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
-            Some(request) = requests.recv() => answer(&session_client, card, live, request).await,
+            Some(request) = requests.recv() => answer(&session_client, card, live, at_card, &mut agreed, request).await,
         }
     }
 }
 
-/// Answers a local request with the live session: the card signs an approval, or the agent
-/// exchanges the session's token for an application's access token.
-async fn answer(client: &Client, card: &mut dyn Card, live: &Live, request: LocalRequest) {
+/// Answers a local request with the live session, once the holder agrees: the card signs an
+/// approval (each one confirmed), or the agent exchanges the session's token for an
+/// application's access token (the first for each application confirmed).
+async fn answer(
+    client: &Client,
+    card: &mut dyn Card,
+    live: &Live,
+    at_card: &AtCard<'_>,
+    agreed: &mut std::collections::HashSet<String>,
+    request: LocalRequest,
+) {
+    const DECLINED: &str = "the holder declined at the agent";
     match request {
         LocalRequest::Authorize { authorization, reply } => {
+            if !at_card.holder_agrees(&format!("Sign in to an application with your card (request {authorization})?")) {
+                println!("sign-in declined ({authorization})");
+                let _ = reply.send(Err(DECLINED.into()));
+                return;
+            }
             let approved = async {
                 let time = careid_domain::ports::Clock::now(&crate::SystemClock).unix_timestamp();
                 let message = AuthorizeMessage { authorization: &authorization, session: &live.session, time };
@@ -359,6 +393,14 @@ async fn answer(client: &Client, card: &mut dyn Card, live: &Live, request: Loca
             let _ = reply.send(approved.map_err(|e| reason(&e)));
         }
         LocalRequest::Token { audience, reply } => {
+            if !agreed.contains(&audience) {
+                if !at_card.holder_agrees(&format!("Let the application {audience} act with your card session?")) {
+                    println!("token declined ({audience})");
+                    let _ = reply.send(Err(DECLINED.into()));
+                    return;
+                }
+                agreed.insert(audience.clone());
+            }
             let form = [
                 ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
                 ("subject_token", live.token.as_str()),

@@ -4,15 +4,22 @@
 //! session's token, which never leaves the agent).
 //!
 //! The card stays with the agent's main loop: requests reach it over a channel and are
-//! answered there. A browser page may call only from careid's own origin: the endpoint checks
-//! `Origin` itself (CORS alone would still let a foreign page send a request it cannot read),
-//! and JSON bodies force a CORS preflight.
+//! answered there, and the holder confirms at the agent every approval and the first token for
+//! each application. Who may ask at all:
+//! - a local program presents the agent's key (`Authorization: Bearer`), a secret the agent
+//!   writes at start, readable by its user only: another user of a shared or remote-desktop
+//!   host cannot read it, so cannot act as the holder;
+//! - careid's own sign-in page may ask for an approval without the key: the endpoint checks
+//!   `Origin` itself (CORS alone would still let a foreign page send a request it cannot read),
+//!   and JSON bodies force a CORS preflight. A local program can claim any `Origin`, which is
+//!   why every approval waits for the holder.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header::{
-    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ORIGIN, VARY,
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, ORIGIN,
+    VARY,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,6 +41,30 @@ struct Local {
     requests: mpsc::Sender<LocalRequest>,
     /// careid's origin (`http://host:port`): the only one whose pages may call.
     origin: String,
+    /// The key local programs present, as written to the key file.
+    key: std::sync::Arc<str>,
+}
+
+/// Where the agent writes its key: the user's runtime directory (`$XDG_RUNTIME_DIR`, private to
+/// the user on a systemd host), else careid's CLI home.
+pub fn key_file(port: u16) -> std::path::PathBuf {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map_or_else(crate::client::cli_home, |d| std::path::PathBuf::from(d).join("careid"));
+    dir.join(format!("agent-{port}.key"))
+}
+
+/// A fresh key, written to `key_file(port)` readable by its owner only.
+fn write_key(port: u16) -> anyhow::Result<(String, std::path::PathBuf)> {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = format!("careid-agent-{}", hex::encode(bytes));
+    let file = key_file(port);
+    if let Some(dir) = file.parent() {
+        crate::client::private_dir(dir)?;
+    }
+    crate::client::write_private(&file, key.as_bytes())?;
+    Ok((key, file))
 }
 
 /// The origin of a server URL: scheme, host and port.
@@ -45,45 +76,76 @@ pub fn origin_of(server: &str) -> String {
     }
 }
 
-/// Serves the endpoint on `127.0.0.1:port` until the agent stops.
-pub async fn serve(port: u16, server: &str, requests: mpsc::Sender<LocalRequest>) -> anyhow::Result<u16> {
-    let local = Local { requests, origin: origin_of(server) };
-    let app = Router::new()
-        .route("/v1/authorize", post(authorize).options(preflight))
-        .route("/v1/token", post(token).options(preflight))
-        .with_state(local);
+/// Serves the endpoint on `127.0.0.1:port` until the agent stops; returns the port and the
+/// file holding the key local programs present.
+pub async fn serve(
+    port: u16,
+    server: &str,
+    requests: mpsc::Sender<LocalRequest>,
+) -> anyhow::Result<(u16, std::path::PathBuf)> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| anyhow::anyhow!("the agent's local endpoint cannot listen on 127.0.0.1:{port}: {e}"))?;
     let port = listener.local_addr()?.port();
+    let (key, file) = write_key(port)?;
+    let local = Local { requests, origin: origin_of(server), key: key.into() };
+    let app = Router::new()
+        .route("/v1/authorize", post(authorize).options(preflight))
+        .route("/v1/token", post(token).options(preflight))
+        .with_state(local);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::warn!(%error, "the agent's local endpoint stopped");
         }
     });
-    Ok(port)
+    Ok((port, file))
 }
 
 fn failure(status: StatusCode, message: &str) -> (StatusCode, Json<Value>) {
     (status, Json(json!({ "error": { "code": "agent_refused", "message": message } })))
 }
 
-/// A page from another origin than careid's asked.
-struct ForeignOrigin;
+/// A caller the agent does not answer.
+enum Refused {
+    /// A page from another origin than careid's.
+    ForeignOrigin,
+    /// A program without the agent's key.
+    NoKey,
+}
 
-impl IntoResponse for ForeignOrigin {
+impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        failure(StatusCode::FORBIDDEN, "this page may not use your card").into_response()
+        match self {
+            Refused::ForeignOrigin => failure(StatusCode::FORBIDDEN, "this page may not use your card").into_response(),
+            Refused::NoKey => failure(
+                StatusCode::UNAUTHORIZED,
+                "present the agent's key (Authorization: Bearer, from the key file the agent names at start)",
+            )
+            .into_response(),
+        }
     }
 }
 
-/// Refuses a browser page from any origin but careid's; callers without `Origin` (local
-/// programs) pass.
-fn check_origin(local: &Local, headers: &HeaderMap) -> Result<Option<HeaderValue>, ForeignOrigin> {
+/// Whether the request carries the agent's key, compared in constant time.
+fn has_key(local: &Local, headers: &HeaderMap) -> bool {
+    let Some(given) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let Some((scheme, given)) = given.split_once(' ') else { return false };
+    let (given, key) = (given.trim().as_bytes(), local.key.as_bytes());
+    scheme.eq_ignore_ascii_case("bearer")
+        && given.len() == key.len()
+        && given.iter().zip(key).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+/// Refuses a browser page from any origin but careid's. A caller without `Origin` must present
+/// the key; with `keyed_only`, every caller must (no page has a use for it).
+fn check_caller(local: &Local, headers: &HeaderMap, keyed_only: bool) -> Result<Option<HeaderValue>, Refused> {
+    if has_key(local, headers) {
+        return Ok(headers.get(ORIGIN).filter(|o| o.as_bytes() == local.origin.as_bytes()).cloned());
+    }
     match headers.get(ORIGIN) {
-        None => Ok(None),
-        Some(origin) if origin.as_bytes() == local.origin.as_bytes() => Ok(Some(origin.clone())),
-        Some(_) => Err(ForeignOrigin),
+        Some(origin) if origin.as_bytes() == local.origin.as_bytes() && !keyed_only => Ok(Some(origin.clone())),
+        Some(origin) if origin.as_bytes() != local.origin.as_bytes() => Err(Refused::ForeignOrigin),
+        _ => Err(Refused::NoKey),
     }
 }
 
@@ -97,14 +159,15 @@ fn cors(mut response: Response, origin: Option<HeaderValue>) -> Response {
 }
 
 async fn preflight(State(local): State<Local>, headers: HeaderMap) -> Response {
-    match check_origin(&local, &headers) {
+    match headers.get(ORIGIN).filter(|o| o.as_bytes() == local.origin.as_bytes()).cloned().ok_or(Refused::ForeignOrigin)
+    {
         Ok(origin) => {
             let mut response = StatusCode::NO_CONTENT.into_response();
             let h = response.headers_mut();
             h.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
             h.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
             h.insert("access-control-allow-private-network", HeaderValue::from_static("true"));
-            cors(response, origin)
+            cors(response, Some(origin))
         }
         Err(refused) => refused.into_response(),
     }
@@ -120,7 +183,7 @@ async fn ask<T>(
 }
 
 async fn authorize(State(local): State<Local>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let origin = match check_origin(&local, &headers) {
+    let origin = match check_caller(&local, &headers, false) {
         Ok(origin) => origin,
         Err(refused) => return refused.into_response(),
     };
@@ -135,7 +198,7 @@ async fn authorize(State(local): State<Local>, headers: HeaderMap, Json(body): J
 }
 
 async fn token(State(local): State<Local>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let origin = match check_origin(&local, &headers) {
+    let origin = match check_caller(&local, &headers, true) {
         Ok(origin) => origin,
         Err(refused) => return refused.into_response(),
     };

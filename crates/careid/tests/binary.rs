@@ -197,6 +197,7 @@ fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
 struct RelyingApp {
     _app: Child,
     args: Vec<String>,
+    key_file: std::path::PathBuf,
 }
 
 impl RelyingApp {
@@ -255,13 +256,24 @@ impl RelyingApp {
             secret,
             state.display().to_string(),
         ];
-        Some(RelyingApp { _app: app, args })
+        Some(RelyingApp { _app: app, args, key_file: dir.join(format!("run/careid/agent-{agent_port}.key")) })
+    }
+
+    /// The key the agent wrote for local programs.
+    fn agent_key(&self) -> String {
+        std::fs::read_to_string(&self.key_file).unwrap_or_default()
     }
 
     /// Runs one phase of the independent client's checks.
     fn check(&self, phase: &str) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc_client.py");
-        let output = Command::new("python3").arg(script).arg(phase).args(&self.args).output().unwrap();
+        let output = Command::new("python3")
+            .arg(script)
+            .arg(phase)
+            .args(&self.args)
+            .env("CAREID_AGENT_KEY", self.agent_key())
+            .output()
+            .unwrap();
         assert!(
             output.status.success(),
             "the OpenID Connect client's {phase} checks failed:\n{}\n{}",
@@ -295,14 +307,33 @@ fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holde
         .arg(card_file)
         .args(["--local-port", &agent_port.to_string()])
         .env("CAREID_CLI_HOME", dir.join("cli"))
+        .env("XDG_RUNTIME_DIR", dir.join("run"))
         .stdin(Stdio::piped())
         .stdout(std::fs::File::create(&output).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     agent.stdin.as_mut().unwrap().write_all(b"582039\n").unwrap();
-    let agent_stdin = agent.stdin.take();
+    let agent_stdin = std::sync::Arc::new(std::sync::Mutex::new(agent.stdin.take().unwrap()));
     let agent = Child(agent);
+    // The holder at the agent: agrees to what is asked, but not to an application they do not
+    // know of.
+    let holder_answers = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let at_agent = {
+        let (output, stdin, running) = (output.clone(), agent_stdin.clone(), holder_answers.clone());
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            while running.load(std::sync::atomic::Ordering::SeqCst) {
+                let said = std::fs::read_to_string(&output).unwrap_or_default();
+                for question in said.lines().filter(|l| l.contains("Confirm at the agent")).skip(answered) {
+                    let answer: &[u8] = if question.contains("no-such-app") { b"n\n" } else { b"y\n" };
+                    stdin.lock().unwrap().write_all(answer).unwrap();
+                    answered += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
     let said = |what: &str, times: usize| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
@@ -351,9 +382,22 @@ fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holde
     if let Some(relying) = &relying {
         relying.check("ended");
     }
+    // The local endpoint answers only its holder: a program without the agent's key is
+    // refused, and the holder declined a token for an application they did not know.
+    if relying.is_some() {
+        said("token declined (no-such-app)", 1);
+    }
+    let key_file = dir.join(format!("run/careid/agent-{agent_port}.key"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the agent's key is its user's alone");
+    let unkeyed = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "content-type: application/json"])
+        .args(["-d", r#"{"audience":"demo-records"}"#, &format!("http://127.0.0.1:{agent_port}/v1/token")])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&unkeyed), "401", "a local program without the key got an answer");
     // Back in the reader: the holder types the passcode and is logged in again.
-    let mut agent_stdin = agent_stdin.unwrap();
-    agent_stdin.write_all(b"582039\n").unwrap();
+    agent_stdin.lock().unwrap().write_all(b"582039\n").unwrap();
     std::fs::rename(&away, card_file).unwrap();
     said("logged in as", 2);
     let profiles: serde_json::Value =
@@ -369,6 +413,8 @@ fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holde
     std::fs::rename(&swapped, card_file).unwrap();
     said("card removed", 2);
     assert_eq!(sessions(&token)["error"]["code"], "unauthenticated");
+    holder_answers.store(false, std::sync::atomic::Ordering::SeqCst);
+    at_agent.join().unwrap();
     drop(agent_stdin);
     drop(agent);
     std::fs::write(card_file, original).unwrap();

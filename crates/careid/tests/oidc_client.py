@@ -17,6 +17,7 @@ proved; any failure exits non-zero with the reason.
 
 import base64
 import json
+import os
 import re
 import sys
 import time
@@ -32,6 +33,8 @@ phase, careid, app, agent, client_id, client_secret, state_file = sys.argv[1:8]
 config = requests.get(careid + "/.well-known/openid-configuration", timeout=10).json()
 keys = JsonWebKey.import_key_set(requests.get(config["jwks_uri"], timeout=10).json())
 basic = (client_id, client_secret)
+# Local programs present the key the agent wrote for its user.
+keyed = {"Authorization": "Bearer " + os.environ.get("CAREID_AGENT_KEY", "")}
 
 
 def check(condition, what):
@@ -159,13 +162,17 @@ def signed_in():
     check(revoked.status_code == 200 and not introspect(token["access_token"])["active"], "a revoked token is dead")
 
     # The agent's local endpoint: token exchange (RFC 8693) for a local application.
-    exchanged = requests.post(agent + "/v1/token", json={"audience": client_id}, timeout=30)
+    unkeyed = requests.post(agent + "/v1/token", json={"audience": client_id}, timeout=30)
+    check(unkeyed.status_code == 401, "the agent gives no token to a program without its key")
+    forged = requests.post(agent + "/v1/token", json={"audience": client_id}, headers={"Origin": careid}, timeout=30)
+    check(forged.status_code == 401, "nor to a caller that only claims careid's origin")
+    exchanged = requests.post(agent + "/v1/token", json={"audience": client_id}, headers=keyed, timeout=30)
     check(exchanged.status_code == 200, f"the agent exchanges the card session for a token ({exchanged.status_code})")
     exchanged = exchanged.json()
     check(exchanged["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token", "issued_token_type")
     check(introspect(exchanged["access_token"])["active"], "the exchanged token is active")
-    unknown = requests.post(agent + "/v1/token", json={"audience": "no-such-app"}, timeout=30)
-    check(unknown.status_code == 409, "no token for an unregistered audience")
+    unknown = requests.post(agent + "/v1/token", json={"audience": "no-such-app"}, headers=keyed, timeout=30)
+    check(unknown.status_code == 409, "no token for an application the holder declined")
     with open(state_file, "w") as f:
         json.dump({"exchanged": exchanged["access_token"], "cookies": browser.cookies.get_dict()}, f)
 
@@ -184,7 +191,7 @@ def ended():
         time.sleep(0.2)
     check(not who["signed_in"] and who["ended"], "the application's session ended by back-channel logout")
     check(not introspect(saved["exchanged"])["active"], "the session's exchanged token is dead")
-    refused = requests.post(agent + "/v1/token", json={"audience": client_id}, timeout=30)
+    refused = requests.post(agent + "/v1/token", json={"audience": client_id}, headers=keyed, timeout=30)
     check(refused.status_code == 409, "with no card, the agent gives no token")
 
 
