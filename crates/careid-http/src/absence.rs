@@ -26,7 +26,7 @@ fn absence_out(a: &Absence) -> wire::AbsenceInfo {
 }
 
 /// Records that a person is away (the RA or a sponsor, never the person themselves).
-#[utoipa::path(post, path = "/api/v1/people/{uuid}/absences", tag = "absences", request_body = wire::AbsenceRequest,
+#[utoipa::path(post, path = "/api/v1/people/{uuid}/absences", tag = "absences", params(("uuid" = String, Path, description = "the person's 12-digit identifier")), request_body = wire::AbsenceRequest,
     responses((status = 201, body = wire::AbsenceInfo), (status = 403, body = wire::ErrorBody), (status = 422, body = wire::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn absences_create(
@@ -43,7 +43,7 @@ pub async fn absences_create(
 }
 
 /// A person's absences from today on.
-#[utoipa::path(get, path = "/api/v1/people/{uuid}/absences", tag = "absences",
+#[utoipa::path(get, path = "/api/v1/people/{uuid}/absences", tag = "absences", params(("uuid" = String, Path, description = "the person's 12-digit identifier")),
     responses((status = 200, body = Vec<wire::AbsenceInfo>)), security(("bearer" = [])))]
 pub async fn absences_list(
     State(app): State<App>,
@@ -55,7 +55,7 @@ pub async fn absences_list(
 }
 
 /// Cancels a recorded absence.
-#[utoipa::path(post, path = "/api/v1/absences/{id}/cancel", tag = "absences",
+#[utoipa::path(post, path = "/api/v1/absences/{id}/cancel", tag = "absences", params(("id" = i64, Path, description = "the record's number")),
     responses((status = 204), (status = 403, body = wire::ErrorBody), (status = 404, body = wire::ErrorBody)), security(("bearer" = [])))]
 pub async fn absences_cancel(
     State(app): State<App>,
@@ -67,7 +67,7 @@ pub async fn absences_cancel(
 }
 
 /// Sets or clears the working hours of an assignment.
-#[utoipa::path(put, path = "/api/v1/assignments/{id}/working-hours", tag = "absences", request_body = wire::WorkingHoursRequest,
+#[utoipa::path(put, path = "/api/v1/assignments/{id}/working-hours", tag = "absences", params(("id" = i64, Path, description = "the record's number")), request_body = wire::WorkingHoursRequest,
     responses((status = 200, body = wire::Assignment), (status = 403, body = wire::ErrorBody), (status = 422, body = wire::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn working_hours_set(
@@ -84,7 +84,7 @@ pub async fn working_hours_set(
 }
 
 /// Sets what an organisation does about logins while absent or outside working hours.
-#[utoipa::path(put, path = "/api/v1/organisations/{ods_code}/absence-policy", tag = "absences",
+#[utoipa::path(put, path = "/api/v1/organisations/{ods_code}/absence-policy", tag = "absences", params(("ods_code" = String, Path, description = "the organisation's ODS code")),
     request_body = wire::AbsencePolicyRequest,
     responses((status = 200, body = wire::AbsencePolicyRequest), (status = 403, body = wire::ErrorBody)), security(("bearer" = [])))]
 pub async fn absence_policy_set(

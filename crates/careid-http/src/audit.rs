@@ -31,7 +31,7 @@ fn incident_out(i: &MisuseIncident) -> wire::MisuseIncident {
 
 /// A record with its inclusion proof in the latest signed checkpoint (a record naming the
 /// caller; the RA Manager, privacy officer and Caldicott Guardian: any in scope).
-#[utoipa::path(get, path = "/api/v1/audit/{seq}/proof", tag = "audit",
+#[utoipa::path(get, path = "/api/v1/audit/{seq}/proof", tag = "audit", params(("seq" = u64, Path, description = "the audit record's position in the log")),
     responses((status = 200, body = wire::RecordProof), (status = 403, body = wire::ErrorBody), (status = 404, body = wire::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn audit_proof(
@@ -54,7 +54,7 @@ pub async fn audit_proof(
 
 /// "Not me": the caller says a record naming them as its actor was not them. Opens an
 /// incident with the RA and the Caldicott Guardian of the organisation the record concerns.
-#[utoipa::path(post, path = "/api/v1/audit/{seq}/not-me", tag = "audit", request_body = wire::NotMeRequest,
+#[utoipa::path(post, path = "/api/v1/audit/{seq}/not-me", tag = "audit", params(("seq" = u64, Path, description = "the audit record's position in the log")), request_body = wire::NotMeRequest,
     responses((status = 201, body = wire::MisuseIncident), (status = 403, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody),
         (status = 422, body = wire::ErrorBody)),
     security(("bearer" = [])))]
@@ -69,6 +69,7 @@ pub async fn audit_not_me(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct IncidentParams {
     /// Incidents of this organisation and below it (default: the caller's).
     pub org: Option<String>,

@@ -68,7 +68,7 @@ pub async fn cards_create(
 }
 
 /// Certifies the key the card generated; the certificate goes back onto the card.
-#[utoipa::path(post, path = "/api/v1/cards/{id}/certify", tag = "cards", request_body = wire::CertifyCard,
+#[utoipa::path(post, path = "/api/v1/cards/{id}/certify", tag = "cards", params(("id" = i64, Path, description = "the record's number")), request_body = wire::CertifyCard,
     responses((status = 200, body = wire::CardCertificateIssued)), security(("bearer" = [])))]
 pub async fn cards_certify(
     State(app): State<App>,
@@ -83,7 +83,7 @@ pub async fn cards_certify(
 
 /// Authorises a card ceremony (first passcode, unlock, renew, repair): the secrets come back
 /// sealed to the ceremony's key, and the holder alone types the passcode.
-#[utoipa::path(post, path = "/api/v1/cards/{id}/ceremony", tag = "cards", request_body = wire::StartCeremony,
+#[utoipa::path(post, path = "/api/v1/cards/{id}/ceremony", tag = "cards", params(("id" = i64, Path, description = "the record's number")), request_body = wire::StartCeremony,
     responses((status = 200, body = wire::CeremonySecrets)), security(("bearer" = [])))]
 pub async fn cards_ceremony(
     State(app): State<App>,
@@ -101,7 +101,7 @@ pub async fn cards_ceremony(
 }
 
 /// The ceremony succeeded: the card is active.
-#[utoipa::path(post, path = "/api/v1/cards/{id}/ceremony/complete", tag = "cards",
+#[utoipa::path(post, path = "/api/v1/cards/{id}/ceremony/complete", tag = "cards", params(("id" = i64, Path, description = "the record's number")),
     responses((status = 200, body = wire::CardStateResponse)), security(("bearer" = [])))]
 pub async fn cards_ceremony_complete(
     State(app): State<App>,
@@ -115,7 +115,7 @@ pub async fn cards_ceremony_complete(
 
 /// A wrong passcode was entered on the card: at the third in a row careid locks it. Only the
 /// holder, or RA staff in scope who may unlock, renew or repair cards, may report it.
-#[utoipa::path(post, path = "/api/v1/cards/{id}/wrong-passcode", tag = "cards",
+#[utoipa::path(post, path = "/api/v1/cards/{id}/wrong-passcode", tag = "cards", params(("id" = i64, Path, description = "the record's number")),
     responses((status = 200, body = wire::CardStateResponse)), security(("bearer" = [])))]
 pub async fn cards_wrong_passcode(
     State(app): State<App>,
@@ -128,7 +128,7 @@ pub async fn cards_wrong_passcode(
 }
 
 /// Reports a card lost, stolen or damaged: revoked at once.
-#[utoipa::path(post, path = "/api/v1/cards/{id}/report", tag = "cards", request_body = wire::ReportCard,
+#[utoipa::path(post, path = "/api/v1/cards/{id}/report", tag = "cards", params(("id" = i64, Path, description = "the record's number")), request_body = wire::ReportCard,
     responses((status = 200, body = wire::CardReported)), security(("bearer" = [])))]
 pub async fn cards_report(
     State(app): State<App>,
@@ -148,7 +148,7 @@ pub async fn cards_report(
 }
 
 /// Cancels a card (RA).
-#[utoipa::path(post, path = "/api/v1/cards/{id}/cancel", tag = "cards", responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/cards/{id}/cancel", tag = "cards", params(("id" = i64, Path, description = "the record's number")), responses((status = 204)), security(("bearer" = [])))]
 pub async fn cards_cancel(
     State(app): State<App>,
     auth: Authed,
@@ -160,13 +160,13 @@ pub async fn cards_cancel(
 
 /// Clears an ended card for reuse (RA, card in hand): returns the card's administrative
 /// secret sealed to the clearing ceremony's key, which wipes the card with it.
-#[utoipa::path(post, path = "/api/v1/cards/{id}/clear", tag = "cards", request_body = wire::ClearCard,
+#[utoipa::path(post, path = "/api/v1/cards/{id}/clear", tag = "cards", params(("id" = i64, Path, description = "the record's number")), request_body = wire::ClearCard,
     responses((status = 200, body = wire::CardCleared)), security(("bearer" = [])))]
 pub async fn cards_clear(
     State(app): State<App>,
     auth: Authed,
     PathParam(id): PathParam<String>,
-    Json(body): Json<wire::ClearCard>,
+    Body(body): Body<wire::ClearCard>,
 ) -> Result<Json<wire::CardCleared>, ApiError> {
     let key = base64_field("ceremony_key", &body.ceremony_key)?;
     let sealed = app.service.clear_card(&auth.ctx, &auth.actor, card_id(&id)?, &key).await?;
@@ -198,7 +198,7 @@ fn card_out(card: &CardRecord, certificates: &[careid_domain::card::CardCertific
 }
 
 /// A person's cards with their certificates: the person themselves, or the RA in scope.
-#[utoipa::path(get, path = "/api/v1/people/{uuid}/cards", tag = "cards",
+#[utoipa::path(get, path = "/api/v1/people/{uuid}/cards", tag = "cards", params(("uuid" = String, Path, description = "the person's 12-digit identifier")),
     responses((status = 200, body = [wire::Card])), security(("bearer" = [])))]
 pub async fn person_cards_list(
     State(app): State<App>,
@@ -231,7 +231,7 @@ pub async fn cards_unlock_code(
 }
 
 /// Self-service unlock, step two: the code releases the secrets, sealed to the ceremony.
-#[utoipa::path(post, path = "/api/v1/cards/{id}/self-service-unlock", tag = "cards", request_body = wire::SelfServiceUnlock,
+#[utoipa::path(post, path = "/api/v1/cards/{id}/self-service-unlock", tag = "cards", params(("id" = i64, Path, description = "the record's number")), request_body = wire::SelfServiceUnlock,
     responses((status = 200, body = wire::CeremonySecrets)))]
 pub async fn cards_self_service_unlock(
     State(app): State<App>,
@@ -248,7 +248,7 @@ pub async fn cards_self_service_unlock(
 }
 
 /// Self-service unlock, step three: the card's own signature proves the ceremony finished.
-#[utoipa::path(post, path = "/api/v1/cards/{id}/self-service-unlock/complete", tag = "cards", request_body = wire::CardProof,
+#[utoipa::path(post, path = "/api/v1/cards/{id}/self-service-unlock/complete", tag = "cards", params(("id" = i64, Path, description = "the record's number")), request_body = wire::CardProof,
     responses((status = 200, body = wire::CardStateResponse)))]
 pub async fn cards_self_service_complete(
     State(app): State<App>,
@@ -264,7 +264,7 @@ pub async fn cards_self_service_complete(
 }
 
 /// One card with its certificates: its holder, or the RA in scope.
-#[utoipa::path(get, path = "/api/v1/cards/{id}", tag = "cards", responses((status = 200, body = wire::Card)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/cards/{id}", tag = "cards", params(("id" = i64, Path, description = "the record's number")), responses((status = 200, body = wire::Card)), security(("bearer" = [])))]
 pub async fn cards_get(
     State(app): State<App>,
     auth: Authed,
@@ -277,7 +277,7 @@ pub async fn cards_get(
 }
 
 /// Closes a lost-card investigation (never by the holder or the reporter).
-#[utoipa::path(post, path = "/api/v1/incidents/{id}/close", tag = "cards", request_body = wire::CloseInvestigation,
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/close", tag = "cards", params(("id" = i64, Path, description = "the record's number")), request_body = wire::CloseInvestigation,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn incidents_close(
     State(app): State<App>,

@@ -112,11 +112,45 @@ impl App {
         cards::cards_unlock_code, cards::cards_self_service_unlock, cards::cards_self_service_complete,
         oidc::authorize_card, oidc::clients_create, oidc::clients_list, oidc::clients_disable,
         absence::absences_create, absence::absences_list, absence::absences_cancel, absence::working_hours_set,
-        absence::absence_policy_set,
+        absence::absence_policy_set, routes::openapi_get,
+        oidc::discovery, oidc::jwks, oidc::authorize, oidc::token, oidc::userinfo, oidc::revoke, oidc::introspect,
+        log::checkpoint, log::key, log::tile,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ErrorResponses)
 )]
 struct ApiDoc;
+
+/// The API's error statuses (`error.rs` maps every error to one) on every operation that does
+/// not describe its own, so that generated clients and fuzzers expect them.
+struct ErrorResponses;
+
+impl utoipa::Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        const STATUSES: [(&str, &str); 8] = [
+            ("400", "a malformed request: the body or parameters do not parse"),
+            ("401", "no live session, or a refused sign-in"),
+            ("403", "a rule refused the caller: the error names it"),
+            ("404", "no such record"),
+            ("409", "a rule about the record's state refused the change"),
+            ("422", "invalid input: the error names the field"),
+            ("429", "too many requests: try again after Retry-After seconds"),
+            ("503", "the store is unavailable; nothing was changed"),
+        ];
+        let error = |why: &str| {
+            let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+            ResponseBuilder::new().description(why).content("application/json", body).build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                for (status, why) in STATUSES {
+                    operation.responses.responses.entry(status.to_owned()).or_insert_with(|| error(why).into());
+                }
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 
@@ -145,7 +179,7 @@ pub fn router(app: App) -> Router {
     let api = Router::new()
         .route("/healthz", get(r::healthz))
         .route("/metrics", get(r::metrics_get))
-        .route("/api/openapi.json", get(|| async { axum::Json(openapi()) }))
+        .route("/api/openapi.json", get(routes::openapi_get))
         .route("/api/v1/sessions", post(r::sessions_create).get(login::sessions_list))
         .route("/api/v1/sessions/current", delete(login::sessions_delete))
         .route("/api/v1/sessions/{id}", delete(login::sessions_end))
@@ -255,4 +289,65 @@ pub async fn serve_tls(
     let listener = tls::TlsListener::new(listener, certificate.server_config())?;
     let service = router(app).into_make_service_with_connect_info::<tls::Peer>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// The routes `router` serves, with their methods, read from its source.
+    fn served_routes() -> Vec<(String, Vec<&'static str>)> {
+        let source = include_str!("lib.rs");
+        let start = source.find("pub fn router(").unwrap();
+        let end = source.find("/// Serves the API on `listener`").unwrap();
+        source[start..end]
+            .split(".route(")
+            .skip(1)
+            .map(|chunk| {
+                let (path, rest) = chunk.trim_start().trim_start_matches('"').split_once('"').unwrap();
+                let methods = ["get", "post", "put", "delete"]
+                    .into_iter()
+                    .filter(|m| rest.contains(&format!("{m}(")) || rest.contains(&format!(".{m}(")))
+                    .collect();
+                (path.replace("{*", "{"), methods)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_route_and_declares_every_parameter() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let routes = served_routes();
+        assert!(routes.len() > 70, "found only {} routes", routes.len());
+        let mut operations = 0;
+        for (path, methods) in &routes {
+            for method in methods {
+                let operation = &paths.get(path).unwrap_or_else(|| panic!("{path} is not documented"))[method];
+                assert!(operation.is_object(), "{} {path} is not documented", method.to_uppercase());
+                operations += 1;
+                let declared: Vec<(&str, &str)> = operation["parameters"]
+                    .as_array()
+                    .map(|ps| ps.iter().map(|p| (p["name"].as_str().unwrap(), p["in"].as_str().unwrap())).collect())
+                    .unwrap_or_default();
+                let in_template: Vec<&str> =
+                    path.split('{').skip(1).map(|rest| rest.split_once('}').unwrap().0).collect();
+                for name in &in_template {
+                    assert!(declared.contains(&(name, "path")), "{method} {path}: {{{name}}} is not declared in path");
+                }
+                for (name, place) in &declared {
+                    assert!(
+                        *place != "path" || in_template.contains(name),
+                        "{method} {path}: {name} is declared in path but is not in the template"
+                    );
+                }
+                assert!(operation["responses"].as_object().is_some_and(|r| r.contains_key("429")));
+            }
+        }
+        println!("{} routes, {operations} operations documented", routes.len());
+        let documented: usize =
+            paths.values().map(|p| p.as_object().unwrap().keys().filter(|k| *k != "parameters").count()).sum();
+        assert_eq!(documented, operations, "the document describes an operation careid does not serve");
+        let _: &Value = &doc["components"]["schemas"]["ErrorBody"];
+    }
 }

@@ -23,6 +23,9 @@ fn not_found(what: &str) -> Response {
 }
 
 /// The latest checkpoint: a signed note; never cached, since it moves every second.
+#[utoipa::path(get, path = "/log/checkpoint", tag = "audit",
+    responses((status = 200, description = "the latest checkpoint, a C2SP signed note", content_type = "text/plain"),
+        (status = 404, description = "no checkpoint yet", content_type = "text/plain")))]
 pub async fn checkpoint(State(app): State<App>) -> Result<Response, ApiError> {
     let Some(checkpoint) = app.service.log_checkpoint().await? else {
         return Ok(not_found("the log has no checkpoint yet"));
@@ -33,6 +36,9 @@ pub async fn checkpoint(State(app): State<App>) -> Result<Response, ApiError> {
 
 /// The verifier key of the log's checkpoints (`name+keyid+key`). Pin it: a key fetched from the
 /// log it checks proves only that the checkpoints are the server's own.
+#[utoipa::path(get, path = "/log/key", tag = "audit",
+    responses((status = 200, description = "the checkpoints' verifier key", content_type = "text/plain"),
+        (status = 404, description = "no deployment key", content_type = "text/plain")))]
 pub async fn key(State(app): State<App>) -> Response {
     match &app.log_key {
         Some(key) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{key}\n")).into_response(),
@@ -43,6 +49,12 @@ pub async fn key(State(app): State<App>) -> Response {
 /// A tile. Hash tiles are public; an entry bundle holds the records themselves and is served
 /// only to a signed-in auditor whose scope holds every record in it. Full tiles never change
 /// and may be cached for good; a partial tile is a prefix of every later version of itself.
+#[utoipa::path(get, path = "/log/tile/{path}", tag = "audit",
+    params(("path" = String, Path, description = "`<L>/<N>[.p/<W>]` (hashes, public) or `entries/<N>[.p/<W>]` (records, auditors in scope); the slashes are part of it")),
+    responses((status = 200, description = "the tile", content_type = "application/octet-stream"),
+        (status = 401, body = wire::ErrorBody), (status = 403, body = wire::ErrorBody),
+        (status = 404, description = "not a tile path, or beyond the latest checkpoint", content_type = "text/plain"),
+        (status = 429, body = wire::ErrorBody)))]
 pub async fn tile(
     State(app): State<App>,
     Path(path): Path<String>,

@@ -101,7 +101,7 @@ pub async fn login_wrong_passcode(
 
 /// The card proves it is still in the reader. No bearer token: the card's signature over the
 /// session and a rising counter is the proof.
-#[utoipa::path(post, path = "/api/v1/sessions/{id}/heartbeat", tag = "sessions", request_body = wire::HeartbeatRequest,
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/heartbeat", tag = "sessions", params(("id" = String, Path, description = "the session's identifier")), request_body = wire::HeartbeatRequest,
     responses((status = 200, body = wire::HeartbeatAccepted), (status = 401, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)))]
 pub async fn sessions_heartbeat(
     State(app): State<App>,
@@ -141,6 +141,7 @@ pub async fn sessions_list(State(app): State<App>, auth: Authed) -> Result<Json<
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EndParams {
     /// `signed_out` (the default) or `card_removed`, for one's own session.
     pub reason: Option<String>,
@@ -167,7 +168,7 @@ pub async fn sessions_delete(
 }
 
 /// Ends a session: one's own, or (RA, privacy officer) anyone's within scope.
-#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", params(EndParams),
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "the session's identifier"), EndParams),
     responses((status = 204), (status = 403, body = wire::ErrorBody), (status = 404, body = wire::ErrorBody)), security(("bearer" = [])))]
 pub async fn sessions_end(
     State(app): State<App>,

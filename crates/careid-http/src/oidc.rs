@@ -80,6 +80,9 @@ fn provider(app: &App) -> Result<&Oidc, ApiError> {
 }
 
 /// `/.well-known/openid-configuration` (OpenID Connect Discovery 1.0).
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "openid connect",
+    responses((status = 200, description = "OpenID Connect Discovery 1.0 metadata", content_type = "application/json"),
+        (status = 503, body = wire::ErrorBody)))]
 pub async fn discovery(State(app): State<App>) -> Result<Json<Value>, ApiError> {
     let oidc = provider(&app)?;
     let iss = &oidc.issuer;
@@ -112,6 +115,9 @@ pub async fn discovery(State(app): State<App>) -> Result<Json<Value>, ApiError> 
 }
 
 /// The provider's public signing key.
+#[utoipa::path(get, path = "/oidc/jwks", tag = "openid connect",
+    responses((status = 200, description = "the JSON Web Key Set (RFC 7517)", content_type = "application/json"),
+        (status = 503, body = wire::ErrorBody)))]
 pub async fn jwks(State(app): State<App>) -> Result<Json<Value>, ApiError> {
     let (kid, x, y) = provider(&app)?.signer.public_jwk();
     Ok(Json(
@@ -160,6 +166,19 @@ fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
 /// The authorization endpoint: checks the application and its request, then shows a page that
 /// asks the workstation agent (on 127.0.0.1) to have the card approve this request. The
 /// browser never sees the passcode or the key; it carries only the request's id.
+#[utoipa::path(get, path = "/oidc/authorize", tag = "openid connect",
+    params(
+        ("response_type" = Option<String>, Query, description = "`code`"),
+        ("client_id" = Option<String>, Query, description = "the application's client_id"),
+        ("redirect_uri" = Option<String>, Query, description = "one of the application's registered redirect URIs"),
+        ("scope" = Option<String>, Query, description = "`openid` and any of `profile`, `nationalrbacaccess`, `associatedorgs`"),
+        ("state" = Option<String>, Query), ("nonce" = Option<String>, Query),
+        ("code_challenge" = Option<String>, Query, description = "PKCE S256 challenge"),
+        ("code_challenge_method" = Option<String>, Query, description = "`S256`"),
+    ),
+    responses((status = 200, description = "the sign-in page", content_type = "text/html"),
+        (status = 302, description = "back to the application with an error"),
+        (status = 400, description = "a request careid cannot send back to any application", content_type = "text/html")))]
 pub async fn authorize(
     State(app): State<App>,
     Ctx(ctx): Ctx,
@@ -244,7 +263,7 @@ approve();
 
 /// The workstation agent sends the card's approval of an authorization request; the answer
 /// is where the browser goes next (the application, with a one-time code).
-#[utoipa::path(post, path = "/oidc/authorize/{id}/card", tag = "oidc", request_body = wire::CardApprovalRequest,
+#[utoipa::path(post, path = "/oidc/authorize/{id}/card", tag = "oidc", params(("id" = String, Path, description = "the authorization request's identifier")), request_body = wire::CardApprovalRequest,
     responses((status = 200, body = wire::CardApproved), (status = 401, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)))]
 pub async fn authorize_card(
     State(app): State<App>,
@@ -268,6 +287,53 @@ pub async fn authorize_card(
 
 /// An OAuth error response (RFC 6749 section 5.2).
 pub(crate) struct OAuthFailure(pub(crate) OAuthError);
+
+/// The form `/oidc/revoke` and `/oidc/introspect` take (RFC 7009, RFC 7662), for the OpenAPI
+/// document; the handlers read the form as a map.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes a form for the OpenAPI document")]
+pub(crate) struct TokenForm {
+    token: String,
+    token_type_hint: Option<String>,
+    /// With `client_secret`, instead of HTTP Basic.
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// The form `/oidc/token` takes: `authorization_code` (RFC 6749 with PKCE) or RFC 8693 token
+/// exchange, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes a form for the OpenAPI document")]
+pub(crate) struct TokenRequestForm {
+    /// `authorization_code` or `urn:ietf:params:oauth:grant-type:token-exchange`.
+    grant_type: String,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    audience: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// An OAuth request's form body (`application/x-www-form-urlencoded`); anything else is refused
+/// as RFC 6749 says, with `invalid_request` in OAuth's JSON error format.
+pub(crate) struct OAuthForm(pub(crate) HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for OAuthForm {
+    type Rejection = OAuthFailure;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<OAuthForm, OAuthFailure> {
+        match axum::Form::<HashMap<String, String>>::from_request(request, state).await {
+            Ok(axum::Form(form)) => Ok(OAuthForm(form)),
+            Err(rejection) => Err(OAuthFailure(OAuthError::InvalidRequest(format!(
+                "send the parameters as application/x-www-form-urlencoded ({})",
+                rejection.body_text()
+            )))),
+        }
+    }
+}
 
 impl From<OAuthError> for OAuthFailure {
     fn from(e: OAuthError) -> OAuthFailure {
@@ -434,12 +500,14 @@ fn token_response(oidc: &Oidc, grant: &TokenGrant) -> Result<Response, OAuthErro
 }
 
 /// The token endpoint: `authorization_code` (with PKCE) and RFC 8693 token exchange.
-pub async fn token(
-    State(app): State<App>,
-    Ctx(ctx): Ctx,
-    headers: HeaderMap,
-    axum::Form(form): axum::Form<HashMap<String, String>>,
-) -> Response {
+#[utoipa::path(post, path = "/oidc/token", tag = "openid connect",
+    request_body(content = TokenRequestForm, content_type = "application/x-www-form-urlencoded",
+        description = "client authentication by HTTP Basic or in the form"),
+    responses((status = 200, description = "tokens", content_type = "application/json"),
+        (status = 400, description = "OAuth error", content_type = "application/json"),
+        (status = 401, description = "invalid_client", content_type = "application/json"),
+        (status = 429, body = wire::ErrorBody)))]
+pub async fn token(State(app): State<App>, Ctx(ctx): Ctx, headers: HeaderMap, OAuthForm(form): OAuthForm) -> Response {
     let result = async {
         let oidc = app.oidc.as_deref().ok_or_else(|| OAuthError::InvalidRequest("no signing key".into()))?;
         let grant = match field(&form, "grant_type")? {
@@ -469,6 +537,10 @@ pub async fn token(
 }
 
 /// Userinfo: the claims of the holder behind an active access token.
+#[utoipa::path(method(get, post), path = "/oidc/userinfo", tag = "openid connect",
+    responses((status = 200, description = "the holder's claims", content_type = "application/json"),
+        (status = 401, description = "no active access token")),
+    security(("bearer" = [])))]
 pub async fn userinfo(State(app): State<App>, headers: HeaderMap) -> Response {
     let unauthorized = |why: &str| {
         let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{why}\"");
@@ -503,12 +575,14 @@ pub async fn userinfo(State(app): State<App>, headers: HeaderMap) -> Response {
 }
 
 /// RFC 7009 revocation.
-pub async fn revoke(
-    State(app): State<App>,
-    Ctx(ctx): Ctx,
-    headers: HeaderMap,
-    axum::Form(form): axum::Form<HashMap<String, String>>,
-) -> Response {
+#[utoipa::path(post, path = "/oidc/revoke", tag = "openid connect",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded",
+        description = "client authentication by HTTP Basic or in the form"),
+    responses((status = 200, description = "revoked, or not a token of this application"),
+        (status = 400, description = "OAuth error", content_type = "application/json"),
+        (status = 401, description = "invalid_client", content_type = "application/json"),
+        (status = 429, body = wire::ErrorBody)))]
+pub async fn revoke(State(app): State<App>, Ctx(ctx): Ctx, headers: HeaderMap, OAuthForm(form): OAuthForm) -> Response {
     let result = async {
         let oidc = app.oidc.as_deref().ok_or_else(|| OAuthError::InvalidRequest("no signing key".into()))?;
         let credentials = client_credentials(&headers, &form)?;
@@ -521,11 +595,14 @@ pub async fn revoke(
 }
 
 /// RFC 7662 introspection, for confidential applications about their own tokens.
-pub async fn introspect(
-    State(app): State<App>,
-    headers: HeaderMap,
-    axum::Form(form): axum::Form<HashMap<String, String>>,
-) -> Response {
+#[utoipa::path(post, path = "/oidc/introspect", tag = "openid connect",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded",
+        description = "client authentication by HTTP Basic or in the form"),
+    responses((status = 200, description = "RFC 7662 introspection response", content_type = "application/json"),
+        (status = 400, description = "OAuth error", content_type = "application/json"),
+        (status = 401, description = "invalid_client", content_type = "application/json"),
+        (status = 429, body = wire::ErrorBody)))]
+pub async fn introspect(State(app): State<App>, headers: HeaderMap, OAuthForm(form): OAuthForm) -> Response {
     let result = async {
         let oidc = app.oidc.as_deref().ok_or_else(|| OAuthError::InvalidRequest("no signing key".into()))?;
         let credentials = client_credentials(&headers, &form)?;
@@ -602,7 +679,7 @@ pub async fn clients_list(State(app): State<App>, auth: Authed) -> Result<Json<V
 }
 
 /// Disables an application: it signs nobody in any more, and its tokens are no longer active.
-#[utoipa::path(delete, path = "/api/v1/clients/{id}", tag = "oidc",
+#[utoipa::path(delete, path = "/api/v1/clients/{id}", tag = "oidc", params(("id" = String, Path, description = "the application's client_id")),
     responses((status = 204), (status = 403, body = wire::ErrorBody), (status = 404, body = wire::ErrorBody)), security(("bearer" = [])))]
 pub async fn clients_disable(
     State(app): State<App>,

@@ -97,6 +97,7 @@ pub async fn access_events(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AccessParams {
     /// Accesses to this patient's record (NHS number).
     pub patient: Option<String>,
@@ -154,7 +155,8 @@ pub async fn patient_access_list(
 /// for the page, with a `next` link. The same query, scope and paging as `/api/v1/audit`
 /// (pass `before` from the last resource's `id` for the next page).
 #[utoipa::path(get, path = "/api/v1/audit/fhir", tag = "audit", params(AuditParams),
-    responses((status = 200, content_type = "application/fhir+ndjson"), (status = 200, content_type = "application/fhir+json")),
+    responses((status = 200, description = "AuditEvent resources: NDJSON, or a searchset Bundle with `_format=json`",
+        content((String = "application/fhir+ndjson"), (String = "application/fhir+json")))),
     security(("bearer" = [])))]
 pub async fn audit_fhir(
     State(app): State<App>,

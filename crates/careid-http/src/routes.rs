@@ -44,7 +44,8 @@ pub async fn healthz(State(app): State<App>) -> (StatusCode, &'static str) {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "application/openmetrics-text")))]
 pub async fn metrics_get(State(app): State<App>) -> ([(&'static str, &'static str); 1], String) {
     let started = std::time::Instant::now();
     if app.service.store().ping().await.is_ok() {
@@ -75,6 +76,13 @@ pub async fn sessions_create(
     Ok((StatusCode::CREATED, Json(response)))
 }
 
+/// This document: the API's OpenAPI 3.1 description.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json")))]
+pub async fn openapi_get() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi())
+}
+
 /// Who the caller is acting as.
 #[utoipa::path(get, path = "/api/v1/me", tag = "sessions", responses((status = 200, body = wire::Acting)), security(("bearer" = [])))]
 pub async fn me_get(auth: Authed) -> Json<wire::Acting> {
@@ -82,7 +90,7 @@ pub async fn me_get(auth: Authed) -> Json<wire::Acting> {
 }
 
 /// Issues an interim sign-in credential to a person, until they have a card (RA Manager).
-#[utoipa::path(post, path = "/api/v1/people/{uuid}/credentials", tag = "people",
+#[utoipa::path(post, path = "/api/v1/people/{uuid}/credentials", tag = "people", params(("uuid" = String, Path, description = "the person's 12-digit identifier")),
     responses((status = 201, body = wire::CredentialIssued)), security(("bearer" = [])))]
 pub async fn credentials_create(
     State(app): State<App>,
@@ -97,6 +105,7 @@ pub async fn credentials_create(
 // ----- Organisations and catalogue -----------------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Text in the code or name.
     pub q: Option<String>,
@@ -143,7 +152,7 @@ pub async fn organisations_import(
 }
 
 /// One organisation and the organisations directly below it.
-#[utoipa::path(get, path = "/api/v1/organisations/{ods_code}", tag = "organisations",
+#[utoipa::path(get, path = "/api/v1/organisations/{ods_code}", tag = "organisations", params(("ods_code" = String, Path, description = "the organisation's ODS code")),
     responses((status = 200, body = wire::OrganisationDetail)), security(("bearer" = [])))]
 pub async fn organisations_get(
     State(app): State<App>,
@@ -158,7 +167,7 @@ pub async fn organisations_get(
 }
 
 /// The positions of an organisation.
-#[utoipa::path(get, path = "/api/v1/organisations/{ods_code}/positions", tag = "positions",
+#[utoipa::path(get, path = "/api/v1/organisations/{ods_code}/positions", tag = "positions", params(("ods_code" = String, Path, description = "the organisation's ODS code")),
     responses((status = 200, body = [wire::Position])), security(("bearer" = [])))]
 pub async fn organisation_positions_list(
     State(app): State<App>,
@@ -205,7 +214,7 @@ pub async fn positions_create(
     Ok((StatusCode::CREATED, Json(wire::Created { id: id.to_string() })))
 }
 
-#[utoipa::path(get, path = "/api/v1/positions/{id}", tag = "positions",
+#[utoipa::path(get, path = "/api/v1/positions/{id}", tag = "positions", params(("id" = i64, Path, description = "the record's number")),
     responses((status = 200, body = wire::Position)), security(("bearer" = [])))]
 pub async fn positions_get(
     State(app): State<App>,
@@ -217,7 +226,7 @@ pub async fn positions_get(
 }
 
 /// Marks a position assignable (or not) by the organisation's sponsors.
-#[utoipa::path(put, path = "/api/v1/positions/{id}/assignable", tag = "positions", request_body = wire::SetAssignable,
+#[utoipa::path(put, path = "/api/v1/positions/{id}/assignable", tag = "positions", params(("id" = i64, Path, description = "the record's number")), request_body = wire::SetAssignable,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn positions_set_assignable(
     State(app): State<App>,
@@ -245,6 +254,7 @@ pub async fn registrations_create(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PendingParams {
     /// Only pending ones (default true).
     pub pending: Option<bool>,
@@ -263,7 +273,7 @@ pub async fn registrations_list(
 }
 
 /// The RA verifies identity face to face and creates the profile.
-#[utoipa::path(post, path = "/api/v1/registrations/{id}/verify", tag = "registrations", request_body = wire::VerifyIdentity,
+#[utoipa::path(post, path = "/api/v1/registrations/{id}/verify", tag = "registrations", params(("id" = i64, Path, description = "the record's number")), request_body = wire::VerifyIdentity,
     responses((status = 201, body = wire::PersonCreated)), security(("bearer" = [])))]
 pub async fn registrations_verify(
     State(app): State<App>,
@@ -277,7 +287,7 @@ pub async fn registrations_verify(
     Ok((StatusCode::CREATED, Json(wire::PersonCreated { uuid: uuid.to_string() })))
 }
 
-#[utoipa::path(post, path = "/api/v1/registrations/{id}/reject", tag = "registrations", request_body = wire::Reason,
+#[utoipa::path(post, path = "/api/v1/registrations/{id}/reject", tag = "registrations", params(("id" = i64, Path, description = "the record's number")), request_body = wire::Reason,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn registrations_reject(
     State(app): State<App>,
@@ -318,6 +328,7 @@ pub async fn people_import(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PeopleParams {
     /// The start of the family name.
     pub family_name: String,
@@ -341,7 +352,7 @@ pub async fn people_list(
 
 /// A profile: its positions for anyone signed in; date of birth, NI number, contact details
 /// and identity checks for the person and the RA in scope, each such read audited.
-#[utoipa::path(get, path = "/api/v1/people/{uuid}", tag = "people",
+#[utoipa::path(get, path = "/api/v1/people/{uuid}", tag = "people", params(("uuid" = String, Path, description = "the person's 12-digit identifier")),
     responses((status = 200, body = wire::Person)), security(("bearer" = [])))]
 pub async fn people_get(
     State(app): State<App>,
@@ -353,7 +364,7 @@ pub async fn people_get(
 }
 
 /// Records a change of name after a face-to-face check with proof.
-#[utoipa::path(post, path = "/api/v1/people/{uuid}/name", tag = "people", request_body = wire::ChangeName,
+#[utoipa::path(post, path = "/api/v1/people/{uuid}/name", tag = "people", params(("uuid" = String, Path, description = "the person's 12-digit identifier")), request_body = wire::ChangeName,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn people_change_name(
     State(app): State<App>,
@@ -369,7 +380,7 @@ pub async fn people_change_name(
 }
 
 /// Changes contact details: the person themselves, or the RA.
-#[utoipa::path(put, path = "/api/v1/people/{uuid}/contact", tag = "people", request_body = wire::ContactDetails,
+#[utoipa::path(put, path = "/api/v1/people/{uuid}/contact", tag = "people", params(("uuid" = String, Path, description = "the person's 12-digit identifier")), request_body = wire::ContactDetails,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn people_change_contact(
     State(app): State<App>,
@@ -382,7 +393,7 @@ pub async fn people_change_contact(
 }
 
 /// Corrects title, date of birth or NI number (names change through `/name`).
-#[utoipa::path(put, path = "/api/v1/people/{uuid}/details", tag = "people", request_body = wire::PersonalDetails,
+#[utoipa::path(put, path = "/api/v1/people/{uuid}/details", tag = "people", params(("uuid" = String, Path, description = "the person's 12-digit identifier")), request_body = wire::PersonalDetails,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn people_correct_details(
     State(app): State<App>,
@@ -395,7 +406,7 @@ pub async fn people_correct_details(
 }
 
 /// Closes a profile; from a sponsor, this becomes a request to the RA.
-#[utoipa::path(post, path = "/api/v1/people/{uuid}/close", tag = "people", request_body = wire::Reason,
+#[utoipa::path(post, path = "/api/v1/people/{uuid}/close", tag = "people", params(("uuid" = String, Path, description = "the person's 12-digit identifier")), request_body = wire::Reason,
     responses((status = 200, body = wire::CloseOutcome)), security(("bearer" = [])))]
 pub async fn people_close(
     State(app): State<App>,
@@ -408,7 +419,7 @@ pub async fn people_close(
     Ok(Json(wire::CloseOutcome { closed: request.is_none(), request_id: request.map(|r| r.0) }))
 }
 
-#[utoipa::path(post, path = "/api/v1/people/{uuid}/reopen", tag = "people", responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/people/{uuid}/reopen", tag = "people", params(("uuid" = String, Path, description = "the person's 12-digit identifier")), responses((status = 204)), security(("bearer" = [])))]
 pub async fn people_reopen(
     State(app): State<App>,
     auth: Authed,
@@ -419,7 +430,7 @@ pub async fn people_reopen(
 }
 
 /// A leaver: removes an organisation (and those below it) from the profile.
-#[utoipa::path(post, path = "/api/v1/people/{uuid}/leave", tag = "people", request_body = wire::LeaveOrganisation,
+#[utoipa::path(post, path = "/api/v1/people/{uuid}/leave", tag = "people", params(("uuid" = String, Path, description = "the person's 12-digit identifier")), request_body = wire::LeaveOrganisation,
     responses((status = 200, body = wire::LeaveOutcome)), security(("bearer" = [])))]
 pub async fn people_leave(
     State(app): State<App>,
@@ -450,7 +461,7 @@ pub async fn assignments_create(
 }
 
 /// Ends an assignment early; it stays visible as removed.
-#[utoipa::path(post, path = "/api/v1/assignments/{id}/remove", tag = "assignments", request_body = wire::Reason,
+#[utoipa::path(post, path = "/api/v1/assignments/{id}/remove", tag = "assignments", params(("id" = i64, Path, description = "the record's number")), request_body = wire::Reason,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn assignments_remove(
     State(app): State<App>,
@@ -494,7 +505,7 @@ pub async fn requests_list(
 }
 
 /// Grants a request and carries it out (RA; never the requester).
-#[utoipa::path(post, path = "/api/v1/requests/{id}/grant", tag = "requests", responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/requests/{id}/grant", tag = "requests", params(("id" = i64, Path, description = "the record's number")), responses((status = 204)), security(("bearer" = [])))]
 pub async fn requests_grant(
     State(app): State<App>,
     auth: Authed,
@@ -504,7 +515,7 @@ pub async fn requests_grant(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/requests/{id}/reject", tag = "requests", request_body = wire::Reason,
+#[utoipa::path(post, path = "/api/v1/requests/{id}/reject", tag = "requests", params(("id" = i64, Path, description = "the record's number")), request_body = wire::Reason,
     responses((status = 204)), security(("bearer" = [])))]
 pub async fn requests_reject(
     State(app): State<App>,
@@ -520,6 +531,7 @@ pub async fn requests_reject(
 // ----- Audit ---------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Records where this person acted or was the subject.
     pub person: Option<String>,

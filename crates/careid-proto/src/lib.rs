@@ -487,6 +487,8 @@ pub struct AuditRecord {
     /// The chain hash after this record, hex.
     pub chain_hash: String,
     /// The entry's fields, in their canonical order.
+    /// `[name, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub fields: Vec<(String, String)>,
 }
 
@@ -505,6 +507,8 @@ pub struct RecordProof {
     /// The entry's bytes exactly as hashed, base64.
     pub entry: String,
     /// The entry's fields, in their canonical order.
+    /// `[name, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub fields: Vec<(String, String)>,
     /// SHA-256(0x00 || entry), base64.
     pub leaf_hash: String,
@@ -554,6 +558,8 @@ pub struct MisuseIncident {
     pub org: Option<String>,
     pub comment: String,
     /// The record's session, workstation and card, and the session's other records.
+    /// `[name, value]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub context: Vec<(String, String)>,
     pub opened_at: String,
 }
