@@ -80,7 +80,10 @@ impl Kind {
         let post = method == Method::POST;
         Some(match route {
             "/api/v1/sessions" if post => Kind::Login,
-            "/api/v1/login/challenge" | "/api/v1/login/card" | "/api/v1/login/wrong-passcode" => Kind::Login,
+            "/api/v1/login/challenge"
+            | "/api/v1/login/card"
+            | "/api/v1/login/wrong-passcode"
+            | "/oidc/authorize/{id}/card" => Kind::Login,
             "/api/v1/cards/unlock-code"
             | "/api/v1/cards/{id}/self-service-unlock"
             | "/api/v1/cards/{id}/self-service-unlock/complete" => Kind::Unlock,
@@ -89,6 +92,8 @@ impl Kind {
             "/healthz"
             | "/metrics"
             | "/api/openapi.json"
+            | "/api/v1/job-roles"
+            | "/api/v1/activities"
             | "/pki/ca"
             | "/pki/root"
             | "/pki/crl"

@@ -58,8 +58,10 @@ fn lite_error(context: &'static str, error: rusqlite::Error) -> StoreError {
 
 /// Settings every connection gets. (The writer of a file database also gets `synchronous = FULL`:
 /// a commit is on disk before it returns.)
+/// `secure_delete`: what a row held before an update or delete (an email's body once sent, a
+/// session's state) is overwritten in the file, not left in the page's free space.
 const PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                       PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;";
+                       PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA secure_delete = ON;";
 
 /// How large the write-ahead log may grow before the writer sees to it that it starts over.
 const WAL_LIMIT: u64 = 64 << 20;

@@ -370,3 +370,39 @@ async fn anonymous_sign_in_attempts_are_throttled_by_address_and_by_target() {
     let (status, _) = server.call("GET", "/api/v1/me", Some(&server.manager_token), None).await;
     assert_eq!(status, 200);
 }
+
+/// The anonymous column of the authorisation matrix, generated from the OpenAPI document:
+/// every operation that needs a session answers 401 to a caller without one, writes nothing,
+/// and every operation that needs none is held to a rate limit.
+#[tokio::test]
+async fn an_anonymous_caller_gets_401_from_every_operation_that_needs_a_session() {
+    let server = Server::start().await;
+    let before = server.audit_len().await;
+    let (_, doc) = server.call("GET", "/api/openapi.json", None, None).await;
+    let (mut refused, mut open) = (0, 0);
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let concrete = path
+                .replace("{uuid}", "100000000008")
+                .replace("{ods_code}", "QWE")
+                .replace("{path}", "entries/000")
+                .replace(['{', '}'], "");
+            if operation["security"].is_null() {
+                let route = path.replace("{path}", "{*path}");
+                let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                assert!(
+                    careid_http::limit::Kind::of_route(&method, &route).is_some(),
+                    "{method} {path} needs no session and has no rate limit"
+                );
+                open += 1;
+                continue;
+            }
+            let (status, body) = server.call(&method.to_uppercase(), &concrete, None, Some("{}")).await;
+            assert_eq!(status, 401, "{} {path} answered an anonymous caller: {body}", method.to_uppercase());
+            refused += 1;
+        }
+    }
+    assert_eq!(server.audit_len().await, before, "anonymous callers wrote to the log");
+    println!("anonymous: {refused} operations refused with 401, {open} open to all and rate-limited");
+    assert!(refused >= 50 && open >= 20, "the document lost operations");
+}

@@ -514,6 +514,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     };
     let sponsor_position = position("Practice Manager", "S0080:G0440:R8011", "B1300");
     let receptionist_position = position("Receptionist", "S0080:G0440:R8009", "B0560");
+    let issued_credentials = std::cell::RefCell::new(vec![credential.clone()]);
     let person = |given: &str, ni: &str, position: &str, profile: &str| {
         let created = json(&ra(&[
             "--as",
@@ -541,6 +542,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         let uuid = created["uuid"].as_str().unwrap().to_owned();
         ok(&ra(&["--as", "ram", "assign", &uuid, position]));
         let issued = json(&ra(&["--as", "ram", "--json", "issue-credential", &uuid]));
+        issued_credentials.borrow_mut().push(issued["credential"].as_str().unwrap().to_owned());
         ok(&ra(&["login", profile, "--credential", issued["credential"].as_str().unwrap()]));
         uuid
     };
@@ -616,7 +618,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         last = try_passcode(&id, card_path, wrong);
     }
     assert_eq!(last["state"], "locked");
-    let unlocked = self_unlock(dir, &url, &mail, card_path, "hol.staff@nhs.net", "318264\n318264\n");
+    let (unlocked, unlock_code) = self_unlock(dir, &url, &mail, card_path, "hol.staff@nhs.net", "318264\n318264\n");
     assert_eq!(json(&unlocked)["state"], "active");
     assert_eq!(try_passcode(&id, card_path, "318264")["signed"], true);
 
@@ -667,6 +669,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     );
     // With no card now, the holder may have an interim credential again; it closes nothing.
     let interim = json(&ra(&["--as", "ram", "--json", "issue-credential", &holder]));
+    issued_credentials.borrow_mut().push(interim["credential"].as_str().unwrap().to_owned());
     ok(&ra(&["login", "holder", "--credential", interim["credential"].as_str().unwrap()]));
     let by_holder =
         card(&["--as", "holder", "close-investigation", &incident, "--review", "fine", "--outcome", "no case"], "");
@@ -716,11 +719,51 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         .collect();
     assert_eq!(reasons, ["superseded", "live"]);
 
-    // No passcode reached the server's log.
-    let logs = std::fs::read_to_string(dir.join("server.log")).unwrap();
-    for passcode in ["582039", "740261", "111112"] {
-        assert!(!logs.contains(passcode), "a passcode reached the server's log");
+    // The secrets scan: no passcode, credential, session token, unlock code or private key
+    // anywhere careid writes: the server's log, the audit log and every other file in its data
+    // directory (the database and its write-ahead log, keys sealed or not).
+    let profiles: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cli/profiles.json")).unwrap()).unwrap();
+    let mut secrets: Vec<String> = issued_credentials.into_inner();
+    secrets.extend(profiles["profiles"].as_object().unwrap().values().map(|p| p["token"].as_str().unwrap().to_owned()));
+    let passcodes = ["582039", "740261", "111112", "111113", "111114", "318264", "906172", &unlock_code];
+    let scanned = secrets_scan(dir, &secrets, &passcodes);
+    println!(
+        "secrets scan: {} secrets and {} passcodes and codes, none in {scanned} files",
+        secrets.len(),
+        passcodes.len()
+    );
+}
+
+/// Looks for each secret in the server's log and every file of the data directory; digits-only
+/// secrets (passcodes, unlock codes) count only as a whole number, not inside a longer run of digits such as
+/// a timestamp. Also looks for private keys in the clear (PEM, or P-256 PKCS#8 DER). Returns
+/// how many files it read.
+fn secrets_scan(dir: &Path, secrets: &[String], digits: &[&str]) -> usize {
+    let mut files: Vec<_> = walk(&dir.join("data")).into_iter().filter(|p| p.is_file()).collect();
+    files.push(dir.join("server.log"));
+    let pkcs8_p256: &[u8] = &[0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        let name = file.display();
+        for secret in secrets {
+            // The message names the kind of secret (its prefix), never the secret.
+            let kind: String = secret.chars().take_while(|c| !c.is_ascii_digit()).take(24).collect();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{name} holds a {kind:?} secret in the clear"
+            );
+        }
+        for (n, passcode) in digits.iter().enumerate() {
+            let whole = bytes.windows(passcode.len() + 2).any(|w| {
+                !w[0].is_ascii_digit() && !w[w.len() - 1].is_ascii_digit() && &w[1..w.len() - 1] == passcode.as_bytes()
+            });
+            assert!(!whole, "{name} holds passcode or code number {n} of those given");
+        }
+        assert!(!bytes.windows(11).any(|w| w == b"PRIVATE KEY"), "{name} holds a PEM private key");
+        assert!(!bytes.windows(pkcs8_p256.len()).any(|w| w == pkcs8_p256), "{name} holds a PKCS#8 private key");
     }
+    files.len()
 }
 
 /// Where the holder's email arrives: a real SMTP server (aiosmtpd, writing a Maildir) that
@@ -788,7 +831,7 @@ impl Mail {
 
 /// `careid card self-unlock` as a holder runs it: the command sends the code and waits at its
 /// prompt; the holder reads the email and types the code, then the rest.
-fn self_unlock(dir: &Path, url: &str, mail: &Mail, card_path: &str, recipient: &str, rest: &str) -> Output {
+fn self_unlock(dir: &Path, url: &str, mail: &Mail, card_path: &str, recipient: &str, rest: &str) -> (Output, String) {
     use std::io::Write;
     let before = mail.newest(dir, recipient).map(|(id, _)| id);
     let mut child = Command::new(CAREID)
@@ -816,7 +859,7 @@ fn self_unlock(dir: &Path, url: &str, mail: &Mail, card_path: &str, recipient: &
         .find(|w| w.len() == 9 && w.ends_with('.') && w[..8].bytes().all(|b| b.is_ascii_digit()))
         .unwrap();
     child.stdin.take().unwrap().write_all(format!("{}\n{rest}", &code[..8]).as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    (child.wait_with_output().unwrap(), code[..8].to_owned())
 }
 
 fn hex_decode(hex: &str) -> Vec<u8> {
