@@ -81,6 +81,8 @@ pub enum Action {
     /// The refusals of callers careid could not name, counted from one address in one window
     /// after the first (which has a record of its own).
     RefusalRepeat,
+    /// Keys and secrets sealed in an older format, sealed again in the current one.
+    KeysReseal,
 }
 
 impl Action {
@@ -117,6 +119,7 @@ impl Action {
             Action::PatientAccess => "patient.access",
             Action::AuditAnnotate => "audit.annotate",
             Action::RefusalRepeat => "refusal.repeat",
+            Action::KeysReseal => "keys.reseal",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",

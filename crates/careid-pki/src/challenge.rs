@@ -14,7 +14,7 @@ use crate::seal::MasterKey;
 const NONCE: usize = 16;
 const TAG: usize = 16;
 const LEN: usize = NONCE + 8 + TAG;
-const PURPOSE: &[u8] = b"careid login challenge v1";
+const PURPOSE: &[u8] = b"careid login challenge v2";
 
 /// The key that authenticates login challenges.
 pub struct ChallengeKey(hmac::Key);
@@ -57,8 +57,7 @@ impl std::fmt::Debug for UnlockCodeKey {
 
 impl UnlockCodeKey {
     pub fn derive(master: &MasterKey) -> UnlockCodeKey {
-        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, master.bytes()), b"careid unlock code v1");
-        UnlockCodeKey(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+        UnlockCodeKey(hmac::Key::new(hmac::HMAC_SHA256, master.derive(b"careid unlock code v2").as_ref()))
     }
 
     /// The stored form of `code`, issued for `card`.
@@ -81,6 +80,10 @@ impl std::fmt::Debug for PatientKey {
 }
 
 impl PatientKey {
+    /// HMAC-SHA256(master, label): a sound PRF-based derivation (HKDF-Expand with the master
+    /// key as its pseudorandom key, less the counter byte), kept rather than moved to HKDF
+    /// because pseudonyms must stay the same for as long as the log keeps them: a patient's
+    /// records written before and after must still be found together.
     pub fn derive(master: &MasterKey) -> PatientKey {
         let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, master.bytes()), b"careid patient pseudonym v1");
         PatientKey(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
@@ -88,14 +91,13 @@ impl PatientKey {
 
     /// The patient's pseudonym: 128 bits of the HMAC, hex.
     pub fn pseudonym(&self, nhs_number: &str) -> String {
-        hex_lower(&hmac::sign(&self.0, nhs_number.as_bytes()).as_ref()[..16])
+        hex::encode(&hmac::sign(&self.0, nhs_number.as_bytes()).as_ref()[..16])
     }
 }
 
 impl ChallengeKey {
     pub fn derive(master: &MasterKey) -> ChallengeKey {
-        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, master.bytes()), PURPOSE);
-        ChallengeKey(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+        ChallengeKey(hmac::Key::new(hmac::HMAC_SHA256, master.derive(PURPOSE).as_ref()))
     }
 
     fn tag(&self, nonce: &[u8], expires_at: i64, workstation: &str) -> [u8; TAG] {
@@ -114,12 +116,12 @@ impl ChallengeKey {
         bytes.extend_from_slice(&nonce);
         bytes.extend_from_slice(&expires_at.to_be_bytes());
         bytes.extend_from_slice(&self.tag(&nonce, expires_at, workstation));
-        IssuedChallenge { text: hex_lower(&bytes), nonce, expires_at }
+        IssuedChallenge { text: hex::encode(&bytes), nonce, expires_at }
     }
 
     /// Checks a challenge answered from `workstation` at `now` (Unix seconds).
     pub fn open(&self, text: &str, workstation: &str, now: i64) -> Result<IssuedChallenge, ChallengeError> {
-        let bytes = unhex(text).filter(|b| b.len() == LEN).ok_or(ChallengeError::Malformed)?;
+        let bytes = hex::decode(text).ok().filter(|b| b.len() == LEN).ok_or(ChallengeError::Malformed)?;
         let (nonce, rest) = bytes.split_at(NONCE);
         let (expiry, tag) = rest.split_at(8);
         let expires_at = i64::from_be_bytes(expiry.try_into().map_err(|_| ChallengeError::Malformed)?);
@@ -138,21 +140,6 @@ impl ChallengeKey {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-pub(crate) fn hex_lower(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
 }
 
 #[cfg(test)]
@@ -187,9 +174,9 @@ mod tests {
     fn an_altered_or_foreign_challenge_is_refused() {
         let issued = key().issue([1; 16], "ws-1", 1_000);
         // A later expiry written over the original.
-        let mut later = unhex(&issued.text).unwrap();
+        let mut later = hex::decode(&issued.text).unwrap();
         later[NONCE + 7] = later[NONCE + 7].wrapping_add(100);
-        assert_eq!(key().open(&hex_lower(&later), "ws-1", 999), Err(ChallengeError::NotForThisWorkstation));
+        assert_eq!(key().open(&hex::encode(&later), "ws-1", 999), Err(ChallengeError::NotForThisWorkstation));
         // Another deployment's key.
         let other = ChallengeKey::derive(&MasterKey::from_bytes([8; 32]));
         assert_eq!(other.open(&issued.text, "ws-1", 999), Err(ChallengeError::NotForThisWorkstation));

@@ -14,7 +14,8 @@ use zeroize::Zeroizing;
 use crate::{MasterKey, PkiError};
 
 /// The label the signing key is sealed under at rest.
-const SEAL_LABEL: &[u8] = b"careid oidc signing key";
+/// The label the OpenID Connect signing key is sealed under.
+pub const SEAL_LABEL: &[u8] = b"careid oidc signing key";
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

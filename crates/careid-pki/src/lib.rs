@@ -7,7 +7,7 @@
 //! PKCS#11 implements the same trait.
 
 mod challenge;
-mod jws;
+pub mod jws;
 mod seal;
 mod sealed_box;
 
@@ -89,6 +89,10 @@ pub struct Revoked {
     pub at: OffsetDateTime,
     pub reason: RevocationReason,
 }
+
+/// The labels the CA's private keys are sealed under.
+pub const ROOT_KEY_LABEL: &[u8] = b"careid root CA key";
+pub const ISSUING_KEY_LABEL: &[u8] = b"careid issuing CA key";
 
 /// The files a CA lives in: certificates in the clear, keys sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,9 +201,9 @@ impl CertificateAuthority {
         let files = CaFiles {
             root_certificate_der: root_certificate.der().to_vec(),
             issuing_certificate_der: issuing_certificate.der().to_vec(),
-            root_key_sealed: master_key.seal(b"careid root CA key", &root_key_der)?,
+            root_key_sealed: master_key.seal(ROOT_KEY_LABEL, &root_key_der)?,
             issuing_key_sealed: master_key
-                .seal(b"careid issuing CA key", &zeroize::Zeroizing::new(issuing_key.serialize_der()))?,
+                .seal(ISSUING_KEY_LABEL, &zeroize::Zeroizing::new(issuing_key.serialize_der()))?,
         };
         let ca = CertificateAuthority::open(&files, master_key)?;
         Ok((ca, files))
@@ -207,7 +211,7 @@ impl CertificateAuthority {
 
     /// Opens a CA from its files; the issuing key is unsealed with `master_key`.
     pub fn open(files: &CaFiles, master_key: &MasterKey) -> Result<CertificateAuthority, PkiError> {
-        let key_der = master_key.unseal(b"careid issuing CA key", &files.issuing_key_sealed)?;
+        let key_der = master_key.unseal(ISSUING_KEY_LABEL, &files.issuing_key_sealed)?;
         let key = KeyPair::try_from(key_der.as_slice())?;
         let issuing_point = key.public_key_raw().to_vec();
         let (_, parsed) = x509_parser::parse_x509_certificate(&files.issuing_certificate_der)
@@ -295,7 +299,7 @@ impl CertificateAuthority {
         }
         let validity = certificate.validity();
         let presented = PresentedCertificate {
-            serial: challenge::hex_lower(certificate.tbs_certificate.raw_serial()),
+            serial: hex::encode(certificate.tbs_certificate.raw_serial()),
             public_key: certificate.tbs_certificate.subject_pki.raw.to_vec(),
             valid: (validity.not_before.timestamp(), validity.not_after.timestamp()),
         };
@@ -362,20 +366,8 @@ pub fn verify_card_signature(spki: &[u8], message: &[u8], signature: &[u8]) -> b
 
 /// PEM of a DER certificate or CRL.
 pub fn pem(label: &str, der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);
-    for chunk in der.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                b64.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(line).unwrap_or_default());

@@ -1,14 +1,30 @@
-//! Keys at rest: AES-256-GCM under a master key from configuration, with a label as
-//! associated data so that one sealed key cannot be passed off as another.
+//! Keys at rest: AES-256-GCM under a key derived from the master key (HKDF-SHA256, RFC 5869),
+//! with a label as associated data so that one sealed key cannot be passed off as another.
+//! The master key itself is never a cipher key: every use has a key of its own, derived with
+//! HKDF under its own name.
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hkdf::{HKDF_SHA256, KeyType, Salt};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The first bytes of every sealed blob: format and version. Version 2 seals under an HKDF
+/// key; version 1 (sealed under the master key itself, by careid before 2026-12) still opens,
+/// and `reseal` rewrites it as version 2.
+const MAGIC: &[u8] = b"careid-sealed-v2\0";
+const MAGIC_V1: &[u8] = b"careid-sealed-v1\0";
 
-/// The first bytes of every sealed blob: format and version.
-const MAGIC: &[u8] = b"careid-sealed-v1\0";
+/// HKDF's salt for keys derived from the master key: a fixed, public domain separator.
+const DERIVE_SALT: &[u8] = b"careid master key derivation";
+const SEAL_INFO: &[u8] = b"careid sealing key v2";
+
+struct Bytes32;
+
+impl KeyType for Bytes32 {
+    fn len(&self) -> usize {
+        32
+    }
+}
 
 /// A 256-bit key that seals careid's private keys and card administrative secrets. Its
 /// `Debug` is redacted; it is wiped on drop.
@@ -35,15 +51,8 @@ pub enum SealError {
 impl MasterKey {
     /// Parses 64 hex digits.
     pub fn from_hex(hex: &str) -> Result<MasterKey, SealError> {
-        let hex = hex.trim();
-        // Checked as ASCII first: slicing a string of other characters by byte could split one.
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(SealError::BadKey);
-        }
         let mut key = Zeroizing::new([0u8; 32]);
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| SealError::BadKey)?;
-        }
+        hex::decode_to_slice(hex.trim(), key.as_mut()).map_err(|_| SealError::BadKey)?;
         Ok(MasterKey(key))
     }
 
@@ -61,17 +70,39 @@ impl MasterKey {
     pub fn generate_hex() -> Result<Zeroizing<String>, SealError> {
         let mut key = Zeroizing::new([0u8; 32]);
         SystemRandom::new().fill(key.as_mut()).map_err(|_| SealError::Random)?;
-        let mut hex = Zeroizing::new(String::with_capacity(64));
-        for byte in key.iter() {
-            hex.push(HEX[usize::from(byte >> 4)] as char);
-            hex.push(HEX[usize::from(byte & 15)] as char);
+        Ok(Zeroizing::new(hex::encode(key.as_ref())))
+    }
+
+    /// A 256-bit key for one purpose, named by `info`: HKDF-SHA256 with the master key as its
+    /// input keying material.
+    pub fn derive(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
+        let prk = Salt::new(HKDF_SHA256, DERIVE_SALT).extract(self.0.as_ref());
+        let mut out = Zeroizing::new([0u8; 32]);
+        let info = [info];
+        // 32 bytes is far below HKDF-SHA256's limit of 255 blocks: expanding cannot fail.
+        if let Ok(okm) = prk.expand(&info, Bytes32) {
+            let _ = okm.fill(out.as_mut());
         }
-        Ok(hex)
+        out
     }
 
     fn key(&self) -> LessSafeKey {
-        // 32 bytes is always a valid AES-256 key.
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, self.0.as_ref()).unwrap_or_else(|_| unreachable_key()))
+        aes_key(self.derive(SEAL_INFO).as_ref())
+    }
+
+    /// Version 1's key: the master key itself, for opening what careid sealed before.
+    fn legacy_key(&self) -> LessSafeKey {
+        aes_key(self.0.as_ref())
+    }
+
+    /// Whether `sealed` is in the current format; if not, `reseal` rewrites it.
+    pub fn is_current(sealed: &[u8]) -> bool {
+        sealed.starts_with(MAGIC)
+    }
+
+    /// Opens a blob of any version and seals it again in the current one.
+    pub fn reseal(&self, label: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.seal(label, &self.unseal(label, sealed)?)
     }
 
     /// Seals `plaintext` under this key, bound to `label`.
@@ -89,20 +120,28 @@ impl MasterKey {
         Ok(out)
     }
 
-    /// Opens what `seal` produced with the same label.
+    /// Opens what `seal` produced with the same label (either version).
     pub fn unseal(&self, label: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        let rest = sealed.strip_prefix(MAGIC).ok_or(SealError::Format)?;
+        let (key, rest) = match (sealed.strip_prefix(MAGIC), sealed.strip_prefix(MAGIC_V1)) {
+            (Some(rest), _) => (self.key(), rest),
+            (None, Some(rest)) => (self.legacy_key(), rest),
+            (None, None) => return Err(SealError::Format),
+        };
         if rest.len() < NONCE_LEN {
             return Err(SealError::Format);
         }
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Format)?;
         let mut data = Zeroizing::new(ciphertext.to_vec());
-        let plain_len =
-            self.key().open_in_place(nonce, Aad::from(label), &mut data).map_err(|_| SealError::Open)?.len();
+        let plain_len = key.open_in_place(nonce, Aad::from(label), &mut data).map_err(|_| SealError::Open)?.len();
         data.truncate(plain_len);
         Ok(data)
     }
+}
+
+fn aes_key(bytes: &[u8]) -> LessSafeKey {
+    // 32 bytes is always a valid AES-256 key.
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable_key()))
 }
 
 fn unreachable_key() -> UnboundKey {
@@ -135,5 +174,40 @@ mod tests {
         assert_eq!(MasterKey::from_hex(&"+1".repeat(32)).unwrap_err(), SealError::BadKey);
         assert!(!format!("{key:?}").contains("ab"));
         assert_eq!(MasterKey::generate_hex().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn the_master_key_is_never_the_cipher_key_and_older_blobs_still_open() {
+        let key = MasterKey::from_hex(&"ab".repeat(32)).unwrap();
+        // Each purpose has its own key, none of them the master key.
+        let (seal, unlock) = (key.derive(SEAL_INFO), key.derive(b"careid unlock code v2"));
+        assert_ne!(seal.as_ref(), unlock.as_ref());
+        assert_ne!(seal.as_ref(), key.bytes());
+        let sealed = key.seal(b"label", b"secret").unwrap();
+        assert!(MasterKey::is_current(&sealed));
+        assert!(
+            key.legacy_key()
+                .open_in_place(
+                    Nonce::try_assume_unique_for_key(&sealed[MAGIC.len()..MAGIC.len() + NONCE_LEN]).unwrap(),
+                    Aad::from(b"label"),
+                    &mut sealed[MAGIC.len() + NONCE_LEN..].to_vec(),
+                )
+                .is_err(),
+            "a current blob does not open under the master key itself"
+        );
+
+        // A blob version 1 wrote (under the master key itself) opens, and reseals as version 2.
+        let nonce = [9u8; NONCE_LEN];
+        let mut data = b"old secret".to_vec();
+        key.legacy_key()
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(b"label"), &mut data)
+            .unwrap();
+        let old = [MAGIC_V1, &nonce[..], &data].concat();
+        assert!(!MasterKey::is_current(&old));
+        assert_eq!(key.unseal(b"label", &old).unwrap().as_slice(), b"old secret");
+        let resealed = key.reseal(b"label", &old).unwrap();
+        assert!(MasterKey::is_current(&resealed));
+        assert_eq!(key.unseal(b"label", &resealed).unwrap().as_slice(), b"old secret");
+        assert_eq!(key.reseal(b"other", &old).unwrap_err(), SealError::Open, "the label still binds");
     }
 }

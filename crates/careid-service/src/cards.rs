@@ -291,6 +291,51 @@ impl Service {
             .map_err(|e| RaError::Store(careid_domain::ports::StoreError::Unavailable(e.to_string())))
     }
 
+    /// Seals again, in the current format, the administrative secrets sealed in an older one
+    /// (under the master key itself, before sealing keys were derived with HKDF), in rounds of
+    /// `round` cards a transaction, each round with its audit record. Returns how many cards it
+    /// changed. `careid serve` runs it once at start, beside serving.
+    pub async fn reseal_card_secrets(&self, ctx: &RequestContext, round: u32) -> Result<usize, RaError> {
+        let Ok(authority) = self.card_authority() else { return Ok(0) };
+        let key = &authority.master_key;
+        let reseal = |sealed: &[u8]| {
+            key.reseal(SECRET_LABEL, sealed)
+                .map_err(|e| RaError::Store(careid_domain::ports::StoreError::Corrupt(e.to_string())))
+        };
+        let (mut after, mut changed) = (0, 0);
+        loop {
+            let mut tx = self.store.begin_write().await?;
+            let ids = tx.card_ids_after(after, round).await?;
+            let Some(&last) = ids.last() else { return Ok(changed) };
+            let mut resealed = Vec::new();
+            for id in ids {
+                let Some((_, secrets)) = tx.card_with_secrets(id).await? else { continue };
+                let pending_old = secrets.pending.as_ref().is_some_and(|(p, _)| !MasterKey::is_current(p));
+                if MasterKey::is_current(&secrets.current) && !pending_old {
+                    continue;
+                }
+                let current = reseal(&secrets.current)?;
+                let pending = secrets.pending.as_ref().map(|(p, c)| reseal(p).map(|p| (p, c.clone()))).transpose()?;
+                tx.set_card_administrator_secret(
+                    id,
+                    &current,
+                    pending.as_ref().map(|(p, c)| (p.as_slice(), c.as_str())),
+                )
+                .await?;
+                resealed.push(id.to_string());
+            }
+            if !resealed.is_empty() {
+                let mut event =
+                    self.event(ctx, AuditActor::system(), Action::KeysReseal, "cards", "administrative secrets");
+                event.detail.push(("cards", resealed.join(",")));
+                tx.record(&event).await?;
+                changed += resealed.len();
+            }
+            tx.commit().await?;
+            after = last;
+        }
+    }
+
     fn unseal_secret(&self, sealed: &[u8]) -> Result<Secret, RaError> {
         let authority = self.card_authority()?;
         let bytes = authority

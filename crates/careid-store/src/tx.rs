@@ -1099,6 +1099,12 @@ impl Transaction for SqlTransaction {
         Ok(())
     }
 
+    async fn card_ids_after(&mut self, after: i64, limit: u32) -> Result<Vec<i64>, StoreError> {
+        let sql = "SELECT id FROM cards WHERE id > $1 ORDER BY id LIMIT $2";
+        let rows = self.fetch_all("list cards", sql, vec![Value::int(after), Value::int(i64::from(limit))]).await?;
+        rows.iter().map(|r| r.opt_int("id")?.ok_or_else(|| StoreError::Corrupt("id: null".into()))).collect()
+    }
+
     async fn card_with_secrets(&mut self, id: i64) -> Result<Option<(CardRecord, SealedSecrets)>, StoreError> {
         let rows = self.fetch_all("read card", "SELECT * FROM cards WHERE id = $1", vec![Value::int(id)]).await?;
         let Some(row) = rows.first() else { return Ok(None) };

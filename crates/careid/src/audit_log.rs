@@ -20,8 +20,8 @@ use careid_service::Service;
 
 use crate::config::Config;
 
-const LOG_KEY_FILE: &str = "log.key.sealed";
-const SEAL_LABEL: &[u8] = b"careid audit log signing key";
+pub(crate) const LOG_KEY_FILE: &str = "log.key.sealed";
+pub(crate) const SEAL_LABEL: &[u8] = b"careid audit log signing key";
 /// How often the tree catches up with the records and a checkpoint is signed.
 const INTEGRATE_EVERY: Duration = Duration::from_millis(500);
 

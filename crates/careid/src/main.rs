@@ -169,6 +169,35 @@ pub(crate) fn load_card_authority(config: &Config) -> anyhow::Result<Option<care
     )))
 }
 
+/// Seals again, in the current format, each key file sealed in an older one (under the master
+/// key itself, before sealing keys were derived with HKDF); says which.
+fn reseal_key_files(config: &Config) -> anyhow::Result<()> {
+    let dir = pki_dir(config);
+    if !dir.join(PKI_FILES[0]).exists() {
+        return Ok(());
+    }
+    let master_key = read_master_key(config)?;
+    let files: [(&str, &[u8]); 4] = [
+        (PKI_FILES[2], careid_pki::ROOT_KEY_LABEL),
+        (PKI_FILES[3], careid_pki::ISSUING_KEY_LABEL),
+        (OIDC_KEY_FILE, careid_pki::jws::SEAL_LABEL),
+        (audit_log::LOG_KEY_FILE, audit_log::SEAL_LABEL),
+    ];
+    for (name, label) in files {
+        let path = dir.join(name);
+        let Ok(sealed) = std::fs::read(&path) else { continue };
+        if careid_pki::MasterKey::is_current(&sealed) {
+            continue;
+        }
+        let resealed = master_key.reseal(label, &sealed).with_context(|| format!("opening {}", path.display()))?;
+        let fresh = path.with_extension("sealed.new");
+        client::write_private(&fresh, &resealed)?;
+        std::fs::rename(&fresh, &path).with_context(|| format!("replacing {}", path.display()))?;
+        tracing::info!(file = %path.display(), "sealed again under a key derived with HKDF");
+    }
+    Ok(())
+}
+
 /// The OpenID Connect signing key's file under the CA's directory.
 const OIDC_KEY_FILE: &str = "oidc.key.sealed";
 
@@ -339,6 +368,15 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: 
     if annotated > 0 {
         tracing::info!(records = annotated, "gave earlier audit records the organisations they concern");
     }
+    reseal_key_files(config)?;
+    let resealing = service.clone();
+    tokio::spawn(async move {
+        match resealing.reseal_card_secrets(&careid_service::RequestContext::new("reseal"), 500).await {
+            Ok(0) => {}
+            Ok(cards) => tracing::info!(cards, "card secrets sealed again under a key derived with HKDF"),
+            Err(error) => tracing::error!(%error, "card secrets not sealed again; they still open"),
+        }
+    });
     let sweeper = tokio::spawn(end_lapsed_sessions_forever(service.clone()));
     let mut app =
         careid_http::App::new(service.clone()).with_limits(config.limits()).behind_proxy(config.trusted_proxy()?);
