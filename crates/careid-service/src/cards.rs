@@ -741,7 +741,7 @@ impl Service {
             id: 0,
             recipient: email.clone(),
             subject: "Your careid smartcard unlock code".into(),
-            body: format!(
+            body: self.seal_message_body(&format!(
                 "Your unlock code for card {} is {}.\n\
                  It works once, for 15 minutes, until {}.\n\
                  \n\
@@ -753,7 +753,7 @@ impl Service {
                 card.serial,
                 code.expose(),
                 careid_audit::format_time(record.expires_at)
-            ),
+            ))?,
             created_at: now,
             sent_at: None,
             attempts: 0,

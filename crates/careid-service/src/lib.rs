@@ -37,7 +37,7 @@ pub use oidc::{
     ApprovedCode, AuthorizationRequest, AuthorizeError, CardApproval, ClientCredentials, Identity, NewClient,
     OAuthError, RoleClaim, TokenGrant, TokenState,
 };
-pub use outbox::{Delivery, retry_delay};
+pub use outbox::{Delivery, open_message_body, retry_delay};
 pub use patient::{AccessReport, ReadPatientAccess, ReportOutcome};
 pub use ra::{
     AssignmentTerms, AuditPage, DirectoryEntry, ImportPerson, NewPerson, NewRegistration, PersonView, Profile,

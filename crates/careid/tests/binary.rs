@@ -823,7 +823,10 @@ impl Mail {
                 let mut tx = store.begin_read().await.unwrap();
                 let email = careid_domain::ids::Email::parse(recipient).unwrap();
                 let messages = tx.outbox(Some(&email), 1).await.unwrap();
-                messages.first().map(|m| (m.id.to_string(), m.body.clone()))
+                // The body waits sealed: the test opens it with the deployment's master key.
+                let key = std::fs::read_to_string(dir.join("data/master.key")).unwrap();
+                let key = careid_pki::MasterKey::from_hex(&key).unwrap();
+                messages.first().map(|m| (m.id.to_string(), careid_service::open_message_body(&key, &m.body).unwrap()))
             }),
         }
     }
