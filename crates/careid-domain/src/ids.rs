@@ -243,6 +243,35 @@ pub fn display_text(field: &'static str, s: &str, max: usize) -> Result<String, 
     Ok(s.to_owned())
 }
 
+string_newtype!(
+    /// The one type of every name people read (of an organisation, a position, an
+    /// application, who approved a position and how): trimmed, 1 to 200 characters, no control
+    /// characters, line separators or bidirectional controls, so that it reads on every
+    /// screen as it is stored.
+    DisplayText
+);
+
+impl DisplayText {
+    pub const MAX: usize = 200;
+
+    pub fn parse(field: &'static str, s: &str) -> Result<DisplayText, InvalidInput> {
+        display_text(field, s, DisplayText::MAX).map(DisplayText)
+    }
+
+    /// Text careid wrote itself, or stored before names were checked: made displayable rather
+    /// than refused (each character that is not becomes U+FFFD, and it is cut to the bound),
+    /// so that an old record still reads and still reads safely.
+    pub fn sanitised(s: &str) -> DisplayText {
+        let clean: String = s
+            .trim()
+            .chars()
+            .map(|c| if displayable(c) { c } else { char::REPLACEMENT_CHARACTER })
+            .take(DisplayText::MAX)
+            .collect();
+        DisplayText(if clean.is_empty() { char::REPLACEMENT_CHARACTER.to_string() } else { clean })
+    }
+}
+
 impl NamePart {
     pub fn parse(field: &'static str, s: &str) -> Result<NamePart, InvalidInput> {
         let s = display_text(field, s, 100)?;
@@ -386,6 +415,11 @@ mod tests {
         assert!(display_text("name", "   ", 100).is_err());
         assert!(display_text("name", &"x".repeat(101), 100).is_err());
         assert!(NamePart::parse("given_name", "\u{202e}nnA").is_err(), "names of people too");
+        assert!(DisplayText::parse("name", "\u{202e}evil").is_err(), "one type for every other name");
+        assert_eq!(DisplayText::parse("name", "  Camden Road  ").unwrap().as_str(), "Camden Road");
+        // A name stored before names were checked still reads, and reads safely.
+        assert_eq!(DisplayText::sanitised("\u{202e}evil\n").as_str(), "\u{fffd}evil");
+        assert_eq!(DisplayText::sanitised(&"x".repeat(300)).as_str().chars().count(), DisplayText::MAX);
         assert!(
             crate::model::parse_organisation_name("\u{202e}evil").is_err(),
             "and of organisations and applications"

@@ -4,8 +4,8 @@
 use time::{Date, OffsetDateTime};
 
 use crate::ids::{
-    ActivityCode, AssignmentId, Email, InvalidInput, NamePart, NiNumber, OdsCode, PersonUuid, Phone, PositionId,
-    RegistrationId, RequestId, RoleTriple,
+    ActivityCode, AssignmentId, DisplayText, Email, InvalidInput, NamePart, NiNumber, OdsCode, PersonUuid, Phone,
+    PositionId, RegistrationId, RequestId, RoleTriple,
 };
 
 /// What kind of organisation an ODS code names.
@@ -48,14 +48,14 @@ impl OrganisationKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Organisation {
     pub ods_code: OdsCode,
-    pub name: String,
+    pub name: DisplayText,
     pub kind: OrganisationKind,
     pub parent: Option<OdsCode>,
 }
 
 /// Parses an organisation's display name.
-pub fn parse_organisation_name(s: &str) -> Result<String, InvalidInput> {
-    crate::ids::display_text("name", s, 200)
+pub fn parse_organisation_name(s: &str) -> Result<DisplayText, InvalidInput> {
+    DisplayText::parse("name", s)
 }
 
 /// The personal details a sponsor records and an RA agent checks.
@@ -284,16 +284,16 @@ pub struct IdentityCheck {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PositionApproval {
     /// Who approved it (for example "Caldicott Guardian, F84003" or a governance board).
-    pub approved_by: String,
+    pub approved_by: DisplayText,
     /// How: the meeting, minute or reference.
-    pub how: String,
+    pub how: DisplayText,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     pub id: PositionId,
     pub org: OdsCode,
-    pub name: String,
+    pub name: DisplayText,
     pub role: RoleTriple,
     pub activities: Vec<ActivityCode>,
     pub description: String,
@@ -307,7 +307,7 @@ pub struct Position {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPosition {
     pub org: OdsCode,
-    pub name: String,
+    pub name: DisplayText,
     pub role: RoleTriple,
     pub activities: Vec<ActivityCode>,
     pub description: String,

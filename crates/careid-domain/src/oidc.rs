@@ -116,7 +116,7 @@ impl std::fmt::Display for AppUri {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub id: ClientId,
-    pub name: String,
+    pub name: crate::ids::DisplayText,
     pub kind: ClientKind,
     /// SHA-256 of the client secret (confidential clients only).
     pub secret_hash: Option<[u8; 32]>,
@@ -285,7 +285,7 @@ mod tests {
     fn only_the_exact_registered_redirect_matches() {
         let client = Client {
             id: ClientId::parse("app").unwrap(),
-            name: "App".into(),
+            name: crate::ids::DisplayText::sanitised("App"),
             kind: ClientKind::Public,
             secret_hash: None,
             redirect_uris: vec![AppUri::parse("redirect_uri", "https://app.example/cb").unwrap()],

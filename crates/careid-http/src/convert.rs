@@ -35,7 +35,7 @@ pub fn organisation_in(o: &wire::Organisation) -> Result<Organisation, InvalidIn
 pub fn organisation_out(o: &Organisation) -> wire::Organisation {
     wire::Organisation {
         ods_code: o.ods_code.to_string(),
-        name: o.name.clone(),
+        name: o.name.to_string(),
         kind: o.kind.code().into(),
         parent: o.parent.as_ref().map(ToString::to_string),
     }
@@ -138,7 +138,7 @@ pub fn registration_out(r: &Registration) -> wire::Registration {
 }
 
 pub fn position_in(p: &wire::NewPosition) -> Result<NewPosition, InvalidInput> {
-    let text = |field: &'static str, s: &str| careid_domain::ids::display_text(field, s, 200);
+    let text = careid_domain::ids::DisplayText::parse;
     Ok(NewPosition {
         org: OdsCode::parse(&p.org).map_err(|e| InvalidInput::new("org", e.rule))?,
         name: text("name", &p.name)?,
@@ -157,13 +157,13 @@ pub fn position_out(p: &Position, catalogue: &Catalogue) -> wire::Position {
     wire::Position {
         id: p.id.0,
         org: p.org.to_string(),
-        name: p.name.clone(),
+        name: p.name.to_string(),
         role: p.role.to_string(),
         role_name: catalogue.job_role_name(p.role.job_role()).map(str::to_owned),
         activities: p.activities.iter().map(ToString::to_string).collect(),
         description: p.description.clone(),
-        approved_by: p.approval.approved_by.clone(),
-        approved_how: p.approval.how.clone(),
+        approved_by: p.approval.approved_by.to_string(),
+        approved_how: p.approval.how.to_string(),
         assignable_by_sponsors: p.assignable_by_sponsors,
         created_by: p.created_by.as_ref().map(ToString::to_string),
         created_at: format_time(p.created_at),
@@ -174,7 +174,7 @@ pub fn assignment_out(a: &Assignment, position: Option<&Position>, today: Date) 
     wire::Assignment {
         id: a.id.0,
         position_id: a.position.0,
-        position_name: position.map(|p| p.name.clone()),
+        position_name: position.map(|p| p.name.to_string()),
         role: position.map(|p| p.role.to_string()),
         org: a.org.to_string(),
         start: format_date(a.start),

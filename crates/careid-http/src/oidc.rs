@@ -252,7 +252,7 @@ async function approve() {{
 retry.addEventListener("click", approve);
 approve();
 </script></body></html>"#,
-        name = html(&client.name),
+        name = html(client.name.as_str()),
         scope = html(scope),
         authorization = html(authorization),
     );
@@ -638,7 +638,7 @@ pub async fn introspect(State(app): State<App>, headers: HeaderMap, OAuthForm(fo
 fn client_out(c: &Client) -> wire::ClientInfo {
     wire::ClientInfo {
         client_id: c.id.to_string(),
-        name: c.name.clone(),
+        name: c.name.to_string(),
         kind: c.kind.code().into(),
         redirect_uris: c.redirect_uris.iter().map(ToString::to_string).collect(),
         backchannel_logout_uri: c.backchannel_logout_uri.as_ref().map(ToString::to_string),

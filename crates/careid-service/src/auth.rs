@@ -5,7 +5,7 @@ use careid_domain::access::{Actor, AuthMethod, RaAction, Refusal, Rule};
 use careid_domain::audit::AuditEvent;
 use careid_domain::audit::{Action, AuditActor, Outcome};
 use careid_domain::card::{CardRecord, CardState};
-use careid_domain::ids::{AssignmentId, PersonUuid, RoleTriple};
+use careid_domain::ids::{AssignmentId, DisplayText, PersonUuid, RoleTriple};
 use careid_domain::login::SessionEnd;
 use careid_domain::model::{
     AssignmentStatus, ContactDetails, IdentityCheck, IdentityCheckPurpose, NewPosition, Organisation, Person,
@@ -71,11 +71,14 @@ impl Service {
 
         let position = NewPosition {
             org: init.org.ods_code.clone(),
-            name: "Registration Authority Manager".into(),
+            name: DisplayText::sanitised("Registration Authority Manager"),
             role: RoleTriple::parse(RA_MANAGER_ROLE)?,
             activities: Vec::new(),
             description: "Runs the Registration Authority".into(),
-            approval: PositionApproval { approved_by: "deployment".into(), how: "careid init".into() },
+            approval: PositionApproval {
+                approved_by: DisplayText::sanitised("deployment"),
+                how: DisplayText::sanitised("careid init"),
+            },
             assignable_by_sponsors: false,
         };
         let position_id = tx.insert_position(&position, None, now).await?;

@@ -704,7 +704,7 @@ impl Service {
             let role_name = self
                 .catalogue
                 .job_role_name(position.role.job_role())
-                .map_or_else(|| position.name.clone(), str::to_owned);
+                .map_or_else(|| position.name.to_string(), str::to_owned);
             let activity_names =
                 granted.iter().map(|a| self.catalogue.activity(a).map_or_else(|| a.to_string(), |a| a.name.clone()));
             roles.push(RoleClaim {
@@ -716,7 +716,7 @@ impl Service {
                 activity_codes: granted.iter().map(ToString::to_string).collect(),
             });
             if !orgs.iter().any(|(o, _)| *o == assignment.org) {
-                let name = tx.organisation(&assignment.org).await?.map(|o| o.name).unwrap_or_default();
+                let name = tx.organisation(&assignment.org).await?.map(|o| o.name.to_string()).unwrap_or_default();
                 orgs.push((assignment.org.clone(), name));
             }
         }

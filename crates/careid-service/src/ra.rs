@@ -228,7 +228,7 @@ impl Service {
             }
             tx.insert_organisation(org).await?;
             let mut e = event.clone();
-            e.detail = vec![("name", org.name.clone()), ("kind", org.kind.code().into())];
+            e.detail = vec![("name", org.name.to_string()), ("kind", org.kind.code().into())];
             e.detail.extend(org.parent.as_ref().map(|p| ("parent", p.to_string())));
             events.push(e);
         }
@@ -270,11 +270,11 @@ impl Service {
         event.subject_id = id.to_string();
         let activities: Vec<&str> = position.activities.iter().map(careid_domain::ids::ActivityCode::as_str).collect();
         event.detail = vec![
-            ("name", position.name.clone()),
+            ("name", position.name.to_string()),
             ("role", position.role.to_string()),
             ("activities", activities.join(",")),
-            ("approved_by", position.approval.approved_by.clone()),
-            ("approved_how", position.approval.how.clone()),
+            ("approved_by", position.approval.approved_by.to_string()),
+            ("approved_how", position.approval.how.to_string()),
             ("assignable", position.assignable_by_sponsors.to_string()),
         ];
         tx.record(&event).await?;

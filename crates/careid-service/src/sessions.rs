@@ -186,7 +186,7 @@ pub(crate) fn choose_position(
                 .map(|(a, p)| RoleChoice {
                     assignment: a.id,
                     org: a.org.to_string(),
-                    position_name: p.name.clone(),
+                    position_name: p.name.to_string(),
                     role: p.role.to_string(),
                 })
                 .collect();

@@ -8,6 +8,7 @@
 mod support;
 
 use careid_domain::access::Rule;
+use careid_domain::ids::DisplayText;
 use careid_domain::oidc::{AppUri, Client, ClientId, ClientKind};
 use careid_domain::patient::{MAX_BATCH, NhsNumber, Relationship};
 use careid_domain::ports::Store;
@@ -144,7 +145,7 @@ async fn wrong_credentials_oversized_batches_and_organisations_the_app_is_not_fo
     let mut tx = w.store.begin_write().await.unwrap();
     tx.insert_client(&Client {
         id: ClientId::parse("other-app").unwrap(),
-        name: "Other practice's app".into(),
+        name: DisplayText::sanitised("Other practice's app"),
         kind: ClientKind::Confidential,
         secret_hash: Some(sha2::Sha256::digest(b"other-secret").into()),
         redirect_uris: vec![AppUri::parse("redirect_uri", "https://other.example.nhs.uk/cb").unwrap()],

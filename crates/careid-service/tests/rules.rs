@@ -7,6 +7,7 @@
 mod support;
 
 use careid_domain::access::{RaAction, Rule};
+use careid_domain::ids::DisplayText;
 use careid_domain::ids::{NamePart, OdsCode, PersonUuid, RoleTriple};
 use careid_domain::model::{
     AssignmentStatus, ContactDetails, IdentityDocument, NewPosition, PersonalDetails, PositionApproval, ProfileStatus,
@@ -42,11 +43,11 @@ async fn the_permission_matrix_is_enforced_by_the_use_cases() {
 
     let position = NewPosition {
         org: w.practice_a.clone(),
-        name: "Pharmacist".into(),
+        name: DisplayText::sanitised("Pharmacist"),
         role: RoleTriple::parse("S8000:G8000:R1290").unwrap(),
         activities: vec![],
         description: String::new(),
-        approval: PositionApproval { approved_by: "x".into(), how: "y".into() },
+        approval: PositionApproval { approved_by: DisplayText::sanitised("x"), how: DisplayText::sanitised("y") },
         assignable_by_sponsors: false,
     };
     let before = w.audit_len().await;

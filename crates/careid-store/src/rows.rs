@@ -6,8 +6,8 @@ use careid_domain::card::{
     RevocationReason, UnlockCode,
 };
 use careid_domain::ids::{
-    ActivityCode, AssignmentId, Email, InvalidInput, NamePart, NiNumber, OdsCode, PersonUuid, Phone, PositionId,
-    RegistrationId, RequestId, RoleTriple, parse_date,
+    ActivityCode, AssignmentId, DisplayText, Email, InvalidInput, NamePart, NiNumber, OdsCode, PersonUuid, Phone,
+    PositionId, RegistrationId, RequestId, RoleTriple, parse_date,
 };
 use careid_domain::model::{
     Assignment, ContactDetails, IdentityCheck, IdentityCheckPurpose, IdentityDocument, Organisation, OrganisationKind,
@@ -94,10 +94,15 @@ fn auth_method(code: &str) -> Result<AuthMethod, StoreError> {
     }
 }
 
+/// A name people read: as stored, made displayable if it was stored before names were checked.
+fn display(row: &Row, column: &str) -> Result<DisplayText, StoreError> {
+    Ok(DisplayText::sanitised(&text(row, column)?))
+}
+
 pub(crate) fn organisation(row: &Row) -> Result<Organisation, StoreError> {
     Ok(Organisation {
         ods_code: ods(row, "ods_code")?,
-        name: text(row, "name")?,
+        name: display(row, "name")?,
         kind: OrganisationKind::parse(&text(row, "kind")?).map_err(corrupt)?,
         parent: opt_text(row, "parent")?.map(|p| OdsCode::parse(&p).map_err(corrupt)).transpose()?,
     })
@@ -171,7 +176,7 @@ pub(crate) fn position(row: &Row) -> Result<Position, StoreError> {
     Ok(Position {
         id: PositionId(int(row, "id")?),
         org: ods(row, "org")?,
-        name: text(row, "name")?,
+        name: display(row, "name")?,
         role: RoleTriple::parse(&text(row, "role")?).map_err(corrupt)?,
         activities: text(row, "activities")?
             .split(',')
@@ -179,7 +184,7 @@ pub(crate) fn position(row: &Row) -> Result<Position, StoreError> {
             .map(|a| ActivityCode::parse(a).map_err(corrupt))
             .collect::<Result<_, _>>()?,
         description: text(row, "description")?,
-        approval: PositionApproval { approved_by: text(row, "approved_by")?, how: text(row, "approved_how")? },
+        approval: PositionApproval { approved_by: display(row, "approved_by")?, how: display(row, "approved_how")? },
         assignable_by_sponsors: int(row, "assignable")? != 0,
         created_by: opt_uuid(row, "created_by")?,
         created_at: time_at(row, "created_at")?,
@@ -409,7 +414,7 @@ pub(crate) fn client(row: &Row) -> Result<Client, StoreError> {
         .collect::<Result<_, _>>()?;
     Ok(Client {
         id: ClientId::parse(&text(row, "id")?).map_err(corrupt)?,
-        name: text(row, "name")?,
+        name: display(row, "name")?,
         kind: ClientKind::parse(&text(row, "kind")?).map_err(corrupt)?,
         secret_hash: opt_hash(row, "secret_hash")?,
         redirect_uris,

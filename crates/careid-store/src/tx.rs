@@ -404,7 +404,7 @@ impl Transaction for SqlTransaction {
     async fn insert_organisation(&mut self, org: &Organisation) -> Result<(), StoreError> {
         query("INSERT INTO organisations (ods_code, name, kind, parent) VALUES ($1, $2, $3, $4)")
             .bind(org.ods_code.to_string())
-            .bind(org.name.clone())
+            .bind(org.name.to_string())
             .bind(org.kind.code())
             .bind(opt_string(org.parent.as_ref()))
             .execute(self.conn())
@@ -691,12 +691,12 @@ impl Transaction for SqlTransaction {
              assignable, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(p.org.to_string())
-        .bind(p.name.clone())
+        .bind(p.name.to_string())
         .bind(p.role.to_string())
         .bind(activities.join(","))
         .bind(p.description.clone())
-        .bind(p.approval.approved_by.clone())
-        .bind(p.approval.how.clone())
+        .bind(p.approval.approved_by.to_string())
+        .bind(p.approval.how.to_string())
         .bind(i64::from(p.assignable_by_sponsors))
         .bind(opt_string(created_by))
         .bind(micros(at))
@@ -1456,7 +1456,7 @@ impl Transaction for SqlTransaction {
              registered_by, registered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(c.id.to_string())
-        .bind(c.name.clone())
+        .bind(c.name.to_string())
         .bind(c.kind.code())
         .bind(c.secret_hash.map(|h| h.to_vec()))
         .bind(uris.join("\n"))

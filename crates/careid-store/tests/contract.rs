@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
 
+use careid_domain::ids::DisplayText;
 use std::sync::Arc;
 
 use careid_domain::access::AuthMethod;
@@ -94,7 +95,7 @@ fn event(n: u64) -> AuditEvent {
 fn org(code: &str, parent: Option<&str>) -> Organisation {
     Organisation {
         ods_code: OdsCode::parse(code).unwrap(),
-        name: format!("Organisation {code}"),
+        name: DisplayText::sanitised(&format!("Organisation {code}")),
         kind: OrganisationKind::Other,
         parent: parent.map(|p| OdsCode::parse(p).unwrap()),
     }
@@ -297,11 +298,14 @@ contract!(positions_assignments_and_registrations_round_trip, |store| {
     tx.insert_person(&ada).await.unwrap();
     let position = NewPosition {
         org: OdsCode::parse("F84003").unwrap(),
-        name: "Receptionist".into(),
+        name: DisplayText::sanitised("Receptionist"),
         role: RoleTriple::parse("S0080:G0440:R8009").unwrap(),
         activities: vec![careid_domain::ids::ActivityCode::parse("B0560").unwrap()],
         description: "Front desk".into(),
-        approval: PositionApproval { approved_by: "Caldicott Guardian".into(), how: "minute 12".into() },
+        approval: PositionApproval {
+            approved_by: DisplayText::sanitised("Caldicott Guardian"),
+            how: DisplayText::sanitised("minute 12"),
+        },
         assignable_by_sponsors: false,
     };
     let id = tx.insert_position(&position, None, datetime!(2026-11-23 09:00 UTC)).await.unwrap();
@@ -380,11 +384,14 @@ contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
         .insert_position(
             &NewPosition {
                 org: OdsCode::parse("QWE").unwrap(),
-                name: "RA Manager".into(),
+                name: DisplayText::sanitised("RA Manager"),
                 role: RoleTriple::parse("S0080:G0450:R5080").unwrap(),
                 activities: vec![],
                 description: String::new(),
-                approval: PositionApproval { approved_by: "x".into(), how: "y".into() },
+                approval: PositionApproval {
+                    approved_by: DisplayText::sanitised("x"),
+                    how: DisplayText::sanitised("y"),
+                },
                 assignable_by_sponsors: false,
             },
             None,
@@ -643,11 +650,14 @@ contract!(a_person_is_within_the_organisations_above_where_they_are_registered_o
     // An assignment at a trust's site brings the person within the site and the trust.
     let position = NewPosition {
         org: within("RH8X1"),
-        name: "Nurse".into(),
+        name: DisplayText::sanitised("Nurse"),
         role: RoleTriple::parse("S0080:G0440:R8009").unwrap(),
         activities: Vec::new(),
         description: String::new(),
-        approval: PositionApproval { approved_by: "board".into(), how: "minute 3".into() },
+        approval: PositionApproval {
+            approved_by: DisplayText::sanitised("board"),
+            how: DisplayText::sanitised("minute 3"),
+        },
         assignable_by_sponsors: false,
     };
     let id = tx.insert_position(&position, None, datetime!(2026-11-23 09:00 UTC)).await.unwrap();
@@ -707,11 +717,14 @@ contract!(a_session_ending_revokes_its_tokens_and_owes_its_applications_a_logout
         .insert_position(
             &NewPosition {
                 org: OdsCode::parse("QWE").unwrap(),
-                name: "Receptionist".into(),
+                name: DisplayText::sanitised("Receptionist"),
                 role: RoleTriple::parse("S8000:G8000:R8001").unwrap(),
                 activities: vec![],
                 description: String::new(),
-                approval: PositionApproval { approved_by: "x".into(), how: "y".into() },
+                approval: PositionApproval {
+                    approved_by: DisplayText::sanitised("x"),
+                    how: DisplayText::sanitised("y"),
+                },
                 assignable_by_sponsors: false,
             },
             None,
@@ -747,7 +760,7 @@ contract!(a_session_ending_revokes_its_tokens_and_owes_its_applications_a_logout
     tx.insert_session(&session("s2", 2)).await.unwrap();
     let client = |id: &str, logout: Option<&str>| Client {
         id: ClientId::parse(id).unwrap(),
-        name: format!("{id} app"),
+        name: DisplayText::sanitised(&format!("{id} app")),
         kind: ClientKind::Confidential,
         secret_hash: Some([3; 32]),
         redirect_uris: vec![

@@ -1,6 +1,7 @@
 //! `careid bench ...`: performance figures, printed. Benchmarks, not tests: this machine is
 //! shared and noisy, so each figure is printed beside a baseline measured in the same run.
 
+use careid_domain::ids::DisplayText;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -393,7 +394,7 @@ pub(crate) async fn bench_deployment(service: &Service) -> anyhow::Result<(Actor
             InitDeployment {
                 org: Organisation {
                     ods_code: icb.clone(),
-                    name: "Bench ICB".into(),
+                    name: DisplayText::sanitised("Bench ICB"),
                     kind: OrganisationKind::IntegratedCareBoard,
                     parent: None,
                 },
@@ -410,7 +411,7 @@ pub(crate) async fn bench_deployment(service: &Service) -> anyhow::Result<(Actor
             &manager,
             Organisation {
                 ods_code: practice.clone(),
-                name: "Bench Practice".into(),
+                name: DisplayText::sanitised("Bench Practice"),
                 kind: OrganisationKind::GpPractice,
                 parent: Some(icb),
             },
@@ -422,11 +423,14 @@ pub(crate) async fn bench_deployment(service: &Service) -> anyhow::Result<(Actor
             &manager,
             NewPosition {
                 org: practice,
-                name: "Receptionist".into(),
+                name: DisplayText::sanitised("Receptionist"),
                 role: RoleTriple::parse("S0080:G0440:R8009")?,
                 activities: Vec::new(),
                 description: String::new(),
-                approval: PositionApproval { approved_by: "bench".into(), how: "bench".into() },
+                approval: PositionApproval {
+                    approved_by: DisplayText::sanitised("bench"),
+                    how: DisplayText::sanitised("bench"),
+                },
                 assignable_by_sponsors: true,
             },
         )

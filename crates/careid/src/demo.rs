@@ -8,6 +8,7 @@
 
 use anyhow::Context;
 use careid_domain::access::Actor;
+use careid_domain::ids::DisplayText;
 use careid_domain::ids::{ActivityCode, Email, NamePart, NiNumber, OdsCode, PersonUuid, PositionId, RoleTriple};
 use careid_domain::model::{
     ContactDetails, IdentityDocument, IdentityEvidence, NewPosition, Organisation, OrganisationKind, PersonalDetails,
@@ -291,7 +292,7 @@ pub async fn build(service: &Service) -> anyhow::Result<DemoArea> {
             InitDeployment {
                 org: Organisation {
                     ods_code: icb.clone(),
-                    name: "NHS North Central London Integrated Care Board".into(),
+                    name: DisplayText::sanitised("NHS North Central London Integrated Care Board"),
                     kind: OrganisationKind::IntegratedCareBoard,
                     parent: None,
                 },
@@ -311,13 +312,13 @@ pub async fn build(service: &Service) -> anyhow::Result<DemoArea> {
     let mut orgs = vec![
         Organisation {
             ods_code: OdsCode::parse("RAL")?,
-            name: "Royal Free London NHS Foundation Trust".into(),
+            name: DisplayText::sanitised("Royal Free London NHS Foundation Trust"),
             kind: OrganisationKind::NhsTrust,
             parent: Some(icb.clone()),
         },
         Organisation {
             ods_code: OdsCode::parse("RRV")?,
-            name: "University College London Hospitals NHS Foundation Trust".into(),
+            name: DisplayText::sanitised("University College London Hospitals NHS Foundation Trust"),
             kind: OrganisationKind::NhsTrust,
             parent: Some(icb.clone()),
         },
@@ -332,7 +333,7 @@ pub async fn build(service: &Service) -> anyhow::Result<DemoArea> {
         };
         orgs.push(Organisation {
             ods_code: OdsCode::parse(&format!("F83{:03}", i + 1))?,
-            name: format!("{place} {suffix}"),
+            name: DisplayText::sanitised(&format!("{place} {suffix}")),
             kind: OrganisationKind::GpPractice,
             parent: Some(icb.clone()),
         });
@@ -359,13 +360,13 @@ pub async fn build(service: &Service) -> anyhow::Result<DemoArea> {
                     &manager,
                     NewPosition {
                         org: org.clone(),
-                        name: spec.name.into(),
+                        name: DisplayText::sanitised(spec.name),
                         role: role(spec.role)?,
                         activities: activities(spec.activities)?,
                         description: format!("{} at {org}", spec.name),
                         approval: PositionApproval {
-                            approved_by: "NCL ICB Information Governance Group".into(),
-                            how: "IGG minute 2025/14, standard role profile".into(),
+                            approved_by: DisplayText::sanitised("NCL ICB Information Governance Group"),
+                            how: DisplayText::sanitised("IGG minute 2025/14, standard role profile"),
                         },
                         assignable_by_sponsors: spec.assignable,
                     },

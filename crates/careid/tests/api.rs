@@ -5,6 +5,7 @@
 
 mod support;
 
+use careid_domain::ids::DisplayText;
 use std::sync::Arc;
 
 use careid_domain::ports::{FixedClock, Store};
@@ -32,7 +33,7 @@ impl Server {
         let init = InitDeployment {
             org: careid_domain::model::Organisation {
                 ods_code: careid_domain::ids::OdsCode::parse("QWE").unwrap(),
-                name: "Test ICB".into(),
+                name: DisplayText::sanitised("Test ICB"),
                 kind: careid_domain::model::OrganisationKind::IntegratedCareBoard,
                 parent: None,
             },

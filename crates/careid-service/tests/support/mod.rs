@@ -6,6 +6,7 @@
 
 pub mod cards;
 
+use careid_domain::ids::DisplayText;
 use std::sync::Arc;
 
 use careid_domain::access::{Actor, Rule};
@@ -88,11 +89,14 @@ pub async fn position(
         manager,
         NewPosition {
             org: org.clone(),
-            name: name.into(),
+            name: DisplayText::sanitised(name),
             role: RoleTriple::parse(role).unwrap(),
             activities: activities.iter().map(|a| ActivityCode::parse(a).unwrap()).collect(),
             description: String::new(),
-            approval: PositionApproval { approved_by: "IG group".into(), how: "minute 1".into() },
+            approval: PositionApproval {
+                approved_by: DisplayText::sanitised("IG group"),
+                how: DisplayText::sanitised("minute 1"),
+            },
             assignable_by_sponsors: assignable,
         },
     )
@@ -172,7 +176,7 @@ pub async fn world_on(store: SqlStore, settings: ServiceSettings) -> World {
             InitDeployment {
                 org: Organisation {
                     ods_code: icb.clone(),
-                    name: "Test ICB".into(),
+                    name: DisplayText::sanitised("Test ICB"),
                     kind: OrganisationKind::IntegratedCareBoard,
                     parent: None,
                 },
@@ -189,7 +193,7 @@ pub async fn world_on(store: SqlStore, settings: ServiceSettings) -> World {
     for code in [&practice_a, &practice_b] {
         let org = Organisation {
             ods_code: code.clone(),
-            name: format!("Practice {code}"),
+            name: DisplayText::sanitised(&format!("Practice {code}")),
             kind: OrganisationKind::GpPractice,
             parent: Some(icb.clone()),
         };
