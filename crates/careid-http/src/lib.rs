@@ -113,7 +113,7 @@ impl App {
         oidc::authorize_card, oidc::clients_create, oidc::clients_list, oidc::clients_disable,
         absence::absences_create, absence::absences_list, absence::absences_cancel, absence::working_hours_set,
         absence::absence_policy_set, routes::openapi_get,
-        oidc::discovery, oidc::jwks, oidc::authorize, oidc::token, oidc::userinfo, oidc::revoke, oidc::introspect,
+        oidc::discovery, oidc::jwks, oidc::authorize, oidc::token, oidc::userinfo, oidc::userinfo_post, oidc::revoke, oidc::introspect,
         log::checkpoint, log::key, log::tile,
     ),
     modifiers(&BearerAuth, &ErrorResponses)
@@ -261,7 +261,7 @@ pub fn router(app: App) -> Router {
         .route("/oidc/authorize", get(oidc::authorize))
         .route("/oidc/authorize/{id}/card", post(oidc::authorize_card))
         .route("/oidc/token", post(oidc::token))
-        .route("/oidc/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/oidc/userinfo", get(oidc::userinfo).post(oidc::userinfo_post))
         .route("/oidc/revoke", post(oidc::revoke))
         .route("/oidc/introspect", post(oidc::introspect))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), limit::per_source_layer))
@@ -321,6 +321,7 @@ mod tests {
         let routes = served_routes();
         assert!(routes.len() > 70, "found only {} routes", routes.len());
         let mut operations = 0;
+        let mut operation_ids = std::collections::HashSet::new();
         for (path, methods) in &routes {
             for method in methods {
                 let operation = &paths.get(path).unwrap_or_else(|| panic!("{path} is not documented"))[method];
@@ -342,6 +343,8 @@ mod tests {
                     );
                 }
                 assert!(operation["responses"].as_object().is_some_and(|r| r.contains_key("429")));
+                let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path}: no operationId"));
+                assert!(operation_ids.insert(id.to_owned()), "{method} {path}: operationId {id} is not unique");
             }
         }
         println!("{} routes, {operations} operations documented", routes.len());

@@ -536,8 +536,17 @@ pub async fn token(State(app): State<App>, Ctx(ctx): Ctx, headers: HeaderMap, OA
     result.unwrap_or_else(|e| OAuthFailure(e).into_response())
 }
 
+/// Userinfo by POST, as OpenID Connect Core 5.3.1 allows: the same answer as by GET.
+#[utoipa::path(post, path = "/oidc/userinfo", tag = "openid connect", operation_id = "userinfo_post",
+    responses((status = 200, description = "the holder's claims", content_type = "application/json"),
+        (status = 401, description = "no active access token")),
+    security(("bearer" = [])))]
+pub async fn userinfo_post(state: State<App>, headers: HeaderMap) -> Response {
+    userinfo(state, headers).await
+}
+
 /// Userinfo: the claims of the holder behind an active access token.
-#[utoipa::path(method(get, post), path = "/oidc/userinfo", tag = "openid connect",
+#[utoipa::path(get, path = "/oidc/userinfo", tag = "openid connect",
     responses((status = 200, description = "the holder's claims", content_type = "application/json"),
         (status = 401, description = "no active access token")),
     security(("bearer" = [])))]

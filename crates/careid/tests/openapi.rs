@@ -28,6 +28,24 @@ fn generated_requests_get_only_answers_the_openapi_document_describes() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     // An RA Manager's session: the widest any one person holds.
     let token = runtime.block_on(sign_in(&reqwest::Client::new(), &url, &credential));
+    // The document is valid OpenAPI, by an independent validator (it comes with Schemathesis's
+    // tooling in CI: openapi-spec-validator).
+    let document = Command::new("curl").args(["-sf", &format!("{url}/api/openapi.json")]).output().unwrap();
+    let path = dir.path().join("openapi.json");
+    std::fs::write(&path, &document.stdout).unwrap();
+    let validated = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1])))",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        validated.status.success(),
+        "the OpenAPI document is invalid:\n{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
     let run = Command::new("timeout")
         .args(["600", "schemathesis", "run", &format!("{url}/api/openapi.json")])
         .args(["-H", &format!("Authorization: Bearer {token}")])
