@@ -594,9 +594,9 @@ impl Service {
     }
 
     /// A profile as `actor` may see it. The person themselves and the RA in scope see the
-    /// identifying details, and each such read by someone else is audited (`person.read`)
-    /// before it is returned; anyone else signed in sees the directory entry: name,
-    /// identifier, status and positions.
+    /// identifying details, and every such read is audited (`person.read`, the person's own
+    /// included: they can see it in their trail) before it is returned; anyone else signed in
+    /// sees the directory entry: name, identifier, status and positions.
     pub async fn person_profile(
         &self,
         ctx: &RequestContext,
@@ -616,13 +616,11 @@ impl Service {
         if identifying.is_err() {
             return Ok(Profile::Directory(view.into()));
         }
-        if &actor.person != uuid {
-            let mut tx = self.begin_write_as(actor).await?;
-            let mut event = self.event(ctx, actor.into(), Action::PersonRead, "person", uuid);
-            event.subject_person = Some(uuid.clone());
-            tx.record(&event).await?;
-            tx.commit().await?;
-        }
+        let mut tx = self.begin_write_as(actor).await?;
+        let mut event = self.event(ctx, actor.into(), Action::PersonRead, "person", uuid);
+        event.subject_person = Some(uuid.clone());
+        tx.record(&event).await?;
+        tx.commit().await?;
         Ok(Profile::Identifying(view))
     }
 

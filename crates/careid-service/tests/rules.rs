@@ -415,15 +415,15 @@ async fn identifying_details_are_for_the_person_and_the_ra_in_scope() {
     let ola = w.service.login(&ctx(), &credential, None).await.unwrap().actor;
     let identifying = |profile: &Profile| matches!(profile, Profile::Identifying(_));
 
-    // Their own: everything, and nothing to audit.
+    // Their own: everything, and the read is on their trail.
     let before = w.audit_len().await;
     assert!(identifying(&w.service.person_profile(&ctx(), &ola, &person).await.unwrap()), "their own");
-    assert_eq!(w.audit_len().await, before);
+    assert_eq!(w.audit_len().await, before + 1);
 
     // The RA above them: everything, and the read is on the record before it is returned.
     let profile = w.service.person_profile(&ctx(), &w.agent, &person).await.unwrap();
     assert!(identifying(&profile), "the RA above them");
-    assert_eq!(w.audit_len().await, before + 1);
+    assert_eq!(w.audit_len().await, before + 2);
     let read = w.last_audit().await;
     assert_eq!(read.get("action"), Some("person.read"));
     assert_eq!(read.get("subject.person"), Some(person.as_str()));

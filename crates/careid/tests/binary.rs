@@ -721,9 +721,35 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
 
     // The secrets scan: no passcode, credential, session token, unlock code or private key
     // anywhere careid writes: the server's log, the audit log and every other file in its data
-    // directory (the database and its write-ahead log, keys sealed or not).
+    // directory (the database and its write-ahead log, keys sealed or not), nor in what the API
+    // answers an RA Manager reading everything about the holder and the log.
     let profiles: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cli/profiles.json")).unwrap()).unwrap();
+    let ram = profiles["profiles"]["ram"]["token"].as_str().unwrap().to_owned();
+    let reads = [
+        "/api/v1/sessions".to_owned(),
+        "/api/v1/me/audit?limit=1000".to_owned(),
+        "/api/v1/audit?limit=1000".to_owned(),
+        "/api/v1/audit/fhir?limit=1000".to_owned(),
+        format!("/api/v1/people/{holder}"),
+        format!("/api/v1/people/{holder}/cards"),
+        format!("/api/v1/people/{holder}/absences"),
+        "/api/v1/registrations".to_owned(),
+        "/api/v1/requests".to_owned(),
+        "/api/v1/clients".to_owned(),
+    ];
+    let answers: Vec<u8> = reads
+        .iter()
+        .flat_map(|path| {
+            let answer = Command::new("curl")
+                .args(["-sf", "-H", &format!("Authorization: Bearer {ram}"), &format!("{url}{path}")])
+                .output()
+                .unwrap();
+            assert!(answer.status.success(), "GET {path}");
+            answer.stdout
+        })
+        .collect();
+    std::fs::write(dir.join("api-answers.txt"), &answers).unwrap();
     let mut secrets: Vec<String> = issued_credentials.into_inner();
     secrets.extend(profiles["profiles"].as_object().unwrap().values().map(|p| p["token"].as_str().unwrap().to_owned()));
     let passcodes = ["582039", "740261", "111112", "111113", "111114", "318264", "906172", &unlock_code];
@@ -735,13 +761,15 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     );
 }
 
-/// Looks for each secret in the server's log and every file of the data directory; digits-only
+/// Looks for each secret in the server's log, every file of the data directory and the API's
+/// answers the test kept; digits-only
 /// secrets (passcodes, unlock codes) count only as a whole number, not inside a longer run of digits such as
 /// a timestamp. Also looks for private keys in the clear (PEM, or P-256 PKCS#8 DER). Returns
 /// how many files it read.
 fn secrets_scan(dir: &Path, secrets: &[String], digits: &[&str]) -> usize {
     let mut files: Vec<_> = walk(&dir.join("data")).into_iter().filter(|p| p.is_file()).collect();
     files.push(dir.join("server.log"));
+    files.push(dir.join("api-answers.txt"));
     let pkcs8_p256: &[u8] = &[0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
     for file in &files {
         let bytes = std::fs::read(file).unwrap();
