@@ -122,6 +122,9 @@ pub enum RaAction {
     RecordAbsence,
     /// careid: see the misuse incidents ("not me" flags) of the organisations in scope.
     SeeIncidents,
+    /// careid: run the RA's reports (lost cards, leavers, coverage, costs) over the
+    /// organisations in scope.
+    ViewReports,
 }
 
 impl RaAction {
@@ -153,6 +156,7 @@ impl RaAction {
             RaAction::ManageClients => "register or disable clinical applications",
             RaAction::RecordAbsence => "record absences and working hours",
             RaAction::SeeIncidents => "see misuse incidents",
+            RaAction::ViewReports => "run the RA's reports",
         }
     }
 }
@@ -239,7 +243,7 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
                 Denied
             }
         }
-        A::ManageOrganisations | A::IssueCredential | A::ManageClients => {
+        A::ManageOrganisations | A::IssueCredential | A::ManageClients | A::ViewReports => {
             if function == F::RaManager {
                 Allowed
             } else {
@@ -545,6 +549,7 @@ mod tests {
             (A::ManageClients, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
             (A::RecordAbsence, [Allowed, Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied]),
             (A::SeeIncidents, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Allowed, Allowed]),
+            (A::ViewReports, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
         ];
         for (action, expected) in rows {
             for (function, want) in functions.iter().zip(expected) {

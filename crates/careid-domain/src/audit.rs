@@ -83,6 +83,8 @@ pub enum Action {
     RefusalRepeat,
     /// Keys and secrets sealed in an older format, sealed again in the current one.
     KeysReseal,
+    /// An RA Manager ran a report.
+    ReportRead,
 }
 
 impl Action {
@@ -120,6 +122,7 @@ impl Action {
             Action::AuditAnnotate => "audit.annotate",
             Action::RefusalRepeat => "refusal.repeat",
             Action::KeysReseal => "keys.reseal",
+            Action::ReportRead => "report.read",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",

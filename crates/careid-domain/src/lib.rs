@@ -14,6 +14,7 @@ pub mod oidc;
 pub mod passcode;
 pub mod patient;
 pub mod ports;
+pub mod report;
 pub mod secret;
 
 /// The version of the terms of use ("RA01") that holders accept.

@@ -204,6 +204,25 @@ pub trait Transaction: Send {
     async fn update_person(&mut self, person: &Person) -> Result<(), StoreError>;
     /// Profiles with this NI number, or with the same names and date of birth.
     async fn possible_duplicates(&mut self, details: &PersonalDetails) -> Result<Vec<Person>, StoreError>;
+    /// The lost and stolen cards of people registered or employed at `within` or below it.
+    async fn report_lost_cards(&mut self, within: &OdsCode) -> Result<Vec<crate::report::LostCard>, StoreError>;
+    /// Every card issued to people at `within` or below it: when, and whether it replaced an
+    /// earlier card of the same person.
+    async fn report_card_issues(&mut self, within: &OdsCode) -> Result<Vec<(OffsetDateTime, bool)>, StoreError>;
+    /// People at `within` or below it with a live card (a row a card), and closed profiles
+    /// with a position current on `today`.
+    async fn report_people(
+        &mut self,
+        within: &OdsCode,
+        today: time::Date,
+    ) -> Result<Vec<crate::report::ReportPerson>, StoreError>;
+    /// Per organisation at `within` or below it: people with a position current on `today`,
+    /// and how many of them hold a live card.
+    async fn report_coverage(
+        &mut self,
+        within: &OdsCode,
+        today: time::Date,
+    ) -> Result<Vec<(String, u64, u64)>, StoreError>;
     /// People whose family name starts with `family_prefix` (case-insensitive), registered or employed at
     /// `within` or any organisation below it.
     async fn people_by_family_name(

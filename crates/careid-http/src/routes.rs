@@ -594,3 +594,36 @@ pub async fn me_audit_list(
         next_before: page.next_before_seq,
     }))
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportParams {
+    /// The organisation (default: the caller's); the report covers it and everything below it.
+    pub org: Option<String>,
+    /// For `card-costs`: what one card costs, in pence (default: the deployment's setting).
+    pub unit_cost_pence: Option<u64>,
+}
+
+/// One of the RA Manager's reports: `lost-cards`, `duplicate-live-cards`, `leavers`,
+/// `expiring-certificates`, `dormant`, `coverage`, `card-costs`.
+#[utoipa::path(get, path = "/api/v1/reports/{name}", tag = "reports",
+    params(("name" = String, Path, description = "the report"), ReportParams),
+    responses((status = 200, body = wire::Report)), security(("bearer" = [])))]
+pub async fn reports_get(
+    State(app): State<App>,
+    auth: Authed,
+    PathParam(name): PathParam<String>,
+    Params(p): Params<ReportParams>,
+) -> ApiResult<wire::Report> {
+    let name = careid_domain::report::ReportName::parse(&name)?;
+    let org = p.org.as_deref().map(OdsCode::parse).transpose()?;
+    let org_code = org.clone().unwrap_or_else(|| auth.actor.org.clone());
+    let table = app.service.report(&auth.ctx, &auth.actor, name, org, p.unit_cost_pence).await?;
+    Ok(Json(wire::Report {
+        name: name.code().to_owned(),
+        org: org_code.to_string(),
+        generated_at: format_time(app.service.clock().now()),
+        columns: table.columns.iter().map(|c| (*c).to_owned()).collect(),
+        rows: table.rows,
+    }))
+}

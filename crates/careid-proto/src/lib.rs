@@ -841,3 +841,13 @@ pub struct AbsencePolicyRequest {
     /// `refuse` or `allow_and_alert`.
     pub policy: String,
 }
+
+/// One of the RA Manager's reports: a table over an organisation and everything below it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Report {
+    pub name: String,
+    pub org: String,
+    pub generated_at: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}

@@ -12,6 +12,7 @@ mod outbox;
 mod patient;
 mod ra;
 mod repeats;
+mod reports;
 mod sessions;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct ServiceSettings {
     pub presence_grace: Duration,
     /// What a card login does about the same person's live card session elsewhere.
     pub concurrent_login: careid_domain::login::ConcurrentLogin,
+    /// What one card costs, in pence, for the card costs report.
+    pub card_unit_cost_pence: u64,
 }
 
 impl Default for ServiceSettings {
@@ -74,6 +77,7 @@ impl Default for ServiceSettings {
             heartbeat_interval: Duration::seconds(30),
             presence_grace: Duration::seconds(60),
             concurrent_login: careid_domain::login::ConcurrentLogin::Refuse,
+            card_unit_cost_pence: 0,
         }
     }
 }

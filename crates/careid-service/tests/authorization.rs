@@ -112,13 +112,14 @@ async fn every_operation_on_a_person_by_every_role_in_and_out_of_scope() {
 }
 
 /// The operations at an organisation, each through its own use case.
-const AT_AN_ORGANISATION: [RaAction; 6] = [
+const AT_AN_ORGANISATION: [RaAction; 7] = [
     RaAction::ManageOrganisations,
     RaAction::CreatePosition,
     RaAction::PreRegister,
     RaAction::CreateProfile,
     RaAction::ReadAudit,
     RaAction::SeeIncidents,
+    RaAction::ViewReports,
 ];
 
 /// Does `action` as `actor` at `org` through the use case that does it; the rule that refused
@@ -180,6 +181,10 @@ async fn at_organisation(w: &World, actor: &Actor, action: RaAction, org: &OdsCo
             s.read_audit(&ctx(), actor, query).await.map(|_| ())
         }
         RaAction::SeeIncidents => s.misuse_incidents(&ctx(), actor, Some(org.clone())).await.map(|_| ()),
+        RaAction::ViewReports => {
+            let name = careid_domain::report::ReportName::Leavers;
+            s.report(&ctx(), actor, name, Some(org.clone()), None).await.map(|_| ())
+        }
         other => panic!("no use case here for {other:?}"),
     };
     match result {

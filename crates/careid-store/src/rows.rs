@@ -57,11 +57,11 @@ pub(crate) fn hash(row: &Row, column: &str) -> Result<[u8; 32], StoreError> {
     bytes(row, column)?.try_into().map_err(|_| StoreError::Corrupt(format!("{column}: not 32 bytes")))
 }
 
-fn time_at(row: &Row, column: &str) -> Result<OffsetDateTime, StoreError> {
+pub(crate) fn time_at(row: &Row, column: &str) -> Result<OffsetDateTime, StoreError> {
     from_micros(int(row, column)?)
 }
 
-fn opt_time_at(row: &Row, column: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+pub(crate) fn opt_time_at(row: &Row, column: &str) -> Result<Option<OffsetDateTime>, StoreError> {
     opt_int(row, column)?.map(from_micros).transpose()
 }
 

@@ -265,6 +265,25 @@ fn opt_string<T: ToString>(value: Option<&T>) -> Option<String> {
 const PERSON_COLUMNS: &str = "uuid, title, given_name, family_name, given_name_key, family_name_key, date_of_birth, \
                               ni_number, email, phone, status, registered_org, created_at";
 
+/// The organisation `$1` and every one below it, as the CTE `scope(ods_code)`.
+const SCOPE: &str = "WITH RECURSIVE scope(ods_code, depth) AS (\
+        SELECT ods_code, 0 FROM organisations WHERE ods_code = $1 \
+        UNION ALL SELECT o.ods_code, s.depth + 1 FROM organisations o \
+          JOIN scope s ON o.parent = s.ods_code WHERE s.depth < 64)";
+/// A person `p` registered or employed within `scope`.
+const IN_SCOPE_PERSON: &str = "(p.registered_org IN (SELECT ods_code FROM scope) OR EXISTS \
+        (SELECT 1 FROM assignments sa WHERE sa.person = p.uuid AND sa.org IN (SELECT ods_code FROM scope)))";
+/// The holder of card `c`, within `scope`.
+const IN_SCOPE_HOLDER: &str = "EXISTS (SELECT 1 FROM people p WHERE p.uuid = c.person AND \
+        (p.registered_org IN (SELECT ods_code FROM scope) OR EXISTS \
+        (SELECT 1 FROM assignments sa WHERE sa.person = p.uuid AND sa.org IN (SELECT ods_code FROM scope))))";
+/// The subject of incident `i`, within `scope`.
+const IN_SCOPE_SUBJECT: &str = "EXISTS (SELECT 1 FROM people p WHERE p.uuid = i.subject AND \
+        (p.registered_org IN (SELECT ods_code FROM scope) OR EXISTS \
+        (SELECT 1 FROM assignments sa WHERE sa.person = p.uuid AND sa.org IN (SELECT ods_code FROM scope))))";
+/// Assignment `a` current on the date `$2`.
+const CURRENT: &str = "a.removed_at IS NULL AND a.start_date <= $2 AND (a.end_date IS NULL OR a.end_date >= $2)";
+
 const UNDER: &str = "WITH RECURSIVE under_org(ods_code) AS (\
         SELECT CAST($1 AS TEXT) \
         UNION ALL SELECT o.ods_code FROM organisations o JOIN under_org u ON o.parent = u.ods_code)";
@@ -515,6 +534,92 @@ impl Transaction for SqlTransaction {
             Value::text(format_date(details.date_of_birth)),
         ];
         self.fetch_all("duplicate check", &sql, args).await?.iter().map(rows::person).collect()
+    }
+
+    async fn report_lost_cards(
+        &mut self,
+        within: &OdsCode,
+    ) -> Result<Vec<careid_domain::report::LostCard>, StoreError> {
+        let sql = format!(
+            "{SCOPE} SELECT i.reported_at, i.closed_at, \
+               (SELECT MIN(c.issued_at) FROM cards c WHERE c.person = i.subject AND c.issued_at > i.reported_at) \
+                 AS replaced_at \
+             FROM incidents i WHERE i.kind IN ('lost_card', 'stolen_card') AND {IN_SCOPE_SUBJECT} ORDER BY i.id"
+        );
+        let rows = self.fetch_all("report lost cards", &sql, vec![Value::text(within.to_string())]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(careid_domain::report::LostCard {
+                    reported_at: rows::time_at(r, "reported_at")?,
+                    closed_at: rows::opt_time_at(r, "closed_at")?,
+                    replaced_at: rows::opt_time_at(r, "replaced_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn report_card_issues(&mut self, within: &OdsCode) -> Result<Vec<(OffsetDateTime, bool)>, StoreError> {
+        let sql = format!(
+            "{SCOPE} SELECT c.issued_at, \
+               (SELECT COUNT(*) FROM cards e WHERE e.person = c.person AND e.id < c.id) AS earlier \
+             FROM cards c WHERE {IN_SCOPE_HOLDER} ORDER BY c.id"
+        );
+        let rows = self.fetch_all("report card issues", &sql, vec![Value::text(within.to_string())]).await?;
+        rows.iter().map(|r| Ok((rows::time_at(r, "issued_at")?, rows::int(r, "earlier")? > 0))).collect()
+    }
+
+    async fn report_people(
+        &mut self,
+        within: &OdsCode,
+        today: Date,
+    ) -> Result<Vec<careid_domain::report::ReportPerson>, StoreError> {
+        let sql = format!(
+            "{SCOPE} SELECT p.uuid, p.given_name, p.family_name, p.status, c.id AS card, c.serial, \
+               (SELECT COUNT(*) FROM cards l WHERE l.person = p.uuid AND l.live = 1) AS live_cards, \
+               (SELECT MAX(cc.not_after) FROM card_certificates cc WHERE cc.card = c.id AND cc.revoked_at IS NULL) \
+                 AS certificate_ends, \
+               (SELECT MAX(s.created_at) FROM sessions s WHERE s.person = p.uuid) AS last_login, \
+               (SELECT COUNT(*) FROM assignments a WHERE a.person = p.uuid AND {CURRENT}) AS current_positions \
+             FROM people p LEFT JOIN cards c ON c.person = p.uuid AND c.live = 1 \
+             WHERE {IN_SCOPE_PERSON} AND (c.id IS NOT NULL OR (p.status = 'closed' AND EXISTS \
+               (SELECT 1 FROM assignments a WHERE a.person = p.uuid AND {CURRENT}))) \
+             ORDER BY p.uuid, c.id"
+        );
+        let args = vec![Value::text(within.to_string()), Value::text(format_date(today))];
+        let rows = self.fetch_all("report people", &sql, args).await?;
+        rows.iter()
+            .map(|r| {
+                let count = |column: &str| rows::int(r, column).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+                let card = match rows::opt_int(r, "card")? {
+                    Some(id) => Some((id, rows::text(r, "serial")?)),
+                    None => None,
+                };
+                Ok(careid_domain::report::ReportPerson {
+                    person: PersonUuid::parse(&rows::text(r, "uuid")?).map_err(rows::corrupt)?,
+                    name: format!("{} {}", rows::text(r, "given_name")?, rows::text(r, "family_name")?),
+                    closed: rows::text(r, "status")? == "closed",
+                    current_positions: count("current_positions")?,
+                    card,
+                    live_cards: count("live_cards")?,
+                    certificate_ends: rows::opt_time_at(r, "certificate_ends")?,
+                    last_login: rows::opt_time_at(r, "last_login")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn report_coverage(&mut self, within: &OdsCode, today: Date) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let sql = format!(
+            "{SCOPE} SELECT a.org, COUNT(DISTINCT a.person) AS staff, \
+               COUNT(DISTINCT CASE WHEN EXISTS (SELECT 1 FROM cards c WHERE c.person = a.person AND c.live = 1) \
+                 THEN a.person END) AS with_card \
+             FROM assignments a WHERE a.org IN (SELECT ods_code FROM scope) AND {CURRENT} \
+             GROUP BY a.org ORDER BY a.org"
+        );
+        let args = vec![Value::text(within.to_string()), Value::text(format_date(today))];
+        let rows = self.fetch_all("report coverage", &sql, args).await?;
+        let count = |r: &crate::db::Row, column: &str| rows::int(r, column).map(|n| u64::try_from(n).unwrap_or(0));
+        rows.iter().map(|r| Ok((rows::text(r, "org")?, count(r, "staff")?, count(r, "with_card")?))).collect()
     }
 
     async fn people_by_family_name(

@@ -126,6 +126,9 @@ settings! {
     log_origin: String = String::new();
     /// Seconds between looks at the outbox for email to send.
     outbox_poll_seconds: u32 = 5;
+    /// What one smartcard costs your organisation, in pence (card, reader time, postage), for
+    /// the card costs report (`careid ra report card-costs`). 0 until you set it.
+    card_unit_cost_pence: u32 = 0;
     /// Sign-in attempts (credential or card login, challenges, wrong-passcode reports) one
     /// address may make a minute, with bursts of half as many again; more are answered 429.
     /// The workstations of a practice often share one address, so keep it above the number
@@ -308,6 +311,7 @@ impl Config {
             heartbeat_interval: time::Duration::seconds(i64::from(self.heartbeat_interval_seconds)),
             presence_grace: time::Duration::seconds(i64::from(self.presence_grace_seconds)),
             concurrent_login: self.concurrent_login().unwrap_or_default(),
+            card_unit_cost_pence: u64::from(self.card_unit_cost_pence),
         }
     }
 

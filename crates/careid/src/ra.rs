@@ -95,6 +95,21 @@ enum RaCommand {
     Logout,
     /// Shows who the session acts as.
     Whoami,
+    /// One of the RA Manager's reports over an organisation and everything below it:
+    /// lost-cards, duplicate-live-cards, leavers, expiring-certificates, dormant, coverage,
+    /// card-costs.
+    Report {
+        name: String,
+        /// The organisation (default: the one you act at).
+        #[arg(long)]
+        org: Option<String>,
+        /// For card-costs: what one card costs, in pence (default: the deployment's setting).
+        #[arg(long)]
+        unit_cost_pence: Option<u64>,
+        /// Print the table as CSV (a header line, then a line a row).
+        #[arg(long)]
+        csv: bool,
+    },
     /// Organisations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -466,6 +481,11 @@ pub async fn run(args: RaArgs) -> anyhow::Result<()> {
             profiles.save()?;
             result.map(|_| json!({ "signed_out": name }))?
         }
+        RaCommand::Report { csv: true, .. } => {
+            let value = call(&flags.client()?, args.command).await?;
+            print!("{}", client::report_csv(&value)?);
+            return Ok(());
+        }
         command => {
             let client = flags.client()?;
             let audit = matches!(command, RaCommand::Audit(_) | RaCommand::MyAudit(_));
@@ -484,6 +504,12 @@ async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
     match command {
         RaCommand::Login { .. } | RaCommand::Logout => unreachable_command(),
         RaCommand::Whoami => c.get("/api/v1/me").await,
+        RaCommand::Report { name, org, unit_cost_pence, csv: _ } => {
+            let mut query = Vec::new();
+            query.extend(org.map(|o| format!("org={}", encode(&o))));
+            query.extend(unit_cost_pence.map(|p| format!("unit_cost_pence={p}")));
+            c.get(&format!("/api/v1/reports/{}?{}", encode(&name), query.join("&"))).await
+        }
         RaCommand::Org(org) => match org {
             OrgCommand::List { q } => {
                 c.get(&format!("/api/v1/organisations?q={}", encode(q.as_deref().unwrap_or("")))).await

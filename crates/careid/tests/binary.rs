@@ -77,6 +77,15 @@ fn init_serve_and_the_ra_command_line() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("run `careid init` first"));
     let whoami: serde_json::Value = serde_json::from_str(&ok(&ra(&["--json", "whoami"]))).unwrap();
     assert_eq!(whoami["org"], "QWE");
+    // The RA Manager's reports, as JSON and as CSV.
+    let coverage = ok(&ra(&["report", "coverage", "--csv"]));
+    assert_eq!(coverage.lines().next(), Some("org,staff_with_positions,with_live_card,percent"), "{coverage}");
+    assert!(coverage.lines().any(|l| l.starts_with("QWE,1,0,")), "{coverage}");
+    let lost: serde_json::Value =
+        serde_json::from_str(&ok(&ra(&["--json", "report", "lost-cards", "--org", "QWE"]))).unwrap();
+    assert_eq!(lost["columns"][0], "year");
+    let unknown = ra(&["report", "nonsense"]);
+    assert!(!unknown.status.success() && String::from_utf8_lossy(&unknown.stderr).contains("lost-cards"));
 
     let csv = dir.join("orgs.csv");
     std::fs::write(&csv, "ods_code,name,kind,parent\nF84003,Camden Road Surgery,gp_practice,QWE\nF84004,Holloway Medical Centre,gp_practice,QWE\n").unwrap();
