@@ -125,6 +125,8 @@ pub enum RaAction {
     /// careid: run the RA's reports (lost cards, leavers, coverage, costs) over the
     /// organisations in scope.
     ViewReports,
+    /// careid: record an RA spot check (a visit to an organisation and what it found).
+    RecordSpotCheck,
 }
 
 impl RaAction {
@@ -157,6 +159,7 @@ impl RaAction {
             RaAction::RecordAbsence => "record absences and working hours",
             RaAction::SeeIncidents => "see misuse incidents",
             RaAction::ViewReports => "run the RA's reports",
+            RaAction::RecordSpotCheck => "record an RA spot check",
         }
     }
 }
@@ -220,7 +223,7 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
                 Denied
             }
         }
-        A::CreatePosition | A::MarkAssignable => {
+        A::CreatePosition | A::MarkAssignable | A::RecordSpotCheck => {
             if senior_ra {
                 Allowed
             } else {
@@ -550,6 +553,7 @@ mod tests {
             (A::RecordAbsence, [Allowed, Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied]),
             (A::SeeIncidents, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Allowed, Allowed]),
             (A::ViewReports, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
+            (A::RecordSpotCheck, [Allowed, Allowed, Denied, Denied, Denied, Denied, Denied, Denied]),
         ];
         for (action, expected) in rows {
             for (function, want) in functions.iter().zip(expected) {

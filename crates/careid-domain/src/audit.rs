@@ -85,6 +85,8 @@ pub enum Action {
     KeysReseal,
     /// An RA Manager ran a report.
     ReportRead,
+    /// The RA recorded a spot check of an organisation.
+    SpotCheckRecord,
 }
 
 impl Action {
@@ -123,6 +125,7 @@ impl Action {
             Action::RefusalRepeat => "refusal.repeat",
             Action::KeysReseal => "keys.reseal",
             Action::ReportRead => "report.read",
+            Action::SpotCheckRecord => "spotcheck.record",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",

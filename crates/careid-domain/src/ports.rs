@@ -223,6 +223,10 @@ pub trait Transaction: Send {
         within: &OdsCode,
         today: time::Date,
     ) -> Result<Vec<(String, u64, u64)>, StoreError>;
+    /// Records an RA spot check; returns its id.
+    async fn insert_spot_check(&mut self, check: &crate::report::SpotCheck) -> Result<i64, StoreError>;
+    /// The spot checks of `within` and the organisations below it.
+    async fn report_spot_checks(&mut self, within: &OdsCode) -> Result<Vec<crate::report::SpotCheck>, StoreError>;
     /// People whose family name starts with `family_prefix` (case-insensitive), registered or employed at
     /// `within` or any organisation below it.
     async fn people_by_family_name(

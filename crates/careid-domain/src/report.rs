@@ -24,10 +24,12 @@ pub enum ReportName {
     Coverage,
     /// Card issues and replacements per year, with their cost.
     CardCosts,
+    /// The RA's spot checks: visits and what they found.
+    SpotChecks,
 }
 
 impl ReportName {
-    pub const ALL: [ReportName; 7] = [
+    pub const ALL: [ReportName; 8] = [
         ReportName::LostCards,
         ReportName::DuplicateLiveCards,
         ReportName::Leavers,
@@ -35,6 +37,7 @@ impl ReportName {
         ReportName::Dormant,
         ReportName::Coverage,
         ReportName::CardCosts,
+        ReportName::SpotChecks,
     ];
 
     pub fn code(self) -> &'static str {
@@ -46,6 +49,7 @@ impl ReportName {
             ReportName::Dormant => "dormant",
             ReportName::Coverage => "coverage",
             ReportName::CardCosts => "card-costs",
+            ReportName::SpotChecks => "spot-checks",
         }
     }
 
@@ -146,6 +150,29 @@ pub struct ReportPerson {
     /// When the live card's newest unrevoked certificate ends.
     pub certificate_ends: Option<OffsetDateTime>,
     pub last_login: Option<OffsetDateTime>,
+}
+
+/// An RA spot check: a visit to an organisation, and what it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpotCheck {
+    pub id: i64,
+    pub org: crate::ids::OdsCode,
+    pub visited_on: time::Date,
+    pub findings: String,
+    pub checked_by: PersonUuid,
+    pub recorded_at: OffsetDateTime,
+}
+
+/// The spot checks report: each visit, newest first.
+pub fn spot_checks(checks: &[SpotCheck]) -> ReportTable {
+    let mut rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            vec![c.org.to_string(), crate::ids::format_date(c.visited_on), c.checked_by.to_string(), c.findings.clone()]
+        })
+        .collect();
+    rows.sort_by(|a, b| b[1].cmp(&a[1]).then_with(|| a[0].cmp(&b[0])));
+    ReportTable { columns: vec!["org", "visited_on", "checked_by", "findings"], rows }
 }
 
 /// A time as the reports show it: UTC, to the second.

@@ -113,6 +113,7 @@ impl App {
         oidc::authorize_card, oidc::clients_create, oidc::clients_list, oidc::clients_disable,
         absence::absences_create, absence::absences_list, absence::absences_cancel, absence::working_hours_set,
         absence::absence_policy_set, routes::openapi_get, routes::reports_get,
+        routes::spot_checks_create,
         oidc::discovery, oidc::jwks, oidc::authorize, oidc::token, oidc::userinfo, oidc::userinfo_post, oidc::revoke, oidc::introspect,
         log::checkpoint, log::key, log::tile,
     ),
@@ -255,6 +256,7 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/assignments/{id}/working-hours", put(absence::working_hours_set))
         .route("/api/v1/organisations/{ods_code}/absence-policy", put(absence::absence_policy_set))
         .route("/api/v1/reports/{name}", get(r::reports_get))
+        .route("/api/v1/organisations/{ods_code}/spot-checks", post(r::spot_checks_create))
         .route("/api/v1/clients", get(oidc::clients_list).post(oidc::clients_create))
         .route("/api/v1/clients/{id}", delete(oidc::clients_disable))
         .route("/.well-known/openid-configuration", get(oidc::discovery))

@@ -627,3 +627,19 @@ pub async fn reports_get(
         rows: table.rows,
     }))
 }
+
+/// Records an RA spot check of an organisation (a senior RA in scope).
+#[utoipa::path(post, path = "/api/v1/organisations/{ods_code}/spot-checks", tag = "reports",
+    params(("ods_code" = String, Path, description = "the organisation's ODS code")), request_body = wire::NewSpotCheck,
+    responses((status = 201, body = wire::SpotCheckRecorded)), security(("bearer" = [])))]
+pub async fn spot_checks_create(
+    State(app): State<App>,
+    auth: Authed,
+    PathParam(ods): PathParam<String>,
+    Body(body): Body<wire::NewSpotCheck>,
+) -> Result<(StatusCode, Json<wire::SpotCheckRecorded>), ApiError> {
+    let org = OdsCode::parse(&ods)?;
+    let visited_on = careid_domain::ids::parse_date("visited_on", &body.visited_on)?;
+    let id = app.service.record_spot_check(&auth.ctx, &auth.actor, &org, visited_on, &body.findings).await?;
+    Ok((StatusCode::CREATED, Json(wire::SpotCheckRecorded { id })))
+}

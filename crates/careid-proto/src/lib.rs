@@ -851,3 +851,16 @@ pub struct Report {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<String>>,
 }
+
+/// An RA spot check of an organisation: the day of the visit and what it found.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewSpotCheck {
+    /// `YYYY-MM-DD`, not in the future.
+    pub visited_on: String,
+    pub findings: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SpotCheckRecorded {
+    pub id: i64,
+}

@@ -112,7 +112,7 @@ async fn every_operation_on_a_person_by_every_role_in_and_out_of_scope() {
 }
 
 /// The operations at an organisation, each through its own use case.
-const AT_AN_ORGANISATION: [RaAction; 7] = [
+const AT_AN_ORGANISATION: [RaAction; 8] = [
     RaAction::ManageOrganisations,
     RaAction::CreatePosition,
     RaAction::PreRegister,
@@ -120,6 +120,7 @@ const AT_AN_ORGANISATION: [RaAction; 7] = [
     RaAction::ReadAudit,
     RaAction::SeeIncidents,
     RaAction::ViewReports,
+    RaAction::RecordSpotCheck,
 ];
 
 /// Does `action` as `actor` at `org` through the use case that does it; the rule that refused
@@ -181,6 +182,10 @@ async fn at_organisation(w: &World, actor: &Actor, action: RaAction, org: &OdsCo
             s.read_audit(&ctx(), actor, query).await.map(|_| ())
         }
         RaAction::SeeIncidents => s.misuse_incidents(&ctx(), actor, Some(org.clone())).await.map(|_| ()),
+        RaAction::RecordSpotCheck => s
+            .record_spot_check(&ctx(), actor, org, time::macros::date!(2026 - 11 - 20), "all in order")
+            .await
+            .map(|_| ()),
         RaAction::ViewReports => {
             let name = careid_domain::report::ReportName::Leavers;
             s.report(&ctx(), actor, name, Some(org.clone()), None).await.map(|_| ())

@@ -91,6 +91,26 @@ async fn the_reports_give_the_figures_worked_out_by_hand_on_every_backend() {
         assert_eq!(report(&w, ReportName::ExpiringCertificates, None).await.rows.len(), 4, "{backend}");
         assert_eq!(report(&w, ReportName::Dormant, None).await.rows.len(), 4, "{backend}");
 
+        // Spot checks: recorded by a senior RA in scope, never dated ahead, and reported.
+        let (s, m) = (&w.service, &w.manager);
+        let visit = date!(2026 - 11 - 20);
+        s.record_spot_check(&ctx(), m, &w.practice_a, visit, "cards kept in a locked drawer; one spare found")
+            .await
+            .unwrap();
+        let later = s.record_spot_check(&ctx(), m, &w.practice_a, date!(2099 - 01 - 01), "x").await;
+        assert!(matches!(later, Err(careid_service::RaError::Invalid(e)) if e.field == "visited_on"), "{backend}");
+        let before = w.audit_len().await;
+        let refused = s.record_spot_check(&ctx(), &w.agent, &w.practice_a, visit, "by an RA agent").await;
+        w.assert_refused(before, refused, Rule::RoleNotPermitted).await;
+        let checks = report(&w, ReportName::SpotChecks, None).await;
+        let manager = w.manager.person.to_string();
+        assert_eq!(
+            rows(&checks),
+            [["F84003", "2026-11-20", manager.as_str(), "cards kept in a locked drawer; one spare found"]],
+            "{backend}"
+        );
+        assert!(report(&w, ReportName::SpotChecks, Some(&w.practice_b)).await.rows.is_empty(), "{backend}");
+
         // Only an RA Manager, in scope; each refusal audited.
         let before = w.audit_len().await;
         let refused = w.service.report(&ctx(), &w.agent, ReportName::Leavers, None, None).await;

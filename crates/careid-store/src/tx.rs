@@ -622,6 +622,46 @@ impl Transaction for SqlTransaction {
         rows.iter().map(|r| Ok((rows::text(r, "org")?, count(r, "staff")?, count(r, "with_card")?))).collect()
     }
 
+    async fn insert_spot_check(&mut self, c: &careid_domain::report::SpotCheck) -> Result<i64, StoreError> {
+        let row = query(
+            "INSERT INTO spot_checks (org, visited_on, findings, checked_by, recorded_at) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING id",
+        )
+        .bind(c.org.to_string())
+        .bind(format_date(c.visited_on))
+        .bind(c.findings.clone())
+        .bind(c.checked_by.to_string())
+        .bind(micros(c.recorded_at))
+        .fetch_one(self.conn())
+        .await
+        .map_err(|e| self.failure("spot check", &e))?;
+        int(&row, "id")
+    }
+
+    async fn report_spot_checks(
+        &mut self,
+        within: &OdsCode,
+    ) -> Result<Vec<careid_domain::report::SpotCheck>, StoreError> {
+        let sql = format!(
+            "{SCOPE} SELECT id, org, visited_on, findings, checked_by, recorded_at FROM spot_checks \
+             WHERE org IN (SELECT ods_code FROM scope) ORDER BY visited_on DESC, id DESC"
+        );
+        let rows = self.fetch_all("report spot checks", &sql, vec![Value::text(within.to_string())]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(careid_domain::report::SpotCheck {
+                    id: rows::int(r, "id")?,
+                    org: OdsCode::parse(&rows::text(r, "org")?).map_err(rows::corrupt)?,
+                    visited_on: careid_domain::ids::parse_date("visited_on", &rows::text(r, "visited_on")?)
+                        .map_err(rows::corrupt)?,
+                    findings: rows::text(r, "findings")?,
+                    checked_by: PersonUuid::parse(&rows::text(r, "checked_by")?).map_err(rows::corrupt)?,
+                    recorded_at: rows::time_at(r, "recorded_at")?,
+                })
+            })
+            .collect()
+    }
+
     async fn people_by_family_name(
         &mut self,
         family_prefix: &str,

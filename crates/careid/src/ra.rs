@@ -110,6 +110,15 @@ enum RaCommand {
         #[arg(long)]
         csv: bool,
     },
+    /// Records an RA spot check of an organisation: the day of the visit and what it found.
+    SpotCheck {
+        ods_code: String,
+        /// The day of the visit (YYYY-MM-DD).
+        #[arg(long)]
+        visited_on: String,
+        #[arg(long)]
+        findings: String,
+    },
     /// Organisations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -504,6 +513,10 @@ async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
     match command {
         RaCommand::Login { .. } | RaCommand::Logout => unreachable_command(),
         RaCommand::Whoami => c.get("/api/v1/me").await,
+        RaCommand::SpotCheck { ods_code, visited_on, findings } => {
+            let body = json!({ "visited_on": visited_on, "findings": findings });
+            c.post(&format!("/api/v1/organisations/{}/spot-checks", encode(&ods_code)), body).await
+        }
         RaCommand::Report { name, org, unit_cost_pence, csv: _ } => {
             let mut query = Vec::new();
             query.extend(org.map(|o| format!("org={}", encode(&o))));
