@@ -54,6 +54,8 @@ fn generated_requests_get_only_answers_the_openapi_document_describes() {
         // The manager's own session stays up for the whole run.
         .args(["--exclude-path", "/api/v1/sessions/current", "--exclude-path", "/api/v1/sessions/{id}"])
         .env("NO_COLOR", "1")
+        // Its cache of examples stays with the test's directory, not in the source tree.
+        .current_dir(dir.path())
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&run.stdout);
