@@ -87,6 +87,8 @@ pub enum Action {
     ReportRead,
     /// The RA recorded a spot check of an organisation.
     SpotCheckRecord,
+    /// Someone read another person's absences (their leave and sickness).
+    AbsenceRead,
 }
 
 impl Action {
@@ -126,6 +128,7 @@ impl Action {
             Action::KeysReseal => "keys.reseal",
             Action::ReportRead => "report.read",
             Action::SpotCheckRecord => "spotcheck.record",
+            Action::AbsenceRead => "absence.read",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",

@@ -51,7 +51,7 @@ pub async fn absences_list(
     PathParam(uuid): PathParam<String>,
 ) -> Result<Json<Vec<wire::AbsenceInfo>>, ApiError> {
     let person = PersonUuid::parse(&uuid)?;
-    Ok(Json(app.service.absences(&auth.actor, &person).await?.iter().map(absence_out).collect()))
+    Ok(Json(app.service.absences(&auth.ctx, &auth.actor, &person).await?.iter().map(absence_out).collect()))
 }
 
 /// Cancels a recorded absence.

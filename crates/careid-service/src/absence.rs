@@ -69,13 +69,31 @@ impl Service {
     }
 
     /// The person's absences from today on.
-    pub async fn absences(&self, actor: &Actor, person: &PersonUuid) -> Result<Vec<Absence>, RaError> {
-        let mut tx = self.begin_read_as(actor).await?;
-        if actor.person != *person {
-            actor.require(RaAction::RecordAbsence)?;
-            self.person_in_scope(&mut tx, actor, person).await??;
+    /// The holder reads their own; a sponsor or the RA in scope reads anyone's, and that read
+    /// (leave and sickness are personnel and health data) is audited before it is returned, as
+    /// is a refusal.
+    pub async fn absences(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        person: &PersonUuid,
+    ) -> Result<Vec<Absence>, RaError> {
+        let today = uk_local(self.clock.now()).date();
+        if actor.person == *person {
+            return Ok(self.begin_read_as(actor).await?.absences_of(person, today).await?);
         }
-        Ok(tx.absences_of(person, uk_local(self.clock.now()).date()).await?)
+        let mut tx = self.begin_write_as(actor).await?;
+        self.load_person(&mut tx, person).await?;
+        let scope = self.person_in_scope(&mut tx, actor, person).await?;
+        let mut event = self.event(ctx, actor.into(), Action::AbsenceRead, "person", person);
+        event.subject_person = Some(person.clone());
+        if let Err(refusal) = crate::ra::first_refusal([actor.require(RaAction::RecordAbsence), scope]) {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let absences = tx.absences_of(person, today).await?;
+        tx.record(&event).await?;
+        tx.commit().await?;
+        Ok(absences)
     }
 
     /// Cancels a recorded absence (the person came back early, or it was recorded in error).

@@ -654,7 +654,7 @@ impl Service {
     }
 
     /// Audits a refused read in a write transaction of its own.
-    async fn refuse_read(
+    pub(crate) async fn refuse_read(
         &self,
         ctx: &RequestContext,
         actor: &Actor,

@@ -44,8 +44,17 @@ async fn only_the_ra_or_a_sponsor_in_scope_records_someone_elses_absence() {
     assert_eq!(recorded.get("action"), Some("absence.record"));
     assert_eq!(recorded.get("detail.absence"), Some(absence.id.to_string().as_str()));
     assert!(recorded.fields.iter().all(|(_, v)| !v.contains("leave")), "the kind of absence stays out of the log");
-    let listed = w.service.absences(&holder, &holder.person).await.unwrap();
+    let listed = w.service.absences(&ctx(), &holder, &holder.person).await.unwrap();
     assert_eq!(listed, vec![absence.clone()], "the holder sees their own absences");
+    // A sponsor in scope reads them too, on the record; someone out of scope is refused, also
+    // on the record.
+    let before = w.audit_len().await;
+    assert_eq!(w.service.absences(&ctx(), &w.sponsor_a, &holder.person).await.unwrap(), vec![absence.clone()]);
+    assert_eq!(w.audit_len().await, before + 1);
+    assert_eq!(w.last_audit().await.get("action"), Some("absence.read"));
+    let before = w.audit_len().await;
+    let peeking = w.service.absences(&ctx(), &w.id_checker, &holder.person).await;
+    w.assert_refused(before, peeking, Rule::RoleNotPermitted).await;
 
     let before = w.audit_len().await;
     let own = w.service.record_absence(&ctx(), &w.agent, &w.agent.person, "sickness", monday, monday).await;
@@ -67,7 +76,7 @@ async fn only_the_ra_or_a_sponsor_in_scope_records_someone_elses_absence() {
     let before = w.audit_len().await;
     w.assert_refused(before, w.service.cancel_absence(&ctx(), &holder, absence.id).await, Rule::RoleNotPermitted).await;
     w.service.cancel_absence(&ctx(), &w.sponsor_a, absence.id).await.unwrap();
-    assert!(w.service.absences(&holder, &holder.person).await.unwrap().is_empty());
+    assert!(w.service.absences(&ctx(), &holder, &holder.person).await.unwrap().is_empty());
 }
 
 #[tokio::test]
