@@ -602,30 +602,53 @@ pub struct ReportParams {
     pub org: Option<String>,
     /// For `card-costs`: what one card costs, in pence (default: the deployment's setting).
     pub unit_cost_pence: Option<u64>,
+    /// `json` (the default) or `csv` (a header line of the columns, then a line a row).
+    pub format: Option<String>,
 }
 
 /// One of the RA Manager's reports: `lost-cards`, `duplicate-live-cards`, `leavers`,
 /// `expiring-certificates`, `dormant`, `coverage`, `card-costs`.
 #[utoipa::path(get, path = "/api/v1/reports/{name}", tag = "reports",
     params(("name" = String, Path, description = "the report"), ReportParams),
-    responses((status = 200, body = wire::Report)), security(("bearer" = [])))]
+    responses((status = 200, description = "the report", content((wire::Report = "application/json"),
+        (String = "text/csv")))), security(("bearer" = [])))]
 pub async fn reports_get(
     State(app): State<App>,
     auth: Authed,
     PathParam(name): PathParam<String>,
     Params(p): Params<ReportParams>,
-) -> ApiResult<wire::Report> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let csv = match p.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(careid_domain::ids::InvalidInput::new("format", "must be json or csv").into()),
+    };
     let name = careid_domain::report::ReportName::parse(&name)?;
     let org = p.org.as_deref().map(OdsCode::parse).transpose()?;
     let org_code = org.clone().unwrap_or_else(|| auth.actor.org.clone());
     let table = app.service.report(&auth.ctx, &auth.actor, name, org, p.unit_cost_pence).await?;
+    if csv {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let written = std::iter::once(table.columns.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>())
+            .chain(table.rows)
+            .try_for_each(|row| out.write_record(&row));
+        let bytes = written.ok().and_then(|()| out.into_inner().ok()).unwrap_or_default();
+        let disposition = format!("attachment; filename=\"{}-{org_code}.csv\"", name.code());
+        let headers = [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ];
+        return Ok((headers, bytes).into_response());
+    }
     Ok(Json(wire::Report {
         name: name.code().to_owned(),
         org: org_code.to_string(),
         generated_at: format_time(app.service.clock().now()),
         columns: table.columns.iter().map(|c| (*c).to_owned()).collect(),
         rows: table.rows,
-    }))
+    })
+    .into_response())
 }
 
 /// Records an RA spot check of an organisation (a senior RA in scope).

@@ -594,7 +594,12 @@ Try, in another terminal (prefix `cargo run --release --` if careid is not insta
   careid ra --as demo-ra-agent grant <THAT REQUEST>
   # Everything above is in the audit log, refusals included
   careid ra --as demo-ra-manager audit --limit 20
-  careid ra --as demo-ra-agent my-audit",
+  careid ra --as demo-ra-agent my-audit
+  # The RA Manager's reports: lost cards and whether each was investigated before replacement,
+  # leavers still holding cards, certificates about to expire, coverage (also as --csv)
+  careid ra --as demo-ra-manager report lost-cards
+  careid ra --as demo-ra-manager report expiring-certificates
+  careid ra --as demo-ra-manager report coverage --csv",
         people = area.people,
         creds = credentials_file.display(),
         sample = area.sample_person,

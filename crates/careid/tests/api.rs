@@ -407,3 +407,27 @@ async fn an_anonymous_caller_gets_401_from_every_operation_that_needs_a_session(
     println!("anonymous: {refused} operations refused with 401, {open} open to all and rate-limited");
     assert!(refused >= 50 && open >= 20, "the document lost operations");
 }
+
+#[tokio::test]
+async fn a_report_comes_as_json_or_as_csv() {
+    let server = Server::start().await;
+    let (status, json) = server.call("GET", "/api/v1/reports/coverage", Some(&server.manager_token), None).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["columns"][0], "org");
+    assert_eq!(json["rows"][0][0], "QWE");
+    let csv = server
+        .http
+        .get(format!("{}/api/v1/reports/coverage?format=csv", server.url))
+        .bearer_auth(&server.manager_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text().await.unwrap();
+    assert_eq!(text, "org,staff_with_positions,with_live_card,percent\nQWE,1,0,0\n");
+    let (status, body) =
+        server.call("GET", "/api/v1/reports/coverage?format=xml", Some(&server.manager_token), None).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("format")));
+    let (status, body) = server.call("GET", "/api/v1/reports/nonsense", Some(&server.manager_token), None).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("name")));
+}
