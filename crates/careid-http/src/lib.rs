@@ -92,7 +92,7 @@ impl App {
 #[openapi(
     info(title = "careid", description = "Care identity service: Registration Authority and smartcard API"),
     paths(
-        routes::healthz, routes::metrics_get,
+        routes::healthz, routes::readyz, routes::metrics_get,
         routes::sessions_create, login::sessions_delete, login::login_challenge, login::login_card, login::login_wrong_passcode,
         login::sessions_heartbeat, login::sessions_list, login::sessions_end, routes::me_get, routes::credentials_create,
         routes::organisations_list, routes::organisations_create, routes::organisations_import, routes::organisations_get,
@@ -179,6 +179,7 @@ pub fn router(app: App) -> Router {
     use routes as r;
     let api = Router::new()
         .route("/healthz", get(r::healthz))
+        .route("/readyz", get(r::readyz))
         .route("/metrics", get(r::metrics_get))
         .route("/api/openapi.json", get(routes::openapi_get))
         .route("/api/v1/sessions", post(r::sessions_create).get(login::sessions_list))

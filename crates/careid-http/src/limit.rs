@@ -90,6 +90,7 @@ impl Kind {
             "/oidc/token" | "/oidc/introspect" | "/oidc/revoke" | "/api/v1/access-events" => Kind::Application,
             "/api/v1/sessions/{id}/heartbeat" => Kind::Heartbeat,
             "/healthz"
+            | "/readyz"
             | "/metrics"
             | "/api/openapi.json"
             | "/api/v1/job-roles"

@@ -43,6 +43,29 @@ pub async fn healthz(State(app): State<App>) -> (StatusCode, &'static str) {
     }
 }
 
+/// Ready to take traffic, for a load balancer or an orchestrator: the store answers, and the
+/// audit log's signer and the OpenID Connect provider are loaded. 503 names what is missing.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = wire::Readiness), (status = 503, body = wire::Readiness)))]
+pub async fn readyz(State(app): State<App>) -> (StatusCode, Json<wire::Readiness>) {
+    let store = match app.service.store().ping().await {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::error!(error = %e, "readiness: store unreachable");
+            "unreachable"
+        }
+    };
+    let loaded = |present: bool| if present { "ok" } else { "not loaded" };
+    let readiness = wire::Readiness {
+        store: store.into(),
+        log_signer: loaded(app.log_key.is_some()).into(),
+        openid_connect: loaded(app.oidc.is_some()).into(),
+        ready: store == "ok" && app.log_key.is_some() && app.oidc.is_some(),
+    };
+    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(readiness))
+}
+
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "application/openmetrics-text")))]

@@ -864,3 +864,15 @@ pub struct NewSpotCheck {
 pub struct SpotCheckRecorded {
     pub id: i64,
 }
+
+/// Whether a careid node is ready to take traffic, and each part of it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// `ok` or `unreachable`.
+    pub store: String,
+    /// `ok` or `not loaded`: the key that signs the audit log's checkpoints.
+    pub log_signer: String,
+    /// `ok` or `not loaded`: the token signing key of the OpenID Connect provider.
+    pub openid_connect: String,
+}

@@ -262,6 +262,12 @@ async fn operations_endpoints_and_request_ids() {
     let id = response.headers()["x-request-id"].to_str().unwrap();
     assert!(id.starts_with("req-"), "careid's own id, not the caller's: the log must not carry what callers choose");
 
+    // Live, but not ready: this server was built without the log's signer or a token key.
+    let (status, ready) = server.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!((ready["ready"].as_bool(), ready["store"].as_str()), (Some(false), Some("ok")));
+    assert_eq!(ready["log_signer"], "not loaded");
+
     let (status, doc) = server.call("GET", "/api/openapi.json", None, None).await;
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

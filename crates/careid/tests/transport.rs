@@ -116,6 +116,10 @@ fn careid_serves_https_reloads_its_certificate_on_sighup_and_refuses_clear_text_
         .unwrap();
     let discovery: serde_json::Value = serde_json::from_slice(&discovery.stdout).unwrap();
     assert!(discovery["issuer"].as_str().unwrap().starts_with("https://127.0.0.1:"), "{discovery}");
+    // A whole deployment is ready: store, the log's signer, the token key.
+    let ready = Command::new("curl").args(["-sf", "--cacert", &ca, &format!("{https}/readyz")]).output().unwrap();
+    let ready: serde_json::Value = serde_json::from_slice(&ready.stdout).unwrap();
+    assert_eq!(ready["ready"], true, "{ready}");
     // Plain HTTP to the TLS port gets no answer from careid.
     let plain = Command::new("curl").args(["-s", "--max-time", "5", &format!("{url}/healthz")]).output().unwrap();
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("ok"), "served in clear");
