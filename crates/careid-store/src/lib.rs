@@ -159,6 +159,17 @@ impl SqlStore {
         }
     }
 
+    /// Writes a consistent copy of an SQLite store to `path`, a new or empty file. PostgreSQL
+    /// is backed up with its own tools (`pg_dump`), which careid does not wrap.
+    pub async fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        match &self.inner {
+            Inner::Lite(lite) => lite.backup_to(path).await,
+            Inner::Pg(_) => Err(StoreError::Unavailable(
+                "a PostgreSQL store is backed up with pg_dump (see docs/operations.md)".into(),
+            )),
+        }
+    }
+
     /// Closes the store: PostgreSQL's pool waits a moment for connections in use, and no longer.
     /// SQLite's connections close when the last clone of the store is dropped.
     pub async fn close(&self) {

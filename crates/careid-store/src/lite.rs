@@ -147,6 +147,14 @@ impl LiteStore {
         writer.connection().execute_batch(sql).map_err(|e| lite_error("raw SQL", e))
     }
 
+    /// Writes a consistent copy of the database to `path` (an empty or new file), with
+    /// SQLite's `VACUUM INTO`: everything committed when it starts, compacted.
+    pub(crate) async fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        let target = path.to_str().ok_or_else(|| StoreError::Unavailable("the backup's path is not UTF-8".into()))?;
+        let mut writer = self.group.take_for_reading().await?;
+        writer.connection().execute("VACUUM INTO ?1", [target]).map(|_| ()).map_err(|e| lite_error("back up", e))
+    }
+
     /// Moves the write-ahead log into the database file.
     pub(crate) async fn checkpoint_wal(&self) -> Result<(), StoreError> {
         if self.readers.is_none() {

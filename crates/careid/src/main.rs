@@ -78,6 +78,14 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Prints the configuration reference page (docs/config.md).
     ConfigReference,
+    /// Writes a consistent copy of the SQLite database, while careid serves, to a new file
+    /// readable by its owner only. The master key is not in it: keep that apart. (PostgreSQL:
+    /// pg_dump, see docs/operations.md.)
+    Backup {
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -460,6 +468,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Audit(args) => audit_log::run(&config, args).await,
+        Command::Backup { out } => {
+            anyhow::ensure!(!out.exists(), "{} already exists: name a new file", out.display());
+            let (store, _) = open_service(&config).await?;
+            client::write_private(&out, b"")?;
+            if let Err(error) = store.backup_to(&out).await {
+                let _ = std::fs::remove_file(&out);
+                return Err(error.into());
+            }
+            println!(
+                "backed up to {}\ncheck it with: CAREID_STORE_URL=sqlite:{} careid audit verify",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
         Command::ConfigReference => {
             print!("{}", Config::reference_markdown());
             Ok(())

@@ -457,3 +457,37 @@ fn a_witness_cosigns_each_checkpoint_never_goes_back_and_verify_can_require_it()
         assert_eq!(unknown.status().as_u16(), 404);
     });
 }
+
+/// `careid backup` copies the live database while the server writes, owner-only; the copy
+/// verifies against the deployment's own checkpoints like the original.
+#[test]
+fn a_backup_taken_while_serving_verifies_as_the_log_it_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (_server, url, credential) = deployment(dir, &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    runtime.block_on(async {
+        let token = sign_in(&http, &url, &credential).await;
+        for _ in 0..20 {
+            get_json(&http, &format!("{url}/api/v1/me/audit?limit=1"), &token).await;
+        }
+        checkpoint_covering(&http, &url, 20).await;
+    });
+    let backup = dir.join("careid-backup.db");
+    let said = ok(&careid(dir, &["backup", "--out", backup.to_str().unwrap()]));
+    assert!(said.contains("careid audit verify"), "{said}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&backup).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the backup is its owner's alone");
+    let verified = Command::new(support::CAREID)
+        .args(["audit", "verify"])
+        .env("CAREID_DATA_DIR", dir.join("data"))
+        .env("CAREID_CLI_HOME", dir.join("cli-backup"))
+        .env("CAREID_STORE_URL", format!("sqlite:{}", backup.display()))
+        .output()
+        .unwrap();
+    let verified = ok(&verified);
+    assert!(verified.starts_with("verified: all "), "{verified}");
+    let again = careid(dir, &["backup", "--out", backup.to_str().unwrap()]);
+    assert!(!again.status.success(), "a backup overwrote a file");
+}
