@@ -136,14 +136,25 @@ fn has_key(local: &Local, headers: &HeaderMap) -> bool {
         && given.iter().zip(key).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
 }
 
-/// Refuses a browser page from any origin but careid's. A caller without `Origin` must present
-/// the key; with `keyed_only`, every caller must (no page has a use for it).
-fn check_caller(local: &Local, headers: &HeaderMap, keyed_only: bool) -> Result<Option<HeaderValue>, Refused> {
+/// A caller of the approval endpoint: a program with the agent's key, or careid's own page
+/// (its `Origin`); a page from anywhere else is refused, and so is a caller with neither.
+fn keyed_or_careids_page(local: &Local, headers: &HeaderMap) -> Result<Option<HeaderValue>, Refused> {
+    let careids = |o: &&HeaderValue| o.as_bytes() == local.origin.as_bytes();
+    match (has_key(local, headers), headers.get(ORIGIN)) {
+        (true, origin) => Ok(origin.filter(careids).cloned()),
+        (false, Some(origin)) if careids(&origin) => Ok(Some(origin.clone())),
+        (false, Some(_)) => Err(Refused::ForeignOrigin),
+        (false, None) => Err(Refused::NoKey),
+    }
+}
+
+/// A caller of the token endpoint: only a program with the agent's key; no page has a use for
+/// it, careid's own included.
+fn keyed(local: &Local, headers: &HeaderMap) -> Result<Option<HeaderValue>, Refused> {
     if has_key(local, headers) {
         return Ok(headers.get(ORIGIN).filter(|o| o.as_bytes() == local.origin.as_bytes()).cloned());
     }
     match headers.get(ORIGIN) {
-        Some(origin) if origin.as_bytes() == local.origin.as_bytes() && !keyed_only => Ok(Some(origin.clone())),
         Some(origin) if origin.as_bytes() != local.origin.as_bytes() => Err(Refused::ForeignOrigin),
         _ => Err(Refused::NoKey),
     }
@@ -183,7 +194,7 @@ async fn ask<T>(
 }
 
 async fn authorize(State(local): State<Local>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let origin = match check_caller(&local, &headers, false) {
+    let origin = match keyed_or_careids_page(&local, &headers) {
         Ok(origin) => origin,
         Err(refused) => return refused.into_response(),
     };
@@ -198,7 +209,7 @@ async fn authorize(State(local): State<Local>, headers: HeaderMap, Json(body): J
 }
 
 async fn token(State(local): State<Local>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let origin = match check_caller(&local, &headers, true) {
+    let origin = match keyed(&local, &headers) {
         Ok(origin) => origin,
         Err(refused) => return refused.into_response(),
     };
@@ -218,6 +229,36 @@ async fn token(State(local): State<Local>, headers: HeaderMap, Json(body): Json<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_key_or_careids_own_page_is_answered() {
+        let (requests, _) = mpsc::channel(1);
+        let local = Local { requests, origin: "http://careid:8420".into(), key: "careid-agent-k3y".into() };
+        let headers = |pairs: &[(axum::http::HeaderName, &str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+            }
+            h
+        };
+        let key = (AUTHORIZATION, "Bearer careid-agent-k3y");
+        let page = (ORIGIN, "http://careid:8420");
+        let foreign = (ORIGIN, "https://evil.example");
+        // The approval endpoint: the key, or careid's page; nothing else.
+        assert!(keyed_or_careids_page(&local, &headers(std::slice::from_ref(&key))).is_ok());
+        assert!(keyed_or_careids_page(&local, &headers(std::slice::from_ref(&page))).is_ok());
+        assert!(matches!(keyed_or_careids_page(&local, &headers(&[])), Err(Refused::NoKey)));
+        assert!(matches!(
+            keyed_or_careids_page(&local, &headers(std::slice::from_ref(&foreign))),
+            Err(Refused::ForeignOrigin)
+        ));
+        let wrong = (AUTHORIZATION, "Bearer careid-agent-k3x");
+        assert!(matches!(keyed_or_careids_page(&local, &headers(&[wrong])), Err(Refused::NoKey)));
+        // The token endpoint: the key only; claiming careid's origin is not enough.
+        assert!(keyed(&local, &headers(&[key])).is_ok());
+        assert!(matches!(keyed(&local, &headers(&[page])), Err(Refused::NoKey)));
+        assert!(matches!(keyed(&local, &headers(&[foreign])), Err(Refused::ForeignOrigin)));
+    }
 
     #[test]
     fn the_origin_is_scheme_host_and_port() {
