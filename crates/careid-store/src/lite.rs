@@ -155,6 +155,29 @@ impl LiteStore {
         writer.connection().execute("VACUUM INTO ?1", [target]).map(|_| ()).map_err(|e| lite_error("back up", e))
     }
 
+    /// Every row of `table`, in the order they were written (rowid, or the key where there is
+    /// none), with its column names.
+    pub(crate) async fn read_table(
+        &self,
+        table: &str,
+    ) -> Result<(Vec<String>, Vec<Vec<rusqlite::types::Value>>), StoreError> {
+        let mut writer = self.group.take_for_reading().await?;
+        let conn = writer.connection();
+        // A table WITHOUT ROWID has no rowid, and its rows come in its key's order.
+        let mut statement = match conn.prepare(&format!("SELECT * FROM {table} ORDER BY rowid")) {
+            Ok(statement) => statement,
+            Err(_) => conn.prepare(&format!("SELECT * FROM {table}")).map_err(|e| lite_error("read a table", e))?,
+        };
+        let columns: Vec<String> = statement.column_names().iter().map(|c| (*c).to_owned()).collect();
+        let width = columns.len();
+        let rows = statement
+            .query_map([], |row| (0..width).map(|i| row.get::<_, rusqlite::types::Value>(i)).collect())
+            .map_err(|e| lite_error("read a table", e))?
+            .collect::<Result<Vec<Vec<_>>, _>>()
+            .map_err(|e| lite_error("read a table", e))?;
+        Ok((columns, rows))
+    }
+
     /// Moves the write-ahead log into the database file.
     pub(crate) async fn checkpoint_wal(&self) -> Result<(), StoreError> {
         if self.readers.is_none() {

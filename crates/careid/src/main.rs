@@ -86,6 +86,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Moves this SQLite deployment to PostgreSQL: every record, the audit log byte for byte,
+    /// into an empty database (or schema), in one transaction. Stop `careid serve` first; then
+    /// point `store_url` at PostgreSQL and check with `careid audit verify`.
+    Migrate {
+        /// The PostgreSQL store: `postgres://user:password@host/database`.
+        #[arg(long = "to")]
+        to: String,
+        /// The schema careid's tables go in (empty: the server's default).
+        #[arg(long)]
+        schema: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -480,6 +491,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "backed up to {}\ncheck it with: CAREID_STORE_URL=sqlite:{} careid audit verify",
                 out.display(),
                 out.display()
+            );
+            Ok(())
+        }
+        Command::Migrate { to, schema } => {
+            anyhow::ensure!(to.starts_with("postgres"), "--to must be a postgres:// URL");
+            let (store, _) = open_service(&config).await?;
+            let mut options = careid_store::StoreOptions::new(to);
+            options.schema = schema;
+            let target = careid_store::SqlStore::open(&options).await.context("opening the PostgreSQL store")?;
+            let copied = store.copy_to_postgres(&target).await?;
+            target.close().await;
+            for (table, rows) in &copied {
+                println!("{table:>20}: {rows} rows");
+            }
+            let records = copied.iter().find(|(t, _)| *t == "audit_log").map_or(0, |(_, n)| *n);
+            println!(
+                "moved; the audit log's {records} records verify with `careid audit verify` once store_url names it"
             );
             Ok(())
         }

@@ -491,3 +491,70 @@ fn a_backup_taken_while_serving_verifies_as_the_log_it_copies() {
     let again = careid(dir, &["backup", "--out", backup.to_str().unwrap()]);
     assert!(!again.status.success(), "a backup overwrote a file");
 }
+
+/// `careid migrate` moves a SQLite deployment to PostgreSQL: the log verifies there against
+/// the same signed checkpoint, and careid serves from it. Runs where
+/// `CAREID_TEST_POSTGRES_URL` is set (CI).
+#[test]
+fn a_sqlite_deployment_moved_to_postgresql_verifies_with_the_same_root() {
+    let Ok(postgres) = std::env::var("CAREID_TEST_POSTGRES_URL") else {
+        eprintln!("CAREID_TEST_POSTGRES_URL is not set: the migration to PostgreSQL was not tried");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (server, url, credential) = deployment(dir, &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    runtime.block_on(async {
+        let token = sign_in(&http, &url, &credential).await;
+        for _ in 0..10 {
+            get_json(&http, &format!("{url}/api/v1/me/audit?limit=1"), &token).await;
+        }
+        checkpoint_covering(&http, &url, 10).await;
+    });
+    drop(server);
+    let on_sqlite = ok(&careid(dir, &["audit", "checkpoint"]));
+
+    let schema = format!("careid_migrate_{}", std::process::id());
+    let moved = ok(&careid(dir, &["migrate", "--to", &postgres, "--schema", &schema]));
+    assert!(moved.contains("audit_log"), "{moved}");
+    let on_postgres = |args: &[&str]| {
+        Command::new(support::CAREID)
+            .args(args)
+            .env("CAREID_DATA_DIR", dir.join("data"))
+            .env("CAREID_CLI_HOME", dir.join("cli-postgres"))
+            .env("CAREID_STORE_URL", &postgres)
+            .env("CAREID_STORE_SCHEMA", &schema)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(ok(&on_postgres(&["audit", "checkpoint"])), on_sqlite, "the same signed checkpoint, the same root");
+    let verified = ok(&on_postgres(&["audit", "verify"]));
+    assert!(verified.starts_with("verified: all "), "{verified}");
+    // careid serves from the moved store and the log goes on from where it was: the new
+    // records extend the checkpoint the SQLite log had.
+    let size = checkpoint_size(&on_sqlite);
+    let (pg_server, pg_url) =
+        serve(dir, &[("CAREID_STORE_URL", postgres.clone()), ("CAREID_STORE_SCHEMA", schema.clone())]);
+    runtime.block_on(async {
+        let token = sign_in(&http, &pg_url, &credential).await;
+        for _ in 0..3 {
+            get_json(&http, &format!("{pg_url}/api/v1/me/audit?limit=1"), &token).await;
+        }
+        checkpoint_covering(&http, &pg_url, size + 3).await;
+    });
+    drop(pg_server);
+    let extended = ok(&on_postgres(&["audit", "verify"]));
+    assert!(extended.starts_with("verified: all "), "{extended}");
+    // Into a store that already holds a log: refused, nothing written.
+    let again = careid(dir, &["migrate", "--to", &postgres, "--schema", &schema]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds an audit log"));
+    runtime.block_on(async {
+        let mut options = careid_store::StoreOptions::new(postgres.clone());
+        options.schema = Some(schema.clone());
+        let store = careid_store::SqlStore::open(&options).await.unwrap();
+        store.execute_raw(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
+    });
+}
