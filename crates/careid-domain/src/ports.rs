@@ -330,8 +330,14 @@ pub trait Transaction: Send {
     async fn cards_of(&mut self, person: &PersonUuid) -> Result<Vec<CardRecord>, StoreError>;
     /// Saves a card's state, wrong-passcode count, public key, last safe use and incident.
     async fn update_card(&mut self, card: &CardRecord) -> Result<(), StoreError>;
-    /// The ids of cards after `after`, in order, at most `limit`: for passes over every card.
-    async fn card_ids_after(&mut self, after: i64, limit: u32) -> Result<Vec<i64>, StoreError>;
+    /// The ids of cards after `after`, in order, at most `limit`, whose current or pending
+    /// sealed administrative secret starts with `prefix` (an older sealing format).
+    async fn cards_with_secrets_starting(
+        &mut self,
+        prefix: &[u8],
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<i64>, StoreError>;
     /// A card with its sealed administrative secrets, in one read.
     async fn card_with_secrets(&mut self, id: i64) -> Result<Option<(CardRecord, SealedSecrets)>, StoreError>;
     /// Sets the current sealed administrative secret, and the pending one with its ceremony.

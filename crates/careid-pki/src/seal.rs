@@ -95,6 +95,9 @@ impl MasterKey {
         aes_key(self.0.as_ref())
     }
 
+    /// The first bytes of a blob sealed in the older format, for finding those left to reseal.
+    pub const LEGACY_PREFIX: &'static [u8] = MAGIC_V1;
+
     /// Whether `sealed` is in the current format; if not, `reseal` rewrites it.
     pub fn is_current(sealed: &[u8]) -> bool {
         sealed.starts_with(MAGIC)

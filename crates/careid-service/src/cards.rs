@@ -304,9 +304,16 @@ impl Service {
         };
         let (mut after, mut changed) = (0, 0);
         loop {
-            let mut tx = self.store.begin_write().await?;
-            let ids = tx.card_ids_after(after, round).await?;
+            // Found by a read of the old format's prefix: a deployment with nothing left to
+            // reseal pays one read at start and takes no write lock.
+            let ids = self
+                .store
+                .begin_read()
+                .await?
+                .cards_with_secrets_starting(MasterKey::LEGACY_PREFIX, after, round)
+                .await?;
             let Some(&last) = ids.last() else { return Ok(changed) };
+            let mut tx = self.store.begin_write().await?;
             let mut resealed = Vec::new();
             for id in ids {
                 let Some((_, secrets)) = tx.card_with_secrets(id).await? else { continue };

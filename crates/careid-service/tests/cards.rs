@@ -625,30 +625,35 @@ async fn the_outbox_is_delivered_once_retried_with_pauses_and_each_delivery_audi
 #[tokio::test]
 async fn secrets_sealed_under_the_master_key_itself_are_sealed_again_under_a_derived_key() {
     use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-    let w = world().await;
-    let (_, card) = support::cards::holder_with_card(&w, "Rea", "CE900001A").await;
-    let master = careid_pki::MasterKey::from_bytes([7; 32]);
-    let label: &[u8] = b"careid card administrative secret";
-    let mut tx = w.store.begin_write().await.unwrap();
-    let (_, sealed) = tx.card_with_secrets(card.id).await.unwrap().unwrap();
-    assert!(careid_pki::MasterKey::is_current(&sealed.current), "new secrets are sealed in the current format");
-    let secret = master.unseal(label, &sealed.current).unwrap();
-    // What careid wrote before: the same secret, sealed under the master key itself.
-    let mut data = secret.to_vec();
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).unwrap());
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key([3; 12]), Aad::from(label), &mut data).unwrap();
-    let old = [b"careid-sealed-v1\0".as_slice(), &[3; 12], &data].concat();
-    tx.set_card_administrator_secret(card.id, &old, None).await.unwrap();
-    tx.commit().await.unwrap();
+    for (store, schema) in support::every_backend().await {
+        let w = support::world_on(store.clone(), careid_service::ServiceSettings::default()).await;
+        let (_, card) = support::cards::holder_with_card(&w, "Rea", "CE900001A").await;
+        let master = careid_pki::MasterKey::from_bytes([7; 32]);
+        let label: &[u8] = b"careid card administrative secret";
+        let mut tx = w.store.begin_write().await.unwrap();
+        let (_, sealed) = tx.card_with_secrets(card.id).await.unwrap().unwrap();
+        assert!(careid_pki::MasterKey::is_current(&sealed.current), "new secrets are sealed in the current format");
+        let secret = master.unseal(label, &sealed.current).unwrap();
+        // What careid wrote before: the same secret, sealed under the master key itself.
+        let mut data = secret.to_vec();
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).unwrap());
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key([3; 12]), Aad::from(label), &mut data).unwrap();
+        let old = [b"careid-sealed-v1\0".as_slice(), &[3; 12], &data].concat();
+        tx.set_card_administrator_secret(card.id, &old, None).await.unwrap();
+        tx.commit().await.unwrap();
 
-    let before = w.audit_len().await;
-    assert_eq!(w.service.reseal_card_secrets(&ctx(), 2).await.unwrap(), 1);
-    assert_eq!(w.audit_len().await, before + 1);
-    assert_eq!(w.last_audit().await.get("action"), Some("keys.reseal"));
-    let mut tx = w.store.begin_read().await.unwrap();
-    let (_, resealed) = tx.card_with_secrets(card.id).await.unwrap().unwrap();
-    drop(tx);
-    assert!(careid_pki::MasterKey::is_current(&resealed.current));
-    assert_eq!(master.unseal(label, &resealed.current).unwrap().as_slice(), secret.as_slice());
-    assert_eq!(w.service.reseal_card_secrets(&ctx(), 2).await.unwrap(), 0, "nothing left to do");
+        let before = w.audit_len().await;
+        assert_eq!(w.service.reseal_card_secrets(&ctx(), 2).await.unwrap(), 1);
+        assert_eq!(w.audit_len().await, before + 1);
+        assert_eq!(w.last_audit().await.get("action"), Some("keys.reseal"));
+        let mut tx = w.store.begin_read().await.unwrap();
+        let (_, resealed) = tx.card_with_secrets(card.id).await.unwrap().unwrap();
+        drop(tx);
+        assert!(careid_pki::MasterKey::is_current(&resealed.current));
+        assert_eq!(master.unseal(label, &resealed.current).unwrap().as_slice(), secret.as_slice());
+        assert_eq!(w.service.reseal_card_secrets(&ctx(), 2).await.unwrap(), 0, "nothing left to do");
+        if let Some(schema) = schema {
+            support::drop_schema(&store, &schema).await;
+        }
+    }
 }

@@ -265,22 +265,15 @@ fn opt_string<T: ToString>(value: Option<&T>) -> Option<String> {
 const PERSON_COLUMNS: &str = "uuid, title, given_name, family_name, given_name_key, family_name_key, date_of_birth, \
                               ni_number, email, phone, status, registered_org, created_at";
 
-/// The organisation `$1` and every one below it, as the CTE `scope(ods_code)`.
-const SCOPE: &str = "WITH RECURSIVE scope(ods_code, depth) AS (\
-        SELECT ods_code, 0 FROM organisations WHERE ods_code = $1 \
-        UNION ALL SELECT o.ods_code, s.depth + 1 FROM organisations o \
-          JOIN scope s ON o.parent = s.ods_code WHERE s.depth < 64)";
-/// A person `p` registered or employed within `scope`.
-const IN_SCOPE_PERSON: &str = "(p.registered_org IN (SELECT ods_code FROM scope) OR EXISTS \
-        (SELECT 1 FROM assignments sa WHERE sa.person = p.uuid AND sa.org IN (SELECT ods_code FROM scope)))";
-/// The holder of card `c`, within `scope`.
-const IN_SCOPE_HOLDER: &str = "EXISTS (SELECT 1 FROM people p WHERE p.uuid = c.person AND \
-        (p.registered_org IN (SELECT ods_code FROM scope) OR EXISTS \
-        (SELECT 1 FROM assignments sa WHERE sa.person = p.uuid AND sa.org IN (SELECT ods_code FROM scope))))";
-/// The subject of incident `i`, within `scope`.
-const IN_SCOPE_SUBJECT: &str = "EXISTS (SELECT 1 FROM people p WHERE p.uuid = i.subject AND \
-        (p.registered_org IN (SELECT ods_code FROM scope) OR EXISTS \
-        (SELECT 1 FROM assignments sa WHERE sa.person = p.uuid AND sa.org IN (SELECT ods_code FROM scope))))";
+/// A person `p` registered or employed within `under_org` (the CTE `UNDER` opens).
+const IN_SCOPE_PERSON: &str = "(p.registered_org IN (SELECT ods_code FROM under_org) OR EXISTS \
+        (SELECT 1 FROM assignments sa WHERE sa.person = p.uuid AND sa.org IN (SELECT ods_code FROM under_org)))";
+
+/// The person named by `column` (a card's holder, an incident's subject) within `under_org`.
+fn person_in_scope(column: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM people p WHERE p.uuid = {column} AND {IN_SCOPE_PERSON})")
+}
+
 /// Assignment `a` current on the date `$2`.
 const CURRENT: &str = "a.removed_at IS NULL AND a.start_date <= $2 AND (a.end_date IS NULL OR a.end_date >= $2)";
 
@@ -541,10 +534,11 @@ impl Transaction for SqlTransaction {
         within: &OdsCode,
     ) -> Result<Vec<careid_domain::report::LostCard>, StoreError> {
         let sql = format!(
-            "{SCOPE} SELECT i.reported_at, i.closed_at, \
+            "{UNDER} SELECT i.reported_at, i.closed_at, \
                (SELECT MIN(c.issued_at) FROM cards c WHERE c.person = i.subject AND c.issued_at > i.reported_at) \
                  AS replaced_at \
-             FROM incidents i WHERE i.kind IN ('lost_card', 'stolen_card') AND {IN_SCOPE_SUBJECT} ORDER BY i.id"
+             FROM incidents i WHERE i.kind IN ('lost_card', 'stolen_card') AND {} ORDER BY i.id",
+            person_in_scope("i.subject")
         );
         let rows = self.fetch_all("report lost cards", &sql, vec![Value::text(within.to_string())]).await?;
         rows.iter()
@@ -560,9 +554,10 @@ impl Transaction for SqlTransaction {
 
     async fn report_card_issues(&mut self, within: &OdsCode) -> Result<Vec<(OffsetDateTime, bool)>, StoreError> {
         let sql = format!(
-            "{SCOPE} SELECT c.issued_at, \
+            "{UNDER} SELECT c.issued_at, \
                (SELECT COUNT(*) FROM cards e WHERE e.person = c.person AND e.id < c.id) AS earlier \
-             FROM cards c WHERE {IN_SCOPE_HOLDER} ORDER BY c.id"
+             FROM cards c WHERE {} ORDER BY c.id",
+            person_in_scope("c.person")
         );
         let rows = self.fetch_all("report card issues", &sql, vec![Value::text(within.to_string())]).await?;
         rows.iter().map(|r| Ok((rows::time_at(r, "issued_at")?, rows::int(r, "earlier")? > 0))).collect()
@@ -574,7 +569,7 @@ impl Transaction for SqlTransaction {
         today: Date,
     ) -> Result<Vec<careid_domain::report::ReportPerson>, StoreError> {
         let sql = format!(
-            "{SCOPE} SELECT p.uuid, p.given_name, p.family_name, p.status, c.id AS card, c.serial, \
+            "{UNDER} SELECT p.uuid, p.given_name, p.family_name, p.status, c.id AS card, c.serial, \
                (SELECT COUNT(*) FROM cards l WHERE l.person = p.uuid AND l.live = 1) AS live_cards, \
                (SELECT MAX(cc.not_after) FROM card_certificates cc WHERE cc.card = c.id AND cc.revoked_at IS NULL) \
                  AS certificate_ends, \
@@ -610,10 +605,10 @@ impl Transaction for SqlTransaction {
 
     async fn report_coverage(&mut self, within: &OdsCode, today: Date) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let sql = format!(
-            "{SCOPE} SELECT a.org, COUNT(DISTINCT a.person) AS staff, \
+            "{UNDER} SELECT a.org, COUNT(DISTINCT a.person) AS staff, \
                COUNT(DISTINCT CASE WHEN EXISTS (SELECT 1 FROM cards c WHERE c.person = a.person AND c.live = 1) \
                  THEN a.person END) AS with_card \
-             FROM assignments a WHERE a.org IN (SELECT ods_code FROM scope) AND {CURRENT} \
+             FROM assignments a WHERE a.org IN (SELECT ods_code FROM under_org) AND {CURRENT} \
              GROUP BY a.org ORDER BY a.org"
         );
         let args = vec![Value::text(within.to_string()), Value::text(format_date(today))];
@@ -643,8 +638,8 @@ impl Transaction for SqlTransaction {
         within: &OdsCode,
     ) -> Result<Vec<careid_domain::report::SpotCheck>, StoreError> {
         let sql = format!(
-            "{SCOPE} SELECT id, org, visited_on, findings, checked_by, recorded_at FROM spot_checks \
-             WHERE org IN (SELECT ods_code FROM scope) ORDER BY visited_on DESC, id DESC"
+            "{UNDER} SELECT id, org, visited_on, findings, checked_by, recorded_at FROM spot_checks \
+             WHERE org IN (SELECT ods_code FROM under_org) ORDER BY visited_on DESC, id DESC"
         );
         let rows = self.fetch_all("report spot checks", &sql, vec![Value::text(within.to_string())]).await?;
         rows.iter()
@@ -673,18 +668,11 @@ impl Transaction for SqlTransaction {
         let low = family_prefix.to_lowercase();
         let high = format!("{low}\u{10FFFF}");
         let sql = format!(
-            "WITH RECURSIVE scope(ods_code, depth) AS (\
-               SELECT ods_code, 0 FROM organisations WHERE ods_code = $3 \
-               UNION ALL SELECT o.ods_code, s.depth + 1 FROM organisations o \
-                 JOIN scope s ON o.parent = s.ods_code WHERE s.depth < 64) \
-             SELECT {PERSON_COLUMNS} FROM people p WHERE family_name_key >= $1 AND family_name_key < $2 \
-               AND (registered_org IN (SELECT ods_code FROM scope) \
-                 OR EXISTS (SELECT 1 FROM assignments a WHERE a.person = p.uuid \
-                   AND a.org IN (SELECT ods_code FROM scope))) \
-             ORDER BY family_name_key, given_name_key, uuid LIMIT $4"
+            "{UNDER} SELECT {PERSON_COLUMNS} FROM people p WHERE family_name_key >= $2 AND family_name_key < $3 \
+               AND {IN_SCOPE_PERSON} ORDER BY family_name_key, given_name_key, uuid LIMIT $4"
         );
         let args =
-            vec![Value::text(low), Value::text(high), Value::text(within.to_string()), Value::int(i64::from(limit))];
+            vec![Value::text(within.to_string()), Value::text(low), Value::text(high), Value::int(i64::from(limit))];
         self.fetch_all("search people", &sql, args).await?.iter().map(rows::person).collect()
     }
 
@@ -1244,9 +1232,16 @@ impl Transaction for SqlTransaction {
         Ok(())
     }
 
-    async fn card_ids_after(&mut self, after: i64, limit: u32) -> Result<Vec<i64>, StoreError> {
-        let sql = "SELECT id FROM cards WHERE id > $1 ORDER BY id LIMIT $2";
-        let rows = self.fetch_all("list cards", sql, vec![Value::int(after), Value::int(i64::from(limit))]).await?;
+    async fn cards_with_secrets_starting(
+        &mut self,
+        prefix: &[u8],
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<i64>, StoreError> {
+        let sql = "SELECT id FROM cards WHERE id > $1 AND (substr(administrator_secret, 1, length($2)) = $2 \
+                   OR substr(pending_administrator_secret, 1, length($2)) = $2) ORDER BY id LIMIT $3";
+        let args = vec![Value::int(after), Value::Blob(Some(prefix.to_vec())), Value::int(i64::from(limit))];
+        let rows = self.fetch_all("list cards", sql, args).await?;
         rows.iter().map(|r| r.opt_int("id")?.ok_or_else(|| StoreError::Corrupt("id: null".into()))).collect()
     }
 

@@ -413,16 +413,3 @@ pub fn people_csv(path: &std::path::Path) -> anyhow::Result<Value> {
         &["position"],
     )
 }
-
-/// A report's table as CSV: its columns as the header line, then a line a row.
-pub fn report_csv(report: &Value) -> anyhow::Result<String> {
-    let mut out = csv::Writer::from_writer(Vec::new());
-    let texts = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().map(|c| c.as_str().unwrap_or_default().to_owned()).collect()).unwrap_or_default()
-    };
-    out.write_record(texts(&report["columns"]))?;
-    for row in report["rows"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        out.write_record(texts(row))?;
-    }
-    Ok(String::from_utf8(out.into_inner()?)?)
-}

@@ -567,6 +567,12 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
         card(&["--as", "ram", "set-passcode", &id, "--virtual", card_path, "--passcode-stdin"], "123456\n123456\n");
     assert!(!weak.status.success(), "a weak passcode is refused where it is typed");
     assert!(String::from_utf8_lossy(&weak.stderr).contains("run of digits"));
+    // The holder's date of birth (3 February 1990) reaches the ceremony sealed with the card's
+    // secrets, never by reading the holder's profile, and is refused as a passcode.
+    let birthday =
+        card(&["--as", "ram", "set-passcode", &id, "--virtual", card_path, "--passcode-stdin"], "030290\n030290\n");
+    assert!(!birthday.status.success(), "the date of birth was accepted as a passcode");
+    assert!(String::from_utf8_lossy(&birthday.stderr).contains("date of birth"));
     let set = json(&card(
         &["--as", "ram", "set-passcode", &id, "--virtual", card_path, "--passcode-stdin"],
         "582039\n582039\n",
