@@ -68,6 +68,10 @@ pub const FORBIDDEN: &[(&str, &[&str])] = &[
     ("careid-domain", &["tokio", "sqlx", "rusqlite", "axum", "hyper", "reqwest", "cryptoki", "serde"]),
     ("careid-audit", &["tokio", "sqlx", "rusqlite", "axum", "hyper", "reqwest", "cryptoki"]),
     (
+        "careid-detect",
+        &["tokio", "sqlx", "rusqlite", "axum", "hyper", "reqwest", "cryptoki", "careid-store", "careid-service"],
+    ),
+    (
         "careid-card",
         &["tokio", "sqlx", "rusqlite", "axum", "hyper", "reqwest", "careid-store", "careid-service", "careid-http"],
     ),

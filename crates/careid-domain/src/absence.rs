@@ -197,6 +197,17 @@ pub fn uk_local(utc: OffsetDateTime) -> PrimitiveDateTime {
     PrimitiveDateTime::new(local.date(), local.time())
 }
 
+/// Which detection rule a login outside the holder's time at work falls under: on recorded
+/// leave or sickness, or outside working hours.
+pub fn away_kind(absences: &[Absence], now: OffsetDateTime) -> crate::detect::AlertKind {
+    let day = uk_local(now).date();
+    if absences.iter().any(|a| a.covers(day)) {
+        crate::detect::AlertKind::UsedOnLeave
+    } else {
+        crate::detect::AlertKind::UsedOutsideHours
+    }
+}
+
 /// Why a login at `now` is outside the holder's time at work, if it is.
 pub fn away_reason(absences: &[Absence], hours: Option<&WorkingHours>, now: OffsetDateTime) -> Option<String> {
     let local = uk_local(now);

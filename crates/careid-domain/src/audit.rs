@@ -89,6 +89,8 @@ pub enum Action {
     SpotCheckRecord,
     /// Someone read another person's absences (their leave and sickness).
     AbsenceRead,
+    /// Misuse detection raised an alert (`careid_domain::detect`).
+    AlertRaise,
 }
 
 impl Action {
@@ -129,6 +131,7 @@ impl Action {
             Action::ReportRead => "report.read",
             Action::SpotCheckRecord => "spotcheck.record",
             Action::AbsenceRead => "absence.read",
+            Action::AlertRaise => "alert.raise",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",

@@ -7,6 +7,7 @@ pub mod access;
 pub mod audit;
 pub mod card;
 pub mod catalogue;
+pub mod detect;
 pub mod ids;
 pub mod login;
 pub mod model;

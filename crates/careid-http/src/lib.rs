@@ -105,7 +105,7 @@ impl App {
         routes::assignments_create, routes::assignments_remove,
         routes::requests_create, routes::requests_list, routes::requests_grant, routes::requests_reject,
         routes::audit_list, routes::me_audit_list, audit::audit_proof, audit::audit_not_me, audit::audit_incidents,
-        patient::access_events, patient::patient_access_list, patient::audit_fhir, log::check,
+        patient::access_events, patient::patient_access_list, patient::alerts_list, patient::audit_fhir, log::check,
         cards::pki_ca, cards::pki_root, cards::pki_crl, cards::cards_create, cards::cards_certify, cards::cards_ceremony,
         cards::cards_ceremony_complete, cards::cards_wrong_passcode, cards::cards_report, cards::cards_cancel,
         cards::cards_clear, cards::person_cards_list, cards::incidents_close, cards::cards_get,
@@ -195,6 +195,7 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/audit/incidents", get(audit::audit_incidents))
         .route("/api/v1/audit/fhir", get(patient::audit_fhir))
         .route("/api/v1/patient-access", get(patient::patient_access_list))
+        .route("/api/v1/alerts", get(patient::alerts_list))
         .route(
             "/api/v1/access-events",
             post(patient::access_events).layer(DefaultBodyLimit::max(ACCESS_EVENTS_BODY_LIMIT)),

@@ -14,7 +14,7 @@ use careid_domain::audit::AuditRecord;
 use careid_domain::ids::{OdsCode, PersonUuid};
 use careid_domain::patient::{NhsNumber, PatientAccess};
 use careid_proto as wire;
-use careid_service::{AccessReport, ReadPatientAccess, ReportOutcome};
+use careid_service::{AccessReport, AlertQuery, ReadPatientAccess, ReportOutcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::IntoParams;
@@ -148,6 +148,52 @@ pub async fn patient_access_list(
     };
     let accesses = app.service.patient_accesses(&auth.ctx, &auth.actor, query).await?;
     Ok(Json(accesses.iter().map(access_out).collect()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertParams {
+    /// Alerts of this organisation or below it (default: the caller's).
+    pub org: Option<String>,
+    /// Low alerts (context) too, not only the queue's medium and high ones.
+    pub low: Option<bool>,
+    /// Alerts recorded before this sequence number (paging).
+    pub before: Option<u64>,
+    pub limit: Option<u32>,
+}
+
+/// The misuse alert queue, newest first (privacy officer, Caldicott Guardian, RA, in scope).
+/// The read is audited.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "patient access", params(AlertParams),
+    responses((status = 200, body = Vec<wire::Alert>), (status = 403, body = wire::ErrorBody)), security(("bearer" = [])))]
+pub async fn alerts_list(
+    State(app): State<App>,
+    auth: Authed,
+    Params(p): Params<AlertParams>,
+) -> Result<Json<Vec<wire::Alert>>, ApiError> {
+    let query = AlertQuery {
+        org: p.org.as_deref().map(OdsCode::parse).transpose()?,
+        include_low: p.low.unwrap_or(false),
+        before_seq: p.before,
+        limit: p.limit.unwrap_or(100),
+    };
+    let alerts = app.service.alert_queue(&auth.ctx, &auth.actor, &query).await?;
+    Ok(Json(
+        alerts
+            .into_iter()
+            .map(|a| wire::Alert {
+                seq: a.seq,
+                kind: a.kind,
+                severity: a.severity,
+                concerns: a.concerns,
+                org: a.org,
+                workstation: a.workstation,
+                at: a.at,
+                explanation: a.explanation,
+                evidence: a.evidence,
+            })
+            .collect(),
+    ))
 }
 
 /// The audit log as HL7 FHIR R4 `AuditEvent` resources: by default one JSON resource a line

@@ -606,6 +606,27 @@ pub struct AccessEventResult {
     pub message: Option<String>,
 }
 
+/// A misuse alert: its rule's kind, severity, whom it concerns and the records that show it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Alert {
+    /// The alert's own record in the audit log.
+    pub seq: u64,
+    /// The rule (`use.on_leave`, `passcode.sweep`, ...).
+    pub kind: String,
+    /// `low`, `medium` or `high`.
+    pub severity: String,
+    /// The person it concerns (their identifier), if one.
+    pub concerns: Option<String>,
+    pub org: Option<String>,
+    pub workstation: Option<String>,
+    /// When it was raised (RFC 3339).
+    pub at: String,
+    /// Why, for the privacy officer.
+    pub explanation: String,
+    /// The audit records that show it.
+    pub evidence: Vec<u64>,
+}
+
 /// A reported access, as the privacy officer reads it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PatientAccess {

@@ -3,10 +3,11 @@
 //! leave), and applied by card login.
 
 use careid_domain::absence::{
-    Absence, AbsenceKind, AbsencePolicy, WorkingHours, away_reason, check_absence_days, uk_local,
+    Absence, AbsenceKind, AbsencePolicy, WorkingHours, away_kind, away_reason, check_absence_days, uk_local,
 };
 use careid_domain::access::{Actor, RaAction, Refusal, Rule};
 use careid_domain::audit::Action;
+use careid_domain::detect::AlertKind;
 use careid_domain::ids::{AssignmentId, OdsCode, PersonUuid};
 use careid_domain::model::Assignment;
 use careid_domain::ports::{StoreError, Transaction};
@@ -21,10 +22,11 @@ use crate::{RequestContext, Service};
 pub(crate) enum OffDuty {
     /// At work: nothing to say.
     No,
-    /// Refused by the organisation's policy, with the reason for the holder.
-    Refused(Refusal),
-    /// Allowed, with the alert to flag in the audit log.
-    Alert(String),
+    /// Refused by the organisation's policy, with the reason for the holder and the rule it
+    /// raises an alert under.
+    Refused(Refusal, AlertKind),
+    /// Allowed, with the alert to flag in the audit log and raise.
+    Alert(String, AlertKind),
 }
 
 impl Service {
@@ -200,6 +202,7 @@ impl Service {
         let Some(why) = away_reason(&absences, assignment.working_hours.as_ref(), now) else {
             return Ok(OffDuty::No);
         };
+        let kind = away_kind(&absences, now);
         let mut policy = AbsencePolicy::default();
         for org in tx.organisation_ancestors(&assignment.org).await? {
             if let Some(set) = tx.absence_policy(&org).await? {
@@ -208,11 +211,14 @@ impl Service {
             }
         }
         Ok(match policy {
-            AbsencePolicy::Refuse => OffDuty::Refused(Refusal::new(
-                Rule::OffDuty,
-                format!("{why}; {} does not allow logins then: if this is wrong, ask your sponsor", assignment.org),
-            )),
-            AbsencePolicy::AllowAndAlert => OffDuty::Alert(why),
+            AbsencePolicy::Refuse => OffDuty::Refused(
+                Refusal::new(
+                    Rule::OffDuty,
+                    format!("{why}; {} does not allow logins then: if this is wrong, ask your sponsor", assignment.org),
+                ),
+                kind,
+            ),
+            AbsencePolicy::AllowAndAlert => OffDuty::Alert(why, kind),
         })
     }
 }

@@ -267,14 +267,20 @@ impl Service {
         };
         let admitted = match cards {
             Ok(()) => self.admit_session(ctx, &mut tx, assignment, credential.kind, now).await?,
-            Err(refusal) => Err(refusal),
+            Err(refusal) => Err((refusal, None)),
         };
-        let Admission { alert, mut ended } = match admitted {
+        let Admission { alert, mut ended, two_places } = match admitted {
             Ok(admitted) => admitted,
-            Err(refusal) => {
+            Err((refusal, off_duty)) => {
                 let mut e = refused(&refusal.message, Some(&person.uuid));
                 e.outcome = Outcome::Refused { rule: refusal.rule.code() };
-                tx.record(&e).await?;
+                let seq = tx.record(&e).await?;
+                if let Some(kind) = off_duty {
+                    let verdict = crate::detect::off_duty_alert(kind, &refusal.message, now);
+                    let mut raise = crate::detect::Raise::new(kind, verdict).about(&person.uuid, Some(&assignment.org));
+                    raise.evidence.push(seq);
+                    self.record_alerts(ctx, &mut tx, vec![raise]).await?;
+                }
                 tx.commit().await?;
                 return Err(LoginError::Refused(refusal));
             }
@@ -303,12 +309,19 @@ impl Service {
             e.detail.push(("alert", "recovery credential used".into()));
             tracing::warn!(session = %session.id, "recovery credential used to sign in");
         }
-        if let Some(why) = alert {
+        let mut raised: Vec<crate::detect::Raise> = two_places.into_iter().collect();
+        if let Some((why, kind)) = alert {
             tracing::warn!(session = %session.id, "credential login while off duty: {why}");
             e.detail.push(("off_duty", format!("logged in while off duty: {why}")));
+            let verdict = crate::detect::off_duty_alert(kind, &why, now);
+            raised.push(crate::detect::Raise::new(kind, verdict).about(&person.uuid, Some(&assignment.org)));
         }
         ended.push(e);
-        tx.record_all(&ended).await?;
+        let created_seq = tx.record_all(&ended).await? + ended.len() as u64 - 1;
+        for raise in &mut raised {
+            raise.evidence.push(created_seq);
+        }
+        self.record_alerts(ctx, &mut tx, raised).await?;
         tx.commit().await?;
         Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at })
     }

@@ -5,6 +5,7 @@ mod absence;
 mod audit_orgs;
 mod auth;
 mod cards;
+mod detect;
 mod error;
 mod log;
 mod oidc;
@@ -32,6 +33,7 @@ pub use cards::{
     CardAuthority, CardReport, Ceremony, ReleasedSecrets, open_clear_secret, open_issue_secret,
     self_service_completion_message,
 };
+pub use detect::{AlertQuery, LiveAlert};
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
 pub use log::{IndexMismatch, ProofCheck, RecordProof};
 pub use oidc::{

@@ -33,10 +33,9 @@ use base64::engine::general_purpose::STANDARD;
 use crate::audit_orgs::AppendAudit;
 use crate::{RequestContext, Service, secret_hash};
 
-/// Wrong passcodes on this many different cards at one workstation raise an alert...
-const SWEEP_CARDS: usize = 3;
-/// ...within this long.
-const SWEEP_WINDOW: time::Duration = time::Duration::minutes(15);
+use careid_domain::detect::{AlertKind, SWEEP_CARDS, SWEEP_WINDOW};
+
+use crate::detect::Raise;
 
 /// The cards (by id) agents at `workstation` have reported a wrong passcode on since `since`,
 /// read outside the writer: it is only for an alert, and decoding entries should not hold up
@@ -217,9 +216,15 @@ pub(crate) async fn end_card_sessions(
 /// What admitting a new session decided: the off-duty alert to record on it, and the end
 /// records of the person's sessions it ended.
 pub(crate) struct Admission {
-    pub alert: Option<String>,
+    pub alert: Option<(String, AlertKind)>,
     pub ended: Vec<AuditEvent>,
+    /// A live session of the person's at another organisation, closer in time than travel
+    /// allows: one identity in two places.
+    pub two_places: Option<crate::detect::Raise>,
 }
+
+/// Why a session was not admitted: the refusal, and the alert it raises if off duty.
+pub(crate) type NotAdmitted = (Refusal, Option<AlertKind>);
 
 impl Service {
     pub(crate) fn liveness(&self) -> Liveness {
@@ -240,15 +245,32 @@ impl Service {
         assignment: &Assignment,
         auth: AuthMethod,
         now: OffsetDateTime,
-    ) -> Result<Result<Admission, Refusal>, RaError> {
+    ) -> Result<Result<Admission, NotAdmitted>, RaError> {
         let person = &assignment.person;
         let alert = match self.off_duty(tx, assignment, now).await? {
             crate::absence::OffDuty::No => None,
-            crate::absence::OffDuty::Alert(why) => Some(why),
-            crate::absence::OffDuty::Refused(refusal) => return Ok(Err(refusal)),
+            crate::absence::OffDuty::Alert(why, kind) => Some((why, kind)),
+            crate::absence::OffDuty::Refused(refusal, kind) => return Ok(Err((refusal, Some(kind)))),
         };
         let mut ending = Vec::new();
+        let mut two_places = None;
         for other in tx.live_sessions_of(person).await? {
+            let seen = other.card.as_ref().map_or(other.last_seen_at, |c| c.last_proof_at.max(other.last_seen_at));
+            if two_places.is_none()
+                && now - seen < careid_domain::detect::TRAVEL
+                && let Some(there) = tx.assignment(other.assignment).await?
+                && there.org != assignment.org
+            {
+                let workstation =
+                    |s: &Session| s.card.as_ref().map_or("no workstation", |c| c.workstation.as_str()).to_owned();
+                let verdict = careid_domain::detect::two_places(
+                    (&workstation(&other), there.org.as_str()),
+                    ("this login", assignment.org.as_str()),
+                    now - seen,
+                );
+                two_places =
+                    Some(crate::detect::Raise::new(AlertKind::TwoPlaces, verdict).about(person, Some(&assignment.org)));
+            }
             let last_proof = other.card.as_ref().map(|c| c.last_proof_at);
             let end = match self.liveness().ended(now, last_proof, other.last_seen_at, other.expires_at) {
                 Some(end) => end,
@@ -259,12 +281,15 @@ impl Service {
                         Some(presence) => format!("at workstation {}", presence.workstation),
                         None => format!("with your {}", other.auth.code().replace('_', " ")),
                     };
-                    return Ok(Err(Refusal::new(
-                        Rule::OneLiveSession,
-                        format!(
-                            "you are already logged in {place} since {}: log out there, or remove that card",
-                            careid_audit::format_time(other.created_at)
+                    return Ok(Err((
+                        Refusal::new(
+                            Rule::OneLiveSession,
+                            format!(
+                                "you are already logged in {place} since {}: log out there, or remove that card",
+                                careid_audit::format_time(other.created_at)
+                            ),
                         ),
+                        None,
                     )));
                 }
             };
@@ -276,7 +301,7 @@ impl Service {
                 ended.push(self.session_end_event(ctx, &other, end));
             }
         }
-        Ok(Ok(Admission { alert, ended }))
+        Ok(Ok(Admission { alert, ended, two_places }))
     }
 
     /// A fresh challenge for `workstation`'s card to sign, valid for a minute. Writes nothing.
@@ -340,12 +365,28 @@ impl Service {
             Ok(())
         };
         if let Err(refusal) = usable {
-            return Err(self.refuse_login(tx, event, refusal).await);
+            let error = self.refuse_login(tx, event, refusal).await;
+            if matches!(card.state, CardState::Lost | CardState::Stolen) {
+                let verdict = careid_domain::detect::after_report(card.serial.as_str(), None);
+                let raise = Raise {
+                    workstation: Some(login.workstation.to_string()),
+                    ..Raise::new(AlertKind::UsedAfterReport, verdict)
+                };
+                self.raise_alerts(ctx, vec![raise.about(&card.person, None)]).await?;
+            }
+            return Err(error);
         }
         let person = self.load_person(&mut tx, &card.person).await?;
         if person.status != ProfileStatus::Active {
             let refusal = Refusal::new(Rule::ProfileClosed, "your profile is closed: ask your RA");
-            return Err(self.refuse_login(tx, event, refusal).await);
+            let error = self.refuse_login(tx, event, refusal).await;
+            let verdict = careid_domain::detect::after_leaving(None);
+            let raise = Raise {
+                workstation: Some(login.workstation.to_string()),
+                ..Raise::new(AlertKind::UsedAfterLeaving, verdict)
+            };
+            self.raise_alerts(ctx, vec![raise.about(&person.uuid, Some(&person.registered_org))]).await?;
+            return Err(error);
         }
         let choices = current_positions(&mut tx, &person.uuid, now.date()).await?;
         let wanted = login.selected.as_ref().map(|(_, a)| *a);
@@ -366,11 +407,23 @@ impl Service {
                 return Err(error);
             }
         };
-        let Admission { alert, mut ended } =
-            match self.admit_session(ctx, &mut tx, assignment, AuthMethod::Card, now).await? {
-                Ok(admitted) => admitted,
-                Err(refusal) => return Err(self.refuse_login(tx, event, refusal).await),
-            };
+        let Admission { alert, mut ended, two_places } = match self
+            .admit_session(ctx, &mut tx, assignment, AuthMethod::Card, now)
+            .await?
+        {
+            Ok(admitted) => admitted,
+            Err((refusal, off_duty)) => {
+                let error = self.refuse_login(tx, event, refusal.clone()).await;
+                if let Some(kind) = off_duty {
+                    let raise =
+                        crate::detect::Raise::new(kind, crate::detect::off_duty_alert(kind, &refusal.message, now))
+                            .about(&person.uuid, Some(&assignment.org));
+                    self.raise_alerts(ctx, vec![Raise { workstation: Some(login.workstation.to_string()), ..raise }])
+                        .await?;
+                }
+                return Err(error);
+            }
+        };
 
         let token = Secret::new(format!("careid-session-{}", self.random_hex(32)));
         let session = Session {
@@ -404,12 +457,20 @@ impl Service {
         // this login, and no one can make one without the card.
         created.detail.push(("signed_message", STANDARD.encode(&message)));
         created.detail.push(("signature", STANDARD.encode(&login.signature)));
-        if let Some(why) = alert {
+        let mut raised: Vec<Raise> = two_places.into_iter().collect();
+        if let Some((why, kind)) = alert {
             tracing::warn!(session = %session.id, "card login while off duty: {why}");
             created.detail.push(("alert", format!("logged in while off duty: {why}")));
+            let verdict = crate::detect::off_duty_alert(kind, &why, now);
+            raised.push(Raise::new(kind, verdict).about(&person.uuid, Some(&assignment.org)));
         }
         ended.push(created);
-        tx.record_all(&ended).await?;
+        let created_seq = tx.record_all(&ended).await? + ended.len() as u64 - 1;
+        for raise in &mut raised {
+            raise.evidence.push(created_seq);
+            raise.workstation = Some(login.workstation.to_string());
+        }
+        self.record_alerts(ctx, &mut tx, raised).await?;
         tx.commit().await?;
         Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at })
     }
@@ -464,7 +525,16 @@ impl Service {
             tracing::warn!(workstation = %report.workstation, cards, "{why}");
             event.detail.push(("alert", why));
         }
+        let person = card.person.clone();
         self.count_wrong_passcode(tx, &mut card, event).await?;
+        if cards >= SWEEP_CARDS {
+            let verdict = careid_domain::detect::passcode_sweep(report.workstation.as_str(), cards);
+            let raise = Raise {
+                workstation: Some(report.workstation.to_string()),
+                ..Raise::new(AlertKind::PasscodeSweep, verdict)
+            };
+            self.raise_alerts(ctx, vec![raise.about(&person, None)]).await?;
+        }
         Ok(WrongPasscodeCounted { card: card.id, state: card.state, in_a_row: card.wrong_passcodes })
     }
 

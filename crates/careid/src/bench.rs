@@ -83,6 +83,21 @@ enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         workers: usize,
     },
+    /// Offline misuse detection: a synthetic month with planted cases, generated and run
+    /// through `careid detect`, beside raw JSON parsing of the same file; recall and false
+    /// alerts scored.
+    Detect {
+        /// Staff in the month (11,000 make about 10 million events).
+        #[arg(long, default_value_t = 11_000)]
+        staff: usize,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+        /// Keep the generated files in this folder (otherwise a temporary one, removed).
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -105,6 +120,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Audit { records, writers, batch, proof_records, postgres_url } => {
             crate::bench_audit::bench_audit(records, writers, batch.max(1), proof_records.max(1), postgres_url).await
         }
+        BenchCommand::Detect { staff, days, seed, keep } => crate::detect::bench(staff, days, seed, keep.as_deref()),
         BenchCommand::Login { cards, heartbeats, workers } => {
             crate::bench_login::bench_login(cards, heartbeats, workers).await
         }

@@ -14,6 +14,7 @@ mod card;
 mod client;
 mod config;
 mod demo;
+mod detect;
 mod mail;
 mod ra;
 mod witness;
@@ -76,6 +77,9 @@ enum Command {
     Audit(audit_log::AuditArgs),
     /// Measures careid's performance and prints the figures.
     Bench(bench::BenchArgs),
+    /// Misuse detection over an organisation's own audit export (FHIR AuditEvent lines) with
+    /// its staff, roster, leave and patient files: the rules careid applies live, offline.
+    Detect(detect::DetectArgs),
     /// Prints the configuration reference page (docs/config.md).
     ConfigReference,
     /// Writes a consistent copy of the SQLite database, while careid serves, to a new file
@@ -478,6 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Card(args) => card::run(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Detect(args) => detect::run(&args),
         Command::Audit(args) => audit_log::run(&config, args).await,
         Command::Backup { out } => {
             anyhow::ensure!(!out.exists(), "{} already exists: name a new file", out.display());

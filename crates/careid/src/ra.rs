@@ -253,6 +253,16 @@ enum RaCommand {
         #[arg(long)]
         alerts: bool,
     },
+    /// The misuse alert queue, newest first: medium and high alerts raised live (privacy
+    /// officer, Caldicott Guardian, RA).
+    Alerts {
+        /// This organisation and those under it (default: your own).
+        #[arg(long)]
+        org: Option<String>,
+        /// Low alerts (context) too.
+        #[arg(long)]
+        low: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -626,6 +636,13 @@ async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
                 }
             }
             c.get(&format!("/api/v1/patient-access?{}", parts.join("&"))).await
+        }
+        RaCommand::Alerts { org, low } => {
+            let mut query = format!("?low={low}");
+            if let Some(org) = org {
+                query.push_str(&format!("&org={}", encode(&org)));
+            }
+            c.get(&format!("/api/v1/alerts{query}")).await
         }
         RaCommand::Incidents { org } => {
             let query = org.map(|o| format!("?org={}", encode(&o))).unwrap_or_default();

@@ -1091,3 +1091,73 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[test]
+fn careid_detect_reads_an_export_and_names_the_file_and_line_of_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let month = careid_detect::synth::generate(
+        &careid_detect::synth::Plan { staff: 120, days: 20, ..careid_detect::synth::Plan::default() },
+        dir.path(),
+    )
+    .unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    // A line no system would write, and one that is not an AuditEvent: skipped and counted.
+    let mut events = std::fs::read_to_string(path("events.ndjson")).unwrap();
+    events.push_str("not json\n{\"resourceType\":\"Patient\"}\n");
+    std::fs::write(path("events.ndjson"), events).unwrap();
+    let args = |roster: &str| {
+        vec![
+            "detect".to_owned(),
+            "--events".into(),
+            path("events.ndjson"),
+            "--staff".into(),
+            path("staff.csv"),
+            "--roster".into(),
+            path(roster),
+            "--leave".into(),
+            path("leave.csv"),
+            "--patients".into(),
+            path("patients.csv"),
+            "--out".into(),
+            path("alerts.json"),
+        ]
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        careid(dir.path(), &args)
+    };
+    let summary = ok(&run(args("roster.csv")));
+    assert!(summary.contains(&format!("{} events read", month.events + 2)), "{summary}");
+    assert!(
+        summary.contains("1 skipped: not a JSON object") && summary.contains("1 skipped: not an AuditEvent"),
+        "{summary}"
+    );
+    let alerts: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path("alerts.json")).unwrap()).unwrap();
+    for case in &month.cases {
+        assert!(
+            alerts.iter().any(|a| a["kind"] == case.kind.code()
+                && a["subjects"].as_array().unwrap().iter().any(|s| s == case.uid.as_str())
+                && !a["events"].as_array().unwrap().is_empty()
+                && a["explanation"].as_str().unwrap().len() > 40),
+            "{} about {} not alerted",
+            case.kind.code(),
+            case.uid
+        );
+    }
+
+    // A roster with an impossible date: the file and the line are named, and nothing is written.
+    std::fs::remove_file(path("alerts.json")).unwrap();
+    let mut roster = std::fs::read_to_string(path("roster.csv")).unwrap();
+    roster.push_str("555000000001,2026-02-30,09:00,17:00\n");
+    let line = roster.lines().count();
+    std::fs::write(path("bad-roster.csv"), roster).unwrap();
+    let failed = run(args("bad-roster.csv"));
+    assert!(!failed.status.success());
+    let error = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        error.contains(&format!("bad-roster.csv line {line}")) && error.contains("`date` is not a date"),
+        "{error}"
+    );
+    assert!(!dir.path().join("alerts.json").exists());
+}

@@ -245,11 +245,27 @@ impl World {
         tx.audit_range(0, 1_000_000).await.unwrap().len() as u64
     }
 
-    /// The last audit record's fields.
+    /// The last audit record's fields, alerts raised about it aside (`alerts` has those).
     pub async fn last_audit(&self) -> careid_audit::Entry {
         let mut tx = self.store.begin_read().await.unwrap();
         let records = tx.audit_range(0, 1_000_000).await.unwrap();
-        careid_audit::decode(&records.last().unwrap().entry).unwrap()
+        records
+            .iter()
+            .rev()
+            .map(|r| careid_audit::decode(&r.entry).unwrap())
+            .find(|e| e.get("action") != Some("alert.raise"))
+            .unwrap()
+    }
+
+    /// Every alert raised so far, oldest first, with its position in the log.
+    pub async fn alerts(&self) -> Vec<(u64, careid_audit::Entry)> {
+        let mut tx = self.store.begin_read().await.unwrap();
+        let records = tx.audit_range(0, 1_000_000).await.unwrap();
+        records
+            .iter()
+            .map(|r| (r.seq, careid_audit::decode(&r.entry).unwrap()))
+            .filter(|(_, e)| e.get("action") == Some("alert.raise"))
+            .collect()
     }
 
     /// Asserts `result` was refused by `rule`, that exactly one audit record (the refusal)
