@@ -4,11 +4,14 @@
 //! Alerts are episodes: one person on leave using a card all day is one alert citing the day's
 //! events, not two hundred. Memory grows with staff, days and alerts, never with events.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
 use careid_domain::absence::uk_local;
 use careid_domain::detect::{
     self, AccessFacts, AlertKind, MIN_PEERS, SAME_SITE_SWITCH, SWEEP_CARDS, SWEEP_WINDOW, Severity, TRAVEL,
+    TYPO_RECOVERY,
 };
 use careid_domain::patient::Relationship;
 use time::{Date, Duration, OffsetDateTime};
@@ -18,6 +21,8 @@ use crate::reference::Reference;
 
 /// The most events an alert cites; it still counts all of them.
 pub const MAX_EVIDENCE: usize = 50;
+/// The most events a low alert (context) cites.
+pub const MAX_CONTEXT_EVIDENCE: usize = 5;
 
 /// One alert: what the rule saw, whom it concerns, the events that show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +50,20 @@ struct Seen {
     access: bool,
 }
 
+/// What an episode is keyed by besides its kind: a person's day (and patient), or a name
+/// (a card, a workstation) for the rare rules keyed by one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    Person { staff: usize, day: i32, patient: u64 },
+    Named(String),
+}
+
+impl Scope {
+    fn person(staff: usize, day: Date) -> Scope {
+        Scope::Person { staff, day: day.to_julian_day(), patient: 0 }
+    }
+}
+
 /// What one run read and skipped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -56,6 +75,17 @@ pub struct Counts {
     /// Events more than five minutes older than one read before them (the window rules assume
     /// time order, as exports are written).
     pub out_of_order: u64,
+    /// Time spent parsing lines (on every core, wall clock) and judging events (one core).
+    pub parsing: std::time::Duration,
+    pub judging: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Failure {
+    at: OffsetDateTime,
+    user: String,
+    id: String,
+    recovered: bool,
 }
 
 /// A day's records by one person: how many, and the first and last as evidence.
@@ -70,12 +100,14 @@ struct DayCount {
 #[derive(Debug)]
 pub struct Detector<'r> {
     reference: &'r Reference,
-    /// Each identity's last two places, newest last.
-    seen: HashMap<String, [Option<Seen>; 2]>,
-    failures: HashMap<String, VecDeque<(OffsetDateTime, String, String)>>,
+    /// Each member of staff's last two places, newest last (by staff index).
+    seen: Vec<[Option<Seen>; 2]>,
+    /// Each workstation's wrong passcodes in the window: when, whose, the event, and whether
+    /// its holder then logged in there (a typo, not a sweep).
+    failures: HashMap<String, VecDeque<Failure>>,
     reported: HashMap<String, OffsetDateTime>,
     days: HashMap<(usize, Date), DayCount>,
-    episodes: HashMap<(AlertKind, String), usize>,
+    episodes: HashMap<(AlertKind, Scope), usize>,
     alerts: Vec<Alert>,
     latest: Option<OffsetDateTime>,
     pub counts: Counts,
@@ -85,11 +117,11 @@ impl<'r> Detector<'r> {
     pub fn new(reference: &'r Reference) -> Detector<'r> {
         Detector {
             reference,
-            seen: HashMap::new(),
-            failures: HashMap::new(),
-            reported: HashMap::new(),
-            days: HashMap::new(),
-            episodes: HashMap::new(),
+            seen: vec![[None, None]; reference.staff.len()],
+            failures: HashMap::default(),
+            reported: HashMap::default(),
+            days: HashMap::default(),
+            episodes: HashMap::default(),
             alerts: Vec::new(),
             latest: None,
             counts: Counts::default(),
@@ -106,12 +138,14 @@ impl<'r> Detector<'r> {
     fn raise(
         &mut self,
         kind: AlertKind,
-        key: String,
+        key: Scope,
         (severity, explanation): (Severity, String),
         subjects: &[&str],
         evidence: &[(&str, OffsetDateTime)],
     ) {
-        let index = if let Some(&i) = self.episodes.get(&(kind, key.clone())) {
+        let key = (kind, key);
+        let existing = self.episodes.get(&key);
+        let index = if let Some(&i) = existing {
             i
         } else {
             {
@@ -127,7 +161,7 @@ impl<'r> Detector<'r> {
                     to: at,
                     explanation,
                 });
-                self.episodes.insert((kind, key), self.alerts.len() - 1);
+                self.episodes.insert(key, self.alerts.len() - 1);
                 self.alerts.len() - 1
             }
         };
@@ -139,13 +173,16 @@ impl<'r> Detector<'r> {
             }
         }
         for (id, at) in evidence {
-            if alert.events.iter().any(|e| e == id) {
+            // Evidence comes in time order: a repeat is among the last few cited.
+            if alert.events.iter().rev().take(4).any(|e| e == id) {
                 continue;
             }
             alert.count += 1;
             alert.from = alert.from.min(*at);
             alert.to = alert.to.max(*at);
-            if alert.events.len() < MAX_EVIDENCE {
+            // Context cites a few events; the queue's alerts cite up to `MAX_EVIDENCE`.
+            let cap = if alert.severity.queued() { MAX_EVIDENCE } else { MAX_CONTEXT_EVIDENCE };
+            if alert.events.len() < cap {
                 alert.events.push((*id).to_owned());
             }
         }
@@ -176,13 +213,14 @@ impl<'r> Detector<'r> {
                     let verdict = detect::after_report(card, Some(reported_at));
                     self.raise(
                         AlertKind::UsedAfterReport,
-                        card.to_string(),
+                        Scope::Named(card.to_string()),
                         verdict,
                         &[&event.user],
                         &[(&event.id, event.at)],
                     );
                 }
                 if *ok {
+                    self.recovered(event);
                     if let Some(staff) = staff {
                         self.presence(staff, event);
                     }
@@ -191,9 +229,9 @@ impl<'r> Detector<'r> {
                 }
             }
             What::Logout => {
-                if let Some(places) = self.seen.get_mut(event.user.as_ref()) {
+                if let Some(staff) = staff {
                     // Signed out: the next place starts afresh.
-                    *places = [None, None];
+                    self.seen[staff] = [None, None];
                 }
             }
             What::Access { patient, relationship } => {
@@ -204,13 +242,27 @@ impl<'r> Detector<'r> {
                     let entry = self.days.entry((staff, day)).or_insert_with(|| DayCount {
                         count: 0,
                         first: (event.at, event.id.to_string()),
-                        last: (event.at, event.id.to_string()),
+                        last: (event.at, String::new()),
                     });
                     entry.count += 1;
                     if event.at >= entry.last.0 {
-                        entry.last = (event.at, event.id.to_string());
+                        entry.last.0 = event.at;
+                        entry.last.1.clear();
+                        entry.last.1.push_str(&event.id);
                     }
                 }
+            }
+        }
+    }
+
+    /// A login that follows its holder's own wrong passcode at the same workstation shortly
+    /// after: that was a typo.
+    fn recovered(&mut self, event: &Event<'_>) {
+        let Some(workstation) = event.workstation.as_deref() else { return };
+        let Some(recent) = self.failures.get_mut(workstation) else { return };
+        for failure in recent.iter_mut().rev().take_while(|f| event.at - f.at <= TYPO_RECOVERY) {
+            if failure.user == event.user {
+                failure.recovered = true;
             }
         }
     }
@@ -218,19 +270,25 @@ impl<'r> Detector<'r> {
     fn wrong_passcode(&mut self, event: &Event<'_>) {
         let Some(workstation) = event.workstation.as_deref() else { return };
         let recent = self.failures.entry(workstation.to_owned()).or_default();
-        while recent.front().is_some_and(|(at, _, _)| *at < event.at - SWEEP_WINDOW) {
+        while recent.front().is_some_and(|f| f.at < event.at - SWEEP_WINDOW) {
             recent.pop_front();
         }
-        recent.push_back((event.at, event.user.to_string(), event.id.to_string()));
-        let mut users: Vec<&str> = recent.iter().map(|(_, u, _)| u.as_str()).collect();
+        recent.push_back(Failure {
+            at: event.at,
+            user: event.user.to_string(),
+            id: event.id.to_string(),
+            recovered: false,
+        });
+        let standing = || recent.iter().filter(|f| !f.recovered);
+        let mut users: Vec<&str> = standing().map(|f| f.user.as_str()).collect();
         users.sort_unstable();
         users.dedup();
         if users.len() >= SWEEP_CARDS {
             let users: Vec<String> = users.into_iter().map(str::to_owned).collect();
-            let evidence: Vec<(String, OffsetDateTime)> = recent.iter().map(|(at, _, id)| (id.clone(), *at)).collect();
-            let first = recent.front().map_or(event.at, |f| f.0);
+            let evidence: Vec<(String, OffsetDateTime)> = standing().map(|f| (f.id.clone(), f.at)).collect();
+            let first = standing().next().map_or(event.at, |f| f.at);
             // One sweep is one episode: it goes on while failures keep coming within the window.
-            let key = (AlertKind::PasscodeSweep, workstation.to_owned());
+            let key = (AlertKind::PasscodeSweep, Scope::Named(workstation.to_owned()));
             if let Some(&i) = self.episodes.get(&key)
                 && self.alerts[i].to < first - SWEEP_WINDOW
             {
@@ -254,7 +312,7 @@ impl<'r> Detector<'r> {
         if let Some(left) = person.left.filter(|left| day > *left) {
             self.raise(
                 AlertKind::UsedAfterLeaving,
-                person.uid.clone(),
+                Scope::person(staff, left),
                 detect::after_leaving(Some(left)),
                 &[&person.uid],
                 &evidence,
@@ -265,39 +323,51 @@ impl<'r> Detector<'r> {
                 reference
                     .shifts
                     .get(&staff)
-                    .is_some_and(|shifts| shifts.iter().any(|s| s.date < l.first_day && s.covers(local)))
+                    .is_some_and(|shifts| near(shifts, day).iter().any(|s| s.date < l.first_day && s.covers(local)))
             };
             l.iter().find(|l| l.first_day <= day && day <= l.last_day && !finishing_a_shift(l))
         }) {
             let verdict = detect::on_leave(&leave.kind, leave.first_day, leave.last_day);
             self.raise(
                 AlertKind::UsedOnLeave,
-                format!("{}|{}", person.uid, leave.first_day),
+                Scope::person(staff, leave.first_day),
                 verdict,
                 &[&person.uid],
                 &evidence,
             );
         } else if let Some(shifts) = reference.shifts.get(&staff)
             && reference.roster_days.is_some_and(|(first, last)| first <= day && day <= last)
-            && !detect::rostered(shifts, local)
+            && !detect::rostered(near(shifts, day), local)
         {
             self.raise(
                 AlertKind::UsedOutsideHours,
-                format!("{}|{day}", person.uid),
+                Scope::person(staff, day),
                 detect::outside_hours(local),
                 &[&person.uid],
                 &evidence,
             );
         }
 
+        let access = matches!(event.what, What::Access { .. });
+        let places = &mut self.seen[staff];
+        // Still where it was last seen: nothing can be two places; the place is only updated.
+        if let Some(last) = &mut places[1]
+            && last.workstation.as_deref() == event.workstation.as_deref()
+            && last.org.as_deref() == event.org.as_deref()
+        {
+            last.at = event.at;
+            last.access = access;
+            last.id.clear();
+            last.id.push_str(&event.id);
+            return;
+        }
         let here = Seen {
             at: event.at,
             workstation: event.workstation.as_ref().map(ToString::to_string),
             org: event.org.as_ref().map(ToString::to_string),
             id: event.id.to_string(),
-            access: matches!(event.what, What::Access { .. }),
+            access,
         };
-        let places = self.seen.entry(person.uid.clone()).or_default();
         let verdict = match (&places[0], &places[1]) {
             // Another organisation, closer in time than travel allows.
             (_, Some(last))
@@ -320,14 +390,11 @@ impl<'r> Detector<'r> {
             }
             _ => None,
         };
-        let moved = places[1].as_ref().is_none_or(|last| last.workstation != here.workstation || last.org != here.org);
-        if moved {
-            places[0] = places[1].take();
-        }
+        places[0] = places[1].take();
         places[1] = Some(here);
         if let Some((last, verdict)) = verdict {
             let evidence = [(last.id.as_str(), last.at), (event.id.as_ref(), event.at)];
-            self.raise(AlertKind::TwoPlaces, format!("{}|{day}", person.uid), verdict, &[&person.uid], &evidence);
+            self.raise(AlertKind::TwoPlaces, Scope::person(staff, day), verdict, &[&person.uid], &evidence);
         }
     }
 
@@ -344,15 +411,19 @@ impl<'r> Detector<'r> {
             flagged: record.is_some_and(|p| p.vip),
             registered_here: record
                 .is_some_and(|p| Some(p.registered_org.as_str()) == event.org.as_deref().or(Some(viewer.org.as_str()))),
-            in_hours: reference.shifts.get(&staff).is_none_or(|shifts| detect::rostered(shifts, local)),
+            in_hours: reference
+                .shifts
+                .get(&staff)
+                .is_none_or(|shifts| detect::rostered(near(shifts, local.date()), local)),
         };
         for (kind, severity, explanation) in detect::access_alerts(facts) {
             // Context (low) is gathered per person and day; the rest per person, patient and day.
-            let key = if severity.queued() {
-                format!("{}|{patient}|{}", viewer.uid, local.date())
-            } else {
-                format!("{}|{}", viewer.uid, local.date())
-            };
+            let mut key = Scope::person(staff, local.date());
+            if severity.queued()
+                && let Scope::Person { patient: number, .. } = &mut key
+            {
+                *number = patient.parse().unwrap_or(u64::MAX);
+            }
             self.raise(kind, key, (severity, explanation), &[&viewer.uid], &[(&event.id, event.at)]);
         }
     }
@@ -362,7 +433,7 @@ impl<'r> Detector<'r> {
     pub fn finish(mut self) -> (Vec<Alert>, Counts) {
         let reference = self.reference;
         // Peers: the same role at the same organisation, or at every organisation when too few.
-        let mut people_in: HashMap<(String, String), std::collections::HashSet<usize>> = HashMap::new();
+        let mut people_in: HashMap<(String, String), FxHashSet<usize>> = HashMap::default();
         for (staff, _) in self.days.keys() {
             let s = &reference.staff[*staff];
             people_in.entry((s.role_code.clone(), s.org.clone())).or_default().insert(*staff);
@@ -376,7 +447,7 @@ impl<'r> Detector<'r> {
                 (s.role_code.clone(), "*".to_owned())
             }
         };
-        let mut values: HashMap<(String, String), Vec<f64>> = HashMap::new();
+        let mut values: HashMap<(String, String), Vec<f64>> = HashMap::default();
         for ((staff, _), day) in &self.days {
             values.entry(group_of(*staff)).or_default().push(f64::from(day.count));
         }
@@ -389,7 +460,7 @@ impl<'r> Detector<'r> {
             let person = &reference.staff[staff];
             if let Some(verdict) = detect::volume(count.count, median, mad, &person.role_name) {
                 let evidence = [(count.first.1.as_str(), count.first.0), (count.last.1.as_str(), count.last.0)];
-                self.raise(AlertKind::Volume, format!("{}|{day}", person.uid), verdict, &[&person.uid], &evidence);
+                self.raise(AlertKind::Volume, Scope::person(staff, day), verdict, &[&person.uid], &evidence);
                 let alert = self.alerts.last_mut().filter(|a| a.kind == AlertKind::Volume);
                 if let Some(alert) = alert {
                     alert.count = u64::from(count.count);
@@ -406,6 +477,15 @@ impl<'r> Detector<'r> {
         }
         (alerts, self.counts)
     }
+}
+
+/// The shifts (sorted by date) that can cover a time on `day`: that day's, and the day
+/// before's (a night shift).
+fn near(shifts: &[detect::Shift], day: Date) -> &[detect::Shift] {
+    let before = day.previous_day().unwrap_or(day);
+    let from = shifts.partition_point(|s| s.date < before);
+    let to = shifts.partition_point(|s| s.date <= day);
+    &shifts[from..to]
 }
 
 fn place(seen: &Seen) -> (&str, &str) {

@@ -24,7 +24,7 @@ struct RawEvent<'a> {
     #[serde(rename = "type", borrow)]
     event_type: Option<Coding<'a>>,
     #[serde(default, borrow)]
-    subtype: Vec<Coding<'a>>,
+    subtype: Subtypes<'a>,
     #[serde(borrow)]
     recorded: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -32,10 +32,134 @@ struct RawEvent<'a> {
     #[serde(borrow)]
     outcome: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    agent: Vec<Agent<'a>>,
+    agent: Agents<'a>,
     #[serde(default, borrow)]
-    entity: Vec<Entity<'a>>,
+    entity: Entities<'a>,
 }
+
+/// Deserialises a JSON array by folding each element into `Self`, keeping no list: a line's
+/// arrays are read without allocating.
+trait Fold<'a>: Default {
+    type Element;
+    fn add(&mut self, element: Self::Element);
+}
+
+/// Implements `Deserialize` for a `Fold` over its elements.
+macro_rules! folded {
+    ($name:ident, $element:ident) => {
+        impl<'de: 'a, 'a> Deserialize<'de> for $name<'a> {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<$name<'a>, D::Error> {
+                struct Elements<'a>(std::marker::PhantomData<&'a ()>);
+                impl<'de: 'a, 'a> serde::de::Visitor<'de> for Elements<'a> {
+                    type Value = $name<'a>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("an array")
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<$name<'a>, A::Error> {
+                        let mut folded = $name::default();
+                        while let Some(element) = seq.next_element::<$element<'a>>()? {
+                            folded.add(element);
+                        }
+                        Ok(folded)
+                    }
+                }
+                deserializer.deserialize_seq(Elements(std::marker::PhantomData))
+            }
+        }
+    };
+}
+
+/// What the rules need of `subtype`: careid's own action code, and the DICOM and FHIR codes.
+#[derive(Debug, Default)]
+struct Subtypes<'a> {
+    careid_action: Option<Cow<'a, str>>,
+    login: bool,
+    logout: bool,
+    restful: bool,
+}
+
+impl<'a> Fold<'a> for Subtypes<'a> {
+    type Element = Coding<'a>;
+    fn add(&mut self, coding: Coding<'a>) {
+        let system = coding.system.as_deref().unwrap_or_default();
+        if system == CAREID_ACTION {
+            self.careid_action = coding.code;
+            return;
+        }
+        self.restful |= system.ends_with("restful-interaction");
+        match coding.code.as_deref() {
+            Some("110122") => self.login = true,
+            Some("110123") => self.logout = true,
+            _ => {}
+        }
+    }
+}
+folded!(Subtypes, Coding);
+
+/// The requesting agent (or the first, if none says it requested).
+#[derive(Debug, Default)]
+struct Agents<'a> {
+    chosen: Option<Agent<'a>>,
+}
+
+impl<'a> Fold<'a> for Agents<'a> {
+    type Element = Agent<'a>;
+    fn add(&mut self, agent: Agent<'a>) {
+        let chosen_requested = self.chosen.as_ref().is_some_and(|a| a.requestor == Some(true));
+        if self.chosen.is_none() || (!chosen_requested && agent.requestor == Some(true)) {
+            self.chosen = Some(agent);
+        }
+    }
+}
+folded!(Agents, Agent);
+
+/// What the rules need of the entities: the patient's NHS number and the details named.
+#[derive(Debug, Default)]
+struct Entities<'a> {
+    nhs_number: Option<Cow<'a, str>>,
+    details: Details<'a>,
+}
+
+impl<'a> Fold<'a> for Entities<'a> {
+    type Element = Entity<'a>;
+    fn add(&mut self, entity: Entity<'a>) {
+        if self.nhs_number.is_none()
+            && let Some(identifier) = entity.what.and_then(|w| w.identifier)
+            && identifier.system.as_deref() == Some(NHS_NUMBER)
+        {
+            self.nhs_number = identifier.value;
+        }
+        let Details { relationship, card, serial } = entity.detail;
+        self.details.relationship = self.details.relationship.take().or(relationship);
+        self.details.card = self.details.card.take().or(card);
+        self.details.serial = self.details.serial.take().or(serial);
+    }
+}
+folded!(Entities, Entity);
+
+/// The entity details the rules read: the relationship claimed, the card used.
+#[derive(Debug, Default)]
+struct Details<'a> {
+    relationship: Option<Cow<'a, str>>,
+    card: Option<Cow<'a, str>>,
+    serial: Option<Cow<'a, str>>,
+}
+
+impl<'a> Fold<'a> for Details<'a> {
+    type Element = Detail<'a>;
+    fn add(&mut self, detail: Detail<'a>) {
+        let slot = match detail.kind.as_deref() {
+            Some("legitimate-relationship" | "relationship") => &mut self.relationship,
+            Some("card" | "card-serial") => &mut self.card,
+            Some("serial") => &mut self.serial,
+            _ => return,
+        };
+        if slot.is_none() {
+            *slot = detail.value;
+        }
+    }
+}
+folded!(Details, Detail);
 
 #[derive(Debug, Deserialize)]
 struct Coding<'a> {
@@ -87,7 +211,7 @@ struct Entity<'a> {
     #[serde(borrow)]
     what: Option<Reference<'a>>,
     #[serde(default, borrow)]
-    detail: Vec<Detail<'a>>,
+    detail: Details<'a>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +279,14 @@ impl Skip {
 }
 
 fn relationship(value: &str) -> Option<Relationship> {
+    // The usual spellings first, without allocating.
+    match value {
+        "registered" | "registered_patient" => return Some(Relationship::RegisteredPatient),
+        "self-claimed" | "self_claimed" => return Some(Relationship::SelfClaimed),
+        "referral" => return Some(Relationship::Referral),
+        "emergency" => return Some(Relationship::Emergency),
+        _ => {}
+    }
     match value.trim().to_ascii_lowercase().replace(['-', ' '], "_").as_str() {
         "registered" | "registered_patient" => Some(Relationship::RegisteredPatient),
         "referral" | "referred" => Some(Relationship::Referral),
@@ -170,52 +302,32 @@ pub fn parse(line: &str) -> Result<Event<'_>, Skip> {
     if raw.resource_type.as_deref() != Some("AuditEvent") {
         return Err(Skip::NotAnAuditEvent);
     }
-    let code_of = |c: &Coding<'_>| c.code.as_deref().map(str::to_owned);
-    let type_code = raw.event_type.as_ref().and_then(code_of).unwrap_or_default();
-    let careid_action = raw
-        .subtype
-        .iter()
-        .find(|c| c.system.as_deref() == Some(CAREID_ACTION))
-        .and_then(|c| c.code.as_deref())
-        .unwrap_or_default();
-    let has_subtype = |code: &str| raw.subtype.iter().any(|c| c.code.as_deref() == Some(code));
+    let type_code = raw.event_type.as_ref().and_then(|c| c.code.as_deref()).unwrap_or_default();
+    let subtype = &raw.subtype;
+    let careid_action = subtype.careid_action.as_deref().unwrap_or_default();
     let ok = raw.outcome.as_deref().is_none_or(|o| o == "0");
+    let details = &raw.entity.details;
 
-    let detail = |name: &[&str]| {
-        raw.entity.iter().flat_map(|e| &e.detail).find_map(|d| {
-            let kind = d.kind.as_deref()?;
-            if name.contains(&kind) { d.value.clone() } else { None }
-        })
-    };
-    let what = if type_code == "110114" && (has_subtype("110122") || careid_action == "session.create") {
-        What::Login { ok, card: detail(&["card", "card-serial"]) }
+    let what = if type_code == "110114" && (subtype.login || careid_action == "session.create") {
+        What::Login { ok, card: details.card.clone() }
     } else if careid_action == "session.refuse" || careid_action == "card.wrong_passcode" {
-        What::Login { ok: false, card: detail(&["card", "serial", "card-serial"]) }
-    } else if type_code == "110114" && (has_subtype("110123") || careid_action == "session.end") {
+        What::Login { ok: false, card: details.card.clone().or_else(|| details.serial.clone()) }
+    } else if type_code == "110114" && (subtype.logout || careid_action == "session.end") {
         What::Logout
     } else if careid_action == "card.report" {
-        match detail(&["serial", "card"]) {
+        match details.serial.clone().or_else(|| details.card.clone()) {
             Some(card) => What::CardReported { card },
             None => return Err(Skip::OtherKind),
         }
-    } else if (type_code == "rest"
-        && raw.subtype.iter().any(|c| c.system.as_deref().is_some_and(|s| s.ends_with("restful-interaction"))))
-        || careid_action == "patient.access"
-    {
-        let patient = raw
-            .entity
-            .iter()
-            .filter_map(|e| e.what.as_ref()?.identifier.as_ref())
-            .find(|i| i.system.as_deref() == Some(NHS_NUMBER))
-            .and_then(|i| i.value.clone())
-            .ok_or(Skip::NoPatient)?;
-        let relationship = detail(&["legitimate-relationship", "relationship"]).and_then(|r| relationship(&r));
+    } else if (type_code == "rest" && subtype.restful) || careid_action == "patient.access" {
+        let patient = raw.entity.nhs_number.clone().ok_or(Skip::NoPatient)?;
+        let relationship = details.relationship.as_deref().and_then(relationship);
         What::Access { patient, relationship }
     } else {
         return Err(Skip::OtherKind);
     };
 
-    let requestor = raw.agent.iter().find(|a| a.requestor == Some(true)).or_else(|| raw.agent.first());
+    let requestor = raw.agent.chosen.as_ref();
     let user = requestor
         .and_then(|a| a.who.as_ref()?.identifier.as_ref())
         .filter(|i| i.system.as_deref().is_none_or(|s| s == USER_ID))
@@ -260,6 +372,33 @@ mod tests {
             What::Access { patient: "9434765919".into(), relationship: Some(Relationship::SelfClaimed) }
         );
         assert_eq!(access.at, time::macros::datetime!(2026-11-02 09:05 UTC), "dated when it happened");
+    }
+
+    /// careid's own export (`/api/v1/audit/fhir`) names its actions in its own code system.
+    #[test]
+    fn reads_careids_own_export() {
+        let agent = r#""agent":[{"who":{"identifier":{"system":"https://fhir.nhs.uk/Id/sds-user-id","value":"100000000016"}},"requestor":true,"network":{"address":"desk-1","type":"1"},"location":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"F83001"}}}]"#;
+        let line = |action: &str, outcome: &str, detail: &str| {
+            format!(
+                r#"{{"resourceType":"AuditEvent","id":"7","type":{{"system":"http://dicom.nema.org/resources/ontology/DCM","code":"110114"}},"subtype":[{{"system":"https://careid.dev/fhir/CodeSystem/audit-action","code":"{action}"}}],"recorded":"2026-11-02T09:00:00.000000Z","outcome":"{outcome}",{agent},"entity":[{{"what":{{"display":"x"}},"detail":[{detail}]}}]}}"#
+            )
+        };
+        let created = line("session.create", "0", r#"{"type":"card","valueString":"C-1"}"#);
+        assert_eq!(parse(&created).unwrap().what, What::Login { ok: true, card: Some("C-1".into()) });
+        let refused = line("session.refuse", "4", r#"{"type":"serial","valueString":"C-1"}"#);
+        assert_eq!(parse(&refused).unwrap().what, What::Login { ok: false, card: Some("C-1".into()) });
+        assert_eq!(parse(&line("session.end", "0", "")).unwrap().what, What::Logout);
+        let reported = line("card.report", "0", r#"{"type":"serial","valueString":"C-1"}"#)
+            .replace(r#""code":"110114""#, r#""code":"rest""#);
+        assert_eq!(parse(&reported).unwrap().what, What::CardReported { card: "C-1".into() });
+        let access = line("patient.access", "0", r#"{"type":"relationship","valueString":"self_claimed"}"#).replace(
+            r#""what":{"display":"x"}"#,
+            r#""what":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9434765919"}}"#,
+        );
+        assert_eq!(
+            parse(&access).unwrap().what,
+            What::Access { patient: "9434765919".into(), relationship: Some(Relationship::SelfClaimed) }
+        );
     }
 
     #[test]

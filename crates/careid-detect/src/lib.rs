@@ -30,7 +30,8 @@ pub struct Progress {
     pub events: u64,
 }
 
-/// Runs the detector over a file of events, one JSON `AuditEvent` a line.
+/// Runs the detector over a file of events, one JSON `AuditEvent` a line. Each chunk is
+/// parsed on every core while the detector judges the chunk before it.
 pub fn detect_file(
     events: &Path,
     reference: &Reference,
@@ -39,20 +40,78 @@ pub fn detect_file(
     let io = |error| InputError::Io { file: events.to_owned(), error };
     let file = std::fs::File::open(events).map_err(io)?;
     let total = file.metadata().map_err(io)?.len();
+    let mut input = BufReader::with_capacity(1 << 20, file);
     let mut detector = Detector::new(reference);
     let mut bytes = 0u64;
-    each_chunk(BufReader::with_capacity(1 << 20, file), |lines| {
-        bytes += lines.iter().map(|l| l.len() as u64 + 1).sum::<u64>();
-        for parsed in parse_lines(lines) {
-            match parsed {
+    // Two buffers in turn: one judged while the other is parsed.
+    let (mut a, mut b) = (Vec::with_capacity(CHUNK + (1 << 16)), Vec::with_capacity(CHUNK + (1 << 16)));
+    fill_chunk(&mut input, &mut a).map_err(io)?;
+    let mut parsed_a = parse_chunk(&a);
+    loop {
+        bytes += a.len() as u64;
+        fill_chunk(&mut input, &mut b).map_err(io)?;
+        let parsed_b = judge_while_parsing(&mut detector, parsed_a, &b);
+        progress(Progress { bytes, total, events: detector.counts.read });
+        if b.is_empty() {
+            break;
+        }
+        bytes += b.len() as u64;
+        fill_chunk(&mut input, &mut a).map_err(io)?;
+        parsed_a = judge_while_parsing(&mut detector, parsed_b, &a);
+        progress(Progress { bytes, total, events: detector.counts.read });
+        if a.is_empty() {
+            break;
+        }
+    }
+    Ok(detector.finish())
+}
+
+type Parsed<'a> = Vec<Result<fhir::Event<'a>, fhir::Skip>>;
+
+/// Judges `parsed` on this thread while `next` is parsed on the others.
+fn judge_while_parsing<'n>(detector: &mut Detector<'_>, parsed: Parsed<'_>, next: &'n [u8]) -> Parsed<'n> {
+    std::thread::scope(|scope| {
+        let parsing = scope.spawn(|| {
+            let started = std::time::Instant::now();
+            let parsed = parse_chunk(next);
+            (parsed, started.elapsed())
+        });
+        let started = std::time::Instant::now();
+        for event in parsed {
+            match event {
                 Ok(event) => detector.observe(&event),
                 Err(skip) => detector.skip(skip),
             }
         }
-        progress(Progress { bytes, total, events: detector.counts.read });
+        detector.counts.judging += started.elapsed();
+        let (parsed, took) = parsing.join().unwrap_or_default();
+        detector.counts.parsing += took;
+        parsed
     })
-    .map_err(io)?;
-    Ok(detector.finish())
+}
+
+/// Reads about `CHUNK` bytes of whole lines into `buffer` (empty at the end of the input).
+fn fill_chunk(input: &mut impl BufRead, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+    buffer.clear();
+    while buffer.len() < CHUNK {
+        if input.read_until(b'\n', buffer)? == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A chunk's lines, without their line ends, blank lines dropped.
+fn lines_of(buffer: &[u8]) -> Vec<&[u8]> {
+    buffer
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .collect()
+}
+
+fn parse_chunk(buffer: &[u8]) -> Parsed<'_> {
+    parse_lines(&lines_of(buffer))
 }
 
 /// Calls `f` with the lines of each chunk of the input (without their line ends, blank
@@ -60,21 +119,11 @@ pub fn detect_file(
 pub fn each_chunk(mut input: impl BufRead, mut f: impl FnMut(&[&[u8]])) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(CHUNK + (1 << 16));
     loop {
-        buffer.clear();
-        while buffer.len() < CHUNK {
-            if input.read_until(b'\n', &mut buffer)? == 0 {
-                break;
-            }
-        }
+        fill_chunk(&mut input, &mut buffer)?;
         if buffer.is_empty() {
             return Ok(());
         }
-        let lines: Vec<&[u8]> = buffer
-            .split(|b| *b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .collect();
-        f(&lines);
+        f(&lines_of(&buffer));
     }
 }
 

@@ -2,7 +2,7 @@
 //! leave, and its patients, read from CSV files. Every error names the file, the line and the
 //! column; staff are linked to their own patient records by name, address and postcode.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::{Path, PathBuf};
 
 use careid_domain::detect::Shift;
@@ -227,6 +227,9 @@ impl Reference {
                 Ok(())
             })?;
         }
+        for shifts in reference.shifts.values_mut() {
+            shifts.sort_by_key(|s| s.date);
+        }
         if let Some(leave) = &paths.leave {
             Table::open(leave, &["uid", "start", "end", "kind"])?.for_each(|row| {
                 let staff = row.staff(&reference)?;
@@ -244,7 +247,7 @@ impl Reference {
         }
         if let Some(patients) = &paths.patients {
             // Staff are patients too: their own record is the one with their name and home.
-            let mut staff_by_person: HashMap<String, usize> = HashMap::new();
+            let mut staff_by_person: HashMap<String, usize> = HashMap::default();
             for (i, s) in reference.staff.iter().enumerate() {
                 staff_by_person.insert(format!("{}|{}", normalise(&s.given), s.household), i);
             }

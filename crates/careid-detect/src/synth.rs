@@ -278,7 +278,8 @@ fn build(rng: &mut StdRng, plan: &Plan) -> World {
         n
     };
     for (org, list) in registered.iter_mut().enumerate().skip(1) {
-        for _ in 0..150 {
+        // A small practice's list; real ones are bigger, which makes colleagues rarer still.
+        for _ in 0..600 {
             list.push(person_at(rng, org, &mut patients));
         }
     }
@@ -304,7 +305,12 @@ fn build(rng: &mut StdRng, plan: &Plan) -> World {
             postcode: row.postcode.clone(),
             org,
             role,
-            desk: format!("{}-WS{:02}", orgs[org], if role == Role::Reception { 1 + i % 2 } else { 3 + i % 9 }),
+            // A practice has a dozen workstations; the hospital one for every three staff.
+            desk: if hospital {
+                format!("{}-WS{:02}", orgs[org], 20 + (i / 4) % (plan.staff / 12).max(9))
+            } else {
+                format!("{}-WS{:02}", orgs[org], if role == Role::Reception { 1 + i % 2 } else { 3 + i % 9 })
+            },
             record,
             card: format!("C{:08}", i + 1),
             part_time: rng.random_bool(0.2),

@@ -127,6 +127,8 @@ pub enum RaAction {
     ViewReports,
     /// careid: record an RA spot check (a visit to an organisation and what it found).
     RecordSpotCheck,
+    /// careid: work misuse cases of the organisations in scope (read, own, note, close).
+    WorkCases,
 }
 
 impl RaAction {
@@ -160,6 +162,7 @@ impl RaAction {
             RaAction::SeeIncidents => "see misuse incidents",
             RaAction::ViewReports => "run the RA's reports",
             RaAction::RecordSpotCheck => "record an RA spot check",
+            RaAction::WorkCases => "work misuse cases",
         }
     }
 }
@@ -285,12 +288,8 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
             // The RA and the Caldicott Guardian (and privacy officer): never only a sponsor.
             if ra || matches!(function, F::PrivacyOfficer | F::CaldicottGuardian) { Allowed } else { Denied }
         }
-        A::CloseInvestigation => {
-            if senior_ra || matches!(function, F::PrivacyOfficer | F::CaldicottGuardian) {
-                Allowed
-            } else {
-                Denied
-            }
+        A::CloseInvestigation | A::WorkCases => {
+            if senior_ra || matches!(function, F::PrivacyOfficer | F::CaldicottGuardian) { Allowed } else { Denied }
         }
     }
 }
@@ -554,6 +553,7 @@ mod tests {
             (A::SeeIncidents, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Allowed, Allowed]),
             (A::ViewReports, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
             (A::RecordSpotCheck, [Allowed, Allowed, Denied, Denied, Denied, Denied, Denied, Denied]),
+            (A::WorkCases, [Allowed, Allowed, Denied, Denied, Denied, Denied, Allowed, Allowed]),
         ];
         for (action, expected) in rows {
             for (function, want) in functions.iter().zip(expected) {

@@ -91,6 +91,14 @@ pub enum Action {
     AbsenceRead,
     /// Misuse detection raised an alert (`careid_domain::detect`).
     AlertRaise,
+    /// A misuse case opened: from an alert, a "not me", a lost card, or someone's report.
+    CaseOpen,
+    CaseAssign,
+    CaseNote,
+    CaseEvidence,
+    CaseClose,
+    CaseRead,
+    CaseExport,
 }
 
 impl Action {
@@ -132,6 +140,13 @@ impl Action {
             Action::SpotCheckRecord => "spotcheck.record",
             Action::AbsenceRead => "absence.read",
             Action::AlertRaise => "alert.raise",
+            Action::CaseOpen => "case.open",
+            Action::CaseAssign => "case.assign",
+            Action::CaseNote => "case.note",
+            Action::CaseEvidence => "case.evidence",
+            Action::CaseClose => "case.close",
+            Action::CaseRead => "case.read",
+            Action::CaseExport => "case.export",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",

@@ -117,6 +117,10 @@ pub const SAME_SITE_SWITCH: Duration = Duration::seconds(40);
 pub const SWEEP_CARDS: usize = 3;
 /// ...within this long are a sweep: one passcode tried on card after card.
 pub const SWEEP_WINDOW: Duration = Duration::minutes(15);
+/// A wrong passcode followed within this long by the same card's login at the same
+/// workstation was mistyped by its holder: it does not count towards a sweep (a reception
+/// desk at opening time sees several of those).
+pub const TYPO_RECOVERY: Duration = Duration::minutes(2);
 /// Work this long before a rostered shift begins is still in hours (arriving early).
 pub const EARLY_START: Duration = Duration::minutes(60);
 /// Work this long after a rostered shift ends is still in hours (finishing notes).

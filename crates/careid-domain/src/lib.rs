@@ -6,6 +6,7 @@ pub mod absence;
 pub mod access;
 pub mod audit;
 pub mod card;
+pub mod case;
 pub mod catalogue;
 pub mod detect;
 pub mod ids;

@@ -394,6 +394,30 @@ pub trait Transaction: Send {
     /// The person's lost- and stolen-card investigations not yet closed, oldest first.
     async fn open_incidents_of(&mut self, person: &PersonUuid) -> Result<Vec<Incident>, StoreError>;
 
+    async fn insert_case(&mut self, case: &crate::case::Case) -> Result<i64, StoreError>;
+    async fn case(&mut self, id: i64) -> Result<Option<crate::case::Case>, StoreError>;
+    /// Writes a case's owner, status, close and outcome.
+    async fn update_case(&mut self, case: &crate::case::Case) -> Result<(), StoreError>;
+    /// Cases of this organisation and those under it, newest first.
+    async fn cases_under(
+        &mut self,
+        org: &OdsCode,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<crate::case::Case>, StoreError>;
+    /// The open case of this source about this person, if any (the newest).
+    async fn open_case_about(
+        &mut self,
+        subject: &PersonUuid,
+        source: crate::case::CaseSource,
+    ) -> Result<Option<crate::case::Case>, StoreError>;
+    /// The case that carries a lost-card investigation.
+    async fn case_of_incident(&mut self, incident: i64) -> Result<Option<crate::case::Case>, StoreError>;
+    async fn insert_case_entry(&mut self, entry: &crate::case::CaseEntry) -> Result<(), StoreError>;
+    /// A case's history, oldest first.
+    async fn case_entries(&mut self, case: i64) -> Result<Vec<crate::case::CaseEntry>, StoreError>;
+    /// Every assignment at one organisation, whatever its status.
+    async fn assignments_at(&mut self, org: &OdsCode) -> Result<Vec<Assignment>, StoreError>;
     async fn insert_absence(&mut self, absence: &Absence) -> Result<i64, StoreError>;
     /// The person's absences not cancelled that end on or after `from`, earliest first.
     async fn absences_of(&mut self, person: &PersonUuid, from: Date) -> Result<Vec<Absence>, StoreError>;

@@ -4,6 +4,7 @@
 mod absence;
 mod audit;
 mod cards;
+mod cases;
 mod convert;
 mod error;
 mod extract;
@@ -105,7 +106,9 @@ impl App {
         routes::assignments_create, routes::assignments_remove,
         routes::requests_create, routes::requests_list, routes::requests_grant, routes::requests_reject,
         routes::audit_list, routes::me_audit_list, audit::audit_proof, audit::audit_not_me, audit::audit_incidents,
-        patient::access_events, patient::patient_access_list, patient::alerts_list, patient::audit_fhir, log::check,
+        patient::access_events, patient::patient_access_list, patient::alerts_list,
+        cases::cases_report, cases::cases_list, cases::cases_get, cases::cases_assign, cases::cases_note,
+        cases::cases_evidence, cases::cases_close, cases::cases_export, patient::audit_fhir, log::check,
         cards::pki_ca, cards::pki_root, cards::pki_crl, cards::cards_create, cards::cards_certify, cards::cards_ceremony,
         cards::cards_ceremony_complete, cards::cards_wrong_passcode, cards::cards_report, cards::cards_cancel,
         cards::cards_clear, cards::person_cards_list, cards::incidents_close, cards::cards_get,
@@ -196,6 +199,13 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/audit/fhir", get(patient::audit_fhir))
         .route("/api/v1/patient-access", get(patient::patient_access_list))
         .route("/api/v1/alerts", get(patient::alerts_list))
+        .route("/api/v1/cases", get(cases::cases_list).post(cases::cases_report))
+        .route("/api/v1/cases/{id}", get(cases::cases_get))
+        .route("/api/v1/cases/{id}/assign", post(cases::cases_assign))
+        .route("/api/v1/cases/{id}/notes", post(cases::cases_note))
+        .route("/api/v1/cases/{id}/evidence", post(cases::cases_evidence))
+        .route("/api/v1/cases/{id}/close", post(cases::cases_close))
+        .route("/api/v1/cases/{id}/export", get(cases::cases_export))
         .route(
             "/api/v1/access-events",
             post(patient::access_events).layer(DefaultBodyLimit::max(ACCESS_EVENTS_BODY_LIMIT)),

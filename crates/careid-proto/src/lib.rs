@@ -897,3 +897,109 @@ pub struct Readiness {
     /// `ok` or `not loaded`: the token signing key of the OpenID Connect provider.
     pub openid_connect: String,
 }
+
+/// A report of suspected misuse: about whom, and what was seen. Anyone signed in may report
+/// anyone but themselves; the subject never learns who reported.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MisuseReport {
+    /// The 12-digit identifier of the person the report is about.
+    pub subject: String,
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaseOpened {
+    pub id: i64,
+}
+
+/// A misuse case, as those who work it read it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Case {
+    pub id: i64,
+    /// `alert`, `not_me`, `lost_card` or `report`.
+    pub source: String,
+    /// Whom it is about.
+    pub subject: String,
+    /// Who reported it, if a person did.
+    pub reporter: Option<String>,
+    pub org: String,
+    pub owner: Option<String>,
+    /// `open`, `assigned`, `under_review` or `closed`.
+    pub status: String,
+    pub summary: String,
+    pub opened_at: String,
+    pub closed_at: Option<String>,
+    /// `no_case_to_answer`, `retraining`, `warning`, `suspension`, `card_revoked`,
+    /// `disciplinary` or `referral_to_ico`.
+    pub outcome: Option<String>,
+    /// The lost-card investigation it carries.
+    pub incident: Option<i64>,
+}
+
+/// One step of a case's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaseEntry {
+    pub at: String,
+    pub by: Option<String>,
+    /// `opened`, `assigned`, `note`, `evidence` or `closed`.
+    pub kind: String,
+    pub text: String,
+    /// The audit record it links (the step's own, or the evidence).
+    pub record: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaseDetail {
+    pub case: Case,
+    pub entries: Vec<CaseEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaseAssign {
+    /// The owner's 12-digit identifier: a privacy officer, Caldicott Guardian or senior RA
+    /// over the case's organisation, never its subject or reporter.
+    pub owner: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaseNote {
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaseEvidence {
+    /// The audit record's position in the log.
+    pub record: u64,
+    /// Why it is evidence (optional).
+    #[serde(default)]
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaseClose {
+    /// One of the outcomes of `Case.outcome`.
+    pub outcome: String,
+    pub review: String,
+}
+
+/// A record linked to a case, with its proof of inclusion in the export's checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExportedRecord {
+    pub seq: u64,
+    /// The record's canonical entry, base64: its leaf hash is SHA-256(0x00 ‖ entry).
+    pub entry: String,
+    /// The RFC 9162 inclusion proof (hex hashes), or none if the checkpoint does not reach it.
+    pub proof: Option<Vec<String>>,
+}
+
+/// A case's history for an employment tribunal: every step, every record with its proof, and
+/// the signed checkpoint the proofs lead to (`careid audit verify` checks the log behind it).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaseExport {
+    pub case: Case,
+    pub entries: Vec<CaseEntry>,
+    /// The signed note (C2SP checkpoint) the proofs are for.
+    pub checkpoint: Option<String>,
+    pub tree_size: Option<u64>,
+    pub records: Vec<ExportedRecord>,
+}

@@ -976,7 +976,19 @@ impl Service {
             e.detail.push(("kind", if to == CardState::Stolen { "stolen_card" } else { "lost_card" }.into()));
             events.push(e);
         }
-        tx.record_all(&events).await?;
+        let first = tx.record_all(&events).await?;
+        if let Some(id) = incident_id {
+            let new = crate::cases::NewCase {
+                source: careid_domain::case::CaseSource::LostCard,
+                subject: card.person.clone(),
+                reporter: Some(actor.person.clone()),
+                org: None,
+                summary: format!("card {} reported {}", card.serial, to.code()),
+                evidence: vec![first],
+                incident: Some(id),
+            };
+            self.open_case_in(ctx, &mut tx, actor.into(), new).await?;
+        }
         tx.commit().await?;
         Ok(incident_id)
     }
@@ -1090,6 +1102,7 @@ impl Service {
         let closure =
             IncidentClosure { by: actor.person.clone(), at: now, review: review.clone(), outcome: outcome.clone() };
         tx.close_incident(incident_id, &closure).await?;
+        self.close_case_of_incident(&mut tx, actor, incident_id, format!("{outcome}: {review}")).await?;
         event.detail.push(("review", review));
         event.detail.push(("outcome", outcome));
         event.detail.push(("card_last_known_safe_at", careid_audit::format_time(card.last_known_safe_at)));

@@ -101,17 +101,24 @@ impl Service {
         raised: Vec<Raise>,
     ) -> Result<(), RaError> {
         let mut events = Vec::with_capacity(raised.len());
-        for mut raise in raised {
+        let mut raised = raised;
+        for raise in &mut raised {
             if raise.org.is_none()
                 && let Some(person) = &raise.concerns
             {
                 raise.org = tx.person(person).await?.map(|p| p.registered_org);
             }
             tracing::warn!(kind = raise.kind.code(), severity = raise.severity.code(), "alert raised");
-            events.push(self.alert_event(ctx, &raise));
+            events.push(self.alert_event(ctx, raise));
         }
-        if !events.is_empty() {
-            tx.record_all(&events).await?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let first = tx.record_all(&events).await?;
+        // Medium and high alerts open (or join) a case about their person; low ones are context
+        // on a case already open.
+        for (raise, seq) in raised.iter().zip(first..) {
+            self.case_for_alert(ctx, tx, raise, seq).await?;
         }
         Ok(())
     }

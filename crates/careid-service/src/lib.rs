@@ -5,6 +5,7 @@ mod absence;
 mod audit_orgs;
 mod auth;
 mod cards;
+mod cases;
 mod detect;
 mod error;
 mod log;
@@ -33,6 +34,7 @@ pub use cards::{
     CardAuthority, CardReport, Ceremony, ReleasedSecrets, open_clear_secret, open_issue_secret,
     self_service_completion_message,
 };
+pub use cases::{CaseExport, CaseView, ExportedEvidence};
 pub use detect::{AlertQuery, LiveAlert};
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
 pub use log::{IndexMismatch, ProofCheck, RecordProof};

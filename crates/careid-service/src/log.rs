@@ -365,7 +365,17 @@ impl Service {
         incident.id = tx.insert_misuse_incident(&incident).await?;
         event.detail.push(("incident", incident.id.to_string()));
         event.detail.push(("comment", incident.comment.clone()));
-        tx.record(&event).await?;
+        let flagged = tx.record(&event).await?;
+        let new = crate::cases::NewCase {
+            source: careid_domain::case::CaseSource::NotMe,
+            subject: actor.person.clone(),
+            reporter: Some(actor.person.clone()),
+            org: incident.org.clone(),
+            summary: format!("record {seq} is not me: {}", incident.comment),
+            evidence: vec![seq, flagged],
+            incident: None,
+        };
+        self.open_case_in(ctx, &mut tx, actor.into(), new).await?;
         tx.commit().await?;
         tracing::warn!(incident = incident.id, record = seq, "a holder flagged a record \"not me\"");
         Ok(incident)

@@ -66,6 +66,21 @@ async fn off_duty_logins_raise_alerts_whether_allowed_or_refused() {
     let alerts = new_alerts(&w, &mut seen).await;
     assert_eq!(alerts.iter().map(|(_, a)| fields(a).0).collect::<Vec<_>>(), ["use.on_leave"]);
 
+    // The two high alerts are one case about the holder, waiting for an owner, each alert's
+    // record its evidence.
+    let cases = w.service.cases(&ctx(), &w.privacy_officer, None, true, 50).await.unwrap();
+    assert_eq!(cases.len(), 1);
+    assert_eq!((cases[0].source, &cases[0].subject), (careid_domain::case::CaseSource::Alert, &holder.person));
+    let view = w.service.case_view(&ctx(), &w.privacy_officer, cases[0].id).await.unwrap();
+    let evidence: Vec<u64> = view
+        .entries
+        .iter()
+        .filter(|e| e.kind == careid_domain::case::CaseEntryKind::Evidence)
+        .filter_map(|e| e.record)
+        .collect();
+    let raised: Vec<u64> = w.alerts().await.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(evidence, raised);
+
     // The privacy officer and the RA in scope read the queue; the sponsor may not, and is
     // audited; the holder does not find alerts about them in their own trail.
     let queue = w
@@ -107,29 +122,34 @@ async fn a_lost_card_tried_and_a_passcode_sweep_raise_high_alerts() {
     assert_eq!(fields(&alerts[0].1).1, "high");
     assert_eq!(alerts[0].1.get("workstation"), Some("desk-7"));
 
-    // One passcode tried on three cards at one workstation.
+    // One passcode tried on card after card at one workstation; a holder who mistyped and then
+    // logged in there made a typo, which is no part of a sweep.
     let mut cards = Vec::new();
-    for (name, ni) in [("Ada", "CE600105A"), ("Ben", "CE600106A"), ("Cal", "CE600107A")] {
+    for (name, ni) in [("Ada", "CE600105A"), ("Ben", "CE600106A"), ("Cal", "CE600107A"), ("Dot", "CE600108A")] {
         cards.push(holder_with_card(&w, name, ni).await.1);
     }
     let _ = new_alerts(&w, &mut seen).await;
-    for (i, card) in cards.iter().enumerate() {
+    let wrong = |card: &support::cards::IssuedCard| {
         let workstation = ws("reception-1");
-        let report = WrongPasscodeReport {
+        WrongPasscodeReport {
             challenge: w.service.login_challenge(&workstation).unwrap().text,
             workstation,
             certificate: card.card.certificate().unwrap().unwrap(),
-        };
-        w.service.wrong_passcode_at_login(&ctx(), &report).await.unwrap();
-        let alerts = new_alerts(&w, &mut seen).await;
-        if i < 2 {
-            assert!(alerts.is_empty(), "two cards are not a sweep");
-        } else {
-            assert_eq!(alerts.len(), 1);
-            assert_eq!(fields(&alerts[0].1).0, "passcode.sweep");
-            assert_eq!(alerts[0].1.get("workstation"), Some("reception-1"));
         }
+    };
+    w.service.wrong_passcode_at_login(&ctx(), &wrong(&cards[0])).await.unwrap();
+    let typo = w.service.card_login(&ctx(), &answer(&w, &mut cards[0], "reception-1", None)).await.unwrap();
+    w.service.logout(&ctx(), &typo.actor, SessionEnd::SignedOut).await.unwrap();
+    for card in &cards[1..3] {
+        w.service.wrong_passcode_at_login(&ctx(), &wrong(card)).await.unwrap();
     }
+    assert!(new_alerts(&w, &mut seen).await.is_empty(), "a typo and two wrong passcodes are not a sweep");
+    w.service.wrong_passcode_at_login(&ctx(), &wrong(&cards[3])).await.unwrap();
+    let alerts = new_alerts(&w, &mut seen).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(fields(&alerts[0].1).0, "passcode.sweep");
+    assert!(alerts[0].1.get("detail.explanation").unwrap().contains("3 different cards"));
+    assert_eq!(alerts[0].1.get("workstation"), Some("reception-1"));
     let queue = w
         .service
         .alert_queue(&ctx(), &w.privacy_officer, &AlertQuery { limit: 50, ..AlertQuery::default() })

@@ -28,9 +28,9 @@ async fn assert_login_refused(w: &World, before: u64, result: Result<LoginOutcom
         }
         other => panic!("expected a login refused by {rule:?}, got {other:?}"),
     };
-    // The refusal is audited, and nothing else is written but the alerts it raises.
-    let alerts = w.alerts().await.into_iter().filter(|(seq, _)| *seq >= before).count() as u64;
-    assert_eq!(w.audit_len().await, before + 1 + alerts, "the refusal is audited, and nothing else is written");
+    // The refusal is audited, and nothing else is written but the alerts (and cases) it raises.
+    let detection = w.detection_records_since(before).await;
+    assert_eq!(w.audit_len().await, before + 1 + detection, "the refusal is audited, and nothing else is written");
     let last = w.last_audit().await;
     assert_eq!(last.get("action"), Some("session.refuse"));
     assert_eq!(last.get("rule"), Some(rule.code()));

@@ -44,6 +44,8 @@ const TABLES: &[&str] = &[
     "patient_access",
     "audit_orgs",
     "spot_checks",
+    "cases",
+    "case_entries",
 ];
 
 /// Tables whose migrations write rows of their own: the copy replaces them.

@@ -94,6 +94,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "audit orgs", include_str!("../migrations/sqlite/0011_audit_orgs.sql")),
     (12, "audit cosignatures", include_str!("../migrations/sqlite/0012_audit_cosignatures.sql")),
     (13, "spot checks", include_str!("../migrations/sqlite/0013_spot_checks.sql")),
+    (14, "cases", include_str!("../migrations/sqlite/0014_cases.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),
@@ -108,6 +109,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "audit orgs", include_str!("../migrations/postgres/0010_audit_orgs.sql")),
     (11, "audit cosignatures", include_str!("../migrations/postgres/0011_audit_cosignatures.sql")),
     (12, "spot checks", include_str!("../migrations/postgres/0012_spot_checks.sql")),
+    (13, "cases", include_str!("../migrations/postgres/0013_cases.sql")),
 ];
 
 fn postgres_migrations() -> Migrator {

@@ -379,6 +379,40 @@ pub(crate) fn incident(row: &Row) -> Result<Incident, StoreError> {
     })
 }
 
+pub(crate) fn case(row: &Row) -> Result<careid_domain::case::Case, StoreError> {
+    use careid_domain::case::{CaseOutcome, CaseSource, CaseStatus};
+    let unknown = |what: &str, code: &str| StoreError::Corrupt(format!("unknown case {what} {code}"));
+    let source = text(row, "source")?;
+    let status = text(row, "status")?;
+    Ok(careid_domain::case::Case {
+        id: int(row, "id")?,
+        source: CaseSource::parse(&source).ok_or_else(|| unknown("source", &source))?,
+        subject: uuid(row, "subject")?,
+        reporter: opt_uuid(row, "reporter")?,
+        org: ods(row, "org")?,
+        owner: opt_uuid(row, "owner")?,
+        status: CaseStatus::parse(&status).ok_or_else(|| unknown("status", &status))?,
+        summary: text(row, "summary")?,
+        opened_at: time_at(row, "opened_at")?,
+        closed_at: opt_time_at(row, "closed_at")?,
+        outcome: opt_text(row, "outcome")?.map(|o| CaseOutcome::parse(&o).map_err(corrupt)).transpose()?,
+        incident: opt_int(row, "incident")?,
+    })
+}
+
+pub(crate) fn case_entry(row: &Row) -> Result<careid_domain::case::CaseEntry, StoreError> {
+    let kind = text(row, "kind")?;
+    Ok(careid_domain::case::CaseEntry {
+        case: int(row, "case_id")?,
+        at: time_at(row, "at")?,
+        by: opt_uuid(row, "by_person")?,
+        kind: careid_domain::case::CaseEntryKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown case entry kind {kind}")))?,
+        text: text(row, "text")?,
+        record: opt_int(row, "record")?.map(|r| r as u64),
+    })
+}
+
 pub(crate) fn unlock_code(row: &Row) -> Result<UnlockCode, StoreError> {
     Ok(UnlockCode {
         id: int(row, "id")?,

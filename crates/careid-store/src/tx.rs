@@ -7,6 +7,7 @@ use careid_domain::audit::{AuditEvent, AuditRecord, MisuseIncident, SignedCheckp
 use careid_domain::card::{
     CardCertificate, CardRecord, CardSerial, Incident, IncidentClosure, OutboxMessage, RevocationReason, UnlockCode,
 };
+use careid_domain::case::{Case, CaseEntry, CaseSource};
 use careid_domain::ids::Email;
 use careid_domain::ids::{
     AssignmentId, NiNumber, OdsCode, PersonUuid, PositionId, RegistrationId, RequestId, format_date,
@@ -1464,6 +1465,105 @@ impl Transaction for SqlTransaction {
             .await
             .map_err(|e| self.failure("mark message failed", &e))?;
         Ok(())
+    }
+
+    async fn insert_case(&mut self, c: &Case) -> Result<i64, StoreError> {
+        let row = query(
+            "INSERT INTO cases (source, subject, reporter, org, owner, status, summary, opened_at, closed_at, outcome, \
+             incident) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        )
+        .bind(c.source.code())
+        .bind(c.subject.to_string())
+        .bind(opt_string(c.reporter.as_ref()))
+        .bind(c.org.to_string())
+        .bind(opt_string(c.owner.as_ref()))
+        .bind(c.status.code())
+        .bind(c.summary.clone())
+        .bind(micros(c.opened_at))
+        .bind(c.closed_at.map(micros))
+        .bind(c.outcome.map(careid_domain::case::CaseOutcome::code))
+        .bind(c.incident)
+        .fetch_one(self.conn())
+        .await
+        .map_err(|e| self.failure("case", &e))?;
+        int(&row, "id")
+    }
+
+    async fn case(&mut self, id: i64) -> Result<Option<Case>, StoreError> {
+        let rows = self.fetch_all("read case", "SELECT * FROM cases WHERE id = $1", vec![Value::int(id)]).await?;
+        rows.first().map(rows::case).transpose()
+    }
+
+    async fn update_case(&mut self, c: &Case) -> Result<(), StoreError> {
+        query("UPDATE cases SET owner = $2, status = $3, closed_at = $4, outcome = $5 WHERE id = $1")
+            .bind(c.id)
+            .bind(opt_string(c.owner.as_ref()))
+            .bind(c.status.code())
+            .bind(c.closed_at.map(micros))
+            .bind(c.outcome.map(careid_domain::case::CaseOutcome::code))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("case", &e))?;
+        Ok(())
+    }
+
+    async fn cases_under(&mut self, org: &OdsCode, open_only: bool, limit: u32) -> Result<Vec<Case>, StoreError> {
+        let open = if open_only { " AND status <> 'closed'" } else { "" };
+        let sql = format!(
+            "{UNDER} SELECT * FROM cases WHERE org IN (SELECT ods_code FROM under_org){open} ORDER BY id DESC LIMIT $2"
+        );
+        let rows = self
+            .fetch_all("list cases", &sql, vec![Value::text(org.to_string()), Value::int(i64::from(limit))])
+            .await?;
+        rows.iter().map(rows::case).collect()
+    }
+
+    async fn open_case_about(&mut self, subject: &PersonUuid, source: CaseSource) -> Result<Option<Case>, StoreError> {
+        let sql =
+            "SELECT * FROM cases WHERE subject = $1 AND source = $2 AND status <> 'closed' ORDER BY id DESC LIMIT 1";
+        let rows = self
+            .fetch_all(
+                "read open case",
+                sql,
+                vec![Value::text(subject.to_string()), Value::text(source.code().to_owned())],
+            )
+            .await?;
+        rows.first().map(rows::case).transpose()
+    }
+
+    async fn case_of_incident(&mut self, incident: i64) -> Result<Option<Case>, StoreError> {
+        let sql = "SELECT * FROM cases WHERE incident = $1 ORDER BY id DESC LIMIT 1";
+        let rows = self.fetch_all("read case of incident", sql, vec![Value::int(incident)]).await?;
+        rows.first().map(rows::case).transpose()
+    }
+
+    async fn insert_case_entry(&mut self, e: &CaseEntry) -> Result<(), StoreError> {
+        query("INSERT INTO case_entries (case_id, at, by_person, kind, text, record) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(e.case)
+            .bind(micros(e.at))
+            .bind(opt_string(e.by.as_ref()))
+            .bind(e.kind.code())
+            .bind(e.text.clone())
+            .bind(e.record.map(|r| r as i64))
+            .execute(self.conn())
+            .await
+            .map_err(|err| self.failure("case entry", &err))?;
+        Ok(())
+    }
+
+    async fn case_entries(&mut self, case: i64) -> Result<Vec<CaseEntry>, StoreError> {
+        let sql = "SELECT * FROM case_entries WHERE case_id = $1 ORDER BY id";
+        let rows = self.fetch_all("read case entries", sql, vec![Value::int(case)]).await?;
+        rows.iter().map(rows::case_entry).collect()
+    }
+
+    async fn assignments_at(&mut self, org: &OdsCode) -> Result<Vec<Assignment>, StoreError> {
+        let sql = "SELECT * FROM assignments WHERE org = $1 ORDER BY id";
+        self.fetch_all("list assignments at", sql, vec![Value::text(org.to_string())])
+            .await?
+            .iter()
+            .map(rows::assignment)
+            .collect()
     }
 
     async fn insert_incident(&mut self, i: &Incident) -> Result<i64, StoreError> {

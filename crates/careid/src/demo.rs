@@ -262,6 +262,7 @@ pub struct DemoArea {
     /// Profile name and the interim (or recovery) credential behind it.
     pub credentials: Vec<(String, PersonUuid, Secret)>,
     pub sample_person: PersonUuid,
+    pub privacy_officer: PersonUuid,
     /// Who gets a demo card: the RA staff and the first practice's staff.
     pub card_holders: Vec<PersonUuid>,
 }
@@ -467,6 +468,16 @@ pub async fn build(service: &Service) -> anyhow::Result<DemoArea> {
         service.remove_from_organisation(&ctx, &agent_actor, person, &second_practice).await?;
     }
     service.close_profile(&ctx, &agent_actor, &people[second], "left the NHS".into()).await?;
+    // A practice manager reports a receptionist she saw using a colleague's card (seed F3):
+    // the case goes to the ICB's privacy officer and RA Manager, never back to the practice.
+    service
+        .report_misuse(
+            &ctx,
+            &sponsor_actor,
+            &people[receptionists + 2],
+            "seen logging in at reception with a colleague's card",
+        )
+        .await?;
 
     // Demo cards: every member of staff at the first practice but its practice manager. The
     // demo's RA staff and sponsor act from the command line with interim credentials, which
@@ -484,6 +495,7 @@ pub async fn build(service: &Service) -> anyhow::Result<DemoArea> {
         card_holders,
         credentials,
         sample_person,
+        privacy_officer,
     })
 }
 
@@ -599,13 +611,20 @@ Try, in another terminal (prefix `cargo run --release --` if careid is not insta
   # leavers still holding cards, certificates about to expire, coverage (also as --csv)
   careid ra --as demo-ra-manager report lost-cards
   careid ra --as demo-ra-manager report expiring-certificates
-  careid ra --as demo-ra-manager report coverage --csv",
+  careid ra --as demo-ra-manager report coverage --csv
+  # Misuse: a practice manager's report and the lost card above are cases for the ICB's privacy
+  # officer (never for the practice); off-duty logins and passcode sweeps raise alerts
+  careid ra --as demo-privacy-officer cases list
+  careid ra --as demo-ra-manager cases assign <CASE> --owner {privacy_officer}
+  careid ra --as demo-privacy-officer cases close <CASE> --outcome retraining --review 'spoke to her'
+  careid ra --as demo-privacy-officer alerts",
         people = area.people,
         creds = credentials_file.display(),
         sample = area.sample_person,
         manager = area.manager,
         agent = area.agent,
         sponsor = area.sponsor,
+        privacy_officer = area.privacy_officer,
     );
 }
 

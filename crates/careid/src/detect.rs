@@ -187,6 +187,11 @@ pub fn bench(staff: usize, days: u32, seed: u64, keep: Option<&Path>) -> anyhow:
         counts.read as f64 / detect,
         detect / raw
     );
+    println!(
+        "    of which parsing lines on every core {:.1} s, judging events on one {:.1} s, reading the file the rest",
+        counts.parsing.as_secs_f64(),
+        counts.judging.as_secs_f64()
+    );
     let per_10m = detect * 10e6 / counts.read.max(1) as f64;
     println!("  projected for 10 million events: {per_10m:.0} s (target: under 60 s)");
     let score = careid_detect::score::score(&alerts, &month.cases, month.staff, month.days);
@@ -194,7 +199,14 @@ pub fn bench(staff: usize, days: u32, seed: u64, keep: Option<&Path>) -> anyhow:
     for case in &score.missed {
         println!("    missed: {} {} ({})", case.kind.code(), case.uid, case.what);
     }
-    for alert in score.false_alerts.iter().take(10) {
+    let mut false_by_kind: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for alert in &score.false_alerts {
+        *false_by_kind.entry(alert.kind.code()).or_default() += 1;
+    }
+    for (kind, n) in &false_by_kind {
+        println!("    false {kind}: {n}");
+    }
+    for alert in score.false_alerts.iter().take(5) {
         println!(
             "    false: {} {} {:?}: {}",
             alert.kind.code(),

@@ -253,6 +253,10 @@ enum RaCommand {
         #[arg(long)]
         alerts: bool,
     },
+    /// Misuse cases: report someone (anyone may), and the queue, history, steps and export
+    /// of cases for the privacy officer, Caldicott Guardian and senior RA.
+    #[command(subcommand)]
+    Cases(CaseCommand),
     /// The misuse alert queue, newest first: medium and high alerts raised live (privacy
     /// officer, Caldicott Guardian, RA).
     Alerts {
@@ -263,6 +267,65 @@ enum RaCommand {
         #[arg(long)]
         low: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaseCommand {
+    /// Reports suspected misuse by someone: the case goes to someone independent of them and
+    /// of their sponsor, and they never learn who reported.
+    Report {
+        /// The 12-digit identifier of the person the report is about.
+        subject: String,
+        /// What you saw.
+        #[arg(long)]
+        comment: String,
+    },
+    /// The cases of your organisation and those under it, newest first.
+    List {
+        /// This organisation and those under it (default: your own).
+        #[arg(long)]
+        org: Option<String>,
+        /// Closed cases too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One case with its history.
+    Show { id: i64 },
+    /// Gives a case its owner (never its subject or reporter).
+    Assign {
+        id: i64,
+        /// The owner's 12-digit identifier.
+        #[arg(long)]
+        owner: String,
+    },
+    /// Adds a note to a case.
+    Note {
+        id: i64,
+        #[arg(long)]
+        note: String,
+    },
+    /// Links an audit record to a case as evidence.
+    Evidence {
+        id: i64,
+        /// The record's position in the log.
+        #[arg(long)]
+        record: u64,
+        /// Why it is evidence.
+        #[arg(long, default_value = "")]
+        why: String,
+    },
+    /// Closes a case (its owner): no_case_to_answer, retraining, warning, suspension,
+    /// card_revoked, disciplinary or referral_to_ico.
+    Close {
+        id: i64,
+        #[arg(long)]
+        outcome: String,
+        /// What the review found.
+        #[arg(long)]
+        review: String,
+    },
+    /// The case's history with each record's inclusion proof, for a tribunal (JSON).
+    Export { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -637,6 +700,32 @@ async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
             }
             c.get(&format!("/api/v1/patient-access?{}", parts.join("&"))).await
         }
+        RaCommand::Cases(command) => match command {
+            CaseCommand::Report { subject, comment } => {
+                c.post("/api/v1/cases", json!({ "subject": subject, "comment": comment })).await
+            }
+            CaseCommand::List { org, all } => {
+                let mut query = format!("?all={all}");
+                if let Some(org) = org {
+                    query.push_str(&format!("&org={}", encode(&org)));
+                }
+                c.get(&format!("/api/v1/cases{query}")).await
+            }
+            CaseCommand::Show { id } => c.get(&format!("/api/v1/cases/{id}")).await,
+            CaseCommand::Assign { id, owner } => {
+                c.post(&format!("/api/v1/cases/{id}/assign"), json!({ "owner": owner })).await
+            }
+            CaseCommand::Note { id, note } => {
+                c.post(&format!("/api/v1/cases/{id}/notes"), json!({ "note": note })).await
+            }
+            CaseCommand::Evidence { id, record, why } => {
+                c.post(&format!("/api/v1/cases/{id}/evidence"), json!({ "record": record, "why": why })).await
+            }
+            CaseCommand::Close { id, outcome, review } => {
+                c.post(&format!("/api/v1/cases/{id}/close"), json!({ "outcome": outcome, "review": review })).await
+            }
+            CaseCommand::Export { id } => c.get(&format!("/api/v1/cases/{id}/export")).await,
+        },
         RaCommand::Alerts { org, low } => {
             let mut query = format!("?low={low}");
             if let Some(org) = org {

@@ -497,3 +497,31 @@ async fn a_report_comes_as_json_or_as_csv() {
         server.finish().await;
     }
 }
+
+#[tokio::test]
+async fn cases_and_alerts_over_http() {
+    for backend in backends() {
+        let server = Server::start_on(backend.as_ref()).await;
+        let token = Some(server.manager_token.as_str());
+        let (status, me) = server.call("GET", "/api/v1/me", token, None).await;
+        assert_eq!(status, 200, "{me}");
+        let manager = me["person"].as_str().unwrap().to_owned();
+        // Nobody reports themselves (their own name used is a "not me"); the refusal says why.
+        let report = json!({ "subject": manager, "comment": "I did it" });
+        let (status, body) = server.post("/api/v1/cases", &report).await;
+        assert_eq!((status, body["error"]["rule"].as_str()), (403, Some("separation_of_duties.own_record")), "{body}");
+        let (status, body) = server.post("/api/v1/cases", &json!({ "subject": "12345", "comment": "x" })).await;
+        assert_eq!((status, body["error"]["field"].as_str()), (422, Some("uuid")), "{body}");
+        // The queues answer, empty; a case that does not exist is 404; a bad outcome is named.
+        let (status, cases) = server.call("GET", "/api/v1/cases?all=true", token, None).await;
+        assert_eq!((status, cases), (200, json!([])));
+        let (status, alerts) = server.call("GET", "/api/v1/alerts?low=true", token, None).await;
+        assert_eq!((status, alerts), (200, json!([])));
+        let (status, _) = server.call("GET", "/api/v1/cases/999", token, None).await;
+        assert_eq!(status, 404);
+        let close = json!({ "outcome": "sacked", "review": "x" });
+        let (status, body) = server.post("/api/v1/cases/999/close", &close).await;
+        assert_eq!((status, body["error"]["field"].as_str()), (422, Some("outcome")), "{body}");
+        server.finish().await;
+    }
+}

@@ -245,7 +245,8 @@ impl World {
         tx.audit_range(0, 1_000_000).await.unwrap().len() as u64
     }
 
-    /// The last audit record's fields, alerts raised about it aside (`alerts` has those).
+    /// The last audit record's fields, the alerts raised and cases opened about it aside
+    /// (`alerts` has the alerts).
     pub async fn last_audit(&self) -> careid_audit::Entry {
         let mut tx = self.store.begin_read().await.unwrap();
         let records = tx.audit_range(0, 1_000_000).await.unwrap();
@@ -253,8 +254,24 @@ impl World {
             .iter()
             .rev()
             .map(|r| careid_audit::decode(&r.entry).unwrap())
-            .find(|e| e.get("action") != Some("alert.raise"))
+            .find(|e| {
+                !matches!(e.get("action"), Some("alert.raise" | "case.open")) || e.get("outcome") != Some("success")
+            })
             .unwrap()
+    }
+
+    /// How many records from `from` on are alerts raised or cases opened (what detection
+    /// adds after the record that set it off).
+    pub async fn detection_records_since(&self, from: u64) -> u64 {
+        let mut tx = self.store.begin_read().await.unwrap();
+        let records = tx.audit_range(from, 1_000_000).await.unwrap();
+        records
+            .iter()
+            .filter(|r| {
+                let entry = careid_audit::decode(&r.entry).unwrap();
+                matches!(entry.get("action"), Some("alert.raise" | "case.open"))
+            })
+            .count() as u64
     }
 
     /// Every alert raised so far, oldest first, with its position in the log.
