@@ -99,6 +99,9 @@ pub enum Action {
     CaseClose,
     CaseRead,
     CaseExport,
+    /// A privacy officer flagged a patient (or lifted the flag).
+    PatientFlag,
+    PatientUnflag,
 }
 
 impl Action {
@@ -147,6 +150,8 @@ impl Action {
             Action::CaseClose => "case.close",
             Action::CaseRead => "case.read",
             Action::CaseExport => "case.export",
+            Action::PatientFlag => "patient.flag",
+            Action::PatientUnflag => "patient.unflag",
             Action::BulkImport => "bulk.import",
             Action::PersonRead => "person.read",
             Action::QueueRead => "queue.read",

@@ -145,6 +145,17 @@ pub struct PatientAccess {
     pub alert: Option<String>,
 }
 
+/// A patient an organisation's privacy officer flagged: a VIP, a member of staff's family,
+/// anyone whose record needs watching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlaggedPatient {
+    pub org: crate::ids::OdsCode,
+    pub patient: NhsNumber,
+    pub reason: String,
+    pub flagged_by: crate::ids::PersonUuid,
+    pub flagged_at: OffsetDateTime,
+}
+
 /// How far behind an application may report an access.
 pub const REPORT_WINDOW: Duration = Duration::days(30);
 /// How far ahead of careid's clock an access may be dated (clocks drift).

@@ -394,6 +394,20 @@ pub trait Transaction: Send {
     /// The person's lost- and stolen-card investigations not yet closed, oldest first.
     async fn open_incidents_of(&mut self, person: &PersonUuid) -> Result<Vec<Incident>, StoreError>;
 
+    /// Flags a patient at an organisation; `false` if already flagged there.
+    async fn flag_patient(&mut self, flagged: &crate::patient::FlaggedPatient) -> Result<bool, StoreError>;
+    /// Lifts a flag; `false` if there was none.
+    async fn unflag_patient(&mut self, org: &OdsCode, patient: &crate::patient::NhsNumber) -> Result<bool, StoreError>;
+    /// The patients flagged at an organisation and those under it.
+    async fn flagged_patients_under(
+        &mut self,
+        org: &OdsCode,
+    ) -> Result<Vec<crate::patient::FlaggedPatient>, StoreError>;
+    /// Of these patients, those flagged anywhere.
+    async fn flagged_among(
+        &mut self,
+        patients: &[crate::patient::NhsNumber],
+    ) -> Result<std::collections::BTreeSet<crate::patient::NhsNumber>, StoreError>;
     async fn insert_case(&mut self, case: &crate::case::Case) -> Result<i64, StoreError>;
     async fn case(&mut self, id: i64) -> Result<Option<crate::case::Case>, StoreError>;
     /// Writes a case's owner, status, close and outcome.

@@ -107,6 +107,7 @@ impl App {
         routes::requests_create, routes::requests_list, routes::requests_grant, routes::requests_reject,
         routes::audit_list, routes::me_audit_list, audit::audit_proof, audit::audit_not_me, audit::audit_incidents,
         patient::access_events, patient::patient_access_list, patient::alerts_list,
+        patient::flagged_patients_add, patient::flagged_patients_lift, patient::flagged_patients_list,
         cases::cases_report, cases::cases_list, cases::cases_get, cases::cases_assign, cases::cases_note,
         cases::cases_evidence, cases::cases_close, cases::cases_export, patient::audit_fhir, log::check,
         cards::pki_ca, cards::pki_root, cards::pki_crl, cards::cards_create, cards::cards_certify, cards::cards_ceremony,
@@ -199,6 +200,11 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/audit/fhir", get(patient::audit_fhir))
         .route("/api/v1/patient-access", get(patient::patient_access_list))
         .route("/api/v1/alerts", get(patient::alerts_list))
+        .route(
+            "/api/v1/organisations/{ods_code}/flagged-patients",
+            get(patient::flagged_patients_list).post(patient::flagged_patients_add),
+        )
+        .route("/api/v1/organisations/{ods_code}/flagged-patients/lift", post(patient::flagged_patients_lift))
         .route("/api/v1/cases", get(cases::cases_list).post(cases::cases_report))
         .route("/api/v1/cases/{id}", get(cases::cases_get))
         .route("/api/v1/cases/{id}/assign", post(cases::cases_assign))

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
-use crate::extract::{Authed, Ctx, Params};
+use crate::extract::{Authed, Body, Ctx, Params, PathParam};
 use crate::oidc::{OAuthFailure, client_credentials};
 use crate::routes::{AuditParams, audit_query};
 use crate::{App, fhir};
@@ -191,6 +191,67 @@ pub async fn alerts_list(
                 at: a.at,
                 explanation: a.explanation,
                 evidence: a.evidence,
+            })
+            .collect(),
+    ))
+}
+
+/// Flags a patient at an organisation (privacy officer, Caldicott Guardian, senior RA in
+/// scope): an access to the record without a registration or referral then raises a high
+/// alert at once. The log names the patient by pseudonym.
+#[utoipa::path(post, path = "/api/v1/organisations/{ods_code}/flagged-patients", tag = "patient access",
+    params(("ods_code" = String, Path, description = "the organisation's ODS code")), request_body = wire::PatientFlag,
+    responses((status = 200, body = wire::PatientFlagged), (status = 403, body = wire::ErrorBody), (status = 422, body = wire::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn flagged_patients_add(
+    State(app): State<App>,
+    auth: Authed,
+    PathParam(ods): PathParam<String>,
+    Body(body): Body<wire::PatientFlag>,
+) -> Result<Json<wire::PatientFlagged>, ApiError> {
+    let org = OdsCode::parse(&ods)?;
+    let patient = NhsNumber::parse(&body.nhs_number)?;
+    let changed = app.service.flag_patient(&auth.ctx, &auth.actor, &org, &patient, &body.reason).await?;
+    Ok(Json(wire::PatientFlagged { changed }))
+}
+
+/// Lifts a patient's flag at an organisation (the NHS number in the body, not the URL).
+#[utoipa::path(post, path = "/api/v1/organisations/{ods_code}/flagged-patients/lift", tag = "patient access",
+    params(("ods_code" = String, Path, description = "the organisation's ODS code")), request_body = wire::PatientFlag,
+    responses((status = 200, body = wire::PatientFlagged), (status = 403, body = wire::ErrorBody), (status = 422, body = wire::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn flagged_patients_lift(
+    State(app): State<App>,
+    auth: Authed,
+    PathParam(ods): PathParam<String>,
+    Body(body): Body<wire::PatientFlag>,
+) -> Result<Json<wire::PatientFlagged>, ApiError> {
+    let org = OdsCode::parse(&ods)?;
+    let patient = NhsNumber::parse(&body.nhs_number)?;
+    let changed = app.service.unflag_patient(&auth.ctx, &auth.actor, &org, &patient).await?;
+    Ok(Json(wire::PatientFlagged { changed }))
+}
+
+/// The patients flagged at an organisation and those under it. The read is audited.
+#[utoipa::path(get, path = "/api/v1/organisations/{ods_code}/flagged-patients", tag = "patient access",
+    params(("ods_code" = String, Path, description = "the organisation's ODS code")),
+    responses((status = 200, body = Vec<wire::FlaggedPatient>), (status = 403, body = wire::ErrorBody)), security(("bearer" = [])))]
+pub async fn flagged_patients_list(
+    State(app): State<App>,
+    auth: Authed,
+    PathParam(ods): PathParam<String>,
+) -> Result<Json<Vec<wire::FlaggedPatient>>, ApiError> {
+    let org = OdsCode::parse(&ods)?;
+    let flagged = app.service.flagged_patients(&auth.ctx, &auth.actor, &org).await?;
+    Ok(Json(
+        flagged
+            .into_iter()
+            .map(|f| wire::FlaggedPatient {
+                org: f.org.to_string(),
+                nhs_number: f.patient.to_string(),
+                reason: f.reason,
+                flagged_by: f.flagged_by.to_string(),
+                flagged_at: format_time(f.flagged_at),
             })
             .collect(),
     ))

@@ -1003,3 +1003,29 @@ pub struct CaseExport {
     pub tree_size: Option<u64>,
     pub records: Vec<ExportedRecord>,
 }
+
+/// A patient to flag (or whose flag to lift) at an organisation. In the body, never in a URL.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PatientFlag {
+    /// The patient's NHS number (10 digits with its check digit).
+    pub nhs_number: String,
+    /// Why (a VIP, a member of staff's family...); not needed to lift a flag.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Whether the call changed anything (`false`: already flagged, or not flagged).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PatientFlagged {
+    pub changed: bool,
+}
+
+/// A flagged patient, as the privacy officer reads the list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FlaggedPatient {
+    pub org: String,
+    pub nhs_number: String,
+    pub reason: String,
+    pub flagged_by: String,
+    pub flagged_at: String,
+}

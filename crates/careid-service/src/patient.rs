@@ -6,12 +6,15 @@ use std::collections::HashMap;
 
 use careid_domain::access::{Actor, RaAction};
 use careid_domain::audit::{Action, AuditActor, AuditEvent};
+use careid_domain::detect::{self, AccessFacts};
+use careid_domain::ids::parse_note;
 use careid_domain::ids::{InvalidInput, OdsCode, PersonUuid};
-use careid_domain::patient::{self, NhsNumber, PatientAccess, RecordAction, Relationship};
+use careid_domain::patient::{self, FlaggedPatient, NhsNumber, PatientAccess, RecordAction, Relationship};
 use careid_domain::ports::{PatientAccessQuery, Transaction};
 use time::OffsetDateTime;
 
 use crate::audit_orgs::AppendAudit;
+use crate::detect::Raise;
 use crate::oidc::{ClientCredentials, OAuthError};
 use crate::ra::first_refusal;
 use crate::{RaError, RequestContext, Service};
@@ -115,9 +118,11 @@ impl Service {
             })
             .collect();
         let first = tx.record_all(&events).await?;
+        let accepted_workstations: Vec<Option<String>> = accepted.iter().map(|c| c.event.workstation.clone()).collect();
         let accesses: Vec<PatientAccess> =
             accepted.into_iter().zip(first..).map(|(c, seq)| PatientAccess { seq, ..c.access }).collect();
         tx.insert_patient_accesses(&accesses).await?;
+        self.flagged_access_alerts(ctx, &mut tx, &accesses, &accepted_workstations).await?;
         tx.commit().await?;
         let mut seqs = first..;
         for outcome in &mut outcomes {
@@ -300,5 +305,138 @@ impl Service {
         tx.record(&event).await?;
         tx.commit().await?;
         Ok(accesses)
+    }
+
+    /// Raises the alerts of accesses to flagged patients, in the transaction that records
+    /// them: a flagged record opened without a registration or referral is high (the access's
+    /// own record, marked, is the context otherwise).
+    async fn flagged_access_alerts(
+        &self,
+        ctx: &RequestContext,
+        tx: &mut Box<dyn Transaction>,
+        accesses: &[PatientAccess],
+        workstations: &[Option<String>],
+    ) -> Result<(), RaError> {
+        let patients: Vec<NhsNumber> = accesses.iter().map(|a| a.patient.clone()).collect();
+        let flagged = tx.flagged_among(&patients).await?;
+        if flagged.is_empty() {
+            return Ok(());
+        }
+        let mut raised = Vec::new();
+        for (access, workstation) in accesses.iter().zip(workstations) {
+            if !flagged.contains(&access.patient) {
+                continue;
+            }
+            let facts = AccessFacts {
+                relationship: Some(access.relationship),
+                own_record: false,
+                family: false,
+                colleague: false,
+                flagged: true,
+                registered_here: false,
+                in_hours: true,
+            };
+            for (kind, severity, explanation) in detect::access_alerts(facts) {
+                if severity.queued() {
+                    let mut raise = Raise::new(kind, (severity, explanation)).about(&access.person, Some(&access.org));
+                    raise.evidence.push(access.seq);
+                    raise.workstation.clone_from(workstation);
+                    raised.push(raise);
+                }
+            }
+        }
+        self.record_alerts(ctx, tx, raised).await
+    }
+
+    /// Flags a patient at an organisation (its privacy officer, Caldicott Guardian or senior
+    /// RA): from then on an access to the record without a registration or referral raises a
+    /// high alert. The log names the patient by pseudonym only.
+    pub async fn flag_patient(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        org: &OdsCode,
+        patient: &NhsNumber,
+        reason: &str,
+    ) -> Result<bool, RaError> {
+        let reason = parse_note("reason", reason, true)?;
+        let authority = self.card_authority()?;
+        let mut tx = self.begin_write_as(actor).await?;
+        let mut event = self.event(
+            ctx,
+            actor.into(),
+            Action::PatientFlag,
+            "patient",
+            authority.patient_key.pseudonym(patient.as_str()),
+        );
+        event.orgs = vec![org.clone()];
+        event.detail.push(("reason", reason.clone()));
+        let scope = self.org_scope(&mut tx, actor, org).await?;
+        if let Err(refusal) = first_refusal([actor.require(RaAction::WorkCases), scope]) {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let flagged = FlaggedPatient {
+            org: org.clone(),
+            patient: patient.clone(),
+            reason,
+            flagged_by: actor.person.clone(),
+            flagged_at: self.clock.now(),
+        };
+        let new = tx.flag_patient(&flagged).await?;
+        if new {
+            tx.record(&event).await?;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Lifts a patient's flag at an organisation.
+    pub async fn unflag_patient(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        org: &OdsCode,
+        patient: &NhsNumber,
+    ) -> Result<bool, RaError> {
+        let authority = self.card_authority()?;
+        let mut tx = self.begin_write_as(actor).await?;
+        let mut event = self.event(
+            ctx,
+            actor.into(),
+            Action::PatientUnflag,
+            "patient",
+            authority.patient_key.pseudonym(patient.as_str()),
+        );
+        event.orgs = vec![org.clone()];
+        let scope = self.org_scope(&mut tx, actor, org).await?;
+        if let Err(refusal) = first_refusal([actor.require(RaAction::WorkCases), scope]) {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let lifted = tx.unflag_patient(org, patient).await?;
+        if lifted {
+            tx.record(&event).await?;
+        }
+        tx.commit().await?;
+        Ok(lifted)
+    }
+
+    /// The patients flagged at an organisation and those under it (read audited).
+    pub async fn flagged_patients(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        org: &OdsCode,
+    ) -> Result<Vec<FlaggedPatient>, RaError> {
+        let mut tx = self.begin_write_as(actor).await?;
+        let mut event = self.event(ctx, actor.into(), Action::QueueRead, "flagged_patients", org);
+        event.orgs = vec![org.clone()];
+        let scope = self.org_scope(&mut tx, actor, org).await?;
+        if let Err(refusal) = first_refusal([actor.require(RaAction::WorkCases), scope]) {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let flagged = tx.flagged_patients_under(org).await?;
+        tx.record(&event).await?;
+        tx.commit().await?;
+        Ok(flagged)
     }
 }

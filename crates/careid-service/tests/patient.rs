@@ -175,3 +175,43 @@ async fn wrong_credentials_oversized_batches_and_organisations_the_app_is_not_fo
     assert_eq!(refused_field(&outcomes[0]), "access_token");
     assert_eq!(w.audit_len().await, before, "nothing written");
 }
+
+#[tokio::test]
+async fn a_flagged_record_opened_without_a_registration_raises_a_high_alert_at_once() {
+    let w = world().await;
+    let (app, token, user) = app_and_token(&w).await;
+    let vip = NhsNumber::parse(PATIENT).unwrap();
+    let icb = support::ods("QWE");
+    // Only those who work cases flag a patient; the refusal is audited.
+    let before = w.audit_len().await;
+    let refused = w.service.flag_patient(&ctx(), &w.sponsor_a, &w.practice_a, &vip, "a local councillor").await;
+    w.assert_refused(before, refused, Rule::RoleNotPermitted).await;
+    assert!(w.service.flag_patient(&ctx(), &w.privacy_officer, &icb, &vip, "a local councillor").await.unwrap());
+    let flag = w.last_audit().await;
+    assert_eq!(flag.get("action"), Some("patient.flag"));
+    assert!(!flag.get("subject").unwrap().contains(PATIENT), "the log names the patient by pseudonym");
+    let listed = w.service.flagged_patients(&ctx(), &w.privacy_officer, &icb).await.unwrap();
+    assert_eq!(listed.iter().map(|f| f.patient.as_str()).collect::<Vec<_>>(), [PATIENT]);
+
+    // Care under the registration is no alert; a self-claimed look is high, in the same
+    // transaction, with a case about the user.
+    let alerts_before = w.alerts().await.len();
+    let batch = [report(&w, &token, PATIENT, "registered_patient"), report(&w, &token, PATIENT, "self_claimed")];
+    let outcomes = w.service.report_patient_access(&ctx(), &app, &batch).await.unwrap();
+    let ReportOutcome::Accepted { seq: looked, .. } = outcomes[1] else { panic!("{outcomes:?}") };
+    let alerts = w.alerts().await;
+    assert_eq!(alerts.len(), alerts_before + 1);
+    let (_, alert) = alerts.last().unwrap();
+    assert_eq!(alert.get("detail.kind"), Some("access.flagged"));
+    assert_eq!(alert.get("detail.severity"), Some("high"));
+    assert_eq!(alert.get("detail.concerns"), Some(user.person.as_str()));
+    assert_eq!(alert.get("detail.evidence"), Some(looked.to_string().as_str()));
+    assert!(alert.fields.iter().all(|(_, v)| !v.contains(PATIENT)), "no NHS number in the log");
+    let cases = w.service.cases(&ctx(), &w.privacy_officer, None, true, 10).await.unwrap();
+    assert!(cases.iter().any(|c| c.subject == user.person && c.source == careid_domain::case::CaseSource::Alert));
+
+    // The flag lifted, the same look is context only.
+    assert!(w.service.unflag_patient(&ctx(), &w.privacy_officer, &icb, &vip).await.unwrap());
+    w.service.report_patient_access(&ctx(), &app, &[report(&w, &token, PATIENT, "self_claimed")]).await.unwrap();
+    assert_eq!(w.alerts().await.len(), alerts_before + 1);
+}

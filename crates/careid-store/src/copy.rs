@@ -46,6 +46,7 @@ const TABLES: &[&str] = &[
     "spot_checks",
     "cases",
     "case_entries",
+    "flagged_patients",
 ];
 
 /// Tables whose migrations write rows of their own: the copy replaces them.

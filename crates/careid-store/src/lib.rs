@@ -95,6 +95,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (12, "audit cosignatures", include_str!("../migrations/sqlite/0012_audit_cosignatures.sql")),
     (13, "spot checks", include_str!("../migrations/sqlite/0013_spot_checks.sql")),
     (14, "cases", include_str!("../migrations/sqlite/0014_cases.sql")),
+    (15, "flagged patients", include_str!("../migrations/sqlite/0015_flagged_patients.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),
@@ -110,6 +111,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "audit cosignatures", include_str!("../migrations/postgres/0011_audit_cosignatures.sql")),
     (12, "spot checks", include_str!("../migrations/postgres/0012_spot_checks.sql")),
     (13, "cases", include_str!("../migrations/postgres/0013_cases.sql")),
+    (14, "flagged patients", include_str!("../migrations/postgres/0014_flagged_patients.sql")),
 ];
 
 fn postgres_migrations() -> Migrator {

@@ -17,7 +17,7 @@ use careid_domain::model::{
     RegistrationStatus, Removal, RequestKind, RequestStatus, SponsorRequest,
 };
 use careid_domain::oidc::{Authorization, Client, ClientId, IssuedToken, PendingLogout};
-use careid_domain::patient::PatientAccess;
+use careid_domain::patient::{FlaggedPatient, NhsNumber, PatientAccess};
 use careid_domain::ports::{
     AuditIndexRow, AuditQuery, Credential, NewAssignment, PatientAccessQuery, SealedSecrets, Session, StoreError,
     Transaction,
@@ -1465,6 +1465,68 @@ impl Transaction for SqlTransaction {
             .await
             .map_err(|e| self.failure("mark message failed", &e))?;
         Ok(())
+    }
+
+    async fn flag_patient(&mut self, f: &FlaggedPatient) -> Result<bool, StoreError> {
+        let done = query(
+            "INSERT INTO flagged_patients (org, nhs_number, reason, flagged_by, flagged_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (org, nhs_number) DO NOTHING",
+        )
+        .bind(f.org.to_string())
+        .bind(f.patient.to_string())
+        .bind(f.reason.clone())
+        .bind(f.flagged_by.to_string())
+        .bind(micros(f.flagged_at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("flag patient", &e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn unflag_patient(&mut self, org: &OdsCode, patient: &NhsNumber) -> Result<bool, StoreError> {
+        let done = query("DELETE FROM flagged_patients WHERE org = $1 AND nhs_number = $2")
+            .bind(org.to_string())
+            .bind(patient.to_string())
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("unflag patient", &e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn flagged_patients_under(&mut self, org: &OdsCode) -> Result<Vec<FlaggedPatient>, StoreError> {
+        let sql = format!(
+            "{UNDER} SELECT * FROM flagged_patients WHERE org IN (SELECT ods_code FROM under_org) \
+             ORDER BY org, nhs_number"
+        );
+        let rows = self.fetch_all("list flagged patients", &sql, vec![Value::text(org.to_string())]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FlaggedPatient {
+                    org: rows::ods(r, "org")?,
+                    patient: NhsNumber::parse(&rows::text(r, "nhs_number")?).map_err(rows::corrupt)?,
+                    reason: rows::text(r, "reason")?,
+                    flagged_by: PersonUuid::parse(&rows::text(r, "flagged_by")?).map_err(rows::corrupt)?,
+                    flagged_at: rows::time_at(r, "flagged_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn flagged_among(
+        &mut self,
+        patients: &[NhsNumber],
+    ) -> Result<std::collections::BTreeSet<NhsNumber>, StoreError> {
+        let mut flagged = std::collections::BTreeSet::new();
+        for chunk in patients.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql =
+                format!("SELECT DISTINCT nhs_number FROM flagged_patients WHERE nhs_number IN ({})", marks.join(", "));
+            let args = chunk.iter().map(|p| Value::text(p.to_string())).collect();
+            for row in self.fetch_all("read flagged patients", &sql, args).await? {
+                flagged.insert(NhsNumber::parse(&rows::text(&row, "nhs_number")?).map_err(rows::corrupt)?);
+            }
+        }
+        Ok(flagged)
     }
 
     async fn insert_case(&mut self, c: &Case) -> Result<i64, StoreError> {

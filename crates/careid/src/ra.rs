@@ -253,6 +253,21 @@ enum RaCommand {
         #[arg(long)]
         alerts: bool,
     },
+    /// Flags a patient at an organisation: an access without a registration or referral then
+    /// raises a high alert at once (privacy officer, Caldicott Guardian, senior RA).
+    FlagPatient {
+        /// The organisation (and those under it) whose staff's accesses are watched.
+        ods_code: String,
+        /// The patient's NHS number.
+        nhs_number: String,
+        /// Why the record needs watching (a VIP, a member of staff's family...).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lifts a patient's flag at an organisation.
+    UnflagPatient { ods_code: String, nhs_number: String },
+    /// The patients flagged at an organisation and those under it.
+    FlaggedPatients { ods_code: String },
     /// Misuse cases: report someone (anyone may), and the queue, history, steps and export
     /// of cases for the privacy officer, Caldicott Guardian and senior RA.
     #[command(subcommand)]
@@ -699,6 +714,17 @@ async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
                 }
             }
             c.get(&format!("/api/v1/patient-access?{}", parts.join("&"))).await
+        }
+        RaCommand::FlagPatient { ods_code, nhs_number, reason } => {
+            let body = json!({ "nhs_number": nhs_number, "reason": reason });
+            c.post(&format!("/api/v1/organisations/{}/flagged-patients", encode(&ods_code)), body).await
+        }
+        RaCommand::UnflagPatient { ods_code, nhs_number } => {
+            let body = json!({ "nhs_number": nhs_number });
+            c.post(&format!("/api/v1/organisations/{}/flagged-patients/lift", encode(&ods_code)), body).await
+        }
+        RaCommand::FlaggedPatients { ods_code } => {
+            c.get(&format!("/api/v1/organisations/{}/flagged-patients", encode(&ods_code))).await
         }
         RaCommand::Cases(command) => match command {
             CaseCommand::Report { subject, comment } => {

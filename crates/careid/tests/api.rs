@@ -519,6 +519,13 @@ async fn cases_and_alerts_over_http() {
         assert_eq!((status, alerts), (200, json!([])));
         let (status, _) = server.call("GET", "/api/v1/cases/999", token, None).await;
         assert_eq!(status, 404);
+        // Flagged patients: the number goes in the body and is checked there (flagging itself is
+        // tested in the service's patient.rs, with a deployment's patient key).
+        let (status, list) = server.call("GET", "/api/v1/organisations/QWE/flagged-patients", token, None).await;
+        assert_eq!((status, list), (200, json!([])));
+        let bad = json!({ "nhs_number": "9434765918", "reason": "x" });
+        let (status, body) = server.post("/api/v1/organisations/QWE/flagged-patients", &bad).await;
+        assert_eq!((status, body["error"]["field"].as_str()), (422, Some("patient")), "{body}");
         let close = json!({ "outcome": "sacked", "review": "x" });
         let (status, body) = server.post("/api/v1/cases/999/close", &close).await;
         assert_eq!((status, body["error"]["field"].as_str()), (422, Some("outcome")), "{body}");
