@@ -63,6 +63,18 @@ impl Pkcs11Module {
         Ok(out)
     }
 
+    /// The initialised tokens: each slot with its token's label and serial, in slot order.
+    pub fn tokens(&self) -> Result<Vec<(u64, String, String)>, CardError> {
+        let mut out = Vec::new();
+        for slot in self.context.get_slots_with_token().map_err(|e| device(&e))? {
+            let info = self.context.get_token_info(slot).map_err(|e| device(&e))?;
+            if info.token_initialized() {
+                out.push((slot.id(), info.label().trim().to_owned(), info.serial_number().trim().to_owned()));
+            }
+        }
+        Ok(out)
+    }
+
     /// The slot whose token has this serial.
     pub fn slot_of(&self, serial: &CardSerial) -> Result<u64, CardError> {
         for slot in self.context.get_slots_with_token().map_err(|e| device(&e))? {

@@ -142,6 +142,24 @@ impl SessionEnd {
         }
     }
 
+    /// Why the session ended, in words for its holder.
+    pub fn explanation(self) -> &'static str {
+        match self {
+            SessionEnd::SignedOut => "you signed out",
+            SessionEnd::CardRemoved => "the card left the reader",
+            SessionEnd::PresenceLost => {
+                "the card's presence was not proved in time (a reader fault, or the card moved)"
+            }
+            SessionEnd::IdleTimeout => "nothing was done for too long",
+            SessionEnd::Lifetime => "it reached the longest a session may last",
+            SessionEnd::EndedByOther => "the RA or a privacy officer ended it",
+            SessionEnd::CardEnded => "the card was locked, reported lost or stolen, or cancelled",
+            SessionEnd::Superseded => "you logged in again elsewhere",
+            SessionEnd::CredentialRevoked => "the credential that signed it in was revoked",
+            SessionEnd::PositionEnded => "the position it acted in ended",
+        }
+    }
+
     pub fn parse(code: &str) -> Option<SessionEnd> {
         [
             SessionEnd::SignedOut,

@@ -69,6 +69,7 @@ pub async fn login_card(
             session_id: outcome.session_id,
             expires_at: format_time(outcome.expires_at),
             acting: c::acting_out(&outcome.actor),
+            notice: outcome.notice,
         },
         heartbeat_interval_seconds: settings.heartbeat_interval.whole_seconds(),
         presence_grace_seconds: settings.presence_grace.whole_seconds(),

@@ -95,6 +95,7 @@ pub async fn sessions_create(
         session_id: outcome.session_id,
         expires_at: format_time(outcome.expires_at),
         acting: c::acting_out(&outcome.actor),
+        notice: outcome.notice,
     };
     Ok((StatusCode::CREATED, Json(response)))
 }

@@ -58,6 +58,9 @@ pub struct LoginResponse {
     pub session_id: String,
     pub expires_at: String,
     pub acting: Acting,
+    /// What the holder should know of this login (flagged as off duty), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 /// Asks for a login challenge for one workstation.

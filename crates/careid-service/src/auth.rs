@@ -45,6 +45,8 @@ pub struct LoginOutcome {
     pub session_id: String,
     pub actor: Actor,
     pub expires_at: time::OffsetDateTime,
+    /// What the holder should know of this login (it was flagged as off duty).
+    pub notice: Option<String>,
 }
 
 /// The role code careid gives the bootstrap RA Manager's position.
@@ -310,6 +312,7 @@ impl Service {
             tracing::warn!(session = %session.id, "recovery credential used to sign in");
         }
         let mut raised: Vec<crate::detect::Raise> = two_places.into_iter().collect();
+        let notice = alert.as_ref().map(|(why, _)| off_duty_notice(why));
         if let Some((why, kind)) = alert {
             tracing::warn!(session = %session.id, "credential login while off duty: {why}");
             e.detail.push(("off_duty", format!("logged in while off duty: {why}")));
@@ -323,7 +326,7 @@ impl Service {
         }
         self.record_alerts(ctx, &mut tx, raised).await?;
         tx.commit().await?;
-        Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at })
+        Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at, notice })
     }
 
     /// The actor a bearer token speaks for, if its session is alive.
@@ -419,4 +422,13 @@ pub(crate) async fn end_interim_credentials(
         }
     }
     Ok(ended)
+}
+
+/// What a holder is told of a login their organisation allows off duty: that it happened,
+/// why it stands out, and that it is flagged for review.
+pub(crate) fn off_duty_notice(why: &str) -> String {
+    format!(
+        "you logged in while off duty ({why}); your organisation allows it, and this login is flagged \
+         for its privacy officer. If you did not log in, report your card lost at once."
+    )
 }

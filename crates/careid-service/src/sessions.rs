@@ -473,6 +473,7 @@ impl Service {
         created.detail.push(("signed_message", STANDARD.encode(&message)));
         created.detail.push(("signature", STANDARD.encode(&login.signature)));
         let mut raised: Vec<Raise> = two_places.into_iter().collect();
+        let notice = alert.as_ref().map(|(why, _)| crate::auth::off_duty_notice(why));
         if let Some((why, kind)) = alert {
             tracing::warn!(session = %session.id, "card login while off duty: {why}");
             created.detail.push(("alert", format!("logged in while off duty: {why}")));
@@ -487,7 +488,7 @@ impl Service {
         }
         self.record_alerts(ctx, &mut tx, raised).await?;
         tx.commit().await?;
-        Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at })
+        Ok(LoginOutcome { token, session_id: session.id, actor, expires_at: session.expires_at, notice })
     }
 
     /// The agent saw the card refuse the holder's passcode before any login: careid counts it
@@ -637,7 +638,17 @@ impl Service {
         let card = self.load_card(&mut tx, presence.card).await?;
         let message = HeartbeatMessage { session: &session.id, counter: beat.counter, time: beat.time }.to_bytes();
         let checked = if session.ended_at.is_some() {
-            Err(Refusal::new(Rule::SessionEnded, "the session has ended: log in again"))
+            // Say why: a card reported stolen, the RA, or the card's absence are different news.
+            let why = match card.state {
+                CardState::Lost | CardState::Stolen => "your card was reported lost or stolen".to_owned(),
+                CardState::Locked => "your card is locked".to_owned(),
+                _ => session
+                    .end_reason
+                    .as_deref()
+                    .and_then(SessionEnd::parse)
+                    .map_or_else(|| "it was ended".to_owned(), |end| end.explanation().to_owned()),
+            };
+            Err(Refusal::new(Rule::SessionEnded, format!("the session has ended: {why}. Log in again")))
         } else if let Err(why) = check_signed_time(beat.time, now) {
             Err(Refusal::new(Rule::ChallengeInvalid, why))
         } else if verified_key.is_none() || card.public_key != verified_key {
@@ -657,7 +668,7 @@ impl Service {
             tx.end_session(&session.id, now, end.code()).await?;
             tx.record(&self.session_end_event(ctx, &session, end)).await?;
             let refusal =
-                Refusal::new(Rule::SessionEnded, format!("the session has ended ({}): log in again", end.code()));
+                Refusal::new(Rule::SessionEnded, format!("the session has ended: {}. Log in again", end.explanation()));
             return Err(self.refuse(tx, event, refusal).await);
         }
         if !tx.record_heartbeat(&session.id, beat.counter, now).await? {

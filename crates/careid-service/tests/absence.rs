@@ -18,6 +18,8 @@ async fn try_login(w: &World, card: &mut support::cards::IssuedCard) -> Result<c
     let login = answer(w, card, "desk-1", None);
     let outcome = w.service.card_login(&ctx(), &login).await?;
     let created = w.last_audit().await;
+    // The holder is told of a login flagged as off duty, and of nothing otherwise.
+    assert_eq!(outcome.notice.is_some(), created.get("detail.alert").is_some(), "{:?}", outcome.notice);
     w.service.logout(&ctx(), &outcome.actor, SessionEnd::SignedOut).await.unwrap();
     Ok(created)
 }

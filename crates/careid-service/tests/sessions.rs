@@ -327,11 +327,14 @@ async fn heartbeats_keep_a_session_alive_and_its_end_comes_within_the_grace_when
     let last = w.last_audit().await;
     assert_eq!((last.get("action"), last.get("detail.reason")), (Some("session.end"), Some("presence_lost")));
     assert!(w.service.authenticate(session.token.expose()).await.is_err());
-    // A heartbeat for the ended session is refused.
+    // A heartbeat for the ended session is refused, and the holder is told why.
     let now = w.clock_now().unix_timestamp();
     let before = w.audit_len().await;
-    w.assert_refused(before, w.service.heartbeat(&ctx(), &beat(&mut card, &id, 12, now)).await, Rule::SessionEnded)
-        .await;
+    let late = w.service.heartbeat(&ctx(), &beat(&mut card, &id, 12, now)).await;
+    if let Err(careid_service::RaError::Refused(refusal)) = &late {
+        assert!(refusal.message.contains("presence was not proved in time"), "{}", refusal.message);
+    }
+    w.assert_refused(before, late, Rule::SessionEnded).await;
 }
 
 #[tokio::test]

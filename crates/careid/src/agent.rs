@@ -33,17 +33,24 @@ use crate::agent_local::LocalRequest;
 use crate::card::{Device, Keyboard, open_device};
 use crate::client::{ApiFailure, Client, Profile, Profiles};
 
+impl AgentArgs {
+    fn server(&self) -> &str {
+        self.server.as_deref().unwrap_or(crate::ra::DEFAULT_SERVER)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The careid server.
-    #[arg(long, env = "CAREID_SERVER", default_value = crate::ra::DEFAULT_SERVER)]
-    server: String,
+    /// The careid server (default: the address in --config, or http://127.0.0.1:8420).
+    #[arg(long, env = "CAREID_SERVER")]
+    server: Option<String>,
     /// This workstation's name (default: the host's name).
     #[arg(long)]
     workstation: Option<String>,
     /// Log in to this organisation's position (with --assignment) instead of choosing.
     #[arg(long, requires = "assignment")]
     org: Option<String>,
+    /// Log in to this assignment (with --org) instead of choosing.
     #[arg(long, requires = "org")]
     assignment: Option<i64>,
     /// The CLI profile the session is saved as while it lives.
@@ -120,17 +127,18 @@ struct Live {
     interval: Duration,
 }
 
-pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: AgentArgs, default_server: String) -> anyhow::Result<()> {
+    args.server.get_or_insert(default_server);
     let workstation = Workstation::parse(&args.workstation.clone().unwrap_or_else(host_name))?;
     let selected = match (&args.org, args.assignment) {
         (Some(org), Some(a)) => Some((OdsCode::parse(org)?, AssignmentId::parse(&a.to_string())?)),
         _ => None,
     };
-    let client = Client::new(&args.server, None);
+    let client = Client::new(args.server(), None);
     let keyboard = Keyboard { stdin: args.device.passcode_stdin };
     let (sender, mut requests) = mpsc::channel(16);
     if args.local_port != 0 {
-        let (port, key) = crate::agent_local::serve(args.local_port, &args.server, sender).await?;
+        let (port, key) = crate::agent_local::serve(args.local_port, args.server(), sender).await?;
         eprintln!("Local endpoint for careid's sign-in page and local applications: http://127.0.0.1:{port}");
         eprintln!("Local applications present the key in {} (yours alone to read)", key.display());
     }
@@ -257,6 +265,9 @@ async fn login(
                     acting["role"].as_str().unwrap_or_default(),
                     response["session_id"].as_str().unwrap_or_default()
                 );
+                if let Some(notice) = response["notice"].as_str() {
+                    println!("NOTE: {notice}");
+                }
                 let seconds = response["heartbeat_interval_seconds"].as_u64().unwrap_or(30).max(1);
                 return Ok(Live {
                     token: text(&response, "token")?,
@@ -433,7 +444,7 @@ async fn wait_for_removal(device: &Device, card: &dyn Card, requests: &mut mpsc:
 fn save_profile(args: &AgentArgs, live: &Live) -> anyhow::Result<()> {
     let mut profiles = Profiles::load()?;
     let profile = Profile {
-        server: args.server.clone(),
+        server: args.server().to_owned(),
         token: live.token.clone(),
         person: String::new(),
         org: String::new(),

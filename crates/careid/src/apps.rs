@@ -20,6 +20,7 @@ enum ClientCommand {
     Register {
         /// The OAuth client_id: 3 to 64 of a-z, 0-9 and '-'.
         client_id: String,
+        /// The application's name, as its users see it on the sign-in page.
         #[arg(long)]
         name: String,
         /// confidential (a server that keeps a secret) or public (PKCE only).

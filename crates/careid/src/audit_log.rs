@@ -113,6 +113,7 @@ enum AuditCommand {
     },
     /// Prints the verifier key of the log's checkpoints (`name+keyid+key`).
     Key {
+        /// Read the log from this careid server (its /log/ tiles) instead of the local database.
         #[arg(long)]
         url: Option<String>,
     },
@@ -163,6 +164,7 @@ enum AuditCommand {
         /// The size of an older checkpoint this one must extend.
         #[arg(long)]
         since: Option<u64>,
+        /// Read the log from this careid server (its /log/ tiles) instead of the local database.
         #[arg(long)]
         url: Option<String>,
     },

@@ -124,10 +124,17 @@ enum CardCommand {
     /// A person's cards.
     List { person: String },
     /// Close a lost-card investigation with the review of the card's use since it was last safe.
+    /// Closes the investigation of a card reported lost or stolen (a senior RA, privacy officer
+    /// or Caldicott Guardian who is neither its holder nor who reported it): its holder may
+    /// then be given a new card. Takes the card's id, like every other `card` command.
     CloseInvestigation {
-        incident: i64,
+        /// The lost or stolen card's id.
+        card: i64,
+        /// What the investigation found.
         #[arg(long)]
         review: String,
+        /// Its outcome (for the case it carries, one of no_case_to_answer, retraining, warning,
+        /// suspension, card_revoked, disciplinary, referral_to_ico).
         #[arg(long)]
         outcome: String,
     },
@@ -181,7 +188,18 @@ pub(crate) fn open_device(device: &Device, issuing: bool) -> anyhow::Result<Box<
             .blank_slots()?
             .first()
             .ok_or_else(|| anyhow!("no blank token in {}: no free slot", module_name(device)))?,
-        None => bail!("name the token's slot with --slot"),
+        // One card in the reader: that one. Several: say which there are.
+        None => match module.tokens()?.as_slice() {
+            [(slot, _, _)] => *slot,
+            [] => bail!("no card in {}: insert one", module_name(device)),
+            tokens => {
+                let list: Vec<String> = tokens
+                    .iter()
+                    .map(|(slot, label, serial)| format!("  --slot {slot}  {label} (serial {serial})"))
+                    .collect();
+                bail!("{} cards in {}: name one with --slot\n{}", tokens.len(), module_name(device), list.join("\n"))
+            }
+        },
     };
     Ok(Box::new(Pkcs11Card::open(module, slot)?))
 }
@@ -276,9 +294,9 @@ async fn rekey_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: &st
     c.post(&format!("/api/v1/cards/{card_id}/ceremony/complete"), json!({})).await
 }
 
-pub async fn run(args: CardArgs) -> anyhow::Result<()> {
+pub async fn run(args: CardArgs, default_server: String) -> anyhow::Result<()> {
     if let CardCommand::SelfUnlock { device } = &args.command {
-        let server = args.flags.server.clone().unwrap_or_else(|| crate::ra::DEFAULT_SERVER.to_owned());
+        let server = args.flags.server.clone().unwrap_or(default_server);
         let value = self_unlock(&Client::new(&server, None), device).await?;
         return args.flags.print(&value);
     }
@@ -344,7 +362,11 @@ pub async fn run(args: CardArgs) -> anyhow::Result<()> {
         CardCommand::Clear { card_id, device } => clear(&c, card_id, &device).await?,
         CardCommand::Show { card_id } => c.get(&format!("/api/v1/cards/{card_id}")).await?,
         CardCommand::List { person } => c.get(&format!("/api/v1/people/{person}/cards")).await?,
-        CardCommand::CloseInvestigation { incident, review, outcome } => {
+        CardCommand::CloseInvestigation { card, review, outcome } => {
+            let record = c.get(&format!("/api/v1/cards/{card}")).await?;
+            let Some(incident) = record["incident_id"].as_i64() else {
+                anyhow::bail!("card {card} has no investigation: only a card reported lost or stolen has one");
+            };
             c.post(&format!("/api/v1/incidents/{incident}/close"), json!({ "review": review, "outcome": outcome }))
                 .await?
         }

@@ -191,7 +191,9 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let response = request.send().await.with_context(|| format!("cannot reach careid at {}", self.server))?;
+        let response = request.send().await.with_context(|| {
+            format!("cannot reach careid at {} (choose the server with --server URL or CAREID_SERVER)", self.server)
+        })?;
         let status = response.status();
         let text = response.text().await?;
         let value = if text.trim().is_empty() {
@@ -227,7 +229,8 @@ pub fn profile_token(name: &str) -> anyhow::Result<String> {
 /// The flags every client command takes: which server, which saved session, which output.
 #[derive(Debug, clap::Args)]
 pub struct ClientFlags {
-    /// The careid server (default: the profile's, or http://127.0.0.1:8420).
+    /// The careid server (default: the profile's; to sign in, the address in --config, or
+    /// http://127.0.0.1:8420).
     #[arg(long, global = true, env = "CAREID_SERVER")]
     pub server: Option<String>,
     /// Act as this saved profile (see `careid ra login`).
@@ -282,6 +285,7 @@ pub fn print_human(value: &Value) {
         match v {
             Value::Null => "-".into(),
             Value::String(s) => s.clone(),
+            Value::Array(items) if items.is_empty() => "(none)".into(),
             Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
                 items.iter().map(scalar).collect::<Vec<_>>().join(", ")
             }
@@ -317,7 +321,7 @@ pub fn print_human(value: &Value) {
     }
     match value {
         Value::Object(map) => object(map, 0),
-        Value::Array(items) if items.is_empty() => println!("(none)"),
+        Value::Array(items) if items.is_empty() => println!("no records"),
         Value::Array(items) => {
             for item in items {
                 match item {

@@ -294,6 +294,22 @@ impl Config {
         }
     }
 
+    /// Where the embedded store is at its default place (`careid-data`) but no deployment is
+    /// there (no master key), and `careid demo`'s is (`careid-demo`), uses the demo's, and says so: a
+    /// newcomer who ran the demo checks its log with the README's commands as they are.
+    pub fn find_demo_data(&mut self) {
+        let default = PathBuf::from("careid-data");
+        let demo = PathBuf::from(crate::demo::DEFAULT_DATA_DIR);
+        if self.data_dir == default
+            && self.store_url.0.trim().is_empty()
+            && !default.join("master.key").exists()
+            && demo.join("master.key").exists()
+        {
+            eprintln!("careid: no deployment in ./careid-data; using the demo's in ./{}", demo.display());
+            self.data_dir = demo;
+        }
+    }
+
     pub fn public_url(&self) -> String {
         if self.public_url.is_empty() {
             format!("{}://{}", self.scheme(), self.listen)

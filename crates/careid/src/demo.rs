@@ -24,10 +24,13 @@ use time::Date;
 use crate::client::{Profile, Profiles, write_private};
 use crate::config::Config;
 
+/// Where `careid demo` keeps its data unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "careid-demo";
+
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Where the demo's database goes; it is replaced on every run.
-    #[arg(long, default_value = "careid-demo")]
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Address to listen on (overrides the configuration).
     #[arg(long)]
@@ -731,7 +734,7 @@ async fn issue_demo_cards(
          careid card --as demo-ra-agent report {locked_id} --reason stolen\n  \
          curl -s {}/pki/ca ; curl -s {}/pki/crl | openssl crl -inform DER -noout -text\n\n\
          Log in with a card (its passcode is in the file above), then sign in to a clinical application:\n  \
-         careid agent --virtual {active} --workstation desk-1\n  \
+         careid agent --server {} --virtual {active} --workstation desk-1\n  \
          careid client --as demo-ra-manager register demo-records --name 'Demo records' \\\n      \
          --redirect-uri http://127.0.0.1:8500/callback --backchannel-logout-uri http://127.0.0.1:8500/backchannel-logout\n  \
          pip install authlib requests   # the demo application is an ordinary OpenID Connect client\n  \
@@ -749,6 +752,7 @@ async fn issue_demo_cards(
         file.display(),
         summary.join("\n"),
         locked_path.display(),
+        config.public_url(),
         config.public_url(),
         config.public_url(),
         config.public_url(),

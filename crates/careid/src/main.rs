@@ -108,6 +108,7 @@ struct InitArgs {
     /// ODS code of the RA's own organisation (for example the ICB).
     #[arg(long)]
     org_code: String,
+    /// The RA organisation's name.
     #[arg(long)]
     org_name: String,
     /// icb, trust, gp_practice, pharmacy or other.
@@ -439,8 +440,11 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: 
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     init_tracing(&config.log);
+    if matches!(cli.command, Command::Audit(_) | Command::Backup { .. }) {
+        config.find_demo_data();
+    }
     match cli.command {
         Command::Serve { listen } => {
             let (store, service) = open_service(&config).await?;
@@ -477,10 +481,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Init(args) => init(&config, args).await,
         Command::Demo(args) => demo::run(config, args).await,
-        Command::Ra(args) => ra::run(args).await,
+        // Without --server, a client talks to the server the configuration describes.
+        Command::Ra(args) => ra::run(args, config.public_url()).await,
         Command::Client(args) => apps::run(args).await,
-        Command::Card(args) => card::run(args).await,
-        Command::Agent(args) => agent::run(args).await,
+        Command::Card(args) => card::run(args, config.public_url()).await,
+        Command::Agent(args) => agent::run(args, config.public_url()).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Detect(args) => detect::run(&args),
         Command::Audit(args) => audit_log::run(&config, args).await,
@@ -557,7 +562,27 @@ async fn init(config: &Config, args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `careid ra audit | head -1`: when the reader of standard output goes away, stop quietly
+/// as other command-line tools do (the exit status a SIGPIPE would give), instead of the
+/// panic `println!` raises on a broken pipe.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> std::process::ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -27,19 +27,25 @@ fn document(s: &str) -> Result<Value, String> {
 /// A person's details as the command line takes them.
 #[derive(Debug, Args)]
 pub struct DetailsArgs {
+    /// Title (Dr, Mrs, Mr...), if any.
     #[arg(long)]
     title: Option<String>,
+    /// Given name, as on the identity documents.
     #[arg(long)]
     given_name: String,
+    /// Family name, as on the identity documents.
     #[arg(long)]
     family_name: String,
     /// YYYY-MM-DD.
     #[arg(long)]
     date_of_birth: String,
+    /// National Insurance number (AB123456C).
     #[arg(long)]
     ni_number: String,
+    /// Email address: where unlock codes and notices go.
     #[arg(long)]
     email: Option<String>,
+    /// Phone number.
     #[arg(long)]
     phone: Option<String>,
 }
@@ -116,6 +122,7 @@ enum RaCommand {
         /// The day of the visit (YYYY-MM-DD).
         #[arg(long)]
         visited_on: String,
+        /// What the visit found.
         #[arg(long)]
         findings: String,
     },
@@ -139,6 +146,7 @@ enum RaCommand {
         /// A position the sponsor seeks for them.
         #[arg(long)]
         position: Option<i64>,
+        /// A note for the RA agent who will check their identity.
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -158,6 +166,7 @@ enum RaCommand {
     /// As the RA: reject a pre-registration.
     RejectRegistration {
         registration: i64,
+        /// Why it is rejected (the sponsor sees it).
         #[arg(long)]
         reason: String,
     },
@@ -170,8 +179,10 @@ enum RaCommand {
     Assign {
         uuid: String,
         position: i64,
+        /// First day (YYYY-MM-DD; default: today).
         #[arg(long)]
         start: Option<String>,
+        /// Last day (YYYY-MM-DD; default: open-ended).
         #[arg(long)]
         end: Option<String>,
     },
@@ -192,6 +203,7 @@ enum RaCommand {
     /// Ends an assignment early (it stays visible as removed).
     Unassign {
         assignment: i64,
+        /// Why it ends early (kept with the assignment).
         #[arg(long)]
         reason: String,
     },
@@ -199,15 +211,19 @@ enum RaCommand {
     Request {
         uuid: String,
         position: i64,
+        /// First day (YYYY-MM-DD; default: today).
         #[arg(long)]
         start: Option<String>,
+        /// Last day (YYYY-MM-DD; default: open-ended).
         #[arg(long)]
         end: Option<String>,
+        /// Why the position is requested (the RA sees it).
         #[arg(long, default_value = "")]
         note: String,
     },
     /// Lists sponsor requests at your organisation and below.
     Requests {
+        /// Decided requests too, not only pending ones.
         #[arg(long)]
         all: bool,
     },
@@ -216,6 +232,7 @@ enum RaCommand {
     /// As the RA: reject a sponsor's request.
     Reject {
         request: i64,
+        /// Why it is rejected (the sponsor sees it).
         #[arg(long)]
         reason: String,
     },
@@ -236,6 +253,7 @@ enum RaCommand {
     },
     /// The "not me" incidents in your scope (RA, privacy officer, Caldicott Guardian).
     Incidents {
+        /// This organisation and those under it (default: your own).
         #[arg(long)]
         org: Option<String>,
     },
@@ -245,8 +263,10 @@ enum RaCommand {
         /// The patient's NHS number.
         #[arg(long)]
         patient: Option<String>,
+        /// Accesses by this person (12-digit identifier).
         #[arg(long)]
         person: Option<String>,
+        /// This organisation and those under it (default: your own).
         #[arg(long)]
         org: Option<String>,
         /// Only self-claimed and emergency accesses.
@@ -316,6 +336,7 @@ enum CaseCommand {
     /// Adds a note to a case.
     Note {
         id: i64,
+        /// The note (kept in the case's history and its audit record).
         #[arg(long)]
         note: String,
     },
@@ -333,6 +354,7 @@ enum CaseCommand {
     /// card_revoked, disciplinary or referral_to_ico.
     Close {
         id: i64,
+        /// no_case_to_answer, retraining, warning, suspension, card_revoked, disciplinary or referral_to_ico.
         #[arg(long)]
         outcome: String,
         /// What the review found.
@@ -347,6 +369,7 @@ enum CaseCommand {
 enum OrgCommand {
     /// Finds organisations by code or name.
     List {
+        /// Part of an organisation's ODS code or name.
         #[arg(long)]
         q: Option<String>,
     },
@@ -354,13 +377,16 @@ enum OrgCommand {
         ods_code: String,
     },
     Create {
+        /// The organisation's ODS code (F83001).
         #[arg(long)]
         ods_code: String,
+        /// The organisation's name.
         #[arg(long)]
         name: String,
         /// icb, trust, gp_practice, pharmacy or other.
         #[arg(long)]
         kind: String,
+        /// The ODS code of the organisation above it (which your position must cover).
         #[arg(long)]
         parent: String,
     },
@@ -384,8 +410,10 @@ enum AbsenceCommand {
         /// annual_leave, sickness or other.
         #[arg(long)]
         kind: String,
+        /// First day away (YYYY-MM-DD).
         #[arg(long)]
         from: String,
+        /// Last day away (YYYY-MM-DD, inclusive).
         #[arg(long)]
         to: String,
     },
@@ -398,8 +426,10 @@ enum AbsenceCommand {
 #[derive(Debug, Subcommand)]
 enum PositionCommand {
     Create {
+        /// The organisation the position is at (ODS code).
         #[arg(long)]
         org: String,
+        /// The position's name (Receptionist, GP...).
         #[arg(long)]
         name: String,
         /// Role code triple, S8000:G8000:R8000.
@@ -408,6 +438,7 @@ enum PositionCommand {
         /// Activity codes (repeat, or comma-separated).
         #[arg(long = "activity", value_delimiter = ',')]
         activities: Vec<String>,
+        /// What the position does.
         #[arg(long, default_value = "")]
         description: String,
         /// Who approved the position's access.
@@ -430,6 +461,7 @@ enum PositionCommand {
     /// Marks a position assignable by sponsors (or not, with --no).
     Assignable {
         id: i64,
+        /// Mark it not assignable by sponsors.
         #[arg(long)]
         no: bool,
     },
@@ -439,10 +471,12 @@ enum PositionCommand {
 enum PersonCommand {
     /// As the RA: create a profile directly after a face-to-face check.
     Create {
+        /// The organisation that registers them (ODS code).
         #[arg(long)]
         org: String,
         #[command(flatten)]
         details: DetailsArgs,
+        /// An identity document seen, KIND:NUMBER (passport:501234567); one photo ID and a separate proof of address.
         #[arg(long = "doc", value_parser = document, required = true)]
         documents: Vec<Value>,
     },
@@ -456,10 +490,13 @@ enum PersonCommand {
     /// Records a change of name (face to face, with proof).
     ChangeName {
         uuid: String,
+        /// The new given name.
         #[arg(long)]
         given_name: String,
+        /// The new family name.
         #[arg(long)]
         family_name: String,
+        /// A document proving the change, KIND:NUMBER (marriage_certificate:MC1234, deed_poll:DP99).
         #[arg(long = "doc", value_parser = document, required = true)]
         documents: Vec<Value>,
     },
@@ -477,14 +514,17 @@ enum PersonCommand {
     /// Changes contact details (your own, or as the RA).
     Contact {
         uuid: String,
+        /// The new email address.
         #[arg(long)]
         email: Option<String>,
+        /// The new phone number.
         #[arg(long)]
         phone: Option<String>,
     },
     /// Closes a profile (a sponsor's close goes to the RA as a request).
     Close {
         uuid: String,
+        /// Why the profile closes (kept with it).
         #[arg(long)]
         reason: String,
     },
@@ -494,6 +534,7 @@ enum PersonCommand {
     /// A leaver: removes an organisation from the profile.
     Leave {
         uuid: String,
+        /// The organisation they leave (ODS code); their positions there end.
         #[arg(long)]
         org: String,
     },
@@ -501,10 +542,13 @@ enum PersonCommand {
 
 #[derive(Debug, Args)]
 struct AuditArgs {
+    /// Records where this person acted or is the subject (12-digit identifier).
     #[arg(long)]
     person: Option<String>,
+    /// Records about this organisation and those under it (ODS code).
     #[arg(long)]
     org: Option<String>,
+    /// Records of this action (session.create, card.report, person.read...).
     #[arg(long)]
     action: Option<String>,
     /// Records of the sessions this card (its id) logged in.
@@ -513,10 +557,13 @@ struct AuditArgs {
     /// RFC 3339 time.
     #[arg(long)]
     since: Option<String>,
+    /// Records before this time (RFC 3339).
     #[arg(long)]
     until: Option<String>,
+    /// Records before this position in the log (for the next page).
     #[arg(long)]
     before: Option<u64>,
+    /// How many records (at most 1000).
     #[arg(long)]
     limit: Option<u32>,
 }
@@ -556,7 +603,7 @@ fn encode(s: &str) -> String {
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";
 
-pub async fn run(args: RaArgs) -> anyhow::Result<()> {
+pub async fn run(args: RaArgs, default_server: String) -> anyhow::Result<()> {
     let flags = &args.flags;
     let server = flags.server.as_deref();
     let value = match args.command {
@@ -565,7 +612,7 @@ pub async fn run(args: RaArgs) -> anyhow::Result<()> {
                 Some(credential) => zeroize::Zeroizing::new(credential),
                 None => zeroize::Zeroizing::new(rpassword::prompt_password("Credential: ")?),
             };
-            client::login(server.unwrap_or(DEFAULT_SERVER), &name, credential.trim(), assignment).await?
+            client::login(server.unwrap_or(&default_server), &name, credential.trim(), assignment).await?
         }
         RaCommand::Logout => {
             let mut profiles = Profiles::load()?;

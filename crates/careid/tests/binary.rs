@@ -157,6 +157,20 @@ fn init_serve_and_the_ra_command_line() {
     );
 
     let audit = ok(&ra(&["audit", "--limit", "50"]));
+    // `careid ra audit | head -1`: a reader that goes away ends the command quietly.
+    let mut closed = Command::new(CAREID)
+        .args(["ra", "--server", url.as_str(), "audit", "--limit", "50"])
+        .env("CAREID_CLI_HOME", dir.join("cli"))
+        .env_remove("CAREID_PROFILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(closed.stdout.take());
+    let closed = closed.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&closed.stderr);
+    assert!(!said.contains("panicked"), "{said}");
+    assert_eq!(closed.status.code(), Some(141), "{said}");
     for action in
         ["person.create", "assignment.create", "organisation.create", "position.create", "REFUSED (duplicate_person)"]
     {
@@ -669,7 +683,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     // The sponsor reports it lost (the holder's interim credential ended when the card became
     // active): revoked at once, and openssl now refuses it.
     let reported = json(&card(&["--as", "sponsor", "report", &id, "--reason", "lost"], ""));
-    let incident = reported["incident_id"].as_i64().unwrap().to_string();
+    assert!(reported["incident_id"].as_i64().is_some(), "{reported}");
     let (verified, text) = verify("revoked");
     assert!(!verified && text.contains("revoked"), "{text}");
 
@@ -687,7 +701,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     issued_credentials.borrow_mut().push(interim["credential"].as_str().unwrap().to_owned());
     ok(&ra(&["login", "holder", "--credential", interim["credential"].as_str().unwrap()]));
     let by_holder =
-        card(&["--as", "holder", "close-investigation", &incident, "--review", "fine", "--outcome", "no case"], "");
+        card(&["--as", "holder", "close-investigation", &id, "--review", "fine", "--outcome", "no case"], "");
     assert!(!by_holder.status.success());
     assert!(String::from_utf8_lossy(&by_holder.stderr).contains("refused"), "{by_holder:?}");
     ok(&card(
@@ -695,7 +709,7 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
             "--as",
             "ram",
             "close-investigation",
-            &incident,
+            &id,
             "--review",
             "No use since it was last known safe.",
             "--outcome",
@@ -991,6 +1005,14 @@ fn a_card_on_a_pkcs11_token_through_the_command_line() {
     try_args.push("--passcode-stdin".into());
     let try_args: Vec<&str> = try_args.iter().map(String::as_str).collect();
     assert_eq!(json(&careid_input(dir, &try_args, "582039\n"))["signed"], true);
+    // Without --slot: the only card is used, or the cards there are listed by slot and serial.
+    let unnamed = careid_input(dir, &["card", "--json", "status", "--pkcs11-module", module], "");
+    if unnamed.status.success() {
+        assert_eq!(json(&unnamed)["serial"], serial.as_str());
+    } else {
+        let said = String::from_utf8_lossy(&unnamed.stderr);
+        assert!(said.contains(&format!("--slot {slot}")) && said.contains(serial.as_str()), "{said}");
+    }
     // SoftHSM2 never locks a token; careid does, in its own records, at the third wrong passcode
     // in a row, whether the workstation agent saw the card refuse it before any login or the
     // command line did.
