@@ -273,3 +273,15 @@ impl Store for SqlStore {
         self.backend.name()
     }
 }
+
+/// For test suites: the PostgreSQL server to run against too (`CAREID_TEST_POSTGRES_URL`),
+/// if any. Where `CAREID_TEST_REQUIRE_POSTGRES=1` (as CI sets it), a missing URL fails the
+/// test instead of leaving PostgreSQL silently untried.
+pub fn test_postgres_url() -> Option<String> {
+    let url = std::env::var("CAREID_TEST_POSTGRES_URL").ok().filter(|u| !u.trim().is_empty());
+    assert!(
+        url.is_some() || std::env::var("CAREID_TEST_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+        "CAREID_TEST_REQUIRE_POSTGRES=1 but CAREID_TEST_POSTGRES_URL is not set: PostgreSQL would go untested"
+    );
+    url
+}

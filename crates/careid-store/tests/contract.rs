@@ -40,7 +40,7 @@ async fn stores() -> Vec<(SqlStore, Cleanup)> {
         (SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.expect("sqlite"), Cleanup::Nothing),
         (SqlStore::open(&StoreOptions::new(file)).await.expect("sqlite file"), Cleanup::Directory(dir)),
     ];
-    if let Ok(url) = std::env::var("CAREID_TEST_POSTGRES_URL") {
+    if let Some(url) = careid_store::test_postgres_url() {
         let mut options = StoreOptions::new(url);
         let schema = format!("careid_test_{unique:016x}");
         options.schema = Some(schema.clone());

@@ -29,7 +29,7 @@ struct Server {
 /// The stores every API test runs on: a SQLite file always, and PostgreSQL (a schema of its
 /// own each time) when `CAREID_TEST_POSTGRES_URL` is set, as CI sets it.
 fn backends() -> Vec<Option<String>> {
-    std::iter::once(None).chain(std::env::var("CAREID_TEST_POSTGRES_URL").ok().map(Some)).collect()
+    std::iter::once(None).chain(careid_store::test_postgres_url().map(Some)).collect()
 }
 
 impl Server {

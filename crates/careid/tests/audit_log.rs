@@ -497,7 +497,7 @@ fn a_backup_taken_while_serving_verifies_as_the_log_it_copies() {
 /// `CAREID_TEST_POSTGRES_URL` is set (CI).
 #[test]
 fn a_sqlite_deployment_moved_to_postgresql_verifies_with_the_same_root() {
-    let Ok(postgres) = std::env::var("CAREID_TEST_POSTGRES_URL") else {
+    let Some(postgres) = careid_store::test_postgres_url() else {
         eprintln!("CAREID_TEST_POSTGRES_URL is not set: the migration to PostgreSQL was not tried");
         return;
     };

@@ -1183,3 +1183,30 @@ fn careid_detect_reads_an_export_and_names_the_file_and_line_of_bad_input() {
     );
     assert!(!dir.path().join("alerts.json").exists());
 }
+
+/// The systemd unit in `deploy/` passes systemd's verifier (with this build as the binary),
+/// and its command line is one careid accepts.
+#[test]
+fn the_systemd_unit_verifies_and_its_command_line_parses() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/careid.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("an ExecStart line");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/careid"));
+    let args: Vec<&str> = words.chain(["--help"]).collect();
+    let parsed = Command::new(CAREID).args(&args).output().unwrap();
+    assert!(parsed.status.success(), "careid {args:?}: {}", String::from_utf8_lossy(&parsed.stderr));
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CAREID_TEST_REQUIRE_SYSTEMD").as_deref() != Ok("1"),
+            "CAREID_TEST_REQUIRE_SYSTEMD=1 but systemd-analyze is missing"
+        );
+        eprintln!("systemd-analyze is not installed: the unit's systemd check was not run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path().join("careid.service");
+    std::fs::write(&here, unit.replace("/usr/local/bin/careid", CAREID)).unwrap();
+    let verified = Command::new("systemd-analyze").arg("verify").arg(&here).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&verified.stdout), String::from_utf8_lossy(&verified.stderr));
+    assert!(verified.status.success() && !said.contains("careid.service:"), "{said}");
+}

@@ -148,7 +148,7 @@ pub async fn world_with(settings: ServiceSettings) -> World {
 /// the schema to drop afterwards, if any.
 pub async fn every_backend() -> Vec<(SqlStore, Option<String>)> {
     let mut stores = vec![(SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.unwrap(), None)];
-    if let Ok(url) = std::env::var("CAREID_TEST_POSTGRES_URL") {
+    if let Some(url) = careid_store::test_postgres_url() {
         let mut options = StoreOptions::new(url);
         let schema = format!("careid_service_{:016x}", rand::random::<u64>());
         options.schema = Some(schema.clone());
