@@ -58,11 +58,13 @@ pub struct StoreOptions {
     /// PostgreSQL only: the schema to use (created if missing). Tests give each run its own.
     pub schema: Option<String>,
     pub max_connections: u32,
+    /// PostgreSQL only: statements running longer are cancelled (0: no limit).
+    pub statement_timeout_ms: u32,
 }
 
 impl StoreOptions {
     pub fn new(url: impl Into<String>) -> StoreOptions {
-        StoreOptions { url: url.into(), schema: None, max_connections: 8 }
+        StoreOptions { url: url.into(), schema: None, max_connections: 8, statement_timeout_ms: 0 }
     }
 }
 
@@ -220,6 +222,7 @@ async fn open_postgres(options: &StoreOptions) -> Result<AnyPool, StoreError> {
             .map_err(|e| sqlx_error("create schema", e))?;
         pool.close().await;
     }
+    let statement_timeout_ms = options.statement_timeout_ms;
     let pool = AnyPoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .after_connect(move |conn, _meta| {
@@ -228,13 +231,22 @@ async fn open_postgres(options: &StoreOptions) -> Result<AnyPool, StoreError> {
                 if let Some(schema) = schema {
                     conn.execute(format!("SET search_path TO {schema}").as_str()).await?;
                 }
+                conn.execute(format!("SET statement_timeout = {statement_timeout_ms}").as_str()).await?;
                 Ok(())
             })
         })
         .connect_with(connect)
         .await
         .map_err(|e| sqlx_error("connect", e))?;
-    postgres_migrations().run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migrations: {e}")))?;
+    // Migrations may take longer than any statement should in service (an index on a large
+    // table): they run on a connection of their own with no timeout, which is restored after.
+    let mut conn = pool.acquire().await.map_err(|e| sqlx_error("connect", e))?;
+    conn.execute("SET statement_timeout = 0").await.map_err(|e| sqlx_error("migrations", e))?;
+    postgres_migrations().run(&mut *conn).await.map_err(|e| StoreError::Unavailable(format!("migrations: {e}")))?;
+    conn.execute(format!("SET statement_timeout = {statement_timeout_ms}").as_str())
+        .await
+        .map_err(|e| sqlx_error("migrations", e))?;
+    drop(conn);
     Ok(pool)
 }
 

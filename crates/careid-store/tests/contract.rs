@@ -916,3 +916,121 @@ contract!(a_sessions_records_are_found_and_a_record_is_flagged_once, |store| {
     assert_eq!(tx.misuse_incident_of_record(2).await.unwrap(), None);
     assert_eq!(tx.misuse_incidents_under(&OdsCode::parse("QWE").unwrap(), 10).await.unwrap(), vec![stored]);
 });
+
+contract!(cases_keep_their_history_and_flags_are_found_by_patient, |store| {
+    use careid_domain::case::{Case, CaseEntry, CaseEntryKind, CaseOutcome, CaseSource, CaseStatus};
+    use careid_domain::patient::{FlaggedPatient, NhsNumber};
+    let mut tx = store.begin_write().await.unwrap();
+    for (code, parent) in [("QWE", None), ("F84003", Some("QWE")), ("RH8", None)] {
+        tx.insert_organisation(&org(code, parent)).await.unwrap();
+    }
+    let first = tx.reserve_person_serials(2).await.unwrap();
+    let (subject, owner) = (person(first, "AB123456C", "F84003"), person(first + 1, "AB123457C", "QWE"));
+    tx.insert_person(&subject).await.unwrap();
+    tx.insert_person(&owner).await.unwrap();
+    let at = datetime!(2026-11-23 09:00 UTC);
+    let mut case = Case {
+        id: 0,
+        source: CaseSource::LostCard,
+        subject: subject.uuid.clone(),
+        reporter: Some(owner.uuid.clone()),
+        org: OdsCode::parse("F84003").unwrap(),
+        owner: None,
+        status: CaseStatus::Open,
+        summary: "card C1 reported lost".into(),
+        opened_at: at,
+        closed_at: None,
+        outcome: None,
+        incident: Some(7),
+    };
+    case.id = tx.insert_case(&case).await.unwrap();
+    for (kind, record) in [(CaseEntryKind::Opened, 3), (CaseEntryKind::Evidence, 1)] {
+        let entry = CaseEntry { case: case.id, at, by: None, kind, text: kind.code().into(), record: Some(record) };
+        tx.insert_case_entry(&entry).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.case(case.id).await.unwrap().as_ref(), Some(&case));
+    assert_eq!(tx.case_of_incident(7).await.unwrap().map(|c| c.id), Some(case.id));
+    assert_eq!(tx.open_case_about(&subject.uuid, CaseSource::LostCard).await.unwrap().map(|c| c.id), Some(case.id));
+    assert!(tx.open_case_about(&subject.uuid, CaseSource::Alert).await.unwrap().is_none());
+    let under = |code: &str| OdsCode::parse(code).unwrap();
+    assert_eq!(tx.cases_under(&under("QWE"), true, 10).await.unwrap().len(), 1, "found from above");
+    assert!(tx.cases_under(&under("RH8"), false, 10).await.unwrap().is_empty(), "not from elsewhere");
+    let entries = tx.case_entries(case.id).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| (e.kind, e.record)).collect::<Vec<_>>(),
+        [(CaseEntryKind::Opened, Some(3)), (CaseEntryKind::Evidence, Some(1))]
+    );
+    // Closed: no longer open, still listed among all.
+    case.owner = Some(owner.uuid.clone());
+    case.status = CaseStatus::Closed;
+    case.closed_at = Some(at);
+    case.outcome = Some(CaseOutcome::ReferralToIco);
+    tx.update_case(&case).await.unwrap();
+    assert_eq!(tx.case(case.id).await.unwrap().as_ref(), Some(&case));
+    assert!(tx.cases_under(&under("QWE"), true, 10).await.unwrap().is_empty());
+    assert_eq!(tx.cases_under(&under("QWE"), false, 10).await.unwrap().len(), 1);
+    assert!(tx.open_case_about(&subject.uuid, CaseSource::LostCard).await.unwrap().is_none());
+    // Who works at an organisation, whatever their assignment's state.
+    assert!(tx.assignments_at(&under("F84003")).await.unwrap().is_empty());
+
+    // Flags: once per organisation, found by patient wherever they were set, lifted once.
+    let vip = NhsNumber::parse("9434765919").unwrap();
+    let other = NhsNumber::parse("4010232137").unwrap();
+    let flag = FlaggedPatient {
+        org: under("F84003"),
+        patient: vip.clone(),
+        reason: "a councillor".into(),
+        flagged_by: owner.uuid.clone(),
+        flagged_at: at,
+    };
+    assert!(tx.flag_patient(&flag).await.unwrap());
+    assert!(!tx.flag_patient(&flag).await.unwrap(), "flagged once");
+    assert!(tx.flag_patient(&FlaggedPatient { org: under("RH8"), ..flag.clone() }).await.unwrap());
+    let found = tx.flagged_among(&[vip.clone(), other.clone()]).await.unwrap();
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), std::slice::from_ref(&vip));
+    assert_eq!(tx.flagged_patients_under(&under("QWE")).await.unwrap(), std::slice::from_ref(&flag));
+    assert!(tx.unflag_patient(&under("F84003"), &vip).await.unwrap());
+    assert!(!tx.unflag_patient(&under("F84003"), &vip).await.unwrap());
+    assert!(tx.flagged_patients_under(&under("QWE")).await.unwrap().is_empty());
+    assert_eq!(tx.flagged_among(std::slice::from_ref(&vip)).await.unwrap().len(), 1, "still flagged at RH8");
+    tx.commit().await.unwrap();
+});
+
+/// PostgreSQL's connection settings: TLS when the URL asks for it, and a statement that runs
+/// too long cancelled (its transaction changes nothing).
+#[tokio::test]
+async fn postgres_connections_take_tls_and_a_statement_timeout() {
+    let Some(url) = careid_store::test_postgres_url() else {
+        eprintln!("CAREID_TEST_POSTGRES_URL is not set: PostgreSQL's connection settings were not tried");
+        return;
+    };
+    let schema = format!("careid_test_{:016x}", rand::random::<u64>());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let mut options = StoreOptions::new(format!("{url}{separator}sslmode=prefer"));
+    options.schema = Some(schema.clone());
+    options.statement_timeout_ms = 500;
+    let store = SqlStore::open(&options).await.unwrap();
+    let pool = store.postgres_pool().cloned().unwrap();
+    let ssl_on: (String,) = sqlx::query_as("SHOW ssl").fetch_one(&pool).await.unwrap();
+    let encrypted: (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetch_one(&pool).await.unwrap();
+    if ssl_on.0 == "on" {
+        assert!(encrypted.0, "the server offers TLS and careid's connection did not take it");
+        // And a URL that demands it connects.
+        let mut required = StoreOptions::new(format!("{url}{separator}sslmode=require"));
+        required.schema = Some(schema.clone());
+        SqlStore::open(&required).await.unwrap().close().await;
+    } else {
+        eprintln!("this PostgreSQL server has TLS off: only the statement timeout was tried");
+    }
+    let slow = sqlx::query("SELECT pg_sleep(3)").execute(&pool).await;
+    assert!(slow.is_err_and(|e| e.to_string().contains("statement timeout")));
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SET statement_timeout = 0").execute(&mut *conn).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut *conn).await.unwrap();
+    drop(conn);
+    store.close().await;
+}

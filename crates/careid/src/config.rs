@@ -74,12 +74,17 @@ settings! {
     data_dir: PathBuf = PathBuf::from("careid-data");
     /// The store: `sqlite:PATH` (embedded, the default: `careid.db` in `data_dir`) or
     /// `postgres://user:password@host/database`. The scheme picks the backend. Empty means
-    /// the default.
+    /// the default. TLS to PostgreSQL: add `?sslmode=verify-full` (the system's CAs, or
+    /// `&sslrootcert=/path/ca.pem` for a private one); `sslmode=require` encrypts without
+    /// checking whose server it is.
     store_url: SecretUrl = SecretUrl(String::new());
     /// PostgreSQL only: the schema careid's tables live in (empty: the server's default).
     store_schema: String = String::new();
     /// Most connections the store keeps open.
     store_max_connections: u32 = 8;
+    /// PostgreSQL only: a statement running longer than this many milliseconds is cancelled
+    /// (its transaction fails and changes nothing); 0 for no limit.
+    store_statement_timeout_ms: u32 = 30_000;
     /// A session ends after this many seconds without a request.
     session_idle_timeout_seconds: u32 = 15 * 60;
     /// A session ends this many seconds after sign-in, whatever happens.

@@ -285,6 +285,7 @@ pub async fn open_service(config: &Config) -> anyhow::Result<(SqlStore, Service)
     }
     let mut options = StoreOptions::new(url);
     options.max_connections = config.store_max_connections;
+    options.statement_timeout_ms = config.store_statement_timeout_ms;
     options.schema = Some(config.store_schema.clone()).filter(|s| !s.is_empty());
     let store = SqlStore::open(&options).await.context("opening the store")?;
     if let Some(file) = &database {
