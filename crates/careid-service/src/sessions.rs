@@ -37,43 +37,55 @@ use careid_domain::detect::{AlertKind, SWEEP_CARDS, SWEEP_WINDOW};
 
 use crate::detect::Raise;
 
-/// The cards (by serial) agents at `workstation` have reported a wrong passcode on since
-/// `since` and that have not logged in there since (a holder who mistyped and then logged in
-/// made a typo, not a sweep), read outside the writer: it is only for an alert, and decoding
-/// entries should not hold up every other write.
+/// The cards (by id) agents at `workstation` have reported a wrong passcode on since `since`
+/// and that have not logged in there since (a holder who mistyped and then logged in made a
+/// typo, not a sweep), read outside the writer: it is only for an alert, and decoding entries
+/// should not hold up every other write. Each card's logins are found by the card, so the
+/// check stays exact however busy the deployment.
 async fn cards_refused_at(
     store: &dyn Store,
     workstation: &Workstation,
     since: OffsetDateTime,
 ) -> Result<std::collections::BTreeSet<String>, StoreError> {
-    let query = |action: Action| AuditQuery {
-        action: Some(action.code().into()),
+    let mut tx = store.begin_read().await?;
+    let here = |entry: &careid_audit::Entry| {
+        entry.get("workstation") == Some(workstation.as_str()) && entry.get("outcome") == Some("success")
+    };
+    // Each card's last wrong passcode here.
+    let mut refused = std::collections::BTreeMap::new();
+    let query = AuditQuery {
+        action: Some(Action::CardWrongPasscode.code().into()),
         since: Some(since),
         limit: 500,
         ..AuditQuery::default()
     };
-    let mut tx = store.begin_read().await?;
-    // Each card's last wrong passcode here, and its last login here.
-    let mut refused = std::collections::BTreeMap::new();
-    let mut logged_in = std::collections::BTreeMap::new();
-    for (action, seen) in [(Action::CardWrongPasscode, &mut refused), (Action::SessionCreate, &mut logged_in)] {
-        let serial_field = if action == Action::SessionCreate { "detail.card" } else { "detail.serial" };
-        for record in tx.audit_records(&query(action)).await? {
-            let Ok(entry) = careid_audit::decode(&record.entry) else { continue };
-            if entry.get("workstation") == Some(workstation.as_str())
-                && entry.get("outcome") == Some("success")
-                && let Some(serial) = entry.get(serial_field)
-            {
-                let seq = seen.entry(serial.to_owned()).or_insert(record.seq);
-                *seq = (*seq).max(record.seq);
-            }
+    for record in tx.audit_records(&query).await? {
+        let Ok(entry) = careid_audit::decode(&record.entry) else { continue };
+        if here(&entry)
+            && let Some(card) = entry.get("subject").and_then(|s| s.strip_prefix("card ")).and_then(|c| c.parse().ok())
+        {
+            let seq = refused.entry(card).or_insert(record.seq);
+            *seq = (*seq).max(record.seq);
         }
     }
-    Ok(refused
-        .into_iter()
-        .filter(|(serial, failed)| logged_in.get(serial).is_none_or(|login| login < failed))
-        .map(|(serial, _)| serial)
-        .collect())
+    let mut standing = std::collections::BTreeSet::new();
+    for (card, failed) in refused {
+        let logins = AuditQuery {
+            card: Some(card),
+            action: Some(Action::SessionCreate.code().into()),
+            since: Some(since),
+            limit: 50,
+            ..AuditQuery::default()
+        };
+        let recovered =
+            tx.audit_records(&logins).await?.iter().any(|record| {
+                record.seq > failed && careid_audit::decode(&record.entry).is_ok_and(|entry| here(&entry))
+            });
+        if !recovered {
+            standing.insert(card.to_string());
+        }
+    }
+    Ok(standing)
 }
 
 /// A card's answer to a login challenge.
@@ -529,7 +541,7 @@ impl Service {
         event.subject_id = card.id.to_string();
         event.subject_person = Some(card.person.clone());
         event.detail.push(("serial", card.serial.to_string()));
-        refused_here.insert(card.serial.to_string());
+        refused_here.insert(card.id.to_string());
         let cards = refused_here.len();
         if cards >= SWEEP_CARDS {
             // One passcode tried on card after card: a shared passcode, or someone guessing.
