@@ -68,7 +68,6 @@ impl Scope {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     pub read: u64,
-    pub used: u64,
     pub skipped: BTreeMap<Skip, u64>,
     /// Events by users the staff file does not list (used by the workstation rules only).
     pub unknown_users: u64,
@@ -86,6 +85,13 @@ struct Failure {
     user: String,
     id: String,
     recovered: bool,
+}
+
+impl Counts {
+    /// The events the rules judged: those read and not skipped.
+    pub fn used(&self) -> u64 {
+        self.read - self.skipped.values().sum::<u64>()
+    }
 }
 
 /// A day's records by one person: how many, and the first and last as evidence.
@@ -191,7 +197,6 @@ impl<'r> Detector<'r> {
     /// Applies every rule to one event.
     pub fn observe(&mut self, event: &Event<'_>) {
         self.counts.read += 1;
-        self.counts.used += 1;
         match self.latest {
             Some(latest) if event.at < latest - Duration::minutes(5) => self.counts.out_of_order += 1,
             Some(latest) if event.at <= latest => {}

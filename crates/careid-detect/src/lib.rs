@@ -84,7 +84,7 @@ fn judge_while_parsing<'n>(detector: &mut Detector<'_>, parsed: Parsed<'_>, next
             }
         }
         detector.counts.judging += started.elapsed();
-        let (parsed, took) = parsing.join().unwrap_or_default();
+        let (parsed, took) = parsing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         detector.counts.parsing += took;
         parsed
     })
@@ -127,41 +127,33 @@ pub fn each_chunk(mut input: impl BufRead, mut f: impl FnMut(&[&[u8]])) -> std::
     }
 }
 
-/// Parses lines on every core, keeping their order.
-pub fn parse_lines<'a>(lines: &[&'a [u8]]) -> Vec<Result<fhir::Event<'a>, fhir::Skip>> {
-    let parse = |line: &'a [u8]| std::str::from_utf8(line).map_err(|_| fhir::Skip::NotJson).and_then(fhir::parse);
+/// `f` over every line on every core, keeping their order. A panic in a worker is a bug and
+/// goes on up: no line is ever dropped in silence.
+fn on_every_core<'a, T: Send>(lines: &[&'a [u8]], f: impl Fn(&'a [u8]) -> T + Sync) -> Vec<T> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
     if threads == 1 || lines.len() < 1024 {
-        return lines.iter().map(|l| parse(l)).collect();
+        return lines.iter().map(|l| f(l)).collect();
     }
     let per = lines.len().div_ceil(threads);
+    let f = &f;
     std::thread::scope(|scope| {
-        let parts: Vec<_> = lines
-            .chunks(per)
-            .map(|part| scope.spawn(move || part.iter().map(|l| parse(l)).collect::<Vec<_>>()))
-            .collect();
-        parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+        let parts: Vec<_> =
+            lines.chunks(per).map(|part| scope.spawn(move || part.iter().map(|l| f(l)).collect::<Vec<_>>())).collect();
+        parts.into_iter().flat_map(|p| p.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     })
+}
+
+/// Parses lines on every core, keeping their order.
+pub fn parse_lines<'a>(lines: &[&'a [u8]]) -> Vec<Result<fhir::Event<'a>, fhir::Skip>> {
+    on_every_core(lines, |line| std::str::from_utf8(line).map_err(|_| fhir::Skip::NotJson).and_then(fhir::parse))
 }
 
 /// Reads every line as JSON and nothing more: the floor `careid bench detect` compares with.
 pub fn parse_only(input: impl Read) -> std::io::Result<u64> {
     let mut count = 0u64;
     each_chunk(BufReader::with_capacity(1 << 20, input), |lines| {
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
-        let per = lines.len().div_ceil(threads).max(1);
-        count += std::thread::scope(|scope| {
-            let parts: Vec<_> = lines
-                .chunks(per)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter().filter(|l| serde_json::from_slice::<serde::de::IgnoredAny>(l).is_ok()).count()
-                            as u64
-                    })
-                })
-                .collect();
-            parts.into_iter().map(|p| p.join().unwrap_or_default()).sum::<u64>()
-        });
+        let parsed = on_every_core(lines, |l| serde_json::from_slice::<serde::de::IgnoredAny>(l).is_ok());
+        count += parsed.into_iter().filter(|ok| *ok).count() as u64;
     })?;
     Ok(count)
 }

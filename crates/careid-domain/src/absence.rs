@@ -197,15 +197,20 @@ pub fn uk_local(utc: OffsetDateTime) -> PrimitiveDateTime {
     PrimitiveDateTime::new(local.date(), local.time())
 }
 
-/// Which detection rule a login outside the holder's time at work falls under: on recorded
-/// leave or sickness, or outside working hours.
-pub fn away_kind(absences: &[Absence], now: OffsetDateTime) -> crate::detect::AlertKind {
-    let day = uk_local(now).date();
-    if absences.iter().any(|a| a.covers(day)) {
-        crate::detect::AlertKind::UsedOnLeave
-    } else {
-        crate::detect::AlertKind::UsedOutsideHours
+/// The alert a login outside the holder's time at work raises (`crate::detect`'s rules): on
+/// recorded leave or sickness (high), or outside the position's working hours (medium).
+pub fn away_alert(
+    absences: &[Absence],
+    hours: Option<&WorkingHours>,
+    now: OffsetDateTime,
+) -> (crate::detect::AlertKind, (crate::detect::Severity, String)) {
+    use crate::detect::{self, AlertKind};
+    let local = uk_local(now);
+    if let Some(absence) = absences.iter().find(|a| a.covers(local.date())) {
+        return (AlertKind::UsedOnLeave, detect::on_leave(absence.kind.code(), absence.first_day, absence.last_day));
     }
+    let hours = hours.map_or_else(|| "working hours".to_owned(), ToString::to_string);
+    (AlertKind::UsedOutsideHours, detect::outside_working_hours(local, &hours))
 }
 
 /// Why a login at `now` is outside the holder's time at work, if it is.

@@ -169,17 +169,30 @@ pub fn on_leave(kind: &str, first_day: Date, last_day: Date) -> (Severity, Strin
     )
 }
 
-/// Use outside rostered hours: medium, as shifts are swapped and overtime is worked.
+/// Use outside rostered hours (offline, from the roster): medium, as shifts are swapped and
+/// overtime is worked.
 pub fn outside_hours(at_local: PrimitiveDateTime) -> (Severity, String) {
+    let hours = format!(
+        "its holder's rostered hours (allowing {} minutes before a shift and {} after)",
+        EARLY_START.whole_minutes(),
+        LATE_FINISH.whole_minutes()
+    );
+    outside(at_local, &hours)
+}
+
+/// Use outside the working hours of the position (live, from careid's own record of them).
+pub fn outside_working_hours(at_local: PrimitiveDateTime, hours: &str) -> (Severity, String) {
+    outside(at_local, &format!("the working hours of its holder's position ({hours})"))
+}
+
+fn outside(at_local: PrimitiveDateTime, hours: &str) -> (Severity, String) {
     (
         Severity::Medium,
         format!(
-            "The identity was used at {} {} local time, outside its holder's rostered hours (allowing {} minutes \
-             before a shift and {} after). Check the roster for a swapped shift before asking the holder.",
+            "The identity was used at {} {} local time, outside {hours}. Check for a swapped shift before asking \
+             the holder.",
             at_local.date(),
             hhmm(at_local.time()),
-            EARLY_START.whole_minutes(),
-            LATE_FINISH.whole_minutes()
         ),
     )
 }

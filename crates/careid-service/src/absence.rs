@@ -3,11 +3,10 @@
 //! leave), and applied by card login.
 
 use careid_domain::absence::{
-    Absence, AbsenceKind, AbsencePolicy, WorkingHours, away_kind, away_reason, check_absence_days, uk_local,
+    Absence, AbsenceKind, AbsencePolicy, WorkingHours, away_alert, away_reason, check_absence_days, uk_local,
 };
 use careid_domain::access::{Actor, RaAction, Refusal, Rule};
 use careid_domain::audit::Action;
-use careid_domain::detect::AlertKind;
 use careid_domain::ids::{AssignmentId, OdsCode, PersonUuid};
 use careid_domain::model::Assignment;
 use careid_domain::ports::{StoreError, Transaction};
@@ -24,9 +23,9 @@ pub(crate) enum OffDuty {
     No,
     /// Refused by the organisation's policy, with the reason for the holder and the rule it
     /// raises an alert under.
-    Refused(Refusal, AlertKind),
+    Refused(Refusal, crate::detect::Verdict),
     /// Allowed, with the alert to flag in the audit log and raise.
-    Alert(String, AlertKind),
+    Alert(String, crate::detect::Verdict),
 }
 
 impl Service {
@@ -202,7 +201,7 @@ impl Service {
         let Some(why) = away_reason(&absences, assignment.working_hours.as_ref(), now) else {
             return Ok(OffDuty::No);
         };
-        let kind = away_kind(&absences, now);
+        let kind = away_alert(&absences, assignment.working_hours.as_ref(), now);
         let mut policy = AbsencePolicy::default();
         for org in tx.organisation_ancestors(&assignment.org).await? {
             if let Some(set) = tx.absence_policy(&org).await? {

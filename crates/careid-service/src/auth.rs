@@ -277,9 +277,8 @@ impl Service {
                 let mut e = refused(&refusal.message, Some(&person.uuid));
                 e.outcome = Outcome::Refused { rule: refusal.rule.code() };
                 let seq = tx.record(&e).await?;
-                if let Some(kind) = off_duty {
-                    let verdict = crate::detect::off_duty_alert(kind, &refusal.message, now);
-                    let mut raise = crate::detect::Raise::new(kind, verdict).about(&person.uuid, Some(&assignment.org));
+                if let Some(verdict) = off_duty {
+                    let mut raise = crate::detect::Raise::of(verdict).about(&person.uuid, Some(&assignment.org));
                     raise.evidence.push(seq);
                     self.record_alerts(ctx, &mut tx, vec![raise]).await?;
                 }
@@ -313,11 +312,10 @@ impl Service {
         }
         let mut raised: Vec<crate::detect::Raise> = two_places.into_iter().collect();
         let notice = alert.as_ref().map(|(why, _)| off_duty_notice(why));
-        if let Some((why, kind)) = alert {
+        if let Some((why, verdict)) = alert {
             tracing::warn!(session = %session.id, "credential login while off duty: {why}");
             e.detail.push(("off_duty", format!("logged in while off duty: {why}")));
-            let verdict = crate::detect::off_duty_alert(kind, &why, now);
-            raised.push(crate::detect::Raise::new(kind, verdict).about(&person.uuid, Some(&assignment.org)));
+            raised.push(crate::detect::Raise::of(verdict).about(&person.uuid, Some(&assignment.org)));
         }
         ended.push(e);
         let created_seq = tx.record_all(&ended).await? + ended.len() as u64 - 1;

@@ -157,33 +157,12 @@ impl Service {
         tx: &mut Box<dyn Transaction>,
         case: &Case,
     ) -> Result<Vec<careid_domain::ids::Email>, RaError> {
-        let today = self.clock.now().date();
-        let mut orgs = vec![case.org.clone()];
-        let mut people = BTreeSet::new();
-        let mut subject_handles_here = false;
-        let mut index = 0;
-        while let Some(org) = orgs.get(index).cloned() {
-            index += 1;
-            for assignment in tx.assignments_at(&org).await? {
-                if assignment.status(today) != AssignmentStatus::Current {
-                    continue;
-                }
-                let Some(position) = tx.position(assignment.position).await? else { continue };
-                let functions = RaFunction::of_position(&position.role, &self.catalogue.granted(&position.activities));
-                if !HANDLERS.iter().any(|f| functions.contains(f)) {
-                    continue;
-                }
-                if assignment.person == case.subject {
-                    subject_handles_here = true;
-                } else if case.reporter.as_ref() != Some(&assignment.person) {
-                    people.insert(assignment.person.clone());
-                }
-            }
-            // The subject handles cases here: the organisation above handles theirs too.
-            if index == 1 && (subject_handles_here || people.is_empty()) {
-                let ancestors = tx.organisation_ancestors(&org).await?;
-                orgs.extend(ancestors.into_iter().skip(1).take(1));
-            }
+        let (mut people, subject_handles_here) = self.handlers_at(tx, &case.org, case).await?;
+        // The subject handles cases here, or nobody does: the organisation above handles them.
+        if (subject_handles_here || people.is_empty())
+            && let Some(parent) = tx.organisation_ancestors(&case.org).await?.into_iter().nth(1)
+        {
+            people.extend(self.handlers_at(tx, &parent, case).await?.0);
         }
         let mut emails = Vec::new();
         for person in people {
@@ -192,6 +171,45 @@ impl Service {
             }
         }
         Ok(emails)
+    }
+
+    /// The handlers at one organisation other than the case's subject and reporter, and
+    /// whether the subject is one of them there.
+    async fn handlers_at(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        org: &OdsCode,
+        case: &Case,
+    ) -> Result<(BTreeSet<PersonUuid>, bool), RaError> {
+        let mut people = BTreeSet::new();
+        let mut subject_handles_here = false;
+        for assignment in tx.assignments_at(org).await? {
+            let functions = self.current_functions(tx, &assignment).await?;
+            if !HANDLERS.iter().any(|f| functions.contains(f)) {
+                continue;
+            }
+            if assignment.person == case.subject {
+                subject_handles_here = true;
+            } else if case.reporter.as_ref() != Some(&assignment.person) {
+                people.insert(assignment.person);
+            }
+        }
+        Ok((people, subject_handles_here))
+    }
+
+    /// The RA functions an assignment confers today (none once it has ended).
+    async fn current_functions(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        assignment: &careid_domain::model::Assignment,
+    ) -> Result<BTreeSet<RaFunction>, RaError> {
+        if assignment.status(self.clock.now().date()) != AssignmentStatus::Current {
+            return Ok(BTreeSet::new());
+        }
+        Ok(match tx.position(assignment.position).await? {
+            Some(position) => RaFunction::of_position(&position.role, &self.catalogue.granted(&position.activities)),
+            None => BTreeSet::new(),
+        })
     }
 
     /// Joins an alert to its subject's open case from alerts (medium and high open one if
@@ -271,13 +289,12 @@ impl Service {
     async fn case_for(
         &self,
         ctx: &RequestContext,
-        tx: Box<dyn Transaction>,
+        mut tx: Box<dyn Transaction>,
         actor: &Actor,
         id: i64,
         action: Action,
         extra: impl FnOnce(&Case) -> Result<(), Refusal>,
     ) -> Result<(Box<dyn Transaction>, Case, AuditEvent), RaError> {
-        let mut tx = tx;
         let Some(case) = tx.case(id).await? else { return Err(not_found("case", id)) };
         let event = self.case_event(ctx, actor.into(), action, &case);
         let scope = self.org_scope(&mut tx, actor, &case.org).await?;
@@ -364,15 +381,11 @@ impl Service {
         person: &PersonUuid,
         org: &OdsCode,
     ) -> Result<Result<(), Refusal>, RaError> {
-        let today = self.clock.now().date();
         let over = tx.organisation_ancestors(org).await?;
         for assignment in tx.assignments_of(person).await? {
-            if assignment.status(today) != AssignmentStatus::Current || !over.contains(&assignment.org) {
-                continue;
-            }
-            let Some(position) = tx.position(assignment.position).await? else { continue };
-            let functions = RaFunction::of_position(&position.role, &self.catalogue.granted(&position.activities));
-            if functions.iter().any(|f| function_works_cases(*f)) {
+            if over.contains(&assignment.org)
+                && self.current_functions(tx, &assignment).await?.iter().any(|f| function_works_cases(*f))
+            {
                 return Ok(Ok(()));
             }
         }

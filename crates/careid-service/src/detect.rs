@@ -12,11 +12,13 @@ use careid_domain::audit::{Action, AuditActor, AuditEvent};
 use careid_domain::detect::{AlertKind, Severity};
 use careid_domain::ids::{OdsCode, PersonUuid};
 use careid_domain::ports::{AuditQuery, Transaction};
-use time::OffsetDateTime;
 
 use crate::audit_orgs::AppendAudit;
 use crate::ra::first_refusal;
 use crate::{RaError, RequestContext, Service};
+
+/// What a rule decided: the alert's kind, its severity and its explanation.
+pub(crate) type Verdict = (AlertKind, (Severity, String));
 
 /// An alert about to be raised.
 #[derive(Debug, Clone)]
@@ -34,6 +36,10 @@ pub(crate) struct Raise {
 }
 
 impl Raise {
+    pub(crate) fn of((kind, verdict): Verdict) -> Raise {
+        Raise::new(kind, verdict)
+    }
+
     pub(crate) fn new(kind: AlertKind, (severity, explanation): (Severity, String)) -> Raise {
         Raise { kind, severity, explanation, concerns: None, org: None, evidence: Vec::new(), workstation: None }
     }
@@ -199,18 +205,4 @@ impl Service {
         tx.commit().await?;
         Ok(alerts)
     }
-}
-
-/// The alert off-duty use raises: on leave (high) or outside working hours (medium).
-pub(crate) fn off_duty_alert(kind: AlertKind, why: &str, at: OffsetDateTime) -> (Severity, String) {
-    let severity = if kind == AlertKind::UsedOnLeave { Severity::High } else { Severity::Medium };
-    (
-        severity,
-        format!(
-            "A card login at {} while its holder was off duty: {}. Either the record is wrong or someone else has \
-             their card and passcode.",
-            careid_audit::format_time(at),
-            why.replace("you are", "the holder is").replace("your ", "their ")
-        ),
-    )
 }

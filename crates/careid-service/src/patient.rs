@@ -360,21 +360,8 @@ impl Service {
         reason: &str,
     ) -> Result<bool, RaError> {
         let reason = parse_note("reason", reason, true)?;
-        let authority = self.card_authority()?;
-        let mut tx = self.begin_write_as(actor).await?;
-        let mut event = self.event(
-            ctx,
-            actor.into(),
-            Action::PatientFlag,
-            "patient",
-            authority.patient_key.pseudonym(patient.as_str()),
-        );
-        event.orgs = vec![org.clone()];
-        event.detail.push(("reason", reason.clone()));
-        let scope = self.org_scope(&mut tx, actor, org).await?;
-        if let Err(refusal) = first_refusal([actor.require(RaAction::WorkCases), scope]) {
-            return Err(self.refuse(tx, event, refusal).await);
-        }
+        let (mut tx, event) =
+            self.begin_patient_flag(ctx, actor, Action::PatientFlag, org, patient, Some(&reason)).await?;
         let flagged = FlaggedPatient {
             org: org.clone(),
             patient: patient.clone(),
@@ -398,26 +385,37 @@ impl Service {
         org: &OdsCode,
         patient: &NhsNumber,
     ) -> Result<bool, RaError> {
-        let authority = self.card_authority()?;
-        let mut tx = self.begin_write_as(actor).await?;
-        let mut event = self.event(
-            ctx,
-            actor.into(),
-            Action::PatientUnflag,
-            "patient",
-            authority.patient_key.pseudonym(patient.as_str()),
-        );
-        event.orgs = vec![org.clone()];
-        let scope = self.org_scope(&mut tx, actor, org).await?;
-        if let Err(refusal) = first_refusal([actor.require(RaAction::WorkCases), scope]) {
-            return Err(self.refuse(tx, event, refusal).await);
-        }
+        let (mut tx, event) = self.begin_patient_flag(ctx, actor, Action::PatientUnflag, org, patient, None).await?;
         let lifted = tx.unflag_patient(org, patient).await?;
         if lifted {
             tx.record(&event).await?;
         }
         tx.commit().await?;
         Ok(lifted)
+    }
+
+    /// Opens the transaction of a change to a patient's flag once the actor may make it (one
+    /// who works cases over `org`; a refusal is audited), with its audit event, which names the
+    /// patient by pseudonym only.
+    async fn begin_patient_flag(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        action: Action,
+        org: &OdsCode,
+        patient: &NhsNumber,
+        reason: Option<&str>,
+    ) -> Result<(Box<dyn Transaction>, AuditEvent), RaError> {
+        let pseudonym = self.card_authority()?.patient_key.pseudonym(patient.as_str());
+        let mut tx = self.begin_write_as(actor).await?;
+        let mut event = self.event(ctx, actor.into(), action, "patient", pseudonym);
+        event.orgs = vec![org.clone()];
+        event.detail.extend(reason.map(|r| ("reason", r.to_owned())));
+        let scope = self.org_scope(&mut tx, actor, org).await?;
+        if let Err(refusal) = first_refusal([actor.require(RaAction::WorkCases), scope]) {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        Ok((tx, event))
     }
 
     /// The patients flagged at an organisation and those under it (read audited).

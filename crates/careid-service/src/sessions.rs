@@ -46,7 +46,7 @@ async fn cards_refused_at(
     store: &dyn Store,
     workstation: &Workstation,
     since: OffsetDateTime,
-) -> Result<std::collections::BTreeSet<String>, StoreError> {
+) -> Result<std::collections::BTreeSet<i64>, StoreError> {
     let mut tx = store.begin_read().await?;
     let here = |entry: &careid_audit::Entry| {
         entry.get("workstation") == Some(workstation.as_str()) && entry.get("outcome") == Some("success")
@@ -82,7 +82,7 @@ async fn cards_refused_at(
                 record.seq > failed && careid_audit::decode(&record.entry).is_ok_and(|entry| here(&entry))
             });
         if !recovered {
-            standing.insert(card.to_string());
+            standing.insert(card);
         }
     }
     Ok(standing)
@@ -243,7 +243,7 @@ pub(crate) async fn end_card_sessions(
 /// What admitting a new session decided: the off-duty alert to record on it, and the end
 /// records of the person's sessions it ended.
 pub(crate) struct Admission {
-    pub alert: Option<(String, AlertKind)>,
+    pub alert: Option<(String, crate::detect::Verdict)>,
     pub ended: Vec<AuditEvent>,
     /// A live session of the person's at another organisation, closer in time than travel
     /// allows: one identity in two places.
@@ -251,7 +251,7 @@ pub(crate) struct Admission {
 }
 
 /// Why a session was not admitted: the refusal, and the alert it raises if off duty.
-pub(crate) type NotAdmitted = (Refusal, Option<AlertKind>);
+pub(crate) type NotAdmitted = (Refusal, Option<crate::detect::Verdict>);
 
 impl Service {
     pub(crate) fn liveness(&self) -> Liveness {
@@ -441,10 +441,8 @@ impl Service {
             Ok(admitted) => admitted,
             Err((refusal, off_duty)) => {
                 let error = self.refuse_login(tx, event, refusal.clone()).await;
-                if let Some(kind) = off_duty {
-                    let raise =
-                        crate::detect::Raise::new(kind, crate::detect::off_duty_alert(kind, &refusal.message, now))
-                            .about(&person.uuid, Some(&assignment.org));
+                if let Some(verdict) = off_duty {
+                    let raise = Raise::of(verdict).about(&person.uuid, Some(&assignment.org));
                     self.raise_alerts(ctx, vec![Raise { workstation: Some(login.workstation.to_string()), ..raise }])
                         .await?;
                 }
@@ -486,11 +484,10 @@ impl Service {
         created.detail.push(("signature", STANDARD.encode(&login.signature)));
         let mut raised: Vec<Raise> = two_places.into_iter().collect();
         let notice = alert.as_ref().map(|(why, _)| crate::auth::off_duty_notice(why));
-        if let Some((why, kind)) = alert {
+        if let Some((why, verdict)) = alert {
             tracing::warn!(session = %session.id, "card login while off duty: {why}");
             created.detail.push(("alert", format!("logged in while off duty: {why}")));
-            let verdict = crate::detect::off_duty_alert(kind, &why, now);
-            raised.push(Raise::new(kind, verdict).about(&person.uuid, Some(&assignment.org)));
+            raised.push(Raise::of(verdict).about(&person.uuid, Some(&assignment.org)));
         }
         ended.push(created);
         let created_seq = tx.record_all(&ended).await? + ended.len() as u64 - 1;
@@ -541,7 +538,7 @@ impl Service {
         event.subject_id = card.id.to_string();
         event.subject_person = Some(card.person.clone());
         event.detail.push(("serial", card.serial.to_string()));
-        refused_here.insert(card.id.to_string());
+        refused_here.insert(card.id);
         let cards = refused_here.len();
         if cards >= SWEEP_CARDS {
             // One passcode tried on card after card: a shared passcode, or someone guessing.

@@ -112,7 +112,7 @@ fn write_alerts(out: &Path, alerts: &[Alert]) -> anyhow::Result<()> {
 }
 
 fn summary(alerts: &[Alert], counts: &Counts) -> Vec<String> {
-    let mut lines = vec![format!("{} events read, {} used", counts.read, counts.used)];
+    let mut lines = vec![format!("{} events read, {} used", counts.read, counts.used())];
     lines.extend(careid_detect::skipped_summary(counts));
     if counts.unknown_users > 0 {
         lines.push(format!("{} events by users not in the staff file (workstation rules only)", counts.unknown_users));
