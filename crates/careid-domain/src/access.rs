@@ -95,6 +95,8 @@ pub enum RaAction {
     DecideRequest,
     /// careid: create organisations and import them.
     ManageOrganisations,
+    /// careid: import people already verified by a previous RA system (RA Managers).
+    ImportPeople,
     /// careid: issue an interim sign-in credential to a member of staff before they have a card.
     IssueCredential,
     /// careid: read the audit records of the people and organisations in scope.
@@ -146,6 +148,7 @@ impl RaAction {
             RaAction::AssignPosition => "assign a position",
             RaAction::DecideRequest => "grant or reject a sponsor's request",
             RaAction::ManageOrganisations => "manage organisations",
+            RaAction::ImportPeople => "import people from a previous RA system (RA Managers only)",
             RaAction::IssueCredential => "issue an interim sign-in credential",
             RaAction::ReadAudit => "read the audit records",
             RaAction::RemoveFromOrganisation => "remove a leaver from an organisation",
@@ -249,12 +252,8 @@ pub fn function_permission(function: RaFunction, action: RaAction) -> Permission
                 Denied
             }
         }
-        A::ManageOrganisations | A::IssueCredential | A::ManageClients | A::ViewReports => {
-            if function == F::RaManager {
-                Allowed
-            } else {
-                Denied
-            }
+        A::ManageOrganisations | A::ImportPeople | A::IssueCredential | A::ManageClients | A::ViewReports => {
+            if function == F::RaManager { Allowed } else { Denied }
         }
         A::ReadAudit => {
             if matches!(function, F::RaManager | F::PrivacyOfficer | F::CaldicottGuardian) {
@@ -394,6 +393,8 @@ pub enum Rule {
     OwnRecord,
     RequesterIsApprover,
     DuplicatePerson,
+    /// An organisation or application that is already registered under that code.
+    AlreadyExists,
     ProfileClosed,
     NotPending,
     PositionNotAssignable,
@@ -452,6 +453,7 @@ impl Rule {
             Rule::OwnRecord => "separation_of_duties.own_record",
             Rule::RequesterIsApprover => "separation_of_duties.requester_is_approver",
             Rule::DuplicatePerson => "duplicate_person",
+            Rule::AlreadyExists => "already_exists",
             Rule::ProfileClosed => "profile_closed",
             Rule::NotPending => "not_pending",
             Rule::PositionNotAssignable => "position_not_assignable",
@@ -537,6 +539,7 @@ mod tests {
             (A::AssignPosition, [Allowed, Allowed, Allowed, AssignableOnly, Denied, Denied, Denied, Denied]),
             (A::DecideRequest, [Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied, Denied]),
             (A::ManageOrganisations, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
+            (A::ImportPeople, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
             (A::IssueCredential, [Allowed, Denied, Denied, Denied, Denied, Denied, Denied, Denied]),
             (A::ReadAudit, [Allowed, Denied, Denied, Denied, Denied, Denied, Allowed, Allowed]),
             (A::RemoveFromOrganisation, [Allowed, Allowed, Allowed, Allowed, Denied, Denied, Denied, Denied]),

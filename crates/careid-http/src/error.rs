@@ -75,6 +75,7 @@ fn refusal_status(rule: Rule) -> StatusCode {
         | Rule::OffDuty
         | Rule::NotTheActor => StatusCode::FORBIDDEN,
         Rule::DuplicatePerson
+        | Rule::AlreadyExists
         | Rule::ProfileClosed
         | Rule::NotPending
         | Rule::AlreadyAssigned
@@ -110,9 +111,9 @@ impl From<RaError> for ApiError {
                 error.detail.rule = Some(refusal.rule.code().into());
                 error
             }
-            RaError::Duplicate { existing, message } => {
+            RaError::Duplicate { rule, existing, message } => {
                 let mut error = ApiError::new(StatusCode::CONFLICT, "duplicate", message);
-                error.detail.rule = Some(Rule::DuplicatePerson.code().into());
+                error.detail.rule = Some(rule.code().into());
                 error.detail.existing = Some(existing);
                 error
             }

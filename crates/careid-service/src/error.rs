@@ -22,10 +22,11 @@ pub enum RaError {
     /// The refusal is in the audit log.
     #[error("{0}")]
     Refused(Refusal),
-    /// The person (or a pending registration of them) already exists: `existing` names it.
-    /// The refusal is in the audit log.
+    /// The record already exists: `existing` names it, `rule` says what kind of duplicate it
+    /// is (a person or pending registration of them, or an organisation or application). A
+    /// person's duplicate is a refusal in the audit log; a code already taken is bad input.
     #[error("{message}")]
-    Duplicate { existing: String, message: String },
+    Duplicate { rule: careid_domain::access::Rule, existing: String, message: String },
     /// The session the request came with was ended (signed out, its card reported or
     /// removed, its position gone) before the use case's transaction began: nothing was done.
     #[error("{0}")]

@@ -239,6 +239,7 @@ impl Service {
             Ok(()) => {}
             Err(StoreError::Duplicate(_)) => {
                 return Err(RaError::Duplicate {
+                    rule: Rule::AlreadyExists,
                     existing: id.to_string(),
                     message: format!("an application is already registered as {id}"),
                 });

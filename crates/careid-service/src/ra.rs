@@ -215,7 +215,9 @@ impl Service {
                 return Err(self.refuse(tx, event, refusal).await);
             };
             if let Some(existing) = tx.organisation(&org.ods_code).await? {
+                // Input that names an existing code, like any other bad input, changes nothing.
                 return Err(RaError::Duplicate {
+                    rule: Rule::AlreadyExists,
                     existing: existing.ods_code.to_string(),
                     message: format!("organisation {} already exists ({})", existing.ods_code, existing.name),
                 });
@@ -328,6 +330,7 @@ impl Service {
     ) -> Result<Option<RaError>, RaError> {
         if let Some(existing) = tx.possible_duplicates(details).await?.first() {
             return Ok(Some(RaError::Duplicate {
+                rule: Rule::DuplicatePerson,
                 existing: existing.uuid.to_string(),
                 message: duplicate_message(existing),
             }));
@@ -335,6 +338,7 @@ impl Service {
         let pending = tx.pending_registration_duplicates(details).await?;
         if let Some(r) = pending.iter().find(|r| Some(r.id) != ignore_registration) {
             return Ok(Some(RaError::Duplicate {
+                rule: Rule::DuplicatePerson,
                 existing: format!("registration {}", r.id),
                 message: format!("registration {} for this person is already waiting for the RA", r.id),
             }));
@@ -344,8 +348,8 @@ impl Service {
 
     /// Audits a duplicate refusal and returns the error.
     async fn refuse_duplicate(&self, mut tx: Box<dyn Transaction>, event: AuditEvent, error: RaError) -> RaError {
-        if let RaError::Duplicate { message, existing } = &error {
-            let mut event = event.refused(&Refusal::new(Rule::DuplicatePerson, message.clone()));
+        if let RaError::Duplicate { rule, message, existing } = &error {
+            let mut event = event.refused(&Refusal::new(*rule, message.clone()));
             event.detail.push(("existing", existing.clone()));
             let result = async {
                 tx.record(&event).await?;
@@ -566,6 +570,7 @@ impl Service {
         };
         tx.insert_person(&person).await.map_err(|e| match e {
             StoreError::Duplicate(_) => RaError::Duplicate {
+                rule: Rule::DuplicatePerson,
                 existing: new.details.ni_number.to_string(),
                 message: "a profile with this NI number already exists".into(),
             },
@@ -814,7 +819,11 @@ impl Service {
             return Err(InvalidInput::new("given_name", "a change of name goes through change-name, with proof").into());
         }
         if let Some(other) = tx.possible_duplicates(&details).await?.into_iter().find(|p| &p.uuid != uuid) {
-            let error = RaError::Duplicate { existing: other.uuid.to_string(), message: duplicate_message(&other) };
+            let error = RaError::Duplicate {
+                rule: Rule::DuplicatePerson,
+                existing: other.uuid.to_string(),
+                message: duplicate_message(&other),
+            };
             return Err(self.refuse_duplicate(tx, event, error).await);
         }
         person.details = details;
@@ -1309,6 +1318,7 @@ impl Service {
             let same = (d.given_name.as_str().to_lowercase(), d.family_name.as_str().to_lowercase(), d.date_of_birth);
             if let Some(first) = seen_person.insert(same, row) {
                 return Err(RaError::Duplicate {
+                    rule: Rule::DuplicatePerson,
                     existing: format!("row {first}"),
                     message: format!("row {row}: the same names and date of birth as row {first}"),
                 });
@@ -1316,7 +1326,7 @@ impl Service {
         }
         let mut tx = self.begin_write_as(actor).await?;
         let mut event = self.event(ctx, actor.into(), Action::BulkImport, "batch", people.len());
-        if let Err(refusal) = actor.require(RaAction::ManageOrganisations) {
+        if let Err(refusal) = actor.require(RaAction::ImportPeople) {
             return Err(self.refuse(tx, event, refusal).await);
         }
         let mut positions: HashMap<PositionId, OdsCode> = HashMap::new();
@@ -1333,11 +1343,11 @@ impl Service {
         }
         // Against the profiles and registrations already here, as registration checks them.
         for (row, p) in (1..).zip(&people) {
-            if let Some(RaError::Duplicate { existing, message }) =
+            if let Some(RaError::Duplicate { rule, existing, message }) =
                 self.duplicate_check(&mut tx, &p.details, None).await?
             {
                 event.detail.push(("row", row.to_string()));
-                let duplicate = RaError::Duplicate { existing, message: format!("row {row}: {message}") };
+                let duplicate = RaError::Duplicate { rule, existing, message: format!("row {row}: {message}") };
                 return Err(self.refuse_duplicate(tx, event, duplicate).await);
             }
         }
@@ -1373,6 +1383,7 @@ impl Service {
         let started = std::time::Instant::now();
         tx.bulk_insert_people(&records, &assignments).await.map_err(|e| match e {
             StoreError::Duplicate(_) => RaError::Duplicate {
+                rule: Rule::DuplicatePerson,
                 existing: "ni_number".into(),
                 message: "a person in the batch has the NI number of an existing profile".into(),
             },

@@ -8,8 +8,8 @@ mod support;
 
 use careid_domain::access::Rule;
 use careid_domain::card::{CardState, RevocationReason};
-use careid_domain::ids::PersonUuid;
-use careid_domain::model::{ContactDetails, RequestStatus};
+use careid_domain::ids::{DisplayText, OdsCode, PersonUuid};
+use careid_domain::model::{ContactDetails, Organisation, OrganisationKind, RequestStatus};
 use careid_domain::ports::Store;
 use careid_domain::secret::Secret;
 use careid_service::{AssignmentTerms, ImportPerson, LoginError, RaError};
@@ -228,7 +228,7 @@ async fn import_applies_registrations_duplicate_rule_and_names_the_row() {
     let before = w.audit_len().await;
     let batch = vec![row("Vic", "Fresh", "CE700009A"), row("Ula", "Person", "CE700010A")];
     match w.service.import_people(&ctx(), &w.manager, batch).await {
-        Err(RaError::Duplicate { existing: found, message }) => {
+        Err(RaError::Duplicate { existing: found, message, .. }) => {
             assert_eq!(found, existing.to_string());
             assert!(message.starts_with("row 2: "), "{message}");
         }
@@ -245,6 +245,36 @@ async fn import_applies_registrations_duplicate_rule_and_names_the_row() {
     let same = vec![row("Al", "A", "CE700012A"), row("al", "a", "CE700013A")];
     let same = w.service.import_people(&ctx(), &w.manager, same).await;
     assert!(matches!(same, Err(RaError::Duplicate { existing, .. }) if existing == "row 1"));
+
+    // An RA agent's import is refused for what it is, not as managing organisations.
+    let by_agent = w.service.import_people(&ctx(), &w.agent, vec![row("Cy", "C", "CE700015A")]).await;
+    match by_agent {
+        Err(RaError::Refused(refusal)) => {
+            assert_eq!(refusal.rule, Rule::RoleNotPermitted);
+            assert!(refusal.message.contains("import people"), "{}", refusal.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_organisation_is_refused_as_one_not_as_a_person() {
+    let w = world().await;
+    let again = Organisation {
+        ods_code: w.practice_a.clone(),
+        name: DisplayText::parse("name", "Again").unwrap(),
+        kind: OrganisationKind::GpPractice,
+        parent: Some(OdsCode::parse("QWE").unwrap()),
+    };
+    let before = w.audit_len().await;
+    match w.service.create_organisation(&ctx(), &w.manager, again).await {
+        Err(RaError::Duplicate { rule, existing, .. }) => {
+            assert_eq!(rule, Rule::AlreadyExists);
+            assert_eq!(existing, w.practice_a.to_string());
+        }
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    assert_eq!(w.audit_len().await, before, "a code already taken is bad input: nothing changes");
 }
 
 #[tokio::test]

@@ -16,14 +16,14 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use careid_card::{Card, CardError, CardIdentity, VirtualCard};
-use careid_domain::TERMS_OF_USE_VERSION;
 use careid_domain::ids::{AssignmentId, OdsCode};
 use careid_domain::login::{HeartbeatMessage, LoginMessage, Workstation};
 use careid_domain::oidc::AuthorizeMessage;
+use careid_domain::{TERMS_OF_USE, TERMS_OF_USE_VERSION};
 use clap::Args;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -59,6 +59,14 @@ pub struct AgentArgs {
     /// Stop when the card leaves the reader, instead of waiting for the next one.
     #[arg(long)]
     once: bool,
+    /// Accept the terms of use of this version without being asked (for unattended use: you
+    /// have read them, `careid agent --show-terms`). Without it, the agent shows the terms and
+    /// asks at the first login of each version with each card.
+    #[arg(long, value_name = "VERSION")]
+    accept_terms: Option<String>,
+    /// Print the terms of use and stop.
+    #[arg(long)]
+    show_terms: bool,
     /// The port of the local endpoint on 127.0.0.1 (careid's `agent_port`); 0 turns it off.
     #[arg(long, default_value_t = 7390)]
     local_port: u16,
@@ -128,6 +136,16 @@ struct Live {
 }
 
 pub async fn run(mut args: AgentArgs, default_server: String) -> anyhow::Result<()> {
+    if args.show_terms {
+        println!("{TERMS_OF_USE}");
+        return Ok(());
+    }
+    if let Some(version) = args.accept_terms.as_deref().filter(|v| *v != TERMS_OF_USE_VERSION) {
+        bail!(
+            "--accept-terms {version}: the terms of use are now {TERMS_OF_USE_VERSION}; read them \
+             (careid agent --show-terms) and accept that version"
+        );
+    }
     args.server.get_or_insert(default_server);
     let workstation = Workstation::parse(&args.workstation.clone().unwrap_or_else(host_name))?;
     let selected = match (&args.org, args.assignment) {
@@ -145,6 +163,14 @@ pub async fn run(mut args: AgentArgs, default_server: String) -> anyhow::Result<
     loop {
         eprintln!("Waiting for a card at {workstation}...");
         let mut card = wait_for_card(&args.device, &mut requests).await?;
+        if let Err(error) = terms_accepted(&args, card.as_ref(), &keyboard) {
+            eprintln!("Not logged in: {error:#}");
+            if args.once {
+                return Err(error);
+            }
+            wait_for_removal(&args.device, card.as_ref(), &mut requests).await;
+            continue;
+        }
         // The card keeps the holder's login; the passcode is forgotten as soon as it is given.
         let passcode = keyboard.read("Passcode: ")?;
         let opened = card.log_in(&passcode);
@@ -190,6 +216,38 @@ pub async fn run(mut args: AgentArgs, default_server: String) -> anyhow::Result<
         }
         wait_for_removal(&args.device, card.as_ref(), &mut requests).await;
     }
+}
+
+/// Where the agent remembers which card accepted which version of the terms of use.
+fn terms_file() -> std::path::PathBuf {
+    crate::client::cli_home().join("terms-accepted.json")
+}
+
+/// The holder accepts the current terms of use: shown and asked at the first login of each
+/// version with this card (or accepted by --accept-terms); every login then sends the version.
+fn terms_accepted(args: &AgentArgs, card: &dyn Card, keyboard: &Keyboard) -> anyhow::Result<()> {
+    let serial = card.status()?.serial.to_string();
+    let file = terms_file();
+    let mut accepted: std::collections::BTreeMap<String, String> = match std::fs::read(&file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(_) => std::collections::BTreeMap::new(),
+    };
+    if accepted.get(&serial).map(String::as_str) == Some(TERMS_OF_USE_VERSION) {
+        return Ok(());
+    }
+    if args.accept_terms.is_none() {
+        println!("{TERMS_OF_USE}\nDo you accept these terms? [y/N]:");
+        let answer = tokio::task::block_in_place(|| keyboard.read("> "))?;
+        if !matches!(answer.expose().trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            bail!("the terms of use ({TERMS_OF_USE_VERSION}) were not accepted: careid logs nobody in without them");
+        }
+    }
+    accepted.insert(serial, TERMS_OF_USE_VERSION.to_owned());
+    if let Some(dir) = file.parent() {
+        crate::client::private_dir(dir)?;
+    }
+    crate::client::write_private(&file, &serde_json::to_vec_pretty(&accepted)?)?;
+    Ok(())
 }
 
 /// Tells careid the card refused the passcode, so that careid locks it at the third wrong one

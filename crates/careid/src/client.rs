@@ -375,8 +375,9 @@ pub fn print_audit(page: &Value) {
 }
 
 /// Reads a CSV file whose header must be exactly `columns`, one JSON object a row (empty
-/// cells become null; `numeric` columns become numbers).
-fn csv_objects(path: &std::path::Path, columns: &[&str], numeric: &[&str]) -> anyhow::Result<Value> {
+/// cells become null, except in `required` columns, where they are refused with the line;
+/// `numeric` columns become numbers).
+fn csv_objects(path: &std::path::Path, columns: &[&str], required: &[&str], numeric: &[&str]) -> anyhow::Result<Value> {
     let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let headers = reader.headers()?.clone();
     if headers.iter().collect::<Vec<_>>() != columns {
@@ -388,6 +389,9 @@ fn csv_objects(path: &std::path::Path, columns: &[&str], numeric: &[&str]) -> an
         let mut object = serde_json::Map::new();
         for (column, cell) in columns.iter().zip(row.iter()) {
             let value = if cell.is_empty() {
+                if required.contains(column) {
+                    bail!("{} line {}: {column} is required", path.display(), i + 2);
+                }
                 Value::Null
             } else if numeric.contains(column) {
                 let n: i64 = cell
@@ -406,7 +410,7 @@ fn csv_objects(path: &std::path::Path, columns: &[&str], numeric: &[&str]) -> an
 
 /// Organisations from CSV with the header `ods_code,name,kind,parent`.
 pub fn organisations_csv(path: &std::path::Path) -> anyhow::Result<Value> {
-    csv_objects(path, &["ods_code", "name", "kind", "parent"], &[])
+    csv_objects(path, &["ods_code", "name", "kind", "parent"], &["ods_code", "name", "kind"], &[])
 }
 
 /// People from CSV with the header `given_name,family_name,date_of_birth,ni_number,email,position,start`.
@@ -414,6 +418,30 @@ pub fn people_csv(path: &std::path::Path) -> anyhow::Result<Value> {
     csv_objects(
         path,
         &["given_name", "family_name", "date_of_birth", "ni_number", "email", "position", "start"],
+        &["given_name", "family_name", "date_of_birth", "ni_number", "position", "start"],
         &["position"],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_required_cell_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("people.csv");
+        let header = "given_name,family_name,date_of_birth,ni_number,email,position,start";
+        std::fs::write(
+            &file,
+            format!("{header}\nAl,A,1990-01-01,CE700001A,,20,2026-12-01\nBo,B,1990-01-01,CE700002A,,,\n"),
+        )
+        .unwrap();
+        let error = people_csv(&file).unwrap_err().to_string();
+        assert!(error.ends_with("line 3: position is required"), "{error}");
+        std::fs::write(&file, format!("{header}\nAl,A,1990-01-01,CE700001A,,20,2026-12-01\n")).unwrap();
+        let people = people_csv(&file).unwrap();
+        assert_eq!(people[0]["position"], json!(20));
+        assert_eq!(people[0]["email"], Value::Null, "an optional empty cell is null");
+    }
 }

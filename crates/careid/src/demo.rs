@@ -532,14 +532,14 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let address = config.listen;
     let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))?;
     let url = format!("http://{}", listener.local_addr()?);
-    save_profiles(&service, &url, &area).await?;
+    let default_profile = save_profiles(&service, &url, &area).await?;
     let credentials_file = args.data_dir.join("credentials.txt");
     let mut listing = String::new();
     for (name, person, secret) in &area.credentials {
         listing.push_str(&format!("{name} {person} {}\n", secret.expose()));
     }
     write_private(&credentials_file, listing.as_bytes())?;
-    print_tour(&url, &area, &credentials_file);
+    print_tour(&url, &area, &credentials_file, &default_profile);
     println!("{cards}");
     if !args.no_serve {
         println!("\nPress Ctrl-C to stop.");
@@ -548,14 +548,21 @@ pub async fn run(mut config: Config, args: DemoArgs) -> anyhow::Result<()> {
         store.checkpoint_wal().await;
         return Ok(());
     }
+    if config.smtp_url.0.is_empty() {
+        // No relay: the demo's email goes to files its user can read (self-service unlock codes).
+        let mailbox = crate::mail::MailboxDir::new(&args.data_dir.join("mailbox"))?;
+        let every = std::time::Duration::from_secs(u64::from(config.outbox_poll_seconds));
+        tokio::spawn(crate::mail::deliver_forever(service.clone(), mailbox, every));
+    }
     let served = crate::serve(listener, service, &config).await;
     // As `careid serve` does: the database file alone holds the demo once it stops.
     store.checkpoint_wal().await;
     served
 }
 
-/// Signs the demo's staff in and saves their sessions as CLI profiles.
-async fn save_profiles(service: &Service, url: &str, area: &DemoArea) -> anyhow::Result<()> {
+/// Signs the demo's staff in and saves their sessions as CLI profiles; the RA Manager's
+/// becomes the default only where there was none. Returns a line saying which it is.
+async fn save_profiles(service: &Service, url: &str, area: &DemoArea) -> anyhow::Result<String> {
     let mut profiles = Profiles::load()?;
     for (name, _, credential) in &area.credentials {
         let outcome = service.login(&RequestContext::new("demo-setup"), credential, None).await?;
@@ -570,11 +577,20 @@ async fn save_profiles(service: &Service, url: &str, area: &DemoArea) -> anyhow:
             },
         );
     }
-    profiles.default = Some("demo-ra-manager".into());
-    profiles.save()
+    let said = match &profiles.default {
+        Some(kept) if kept != "demo-ra-manager" => {
+            format!("Your default CLI profile ({kept}) is unchanged: the commands below name theirs with --as.")
+        }
+        _ => {
+            profiles.default = Some("demo-ra-manager".into());
+            "Default CLI profile: demo-ra-manager (commands without --as act as the RA Manager).".to_owned()
+        }
+    };
+    profiles.save()?;
+    Ok(said)
 }
 
-fn print_tour(url: &str, area: &DemoArea, credentials_file: &std::path::Path) {
+fn print_tour(url: &str, area: &DemoArea, credentials_file: &std::path::Path, default_profile: &str) {
     let r = area.receptionist_position;
     let gp = area.gp_position;
     let practice = &area.sponsor_practice;
@@ -585,6 +601,7 @@ careid demo: {url}
   RA Manager {manager}, RA agent {agent}, sponsor {sponsor} (practice manager at {practice}).
   CLI profiles saved for: demo-ra-manager, demo-ra-agent, demo-sponsor, demo-id-checker, demo-privacy-officer
   (credentials in {creds}). OpenAPI: {url}/api/openapi.json  Metrics: {url}/metrics
+  {default_profile}
 
 Try, in another terminal (prefix `cargo run --release --` if careid is not installed):
 
@@ -606,7 +623,7 @@ Try, in another terminal (prefix `cargo run --release --` if careid is not insta
   careid ra --as demo-sponsor request {sample} {gp} --note 'covering sessions'
   # The agent (also a sponsor) requests a position, then tries to grant their own request: refused
   careid ra --as demo-ra-agent request {sample} {gp} --start 2030-01-01
-  careid ra --as demo-ra-agent grant <THAT REQUEST>
+  careid ra --as demo-ra-agent grant <THAT_REQUEST>
   # Everything above is in the audit log, refusals included
   careid ra --as demo-ra-manager audit --limit 20
   careid ra --as demo-ra-agent my-audit
@@ -675,6 +692,7 @@ async fn issue_demo_cards(
     );
     let mut summary = Vec::new();
     let mut locked_example = None;
+    let mut self_unlock_example = None;
     let mut active_example = None;
     for (n, holder) in area.card_holders.iter().enumerate() {
         let issuer = &agent;
@@ -703,6 +721,9 @@ async fn issue_demo_cards(
                 for _ in 0..3 {
                     service.record_wrong_passcode(&ctx, issuer, id).await?;
                 }
+                if locked_example.is_some() {
+                    self_unlock_example.get_or_insert(path.clone());
+                }
                 locked_example.get_or_insert((id, path.clone()));
                 "locked"
             }
@@ -725,6 +746,8 @@ async fn issue_demo_cards(
     write_private(&file, passcodes.as_bytes())?;
     let (locked_id, locked_path) = locked_example.ok_or_else(|| anyhow::anyhow!("the demo has no locked card"))?;
     let active_path = active_example.ok_or_else(|| anyhow::anyhow!("the demo has no active card"))?;
+    let self_unlock_path = self_unlock_example.ok_or_else(|| anyhow::anyhow!("the demo has no second locked card"))?;
+    let mailbox = dir.parent().unwrap_or(dir).join("mailbox");
     Ok(format!(
         "Demo virtual cards ({} issued; files and DEMO-ONLY passcodes in {}):\n{}\n\n\
          Try, with a demo card:\n  \
@@ -732,6 +755,9 @@ async fn issue_demo_cards(
          # the practice's sponsor authorises an unlock; the holder types a new passcode (twice)\n  \
          careid card --as demo-sponsor unlock {locked_id} --virtual {}\n  \
          careid card --as demo-ra-agent report {locked_id} --reason stolen\n  \
+         # the other locked card's holder unlocks it alone, with a code emailed to them: the demo's\n  \
+         # email lands in {mailbox}/<address>.txt\n  \
+         careid card self-unlock --server {url} --virtual {self_unlock}\n  \
          curl -s {}/pki/ca ; curl -s {}/pki/crl | openssl crl -inform DER -noout -text\n\n\
          Log in with a card (its passcode is in the file above), then sign in to a clinical application:\n  \
          careid agent --server {} --virtual {active} --workstation desk-1\n  \
@@ -743,7 +769,9 @@ async fn issue_demo_cards(
          # open http://127.0.0.1:8500/ and sign in: the agent's card approves, the page shows the claims.\n  \
          # Move the card file away: within seconds the application's session ends (back-channel logout).\n\n\
          The audit log, which anyone can check and every holder can read:\n  \
-         careid audit verify --url {}          # every record against the signed checkpoint\n  \
+         # every record against the signed checkpoint (the records are an auditor's to read; the\n  \
+         # checkpoint and hash tiles are public)\n  \
+         careid audit verify --as demo-ra-manager --url {}\n  \
          careid ra --as demo-ra-agent my-audit --limit 5\n  \
          careid ra --as demo-ra-agent proof <SEQ>          # a record of yours with its inclusion proof\n  \
          careid ra --as demo-ra-agent not-me <SEQ> --comment 'I was not at work that day'\n  \
@@ -758,6 +786,9 @@ async fn issue_demo_cards(
         config.public_url(),
         config.public_url(),
         active = active_path.display(),
+        self_unlock = self_unlock_path.display(),
+        mailbox = mailbox.display(),
+        url = config.public_url(),
     ))
 }
 

@@ -1,5 +1,5 @@
-//! Email out through an SMTP relay (lettre): the `Mailer` the outbox delivery uses when
-//! `smtp_url` is set.
+//! Email out: through an SMTP relay (lettre) when `smtp_url` is set, or, for the demo, into
+//! a mailbox directory of plain files the demo names (one file per recipient).
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -53,8 +53,51 @@ impl Mailer for SmtpMailer {
     }
 }
 
+/// The demo's mailbox: each message is appended to `<dir>/<recipient>.txt`, readable by the
+/// demo's user only, so that a holder's self-service unlock code can be read and typed.
+#[derive(Debug, Clone)]
+pub struct MailboxDir {
+    dir: std::path::PathBuf,
+}
+
+impl MailboxDir {
+    pub fn new(dir: &std::path::Path) -> anyhow::Result<MailboxDir> {
+        crate::client::private_dir(dir)?;
+        Ok(MailboxDir { dir: dir.to_owned() })
+    }
+
+    /// The file a recipient's messages are appended to.
+    pub fn file_of(&self, recipient: &str) -> std::path::PathBuf {
+        let name: String = recipient
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '-' | '_') { c } else { '_' })
+            .collect();
+        self.dir.join(format!("{name}.txt"))
+    }
+}
+
+#[async_trait]
+impl Mailer for MailboxDir {
+    async fn send(&self, message: &OutboxMessage) -> Result<(), String> {
+        use std::io::Write;
+        let file = self.file_of(message.recipient.as_str());
+        let text = format!(
+            "To: {}\nSubject: {}\n\n{}\n\n",
+            message.recipient.as_str(),
+            message.subject,
+            message.body.trim_end()
+        );
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut out = options.open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        out.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))
+    }
+}
+
 /// Delivers the outbox every `every` until the process ends.
-pub async fn deliver_forever(service: Service, mailer: SmtpMailer, every: std::time::Duration) {
+pub async fn deliver_forever<M: Mailer>(service: Service, mailer: M, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -17,6 +17,7 @@ mod demo;
 mod detect;
 mod mail;
 mod ra;
+mod sessions;
 mod witness;
 
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ enum Command {
     Ra(ra::RaArgs),
     /// Clinical applications that sign in through careid's OpenID Connect provider (RA Managers).
     Client(apps::ClientArgs),
+    /// Your own live sessions: list them, or end one (`careid sessions end ID`).
+    Sessions(sessions::SessionsArgs),
     /// Smartcard ceremonies, run where the card is (a client of the HTTP API).
     Card(card::CardArgs),
     /// The workstation agent: logs the holder in with their card and keeps the session alive
@@ -485,6 +488,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // Without --server, a client talks to the server the configuration describes.
         Command::Ra(args) => ra::run(args, config.public_url()).await,
         Command::Client(args) => apps::run(args).await,
+        Command::Sessions(args) => sessions::run(args).await,
         Command::Card(args) => card::run(args, config.public_url()).await,
         Command::Agent(args) => agent::run(args, config.public_url()).await,
         Command::Bench(args) => bench::run(args).await,

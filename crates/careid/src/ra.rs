@@ -589,7 +589,7 @@ impl AuditArgs {
 }
 
 /// Percent-encodes a query value.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -634,15 +634,57 @@ pub async fn run(args: RaArgs, default_server: String) -> anyhow::Result<()> {
         command => {
             let client = flags.client()?;
             let audit = matches!(command, RaCommand::Audit(_) | RaCommand::MyAudit(_));
+            let done = done_message(&command);
             let value = call(&client, command).await?;
             if audit && !flags.json {
                 client::print_audit(&value);
+                return Ok(());
+            }
+            if let (Value::Null, Some(done), false) = (&value, done, flags.json) {
+                println!("{done}");
                 return Ok(());
             }
             value
         }
     };
     flags.print(&value)
+}
+
+/// A record's inclusion proof. The log is signed every second or so: a record newer than the
+/// latest checkpoint gets its proof from the next one, waited for a few seconds.
+async fn proof(c: &Client, seq: u64) -> anyhow::Result<Value> {
+    let path = format!("/api/v1/audit/{seq}/proof");
+    for _ in 0..10 {
+        match c.get(&path).await {
+            Err(e)
+                if e.downcast_ref::<client::ApiFailure>().is_some_and(|f| {
+                    f.status == 404 && f.body["error"]["message"].as_str().is_some_and(|m| m.contains("checkpoint"))
+                }) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+    c.get(&path).await
+}
+
+/// What a command that answers with no body did, said in words.
+fn done_message(command: &RaCommand) -> Option<String> {
+    Some(match command {
+        RaCommand::Grant { request } => {
+            format!("request {request} granted: the position is assigned (see `careid ra requests --all`)")
+        }
+        RaCommand::Reject { request, .. } => format!("request {request} rejected; the sponsor sees the reason"),
+        RaCommand::RejectRegistration { registration, .. } => format!("registration {registration} rejected"),
+        RaCommand::Unassign { assignment, .. } => {
+            format!("assignment {assignment} removed early; it stays visible as removed")
+        }
+        RaCommand::UnflagPatient { nhs_number, ods_code } => {
+            format!("patient {nhs_number} is no longer flagged at {ods_code}")
+        }
+        _ => return None,
+    })
 }
 
 async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
@@ -749,7 +791,7 @@ async fn call(c: &Client, command: RaCommand) -> anyhow::Result<Value> {
         }
         RaCommand::Audit(a) => c.get(&format!("/api/v1/audit{}", a.query())).await,
         RaCommand::MyAudit(a) => c.get(&format!("/api/v1/me/audit{}", a.query())).await,
-        RaCommand::Proof { seq } => c.get(&format!("/api/v1/audit/{seq}/proof")).await,
+        RaCommand::Proof { seq } => proof(c, seq).await,
         RaCommand::NotMe { seq, comment } => {
             c.post(&format!("/api/v1/audit/{seq}/not-me"), json!({ "comment": comment })).await
         }

@@ -336,7 +336,8 @@ fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holde
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    agent.stdin.as_mut().unwrap().write_all(b"582039\n").unwrap();
+    // The first login with this card shows the terms of use and asks: the holder accepts.
+    agent.stdin.as_mut().unwrap().write_all(b"y\n582039\n").unwrap();
     let agent_stdin = std::sync::Arc::new(std::sync::Mutex::new(agent.stdin.take().unwrap()));
     let agent = Child(agent);
     // The holder at the agent: agrees to what is asked, but not to an application they do not
@@ -423,6 +424,9 @@ fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holde
     agent_stdin.lock().unwrap().write_all(b"582039\n").unwrap();
     std::fs::rename(&away, card_file).unwrap();
     said("logged in as", 2);
+    let shown = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(shown.matches("Do you accept these terms?").count(), 1, "asked once a version and card: {shown}");
+    assert!(shown.contains("never tell anyone your passcode"), "the terms themselves are shown: {shown}");
     let profiles: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cli/profiles.json")).unwrap()).unwrap();
     let token = profiles["profiles"]["card"]["token"].as_str().unwrap().to_owned();
@@ -625,6 +629,17 @@ fn a_card_from_issue_to_replacement_on_the_command_line() {
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr).into_owned();
     assert!(said.contains("recorded as absent (annual leave)"), "{said}");
+    // At another workstation's agent the terms are asked again; declined, nobody is logged in
+    // and the passcode is never asked for.
+    let other_desk = dir.join("other-desk");
+    let declined = careid_input(
+        &other_desk,
+        &["agent", "--server", &url, "--once", "--local-port", "0", "--passcode-stdin", "--virtual", card_path],
+        "n\n",
+    );
+    assert!(!declined.status.success());
+    let said = String::from_utf8_lossy(&declined.stderr).into_owned();
+    assert!(said.contains("terms of use") && said.contains("were not accepted"), "{said}");
     ok(&ra(&["--as", "sponsor", "absence", "cancel", &absence["id"].to_string()]));
 
     // Three wrong passcodes lock it in careid's records.
@@ -1017,6 +1032,7 @@ fn a_card_on_a_pkcs11_token_through_the_command_line() {
     // in a row, whether the workstation agent saw the card refuse it before any login or the
     // command line did.
     let mut agent = vec!["agent", "--server", &url, "--once", "--local-port", "0", "--workstation", "desk-9"];
+    agent.extend(["--accept-terms", careid_domain::TERMS_OF_USE_VERSION]);
     agent.extend(["--passcode-stdin", "--pkcs11-module", module, "--slot"]);
     let slot_text = slot.to_string();
     agent.push(&slot_text);
