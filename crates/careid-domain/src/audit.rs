@@ -60,6 +60,10 @@ pub enum Action {
     OidcApprove,
     /// Tokens were issued for a code.
     OidcToken,
+    /// The session's card signed the holder in to the web console.
+    ConsoleSignIn,
+    /// The holder signed out of the web console.
+    ConsoleSignOut,
     /// An access token was issued for a session by token exchange (RFC 8693).
     OidcTokenExchange,
     OidcRevoke,
@@ -171,6 +175,8 @@ impl Action {
             Action::OidcAuthorize => "oidc.authorize",
             Action::OidcApprove => "oidc.approve",
             Action::OidcToken => "oidc.token",
+            Action::ConsoleSignIn => "console.sign_in",
+            Action::ConsoleSignOut => "console.sign_out",
             Action::OidcTokenExchange => "oidc.token_exchange",
             Action::OidcRevoke => "oidc.revoke",
             Action::OidcLogoutSent => "oidc.backchannel_logout",

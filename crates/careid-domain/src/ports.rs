@@ -102,6 +102,19 @@ pub struct Session {
     pub card: Option<CardPresence>,
 }
 
+/// A web console sign-in: the browser holds a secret whose hash names this record; the card
+/// of `session` approved it, and it lives only while that card session does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// The sign-in's public name: `console-` and the first half of the browser secret's hash.
+    pub id: String,
+    /// The card session that approved it.
+    pub session: String,
+    pub person: PersonUuid,
+    pub signed_in_at: OffsetDateTime,
+    pub ended_at: Option<OffsetDateTime>,
+}
+
 /// What a card session knows of its card.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardPresence {
@@ -297,6 +310,11 @@ pub trait Transaction: Send {
     async fn insert_session(&mut self, session: &Session) -> Result<(), StoreError>;
     async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>, StoreError>;
     async fn session_by_id(&mut self, id: &str) -> Result<Option<Session>, StoreError>;
+    /// Records a console sign-in; `false` if one of that id exists already.
+    async fn insert_console_session(&mut self, console: &ConsoleSession) -> Result<bool, StoreError>;
+    async fn console_session(&mut self, id: &str) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Ends a console sign-in; `false` if it had ended already.
+    async fn end_console_session(&mut self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError>;
     /// The person's sessions that have not ended, oldest first.
     async fn live_sessions_of(&mut self, person: &PersonUuid) -> Result<Vec<Session>, StoreError>;
     /// The card's sessions that have not ended.

@@ -13,7 +13,7 @@ use crate::convert as c;
 use crate::error::ApiError;
 use crate::extract::{Authed, Body, PathParam};
 
-fn absence_out(a: &Absence) -> wire::AbsenceInfo {
+pub(crate) fn absence_out(a: &Absence) -> wire::AbsenceInfo {
     wire::AbsenceInfo {
         id: a.id,
         person: a.person.to_string(),

@@ -173,7 +173,7 @@ pub async fn cards_clear(
     Ok(Json(wire::CardCleared { sealed_secret: STANDARD.encode(sealed) }))
 }
 
-fn card_out(card: &CardRecord, certificates: &[careid_domain::card::CardCertificate]) -> wire::Card {
+pub(crate) fn card_out(card: &CardRecord, certificates: &[careid_domain::card::CardCertificate]) -> wire::Card {
     wire::Card {
         card_id: card.id,
         serial: card.serial.to_string(),

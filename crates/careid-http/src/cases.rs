@@ -16,7 +16,7 @@ use crate::App;
 use crate::error::ApiError;
 use crate::extract::{Authed, Body, Params, PathParam};
 
-fn case_out(c: &Case) -> wire::Case {
+pub(crate) fn case_out(c: &Case) -> wire::Case {
     wire::Case {
         id: c.id,
         source: c.source.code().into(),
@@ -33,7 +33,7 @@ fn case_out(c: &Case) -> wire::Case {
     }
 }
 
-fn entry_out(e: &CaseEntry) -> wire::CaseEntry {
+pub(crate) fn entry_out(e: &CaseEntry) -> wire::CaseEntry {
     wire::CaseEntry {
         at: format_time(e.at),
         by: e.by.as_ref().map(ToString::to_string),

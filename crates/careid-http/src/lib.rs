@@ -5,6 +5,7 @@ mod absence;
 mod audit;
 mod cards;
 mod cases;
+mod console;
 mod convert;
 mod error;
 mod extract;
@@ -45,6 +46,8 @@ pub struct App {
     pub limiter: Arc<limit::Limiter>,
     /// The reverse proxy whose `X-Forwarded-For` names the client, if careid runs behind one.
     pub trusted_proxy: Option<std::net::IpAddr>,
+    /// careid is reached over TLS: the console's cookie is `Secure` with the `__Host-` prefix.
+    pub secure_cookies: bool,
 }
 
 impl App {
@@ -57,7 +60,16 @@ impl App {
             limits: limit::Limits::default(),
             limiter: Arc::default(),
             trusted_proxy: None,
+            secure_cookies: false,
         }
+    }
+
+    /// Marks the console's cookie `Secure` (careid is reached over TLS, directly or through
+    /// a proxy that terminates it).
+    #[must_use]
+    pub fn with_secure_cookies(mut self, secure: bool) -> App {
+        self.secure_cookies = secure;
+        self
     }
 
     /// Turns on the OpenID Connect provider.
@@ -285,6 +297,7 @@ pub fn router(app: App) -> Router {
         .route("/oidc/userinfo", get(oidc::userinfo).post(oidc::userinfo_post))
         .route("/oidc/revoke", post(oidc::revoke))
         .route("/oidc/introspect", post(oidc::introspect))
+        .merge(console::router())
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), limit::per_source_layer))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), extract::metrics_layer));
     api.layer(axum::middleware::from_fn(extract::request_id_layer)).with_state(app)

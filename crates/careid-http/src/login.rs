@@ -120,7 +120,7 @@ pub async fn sessions_heartbeat(
     Ok(Json(wire::HeartbeatAccepted { next_proof_by: format_time(next) }))
 }
 
-fn session_out(s: &SessionView) -> wire::SessionInfo {
+pub(crate) fn session_out(s: &SessionView) -> wire::SessionInfo {
     wire::SessionInfo {
         session_id: s.id.clone(),
         person: s.person.to_string(),

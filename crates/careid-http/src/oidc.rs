@@ -222,47 +222,59 @@ fn authorize_page(oidc: &Oidc, authorization: &str, client: &Client, scope: &str
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>careid: sign in to {name}</title>
 <style nonce="{nonce}">body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}}
-#status{{padding:1rem;border-left:4px solid #005eb8;background:#f0f4f5}}.error{{border-color:#d5281b!important}}</style></head>
+.notice{{padding:1rem;border-left:4px solid #005eb8;background:#f0f4f5}}.error{{border-color:#d5281b!important}}</style></head>
 <body><h1>Sign in to {name}</h1>
 <p>{name} asks careid who you are ({scope}). Your card confirms it through the careid agent on this computer.</p>
-<p id="status" data-authorization="{authorization}">Asking your card…</p>
+<p id="status" class="notice" data-request="{authorization}" data-auto="yes">Asking your card…</p>
 <p><button id="retry" hidden>Try again</button></p>
-<script nonce="{nonce}">
-const status = document.getElementById("status");
-const retry = document.getElementById("retry");
-async function approve() {{
-  retry.hidden = true;
-  status.className = "";
-  status.textContent = "Asking your card…";
-  try {{
-    const r = await fetch("{agent}/v1/authorize", {{
-      method: "POST",
-      headers: {{ "Content-Type": "application/json" }},
-      body: JSON.stringify({{ authorization: status.dataset.authorization }}),
-    }});
-    const body = await r.json();
-    if (r.ok && body.redirect) {{ status.textContent = "Signed in: returning to the application…"; location.replace(body.redirect); return; }}
-    status.textContent = (body.error && body.error.message) || "Your card did not approve this sign-in.";
-  }} catch (e) {{
-    status.textContent = "The careid agent is not running on this computer: start it and insert your card.";
-  }}
-  status.className = "error";
-  retry.hidden = false;
-}}
-retry.addEventListener("click", approve);
-approve();
-</script></body></html>"#,
+<script nonce="{nonce}">{script}</script></body></html>"#,
         name = html(client.name.as_str()),
         scope = html(scope),
         authorization = html(authorization),
+        script = card_approval_script(&agent, "Signed in: returning to the application…"),
     );
     let mut response = Html(body).into_response();
     secure_page(response.headers_mut(), Some(&nonce), Some(&agent));
     response
 }
 
+/// The script of a sign-in page: it asks the workstation agent at `agent` to have the card
+/// approve the request named by `#status`'s `data-request`, then goes where careid's answer
+/// says; at once when `data-auto` is `yes`, else when `#retry` is pressed. The application's
+/// sign-in page and the console's share it.
+pub(crate) fn card_approval_script(agent: &str, signed_in: &str) -> String {
+    format!(
+        r#"
+const status = document.getElementById("status");
+const retry = document.getElementById("retry");
+async function approve() {{
+  retry.hidden = true;
+  status.className = "notice";
+  status.textContent = "Asking your card…";
+  try {{
+    const r = await fetch("{agent}/v1/authorize", {{
+      method: "POST",
+      headers: {{ "Content-Type": "application/json" }},
+      body: JSON.stringify({{ authorization: status.dataset.request }}),
+    }});
+    const body = await r.json();
+    if (r.ok && body.redirect) {{ status.textContent = "{signed_in}"; location.replace(body.redirect); return; }}
+    status.textContent = (body.error && body.error.message) || "Your card did not approve this sign-in.";
+  }} catch (e) {{
+    status.textContent = "The careid agent is not running on this computer: start it and insert your card.";
+  }}
+  status.className = "notice error";
+  retry.hidden = false;
+}}
+retry.addEventListener("click", approve);
+if (status.dataset.auto === "yes") {{ approve(); }} else {{ retry.hidden = false; }}
+"#
+    )
+}
+
 /// The workstation agent sends the card's approval of an authorization request; the answer
-/// is where the browser goes next (the application, with a one-time code).
+/// is where the browser goes next (the application, with a one-time code). A `console-`
+/// request is a sign-in to careid's own web console.
 #[utoipa::path(post, path = "/oidc/authorize/{id}/card", tag = "oidc", params(("id" = String, Path, description = "the authorization request's identifier")), request_body = wire::CardApprovalRequest,
     responses((status = 200, body = wire::CardApproved), (status = 401, body = wire::ErrorBody), (status = 409, body = wire::ErrorBody)))]
 pub async fn authorize_card(
@@ -277,6 +289,11 @@ pub async fn authorize_card(
         time: body.time,
         signature: base64_field("signature", &body.signature)?,
     };
+    if approval.authorization.starts_with(careid_service::CONSOLE_SIGN_IN_PREFIX) {
+        // The console's own sign-in page asked: the browser that holds the secret is signed in.
+        app.service.approve_console_sign_in(&ctx, &approval).await?;
+        return Ok(Json(wire::CardApproved { redirect: "/console/".into() }));
+    }
     let approved = app.service.approve_authorization(&ctx, &approval).await?;
     let mut pairs = vec![("code", approved.code.expose())];
     if let Some(state) = approved.state.as_deref() {

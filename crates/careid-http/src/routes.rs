@@ -25,7 +25,7 @@ fn uuid(s: &str) -> Result<PersonUuid, ApiError> {
     Ok(PersonUuid::parse(s)?)
 }
 
-fn today(app: &App) -> time::Date {
+pub(crate) fn today(app: &App) -> time::Date {
     app.service.clock().now().date()
 }
 

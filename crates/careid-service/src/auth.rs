@@ -329,10 +329,17 @@ impl Service {
 
     /// The actor a bearer token speaks for, if its session is alive.
     pub async fn authenticate(&self, token: &str) -> Result<Actor, AuthenticateError> {
-        let now = self.clock.now();
         let hash = secret_hash(token);
+        let session = self.store.begin_read().await?.session(&hash).await?.ok_or(AuthenticateError::NoSession)?;
+        self.actor_of_session(session).await
+    }
+
+    /// Who a session acts as, while it lives: not ended, its card still proving itself, its
+    /// position current and its person's profile open. The one reading of a session's life
+    /// that the API's bearer tokens and the console's sign-ins share.
+    pub(crate) async fn actor_of_session(&self, session: Session) -> Result<Actor, AuthenticateError> {
+        let now = self.clock.now();
         let mut tx = self.store.begin_read().await?;
-        let session = tx.session(&hash).await?.ok_or(AuthenticateError::NoSession)?;
         if session.ended_at.is_some() {
             // The holder is told why where it is their position that went, not just "no session".
             return Err(if session.end_reason.as_deref() == Some(SessionEnd::PositionEnded.code()) {

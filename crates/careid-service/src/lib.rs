@@ -6,6 +6,7 @@ mod audit_orgs;
 mod auth;
 mod cards;
 mod cases;
+mod console;
 mod detect;
 mod error;
 mod log;
@@ -35,6 +36,7 @@ pub use cards::{
     self_service_completion_message,
 };
 pub use cases::{CaseExport, CaseView, ExportedEvidence};
+pub use console::{CONSOLE_SIGN_IN_PREFIX, console_sign_in_id};
 pub use detect::{AlertQuery, LiveAlert};
 pub use error::{AuthenticateError, LoginError, RaError, RoleChoice};
 pub use log::{IndexMismatch, ProofCheck, RecordProof};

@@ -369,34 +369,14 @@ impl Service {
         let session =
             tx.session_by_id(&approval.session).await?.ok_or_else(|| not_found("session", &approval.session))?;
         let mut event = self.event(ctx, AuditActor::system(), Action::OidcApprove, "authorization", &authorization.id);
-        event.actor.person = Some(session.person.clone());
-        event.actor.session = Some(session.id.clone());
-        event.actor.auth = session.auth.code();
-        event.subject_person = Some(session.person.clone());
         event.detail.push(("client", authorization.client.to_string()));
-        let message = AuthorizeMessage { authorization: &authorization.id, session: &session.id, time: approval.time };
-        let signed_by_card = match &session.card {
-            Some(presence) => {
-                event.workstation = Some(presence.workstation.clone());
-                let card = self.load_card(&mut tx, presence.card).await?;
-                card.public_key
-                    .as_deref()
-                    .is_some_and(|k| careid_pki::verify_card_signature(k, &message.to_bytes(), &approval.signature))
-            }
-            None => false,
-        };
+        let by_card = self.card_approved(&mut tx, approval, &session, &mut event, now).await?;
         let checked = if authorization.session.is_some() {
             Err(Refusal::new(Rule::GrantInvalid, "this sign-in was already approved: start again from the application"))
         } else if authorization.expires_at <= now {
             Err(Refusal::new(Rule::GrantInvalid, "this sign-in request expired: start again from the application"))
-        } else if session.ended_at.is_some() || self.session_lapsed(&session, now) {
-            Err(Refusal::new(Rule::SessionEnded, "your card session has ended: insert your card and log in again"))
-        } else if let Err(why) = check_signed_time(approval.time, now) {
-            Err(Refusal::new(Rule::ChallengeInvalid, why))
-        } else if !signed_by_card {
-            Err(Refusal::new(Rule::SignatureInvalid, "the approval is not signed by the session's card"))
         } else {
-            Ok(())
+            by_card
         };
         if let Err(refusal) = checked {
             return Err(self.refuse(tx, event, refusal).await);
@@ -409,6 +389,44 @@ impl Service {
         tx.record(&event).await?;
         tx.commit().await?;
         Ok(ApprovedCode { redirect_uri: authorization.redirect_uri.to_string(), code, state: authorization.state })
+    }
+
+    /// Whether the card of the live session `session` signed `approval` just now: the
+    /// workstation agent's answer to a sign-in page, for an application or for the console.
+    /// Names the holder, their session and workstation in `event`.
+    pub(crate) async fn card_approved(
+        &self,
+        tx: &mut Box<dyn Transaction>,
+        approval: &CardApproval,
+        session: &Session,
+        event: &mut AuditEvent,
+        now: OffsetDateTime,
+    ) -> Result<Result<(), Refusal>, RaError> {
+        event.actor.person = Some(session.person.clone());
+        event.actor.session = Some(session.id.clone());
+        event.actor.auth = session.auth.code();
+        event.subject_person = Some(session.person.clone());
+        let message =
+            AuthorizeMessage { authorization: &approval.authorization, session: &session.id, time: approval.time };
+        let signed_by_card = match &session.card {
+            Some(presence) => {
+                event.workstation = Some(presence.workstation.clone());
+                let card = self.load_card(tx, presence.card).await?;
+                card.public_key
+                    .as_deref()
+                    .is_some_and(|k| careid_pki::verify_card_signature(k, &message.to_bytes(), &approval.signature))
+            }
+            None => false,
+        };
+        Ok(if session.ended_at.is_some() || self.session_lapsed(session, now) {
+            Err(Refusal::new(Rule::SessionEnded, "your card session has ended: insert your card and log in again"))
+        } else if let Err(why) = check_signed_time(approval.time, now) {
+            Err(Refusal::new(Rule::ChallengeInvalid, why))
+        } else if !signed_by_card {
+            Err(Refusal::new(Rule::SignatureInvalid, "the approval is not signed by the session's card"))
+        } else {
+            Ok(())
+        })
     }
 
     /// Audits a refusal and turns it into the protocol's error; a store failure wins.

@@ -47,6 +47,7 @@ const TABLES: &[&str] = &[
     "cases",
     "case_entries",
     "flagged_patients",
+    "console_sessions",
 ];
 
 /// Tables whose migrations write rows of their own: the copy replaces them.

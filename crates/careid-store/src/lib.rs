@@ -98,6 +98,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "spot checks", include_str!("../migrations/sqlite/0013_spot_checks.sql")),
     (14, "cases", include_str!("../migrations/sqlite/0014_cases.sql")),
     (15, "flagged patients", include_str!("../migrations/sqlite/0015_flagged_patients.sql")),
+    (16, "console sessions", include_str!("../migrations/sqlite/0016_console_sessions.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),
@@ -114,6 +115,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (12, "spot checks", include_str!("../migrations/postgres/0012_spot_checks.sql")),
     (13, "cases", include_str!("../migrations/postgres/0013_cases.sql")),
     (14, "flagged patients", include_str!("../migrations/postgres/0014_flagged_patients.sql")),
+    (15, "console sessions", include_str!("../migrations/postgres/0015_console_sessions.sql")),
 ];
 
 fn postgres_migrations() -> Migrator {

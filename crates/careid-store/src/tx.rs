@@ -19,8 +19,8 @@ use careid_domain::model::{
 use careid_domain::oidc::{Authorization, Client, ClientId, IssuedToken, PendingLogout};
 use careid_domain::patient::{FlaggedPatient, NhsNumber, PatientAccess};
 use careid_domain::ports::{
-    AuditIndexRow, AuditQuery, Credential, NewAssignment, PatientAccessQuery, SealedSecrets, Session, StoreError,
-    Transaction,
+    AuditIndexRow, AuditQuery, ConsoleSession, Credential, NewAssignment, PatientAccessQuery, SealedSecrets, Session,
+    StoreError, Transaction,
 };
 use sqlx::Any;
 use time::{Date, OffsetDateTime};
@@ -1065,6 +1065,47 @@ impl Transaction for SqlTransaction {
         let rows =
             self.fetch_all("read session", "SELECT * FROM sessions WHERE id = $1", vec![Value::text(id)]).await?;
         rows.first().map(rows::session).transpose()
+    }
+
+    async fn insert_console_session(&mut self, c: &ConsoleSession) -> Result<bool, StoreError> {
+        let done = query(
+            "INSERT INTO console_sessions (id, session, person, signed_in_at, ended_at) VALUES ($1, $2, $3, $4, NULL) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(c.id.clone())
+        .bind(c.session.clone())
+        .bind(c.person.to_string())
+        .bind(micros(c.signed_in_at))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.failure("insert console session", &e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn console_session(&mut self, id: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        let sql = "SELECT * FROM console_sessions WHERE id = $1";
+        let rows = self.fetch_all("read console session", sql, vec![Value::text(id)]).await?;
+        rows.first()
+            .map(|r| {
+                Ok(ConsoleSession {
+                    id: rows::text(r, "id")?,
+                    session: rows::text(r, "session")?,
+                    person: PersonUuid::parse(&rows::text(r, "person")?).map_err(rows::corrupt)?,
+                    signed_in_at: rows::time_at(r, "signed_in_at")?,
+                    ended_at: rows::opt_time_at(r, "ended_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn end_console_session(&mut self, id: &str, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let done = query("UPDATE console_sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
+            .bind(id.to_owned())
+            .bind(micros(at))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.failure("end console session", &e))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn live_sessions_of(&mut self, person: &PersonUuid) -> Result<Vec<Session>, StoreError> {

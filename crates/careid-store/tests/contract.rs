@@ -15,7 +15,7 @@ use careid_domain::model::{
     ProfileStatus, Registration, RegistrationStatus,
 };
 use careid_domain::ports::{
-    AuditQuery, CardPresence, Credential, NewAssignment, SealedSecrets, Session, Store, StoreError,
+    AuditQuery, CardPresence, ConsoleSession, Credential, NewAssignment, SealedSecrets, Session, Store, StoreError,
 };
 use careid_store::{SqlStore, StoreOptions};
 use time::macros::{date, datetime};
@@ -476,6 +476,25 @@ contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
     assert!(proved_recently.unwrap().is_empty());
     let lapsed = tx.sessions_due_to_end(now, idle_since, now - time::Duration::seconds(30), 10).await;
     assert_eq!(lapsed.unwrap().len(), 1);
+    tx.commit().await.unwrap();
+
+    // A console sign-in through the card session: recorded once, found by its name, ended once.
+    let mut tx = store.begin_write().await.unwrap();
+    let console = ConsoleSession {
+        id: "console-00112233445566778899aabbccddeeff".into(),
+        session: "c1".into(),
+        person: ada.uuid.clone(),
+        signed_in_at: at,
+        ended_at: None,
+    };
+    assert!(tx.insert_console_session(&console).await.unwrap());
+    assert!(!tx.insert_console_session(&console).await.unwrap(), "a sign-in is approved once");
+    assert_eq!(tx.console_session(&console.id).await.unwrap(), Some(console.clone()));
+    assert_eq!(tx.console_session("console-none").await.unwrap(), None);
+    let ended = at + time::Duration::seconds(5);
+    assert!(tx.end_console_session(&console.id, ended).await.unwrap());
+    assert!(!tx.end_console_session(&console.id, ended).await.unwrap(), "ended once");
+    assert_eq!(tx.console_session(&console.id).await.unwrap().unwrap().ended_at, Some(ended));
     tx.commit().await.unwrap();
 
     // The schema refuses a second live card session of the same person.

@@ -442,7 +442,12 @@ async fn answer(
     const DECLINED: &str = "the holder declined at the agent";
     match request {
         LocalRequest::Authorize { authorization, reply } => {
-            if !at_card.holder_agrees(&format!("Sign in to an application with your card (request {authorization})?")) {
+            let what = if authorization.starts_with(careid_service::CONSOLE_SIGN_IN_PREFIX) {
+                "the careid console"
+            } else {
+                "an application"
+            };
+            if !at_card.holder_agrees(&format!("Sign in to {what} with your card (request {authorization})?")) {
                 println!("sign-in declined ({authorization})");
                 let _ = reply.send(Err(DECLINED.into()));
                 return;

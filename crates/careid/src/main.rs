@@ -406,8 +406,10 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: 
         }
     });
     let sweeper = tokio::spawn(end_lapsed_sessions_forever(service.clone()));
-    let mut app =
-        careid_http::App::new(service.clone()).with_limits(config.limits()).behind_proxy(config.trusted_proxy()?);
+    let mut app = careid_http::App::new(service.clone())
+        .with_limits(config.limits())
+        .behind_proxy(config.trusted_proxy()?)
+        .with_secure_cookies(config.public_url().starts_with("https://"));
     let mut logouts = None;
     let listening = issuer(config, &listener)?;
     let mut integrator = None;

@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{CAREID, Child, careid, deployment, free_port, json, listening, ok, stdout};
+use support::{CAREID, Child, careid, deployment, free_port, json, listening, ok, stdout, today};
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -445,12 +445,6 @@ fn agent_session(dir: &Path, url: &str, agent_port: u16, card_file: &Path, holde
     drop(agent_stdin);
     drop(agent);
     std::fs::write(card_file, original).unwrap();
-}
-
-/// Today's date by the real clock, as the server running beside the test reads it.
-#[allow(clippy::disallowed_methods, reason = "the test talks to a server on the real clock")]
-fn today() -> time::Date {
-    time::OffsetDateTime::now_utc().date()
 }
 
 #[test]

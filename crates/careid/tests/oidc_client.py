@@ -49,7 +49,7 @@ def approve(browser, authorize_url, origin=careid):
     check(page.status_code == 200, f"the authorize page loads ({page.status_code})")
     csp = page.headers.get("Content-Security-Policy", "")
     check(f"connect-src {agent}" in csp and "frame-ancestors 'none'" in csp, "the page may talk only to the local agent")
-    authorization = re.search(r'data-authorization="([0-9a-f]+)"', page.text).group(1)
+    authorization = re.search(r'data-request="([0-9a-f]+)"', page.text).group(1)
     answer = requests.post(
         agent + "/v1/authorize", json={"authorization": authorization}, headers={"Origin": origin}, timeout=30
     )

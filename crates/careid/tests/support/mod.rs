@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+pub mod demo;
+
 pub const CAREID: &str = env!("CARGO_BIN_EXE_careid");
 
 pub fn careid(dir: &Path, args: &[&str]) -> Output {
@@ -29,6 +31,12 @@ pub fn stdout(output: &Output) -> String {
 pub fn ok(output: &Output) -> String {
     assert!(output.status.success(), "careid failed: {}\n{}", stdout(output), String::from_utf8_lossy(&output.stderr));
     stdout(output)
+}
+
+/// Today's date by the real clock, as the server running beside the test reads it.
+#[allow(clippy::disallowed_methods, reason = "the test talks to a server on the real clock")]
+pub fn today() -> time::Date {
+    time::OffsetDateTime::now_utc().date()
 }
 
 pub fn free_port() -> u16 {

@@ -1,0 +1,869 @@
+//! The console's pages. Each reads through the same use case as the API's endpoint for it, as
+//! the signed-in person, and renders what the service returned; each form posts to a handler
+//! that calls the same use case the API's write does.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use careid_domain::access::{Permission, RaAction, RaFunction};
+use careid_domain::ids::{OdsCode, PersonUuid, RequestId, parse_date};
+use careid_domain::login::SessionEnd;
+use careid_proto as wire;
+use careid_service::{AlertQuery, ReadAudit};
+use maud::{Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use super::{
+    Failed, Page, Posted, Signed, browser_secret, chart, cookie, csrf_field, layout, new_secret, redirect, respond,
+    secure, table,
+};
+use crate::App;
+use crate::convert as c;
+use crate::error::ApiError;
+
+fn page(title: &str, signed: &Signed, content: &Markup) -> Response {
+    respond(StatusCode::OK, layout(title, Some(signed), content))
+}
+
+fn allowed(signed: &Signed, action: RaAction) -> bool {
+    signed.actor.permission(action) != Permission::Denied
+}
+
+/// A field of an audit record, by name.
+fn field<'a>(record: &'a wire::AuditRecord, name: &str) -> &'a str {
+    record.fields.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+}
+
+/// A time as people read it: the date and minutes, UTC.
+fn when(rfc3339: &str) -> String {
+    rfc3339.get(..16).map_or_else(|| rfc3339.to_owned(), |t| format!("{} UTC", t.replace('T', " ")))
+}
+
+// ----- Signing in and out ------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SignInParams {
+    ended: Option<String>,
+}
+
+/// The sign-in page: the browser gets a fresh secret, and the page asks the workstation agent
+/// to have the card approve the secret's name. Nothing is stored until a card approves.
+pub(crate) async fn sign_in(State(app): State<App>, headers: HeaderMap, Query(p): Query<SignInParams>) -> Response {
+    if let Some(secret) = browser_secret(app.secure_cookies, &headers)
+        && app.service.console_actor(&secret).await.is_ok()
+    {
+        return redirect("/console/");
+    }
+    let ended = p.ended.as_deref().and_then(SessionEnd::parse).map(|end| match end {
+        SessionEnd::SignedOut => "You are signed out of the console.".to_owned(),
+        other => format!("Your console session ended: {}.", other.explanation()),
+    });
+    let secret = new_secret();
+    let mut response = sign_in_page(&app, &secret, StatusCode::OK, ended.as_deref(), None);
+    response.headers_mut().insert(SET_COOKIE, cookie(app.secure_cookies, Some(&secret)));
+    response
+}
+
+/// The sign-in page for the browser holding `secret`: the card's approval through the agent,
+/// and, for someone without a card yet, their interim credential (with their positions to
+/// choose from when they hold several).
+fn sign_in_page(
+    app: &App,
+    secret: &str,
+    status: StatusCode,
+    said: Option<&str>,
+    choices: Option<&[wire::RoleChoice]>,
+) -> Response {
+    let request = careid_service::console_sign_in_id(secret);
+    let nonce = new_secret();
+    let agent = format!("http://127.0.0.1:{}", app.oidc.as_ref().map_or(7390, |o| o.agent_port));
+    let script = crate::oidc::card_approval_script(&agent, "Signed in: opening the console…");
+    let content = html! {
+        h1 { "Sign in to the careid console" }
+        @if let Some(said) = said { p.notice #said role="status" { (said) } }
+        h2 { "With your card" }
+        p { "Your card signs you in through the careid agent on this computer. Keep it in the reader: "
+            "when it leaves, your console session ends with your card session." }
+        // After a session ended, the card is asked again only when the person says so.
+        @let auto = if said.is_none() { "yes" } else { "no" };
+        p #status .notice role="status" aria-live="polite" data-request=(request) data-auto=(auto) {
+            @if said.is_none() { "Asking your card…" } @else { "Insert your card, then choose Sign in with your card." }
+        }
+        p { button #retry type="button" hidden { "Sign in with your card" } }
+        noscript { p.notice.error { "Signing in with the card needs this page's script, which talks only to the careid agent on this computer." } }
+        h2 { "Without a card yet" }
+        form method="post" action="/console/sign-in/credential" {
+            input type="hidden" name="csrf" value=(super::csrf_token(secret));
+            label for="credential" { "Interim credential (from your RA)" }
+            input #credential type="password" name="credential" autocomplete="off" required;
+            @if let Some(choices) = choices {
+                label for="assignment" { "Position to act in" }
+                select #assignment name="assignment" {
+                    @for choice in choices {
+                        option value=(choice.assignment_id) { (choice.position_name) " (" (choice.role) ") at " (choice.org) }
+                    }
+                }
+            }
+            button type="submit" { "Sign in with the credential" }
+        }
+        script nonce=(nonce) { (PreEscaped(script)) }
+    };
+    let mut response = (status, axum::response::Html(layout("Sign in", None, &content).into_string())).into_response();
+    secure(response.headers_mut(), Some(&nonce), Some(&agent));
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CredentialForm {
+    csrf: String,
+    credential: String,
+    assignment: Option<i64>,
+}
+
+/// Signs in with an interim credential, for someone who has no card yet.
+pub(crate) async fn sign_in_with_credential(
+    State(app): State<App>,
+    crate::extract::Ctx(ctx): crate::extract::Ctx,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<CredentialForm>,
+) -> Response {
+    let Some(secret) = browser_secret(app.secure_cookies, &headers) else { return redirect("/console/sign-in") };
+    if !super::csrf_ok(&secret, &form.csrf) {
+        return redirect("/console/sign-in");
+    }
+    let credential = careid_domain::secret::Secret::new(form.credential);
+    let choice = form.assignment.map(careid_domain::ids::AssignmentId);
+    match app.service.console_sign_in_with_credential(&ctx, &secret, &credential, choice).await {
+        Ok(()) => redirect("/console/"),
+        Err(error) => {
+            let error = ApiError::from(error);
+            let choices = (!error.detail.choices.is_empty()).then_some(error.detail.choices.as_slice());
+            sign_in_page(&app, &secret, error.status, Some(&error.detail.message), choices)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Empty {}
+
+pub(crate) async fn sign_out(State(app): State<App>, Posted(signed, _): Posted<Empty>) -> Page {
+    app.service.console_sign_out(&signed.ctx, &signed.secret).await?;
+    let mut response = redirect("/console/sign-in?ended=signed_out");
+    response.headers_mut().insert(SET_COOKIE, cookie(app.secure_cookies, None));
+    Ok(response)
+}
+
+// ----- Every holder ------------------------------------------------------------------------
+
+pub(crate) async fn home(signed: Signed) -> Page {
+    let actor = &signed.actor;
+    let functions: Vec<String> = actor.functions.iter().map(|f| format!("{f:?}")).collect();
+    let content = html! {
+        h1 { "Your console" }
+        dl.facts {
+            dt { "Person" } dd { (actor.person) }
+            dt { "Position" } dd { (actor.position) " (" (actor.role) ")" }
+            dt { "Organisation" } dd { (actor.org) }
+            dt { "RA functions" } dd { @if functions.is_empty() { "none" } @else { (functions.join(", ")) } }
+            dt { "Signed in with" } dd { (actor.auth.code()) ", session " (actor.session) }
+        }
+        h2 { "What you can do here" }
+        ul.cards {
+            li { a href="/console/activity" { "My activity" } ": everything recorded under your name, with proofs; say “not me”." }
+            li { a href="/console/sessions" { "My sessions" } ": where you are signed in; end any of them." }
+            li { a href="/console/card" { "My card" } ": its state and certificates; report it lost or stolen at once." }
+            @if allowed(&signed, RaAction::DecideRequest) || allowed(&signed, RaAction::CreateProfile) {
+                li { a href="/console/queue" { "Work queue" } ": registrations to verify, requests to decide, lost cards under investigation." }
+            }
+            @if actor.functions.contains(&RaFunction::Sponsor) {
+                li { a href="/console/team" { "My team" } ": requests you made, positions, leave." }
+            }
+            @if allowed(&signed, RaAction::WorkCases) {
+                li { a href="/console/cases" { "Cases" } " and " a href="/console/alerts" { "alerts" } ": misuse to investigate." }
+            }
+            @if allowed(&signed, RaAction::ViewReports) {
+                li { a href="/console/dashboard" { "Dashboard" } ": logins, lost cards, expiring certificates, alerts, coverage." }
+            }
+        }
+    };
+    Ok(page("Home", &signed, &content))
+}
+
+pub(crate) async fn terms(State(app): State<App>, headers: HeaderMap) -> Response {
+    let secret = browser_secret(app.secure_cookies, &headers);
+    let content = html! {
+        h1 { "Terms of use" }
+        p { "Version " strong { (careid_domain::TERMS_OF_USE_VERSION) } ". You accept them at registration and at every login." }
+        pre.terms { (careid_domain::TERMS_OF_USE) }
+    };
+    let signed = match secret {
+        Some(secret) => app.service.console_actor(&secret).await.ok().map(|actor| Signed {
+            ctx: careid_service::RequestContext::new("terms"),
+            actor,
+            csrf: super::csrf_token(&secret),
+            secret,
+        }),
+        None => None,
+    };
+    respond(StatusCode::OK, layout("Terms of use", signed.as_ref(), &content))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Before {
+    before: Option<u64>,
+}
+
+pub(crate) async fn activity(State(app): State<App>, signed: Signed, Query(p): Query<Before>) -> Page {
+    let query = ReadAudit {
+        person: Some(signed.actor.person.clone()),
+        before_seq: p.before,
+        limit: 50,
+        ..ReadAudit::default()
+    };
+    let page_of = app.service.read_audit(&signed.ctx, &signed.actor, query).await?;
+    let records: Vec<wire::AuditRecord> = page_of.records.iter().map(c::audit_out).collect();
+    let me = signed.actor.person.to_string();
+    let rows: Vec<Vec<Markup>> = records
+        .iter()
+        .map(|r| {
+            let mine = field(r, "actor.person") == me;
+            vec![
+                html! { (r.seq) },
+                html! { (when(field(r, "at"))) },
+                html! { code { (field(r, "action")) } },
+                html! { (field(r, "actor.person")) " " (field(r, "actor.role")) " " (field(r, "actor.org")) },
+                html! { (field(r, "outcome")) },
+                html! {
+                    a href={ "/console/activity/" (r.seq) "/proof" } { "Proof" span.visually-hidden { " of record " (r.seq) } }
+                    @if mine {
+                        details.inline {
+                            summary { "Not me" span.visually-hidden { ": record " (r.seq) } }
+                            form method="post" action={ "/console/activity/" (r.seq) "/not-me" } {
+                                (csrf_field(&signed))
+                                label for={ "comment-" (r.seq) } { "What do you know of it?" }
+                                input id={ "comment-" (r.seq) } name="comment" required maxlength="500";
+                                button type="submit" { "Report: this was not me" }
+                            }
+                        }
+                    }
+                },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { "My activity" }
+        p { "Every record careid keeps with you as the actor or the subject, newest first. Each has a proof "
+            "that it is in the signed log; say “not me” of anything done under your name that you did not do." }
+        (table("Your records", &["Record", "When", "Action", "Actor", "Outcome", ""], &rows))
+        @if let Some(next) = page_of.next_before_seq { p { a href={ "/console/activity?before=" (next) } { "Older records" } } }
+    };
+    Ok(page("My activity", &signed, &content))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Comment {
+    comment: String,
+}
+
+pub(crate) async fn not_me(
+    State(app): State<App>,
+    Path(seq): Path<u64>,
+    Posted(signed, form): Posted<Comment>,
+) -> Page {
+    let incident = app.service.flag_not_me(&signed.ctx, &signed.actor, seq, &form.comment).await?;
+    let content = html! {
+        h1 { "Reported: not you" }
+        p.notice role="status" { "Record " (seq) " is flagged as not done by you (incident " (incident.id) "). "
+            "The RA and the Caldicott Guardian see it; a privacy officer investigates." }
+        p { a href="/console/activity" { "Back to my activity" } }
+    };
+    Ok(page("Reported", &signed, &content))
+}
+
+pub(crate) async fn proof(State(app): State<App>, Path(seq): Path<u64>, signed: Signed) -> Page {
+    let proof = app.service.prove_audit_record(&signed.ctx, &signed.actor, seq).await?;
+    let content = html! {
+        h1 { "Proof of record " (seq) }
+        p { "The record is leaf " (proof.record.seq) " of the log of " (proof.tree_size) " records whose root the "
+            "checkpoint below signs. Anyone can check it: " code { "careid audit prove --entry " (seq) } "." }
+        h2 { "The record" }
+        dl.facts { @for (k, v) in c::audit_out(&proof.record).fields { dt { (k) } dd { (v) } } }
+        h2 { "Inclusion proof" }
+        ol.hashes { @for hash in &proof.inclusion { li { code { (hex::encode(hash)) } } } }
+        h2 { "Signed checkpoint" }
+        pre { (proof.checkpoint) }
+    };
+    Ok(page("Proof", &signed, &content))
+}
+
+pub(crate) async fn sessions(State(app): State<App>, signed: Signed) -> Page {
+    let sessions = app.service.my_sessions(&signed.actor).await?;
+    let rows: Vec<Vec<Markup>> = sessions
+        .iter()
+        .map(crate::login::session_out)
+        .map(|s| {
+            let this = s.session_id == signed.actor.session;
+            vec![
+                html! { code { (s.session_id) } @if this { " (this one)" } },
+                html! { (s.auth) },
+                html! { (s.workstation.clone().unwrap_or_default()) },
+                html! { (when(&s.created_at)) },
+                html! { (s.last_proof_at.as_deref().map(when).unwrap_or_default()) },
+                html! {
+                    form method="post" action={ "/console/sessions/" (s.session_id) "/end" } {
+                        (csrf_field(&signed))
+                        button type="submit" { "End" span.visually-hidden { " session " (s.session_id) } }
+                    }
+                },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { "My sessions" }
+        p { "Where you are signed in now. End any you do not recognise, and report it: your card may be in someone else's reader." }
+        (table("Your live sessions", &["Session", "Signed in with", "Workstation", "Since", "Card last proved", ""], &rows))
+    };
+    Ok(page("My sessions", &signed, &content))
+}
+
+pub(crate) async fn end_session(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Posted(signed, _): Posted<Empty>,
+) -> Page {
+    app.service.end_session(&signed.ctx, &signed.actor, &id, SessionEnd::SignedOut).await?;
+    Ok(redirect("/console/sessions"))
+}
+
+/// A person's cards with their certificates, as the API gives them.
+async fn cards_of(app: &App, person: &PersonUuid) -> Result<Vec<wire::Card>, Failed> {
+    let mut cards = Vec::new();
+    for card in app.service.cards_of(person).await? {
+        let certificates = app.service.card_certificates(card.id).await?;
+        cards.push(crate::cards::card_out(&card, &certificates));
+    }
+    Ok(cards)
+}
+
+pub(crate) async fn my_card(State(app): State<App>, signed: Signed) -> Page {
+    let cards = cards_of(&app, &signed.actor.person).await?;
+    let content = html! {
+        h1 { "My card" }
+        @if cards.is_empty() { p.empty { "careid has issued you no card." } }
+        @for card in &cards {
+            section aria-labelledby={ "card-" (card.card_id) } {
+                h2 id={ "card-" (card.card_id) } { "Card " (card.card_id) }
+                dl.facts {
+                    dt { "Serial" } dd { (card.serial) }
+                    dt { "State" } dd { strong { (card.state) } }
+                    dt { "Issued" } dd { (when(&card.issued_at)) }
+                    @for cert in &card.certificates {
+                        dt { "Certificate " (cert.serial) } dd { "valid until " (when(&cert.not_after)) }
+                    }
+                }
+                @if card.state == "active" || card.state == "locked" {
+                    form method="post" action={ "/console/card/" (card.card_id) "/report" } {
+                        (csrf_field(&signed))
+                        fieldset {
+                            legend { "Report this card" }
+                            p { "It stops working at once, everywhere; a replacement waits for the investigation." }
+                            label { input type="radio" name="reason" value="lost" required; " Lost" }
+                            label { input type="radio" name="reason" value="stolen"; " Stolen" }
+                            label { input type="radio" name="reason" value="damaged"; " Damaged" }
+                            button type="submit" { "Report card " (card.card_id) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page("My card", &signed, &content))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Reason {
+    reason: String,
+}
+
+pub(crate) async fn report_card(
+    State(app): State<App>,
+    Path(id): Path<i64>,
+    Posted(signed, form): Posted<Reason>,
+) -> Page {
+    let report = match form.reason.as_str() {
+        "lost" => careid_service::CardReport::Lost,
+        "stolen" => careid_service::CardReport::Stolen,
+        "damaged" => careid_service::CardReport::Damaged,
+        _ => return Err(careid_domain::ids::InvalidInput::new("reason", "must be lost, stolen or damaged").into()),
+    };
+    app.service.report_card(&signed.ctx, &signed.actor, id, report).await?;
+    // A lost card ends the session it signed in with: the console with it.
+    Ok(redirect("/console/card"))
+}
+
+// ----- RA ------------------------------------------------------------------------------------
+
+pub(crate) async fn queue(State(app): State<App>, signed: Signed) -> Page {
+    let registrations = app.service.registrations(&signed.ctx, &signed.actor, true).await?;
+    let requests = app.service.requests(&signed.ctx, &signed.actor, true).await?;
+    let lost = if allowed(&signed, RaAction::WorkCases) {
+        app.service.cases(&signed.ctx, &signed.actor, None, true, 100).await?
+    } else {
+        Vec::new()
+    };
+    let registration_rows: Vec<Vec<Markup>> = registrations
+        .iter()
+        .map(c::registration_out)
+        .map(|r| {
+            vec![
+                html! { (r.id) },
+                html! { (r.details.given_name) " " (r.details.family_name) },
+                html! { (r.org) },
+                html! { (r.position_sought.map(|p| p.to_string()).unwrap_or_default()) },
+                html! { (r.sponsor) },
+                html! { code { "careid ra verify " (r.id) " --doc …" } },
+            ]
+        })
+        .collect();
+    let decide = allowed(&signed, RaAction::DecideRequest);
+    let request_rows: Vec<Vec<Markup>> = requests
+        .iter()
+        .map(c::request_out)
+        .map(|r| {
+            vec![
+                html! { (r.id) },
+                html! { a href={ "/console/people/" (r.person) } { (r.person) } },
+                html! { (r.kind) " " (r.position.map(|p| p.to_string()).unwrap_or_default()) " at " (r.org) },
+                html! { (r.note) },
+                html! { (r.requested_by) },
+                html! {
+                    @if decide {
+                        form.inline method="post" action={ "/console/requests/" (r.id) "/grant" } {
+                            (csrf_field(&signed))
+                            button type="submit" { "Grant" span.visually-hidden { " request " (r.id) } }
+                        }
+                        details.inline {
+                            summary { "Reject" span.visually-hidden { " request " (r.id) } }
+                            form method="post" action={ "/console/requests/" (r.id) "/reject" } {
+                                (csrf_field(&signed))
+                                label for={ "why-" (r.id) } { "Why (the sponsor sees it)" }
+                                input id={ "why-" (r.id) } name="reason" required maxlength="500";
+                                button type="submit" { "Reject request " (r.id) }
+                            }
+                        }
+                    }
+                },
+            ]
+        })
+        .collect();
+    let lost_rows: Vec<Vec<Markup>> = lost
+        .iter()
+        .filter(|case| case.source.code() == "lost_card")
+        .map(crate::cases::case_out)
+        .map(|case| {
+            vec![
+                html! { a href={ "/console/cases/" (case.id) } { "Case " (case.id) } },
+                html! { (case.subject) },
+                html! { (case.org) },
+                html! { (when(&case.opened_at)) },
+                html! { (case.owner.clone().unwrap_or_else(|| "unassigned".into())) },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { "Work queue" }
+        h2 { "Registrations waiting for an identity check" }
+        (table("Pending registrations", &["Id", "Name", "Organisation", "Position sought", "Sponsor", "Verify at the desk"], &registration_rows))
+        h2 { "Sponsors' requests" }
+        (table("Pending requests", &["Id", "Person", "Asks for", "Note", "Requested by", ""], &request_rows))
+        @if allowed(&signed, RaAction::WorkCases) {
+            h2 { "Lost and stolen cards under investigation" }
+            (table("Open lost-card cases", &["Case", "Holder", "Organisation", "Opened", "Owner"], &lost_rows))
+        }
+    };
+    Ok(page("Work queue", &signed, &content))
+}
+
+pub(crate) async fn grant(State(app): State<App>, Path(id): Path<i64>, Posted(signed, _): Posted<Empty>) -> Page {
+    app.service.grant_request(&signed.ctx, &signed.actor, RequestId(id)).await?;
+    Ok(redirect("/console/queue"))
+}
+
+pub(crate) async fn reject(State(app): State<App>, Path(id): Path<i64>, Posted(signed, form): Posted<Reason>) -> Page {
+    app.service.reject_request(&signed.ctx, &signed.actor, RequestId(id), form.reason).await?;
+    Ok(redirect("/console/queue"))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Search {
+    family_name: Option<String>,
+}
+
+pub(crate) async fn people(State(app): State<App>, signed: Signed, Query(p): Query<Search>) -> Page {
+    let name = p.family_name.unwrap_or_default();
+    let found = if name.trim().is_empty() {
+        Vec::new()
+    } else {
+        app.service.find_people(&signed.actor, name.trim(), 50).await?
+    };
+    let rows: Vec<Vec<Markup>> = found
+        .iter()
+        .map(c::person_summary_out)
+        .map(|p| {
+            vec![
+                html! { a href={ "/console/people/" (p.uuid) } { (p.uuid) } },
+                html! { (p.given_name) " " (p.family_name) },
+                html! { (p.status) },
+                html! { (p.registered_org) },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { "People" }
+        form.search method="get" action="/console/people" role="search" {
+            label for="family_name" { "Family name begins with" }
+            input #family_name name="family_name" value=(name) required;
+            button type="submit" { "Find" }
+        }
+        @if !name.trim().is_empty() { (table("People found", &["Identifier", "Name", "Profile", "Registered at"], &rows)) }
+    };
+    Ok(page("People", &signed, &content))
+}
+
+pub(crate) async fn person(State(app): State<App>, Path(id): Path<String>, signed: Signed) -> Page {
+    let uuid = PersonUuid::parse(&id)?;
+    let profile = app.service.person_profile(&signed.ctx, &signed.actor, &uuid).await?;
+    let person = c::profile_out(&profile, crate::routes::today(&app));
+    // Cards, sessions and absences are a records reader's; a finder sees the positions only.
+    let reader = app.service.require_records_reader(&signed.ctx, &signed.actor, &uuid).await.is_ok();
+    let (cards, absences) = if reader {
+        (cards_of(&app, &uuid).await?, app.service.absences(&signed.ctx, &signed.actor, &uuid).await?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let assignment_rows: Vec<Vec<Markup>> = person
+        .assignments
+        .iter()
+        .map(|a| {
+            vec![
+                html! { (a.id) },
+                html! { (a.position_name.clone().unwrap_or_default()) " " code { (a.role.clone().unwrap_or_default()) } },
+                html! { (a.org) },
+                html! { (a.start) " – " (a.end.clone().unwrap_or_default()) },
+                html! { (a.status) },
+                html! { (a.working_hours.clone().unwrap_or_default()) },
+            ]
+        })
+        .collect();
+    let card_rows: Vec<Vec<Markup>> = cards
+        .iter()
+        .map(|card| {
+            vec![
+                html! { (card.card_id) },
+                html! { (card.serial) },
+                html! { strong { (card.state) } },
+                html! { (when(&card.issued_at)) },
+                html! { @for cert in &card.certificates { (cert.serial) " until " (when(&cert.not_after)) br; } },
+            ]
+        })
+        .collect();
+    let absence_rows: Vec<Vec<Markup>> = absences
+        .iter()
+        .map(crate::absence::absence_out)
+        .map(|a| vec![html! { (a.kind) }, html! { (a.first_day) " – " (a.last_day) }, html! { (a.recorded_by) }])
+        .collect();
+    let record_leave = allowed(&signed, RaAction::RecordAbsence) && reader;
+    let content = html! {
+        h1 { (person.given_name) " " (person.family_name) }
+        dl.facts {
+            dt { "Identifier" } dd { (person.uuid) }
+            dt { "Profile" } dd { (person.status) }
+            dt { "Registered at" } dd { (person.registered_org) }
+            dt { "What you see" } dd { (person.disclosure) }
+        }
+        h2 { "Positions over time" }
+        (table("Assignments", &["Id", "Position", "Organisation", "From – to", "Status", "Working hours"], &assignment_rows))
+        @if reader {
+            h2 { "Cards" }
+            (table("Cards and certificates", &["Card", "Serial", "State", "Issued", "Certificates"], &card_rows))
+            h2 { "Absences" }
+            (table("Absences from today", &["Kind", "Days", "Recorded by"], &absence_rows))
+        }
+        @if record_leave {
+            form method="post" action={ "/console/people/" (person.uuid) "/absences" } {
+                (csrf_field(&signed))
+                fieldset {
+                    legend { "Record an absence" }
+                    label for="kind" { "Kind" }
+                    select #kind name="kind" {
+                        option value="annual_leave" { "Annual leave" }
+                        option value="sickness" { "Sickness" }
+                        option value="other" { "Other" }
+                    }
+                    label for="first_day" { "First day" }
+                    input #first_day type="date" name="first_day" required;
+                    label for="last_day" { "Last day" }
+                    input #last_day type="date" name="last_day" required;
+                    button type="submit" { "Record absence" }
+                }
+            }
+        }
+    };
+    Ok(page("Person", &signed, &content))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct NewAbsence {
+    kind: String,
+    first_day: String,
+    last_day: String,
+}
+
+pub(crate) async fn record_absence(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Posted(signed, form): Posted<NewAbsence>,
+) -> Page {
+    let uuid = PersonUuid::parse(&id)?;
+    let first = parse_date("first_day", &form.first_day)?;
+    let last = parse_date("last_day", &form.last_day)?;
+    app.service.record_absence(&signed.ctx, &signed.actor, &uuid, &form.kind, first, last).await?;
+    Ok(redirect(&format!("/console/people/{uuid}")))
+}
+
+/// The sponsor's team: the requests they and their organisation made, and its positions.
+pub(crate) async fn team(State(app): State<App>, signed: Signed) -> Page {
+    let requests = app.service.requests(&signed.ctx, &signed.actor, false).await?;
+    let positions = app.service.positions_at(&signed.actor.org).await?;
+    let request_rows: Vec<Vec<Markup>> = requests
+        .iter()
+        .map(c::request_out)
+        .map(|r| {
+            vec![
+                html! { (r.id) },
+                html! { a href={ "/console/people/" (r.person) } { (r.person) } },
+                html! { (r.kind) " " (r.position.map(|p| p.to_string()).unwrap_or_default()) },
+                html! { strong { (r.status) } },
+                html! { (r.decision_reason.clone().unwrap_or_default()) },
+            ]
+        })
+        .collect();
+    let position_rows: Vec<Vec<Markup>> = positions
+        .iter()
+        .map(|p| {
+            vec![
+                html! { (p.id) },
+                html! { (p.name) },
+                html! { code { (p.role) } },
+                html! { @if p.assignable_by_sponsors { "yes" } @else { "by request" } },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { "My team at " (signed.actor.org) }
+        p { "Find a member of staff under " a href="/console/people" { "People" } " to see their positions and record their leave." }
+        h2 { "Requests" }
+        (table("Requests at your organisation", &["Id", "Person", "Asks for", "Status", "Decision"], &request_rows))
+        h2 { "Positions" }
+        (table("Positions at your organisation", &["Id", "Name", "Role", "You may assign"], &position_rows))
+    };
+    Ok(page("My team", &signed, &content))
+}
+
+// ----- Privacy officers and Caldicott Guardians -------------------------------------------
+
+pub(crate) async fn cases(State(app): State<App>, signed: Signed) -> Page {
+    let cases = app.service.cases(&signed.ctx, &signed.actor, None, false, 200).await?;
+    let rows: Vec<Vec<Markup>> = cases
+        .iter()
+        .map(crate::cases::case_out)
+        .map(|case| {
+            vec![
+                html! { a href={ "/console/cases/" (case.id) } { "Case " (case.id) } },
+                html! { (case.source) },
+                html! { (case.subject) },
+                html! { (case.org) },
+                html! { strong { (case.status) } },
+                html! { (case.owner.clone().unwrap_or_else(|| "unassigned".into())) },
+                html! { (case.summary) },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { "Cases" }
+        p { "Misuse cases in your scope, routed so that no one investigates their own organisation's manager." }
+        (table("Cases", &["Case", "Source", "Subject", "Organisation", "Status", "Owner", "Summary"], &rows))
+    };
+    Ok(page("Cases", &signed, &content))
+}
+
+pub(crate) async fn case(State(app): State<App>, Path(id): Path<i64>, signed: Signed) -> Page {
+    let view = app.service.case_view(&signed.ctx, &signed.actor, id).await?;
+    let case = crate::cases::case_out(&view.case);
+    let rows: Vec<Vec<Markup>> = view
+        .entries
+        .iter()
+        .map(crate::cases::entry_out)
+        .map(|e| {
+            vec![
+                html! { (when(&e.at)) },
+                html! { (e.by.clone().unwrap_or_default()) },
+                html! { (e.kind) },
+                html! { (e.text) },
+                html! { (e.record.map(|r| r.to_string()).unwrap_or_default()) },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { "Case " (case.id) }
+        dl.facts {
+            dt { "Subject" } dd { (case.subject) }
+            dt { "Source" } dd { (case.source) }
+            dt { "Organisation" } dd { (case.org) }
+            dt { "Status" } dd { strong { (case.status) } }
+            dt { "Owner" } dd { (case.owner.clone().unwrap_or_else(|| "unassigned".into())) }
+            dt { "Summary" } dd { (case.summary) }
+        }
+        h2 { "History" }
+        (table("The case's history", &["When", "By", "Step", "Text", "Audit record"], &rows))
+        @if case.status != "closed" {
+            form method="post" action={ "/console/cases/" (case.id) "/notes" } {
+                (csrf_field(&signed))
+                label for="note" { "Add a note" }
+                textarea #note name="note" required maxlength="2000" rows="4" {}
+                button type="submit" { "Add note" }
+            }
+        }
+    };
+    Ok(page("Case", &signed, &content))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Note {
+    note: String,
+}
+
+pub(crate) async fn note_case(State(app): State<App>, Path(id): Path<i64>, Posted(signed, form): Posted<Note>) -> Page {
+    app.service.note_case(&signed.ctx, &signed.actor, id, &form.note).await?;
+    Ok(redirect(&format!("/console/cases/{id}")))
+}
+
+pub(crate) async fn alerts(State(app): State<App>, signed: Signed) -> Page {
+    let query = AlertQuery { org: None, include_low: false, before_seq: None, limit: 200 };
+    let alerts = app.service.alert_queue(&signed.ctx, &signed.actor, &query).await?;
+    let rows: Vec<Vec<Markup>> = alerts
+        .iter()
+        .map(|a| {
+            vec![
+                html! { (a.seq) },
+                html! { (when(&a.at)) },
+                html! { strong { (a.severity) } },
+                html! { code { (a.kind) } },
+                html! { (a.concerns.clone().unwrap_or_default()) },
+                html! { (a.explanation) },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { "Alerts" }
+        p { "Medium and high alerts raised live (off duty, two places, a lost card tried, passcode sweeps, "
+            "patient-access alerts), newest first." }
+        (table("Alerts in your scope", &["Record", "When", "Severity", "Kind", "Concerns", "Why"], &rows))
+    };
+    Ok(page("Alerts", &signed, &content))
+}
+
+// ----- RA Manager's dashboard ---------------------------------------------------------------
+
+pub(crate) async fn dashboard(State(app): State<App>, signed: Signed) -> Page {
+    use careid_domain::report::ReportName;
+    if !allowed(&signed, RaAction::ViewReports) {
+        return Err(Failed(ApiError::from(careid_service::RaError::Refused(
+            signed.actor.require(RaAction::ViewReports).err().unwrap_or_else(|| {
+                careid_domain::access::Refusal::new(careid_domain::access::Rule::RoleNotPermitted, "reports")
+            }),
+        ))));
+    }
+    let now = app.service.clock().now();
+    let day_ago = now - time::Duration::hours(24);
+    let year_ago = now - time::Duration::days(365);
+    // Logins per hour over the last day, from the audit log.
+    let logins = audit_times(&app, &signed, "session.create", day_ago).await?;
+    // The last 24 whole hours, oldest first.
+    let first_hour = (day_ago + time::Duration::hours(1)).hour();
+    let mut per_hour: Vec<(String, u64)> = (0..24u8).map(|h| (format!("{:02}:00", (first_hour + h) % 24), 0)).collect();
+    for (at, _) in &logins {
+        let hour = at.get(11..13).and_then(|h| h.parse::<u8>().ok());
+        if let Some(slot) = hour.map(|h| usize::from((h + 24 - first_hour) % 24)) {
+            per_hour[slot].1 += 1;
+        }
+    }
+    // Lost and stolen cards per organisation and month, over the last year.
+    let reports = audit_times(&app, &signed, "card.report", year_ago).await?;
+    let mut lost: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (at, org) in &reports {
+        *lost.entry((org.clone(), at.get(..7).unwrap_or_default().to_owned())).or_default() += 1;
+    }
+    let alerts = app
+        .service
+        .alert_queue(
+            &signed.ctx,
+            &signed.actor,
+            &AlertQuery { org: None, include_low: true, before_seq: None, limit: 1000 },
+        )
+        .await?;
+    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    for alert in &alerts {
+        *by_kind.entry(alert.kind.clone()).or_default() += 1;
+    }
+    let expiring = app.service.report(&signed.ctx, &signed.actor, ReportName::ExpiringCertificates, None, None).await?;
+    let mut expiring_by_month: BTreeMap<String, u64> = BTreeMap::new();
+    let end_column = expiring.columns.iter().position(|c| c.contains("not_after") || c.contains("expires"));
+    for row in &expiring.rows {
+        let month = end_column.and_then(|i| row.get(i)).and_then(|d| d.get(..7)).unwrap_or("unknown");
+        *expiring_by_month.entry(month.to_owned()).or_default() += 1;
+    }
+    let coverage = app.service.report(&signed.ctx, &signed.actor, ReportName::Coverage, None, None).await?;
+    let coverage_bars: Vec<(String, u64)> = coverage
+        .rows
+        .iter()
+        .filter_map(|row| Some((row.first()?.clone(), row.get(3)?.trim_end_matches('%').parse().ok()?)))
+        .collect();
+    let lost_bars: Vec<(String, u64)> = lost.iter().map(|((org, month), n)| (format!("{org} {month}"), *n)).collect();
+    let content = html! {
+        h1 { "Dashboard for " (signed.actor.org) }
+        (chart::bars("Logins per hour, last 24 hours (UTC)", "logins", &per_hour))
+        (chart::bars("Lost and stolen cards per organisation and month, last year", "cards reported", &lost_bars))
+        (chart::bars("Certificates ending within 90 days, by month", "certificates", &expiring_by_month.into_iter().collect::<Vec<_>>()))
+        (chart::bars("Alerts by kind (live, in scope)", "alerts", &by_kind.into_iter().collect::<Vec<_>>()))
+        (chart::bars("Registration coverage: staff with a position who hold a live card (%)", "percent", &coverage_bars))
+    };
+    Ok(page("Dashboard", &signed, &content))
+}
+
+/// The times (and acting organisations) of the records of `action` since `since` that the
+/// actor may read, newest first, at most 5,000.
+async fn audit_times(
+    app: &App,
+    signed: &Signed,
+    action: &str,
+    since: time::OffsetDateTime,
+) -> Result<Vec<(String, String)>, Failed> {
+    let query = ReadAudit {
+        org: Some(OdsCode::clone(&signed.actor.org)),
+        action: Some(action.to_owned()),
+        since: Some(since),
+        limit: 5000,
+        ..ReadAudit::default()
+    };
+    let page = app.service.read_audit(&signed.ctx, &signed.actor, query).await?;
+    Ok(page
+        .records
+        .iter()
+        .map(c::audit_out)
+        .map(|r| (field(&r, "at").to_owned(), field(&r, "actor.org").to_owned()))
+        .collect())
+}

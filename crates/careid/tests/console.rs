@@ -1,0 +1,206 @@
+//! The web console end to end in headless Chromium: the demo, cards issued on the command line
+//! to its RA agent, sponsor and privacy officer, and for each role a browser that signs in with
+//! the card through a real `careid agent` (the RA Manager with their credential), does the
+//! role's main task, is refused out of scope, and checks every page it sees with axe-core.
+//! Screenshots of every page go to `target/console-screenshots` (or `CAREID_SCREENSHOTS`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+
+mod support;
+
+use support::demo::Demo;
+use support::{Child, free_port, stdout, today};
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// axe-core's script: `CAREID_TEST_AXE`, or where `.ci/run` installs it.
+fn axe() -> Option<PathBuf> {
+    let path = std::env::var_os("CAREID_TEST_AXE")
+        .map_or_else(|| PathBuf::from("/opt/careid-ci/axe/node_modules/axe-core/axe.min.js"), PathBuf::from);
+    path.exists().then_some(path)
+}
+
+fn browser_ready() -> bool {
+    let selenium = Command::new("python3").args(["-c", "import selenium"]).status().is_ok_and(|s| s.success());
+    selenium && Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists()
+}
+
+/// A card of the demo's, issued on the command line by the RA Manager to `person`, with its
+/// passcode set.
+fn issue_card(demo: &Demo, person: &str, file: &Path, passcode: &str) {
+    let file_arg = file.to_str().unwrap().to_owned();
+    let issued = demo.json(&["card", "--as", "demo-ra-manager", "issue", person, "--virtual", &file_arg]);
+    let id = issued["card_id"].to_string();
+    let args: Vec<String> =
+        ["card", "--as", "demo-ra-manager", "set-passcode", &id, "--virtual", &file_arg, "--passcode-stdin"]
+            .map(String::from)
+            .to_vec();
+    let set = demo.run(&args, &format!("{passcode}\n{passcode}\n"));
+    assert!(set.status.success(), "set-passcode for {person}: {}", String::from_utf8_lossy(&set.stderr));
+}
+
+/// `careid agent` with `card` in the reader, answering yes to each approval it asks for.
+struct Agent {
+    _child: Child,
+    output: PathBuf,
+}
+
+impl Agent {
+    fn start(demo: &Demo, url: &str, port: u16, card: &Path, passcode: &str, name: &str) -> Agent {
+        let output = demo.dir.join(format!("agent-{name}.out"));
+        let args: Vec<String> = vec![
+            "agent".into(),
+            "--server".into(),
+            url.into(),
+            "--workstation".into(),
+            format!("desk-{name}"),
+            "--local-port".into(),
+            port.to_string(),
+            "--accept-terms".into(),
+            careid_domain::TERMS_OF_USE_VERSION.into(),
+            "--passcode-stdin".into(),
+            "--virtual".into(),
+            card.to_str().unwrap().into(),
+            "--profile".into(),
+            format!("card-{name}"),
+        ];
+        let mut child = demo
+            .command(&args)
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&output).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{passcode}\n").as_bytes()).unwrap();
+        let watched = output.clone();
+        // The holder at the agent: yes to every sign-in it asks about.
+        std::thread::spawn(move || {
+            let mut answered = 0;
+            for _ in 0..1200 {
+                let said = std::fs::read_to_string(&watched).unwrap_or_default();
+                for _ in said.matches("Confirm at the agent").skip(answered) {
+                    if stdin.write_all(b"y\n").is_err() {
+                        return;
+                    }
+                    answered += 1;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let agent = Agent { _child: Child(child), output };
+        agent.wait_for("logged in as");
+        agent
+    }
+
+    fn wait_for(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while !std::fs::read_to_string(&self.output).unwrap_or_default().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "the agent never said {what:?}: {}",
+                std::fs::read_to_string(&self.output).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn each_role_signs_in_with_a_card_and_does_its_work_in_the_browser() {
+    let required = std::env::var("CAREID_TEST_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    let (Some(axe), true) = (axe(), browser_ready()) else {
+        assert!(!required, "CAREID_TEST_REQUIRE_BROWSER=1 but Chromium, ChromeDriver, Selenium or axe-core is missing");
+        eprintln!("skipped: the console's browser test needs Chromium, ChromeDriver, Selenium and axe-core");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let agent_port = free_port();
+    let demo = Demo::start_with(dir.path(), &[("CAREID_AGENT_PORT", agent_port.to_string())]);
+    let url = demo.printed.lines().find_map(|l| l.strip_prefix("careid demo: ")).unwrap().trim().to_owned();
+    let shots = std::env::var_os("CAREID_SCREENSHOTS").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/console-screenshots")),
+        PathBuf::from,
+    );
+    std::fs::create_dir_all(&shots).unwrap();
+
+    // Who is who, from the demo's credentials file: name, person, credential.
+    let credentials = std::fs::read_to_string(dir.path().join("careid-demo/credentials.txt")).unwrap();
+    let person_of = |name: &str| {
+        let line = credentials.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        line.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    let manager_credential =
+        credentials.lines().find(|l| l.starts_with("demo-ra-manager ")).unwrap().split_whitespace().nth(2).unwrap();
+    // A practice's card holder, whose card the demo issued.
+    let passcodes = std::fs::read_to_string(dir.path().join("careid-demo/cards/passcodes.txt")).unwrap();
+    let holder_line = passcodes.lines().find(|l| l.ends_with(" active")).unwrap();
+    let holder: Vec<&str> = holder_line.split_whitespace().collect();
+    let (holder_uuid, holder_card, holder_passcode) = (holder[0], PathBuf::from(holder[2]), holder[3]);
+    let holder_card = if holder_card.is_absolute() { holder_card } else { dir.path().join(holder_card) };
+    let summary = demo.json(&["ra", "--as", "demo-ra-agent", "person", "show", holder_uuid]);
+    let family = summary["family_name"].as_str().unwrap().to_owned();
+
+    // Cards for the demo's RA agent, sponsor and privacy officer, issued by the RA Manager.
+    let mut cards = Vec::new();
+    for name in ["demo-ra-agent", "demo-sponsor", "demo-privacy-officer"] {
+        let file = dir.path().join(format!("{name}.json"));
+        issue_card(&demo, &person_of(name), &file, "582039");
+        cards.push((name, file));
+    }
+
+    let today = today();
+    let signal = dir.path().join("card-out");
+    let state = serde_json::json!({
+        "manager_credential": manager_credential,
+        "holder": holder_uuid,
+        "search": family,
+        "signal": signal,
+        "leave_from": (today + time::Duration::days(30)).to_string(),
+        "leave_to": (today + time::Duration::days(32)).to_string(),
+    });
+    let state_file = dir.path().join("state.json");
+    std::fs::write(&state_file, state.to_string()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console_browser.py");
+    let browse = |role: &str| {
+        let output = Command::new("python3")
+            .args([script, &url, role, shots.to_str().unwrap(), axe.to_str().unwrap(), state_file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let said = format!("{}{}", stdout(&output), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success() && said.contains("all checks passed"), "{role} in the browser:\n{said}");
+        println!("{said}");
+    };
+
+    // The holder: their trail, "not me", their sessions and card; then the card leaves the
+    // reader while the browser waits, and the console ends with the card session.
+    {
+        let agent = Agent::start(&demo, &url, agent_port, &holder_card, holder_passcode, "holder");
+        let moved = holder_card.with_extension("out");
+        let browser = std::thread::scope(|scope| {
+            let browser = scope.spawn(|| browse("holder"));
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while !signal.exists() && Instant::now() < deadline && !browser.is_finished() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if signal.exists() {
+                std::fs::rename(&holder_card, &moved).unwrap();
+                agent.wait_for("card removed");
+            }
+            browser.join()
+        });
+        browser.unwrap();
+        std::fs::rename(&moved, &holder_card).unwrap();
+    }
+    for (name, file) in &cards {
+        let role = name.trim_start_matches("demo-");
+        let _agent = Agent::start(&demo, &url, agent_port, file, "582039", role);
+        browse(role);
+    }
+    browse("ra-manager");
+    let taken = std::fs::read_dir(&shots).unwrap().count();
+    assert!(taken >= 25, "screenshots of every page: {taken} in {}", shots.display());
+}

@@ -1,0 +1,217 @@
+"""careid's web console in headless Chromium, one role per run.
+
+Usage: console_browser.py URL ROLE SHOTS AXE STATE
+  URL    careid's address; ROLE one of holder, ra-agent, sponsor, privacy-officer, ra-manager;
+  SHOTS  the folder screenshots go to; AXE axe-core's axe.min.js;
+  STATE  a JSON file of what the test knows (credentials, people) and where the run and the
+         test signal each other (the holder's card is taken out half way).
+
+Each run signs in (with the card through the workstation agent, or with the RA Manager's
+credential), visits the role's pages checking each with axe-core (WCAG 2.2 A and AA: no
+violation allowed) and saving a screenshot, does the role's main task, and is refused out of
+scope. Prints "all checks passed" at the end; any failed check raises.
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+url, role, shots, axe_path, state_file = sys.argv[1:6]
+with open(state_file) as f:
+    state = json.load(f)
+with open(axe_path) as f:
+    axe_source = f.read()
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+
+
+def check(condition, what):
+    if not condition:
+        raise SystemExit(f"FAILED ({role}): {what}")
+    print(f"ok ({role}): {what}")
+
+
+def open_browser():
+    options = webdriver.ChromeOptions()
+    for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"]:
+        options.add_argument(flag)
+    options.binary_location = "/usr/bin/chromium"
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+driver = open_browser()
+visited = []
+
+
+def visit(path, name):
+    """Opens a page, checks it with axe-core, saves its screenshot."""
+    driver.get(url + path)
+    return inspect(name)
+
+
+def inspect(name):
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    # axe-core runs through the driver, not as a page script: the console's CSP allows none.
+    driver.execute_script(axe_source)
+    result = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}}).then(r => done(r.violations));",
+        AXE_TAGS,
+    )
+    summary = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in result]
+    check(not result, f"axe-core finds no WCAG 2.2 AA violation on {name}: {summary}")
+    driver.save_screenshot(os.path.join(shots, f"{role}-{name}.png"))
+    visited.append(name)
+    return driver.page_source
+
+
+def main_text():
+    return driver.find_element(By.ID, "main").text
+
+
+def post_first(form_selector):
+    driver.find_element(By.CSS_SELECTOR, form_selector + " button[type=submit]").click()
+
+
+def sign_in_with_card():
+    driver.get(url + "/console/sign-in")
+    WebDriverWait(driver, 40).until(lambda d: d.current_url.rstrip("/").endswith("/console"))
+    check("Signed in as" in driver.page_source, "the card signed the holder in through the agent")
+
+
+def refused(path, name):
+    page = visit(path, name)
+    check("Not done" in page and "rule" in page.lower(), f"{path} is refused out of scope, with the rule")
+
+
+try:
+    # Anonymous: every page but the sign-in page sends you to sign in, and shows nothing.
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        anonymous = urllib.request.build_opener(NoRedirect).open(url + "/console/activity", timeout=10)
+        status, location = anonymous.status, anonymous.headers.get("Location")
+    except urllib.error.HTTPError as e:
+        status, location = e.code, e.headers.get("Location")
+    check(status == 303 and location == "/console/sign-in", f"an anonymous browser is sent to sign in ({status})")
+
+    if role == "ra-manager":
+        driver.get(url + "/console/sign-in")
+        inspect("sign-in")
+        driver.find_element(By.ID, "credential").send_keys(state["manager_credential"])
+        driver.find_element(By.CSS_SELECTOR, "form[action='/console/sign-in/credential'] button").click()
+        WebDriverWait(driver, 20).until(lambda d: d.current_url.rstrip("/").endswith("/console"))
+        inspect("home")
+        page = visit("/console/dashboard", "dashboard")
+        check(page.count("<svg") >= 4, "the dashboard draws its charts as SVG")
+        check("Logins per hour" in page and "Registration coverage" in page, "the dashboard's charts are there")
+        check(page.count("The figures as a table") >= 4, "each chart has its figures as a table")
+        visit("/console/queue", "queue")
+        visit("/console/people?family_name=" + state["search"], "people")
+        visit("/console/people/" + state["holder"], "person")
+        visit("/console/cases", "cases")
+        visit("/console/alerts", "alerts")
+        visit("/console/terms", "terms")
+    else:
+        sign_in_with_card()
+        inspect("home")
+
+    if role == "holder":
+        page = visit("/console/activity", "activity")
+        check(state["holder"] in page, "my activity lists the holder's own records")
+        # Not me: on the newest record of the holder's own doing.
+        driver.find_element(By.CSS_SELECTOR, "details.inline summary").click()
+        field = driver.find_element(By.CSS_SELECTOR, "details.inline[open] input[name=comment]")
+        field.send_keys("I was not at work then")
+        driver.find_element(By.CSS_SELECTOR, "details.inline[open] button[type=submit]").click()
+        page = inspect("not-me")
+        check("Reported: not you" in page, "the holder says a record was not them")
+        link = driver.find_element(By.PARTIAL_LINK_TEXT, "Back to my activity")
+        link.click()
+        # The oldest record on the page: the newest may wait a second for its signed checkpoint.
+        driver.find_elements(By.PARTIAL_LINK_TEXT, "Proof")[-1].click()
+        page = inspect("proof")
+        check("Inclusion proof" in page and "Signed checkpoint" in page, "a record's proof is shown")
+        page = visit("/console/sessions", "sessions")
+        check("(this one)" in page, "my sessions shows the card session")
+        page = visit("/console/card", "card")
+        check("Report this card" in page, "my card offers to report it")
+        refused("/console/dashboard", "refused")
+        # The card leaves the reader: the console's session ends with the card session.
+        open(state["signal"], "w").write("take the card out")
+        deadline = time.time() + 40
+        ended = False
+        while time.time() < deadline and not ended:
+            time.sleep(0.5)
+            driver.get(url + "/console/sessions")
+            ended = "/console/sign-in" in driver.current_url
+        check(ended, "with the card out of the reader, the console sends the holder to sign in")
+        check("the card left the reader" in driver.page_source, "and says why")
+        check(driver.find_element(By.ID, "retry").is_displayed(), "and waits to be asked before asking the card again")
+
+    if role == "ra-agent":
+        page = visit("/console/queue", "queue")
+        before = page.count("/grant")
+        check(before >= 1, "the work queue lists requests to decide")
+        post_first("form[action$='/grant']")
+        page = inspect("granted")
+        check(page.count("/grant") == before - 1, "granting a request takes it off the queue")
+        visit("/console/people?family_name=" + state["search"], "people")
+        page = visit("/console/people/" + state["holder"], "person")
+        check("Positions over time" in page and "Cards and certificates" in page, "a profile in scope, with cards")
+        refused("/console/dashboard", "refused")
+
+    if role == "sponsor":
+        page = visit("/console/team", "team")
+        check("Requests at your organisation" in page, "the sponsor sees their team's requests")
+        page = visit("/console/people/" + state["holder"], "person")
+        driver.find_element(By.ID, "kind").send_keys("Annual leave")
+        for field, day in [("first_day", state["leave_from"]), ("last_day", state["leave_to"])]:
+            box = driver.find_element(By.ID, field)
+            driver.execute_script("arguments[0].value = arguments[1]", box, day)
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/absences'] button[type=submit]").click()
+        page = inspect("leave-recorded")
+        check(state["leave_from"] in page, "the sponsor records a team member's leave, and sees it")
+        refused("/console/cases", "refused")
+
+    if role == "privacy-officer":
+        page = visit("/console/cases", "cases")
+        driver.find_element(By.CSS_SELECTOR, "a[href^='/console/cases/']").click()
+        inspect("case")
+        driver.find_element(By.ID, "note").send_keys("spoke to the practice manager")
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/notes'] button[type=submit]").click()
+        page = inspect("case-noted")
+        check("spoke to the practice manager" in page, "the privacy officer adds a note to a case")
+        visit("/console/alerts", "alerts")
+        refused("/console/dashboard", "refused")
+
+    # Every form carries the browser's token: one posted without it changes nothing.
+    if role != "holder":
+        cookie = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
+        forged = urllib.request.Request(url + "/console/sign-out", data=b"csrf=forged", headers={"Cookie": cookie})
+        try:
+            status = urllib.request.urlopen(forged, timeout=10).status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        check(status == 403, f"a form without the browser's token is refused ({status})")
+        driver.get(url + "/console/")
+        check("Signed in as" in driver.page_source, "and changed nothing: still signed in")
+        driver.find_element(By.CSS_SELECTOR, "form[action='/console/sign-out'] button").click()
+        WebDriverWait(driver, 20).until(lambda d: "/console/sign-in" in d.current_url)
+        check("signed out" in driver.page_source, "signing out ends the console session")
+        inspect("signed-out")
+        driver.get(url + "/console/")
+        check("/console/sign-in" in driver.current_url, "and its cookie opens nothing")
+    print(f"pages checked: {', '.join(visited)}")
+finally:
+    driver.quit()
+print("all checks passed")
