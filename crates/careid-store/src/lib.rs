@@ -99,6 +99,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "cases", include_str!("../migrations/sqlite/0014_cases.sql")),
     (15, "flagged patients", include_str!("../migrations/sqlite/0015_flagged_patients.sql")),
     (16, "console sessions", include_str!("../migrations/sqlite/0016_console_sessions.sql")),
+    (17, "audit orgs by record", include_str!("../migrations/sqlite/0017_audit_orgs_by_record.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),
@@ -116,6 +117,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "cases", include_str!("../migrations/postgres/0013_cases.sql")),
     (14, "flagged patients", include_str!("../migrations/postgres/0014_flagged_patients.sql")),
     (15, "console sessions", include_str!("../migrations/postgres/0015_console_sessions.sql")),
+    (16, "audit orgs by record", include_str!("../migrations/postgres/0016_audit_orgs_by_record.sql")),
 ];
 
 fn postgres_migrations() -> Migrator {

@@ -83,6 +83,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         workers: usize,
     },
+    /// The web console: each page's time at the server with the RA Manager signed in, over a
+    /// store of `people` people (SQLite), beside a `/healthz` round trip in the same run.
+    Console {
+        /// People in the store.
+        #[arg(long, default_value_t = 1_200_000)]
+        people: usize,
+        /// Requests timed for each page.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// Offline misuse detection: a synthetic month with planted cases, generated and run
     /// through `careid detect`, beside raw JSON parsing of the same file; recall and false
     /// alerts scored.
@@ -120,6 +130,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Audit { records, writers, batch, proof_records, postgres_url } => {
             crate::bench_audit::bench_audit(records, writers, batch.max(1), proof_records.max(1), postgres_url).await
         }
+        BenchCommand::Console { people, samples } => bench_console(people, samples.max(1)).await,
         BenchCommand::Detect { staff, days, seed, keep } => crate::detect::bench(staff, days, seed, keep.as_deref()),
         BenchCommand::Login { cards, heartbeats, workers } => {
             crate::bench_login::bench_login(cards, heartbeats, workers).await
@@ -382,7 +393,7 @@ pub(crate) async fn card_holders(
     let service =
         Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default())
             .with_card_authority(authority);
-    let (manager, position) = bench_deployment(&service).await?;
+    let (manager, position, _) = bench_deployment(&service).await?;
     let start = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
     let people = (0..count)
         .map(|i| {
@@ -400,7 +411,11 @@ pub(crate) async fn card_holders(
 }
 
 /// A deployment with one practice and one position; returns its RA Manager and the position.
-pub(crate) async fn bench_deployment(service: &Service) -> anyhow::Result<(Actor, careid_domain::ids::PositionId)> {
+/// A deployment for benchmarks: the RA Manager (signed in) and the recovery credential they
+/// signed in with, and a practice with one position.
+pub(crate) async fn bench_deployment(
+    service: &Service,
+) -> anyhow::Result<(Actor, careid_domain::ids::PositionId, careid_domain::secret::Secret)> {
     let ctx = RequestContext::new("bench");
     let details = bench_details;
     let icb = OdsCode::parse("QBENCH")?;
@@ -451,22 +466,21 @@ pub(crate) async fn bench_deployment(service: &Service) -> anyhow::Result<(Actor
             },
         )
         .await?;
-    Ok((manager, position))
+    Ok((manager, position, init.recovery_credential))
 }
 
-/// Sets up one organisation and position, then imports `people` in batches.
-async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyhow::Result<()> {
-    let store = SqlStore::open(&options).await?;
-    let service =
-        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default());
+/// Imports `people` people at `position` in batches; their identifiers, and the time spent
+/// building the batches (not careid's).
+async fn import_bench_people(
+    service: &Service,
+    manager: &Actor,
+    position: careid_domain::ids::PositionId,
+    people: usize,
+) -> anyhow::Result<(Vec<PersonUuid>, Duration)> {
     let ctx = RequestContext::new("bench");
-    let (manager, position) = bench_deployment(&service).await?;
-    let details = bench_details;
-
     let start_date = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
     let mut uuids: Vec<PersonUuid> = Vec::with_capacity(people);
     let mut build = Duration::ZERO;
-    let started = Instant::now();
     let mut n = 0u64;
     while uuids.len() < people {
         let size = BATCH.min(people - uuids.len());
@@ -474,9 +488,10 @@ async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyho
         let batch = (0..size)
             .map(|_| {
                 n += 1;
-                let family = format!("{}{}", FAMILY[(n % 8) as usize], n / 8 % 1000);
+                // Unique by n: the import refuses the same names and date of birth twice.
+                let family = format!("{}{n}", FAMILY[(n % 8) as usize]);
                 Ok(ImportPerson {
-                    details: details("Sam", &family, n)?,
+                    details: bench_details("Sam", &family, n)?,
                     contact: ContactDetails::default(),
                     position,
                     start: start_date,
@@ -484,8 +499,96 @@ async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyho
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         build += build_started.elapsed();
-        uuids.extend(service.import_people(&ctx, &manager, batch).await?);
+        uuids.extend(service.import_people(&ctx, manager, batch).await?);
     }
+    Ok((uuids, build))
+}
+
+/// The console's pages timed over HTTP on loopback with the RA Manager signed in, over a store
+/// of `people` people; a `/healthz` round trip in the same run is the baseline, so that a
+/// page's own time is its figure less the baseline's.
+async fn bench_console(people: usize, samples: usize) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+    let store = SqlStore::open(&StoreOptions::new(url)).await?;
+    let service =
+        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default());
+    let ctx = RequestContext::new("bench");
+    let (manager, position, credential) = bench_deployment(&service).await?;
+    println!("careid bench console: SQLite, {people} people");
+    let started = Instant::now();
+    let (uuids, _) = import_bench_people(&service, &manager, position, people).await?;
+    println!("  (imported in {:.1} s)", started.elapsed().as_secs_f64());
+    // The RA Manager signs in to the console with the deployment's credential.
+    service.logout(&ctx, &manager, careid_domain::login::SessionEnd::SignedOut).await?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    service.console_sign_in_with_credential(&ctx, &secret, &credential, None).await?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = careid_http::App::new(service.clone()).with_limits(careid_http::limit::Limits::unlimited());
+    let server = tokio::spawn(careid_http::serve(listener, app, std::future::pending()));
+    let http = reqwest::Client::builder().build()?;
+    let cookie = format!("careid-console={secret}");
+    let someone = &uuids[uuids.len() / 2];
+    let pages = [
+        ("baseline: GET /healthz", "/healthz".to_owned()),
+        ("sign-in", "/console/sign-in".to_owned()),
+        ("home", "/console/".to_owned()),
+        ("my activity", "/console/activity".to_owned()),
+        ("my sessions", "/console/sessions".to_owned()),
+        ("my card", "/console/card".to_owned()),
+        ("work queue", "/console/queue".to_owned()),
+        ("people (family name prefix)", "/console/people?family_name=Patel5".to_owned()),
+        ("a person's profile", format!("/console/people/{someone}")),
+        ("team", "/console/team".to_owned()),
+        ("cases", "/console/cases".to_owned()),
+        ("alerts", "/console/alerts".to_owned()),
+        ("dashboard", "/console/dashboard".to_owned()),
+    ];
+    let mut baseline = Duration::ZERO;
+    for (name, path) in pages {
+        let mut times = Vec::with_capacity(samples);
+        for round in 0..samples + 3 {
+            let t = Instant::now();
+            let response = http.get(format!("{base}{path}")).header("cookie", &cookie).send().await?;
+            let status = response.status();
+            response.bytes().await?;
+            anyhow::ensure!(status.is_success(), "{path}: {status}");
+            if round >= 3 {
+                times.push(t.elapsed());
+            }
+        }
+        times.sort_unstable();
+        let (p50, p95) = (percentile(&times, 0.50), percentile(&times, 0.95));
+        if baseline.is_zero() {
+            baseline = p50;
+        }
+        let server = p95.saturating_sub(baseline);
+        println!(
+            "  {name:<30} p50 {:>7.2} ms   p95 {:>7.2} ms   p95 less baseline {:>7.2} ms   {:>5.1}x baseline{}",
+            p50.as_secs_f64() * 1e3,
+            p95.as_secs_f64() * 1e3,
+            server.as_secs_f64() * 1e3,
+            p50.as_secs_f64() / baseline.as_secs_f64().max(1e-9),
+            if server > Duration::from_millis(50) { "   OVER the 50 ms target" } else { "" }
+        );
+    }
+    server.abort();
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Sets up one organisation and position, then imports `people` in batches.
+async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyhow::Result<()> {
+    let store = SqlStore::open(&options).await?;
+    let service =
+        Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default());
+    let (manager, position, _) = bench_deployment(&service).await?;
+
+    let started = Instant::now();
+    let (uuids, build) = import_bench_people(&service, &manager, position, people).await?;
     let elapsed = started.elapsed().saturating_sub(build);
     let rate = people as f64 / elapsed.as_secs_f64();
     println!(

@@ -1,6 +1,7 @@
 //! The web console end to end in headless Chromium: the demo, cards issued on the command line
 //! to its RA agent, sponsor and privacy officer, and for each role a browser that signs in with
-//! the card through a real `careid agent` (the RA Manager with their credential), does the
+//! the card through a real `careid agent` (the ID checker, who has none, with their interim
+//! credential), does the
 //! role's main task, is refused out of scope, and checks every page it sees with axe-core.
 //! Screenshots of every page go to `target/console-screenshots` (or `CAREID_SCREENSHOTS`).
 
@@ -28,16 +29,15 @@ fn browser_ready() -> bool {
     selenium && Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists()
 }
 
-/// A card of the demo's, issued on the command line by the RA Manager to `person`, with its
-/// passcode set.
-fn issue_card(demo: &Demo, person: &str, file: &Path, passcode: &str) {
+/// A card of the demo's, issued on the command line by `issuer` (a CLI profile) to `person`,
+/// with its passcode set.
+fn issue_card(demo: &Demo, issuer: &str, person: &str, file: &Path, passcode: &str) {
     let file_arg = file.to_str().unwrap().to_owned();
-    let issued = demo.json(&["card", "--as", "demo-ra-manager", "issue", person, "--virtual", &file_arg]);
-    let id = issued["card_id"].to_string();
-    let args: Vec<String> =
-        ["card", "--as", "demo-ra-manager", "set-passcode", &id, "--virtual", &file_arg, "--passcode-stdin"]
-            .map(String::from)
-            .to_vec();
+    let card = demo.json(&["card", "--as", issuer, "issue", person, "--virtual", &file_arg]);
+    let id = card["card_id"].to_string();
+    let args: Vec<String> = ["card", "--as", issuer, "set-passcode", &id, "--virtual", &file_arg, "--passcode-stdin"]
+        .map(String::from)
+        .to_vec();
     let set = demo.run(&args, &format!("{passcode}\n{passcode}\n"));
     assert!(set.status.success(), "set-passcode for {person}: {}", String::from_utf8_lossy(&set.stderr));
 }
@@ -71,7 +71,7 @@ impl Agent {
             .command(&args)
             .stdin(Stdio::piped())
             .stdout(std::fs::File::create(&output).unwrap())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(output.with_extension("err")).unwrap())
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
@@ -101,8 +101,9 @@ impl Agent {
         while !std::fs::read_to_string(&self.output).unwrap_or_default().contains(what) {
             assert!(
                 Instant::now() < deadline,
-                "the agent never said {what:?}: {}",
-                std::fs::read_to_string(&self.output).unwrap_or_default()
+                "the agent never said {what:?}: {}{}",
+                std::fs::read_to_string(&self.output).unwrap_or_default(),
+                std::fs::read_to_string(self.output.with_extension("err")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -133,8 +134,9 @@ fn each_role_signs_in_with_a_card_and_does_its_work_in_the_browser() {
         let line = credentials.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
         line.split_whitespace().nth(1).unwrap().to_owned()
     };
-    let manager_credential =
-        credentials.lines().find(|l| l.starts_with("demo-ra-manager ")).unwrap().split_whitespace().nth(2).unwrap();
+    // The ID checker has no card: they sign in with their interim credential.
+    let interim_credential =
+        credentials.lines().find(|l| l.starts_with("demo-id-checker ")).unwrap().split_whitespace().nth(2).unwrap();
     // A practice's card holder, whose card the demo issued.
     let passcodes = std::fs::read_to_string(dir.path().join("careid-demo/cards/passcodes.txt")).unwrap();
     let holder_line = passcodes.lines().find(|l| l.ends_with(" active")).unwrap();
@@ -144,20 +146,34 @@ fn each_role_signs_in_with_a_card_and_does_its_work_in_the_browser() {
     let summary = demo.json(&["ra", "--as", "demo-ra-agent", "person", "show", holder_uuid]);
     let family = summary["family_name"].as_str().unwrap().to_owned();
 
-    // Cards for the demo's RA agent, sponsor and privacy officer, issued by the RA Manager.
+    let positions = demo.json(&["ra", "--as", "demo-ra-manager", "position", "list", "F83001"]);
+    let position = positions[0]["id"].as_i64().unwrap();
+
+    // Cards for the demo's RA staff, sponsor and privacy officer. A card ends its holder's
+    // interim credential, so the RA agent issues the RA Manager's (who signed in with the
+    // deployment's recovery credential) before the RA Manager issues the agent's.
     let mut cards = Vec::new();
-    for name in ["demo-ra-agent", "demo-sponsor", "demo-privacy-officer"] {
+    for (issuer, name) in [
+        ("demo-ra-manager", "demo-sponsor"),
+        ("demo-ra-manager", "demo-privacy-officer"),
+        ("demo-ra-agent", "demo-ra-manager"),
+        ("demo-ra-manager", "demo-ra-agent"),
+    ] {
         let file = dir.path().join(format!("{name}.json"));
-        issue_card(&demo, &person_of(name), &file, "582039");
+        issue_card(&demo, issuer, &person_of(name), &file, "582039");
         cards.push((name, file));
     }
+    // One live session a person: the RA Manager signs out of the command line to use the card.
+    let signed_out = demo.run(&["ra", "--as", "demo-ra-manager", "logout"].map(String::from), "");
+    assert!(signed_out.status.success(), "{}", String::from_utf8_lossy(&signed_out.stderr));
 
     let today = today();
     let signal = dir.path().join("card-out");
     let state = serde_json::json!({
-        "manager_credential": manager_credential,
+        "interim_credential": interim_credential,
         "holder": holder_uuid,
         "search": family,
+        "position": position,
         "signal": signal,
         "leave_from": (today + time::Duration::days(30)).to_string(),
         "leave_to": (today + time::Duration::days(32)).to_string(),
@@ -200,7 +216,7 @@ fn each_role_signs_in_with_a_card_and_does_its_work_in_the_browser() {
         let _agent = Agent::start(&demo, &url, agent_port, file, "582039", role);
         browse(role);
     }
-    browse("ra-manager");
+    browse("id-checker");
     let taken = std::fs::read_dir(&shots).unwrap().count();
     assert!(taken >= 25, "screenshots of every page: {taken} in {}", shots.display());
 }

@@ -1,13 +1,14 @@
 """careid's web console in headless Chromium, one role per run.
 
 Usage: console_browser.py URL ROLE SHOTS AXE STATE
-  URL    careid's address; ROLE one of holder, ra-agent, sponsor, privacy-officer, ra-manager;
+  URL    careid's address; ROLE one of holder, ra-agent, sponsor, privacy-officer, ra-manager,
+         id-checker;
   SHOTS  the folder screenshots go to; AXE axe-core's axe.min.js;
   STATE  a JSON file of what the test knows (credentials, people) and where the run and the
          test signal each other (the holder's card is taken out half way).
 
-Each run signs in (with the card through the workstation agent, or with the RA Manager's
-credential), visits the role's pages checking each with axe-core (WCAG 2.2 A and AA: no
+Each run signs in (with the card through the workstation agent, or, for the ID checker who
+has no card, with an interim credential), visits the role's pages checking each with axe-core (WCAG 2.2 A and AA: no
 violation allowed) and saving a screenshot, does the role's main task, and is refused out of
 scope. Prints "all checks passed" at the end; any failed check raises.
 """
@@ -104,13 +105,25 @@ try:
         status, location = e.code, e.headers.get("Location")
     check(status == 303 and location == "/console/sign-in", f"an anonymous browser is sent to sign in ({status})")
 
-    if role == "ra-manager":
-        driver.get(url + "/console/sign-in")
+    if role == "id-checker":
+        driver.get(url + "/console/sign-in?ended=signed_out")
         inspect("sign-in")
-        driver.find_element(By.ID, "credential").send_keys(state["manager_credential"])
+        driver.find_element(By.ID, "credential").send_keys("careid-interim-wrong")
+        driver.find_element(By.CSS_SELECTOR, "form[action='/console/sign-in/credential'] button").click()
+        page = inspect("sign-in-refused")
+        check("not accepted" in page and "/console/sign-in" in driver.current_url, "a wrong credential is refused")
+        driver.find_element(By.ID, "credential").send_keys(state["interim_credential"])
         driver.find_element(By.CSS_SELECTOR, "form[action='/console/sign-in/credential'] button").click()
         WebDriverWait(driver, 20).until(lambda d: d.current_url.rstrip("/").endswith("/console"))
+        page = inspect("home")
+        check("interim_credential" in page, "someone without a card signs in with their interim credential")
+        visit("/console/people?family_name=" + state["search"], "people")
+        refused("/console/dashboard", "refused")
+    else:
+        sign_in_with_card()
         inspect("home")
+
+    if role == "ra-manager":
         page = visit("/console/dashboard", "dashboard")
         check(page.count("<svg") >= 4, "the dashboard draws its charts as SVG")
         check("Logins per hour" in page and "Registration coverage" in page, "the dashboard's charts are there")
@@ -121,9 +134,21 @@ try:
         visit("/console/cases", "cases")
         visit("/console/alerts", "alerts")
         visit("/console/terms", "terms")
-    else:
-        sign_in_with_card()
-        inspect("home")
+        # Bulk import: a preview names the row that is wrong and imports nothing; then the batch.
+        header = "given_name,family_name,date_of_birth,ni_number,email,position,start"
+        good = f"Ivy,Importer,1990-02-03,JK654321C,,{state['position']},2026-01-05"
+        visit("/console/import", "import")
+        driver.find_element(By.ID, "csv").send_keys(f"{header}\n{good}\nIan,Importer,1990-13-40,JK654322C,,{state['position']},2026-01-05")
+        driver.find_element(By.CSS_SELECTOR, "form[action='/console/import/preview'] button").click()
+        page = inspect("import-preview-errors")
+        check("1 of 2 rows have errors" in page and "date_of_birth" in page, "the preview names the bad row and field")
+        driver.get(url + "/console/import")
+        driver.find_element(By.ID, "csv").send_keys(f"{header}\n{good}")
+        driver.find_element(By.CSS_SELECTOR, "form[action='/console/import/preview'] button").click()
+        inspect("import-preview")
+        driver.find_element(By.CSS_SELECTOR, "form[action='/console/import'] button").click()
+        page = inspect("imported")
+        check("1 people imported" in page, "the RA Manager imports a batch after its preview")
 
     if role == "holder":
         page = visit("/console/activity", "activity")
@@ -182,6 +207,13 @@ try:
         page = inspect("leave-recorded")
         check(state["leave_from"] in page, "the sponsor records a team member's leave, and sees it")
         refused("/console/cases", "refused")
+        visit("/console/register", "register")
+        for field, value in [("given_name", "Pia"), ("family_name", "Prereg"), ("ni_number", "JK777111A")]:
+            driver.find_element(By.ID, field).send_keys(value)
+        driver.execute_script("arguments[0].value = '1992-05-06'", driver.find_element(By.ID, "date_of_birth"))
+        driver.find_element(By.CSS_SELECTOR, "form[action='/console/register'] button[type=submit]").click()
+        page = inspect("pre-registered")
+        check("waits for the RA's identity check" in page, "the sponsor pre-registers someone")
 
     if role == "privacy-officer":
         page = visit("/console/cases", "cases")

@@ -55,6 +55,11 @@ pub fn router() -> Router<App> {
         .route("/console/people/{uuid}", get(pages::person))
         .route("/console/people/{uuid}/absences", post(pages::record_absence))
         .route("/console/team", get(pages::team))
+        .route("/console/register", get(pages::register).post(pages::submit_registration))
+        .route("/console/cards/{id}/report", post(pages::report_their_card))
+        .route("/console/cards/{id}/cancel", post(pages::cancel_their_card))
+        .route("/console/import", get(pages::import).post(pages::import_people))
+        .route("/console/import/preview", post(pages::import_preview))
         .route("/console/cases", get(pages::cases))
         .route("/console/cases/{id}", get(pages::case))
         .route("/console/cases/{id}/notes", post(pages::note_case))
@@ -280,6 +285,10 @@ fn nav_links(actor: &Actor) -> Vec<(&'static str, &'static str)> {
     }
     if actor.functions.contains(&RaFunction::Sponsor) {
         links.push(("/console/team", "My team"));
+        links.push(("/console/register", "Pre-register"));
+    }
+    if allowed(RaAction::ImportPeople) {
+        links.push(("/console/import", "Bulk import"));
     }
     if allowed(RaAction::WorkCases) {
         links.push(("/console/cases", "Cases"));

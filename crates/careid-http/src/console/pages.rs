@@ -393,12 +393,7 @@ pub(crate) async fn report_card(
     Path(id): Path<i64>,
     Posted(signed, form): Posted<Reason>,
 ) -> Page {
-    let report = match form.reason.as_str() {
-        "lost" => careid_service::CardReport::Lost,
-        "stolen" => careid_service::CardReport::Stolen,
-        "damaged" => careid_service::CardReport::Damaged,
-        _ => return Err(careid_domain::ids::InvalidInput::new("reason", "must be lost, stolen or damaged").into()),
-    };
+    let report = card_report(&form.reason)?;
     app.service.report_card(&signed.ctx, &signed.actor, id, report).await?;
     // A lost card ends the session it signed in with: the console with it.
     Ok(redirect("/console/card"))
@@ -567,6 +562,7 @@ pub(crate) async fn person(State(app): State<App>, Path(id): Path<String>, signe
                 html! { strong { (card.state) } },
                 html! { (when(&card.issued_at)) },
                 html! { @for cert in &card.certificates { (cert.serial) " until " (when(&cert.not_after)) br; } },
+                card_actions(&signed, &person.uuid, card),
             ]
         })
         .collect();
@@ -588,7 +584,7 @@ pub(crate) async fn person(State(app): State<App>, Path(id): Path<String>, signe
         (table("Assignments", &["Id", "Position", "Organisation", "From – to", "Status", "Working hours"], &assignment_rows))
         @if reader {
             h2 { "Cards" }
-            (table("Cards and certificates", &["Card", "Serial", "State", "Issued", "Certificates"], &card_rows))
+            (table("Cards and certificates", &["Card", "Serial", "State", "Issued", "Certificates", ""], &card_rows))
             h2 { "Absences" }
             (table("Absences from today", &["Kind", "Days", "Recorded by"], &absence_rows))
         }
@@ -866,4 +862,260 @@ async fn audit_times(
         .map(c::audit_out)
         .map(|r| (field(&r, "at").to_owned(), field(&r, "actor.org").to_owned()))
         .collect())
+}
+
+// ----- Writes from a profile, pre-registration, bulk import ----------------------------------
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CardAction {
+    reason: Option<String>,
+    /// The profile the form was on, to go back to.
+    person: String,
+}
+
+/// Reports a card lost, stolen or damaged from a person's profile (sponsor, RA).
+pub(crate) async fn report_their_card(
+    State(app): State<App>,
+    Path(id): Path<i64>,
+    Posted(signed, form): Posted<CardAction>,
+) -> Page {
+    let report = card_report(form.reason.as_deref().unwrap_or_default())?;
+    let person = PersonUuid::parse(&form.person)?;
+    app.service.report_card(&signed.ctx, &signed.actor, id, report).await?;
+    Ok(redirect(&format!("/console/people/{person}")))
+}
+
+/// Cancels a card from a person's profile (RA).
+pub(crate) async fn cancel_their_card(
+    State(app): State<App>,
+    Path(id): Path<i64>,
+    Posted(signed, form): Posted<CardAction>,
+) -> Page {
+    let person = PersonUuid::parse(&form.person)?;
+    app.service.cancel_card(&signed.ctx, &signed.actor, id).await?;
+    Ok(redirect(&format!("/console/people/{person}")))
+}
+
+fn card_report(reason: &str) -> Result<careid_service::CardReport, Failed> {
+    match reason {
+        "lost" => Ok(careid_service::CardReport::Lost),
+        "stolen" => Ok(careid_service::CardReport::Stolen),
+        "damaged" => Ok(careid_service::CardReport::Damaged),
+        _ => Err(careid_domain::ids::InvalidInput::new("reason", "must be lost, stolen or damaged").into()),
+    }
+}
+
+/// The card actions a person's profile offers for `card`: what the reader's role may do.
+fn card_actions(signed: &Signed, person: &str, card: &wire::Card) -> Markup {
+    let live = card.state == "active" || card.state == "locked";
+    html! {
+        @if live && allowed(signed, RaAction::ReportCard) {
+            details.inline {
+                summary { "Report" span.visually-hidden { " card " (card.card_id) } }
+                form method="post" action={ "/console/cards/" (card.card_id) "/report" } {
+                    (csrf_field(signed))
+                    input type="hidden" name="person" value=(person);
+                    label for={ "reason-" (card.card_id) } { "What happened" }
+                    select id={ "reason-" (card.card_id) } name="reason" {
+                        option value="lost" { "Lost" } option value="stolen" { "Stolen" } option value="damaged" { "Damaged" }
+                    }
+                    button type="submit" { "Report card " (card.card_id) }
+                }
+            }
+        }
+        @if card.state != "cancelled" && allowed(signed, RaAction::CancelCard) {
+            form.inline method="post" action={ "/console/cards/" (card.card_id) "/cancel" } {
+                (csrf_field(signed))
+                input type="hidden" name="person" value=(person);
+                button type="submit" { "Cancel" span.visually-hidden { " card " (card.card_id) } }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Registering {
+    given_name: String,
+    family_name: String,
+    date_of_birth: String,
+    ni_number: String,
+    email: Option<String>,
+    position: Option<String>,
+    note: Option<String>,
+}
+
+fn registration_form(signed: &Signed, positions: &[careid_domain::model::Position]) -> Markup {
+    html! {
+        form method="post" action="/console/register" {
+            (csrf_field(signed))
+            fieldset {
+                legend { "Pre-register someone at " (signed.actor.org) }
+                p { "The RA checks their identity face to face before careid creates a profile." }
+                label for="given_name" { "Given name" } input #given_name name="given_name" required autocomplete="off";
+                label for="family_name" { "Family name" } input #family_name name="family_name" required autocomplete="off";
+                label for="date_of_birth" { "Date of birth" } input #date_of_birth type="date" name="date_of_birth" required;
+                label for="ni_number" { "National Insurance number" } input #ni_number name="ni_number" required autocomplete="off";
+                label for="email" { "Email (optional)" } input #email type="email" name="email" autocomplete="off";
+                label for="position" { "Position sought" }
+                select #position name="position" {
+                    option value="" { "none yet" }
+                    @for p in positions { option value=(p.id) { (p.name) " (" (p.role) ")" } }
+                }
+                label for="note" { "Note for the RA (optional)" } input #note name="note" maxlength="500";
+                button type="submit" { "Pre-register" }
+            }
+        }
+    }
+}
+
+pub(crate) async fn register(State(app): State<App>, signed: Signed) -> Page {
+    let positions = app.service.positions_at(&signed.actor.org).await?;
+    let content = html! {
+        h1 { "Pre-register a new member of staff" }
+        (registration_form(&signed, &positions))
+    };
+    Ok(page("Pre-register", &signed, &content))
+}
+
+pub(crate) async fn submit_registration(State(app): State<App>, Posted(signed, form): Posted<Registering>) -> Page {
+    let blank = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let new = wire::NewRegistration {
+        org: signed.actor.org.to_string(),
+        details: wire::PersonalDetails {
+            title: None,
+            given_name: form.given_name,
+            family_name: form.family_name,
+            date_of_birth: form.date_of_birth,
+            ni_number: form.ni_number,
+        },
+        contact: wire::ContactDetails { email: blank(form.email), phone: None },
+        position_sought: blank(form.position)
+            .map(|p| p.parse().map_err(|_| careid_domain::ids::InvalidInput::new("position", "choose a position")))
+            .transpose()?,
+        note: form.note.unwrap_or_default(),
+    };
+    let registration = app.service.pre_register(&signed.ctx, &signed.actor, c::registration_in(&new)?).await?;
+    let content = html! {
+        h1 { "Pre-registered" }
+        p.notice role="status" { "Registration " (registration.0) " waits for the RA's identity check." }
+        p { a href="/console/register" { "Pre-register someone else" } " · " a href="/console/team" { "My team" } }
+    };
+    Ok(page("Pre-registered", &signed, &content))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Batch {
+    csv: String,
+}
+
+/// The header a bulk import's CSV has.
+const IMPORT_COLUMNS: [&str; 7] =
+    ["given_name", "family_name", "date_of_birth", "ni_number", "email", "position", "start"];
+
+/// A row of a bulk import: its cells, and the import record they make or what is wrong.
+type ImportRow = (Vec<String>, Result<careid_service::ImportPerson, String>);
+
+/// A bulk import's rows, each read into the API's import record or the error that row has.
+fn import_rows(csv: &str) -> Result<Vec<ImportRow>, Failed> {
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv.as_bytes());
+    let header: Vec<String> =
+        reader.headers().map_err(|e| ApiError::malformed(format!("the CSV: {e}")))?.iter().map(str::to_owned).collect();
+    if header != IMPORT_COLUMNS {
+        let expected = IMPORT_COLUMNS.join(",");
+        return Err(careid_domain::ids::InvalidInput::new("csv", format!("the header must be {expected}")).into());
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| ApiError::malformed(format!("the CSV: {e}")))?;
+        let cells: Vec<String> = record.iter().map(str::to_owned).collect();
+        let cell = |i: usize| cells.get(i).cloned().unwrap_or_default();
+        let wire = wire::ImportPerson {
+            details: wire::PersonalDetails {
+                title: None,
+                given_name: cell(0),
+                family_name: cell(1),
+                date_of_birth: cell(2),
+                ni_number: cell(3),
+            },
+            contact: wire::ContactDetails { email: Some(cell(4)).filter(|e| !e.is_empty()), phone: None },
+            position: cell(5).parse().unwrap_or(0),
+            start: cell(6),
+        };
+        let read = if cell(5).parse::<i64>().is_err() {
+            Err("position: give the position's number".to_owned())
+        } else {
+            c::import_person_in(&wire).map_err(|e| e.to_string())
+        };
+        rows.push((cells, read));
+    }
+    if rows.is_empty() {
+        return Err(careid_domain::ids::InvalidInput::new("csv", "no rows under the header").into());
+    }
+    Ok(rows)
+}
+
+pub(crate) async fn import(signed: Signed) -> Page {
+    let content = html! {
+        h1 { "Bulk import" }
+        p { "People already verified by a previous RA system, each with one position, all or none. "
+            "Paste the CSV; careid shows each row and what is wrong with it before anything is imported." }
+        form method="post" action="/console/import/preview" {
+            (csrf_field(&signed))
+            label for="csv" { "CSV with the header " code { (IMPORT_COLUMNS.join(",")) } }
+            textarea #csv name="csv" rows="12" required {}
+            button type="submit" { "Preview" }
+        }
+    };
+    Ok(page("Bulk import", &signed, &content))
+}
+
+pub(crate) async fn import_preview(Posted(signed, form): Posted<Batch>) -> Page {
+    let rows = import_rows(&form.csv)?;
+    let bad = rows.iter().filter(|(_, read)| read.is_err()).count();
+    let shown: Vec<Vec<Markup>> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (cells, read))| {
+            vec![
+                html! { (i + 1) },
+                html! { (cells.first().cloned().unwrap_or_default()) " " (cells.get(1).cloned().unwrap_or_default()) },
+                html! { (cells.get(3).cloned().unwrap_or_default()) },
+                html! { (cells.get(5).cloned().unwrap_or_default()) },
+                html! { (cells.get(6).cloned().unwrap_or_default()) },
+                html! { @match read { Ok(_) => "ready", Err(e) => strong.error-text { (e) } } },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { "Bulk import: preview" }
+        @if bad == 0 {
+            p.notice role="status" { (rows.len()) " rows are ready. careid checks them again, against everyone already registered, when you import." }
+            form method="post" action="/console/import" {
+                (csrf_field(&signed))
+                input type="hidden" name="csv" value=(form.csv);
+                button type="submit" { "Import " (rows.len()) " people" }
+            }
+        } @else {
+            p.notice.error role="alert" { (bad) " of " (rows.len()) " rows have errors: correct them and preview again. Nothing was imported." }
+        }
+        (table("Rows", &["Row", "Name", "NI number", "Position", "Start", "Check"], &shown))
+        p { a href="/console/import" { "Start again" } }
+    };
+    Ok(page("Bulk import: preview", &signed, &content))
+}
+
+pub(crate) async fn import_people(State(app): State<App>, Posted(signed, form): Posted<Batch>) -> Page {
+    let rows = import_rows(&form.csv)?;
+    let mut people = Vec::with_capacity(rows.len());
+    for (i, (_, read)) in rows.into_iter().enumerate() {
+        let person = read.map_err(|e| careid_domain::ids::InvalidInput::new("csv", format!("row {}: {e}", i + 1)))?;
+        people.push(person);
+    }
+    let imported = app.service.import_people(&signed.ctx, &signed.actor, people).await?;
+    let content = html! {
+        h1 { "Imported" }
+        p.notice role="status" { (imported.len()) " people imported, each with their position; every one is in the audit log." }
+        ul { @for uuid in imported.iter().take(50) { li { a href={ "/console/people/" (uuid) } { (uuid) } } } }
+    };
+    Ok(page("Imported", &signed, &content))
 }
