@@ -190,6 +190,16 @@ try:
         post_first("form[action$='/grant']")
         page = inspect("granted")
         check(page.count("/grant") == before - 1, "granting a request takes it off the queue")
+        # The identity check at the desk: three documents, and the profile is created.
+        visit("/console/queue", "queue-before-check")
+        driver.find_element(By.CSS_SELECTOR, "form[action$='/verify']").find_element(By.XPATH, "..").find_element(By.TAG_NAME, "summary").click()
+        form = driver.find_element(By.CSS_SELECTOR, "details[open] form[action$='/verify']")
+        for n, (kind, number) in enumerate([("passport", "501234567"), ("utility_bill", "E123"), ("bank_statement", "9911")], 1):
+            form.find_element(By.NAME, f"kind{n}").send_keys(kind.replace("_", " "))
+            form.find_element(By.NAME, f"number{n}").send_keys(number)
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        page = inspect("verified")
+        check("Positions over time" in page and "/console/people/" in driver.current_url, "the identity check creates the profile")
         visit("/console/people?family_name=" + state["search"], "people")
         page = visit("/console/people/" + state["holder"], "person")
         check("Positions over time" in page and "Cards and certificates" in page, "a profile in scope, with cards")

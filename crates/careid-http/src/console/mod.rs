@@ -49,6 +49,7 @@ pub fn router() -> Router<App> {
         .route("/console/card", get(pages::my_card))
         .route("/console/card/{id}/report", post(pages::report_card))
         .route("/console/queue", get(pages::queue))
+        .route("/console/registrations/{id}/verify", post(pages::verify))
         .route("/console/requests/{id}/grant", post(pages::grant))
         .route("/console/requests/{id}/reject", post(pages::reject))
         .route("/console/people", get(pages::people))
