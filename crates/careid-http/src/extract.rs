@@ -61,7 +61,7 @@ pub async fn request_id_layer(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Counts requests and their latency by route, method and status.
+/// Counts requests and their latency by route, method and status, and refusals by rule.
 pub async fn metrics_layer(State(app): State<App>, request: Request, next: Next) -> Response {
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
@@ -72,6 +72,9 @@ pub async fn metrics_layer(State(app): State<App>, request: Request, next: Next)
     // Route templates only: identifiers in the path stay out of the log.
     tracing::debug!(%route, %method, status = response.status().as_u16(), micros = elapsed.as_micros() as u64, "request");
     app.metrics.observe_request(route, method, response.status().as_u16(), elapsed);
+    if let Some(rule) = response.extensions().get::<careid_proto::ErrorDetail>().and_then(|d| d.rule.as_deref()) {
+        app.metrics.observe_refusal(rule);
+    }
     response
 }
 

@@ -112,7 +112,7 @@ pub struct AccessParams {
     pub limit: Option<u32>,
 }
 
-fn access_out(a: &PatientAccess) -> wire::PatientAccess {
+pub(crate) fn access_out(a: &PatientAccess) -> wire::PatientAccess {
     wire::PatientAccess {
         seq: a.seq,
         patient: a.patient.to_string(),

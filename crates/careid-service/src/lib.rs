@@ -135,6 +135,8 @@ pub struct Service {
     tiles: Arc<log::TileCache>,
     /// Repeated refusals of unidentified callers, counted per source and window.
     repeats: Arc<repeats::RepeatLedger>,
+    /// Reports computed for dashboards, by report and organisation, with when.
+    recent_reports: Arc<reports::RecentReports>,
 }
 
 impl Service {
@@ -153,6 +155,7 @@ impl Service {
             cards: None,
             tiles: Arc::default(),
             repeats: Arc::default(),
+            recent_reports: Arc::default(),
         }
     }
 

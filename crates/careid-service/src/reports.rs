@@ -1,6 +1,8 @@
 //! The RA Manager's reports over the organisations in scope: each a table, computed from the
 //! store in one read and audited as it is handed over (`report.read`).
 
+use std::collections::HashMap;
+
 use careid_domain::access::{Actor, RaAction};
 use careid_domain::audit::Action;
 use careid_domain::ids::OdsCode;
@@ -60,6 +62,32 @@ impl Service {
         org: Option<OdsCode>,
         unit_cost_pence: Option<u64>,
     ) -> Result<ReportTable, RaError> {
+        self.report_at_most(ctx, actor, name, org, unit_cost_pence, None).await.map(|(table, _)| table)
+    }
+
+    /// A report for a dashboard: as `report` (the same permission, scope and audit record
+    /// every time), but a table computed for the same organisation within `max_age` is given
+    /// again instead of reading every person in scope once more. Also returns when the table
+    /// was computed.
+    pub async fn report_for_dashboard(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        name: ReportName,
+        max_age: time::Duration,
+    ) -> Result<Computed, RaError> {
+        self.report_at_most(ctx, actor, name, None, None, Some(max_age)).await
+    }
+
+    async fn report_at_most(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        name: ReportName,
+        org: Option<OdsCode>,
+        unit_cost_pence: Option<u64>,
+        max_age: Option<time::Duration>,
+    ) -> Result<Computed, RaError> {
         let org = org.unwrap_or_else(|| actor.org.clone());
         let now = self.clock.now();
         let mut tx = self.begin_write_as(actor).await?;
@@ -69,23 +97,56 @@ impl Service {
         if let Err(refusal) = first_refusal([actor.require(RaAction::ViewReports), scope]) {
             return Err(self.refuse(tx, event, refusal).await);
         }
-        let table = match name {
-            ReportName::LostCards => report::lost_cards_by_year(&tx.report_lost_cards(&org).await?),
-            ReportName::CardCosts => {
-                let cost = unit_cost_pence.unwrap_or(self.settings.card_unit_cost_pence);
-                event.detail.push(("unit_cost_pence", cost.to_string()));
-                report::card_costs_by_year(&tx.report_card_issues(&org).await?, cost)
+        let recent = max_age.and_then(|age| self.recent_reports.get(name, &org, now - age));
+        let (table, computed_at) = if let Some(hit) = recent {
+            event.detail.push(("computed_at", hit.1.to_string()));
+            hit
+        } else {
+            let table = match name {
+                ReportName::LostCards => report::lost_cards_by_year(&tx.report_lost_cards(&org).await?),
+                ReportName::CardCosts => {
+                    let cost = unit_cost_pence.unwrap_or(self.settings.card_unit_cost_pence);
+                    event.detail.push(("unit_cost_pence", cost.to_string()));
+                    report::card_costs_by_year(&tx.report_card_issues(&org).await?, cost)
+                }
+                ReportName::Coverage => report::coverage(&tx.report_coverage(&org, now.date()).await?),
+                ReportName::SpotChecks => report::spot_checks(&tx.report_spot_checks(&org).await?),
+                ReportName::DuplicateLiveCards
+                | ReportName::Leavers
+                | ReportName::ExpiringCertificates
+                | ReportName::Dormant => report::people_report(name, &tx.report_people(&org, now.date()).await?, now),
+            };
+            if max_age.is_some() {
+                self.recent_reports.put(name, &org, now, table.clone());
             }
-            ReportName::Coverage => report::coverage(&tx.report_coverage(&org, now.date()).await?),
-            ReportName::SpotChecks => report::spot_checks(&tx.report_spot_checks(&org).await?),
-            ReportName::DuplicateLiveCards
-            | ReportName::Leavers
-            | ReportName::ExpiringCertificates
-            | ReportName::Dormant => report::people_report(name, &tx.report_people(&org, now.date()).await?, now),
+            (table, now)
         };
         event.detail.push(("rows", table.rows.len().to_string()));
         tx.record(&event).await?;
         tx.commit().await?;
-        Ok(table)
+        Ok((table, computed_at))
+    }
+}
+
+/// Reports computed for dashboards, by report and organisation: a dashboard shown every few
+/// seconds must not read a million people each time.
+#[derive(Debug, Default)]
+pub(crate) struct RecentReports {
+    tables: std::sync::Mutex<HashMap<(ReportName, OdsCode), Computed>>,
+}
+
+/// A report's table and when it was computed.
+type Computed = (ReportTable, time::OffsetDateTime);
+
+impl RecentReports {
+    /// The table of `name` over `org` if it was computed after `since`.
+    fn get(&self, name: ReportName, org: &OdsCode, since: time::OffsetDateTime) -> Option<Computed> {
+        let tables = self.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tables.get(&(name, org.clone())).filter(|(_, at)| *at > since).cloned()
+    }
+
+    fn put(&self, name: ReportName, org: &OdsCode, at: time::OffsetDateTime, table: ReportTable) {
+        let mut tables = self.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tables.insert((name, org.clone()), (table, at));
     }
 }

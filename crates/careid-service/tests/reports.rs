@@ -121,3 +121,31 @@ async fn the_reports_give_the_figures_worked_out_by_hand_on_every_backend() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_dashboards_report_is_reused_for_its_age_and_every_read_is_still_checked_and_audited() {
+    let w = support::world().await;
+    let age = time::Duration::minutes(5);
+    let (first, at) = w.service.report_for_dashboard(&ctx(), &w.manager, ReportName::Coverage, age).await.unwrap();
+    // A new person at practice B with a position: the fresh report sees them, the dashboard's
+    // not until its table is older than its age.
+    let dan = w.new_person("Dan", "CE900001A", &w.practice_b).await;
+    w.service.assign_position(&ctx(), &w.agent, &dan, w.receptionist_b, date!(2026 - 01 - 01), None).await.unwrap();
+    w.clock.advance(time::Duration::minutes(4));
+    let before = w.audit_len().await;
+    let (again, again_at) =
+        w.service.report_for_dashboard(&ctx(), &w.manager, ReportName::Coverage, age).await.unwrap();
+    assert_eq!((&again, again_at), (&first, at), "within its age, the same table");
+    assert_eq!(w.audit_len().await, before + 1, "and the read is audited all the same");
+    assert_eq!(w.last_audit().await.get("action"), Some("report.read"));
+    assert_ne!(report(&w, ReportName::Coverage, None).await, first, "the API's report is always fresh");
+    w.clock.advance(time::Duration::minutes(2));
+    let (later, later_at) =
+        w.service.report_for_dashboard(&ctx(), &w.manager, ReportName::Coverage, age).await.unwrap();
+    assert_ne!(later, first, "older than its age, computed again");
+    assert!(later_at > at);
+    // The permission is checked on every read, cached or not.
+    let before = w.audit_len().await;
+    let refused = w.service.report_for_dashboard(&ctx(), &w.agent, ReportName::Coverage, age).await.map(|_| ());
+    w.assert_refused(before, refused, Rule::RoleNotPermitted).await;
+}

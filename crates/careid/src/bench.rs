@@ -575,6 +575,17 @@ async fn bench_console(people: usize, samples: usize) -> anyhow::Result<()> {
         );
     }
     server.abort();
+    // The process serves and loads alike: its resident memory is an upper bound on a server's.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default()
+        };
+        println!(
+            "  memory (this process, server and load): resident {}, peak {}   (target: <= 600 MB at 1.2M people)",
+            field("VmRSS:"),
+            field("VmHWM:")
+        );
+    }
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -326,6 +326,10 @@ async fn operations_endpoints_and_request_ids() {
         assert!(doc["components"]["schemas"].get("NewRegistration").is_some());
 
         let (_, _) = server.call("GET", "/api/v1/me", Some(&server.manager_token), None).await;
+        let orphan = json!({"ods_code": "Y12345", "name": "Orphan", "kind": "other"}).to_string();
+        let (status, _) =
+            server.call("POST", "/api/v1/organisations", Some(&server.manager_token), Some(&orphan)).await;
+        assert_eq!(status, 403, "a new organisation needs a parent in scope");
         let metrics = server.http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
         assert!(
             metrics.contains(r#"careid_http_requests_total{route="/api/v1/me",method="GET",status="200"} 1"#),
@@ -333,6 +337,7 @@ async fn operations_endpoints_and_request_ids() {
         );
         assert!(metrics.contains("careid_http_request_duration_seconds_bucket"));
         assert!(metrics.contains("careid_store_ping_duration_seconds_count 1"));
+        assert!(metrics.contains(r#"careid_refusals_total{rule="out_of_scope"} 1"#), "{metrics}");
         server.finish().await;
     }
 }

@@ -233,7 +233,8 @@ try:
         driver.find_element(By.CSS_SELECTOR, "form[action$='/notes'] button[type=submit]").click()
         page = inspect("case-noted")
         check("spoke to the practice manager" in page, "the privacy officer adds a note to a case")
-        visit("/console/alerts", "alerts")
+        page = visit("/console/alerts", "alerts")
+        check("Alerts in your scope" in page and "Patient-access alerts" in page, "the alert queues are shown")
         refused("/console/dashboard", "refused")
 
     # Every form carries the browser's token: one posted without it changes nothing.

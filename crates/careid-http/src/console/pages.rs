@@ -814,11 +814,37 @@ pub(crate) async fn alerts(State(app): State<App>, signed: Signed) -> Page {
             ]
         })
         .collect();
+    let accesses = careid_service::ReadPatientAccess {
+        org: None,
+        patient: None,
+        person: None,
+        alerts_only: true,
+        before_seq: None,
+        limit: 100,
+    };
+    let accesses = app.service.patient_accesses(&signed.ctx, &signed.actor, accesses).await?;
+    let access_rows: Vec<Vec<Markup>> = accesses
+        .iter()
+        .map(crate::patient::access_out)
+        .map(|a| {
+            vec![
+                html! { (when(&a.accessed_at)) },
+                html! { (a.person) },
+                html! { (a.patient) },
+                html! { (a.relationship) },
+                html! { (a.client) },
+                html! { strong { (a.alert.clone().unwrap_or_default()) } },
+            ]
+        })
+        .collect();
     let content = html! {
         h1 { "Alerts" }
         p { "Medium and high alerts raised live (off duty, two places, a lost card tried, passcode sweeps, "
-            "patient-access alerts), newest first." }
+            "flagged patients), newest first." }
         (table("Alerts in your scope", &["Record", "When", "Severity", "Kind", "Concerns", "Why"], &rows))
+        h2 { "Patient-access alerts" }
+        p { "Accesses that clinical applications reported under a self-claimed relationship or as an emergency." }
+        (table("Patient accesses to review", &["When", "Member of staff", "Patient", "Relationship", "Application", "Alert"], &access_rows))
     };
     Ok(page("Alerts", &signed, &content))
 }
@@ -866,14 +892,19 @@ pub(crate) async fn dashboard(State(app): State<App>, signed: Signed) -> Page {
     for alert in &alerts {
         *by_kind.entry(alert.kind.clone()).or_default() += 1;
     }
-    let expiring = app.service.report(&signed.ctx, &signed.actor, ReportName::ExpiringCertificates, None, None).await?;
+    // Reports over everyone in scope: at most five minutes old, so that a dashboard left open
+    // does not read a million people at every look (the page says when they were computed).
+    let fresh = time::Duration::minutes(5);
+    let (expiring, computed_at) =
+        app.service.report_for_dashboard(&signed.ctx, &signed.actor, ReportName::ExpiringCertificates, fresh).await?;
     let mut expiring_by_month: BTreeMap<String, u64> = BTreeMap::new();
     let end_column = expiring.columns.iter().position(|c| c.contains("not_after") || c.contains("expires"));
     for row in &expiring.rows {
         let month = end_column.and_then(|i| row.get(i)).and_then(|d| d.get(..7)).unwrap_or("unknown");
         *expiring_by_month.entry(month.to_owned()).or_default() += 1;
     }
-    let coverage = app.service.report(&signed.ctx, &signed.actor, ReportName::Coverage, None, None).await?;
+    let (coverage, _) =
+        app.service.report_for_dashboard(&signed.ctx, &signed.actor, ReportName::Coverage, fresh).await?;
     let coverage_bars: Vec<(String, u64)> = coverage
         .rows
         .iter()
@@ -882,6 +913,8 @@ pub(crate) async fn dashboard(State(app): State<App>, signed: Signed) -> Page {
     let lost_bars: Vec<(String, u64)> = lost.iter().map(|((org, month), n)| (format!("{org} {month}"), *n)).collect();
     let content = html! {
         h1 { "Dashboard for " (signed.actor.org) }
+        p { "Certificates and coverage as computed at " (when(&computed_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()))
+            " (at most five minutes ago); the rest as of now." }
         (chart::bars("Logins per hour, last 24 hours (UTC)", "logins", &per_hour))
         (chart::bars("Lost and stolen cards per organisation and month, last year", "cards reported", &lost_bars))
         (chart::bars("Certificates ending within 90 days, by month", "certificates", &expiring_by_month.into_iter().collect::<Vec<_>>()))
