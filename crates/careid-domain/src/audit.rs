@@ -37,6 +37,8 @@ pub enum Action {
     SessionEnd,
     /// A card proved it is still in the reader.
     SessionHeartbeat,
+    /// The RA or a privacy officer read someone's live sessions.
+    SessionList,
     AuditRead,
     BulkImport,
     PersonRead,
@@ -136,6 +138,7 @@ impl Action {
             Action::SessionRefuse => "session.refuse",
             Action::SessionEnd => "session.end",
             Action::SessionHeartbeat => "session.heartbeat",
+            Action::SessionList => "session.list",
             Action::AuditRead => "audit.read",
             Action::AuditProve => "audit.prove",
             Action::AuditNotMe => "audit.not_me",

@@ -711,6 +711,30 @@ impl Service {
         Ok(tx.live_sessions_of(&actor.person).await?.iter().map(SessionView::from).collect())
     }
 
+    /// Someone's live sessions, for the RA and privacy officers who may end them (in scope).
+    /// The read is audited: where a person is signed in is theirs.
+    pub async fn sessions_of(
+        &self,
+        ctx: &RequestContext,
+        actor: &Actor,
+        person: &PersonUuid,
+    ) -> Result<Vec<SessionView>, RaError> {
+        let mut tx = self.begin_write_as(actor).await?;
+        let mut event = self.event(ctx, actor.into(), Action::SessionList, "person", person);
+        event.subject_person = Some(person.clone());
+        let check = match actor.require(RaAction::EndSession) {
+            Ok(()) => self.person_in_scope(&mut tx, actor, person).await?,
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = check {
+            return Err(self.refuse(tx, event, refusal).await);
+        }
+        let sessions = tx.live_sessions_of(person).await?.iter().map(SessionView::from).collect();
+        tx.record(&event).await?;
+        tx.commit().await?;
+        Ok(sessions)
+    }
+
     /// Ends a session: the holder's own (with `reason`, for example the card's removal), or
     /// anyone's within scope for the RA and privacy officers.
     pub async fn end_session(

@@ -110,3 +110,18 @@ async fn an_interim_credential_signs_the_console_in_for_someone_without_a_card()
     assert!(w.service.console_sign_in_with_credential(&ctx(), &other, &wrong, None).await.is_err());
     assert!(w.service.console_actor(&other).await.is_err());
 }
+
+#[tokio::test]
+async fn the_ra_reads_someones_live_sessions_in_scope_and_the_read_is_audited() {
+    let w = world().await;
+    let (holder, mut card) = holder_with_card(&w, "Hal", "CE600005A").await;
+    let login = answer(&w, &mut card, "ward7-pc3", None);
+    let session = w.service.card_login(&ctx(), &login).await.unwrap();
+    let seen = w.service.sessions_of(&ctx(), &w.agent, &holder.person).await.unwrap();
+    assert_eq!(seen.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [session.session_id.as_str()]);
+    assert_eq!(w.last_audit().await.get("action"), Some("session.list"));
+    // A sponsor may not end sessions, so may not list them either.
+    let before = w.audit_len().await;
+    let refused = w.service.sessions_of(&ctx(), &w.sponsor_a, &holder.person).await.map(|_| ());
+    w.assert_refused(before, refused, Rule::RoleNotPermitted).await;
+}

@@ -203,6 +203,7 @@ try:
         visit("/console/people?family_name=" + state["search"], "people")
         page = visit("/console/people/" + state["holder"], "person")
         check("Positions over time" in page and "Cards and certificates" in page, "a profile in scope, with cards")
+        check("Live sessions" in page and "Record an absence" in page, "with their live sessions and leave")
         refused("/console/dashboard", "refused")
 
     if role == "sponsor":

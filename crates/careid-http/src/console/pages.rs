@@ -329,13 +329,23 @@ pub(crate) async fn sessions(State(app): State<App>, signed: Signed) -> Page {
     Ok(page("My sessions", &signed, &content))
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct EndForm {
+    /// The profile the form was on (the RA ending someone's session), to go back to.
+    person: Option<String>,
+}
+
 pub(crate) async fn end_session(
     State(app): State<App>,
     Path(id): Path<String>,
-    Posted(signed, _): Posted<Empty>,
+    Posted(signed, form): Posted<EndForm>,
 ) -> Page {
+    // Another's session ends as ended by someone else; the service decides whether it may.
     app.service.end_session(&signed.ctx, &signed.actor, &id, SessionEnd::SignedOut).await?;
-    Ok(redirect("/console/sessions"))
+    match form.person {
+        Some(person) => Ok(redirect(&format!("/console/people/{}", PersonUuid::parse(&person)?))),
+        None => Ok(redirect("/console/sessions")),
+    }
 }
 
 /// A person's cards with their certificates, as the API gives them.
@@ -590,6 +600,32 @@ pub(crate) async fn person(State(app): State<App>, Path(id): Path<String>, signe
     } else {
         (Vec::new(), Vec::new())
     };
+    // Live sessions, for those who may end them.
+    let sessions = if allowed(&signed, RaAction::EndSession) && uuid != signed.actor.person {
+        Some(app.service.sessions_of(&signed.ctx, &signed.actor, &uuid).await?)
+    } else {
+        None
+    };
+    let session_rows: Vec<Vec<Markup>> = sessions
+        .iter()
+        .flatten()
+        .map(crate::login::session_out)
+        .map(|s| {
+            vec![
+                html! { code { (s.session_id) } },
+                html! { (s.auth) },
+                html! { (s.workstation.clone().unwrap_or_default()) },
+                html! { (when(&s.created_at)) },
+                html! {
+                    form method="post" action={ "/console/sessions/" (s.session_id) "/end" } {
+                        (csrf_field(&signed))
+                        input type="hidden" name="person" value=(uuid);
+                        button type="submit" { "End" span.visually-hidden { " session " (s.session_id) } }
+                    }
+                },
+            ]
+        })
+        .collect();
     let assignment_rows: Vec<Vec<Markup>> = person
         .assignments
         .iter()
@@ -633,6 +669,10 @@ pub(crate) async fn person(State(app): State<App>, Path(id): Path<String>, signe
         }
         h2 { "Positions over time" }
         (table("Assignments", &["Id", "Position", "Organisation", "From – to", "Status", "Working hours"], &assignment_rows))
+        @if sessions.is_some() {
+            h2 { "Live sessions" }
+            (table("Where they are signed in now", &["Session", "Signed in with", "Workstation", "Since", ""], &session_rows))
+        }
         @if reader {
             h2 { "Cards" }
             (table("Cards and certificates", &["Card", "Serial", "State", "Issued", "Certificates", ""], &card_rows))
