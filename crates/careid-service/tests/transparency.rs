@@ -15,7 +15,7 @@ use careid_domain::access::Rule;
 use careid_domain::ports::Store;
 use careid_service::RaError;
 use support::cards::{answer, holder_with_card};
-use support::{World, ctx, position, staff, world};
+use support::{World, ctx, position, sqlite_world, staff, world};
 
 fn signer() -> LogSigner {
     LogSigner::new("careid.test/log", &LogSigner::generate_pkcs8().unwrap()).unwrap()
@@ -114,7 +114,7 @@ async fn sql(w: &World, statement: &str) {
 
 #[tokio::test]
 async fn a_record_edited_behind_careids_back_is_named_and_nothing_is_signed_over_it() {
-    let w = world().await;
+    let w = sqlite_world().await;
     let signer = signer();
     let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
     grow(&w, 20).await;
@@ -152,7 +152,7 @@ async fn a_deleted_a_reordered_and_a_truncated_log_are_each_named_where_they_bre
         ),
         ("DELETE FROM audit_log WHERE seq >= 15", VerifyError::Truncated { found: 15, size: 0 }),
     ] {
-        let w = world().await;
+        let w = sqlite_world().await;
         grow(&w, 20).await;
         let checkpoint = w.service.integrate_audit_log(&signer).await.unwrap().unwrap();
         sql(&w, "DROP TRIGGER audit_log_no_update").await;
@@ -168,7 +168,7 @@ async fn a_deleted_a_reordered_and_a_truncated_log_are_each_named_where_they_bre
 
 #[tokio::test]
 async fn tiles_that_no_longer_give_the_last_root_stop_the_signing() {
-    let w = world().await;
+    let w = sqlite_world().await;
     let signer = signer();
     grow(&w, 10).await;
     let checkpointed = w.service.integrate_audit_log(&signer).await.unwrap().unwrap();

@@ -139,8 +139,27 @@ pub async fn world() -> World {
     world_with(ServiceSettings::default()).await
 }
 
+/// A world on SQLite in memory whatever `CAREID_TEST_SERVICE_STORE` says: for a test that
+/// speaks SQLite's own SQL behind careid's back (PostgreSQL's counterparts are in the store's
+/// contract suite).
+pub async fn sqlite_world() -> World {
+    world_on(SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.unwrap(), ServiceSettings::default()).await
+}
+
+/// A world on SQLite in memory; on PostgreSQL (a schema of its own) when
+/// `CAREID_TEST_SERVICE_STORE=postgres`, which `.ci/run` sets for a second run of the suite.
+/// The schemas are named `careid_service_*`; `.ci/run` drops them afterwards.
 pub async fn world_with(settings: ServiceSettings) -> World {
-    world_on(SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.unwrap(), settings).await
+    let on_postgres = std::env::var("CAREID_TEST_SERVICE_STORE").is_ok_and(|v| v == "postgres");
+    let store = if on_postgres {
+        let url = careid_store::test_postgres_url().expect("CAREID_TEST_SERVICE_STORE=postgres needs a server URL");
+        let mut options = StoreOptions::new(url);
+        options.schema = Some(format!("careid_service_{:016x}", rand::random::<u64>()));
+        SqlStore::open(&options).await.expect("postgres")
+    } else {
+        SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.unwrap()
+    };
+    world_on(store, settings).await
 }
 
 /// The stores a test that must hold on every backend runs on: SQLite in memory, and
