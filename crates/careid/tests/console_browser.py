@@ -104,6 +104,12 @@ try:
     except urllib.error.HTTPError as e:
         status, location = e.code, e.headers.get("Location")
     check(status == 303 and location == "/console/sign-in", f"an anonymous browser is sent to sign in ({status})")
+    try:
+        root = urllib.request.build_opener(NoRedirect).open(url + "/", timeout=10)
+        status, location = root.status, root.headers.get("Location")
+    except urllib.error.HTTPError as e:
+        status, location = e.code, e.headers.get("Location")
+    check(status == 303 and location == "/console/", f"careid's root opens the console ({status})")
 
     if role == "id-checker":
         driver.get(url + "/console/sign-in?ended=signed_out")

@@ -34,6 +34,7 @@ use crate::extract::RequestId;
 /// The routes of the console, merged into careid's router.
 pub fn router() -> Router<App> {
     Router::new()
+        .route("/", get(|| async { redirect("/console/") }))
         .route("/console", get(|| async { redirect("/console/") }))
         .route("/console/", get(pages::home))
         .route("/console/console.css", get(stylesheet))
