@@ -64,6 +64,13 @@ pub struct AgentArgs {
     /// asks at the first login of each version with each card.
     #[arg(long, value_name = "VERSION")]
     accept_terms: Option<String>,
+    /// A second reader for the card ceremonies an RA starts from careid's console (issue,
+    /// first passcode, unlock, renew, repair, clear): a virtual card file.
+    #[arg(long, value_name = "PATH", conflicts_with = "ceremony_slot")]
+    ceremony_virtual: Option<std::path::PathBuf>,
+    /// ... or a token's slot in --pkcs11-module.
+    #[arg(long, value_name = "SLOT")]
+    ceremony_slot: Option<u64>,
     /// Print the terms of use and stop.
     #[arg(long)]
     show_terms: bool,
@@ -112,7 +119,9 @@ async fn idle(requests: &mut mpsc::Receiver<LocalRequest>) {
         () = tokio::time::sleep(POLL) => {}
         Some(request) = requests.recv() => match request {
             LocalRequest::Authorize { reply, .. } => { let _ = reply.send(Err(NO_SESSION.into())); }
-            LocalRequest::Token { reply, .. } => { let _ = reply.send(Err(NO_SESSION.into())); }
+            LocalRequest::Token { reply, .. } | LocalRequest::Ceremony { reply, .. } => {
+                let _ = reply.send(Err(NO_SESSION.into()));
+            }
         },
     }
 }
@@ -203,7 +212,14 @@ pub async fn run(mut args: AgentArgs, default_server: String) -> anyhow::Result<
             }
         };
         save_profile(&args, &live)?;
-        let at_card = AtCard { device: &args.device, identity: &identity, keyboard: &keyboard };
+        let ceremonies = Device::for_ceremonies(
+            args.ceremony_virtual.clone(),
+            Some(&args.device),
+            args.ceremony_slot,
+            args.device.passcode_stdin,
+        );
+        let at_card =
+            AtCard { device: &args.device, identity: &identity, keyboard: &keyboard, ceremonies: ceremonies.as_ref() };
         let ended = keep_alive(&client, card.as_mut(), &live, &at_card, &mut requests).await;
         card.log_out();
         remove_profile(&args.profile)?;
@@ -381,6 +397,8 @@ struct AtCard<'a> {
     device: &'a Device,
     identity: &'a CardIdentity,
     keyboard: &'a Keyboard,
+    /// The second reader the RA's ceremonies run on, if the agent has one.
+    ceremonies: Option<&'a Device>,
 }
 
 impl AtCard<'_> {
@@ -390,6 +408,26 @@ impl AtCard<'_> {
         println!("{question} Confirm at the agent [y/N]:");
         let answer = tokio::task::block_in_place(|| self.keyboard.read("> "));
         answer.is_ok_and(|a| matches!(a.expose().trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    }
+}
+
+/// A card ceremony on the ceremony reader, as `careid card` runs it at the desk, with the
+/// agent's session: the RA's, who authorises it.
+async fn run_ceremony(
+    client: &Client,
+    device: &Device,
+    ceremony: &str,
+    card: Option<i64>,
+    person: Option<&str>,
+) -> anyhow::Result<Value> {
+    match (ceremony, card, person) {
+        ("issue", _, Some(person)) => crate::card::issue(client, person, device).await,
+        ("first_passcode" | "unlock", Some(card), _) => {
+            crate::card::passcode_ceremony(client, card, device, ceremony).await
+        }
+        ("renew" | "repair", Some(card), _) => crate::card::rekey_ceremony(client, card, device, ceremony).await,
+        ("clear", Some(card), _) => crate::card::clear(client, card, device).await,
+        _ => Err(anyhow!("the {ceremony} ceremony needs {}", if ceremony == "issue" { "a person" } else { "a card" })),
     }
 }
 
@@ -465,6 +503,42 @@ async fn answer(
                 println!("card approved a sign-in ({authorization})");
             }
             let _ = reply.send(approved.map_err(|e| reason(&e)));
+        }
+        LocalRequest::Ceremony { ceremony, card, person, reply } => {
+            let Some(device) = at_card.ceremonies else {
+                let why = "this agent has no ceremony reader: start it with --ceremony-virtual or --ceremony-slot";
+                let _ = reply.send(Err(why.into()));
+                return;
+            };
+            let target = match (&card, &person) {
+                (Some(card), _) => format!("card {card}"),
+                (None, Some(person)) => format!("a new card for {person}"),
+                (None, None) => {
+                    let _ = reply.send(Err("name the card (card_id) or, to issue, the person".into()));
+                    return;
+                }
+            };
+            if !at_card
+                .holder_agrees(&format!("Run the {ceremony} ceremony on the card in the ceremony reader ({target})?"))
+            {
+                println!("ceremony declined ({ceremony}, {target})");
+                let _ = reply.send(Err(DECLINED.into()));
+                return;
+            }
+            let done = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(run_ceremony(
+                    client,
+                    device,
+                    &ceremony,
+                    card,
+                    person.as_deref(),
+                ))
+            });
+            match &done {
+                Ok(_) => println!("ceremony done ({ceremony}, {target})"),
+                Err(error) => println!("ceremony failed ({ceremony}, {target}): {error:#}"),
+            }
+            let _ = reply.send(done.map_err(|e| reason(&e)));
         }
         LocalRequest::Token { audience, reply } => {
             if !agreed.contains(&audience) {

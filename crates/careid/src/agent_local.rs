@@ -3,6 +3,10 @@
 //! token for the current card session (RFC 8693 token exchange, done by the agent with the
 //! session's token, which never leaves the agent).
 //!
+//! An RA's agent can also run card ceremonies that careid's console starts, on a second reader
+//! (`--ceremony-virtual`, `--ceremony-slot`), with the RA's session; the holder types their
+//! passcode at the agent, never in the browser.
+//!
 //! The card stays with the agent's main loop: requests reach it over a channel and are
 //! answered there, and the holder confirms at the agent every approval and the first token for
 //! each application. Who may ask at all:
@@ -34,6 +38,15 @@ pub enum LocalRequest {
     Authorize { authorization: String, reply: oneshot::Sender<Result<String, String>> },
     /// An access token for `audience` (a registered application's client id).
     Token { audience: String, reply: oneshot::Sender<Result<Value, String>> },
+    /// One of the RA's card ceremonies on the card in the agent's ceremony reader, started from
+    /// careid's console: `issue` to `person`, or `first_passcode`, `unlock`, `renew`, `repair`
+    /// or `clear` of `card`. The answer is the ceremony's result.
+    Ceremony {
+        ceremony: String,
+        card: Option<i64>,
+        person: Option<String>,
+        reply: oneshot::Sender<Result<Value, String>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +105,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/v1/authorize", post(authorize).options(preflight))
         .route("/v1/token", post(token).options(preflight))
+        .route("/v1/ceremony", post(ceremony).options(preflight))
         .with_state(local);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -221,6 +235,25 @@ async fn token(State(local): State<Local>, headers: HeaderMap, Json(body): Json<
     };
     let response = match ask(&local, |reply| LocalRequest::Token { audience, reply }).await {
         Ok(token) => Json(token).into_response(),
+        Err(message) => failure(StatusCode::CONFLICT, &message).into_response(),
+    };
+    cors(response, origin)
+}
+
+/// careid's console asks for a card ceremony in the ceremony reader (or a program with the key).
+async fn ceremony(State(local): State<Local>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let origin = match keyed_or_careids_page(&local, &headers) {
+        Ok(origin) => origin,
+        Err(refused) => return refused.into_response(),
+    };
+    let known = ["issue", "first_passcode", "unlock", "renew", "repair", "clear"];
+    let Some(name) = body["ceremony"].as_str().filter(|c| known.contains(c)).map(str::to_owned) else {
+        let message = format!("ceremony must be one of {}", known.join(", "));
+        return cors(failure(StatusCode::BAD_REQUEST, &message).into_response(), origin);
+    };
+    let (card, person) = (body["card_id"].as_i64(), body["person"].as_str().map(str::to_owned));
+    let response = match ask(&local, |reply| LocalRequest::Ceremony { ceremony: name, card, person, reply }).await {
+        Ok(done) => Json(done).into_response(),
         Err(message) => failure(StatusCode::CONFLICT, &message).into_response(),
     };
     cors(response, origin)

@@ -46,6 +46,30 @@ pub(crate) struct Device {
     pub(crate) passcode_stdin: bool,
 }
 
+impl Device {
+    /// The reader an agent runs the RA's ceremonies on: a virtual card file, or a slot of the
+    /// agent's own PKCS#11 module.
+    pub(crate) fn for_ceremonies(
+        virtual_card: Option<PathBuf>,
+        pkcs11_module: Option<&Device>,
+        slot: Option<u64>,
+        passcode_stdin: bool,
+    ) -> Option<Device> {
+        match (virtual_card, slot) {
+            (Some(path), _) => {
+                Some(Device { virtual_card: Some(path), pkcs11_module: None, slot: None, passcode_stdin })
+            }
+            (None, Some(slot)) => Some(Device {
+                virtual_card: None,
+                pkcs11_module: pkcs11_module.and_then(|d| d.pkcs11_module.clone()),
+                slot: Some(slot),
+                passcode_stdin,
+            }),
+            (None, None) => None,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum CardCommand {
     /// As the RA, with the holder present: issue a card. It leaves the desk locked.
@@ -222,7 +246,12 @@ async fn date_of_birth(c: &Client, card_id: i64) -> anyhow::Result<time::Date> {
 }
 
 /// First passcode or unlock: release, set on the card, rotate, complete.
-async fn passcode_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: &str) -> anyhow::Result<Value> {
+pub(crate) async fn passcode_ceremony(
+    c: &Client,
+    card_id: i64,
+    device: &Device,
+    ceremony: &str,
+) -> anyhow::Result<Value> {
     let mut card = open_device(device, false)?;
     let keyboard = Keyboard { stdin: device.passcode_stdin };
     let recipient = BoxRecipient::new()?;
@@ -267,7 +296,7 @@ async fn self_unlock(c: &Client, device: &Device) -> anyhow::Result<Value> {
 }
 
 /// Renew or repair: release, a new key on the card, certify, store, rotate, complete.
-async fn rekey_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: &str) -> anyhow::Result<Value> {
+pub(crate) async fn rekey_ceremony(c: &Client, card_id: i64, device: &Device, ceremony: &str) -> anyhow::Result<Value> {
     let mut card = open_device(device, false)?;
     let passcode =
         if ceremony == "renew" { Some(Keyboard { stdin: device.passcode_stdin }.read("Passcode: ")?) } else { None };
@@ -377,7 +406,7 @@ pub async fn run(args: CardArgs, default_server: String) -> anyhow::Result<()> {
 /// The clearing ceremony: careid revokes the card and releases its administrative secret to
 /// this process, which wipes the card (keys, certificate, passcode) back to a blank token under
 /// the transport secret, ready for a new issue.
-async fn clear(c: &Client, card_id: i64, device: &Device) -> anyhow::Result<Value> {
+pub(crate) async fn clear(c: &Client, card_id: i64, device: &Device) -> anyhow::Result<Value> {
     let mut card = open_device(device, false)?;
     let recipient = BoxRecipient::new()?;
     let body = json!({ "ceremony_key": STANDARD.encode(recipient.public_key()) });
@@ -392,7 +421,7 @@ async fn clear(c: &Client, card_id: i64, device: &Device) -> anyhow::Result<Valu
 /// The issuing ceremony: the server records the card and seals a new administrative secret to
 /// this process; the card is initialised with it and makes its key; the server certifies the
 /// key; the certificate goes onto the card. The card leaves locked.
-async fn issue(c: &Client, person: &str, device: &Device) -> anyhow::Result<Value> {
+pub(crate) async fn issue(c: &Client, person: &str, device: &Device) -> anyhow::Result<Value> {
     let mut card = open_device(device, true)?;
     // A blank token has no serial until it is initialised. It is initialised under the
     // well-known transport secret first (no key, no passcode: nothing to protect yet), so a

@@ -49,9 +49,9 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(demo: &Demo, url: &str, port: u16, card: &Path, passcode: &str, name: &str) -> Agent {
+    fn start(demo: &Demo, url: &str, port: u16, card: &Path, passcode: &str, name: &str, extra: &[String]) -> Agent {
         let output = demo.dir.join(format!("agent-{name}.out"));
-        let args: Vec<String> = vec![
+        let args: Vec<String> = [
             "agent".into(),
             "--server".into(),
             url.into(),
@@ -66,7 +66,10 @@ impl Agent {
             card.to_str().unwrap().into(),
             "--profile".into(),
             format!("card-{name}"),
-        ];
+        ]
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .collect();
         let mut child = demo
             .command(&args)
             .stdin(Stdio::piped())
@@ -77,13 +80,15 @@ impl Agent {
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(format!("{passcode}\n").as_bytes()).unwrap();
         let watched = output.clone();
-        // The holder at the agent: yes to every sign-in it asks about.
+        // The holder at the agent: yes to every sign-in it asks about; at a ceremony, yes, and
+        // the card's holder types their new passcode twice.
         std::thread::spawn(move || {
             let mut answered = 0;
             for _ in 0..1200 {
                 let said = std::fs::read_to_string(&watched).unwrap_or_default();
-                for _ in said.matches("Confirm at the agent").skip(answered) {
-                    if stdin.write_all(b"y\n").is_err() {
+                for question in said.lines().filter(|l| l.contains("Confirm at the agent")).skip(answered) {
+                    let answer: &[u8] = if question.contains("ceremony") { b"y\n740261\n740261\n" } else { b"y\n" };
+                    if stdin.write_all(answer).is_err() {
                         return;
                     }
                     answered += 1;
@@ -143,6 +148,11 @@ fn each_role_signs_in_with_a_card_and_does_its_work_in_the_browser() {
     let holder: Vec<&str> = holder_line.split_whitespace().collect();
     let (holder_uuid, holder_card, holder_passcode) = (holder[0], PathBuf::from(holder[2]), holder[3]);
     let holder_card = if holder_card.is_absolute() { holder_card } else { dir.path().join(holder_card) };
+    // A locked card, for the RA agent to unlock from the console.
+    let locked: Vec<&str> = passcodes.lines().find(|l| l.ends_with(" locked")).unwrap().split_whitespace().collect();
+    let (locked_holder, locked_id) = (locked[0], locked[1]);
+    let locked_card = PathBuf::from(locked[2]);
+    let locked_card = if locked_card.is_absolute() { locked_card } else { dir.path().join(locked_card) };
     let summary = demo.json(&["ra", "--as", "demo-ra-agent", "person", "show", holder_uuid]);
     let family = summary["family_name"].as_str().unwrap().to_owned();
 
@@ -174,6 +184,8 @@ fn each_role_signs_in_with_a_card_and_does_its_work_in_the_browser() {
         "holder": holder_uuid,
         "search": family,
         "position": position,
+        "locked_holder": locked_holder,
+        "locked_card": locked_id,
         "signal": signal,
         "leave_from": (today + time::Duration::days(30)).to_string(),
         "leave_to": (today + time::Duration::days(32)).to_string(),
@@ -194,7 +206,7 @@ fn each_role_signs_in_with_a_card_and_does_its_work_in_the_browser() {
     // The holder: their trail, "not me", their sessions and card; then the card leaves the
     // reader while the browser waits, and the console ends with the card session.
     {
-        let agent = Agent::start(&demo, &url, agent_port, &holder_card, holder_passcode, "holder");
+        let agent = Agent::start(&demo, &url, agent_port, &holder_card, holder_passcode, "holder", &[]);
         let moved = holder_card.with_extension("out");
         let browser = std::thread::scope(|scope| {
             let browser = scope.spawn(|| browse("holder"));
@@ -213,7 +225,13 @@ fn each_role_signs_in_with_a_card_and_does_its_work_in_the_browser() {
     }
     for (name, file) in &cards {
         let role = name.trim_start_matches("demo-");
-        let _agent = Agent::start(&demo, &url, agent_port, file, "582039", role);
+        // The RA agent's workstation has a second reader for ceremonies, with a locked card in it.
+        let extra = if role == "ra-agent" {
+            vec!["--ceremony-virtual".to_owned(), locked_card.to_str().unwrap().to_owned()]
+        } else {
+            Vec::new()
+        };
+        let _agent = Agent::start(&demo, &url, agent_port, file, "582039", role, &extra);
         browse(role);
     }
     browse("id-checker");

@@ -206,6 +206,15 @@ try:
         form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         page = inspect("verified")
         check("Positions over time" in page and "/console/people/" in driver.current_url, "the identity check creates the profile")
+        # A locked card unlocked from its holder's profile: the agent runs the ceremony on its
+        # ceremony reader, the holder types the new passcode there.
+        page = visit("/console/people/" + state["locked_holder"], "person-locked-card")
+        unlock = f"button[data-ceremony='unlock'][data-card='{state['locked_card']}']"
+        driver.find_element(By.CSS_SELECTOR, unlock).click()
+        WebDriverWait(driver, 60).until(lambda d: not d.find_elements(By.CSS_SELECTOR, unlock))
+        page = inspect("card-unlocked")
+        check("active" in page and f"data-ceremony=\"renew\" data-card=\"{state['locked_card']}\"" in page,
+              "the RA agent unlocks a card from the console, through the agent's ceremony reader")
         visit("/console/people?family_name=" + state["search"], "people")
         page = visit("/console/people/" + state["holder"], "person")
         check("Positions over time" in page and "Cards and certificates" in page, "a profile in scope, with cards")

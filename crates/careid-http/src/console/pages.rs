@@ -659,6 +659,7 @@ pub(crate) async fn person(State(app): State<App>, Path(id): Path<String>, signe
         .map(|a| vec![html! { (a.kind) }, html! { (a.first_day) " – " (a.last_day) }, html! { (a.recorded_by) }])
         .collect();
     let record_leave = allowed(&signed, RaAction::RecordAbsence) && reader;
+    let ceremonies = reader && (allowed(&signed, RaAction::IssueCard) || allowed(&signed, RaAction::UnlockCard));
     let content = html! {
         h1 { (person.given_name) " " (person.family_name) }
         dl.facts {
@@ -675,6 +676,16 @@ pub(crate) async fn person(State(app): State<App>, Path(id): Path<String>, signe
         }
         @if reader {
             h2 { "Cards" }
+            @if ceremonies {
+                p { "Ceremonies run at your workstation: the careid agent asks you to confirm, and the holder "
+                    "types their passcode there, never here. Put the card in the agent's ceremony reader first." }
+                @if allowed(&signed, RaAction::IssueCard) {
+                    p { button.ceremony type="button" data-ceremony="issue" data-person=(person.uuid) { "Issue a card" } }
+                }
+                p #ceremony-status .notice role="status" aria-live="polite" { "No ceremony running." }
+                noscript { p { "Ceremonies need this page's script, which talks only to the careid agent on this computer; "
+                    "or run them with " code { "careid card" } "." } }
+            }
             (table("Cards and certificates", &["Card", "Serial", "State", "Issued", "Certificates", ""], &card_rows))
             h2 { "Absences" }
             (table("Absences from today", &["Kind", "Days", "Recorded by"], &absence_rows))
@@ -699,7 +710,42 @@ pub(crate) async fn person(State(app): State<App>, Path(id): Path<String>, signe
             }
         }
     };
-    Ok(page("Person", &signed, &content))
+    if !ceremonies {
+        return Ok(page("Person", &signed, &content));
+    }
+    // The ceremony buttons talk to the workstation agent: this page alone runs a script of its
+    // own (by nonce) and may reach the agent on 127.0.0.1.
+    let nonce = new_secret();
+    let agent = format!("http://127.0.0.1:{}", app.oidc.as_ref().map_or(7390, |o| o.agent_port));
+    let script = format!(
+        r#"
+const out = document.getElementById("ceremony-status");
+for (const button of document.querySelectorAll("button[data-ceremony]")) {{
+  button.addEventListener("click", async () => {{
+    out.className = "notice";
+    out.textContent = "Confirm at the careid agent; the holder types their passcode there…";
+    const card = button.dataset.card ? Number(button.dataset.card) : null;
+    try {{
+      const r = await fetch("{agent}/v1/ceremony", {{
+        method: "POST",
+        headers: {{ "Content-Type": "application/json" }},
+        body: JSON.stringify({{ ceremony: button.dataset.ceremony, card_id: card, person: button.dataset.person || null }}),
+      }});
+      const body = await r.json();
+      if (r.ok) {{ out.textContent = "Done. Reloading…"; location.reload(); return; }}
+      out.textContent = (body.error && body.error.message) || "The ceremony did not complete.";
+    }} catch (e) {{
+      out.textContent = "The careid agent is not running on this computer.";
+    }}
+    out.className = "notice error";
+  }});
+}}
+"#
+    );
+    let content = html! { (content) script nonce=(nonce) { (PreEscaped(script)) } };
+    let mut response = respond(StatusCode::OK, layout("Person", Some(&signed), &content));
+    secure(response.headers_mut(), Some(&nonce), Some(&agent));
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]
@@ -1029,10 +1075,32 @@ fn card_report(reason: &str) -> Result<careid_service::CardReport, Failed> {
     }
 }
 
+/// The ceremonies a card in `state` can go through, each with the permission it needs: run
+/// by the workstation agent on its ceremony reader, with the holder typing at the agent.
+fn ceremonies_for(state: &str) -> &'static [(&'static str, &'static str, RaAction)] {
+    match state {
+        "awaiting_passcode" => &[("first_passcode", "Set first passcode", RaAction::UnlockCard)],
+        "locked" => &[("unlock", "Unlock", RaAction::UnlockCard), ("repair", "Repair", RaAction::RepairCard)],
+        "active" => &[("renew", "Renew", RaAction::RenewCard), ("repair", "Repair", RaAction::RepairCard)],
+        "lost" | "stolen" | "damaged" | "cancelled" | "revoked" => {
+            &[("clear", "Clear for reuse", RaAction::CancelCard)]
+        }
+        _ => &[],
+    }
+}
+
 /// The card actions a person's profile offers for `card`: what the reader's role may do.
 fn card_actions(signed: &Signed, person: &str, card: &wire::Card) -> Markup {
     let live = card.state == "active" || card.state == "locked";
     html! {
+        @for (ceremony, label, action) in ceremonies_for(&card.state) {
+            @if allowed(signed, *action) {
+                button.ceremony type="button" data-ceremony=(ceremony) data-card=(card.card_id) {
+                    (label) span.visually-hidden { " card " (card.card_id) }
+                }
+                " "
+            }
+        }
         @if live && allowed(signed, RaAction::ReportCard) {
             details.inline {
                 summary { "Report" span.visually-hidden { " card " (card.card_id) } }
