@@ -87,6 +87,8 @@ async fn every_page_renders_as_its_snapshot() {
         ("people", "/console/people?family_name=Man".to_owned()),
         ("person", format!("/console/people/{manager}")),
         ("team", "/console/team".to_owned()),
+        ("organisations", "/console/organisations".to_owned()),
+        ("organisation", "/console/organisations/QWE".to_owned()),
         ("register", "/console/register".to_owned()),
         ("import", "/console/import".to_owned()),
         ("cases", "/console/cases".to_owned()),

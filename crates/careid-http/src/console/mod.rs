@@ -57,6 +57,8 @@ pub fn router() -> Router<App> {
         .route("/console/people/{uuid}", get(pages::person))
         .route("/console/people/{uuid}/absences", post(pages::record_absence))
         .route("/console/team", get(pages::team))
+        .route("/console/organisations", get(pages::organisations))
+        .route("/console/organisations/{ods}", get(pages::organisation))
         .route("/console/register", get(pages::register).post(pages::submit_registration))
         .route("/console/cards/{id}/report", post(pages::report_their_card))
         .route("/console/cards/{id}/cancel", post(pages::cancel_their_card))
@@ -284,6 +286,9 @@ fn nav_links(actor: &Actor) -> Vec<(&'static str, &'static str)> {
         || actor.functions.contains(&RaFunction::Sponsor)
     {
         links.push(("/console/people", "People"));
+    }
+    if !actor.functions.is_empty() {
+        links.push(("/console/organisations", "Organisations"));
     }
     if actor.functions.contains(&RaFunction::Sponsor) {
         links.push(("/console/team", "My team"));

@@ -668,6 +668,21 @@ pub(crate) async fn person(State(app): State<App>, Path(id): Path<String>, signe
             dt { "Registered at" } dd { (person.registered_org) }
             dt { "What you see" } dd { (person.disclosure) }
         }
+        @if let Some(identifying) = &person.identifying {
+            h2 { "Identity" }
+            dl.facts {
+                dt { "Date of birth" } dd { (identifying.date_of_birth) }
+                dt { "NI number" } dd { (identifying.ni_number) }
+                dt { "Email" } dd { (identifying.contact.email.clone().unwrap_or_default()) }
+            }
+            @let check_rows: Vec<Vec<Markup>> = identifying.identity_checks.iter().map(|check| vec![
+                html! { (when(&check.checked_at)) },
+                html! { (check.purpose) },
+                html! { @for d in &check.documents { (d.kind.replace('_', " ")) br; } },
+                html! { (check.checked_by.clone().unwrap_or_default()) },
+            ]).collect();
+            (table("Identity checks", &["When", "Why", "Documents seen", "Checked by"], &check_rows))
+        }
         h2 { "Positions over time" }
         (table("Assignments", &["Id", "Position", "Organisation", "From – to", "Status", "Working hours"], &assignment_rows))
         @if sessions.is_some() {
@@ -1310,4 +1325,86 @@ pub(crate) async fn import_people(State(app): State<App>, Posted(signed, form): 
         ul { @for uuid in imported.iter().take(50) { li { a href={ "/console/people/" (uuid) } { (uuid) } } } }
     };
     Ok(page("Imported", &signed, &content))
+}
+
+// ----- Organisations and positions -----------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct OrgSearch {
+    q: Option<String>,
+}
+
+/// Organisations found by name or code, and the signed-in person's own.
+pub(crate) async fn organisations(State(app): State<App>, signed: Signed, Query(p): Query<OrgSearch>) -> Page {
+    let q = p.q.unwrap_or_default();
+    let found = app.service.find_organisations(Some(q.trim()).filter(|q| !q.is_empty()), 100).await?;
+    let rows: Vec<Vec<Markup>> = found
+        .iter()
+        .map(c::organisation_out)
+        .map(|o| {
+            vec![
+                html! { a href={ "/console/organisations/" (o.ods_code) } { (o.ods_code) } },
+                html! { (o.name) },
+                html! { (o.kind) },
+                html! { (o.parent.clone().unwrap_or_default()) },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { "Organisations" }
+        p { "Yours: " a href={ "/console/organisations/" (signed.actor.org) } { (signed.actor.org) } "." }
+        form.search method="get" action="/console/organisations" role="search" {
+            label for="q" { "Name or ODS code contains" }
+            input #q name="q" value=(q);
+            button type="submit" { "Find" }
+        }
+        (table("Organisations", &["ODS code", "Name", "Kind", "Within"], &rows))
+    };
+    Ok(page("Organisations", &signed, &content))
+}
+
+/// An organisation: what it is within, what is under it, and its positions with their job
+/// roles and activities.
+pub(crate) async fn organisation(State(app): State<App>, Path(ods): Path<String>, signed: Signed) -> Page {
+    let code = OdsCode::parse(&ods)?;
+    let (org, children) = app.service.organisation(&code).await?;
+    let org = c::organisation_out(&org);
+    let positions = app.service.positions_at(&code).await?;
+    let child_rows: Vec<Vec<Markup>> = children
+        .iter()
+        .map(c::organisation_out)
+        .map(|o| {
+            vec![
+                html! { a href={ "/console/organisations/" (o.ods_code) } { (o.ods_code) } },
+                html! { (o.name) },
+                html! { (o.kind) },
+            ]
+        })
+        .collect();
+    let position_rows: Vec<Vec<Markup>> = positions
+        .iter()
+        .map(|p| c::position_out(p, app.service.catalogue()))
+        .map(|p| {
+            vec![
+                html! { (p.id) },
+                html! { (p.name) },
+                html! { code { (p.role) } " " (p.role_name.clone().unwrap_or_default()) },
+                html! { (p.activities.join(", ")) },
+                html! { @if p.assignable_by_sponsors { "yes" } @else { "by request" } },
+                html! { (p.approved_by) " (" (p.approved_how) ")" },
+            ]
+        })
+        .collect();
+    let content = html! {
+        h1 { (org.name) " (" (org.ods_code) ")" }
+        dl.facts {
+            dt { "Kind" } dd { (org.kind) }
+            dt { "Within" } dd { @if let Some(parent) = &org.parent { a href={ "/console/organisations/" (parent) } { (parent) } } @else { "none (the top)" } }
+        }
+        h2 { "Positions" }
+        (table("Positions, with their national job role and activities", &["Id", "Name", "Job role", "Activities", "Sponsors may assign", "Approved by"], &position_rows))
+        h2 { "Organisations under it" }
+        (table("Organisations under it", &["ODS code", "Name", "Kind"], &child_rows))
+    };
+    Ok(page("Organisation", &signed, &content))
 }
