@@ -3,7 +3,7 @@
 //! the card through a real `careid agent` (the ID checker, who has none, with their interim
 //! credential), does the
 //! role's main task, is refused out of scope, and checks every page it sees with axe-core.
-//! Screenshots of every page go to `target/console-screenshots` (or `CAREID_SCREENSHOTS`).
+//! Screenshots of every page go to `target/console-screenshots` (or `CAREID_TEST_SCREENSHOTS`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
 
@@ -127,7 +127,7 @@ fn each_role_signs_in_with_a_card_and_does_its_work_in_the_browser() {
     let agent_port = free_port();
     let demo = Demo::start_with(dir.path(), &[("CAREID_AGENT_PORT", agent_port.to_string())]);
     let url = demo.printed.lines().find_map(|l| l.strip_prefix("careid demo: ")).unwrap().trim().to_owned();
-    let shots = std::env::var_os("CAREID_SCREENSHOTS").map_or_else(
+    let shots = std::env::var_os("CAREID_TEST_SCREENSHOTS").map_or_else(
         || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/console-screenshots")),
         PathBuf::from,
     );
