@@ -80,27 +80,31 @@ pub fn serve(dir: &Path, settings: &[(&str, String)]) -> (Child, String) {
     (child, format!("http://127.0.0.1:{port}"))
 }
 
+/// The arguments of `careid init` every test deployment is made with.
+pub const INIT: [&str; 13] = [
+    "init",
+    "--org-code",
+    "QWE",
+    "--org-name",
+    "Test ICB",
+    "--given-name",
+    "Mina",
+    "--family-name",
+    "Manager",
+    "--date-of-birth",
+    "1980-01-01",
+    "--ni-number",
+    "AB000001A",
+];
+
+/// The recovery credential `careid init` printed.
+pub fn recovery_credential(init: &str) -> String {
+    init.lines().map(str::trim).find(|l| l.starts_with("careid-recovery-")).unwrap().to_owned()
+}
+
 /// `careid init` and `careid serve`: the server, its URL and the recovery credential.
 pub fn deployment(dir: &Path, settings: &[(&str, String)]) -> (Child, String, String) {
-    let init = ok(&careid(
-        dir,
-        &[
-            "init",
-            "--org-code",
-            "QWE",
-            "--org-name",
-            "Test ICB",
-            "--given-name",
-            "Mina",
-            "--family-name",
-            "Manager",
-            "--date-of-birth",
-            "1980-01-01",
-            "--ni-number",
-            "AB000001A",
-        ],
-    ));
-    let credential = init.lines().map(str::trim).find(|l| l.starts_with("careid-recovery-")).unwrap().to_owned();
+    let credential = recovery_credential(&ok(&careid(dir, &INIT)));
     let (server, url) = serve(dir, settings);
     (server, url, credential)
 }
