@@ -112,17 +112,24 @@ fn still_present(device: &Device, card: &dyn Card, logged_in: &CardIdentity) -> 
     seen.is_ok_and(|seen| seen == *logged_in)
 }
 
+/// Answers a local request with `why` it cannot be done now.
+fn decline(request: LocalRequest, why: &str) {
+    match request {
+        LocalRequest::Authorize { reply, .. } => {
+            let _ = reply.send(Err(why.into()));
+        }
+        LocalRequest::Token { reply, .. } | LocalRequest::Ceremony { reply, .. } => {
+            let _ = reply.send(Err(why.into()));
+        }
+    }
+}
+
 /// Sleeps one poll, answering local requests meanwhile: there is no card session to use.
 async fn idle(requests: &mut mpsc::Receiver<LocalRequest>) {
     const NO_SESSION: &str = "no card session: insert your card and log in with the careid agent";
     tokio::select! {
         () = tokio::time::sleep(POLL) => {}
-        Some(request) = requests.recv() => match request {
-            LocalRequest::Authorize { reply, .. } => { let _ = reply.send(Err(NO_SESSION.into())); }
-            LocalRequest::Token { reply, .. } | LocalRequest::Ceremony { reply, .. } => {
-                let _ = reply.send(Err(NO_SESSION.into()));
-            }
-        },
+        Some(request) = requests.recv() => decline(request, NO_SESSION),
     }
 }
 
@@ -411,6 +418,38 @@ impl AtCard<'_> {
     }
 }
 
+/// A ceremony asked for by careid's console: the RA confirms at the agent, then it runs on the
+/// ceremony reader. The answer is the ceremony's result, or why it did not run.
+async fn ceremony_at_agent(
+    client: &Client,
+    device: Option<&Device>,
+    keyboard: Keyboard,
+    ceremony: &str,
+    card: Option<i64>,
+    person: Option<String>,
+) -> Result<Value, String> {
+    let Some(device) = device else {
+        return Err("this agent has no ceremony reader: start it with --ceremony-virtual or --ceremony-slot".into());
+    };
+    let target = match (&card, &person) {
+        (Some(card), _) => format!("card {card}"),
+        (None, Some(person)) => format!("a new card for {person}"),
+        (None, None) => return Err("name the card (card_id) or, to issue, the person".into()),
+    };
+    println!("Run the {ceremony} ceremony on the card in the ceremony reader ({target})? Confirm at the agent [y/N]:");
+    let answer = tokio::task::block_in_place(|| keyboard.read("> "));
+    if !answer.is_ok_and(|a| matches!(a.expose().trim().to_ascii_lowercase().as_str(), "y" | "yes")) {
+        println!("ceremony declined ({ceremony}, {target})");
+        return Err("the holder declined at the agent".into());
+    }
+    let done = run_ceremony(client, device, ceremony, card, person.as_deref()).await;
+    match &done {
+        Ok(_) => println!("ceremony done ({ceremony}, {target})"),
+        Err(error) => println!("ceremony failed ({ceremony}, {target}): {error:#}"),
+    }
+    done.map_err(|e| reason(&e))
+}
+
 /// A card ceremony on the ceremony reader, as `careid card` runs it at the desk, with the
 /// agent's session: the RA's, who authorises it.
 async fn run_ceremony(
@@ -445,6 +484,7 @@ async fn keep_alive(
     let mut next_beat = tokio::time::Instant::now() + live.interval;
     // Applications the holder agreed may have tokens for this card session.
     let mut agreed = std::collections::HashSet::new();
+    let mut ceremony_running: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         if !still_present(at_card.device, &*card, at_card.identity) {
             session_client.delete("/api/v1/sessions/current?reason=card_removed").await?;
@@ -461,7 +501,23 @@ async fn keep_alive(
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
-            Some(request) = requests.recv() => answer(&session_client, card, live, at_card, &mut agreed, request).await,
+            Some(request) = requests.recv() => match request {
+                // One question at the agent at a time: the holder answers them on one keyboard.
+                request if ceremony_running.as_ref().is_some_and(|task| !task.is_finished()) => {
+                    decline(request, "a card ceremony is running at this agent: try again when it is done");
+                }
+                // A ceremony uses the ceremony reader, not this card: it runs beside the
+                // heartbeats, so that the RA's session does not lapse while the holder types.
+                LocalRequest::Ceremony { ceremony, card: target, person, reply } => {
+                    let (client, device, keyboard) =
+                        (session_client.clone(), at_card.ceremonies.cloned(), at_card.keyboard.clone());
+                    ceremony_running = Some(tokio::spawn(async move {
+                        let done = ceremony_at_agent(&client, device.as_ref(), keyboard, &ceremony, target, person).await;
+                        let _ = reply.send(done);
+                    }));
+                }
+                other => answer(&session_client, card, live, at_card, &mut agreed, other).await,
+            },
         }
     }
 }
@@ -505,40 +561,10 @@ async fn answer(
             let _ = reply.send(approved.map_err(|e| reason(&e)));
         }
         LocalRequest::Ceremony { ceremony, card, person, reply } => {
-            let Some(device) = at_card.ceremonies else {
-                let why = "this agent has no ceremony reader: start it with --ceremony-virtual or --ceremony-slot";
-                let _ = reply.send(Err(why.into()));
-                return;
-            };
-            let target = match (&card, &person) {
-                (Some(card), _) => format!("card {card}"),
-                (None, Some(person)) => format!("a new card for {person}"),
-                (None, None) => {
-                    let _ = reply.send(Err("name the card (card_id) or, to issue, the person".into()));
-                    return;
-                }
-            };
-            if !at_card
-                .holder_agrees(&format!("Run the {ceremony} ceremony on the card in the ceremony reader ({target})?"))
-            {
-                println!("ceremony declined ({ceremony}, {target})");
-                let _ = reply.send(Err(DECLINED.into()));
-                return;
-            }
-            let done = tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(run_ceremony(
-                    client,
-                    device,
-                    &ceremony,
-                    card,
-                    person.as_deref(),
-                ))
-            });
-            match &done {
-                Ok(_) => println!("ceremony done ({ceremony}, {target})"),
-                Err(error) => println!("ceremony failed ({ceremony}, {target}): {error:#}"),
-            }
-            let _ = reply.send(done.map_err(|e| reason(&e)));
+            // `keep_alive` runs ceremonies beside the heartbeats; answered here all the same.
+            let done =
+                ceremony_at_agent(client, at_card.ceremonies, at_card.keyboard.clone(), &ceremony, card, person).await;
+            let _ = reply.send(done);
         }
         LocalRequest::Token { audience, reply } => {
             if !agreed.contains(&audience) {

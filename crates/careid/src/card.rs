@@ -30,7 +30,7 @@ pub struct CardArgs {
 }
 
 /// Which card: a virtual card file, or a token in a PKCS#11 module.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct Device {
     /// A virtual card file (created at issue if missing). Not a security device.
     #[arg(long = "virtual", value_name = "PATH", conflicts_with = "pkcs11_module")]
@@ -168,6 +168,7 @@ enum CardCommand {
 const TRANSPORT_SECRET: &str = "careid-transport";
 
 /// Where passcodes come from: the terminal, without echo, or standard input.
+#[derive(Debug, Clone)]
 pub(crate) struct Keyboard {
     pub(crate) stdin: bool,
 }
