@@ -78,7 +78,7 @@ pub async fn metrics_layer(State(app): State<App>, request: Request, next: Next)
     response
 }
 
-fn request_context(parts: &Parts) -> RequestContext {
+pub(crate) fn request_context(parts: &Parts) -> RequestContext {
     let id = parts.extensions.get::<RequestId>().map_or_else(|| "unknown".to_owned(), |r| r.0.clone());
     let source = parts.extensions.get::<crate::limit::Source>().and_then(|s| s.0);
     RequestContext::new(id).from_source(source.map(|a| a.to_string()))

@@ -258,12 +258,9 @@ fn terms_accepted(args: &AgentArgs, card: &dyn Card, keyboard: &Keyboard) -> any
     if accepted.get(&serial).map(String::as_str) == Some(TERMS_OF_USE_VERSION) {
         return Ok(());
     }
-    if args.accept_terms.is_none() {
-        println!("{TERMS_OF_USE}\nDo you accept these terms? [y/N]:");
-        let answer = tokio::task::block_in_place(|| keyboard.read("> "))?;
-        if !matches!(answer.expose().trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            bail!("the terms of use ({TERMS_OF_USE_VERSION}) were not accepted: careid logs nobody in without them");
-        }
+    let asked = || says_yes(keyboard, &format!("{TERMS_OF_USE}\nDo you accept these terms? [y/N]:"));
+    if args.accept_terms.is_none() && !asked()? {
+        bail!("the terms of use ({TERMS_OF_USE_VERSION}) were not accepted: careid logs nobody in without them");
     }
     accepted.insert(serial, TERMS_OF_USE_VERSION.to_owned());
     if let Some(dir) = file.parent() {
@@ -408,14 +405,17 @@ struct AtCard<'a> {
     ceremonies: Option<&'a Device>,
 }
 
-impl AtCard<'_> {
-    /// Asks the holder at the agent; only `y` or `yes` agrees. The agent waits for the answer:
-    /// a holder who walks away lets the session lapse, which fails safe.
-    fn holder_agrees(&self, question: &str) -> bool {
-        println!("{question} Confirm at the agent [y/N]:");
-        let answer = tokio::task::block_in_place(|| self.keyboard.read("> "));
-        answer.is_ok_and(|a| matches!(a.expose().trim().to_ascii_lowercase().as_str(), "y" | "yes"))
-    }
+/// Prints `question` and reads the answer at the agent's keyboard; only `y` or `yes` agrees.
+fn says_yes(keyboard: &Keyboard, question: &str) -> anyhow::Result<bool> {
+    println!("{question}");
+    let answer = tokio::task::block_in_place(|| keyboard.read("> "))?;
+    Ok(matches!(answer.expose().trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+/// Asks the holder at the agent to confirm. The agent waits for the answer: a holder who walks
+/// away lets the session lapse, which fails safe.
+fn holder_agrees(keyboard: &Keyboard, question: &str) -> bool {
+    says_yes(keyboard, &format!("{question} Confirm at the agent [y/N]:")).unwrap_or(false)
 }
 
 /// A ceremony asked for by careid's console: the RA confirms at the agent, then it runs on the
@@ -436,9 +436,8 @@ async fn ceremony_at_agent(
         (None, Some(person)) => format!("a new card for {person}"),
         (None, None) => return Err("name the card (card_id) or, to issue, the person".into()),
     };
-    println!("Run the {ceremony} ceremony on the card in the ceremony reader ({target})? Confirm at the agent [y/N]:");
-    let answer = tokio::task::block_in_place(|| keyboard.read("> "));
-    if !answer.is_ok_and(|a| matches!(a.expose().trim().to_ascii_lowercase().as_str(), "y" | "yes")) {
+    if !holder_agrees(&keyboard, &format!("Run the {ceremony} ceremony on the card in the ceremony reader ({target})?"))
+    {
         println!("ceremony declined ({ceremony}, {target})");
         return Err("the holder declined at the agent".into());
     }
@@ -541,7 +540,8 @@ async fn answer(
             } else {
                 "an application"
             };
-            if !at_card.holder_agrees(&format!("Sign in to {what} with your card (request {authorization})?")) {
+            if !holder_agrees(at_card.keyboard, &format!("Sign in to {what} with your card (request {authorization})?"))
+            {
                 println!("sign-in declined ({authorization})");
                 let _ = reply.send(Err(DECLINED.into()));
                 return;
@@ -568,7 +568,10 @@ async fn answer(
         }
         LocalRequest::Token { audience, reply } => {
             if !agreed.contains(&audience) {
-                if !at_card.holder_agrees(&format!("Let the application {audience} act with your card session?")) {
+                if !holder_agrees(
+                    at_card.keyboard,
+                    &format!("Let the application {audience} act with your card session?"),
+                ) {
                     println!("token declined ({audience})");
                     let _ = reply.send(Err(DECLINED.into()));
                     return;

@@ -3,12 +3,14 @@
 //!
 //! The console is a client of the service like the JSON API: every page calls the same use
 //! case the API does, with the same actor, so the service decides what each person may see
-//! and do and audits it; the console only chooses which links to offer. It never runs a
-//! script of its own except on the sign-in page, which asks the workstation agent to have the
-//! card approve (as the OpenID Connect sign-in page does). Every form carries a token derived
+//! and do and audits it; the console only chooses which links to offer. It runs a script of
+//! its own on two pages only, each talking to the workstation agent alone: the sign-in page
+//! (the card approves, as on the OpenID Connect sign-in page) and a profile's card ceremonies.
+//! Every form carries a token derived
 //! from the browser's secret (CSRF), the cookie is `HttpOnly; SameSite=Strict` (and `Secure`
 //! under the `__Host-` prefix when careid serves TLS), and every page is sent with a strict
-//! Content-Security-Policy: styles from careid only, no scripts, no frames, forms to careid.
+//! Content-Security-Policy: styles from careid only, scripts only by nonce, no frames, forms to
+//! careid.
 
 mod chart;
 mod pages;
@@ -29,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::App;
 use crate::error::ApiError;
-use crate::extract::RequestId;
+use crate::extract::request_context;
 
 /// The routes of the console, merged into careid's router.
 pub fn router() -> Router<App> {
@@ -48,7 +50,6 @@ pub fn router() -> Router<App> {
         .route("/console/sessions", get(pages::sessions))
         .route("/console/sessions/{id}/end", post(pages::end_session))
         .route("/console/card", get(pages::my_card))
-        .route("/console/card/{id}/report", post(pages::report_card))
         .route("/console/queue", get(pages::queue))
         .route("/console/registrations/{id}/verify", post(pages::verify))
         .route("/console/requests/{id}/grant", post(pages::grant))
@@ -60,8 +61,8 @@ pub fn router() -> Router<App> {
         .route("/console/organisations", get(pages::organisations))
         .route("/console/organisations/{ods}", get(pages::organisation))
         .route("/console/register", get(pages::register).post(pages::submit_registration))
-        .route("/console/cards/{id}/report", post(pages::report_their_card))
-        .route("/console/cards/{id}/cancel", post(pages::cancel_their_card))
+        .route("/console/cards/{id}/report", post(pages::report_card))
+        .route("/console/cards/{id}/cancel", post(pages::cancel_card))
         .route("/console/import", get(pages::import).post(pages::import_people))
         .route("/console/import/preview", post(pages::import_preview))
         .route("/console/cases", get(pages::cases))
@@ -127,12 +128,6 @@ fn csrf_ok(secret: &str, token: &str) -> bool {
     Sha256::digest(token.as_bytes()) == Sha256::digest(csrf_token(secret).as_bytes())
 }
 
-fn request_context(parts: &Parts) -> RequestContext {
-    let id = parts.extensions.get::<RequestId>().map_or_else(|| "unknown".to_owned(), |r| r.0.clone());
-    let source = parts.extensions.get::<crate::limit::Source>().and_then(|s| s.0);
-    RequestContext::new(id).from_source(source.map(|a| a.to_string()))
-}
-
 /// A person signed in to the console: their card session's actor, and the token their forms
 /// carry.
 pub(crate) struct Signed {
@@ -151,9 +146,7 @@ impl FromRequestParts<App> for Signed {
         };
         match app.service.console_actor(&secret).await {
             Ok(actor) => Ok(Signed { ctx: request_context(parts), actor, csrf: csrf_token(&secret), secret }),
-            Err(careid_service::AuthenticateError::Store(e)) => {
-                Err(Failed(ApiError::from(careid_service::AuthenticateError::Store(e))).into_response())
-            }
+            Err(failed @ careid_service::AuthenticateError::Store(_)) => Err(Failed::from(failed).into_response()),
             // Signed out, the card taken out, the position ended: sign in again, told why.
             Err(why) => {
                 let ended = match app.service.console_ended(&secret).await {
@@ -212,8 +205,9 @@ pub(crate) fn redirect(to: &str) -> Response {
     response
 }
 
-/// The headers of every console page: strict CSP (styles from careid, scripts only by nonce
-/// on the sign-in page, requests only to the local agent there), never framed or cached.
+/// The headers of every console page: strict CSP (styles from careid; a script only by
+/// `nonce`, and requests only to the local `agent`, on the pages that talk to it), never
+/// framed or cached.
 fn secure(headers: &mut HeaderMap, nonce: Option<&str>, agent: Option<&str>) {
     let script = nonce.map(|n| format!(" script-src 'nonce-{n}';")).unwrap_or_default();
     let connect = agent.map(|a| format!(" connect-src {a};")).unwrap_or_default();
@@ -234,6 +228,25 @@ fn secure(headers: &mut HeaderMap, nonce: Option<&str>, agent: Option<&str>) {
 pub(crate) fn respond(status: StatusCode, page: Markup) -> Response {
     let mut response = (status, axum::response::Html(page.into_string())).into_response();
     secure(response.headers_mut(), None, None);
+    response
+}
+
+/// A page whose `script` asks the workstation agent for the card: the script runs by a fresh
+/// nonce, and the page may reach the agent on 127.0.0.1 and nothing else.
+pub(crate) fn respond_with_agent_script(
+    app: &App,
+    status: StatusCode,
+    title: &str,
+    signed: Option<&Signed>,
+    content: &Markup,
+    script: impl FnOnce(&str) -> String,
+) -> Response {
+    let nonce = new_secret();
+    let agent = format!("http://127.0.0.1:{}", app.oidc.as_ref().map_or(7390, |o| o.agent_port));
+    let script = script(&agent);
+    let content = html! { (content) script nonce=(nonce) { (maud::PreEscaped(script)) } };
+    let mut response = (status, axum::response::Html(layout(title, signed, &content).into_string())).into_response();
+    secure(response.headers_mut(), Some(&nonce), Some(&agent));
     response
 }
 

@@ -7,18 +7,18 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use careid_domain::access::{Permission, RaAction, RaFunction};
 use careid_domain::ids::{OdsCode, PersonUuid, RequestId, parse_date};
 use careid_domain::login::SessionEnd;
 use careid_proto as wire;
 use careid_service::{AlertQuery, ReadAudit};
-use maud::{Markup, PreEscaped, html};
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{
     Failed, Page, Posted, Signed, browser_secret, chart, cookie, csrf_field, layout, new_secret, redirect, respond,
-    secure, table,
+    respond_with_agent_script, table,
 };
 use crate::App;
 use crate::convert as c;
@@ -78,9 +78,6 @@ fn sign_in_page(
     choices: Option<&[wire::RoleChoice]>,
 ) -> Response {
     let request = careid_service::console_sign_in_id(secret);
-    let nonce = new_secret();
-    let agent = format!("http://127.0.0.1:{}", app.oidc.as_ref().map_or(7390, |o| o.agent_port));
-    let script = crate::oidc::card_approval_script(&agent, "Signed in: opening the console…");
     let content = html! {
         h1 { "Sign in to the careid console" }
         @if let Some(said) = said { p.notice #said role="status" { (said) } }
@@ -109,11 +106,10 @@ fn sign_in_page(
             }
             button type="submit" { "Sign in with the credential" }
         }
-        script nonce=(nonce) { (PreEscaped(script)) }
     };
-    let mut response = (status, axum::response::Html(layout("Sign in", None, &content).into_string())).into_response();
-    secure(response.headers_mut(), Some(&nonce), Some(&agent));
-    response
+    respond_with_agent_script(app, status, "Sign in", None, &content, |agent| {
+        crate::oidc::card_approval_script(agent, "Signed in: opening the console…")
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,10 +338,7 @@ pub(crate) async fn end_session(
 ) -> Page {
     // Another's session ends as ended by someone else; the service decides whether it may.
     app.service.end_session(&signed.ctx, &signed.actor, &id, SessionEnd::SignedOut).await?;
-    match form.person {
-        Some(person) => Ok(redirect(&format!("/console/people/{}", PersonUuid::parse(&person)?))),
-        None => Ok(redirect("/console/sessions")),
-    }
+    back(form.person.as_deref(), "/console/sessions")
 }
 
 /// A person's cards with their certificates, as the API gives them.
@@ -375,7 +368,7 @@ pub(crate) async fn my_card(State(app): State<App>, signed: Signed) -> Page {
                     }
                 }
                 @if card.state == "active" || card.state == "locked" {
-                    form method="post" action={ "/console/card/" (card.card_id) "/report" } {
+                    form method="post" action={ "/console/cards/" (card.card_id) "/report" } {
                         (csrf_field(&signed))
                         fieldset {
                             legend { "Report this card" }
@@ -396,17 +389,6 @@ pub(crate) async fn my_card(State(app): State<App>, signed: Signed) -> Page {
 #[derive(Debug, Deserialize)]
 pub(crate) struct Reason {
     reason: String,
-}
-
-pub(crate) async fn report_card(
-    State(app): State<App>,
-    Path(id): Path<i64>,
-    Posted(signed, form): Posted<Reason>,
-) -> Page {
-    let report = card_report(&form.reason)?;
-    app.service.report_card(&signed.ctx, &signed.actor, id, report).await?;
-    // A lost card ends the session it signed in with: the console with it.
-    Ok(redirect("/console/card"))
 }
 
 // ----- RA ------------------------------------------------------------------------------------
@@ -728,11 +710,14 @@ pub(crate) async fn person(State(app): State<App>, Path(id): Path<String>, signe
     if !ceremonies {
         return Ok(page("Person", &signed, &content));
     }
-    // The ceremony buttons talk to the workstation agent: this page alone runs a script of its
-    // own (by nonce) and may reach the agent on 127.0.0.1.
-    let nonce = new_secret();
-    let agent = format!("http://127.0.0.1:{}", app.oidc.as_ref().map_or(7390, |o| o.agent_port));
-    let script = format!(
+    // The ceremony buttons ask the workstation agent to run the ceremony on its reader.
+    Ok(respond_with_agent_script(&app, StatusCode::OK, "Person", Some(&signed), &content, ceremony_script))
+}
+
+/// The profile page's script: each ceremony button asks the workstation agent at `agent` to run
+/// its ceremony on the agent's ceremony reader, then reloads the page with the card's new state.
+fn ceremony_script(agent: &str) -> String {
+    format!(
         r#"
 const out = document.getElementById("ceremony-status");
 for (const button of document.querySelectorAll("button[data-ceremony]")) {{
@@ -756,11 +741,7 @@ for (const button of document.querySelectorAll("button[data-ceremony]")) {{
   }});
 }}
 "#
-    );
-    let content = html! { (content) script nonce=(nonce) { (PreEscaped(script)) } };
-    let mut response = respond(StatusCode::OK, layout("Person", Some(&signed), &content));
-    secure(response.headers_mut(), Some(&nonce), Some(&agent));
-    Ok(response)
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -954,13 +935,14 @@ pub(crate) async fn alerts(State(app): State<App>, signed: Signed) -> Page {
 
 pub(crate) async fn dashboard(State(app): State<App>, signed: Signed) -> Page {
     use careid_domain::report::ReportName;
-    if !allowed(&signed, RaAction::ViewReports) {
-        return Err(Failed(ApiError::from(careid_service::RaError::Refused(
-            signed.actor.require(RaAction::ViewReports).err().unwrap_or_else(|| {
-                careid_domain::access::Refusal::new(careid_domain::access::Rule::RoleNotPermitted, "reports")
-            }),
-        ))));
-    }
+    // Reports over everyone in scope: at most five minutes old, so that a dashboard left open
+    // does not read a million people at every look (the page says when they were computed).
+    // Read first: the service refuses whoever may not see reports, before anything else runs.
+    let fresh = time::Duration::minutes(5);
+    let (expiring, computed_at) =
+        app.service.report_for_dashboard(&signed.ctx, &signed.actor, ReportName::ExpiringCertificates, fresh).await?;
+    let (coverage, _) =
+        app.service.report_for_dashboard(&signed.ctx, &signed.actor, ReportName::Coverage, fresh).await?;
     let now = app.service.clock().now();
     let day_ago = now - time::Duration::hours(24);
     let year_ago = now - time::Duration::days(365);
@@ -993,19 +975,12 @@ pub(crate) async fn dashboard(State(app): State<App>, signed: Signed) -> Page {
     for alert in &alerts {
         *by_kind.entry(alert.kind.clone()).or_default() += 1;
     }
-    // Reports over everyone in scope: at most five minutes old, so that a dashboard left open
-    // does not read a million people at every look (the page says when they were computed).
-    let fresh = time::Duration::minutes(5);
-    let (expiring, computed_at) =
-        app.service.report_for_dashboard(&signed.ctx, &signed.actor, ReportName::ExpiringCertificates, fresh).await?;
     let mut expiring_by_month: BTreeMap<String, u64> = BTreeMap::new();
     let end_column = expiring.columns.iter().position(|c| c.contains("not_after") || c.contains("expires"));
     for row in &expiring.rows {
         let month = end_column.and_then(|i| row.get(i)).and_then(|d| d.get(..7)).unwrap_or("unknown");
         *expiring_by_month.entry(month.to_owned()).or_default() += 1;
     }
-    let (coverage, _) =
-        app.service.report_for_dashboard(&signed.ctx, &signed.actor, ReportName::Coverage, fresh).await?;
     let coverage_bars: Vec<(String, u64)> = coverage
         .rows
         .iter()
@@ -1054,31 +1029,39 @@ async fn audit_times(
 #[derive(Debug, Deserialize)]
 pub(crate) struct CardAction {
     reason: Option<String>,
-    /// The profile the form was on, to go back to.
-    person: String,
+    /// The profile the form was on, to go back to; none from the holder's own card page.
+    person: Option<String>,
 }
 
-/// Reports a card lost, stolen or damaged from a person's profile (sponsor, RA).
-pub(crate) async fn report_their_card(
+/// Where a form goes back to: the profile it was on (naming its person), or `own`, the
+/// signed-in person's own page it was on.
+fn back(person: Option<&str>, own: &str) -> Page {
+    match person {
+        Some(person) => Ok(redirect(&format!("/console/people/{}", PersonUuid::parse(person)?))),
+        None => Ok(redirect(own)),
+    }
+}
+
+/// Reports a card lost, stolen or damaged: the holder's own, or from a person's profile
+/// (sponsor, RA). A lost card ends the sessions it signed in: its holder's console with them.
+pub(crate) async fn report_card(
     State(app): State<App>,
     Path(id): Path<i64>,
     Posted(signed, form): Posted<CardAction>,
 ) -> Page {
     let report = card_report(form.reason.as_deref().unwrap_or_default())?;
-    let person = PersonUuid::parse(&form.person)?;
     app.service.report_card(&signed.ctx, &signed.actor, id, report).await?;
-    Ok(redirect(&format!("/console/people/{person}")))
+    back(form.person.as_deref(), "/console/card")
 }
 
 /// Cancels a card from a person's profile (RA).
-pub(crate) async fn cancel_their_card(
+pub(crate) async fn cancel_card(
     State(app): State<App>,
     Path(id): Path<i64>,
     Posted(signed, form): Posted<CardAction>,
 ) -> Page {
-    let person = PersonUuid::parse(&form.person)?;
     app.service.cancel_card(&signed.ctx, &signed.actor, id).await?;
-    Ok(redirect(&format!("/console/people/{person}")))
+    back(form.person.as_deref(), "/console/card")
 }
 
 fn card_report(reason: &str) -> Result<careid_service::CardReport, Failed> {
