@@ -178,6 +178,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> Result<(), StoreError>;
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+    /// How this store's writes have gone since it opened (for the operator's metrics).
+    fn write_stats(&self) -> WriteStats;
+}
+
+/// A store's writes since it opened. Write transactions commit in batches, one at a time
+/// across the deployment: the *serial section* is the time a batch holds the lock every writer
+/// waits for, and its share of the wall clock is how close the deployment is to its ceiling.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WriteStats {
+    pub batches: u64,
+    pub transactions: u64,
+    /// Seconds batches held the deployment's write lock, summed.
+    pub serial_seconds: f64,
+    /// Seconds batches waited, outside the lock, for their commit to reach the disk, summed.
+    pub flush_seconds: f64,
 }
 
 /// One transaction. Dropping it without `commit` rolls it back.

@@ -1,7 +1,9 @@
 //! Prometheus metrics: requests and their latency by route, refusals by the rule that refused
-//! them, and the store's latency.
+//! them, the store's latency, and its write batches: how many, how large, and how long each
+//! held the deployment's write lock (the serial section) and waited for the disk.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,6 +11,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use careid_domain::ports::WriteStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -38,6 +42,17 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     refusals: Family<RuleLabels, Counter>,
     store_latency: Histogram,
+    writes: WriteCounters,
+}
+
+/// The store's write counters, brought up to date at each scrape.
+#[derive(Default)]
+struct WriteCounters {
+    batches: Counter,
+    transactions: Counter,
+    serial_seconds: Counter<f64, AtomicU64>,
+    flush_seconds: Counter<f64, AtomicU64>,
+    seen: Mutex<WriteStats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,7 +80,24 @@ impl Default for Metrics {
             "Store round-trip latency, measured at each scrape",
             store_latency.clone(),
         );
-        Metrics { registry: Mutex::new(registry), requests, latency, refusals, store_latency }
+        let writes = WriteCounters::default();
+        registry.register("store_write_batches", "Write batches committed by this node", writes.batches.clone());
+        registry.register(
+            "store_write_transactions",
+            "Write transactions committed by this node (per batch: divide by batches)",
+            writes.transactions.clone(),
+        );
+        registry.register(
+            "store_serial_section_seconds",
+            "Seconds this node's batches held the deployment's write lock (per second: the share of the ceiling used)",
+            writes.serial_seconds.clone(),
+        );
+        registry.register(
+            "store_flush_wait_seconds",
+            "Seconds this node's batches waited, outside the lock, for their commit to reach the disk",
+            writes.flush_seconds.clone(),
+        );
+        Metrics { registry: Mutex::new(registry), requests, latency, refusals, store_latency, writes }
     }
 }
 
@@ -82,6 +114,17 @@ impl Metrics {
 
     pub fn observe_store(&self, elapsed: Duration) {
         self.store_latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Brings the write counters up to the store's figures.
+    pub fn observe_writes(&self, now: WriteStats) {
+        let w = &self.writes;
+        let mut seen = w.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.batches.inc_by(now.batches.saturating_sub(seen.batches));
+        w.transactions.inc_by(now.transactions.saturating_sub(seen.transactions));
+        w.serial_seconds.inc_by((now.serial_seconds - seen.serial_seconds).max(0.0));
+        w.flush_seconds.inc_by((now.flush_seconds - seen.flush_seconds).max(0.0));
+        *seen = now;
     }
 
     /// The OpenMetrics text exposition.
@@ -107,5 +150,23 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("careid_refusals_total{rule=\"one_live_card\"} 2"), "{text}");
         assert!(text.contains("careid_refusals_total{rule=\"off_duty\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn write_batches_are_counted_from_the_stores_running_totals() {
+        let metrics = Metrics::default();
+        let stats = |batches, transactions, serial_seconds| WriteStats {
+            batches,
+            transactions,
+            serial_seconds,
+            flush_seconds: 0.5,
+        };
+        metrics.observe_writes(stats(2, 30, 0.25));
+        metrics.observe_writes(stats(5, 100, 1.0));
+        let text = metrics.render();
+        assert!(text.contains("careid_store_write_batches_total 5"), "{text}");
+        assert!(text.contains("careid_store_write_transactions_total 100"), "{text}");
+        assert!(text.contains("careid_store_serial_section_seconds_total 1.0"), "{text}");
+        assert!(text.contains("careid_store_flush_wait_seconds_total 0.5"), "{text}");
     }
 }

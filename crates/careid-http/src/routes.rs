@@ -74,6 +74,7 @@ pub async fn metrics_get(State(app): State<App>) -> ([(&'static str, &'static st
     if app.service.store().ping().await.is_ok() {
         app.metrics.observe_store(started.elapsed());
     }
+    app.metrics.observe_writes(app.service.store().write_stats());
     ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render())
 }
 

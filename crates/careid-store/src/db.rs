@@ -132,6 +132,16 @@ pub(crate) enum DbConn<'c> {
     Lite(&'c mut rusqlite::Connection),
 }
 
+impl DbConn<'_> {
+    /// The same connection, for one more statement.
+    pub(crate) fn reborrow(&mut self) -> DbConn<'_> {
+        match self {
+            DbConn::Pg(conn) => DbConn::Pg(conn),
+            DbConn::Lite(conn) => DbConn::Lite(conn),
+        }
+    }
+}
+
 /// What a statement that returns no rows did.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Done {

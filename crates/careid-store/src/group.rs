@@ -24,6 +24,7 @@ use careid_domain::ports::StoreError;
 use rusqlite::Connection;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
+use crate::BatchCounters;
 use crate::db::{DbError, driver_error};
 
 /// How many transactions one batch holds at most, so that none waits long for its fsync.
@@ -59,6 +60,7 @@ pub(crate) struct Writer {
     /// saying so. Whoever takes the writer next undoes it before anything else, so an
     /// abandoned transaction never commits.
     savepoint_open: bool,
+    counters: Arc<BatchCounters>,
 }
 
 struct Batch {
@@ -66,6 +68,9 @@ struct Batch {
     /// Transactions released into the batch, waiting for it to commit.
     members: usize,
     done: watch::Sender<Outcome>,
+    /// When the batch took SQLite's write lock: its serial section runs until the COMMIT is
+    /// on disk.
+    locked_at: std::time::Instant,
 }
 
 /// The shared writer of one SQLite store.
@@ -75,6 +80,7 @@ pub(crate) struct GroupCommit {
     /// Transactions waiting for the writer: while there are any, a finishing one hands on.
     waiting: Arc<AtomicUsize>,
     next_batch: Arc<AtomicUsize>,
+    pub(crate) counters: Arc<BatchCounters>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -83,8 +89,15 @@ impl std::fmt::Debug for GroupCommit {
     }
 }
 
-/// Counts a transaction as waiting for the writer until dropped.
-struct InLine(Arc<AtomicUsize>);
+/// Counts a transaction as waiting for the writer until dropped (both backends' writers).
+pub(crate) struct InLine(Arc<AtomicUsize>);
+
+impl InLine {
+    pub(crate) fn join(waiting: &Arc<AtomicUsize>) -> InLine {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        InLine(waiting.clone())
+    }
+}
 
 impl Drop for InLine {
     fn drop(&mut self) {
@@ -108,6 +121,7 @@ fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
 
 impl GroupCommit {
     pub(crate) fn new(conn: Connection, wal: Option<WalWatch>) -> GroupCommit {
+        let counters = Arc::new(BatchCounters::default());
         GroupCommit {
             writer: Arc::new(Mutex::new(Writer {
                 conn,
@@ -116,25 +130,25 @@ impl GroupCommit {
                 head: None,
                 head_dirty: false,
                 savepoint_open: false,
+                counters: counters.clone(),
             })),
             waiting: Arc::new(AtomicUsize::new(0)),
             next_batch: Arc::new(AtomicUsize::new(1)),
+            counters,
         }
     }
 
     /// Waits for the writer and opens a savepoint for a new transaction, in the open batch
     /// or a new one.
     pub(crate) async fn begin(&self) -> Result<OwnedMutexGuard<Writer>, StoreError> {
-        let in_line = {
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            InLine(self.waiting.clone())
-        };
+        let in_line = InLine::join(&self.waiting);
         let mut writer = self.writer.clone().lock_owned().await;
         drop(in_line);
         undo_abandoned(&mut writer)?;
         if writer.batch.is_none() {
             let id = self.next_batch.fetch_add(1, Ordering::SeqCst) as u64;
-            writer.batch = Some(Batch { id, members: 0, done: watch::channel(None).0 });
+            writer.batch =
+                Some(Batch { id, members: 0, done: watch::channel(None).0, locked_at: std::time::Instant::now() });
             if let Err(e) = run(&writer.conn, "BEGIN IMMEDIATE") {
                 let error = driver_error("begin", &DbError::Lite(e));
                 fail_batch(&mut writer, &error);
@@ -273,6 +287,8 @@ fn commit_batch(writer: &mut Writer) -> Result<(), StoreError> {
     if outcome.is_err() {
         let _ = run(&writer.conn, "ROLLBACK");
         writer.head = None;
+    } else {
+        writer.counters.count(batch.members, batch.locked_at.elapsed(), Duration::ZERO);
     }
     batch.done.send_replace(Some(outcome.clone().map_err(|e| e.to_string())));
     outcome

@@ -9,11 +9,15 @@ mod copy;
 mod db;
 mod group;
 mod lite;
+mod pg_group;
 mod rows;
 mod tx;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use async_trait::async_trait;
-use careid_domain::ports::{Store, StoreError, Transaction};
+use careid_domain::ports::{Store, StoreError, Transaction, WriteStats};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
@@ -78,7 +82,8 @@ pub struct SqlStore {
 #[derive(Debug, Clone)]
 enum Inner {
     Lite(LiteStore),
-    Pg(AnyPool),
+    /// The pool serves reads (and the flushes); writes go through the node's batch writer.
+    Pg(AnyPool, pg_group::PgGroup),
 }
 
 /// Each backend's migrations, in order: (version, description, SQL).
@@ -148,7 +153,10 @@ impl SqlStore {
         let backend = Backend::of_url(&options.url)?;
         let inner = match backend {
             Backend::Sqlite => Inner::Lite(LiteStore::open(&options.url, SQLITE_MIGRATIONS)?),
-            Backend::Postgres => Inner::Pg(open_postgres(options).await?),
+            Backend::Postgres => {
+                let pool = open_postgres(options).await?;
+                Inner::Pg(pool.clone(), pg_group::PgGroup::new(pool))
+            }
         };
         Ok(SqlStore { backend, inner })
     }
@@ -156,7 +164,7 @@ impl SqlStore {
     /// The PostgreSQL pool, for operator tools and tests that manage schemas. `None` on SQLite.
     pub fn postgres_pool(&self) -> Option<&AnyPool> {
         match &self.inner {
-            Inner::Pg(pool) => Some(pool),
+            Inner::Pg(pool, _) => Some(pool),
             Inner::Lite(_) => None,
         }
     }
@@ -166,7 +174,9 @@ impl SqlStore {
     pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
         match &self.inner {
             Inner::Lite(lite) => lite.execute_raw(sql).await,
-            Inner::Pg(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()).map_err(|e| sqlx_error("raw SQL", e)),
+            Inner::Pg(pool, _) => {
+                sqlx::raw_sql(sql).execute(pool).await.map(|_| ()).map_err(|e| sqlx_error("raw SQL", e))
+            }
         }
     }
 
@@ -175,7 +185,7 @@ impl SqlStore {
     /// verify the same there. Returns each table with the rows copied.
     pub async fn copy_to_postgres(&self, target: &SqlStore) -> Result<Vec<(&'static str, usize)>, StoreError> {
         match (&self.inner, &target.inner) {
-            (Inner::Lite(source), Inner::Pg(pool)) => copy::sqlite_to_postgres(source, pool).await,
+            (Inner::Lite(source), Inner::Pg(pool, _)) => copy::sqlite_to_postgres(source, pool).await,
             _ => Err(StoreError::Unavailable("a copy goes from an SQLite store to a PostgreSQL one".into())),
         }
     }
@@ -185,7 +195,7 @@ impl SqlStore {
     pub async fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
         match &self.inner {
             Inner::Lite(lite) => lite.backup_to(path).await,
-            Inner::Pg(_) => Err(StoreError::Unavailable(
+            Inner::Pg(..) => Err(StoreError::Unavailable(
                 "a PostgreSQL store is backed up with pg_dump (see docs/operations.md)".into(),
             )),
         }
@@ -194,8 +204,12 @@ impl SqlStore {
     /// Closes the store: PostgreSQL's pool waits a moment for connections in use, and no longer.
     /// SQLite's connections close when the last clone of the store is dropped.
     pub async fn close(&self) {
-        if let Inner::Pg(pool) = &self.inner {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), pool.close()).await;
+        if let Inner::Pg(pool, group) = &self.inner {
+            let closing = async {
+                group.close().await;
+                pool.close().await;
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closing).await;
         }
     }
 
@@ -259,7 +273,7 @@ impl Store for SqlStore {
     async fn begin_read(&self) -> Result<Box<dyn Transaction>, StoreError> {
         let conn = match &self.inner {
             Inner::Lite(lite) => Conn::Read(lite.begin_read().await?),
-            Inner::Pg(pool) => Conn::Pg(pool.begin().await.map_err(|e| sqlx_error("begin", e))?),
+            Inner::Pg(pool, _) => Conn::Pg(pool.begin().await.map_err(|e| sqlx_error("begin", e))?),
         };
         Ok(Box::new(SqlTransaction::new(conn, self.backend)))
     }
@@ -267,19 +281,17 @@ impl Store for SqlStore {
     async fn begin_write(&self) -> Result<Box<dyn Transaction>, StoreError> {
         let conn = match &self.inner {
             Inner::Lite(lite) => Conn::Batched(lite.group.begin().await?, lite.group.clone()),
-            Inner::Pg(pool) => Conn::Pg(pool.begin().await.map_err(|e| sqlx_error("begin", e))?),
+            Inner::Pg(_, group) => Conn::PgBatched(group.begin().await?, group.clone()),
         };
-        let mut tx = SqlTransaction::new(conn, self.backend);
-        // On PostgreSQL the first statement writes the log's head row: from here on this
-        // transaction holds its row lock. (SQLite's batch holds the write lock already.)
-        tx.take_write_lock().await?;
-        Ok(Box::new(tx))
+        // The batch holds the deployment's write lock already: SQLite's BEGIN IMMEDIATE, or on
+        // PostgreSQL the audit log's head row.
+        Ok(Box::new(SqlTransaction::new(conn, self.backend)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         match &self.inner {
             Inner::Lite(lite) => lite.begin_read().await.map(drop),
-            Inner::Pg(pool) => {
+            Inner::Pg(pool, _) => {
                 sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(|e| sqlx_error("ping", e))
             }
         }
@@ -287,6 +299,42 @@ impl Store for SqlStore {
 
     fn backend(&self) -> &'static str {
         self.backend.name()
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        match &self.inner {
+            Inner::Lite(lite) => lite.group.counters.snapshot(),
+            Inner::Pg(_, group) => group.counters.snapshot(),
+        }
+    }
+}
+
+/// How a store's batches have gone: counted by the writer, read by the operator's metrics.
+#[derive(Debug, Default)]
+pub(crate) struct BatchCounters {
+    batches: AtomicU64,
+    transactions: AtomicU64,
+    serial_micros: AtomicU64,
+    flush_micros: AtomicU64,
+}
+
+impl BatchCounters {
+    /// A batch of `transactions` committed, after holding the write lock for `serial` and
+    /// waiting `flush` outside it for the disk.
+    pub(crate) fn count(&self, transactions: usize, serial: Duration, flush: Duration) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.transactions.fetch_add(transactions as u64, Ordering::Relaxed);
+        self.serial_micros.fetch_add(serial.as_micros() as u64, Ordering::Relaxed);
+        self.flush_micros.fetch_add(flush.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> WriteStats {
+        WriteStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            transactions: self.transactions.load(Ordering::Relaxed),
+            serial_seconds: self.serial_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            flush_seconds: self.flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
     }
 }
 

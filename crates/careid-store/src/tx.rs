@@ -29,15 +29,18 @@ use crate::Backend;
 use crate::db::{DbConn, DbError, Query, Row, Value, driver_error, query};
 use crate::group::{GroupCommit, Writer};
 use crate::lite::Reader;
+use crate::pg_group::{PgGroup, PgWriter};
 use crate::rows::{self, hash, int, micros, name_key};
 
 /// How many rows one multi-row INSERT carries in a bulk write (well under SQLite's 32,766 parameters).
-const BULK_ROWS: usize = 500;
+const BULK_ROWS: usize = 512;
 
 /// The connection a transaction runs on.
 pub(crate) enum Conn {
-    /// PostgreSQL: a transaction of its own on a pooled connection.
+    /// PostgreSQL, reading: a transaction of its own on a pooled connection.
     Pg(sqlx::Transaction<'static, Any>),
+    /// PostgreSQL, writing: a savepoint on the node's writer, committed with its batch.
+    PgBatched(tokio::sync::OwnedMutexGuard<PgWriter>, PgGroup),
     /// SQLite, writing: a savepoint on the shared writer, committed with its batch.
     Batched(tokio::sync::OwnedMutexGuard<Writer>, GroupCommit),
     /// SQLite, reading: a connection in a read transaction of its own.
@@ -54,6 +57,8 @@ pub struct SqlTransaction {
     failed: bool,
     /// Batched only: this transaction appended to the log, and its head goes to the writer.
     head_written: bool,
+    /// Batched on PostgreSQL: the records this transaction appended, not yet inserted.
+    own_records: AuditRows,
     backend: Backend,
 }
 
@@ -61,8 +66,16 @@ impl Drop for SqlTransaction {
     fn drop(&mut self) {
         // Ended without a commit: undo this transaction's savepoint on the writer. (The other
         // kinds roll themselves back when dropped.)
-        if let Some(Conn::Batched(writer, group)) = self.conn.take() {
-            group.roll_back(writer);
+        match self.conn.take() {
+            Some(Conn::Batched(writer, group)) => group.roll_back(writer),
+            Some(Conn::PgBatched(writer, group)) => {
+                // Undone by a task of its own; failing that (no runtime), by whoever takes the
+                // writer next.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { group.roll_back(writer).await });
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -75,28 +88,39 @@ impl std::fmt::Debug for SqlTransaction {
 
 impl SqlTransaction {
     pub(crate) fn new(conn: Conn, backend: Backend) -> Self {
-        SqlTransaction { conn: Some(conn), head: None, failed: false, head_written: false, backend }
-    }
-
-    pub(crate) async fn take_write_lock(&mut self) -> Result<(), StoreError> {
-        if let Some(Conn::Batched(..)) = &self.conn {
-            // The batch's BEGIN IMMEDIATE holds SQLite's write lock already.
-            return Ok(());
+        SqlTransaction {
+            conn: Some(conn),
+            head: None,
+            failed: false,
+            head_written: false,
+            own_records: AuditRows::default(),
+            backend,
         }
-        query("UPDATE audit_head SET writes = writes + 1 WHERE id = 1")
-            .execute(self.conn())
-            .await
-            .map_err(|e| self.failure("take write lock", &e))?;
-        Ok(())
     }
 
-    fn conn(&mut self) -> DbConn<'_> {
-        match &mut self.conn {
+    /// The connection for this transaction's next statement. In a batch on PostgreSQL, the
+    /// first opens the transaction's savepoint, and the records it appended go in first (the
+    /// statement may read them).
+    async fn conn(&mut self) -> Result<DbConn<'_>, StoreError> {
+        if let Some(Conn::PgBatched(writer, _)) = &mut self.conn {
+            if let Err(error) = writer.open_savepoint().await {
+                self.failed = true;
+                return Err(error);
+            }
+            if !self.own_records.is_empty() {
+                let mut rows = std::mem::take(&mut self.own_records);
+                if let Err(error) = rows.insert(writer.connection(), Backend::Postgres).await {
+                    return Err(self.failure("append audit", &error));
+                }
+            }
+        }
+        Ok(match &mut self.conn {
             Some(Conn::Pg(tx)) => DbConn::Pg(tx),
+            Some(Conn::PgBatched(writer, _)) => writer.connection(),
             Some(Conn::Batched(writer, _)) => DbConn::Lite(writer.connection()),
             Some(Conn::Read(reader)) => DbConn::Lite(reader.connection()),
             None => unreachable!("a transaction's connection is taken only when it ends"),
-        }
+        })
     }
 
     /// Records that a statement failed and translates the driver's error.
@@ -106,21 +130,24 @@ impl SqlTransaction {
     }
 
     async fn fetch_all(&mut self, context: &'static str, sql: &str, args: Vec<Value>) -> Result<Vec<Row>, StoreError> {
-        Query::with_args(sql, args).fetch_all(self.conn()).await.map_err(|e| self.failure(context, &e))
+        Query::with_args(sql, args).fetch_all(self.conn().await?).await.map_err(|e| self.failure(context, &e))
     }
 
     async fn head(&mut self) -> Result<(u64, [u8; 32]), StoreError> {
         if let Some(head) = self.head {
             return Ok(head);
         }
-        if let Some(Conn::Batched(writer, _)) = &self.conn
-            && let Some(head) = writer.head
-        {
+        let batch_head = match &self.conn {
+            Some(Conn::Batched(writer, _)) => writer.head,
+            Some(Conn::PgBatched(writer, _)) => writer.head,
+            _ => None,
+        };
+        if let Some(head) = batch_head {
             self.head = Some(head);
             return Ok(head);
         }
         let row = query("SELECT next_seq, chain_hash FROM audit_head WHERE id = 1")
-            .fetch_one(self.conn())
+            .fetch_one(self.conn().await?)
             .await
             .map_err(|e| self.failure("read audit head", &e))?;
         let head = (int(&row, "next_seq")? as u64, hash(&row, "chain_hash")?);
@@ -129,7 +156,7 @@ impl SqlTransaction {
     }
 
     async fn write_head(&mut self, head: (u64, [u8; 32])) -> Result<(), StoreError> {
-        if let Some(Conn::Batched(..)) = &self.conn {
+        if let Some(Conn::Batched(..) | Conn::PgBatched(..)) = &self.conn {
             // Handed to the writer at commit; the batch writes it once.
             self.head = Some(head);
             self.head_written = true;
@@ -138,64 +165,109 @@ impl SqlTransaction {
         query("UPDATE audit_head SET next_seq = $1, chain_hash = $2 WHERE id = 1")
             .bind(head.0 as i64)
             .bind(head.1.to_vec())
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("write audit head", &e))?;
         self.head = Some(head);
         Ok(())
     }
 
-    /// Appends events with one multi-row INSERT per chunk and one head update.
+    /// Appends events with one multi-row INSERT per chunk and one head update. In a batch on
+    /// PostgreSQL the rows wait in memory until the batch (or this transaction's next
+    /// statement) inserts them together with others'.
     async fn append_many(&mut self, events: &[AuditEvent]) -> Result<u64, StoreError> {
         let (first_seq, mut chain) = self.head().await?;
+        let mut rows = AuditRows::default();
         let mut seq = first_seq;
-        for chunk in events.chunks(BULK_ROWS) {
-            let mut sql = String::from(
-                "INSERT INTO audit_log (seq, at_us, action, actor, subject_person, session, entry, chain_hash) VALUES ",
-            );
-            push_placeholders(&mut sql, self.backend, chunk.len(), 8);
-            let mut query = query(&sql);
-            for event in chunk {
-                let entry = careid_audit::encode(event);
-                chain = careid_audit::chain_hash(&chain, &entry);
-                query = query
-                    .bind(seq as i64)
-                    .bind(micros(event.at))
-                    .bind(event.action.code())
-                    .bind(event.actor.person.as_ref().map(|p| p.as_str().to_owned()))
-                    .bind(event.subject_person.as_ref().map(|p| p.as_str().to_owned()))
-                    .bind(event.actor.session.clone())
-                    .bind(entry)
-                    .bind(chain.to_vec());
-                seq += 1;
+        for event in events {
+            let entry = careid_audit::encode(event);
+            chain = careid_audit::chain_hash(&chain, &entry);
+            // The organisations each record names, for scoped queries: derived from the entry.
+            let mut named: Vec<&OdsCode> = event.orgs.iter().collect();
+            named.sort();
+            named.dedup();
+            for org in named {
+                rows.push_org(seq, org, seq);
             }
-            query.execute(self.conn()).await.map_err(|e| self.failure("append audit", &e))?;
+            rows.push_record(seq, event, entry, chain);
+            seq += 1;
         }
-        // The organisations each record names, for scoped queries: derived from the entry.
-        let orgs: Vec<(u64, &OdsCode, u64)> = (first_seq..)
-            .zip(events)
-            .flat_map(|(seq, event)| {
-                let mut named: Vec<&OdsCode> = event.orgs.iter().collect();
-                named.sort();
-                named.dedup();
-                named.into_iter().map(move |org| (seq, org, seq))
-            })
-            .collect();
-        self.insert_orgs(&orgs).await?;
+        if let Some(Conn::PgBatched(..)) = &self.conn {
+            self.own_records.extend(rows);
+        } else {
+            self.insert_rows(rows).await?;
+        }
         self.write_head((seq, chain)).await?;
         Ok(first_seq)
     }
 
-    /// Index rows `(seq, org, source)` for scoped queries.
-    async fn insert_orgs(&mut self, rows: &[(u64, &OdsCode, u64)]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(BULK_ROWS) {
-            let mut sql = String::from("INSERT INTO audit_orgs (seq, org, source) VALUES ");
-            push_placeholders(&mut sql, self.backend, chunk.len(), 3);
-            let mut query = query(&sql);
-            for (seq, org, source) in chunk {
-                query = query.bind(*seq as i64).bind(org.to_string()).bind(*source as i64);
+    async fn insert_rows(&mut self, mut rows: AuditRows) -> Result<(), StoreError> {
+        let backend = self.backend;
+        let conn = self.conn().await?;
+        rows.insert(conn, backend).await.map_err(|e| self.failure("append audit", &e))
+    }
+}
+
+/// Audit records and their organisations' index rows, as bound values, ready to insert.
+#[derive(Default)]
+pub(crate) struct AuditRows {
+    records: Vec<Value>,
+    orgs: Vec<Value>,
+}
+
+impl AuditRows {
+    const RECORD_COLUMNS: usize = 8;
+    const ORG_COLUMNS: usize = 3;
+
+    fn push_record(&mut self, seq: u64, event: &AuditEvent, entry: Vec<u8>, chain: [u8; 32]) {
+        self.records.extend([
+            Value::int(seq as i64),
+            Value::int(micros(event.at)),
+            Value::text(event.action.code()),
+            event.actor.person.as_ref().map(PersonUuid::as_str).into(),
+            event.subject_person.as_ref().map(PersonUuid::as_str).into(),
+            event.actor.session.clone().into(),
+            entry.into(),
+            chain.to_vec().into(),
+        ]);
+    }
+
+    fn push_org(&mut self, seq: u64, org: &OdsCode, source: u64) {
+        self.orgs.extend([Value::int(seq as i64), Value::text(org.to_string()), Value::int(source as i64)]);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.orgs.is_empty()
+    }
+
+    pub(crate) fn extend(&mut self, other: AuditRows) {
+        self.records.extend(other.records);
+        self.orgs.extend(other.orgs);
+    }
+
+    /// Inserts the rows, a multi-row INSERT a chunk, and empties `self`.
+    pub(crate) async fn insert(&mut self, mut conn: DbConn<'_>, backend: Backend) -> Result<(), DbError> {
+        let tables = [
+            (
+                "INSERT INTO audit_log (seq, at_us, action, actor, subject_person, session, entry, chain_hash) VALUES ",
+                std::mem::take(&mut self.records),
+                Self::RECORD_COLUMNS,
+            ),
+            ("INSERT INTO audit_orgs (seq, org, source) VALUES ", std::mem::take(&mut self.orgs), Self::ORG_COLUMNS),
+        ];
+        for (insert, values, columns) in tables {
+            let mut left = values.len() / columns;
+            let mut values = values.into_iter();
+            while left > 0 {
+                // Chunks of a power of two rows: a few statement texts, each prepared once
+                // per connection, whatever the batches' sizes.
+                let rows = 1 << left.min(BULK_ROWS).ilog2();
+                let chunk: Vec<Value> = values.by_ref().take(rows * columns).collect();
+                let mut sql = String::from(insert);
+                push_placeholders(&mut sql, backend, rows, columns);
+                Query::with_args(&sql, chunk).execute(conn.reborrow()).await?;
+                left -= rows;
             }
-            query.execute(self.conn()).await.map_err(|e| self.failure("append audit orgs", &e))?;
         }
         Ok(())
     }
@@ -368,10 +440,11 @@ impl Transaction for SqlTransaction {
         if self.failed {
             // Roll back to the savepoint on the writer now; an own transaction rolls back when
             // dropped.
-            if let Some(Conn::Batched(..)) = &self.conn
-                && let Some(Conn::Batched(writer, group)) = self.conn.take()
-            {
-                group.roll_back(writer);
+            match self.conn.take() {
+                Some(Conn::Batched(writer, group)) => group.roll_back(writer),
+                Some(Conn::PgBatched(writer, group)) => group.roll_back(writer).await,
+                // An own transaction rolls back when dropped.
+                _ => {}
             }
             return Err(StoreError::Unavailable(
                 "a statement in this transaction failed; nothing was committed".into(),
@@ -384,6 +457,10 @@ impl Transaction for SqlTransaction {
                     writer.head_dirty = true;
                 }
                 group.commit(writer).await
+            }
+            Some(Conn::PgBatched(writer, group)) => {
+                let head = if self.head_written { self.head } else { None };
+                group.commit(writer, std::mem::take(&mut self.own_records), head).await
             }
             Some(Conn::Pg(tx)) => tx.commit().await.map_err(|e| driver_error("commit", &DbError::Sqlx(e))),
             // A read ends when its connection goes back to the pool.
@@ -440,7 +517,7 @@ impl Transaction for SqlTransaction {
 
     async fn audit_range(&mut self, from_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = "SELECT seq, entry, chain_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2";
-        if let DbConn::Lite(conn) = self.conn() {
+        if let DbConn::Lite(conn) = self.conn().await? {
             // Whole logs are read through here (verification, archives): straight from SQLite's
             // row into the record, one copy of each entry.
             let read = lite_audit_range(conn, sql, from_seq, limit);
@@ -455,7 +532,7 @@ impl Transaction for SqlTransaction {
             "UPDATE counters SET next_value = next_value + $1 WHERE name = 'person_serial' RETURNING next_value - $1 AS v",
         )
         .bind(count as i64)
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("next person serial", &e))?;
         Ok(int(&row, "v")? as u64)
@@ -467,7 +544,7 @@ impl Transaction for SqlTransaction {
             .bind(org.name.to_string())
             .bind(org.kind.code())
             .bind(opt_string(org.parent.as_ref()))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("organisation", &e))?;
         Ok(())
@@ -556,7 +633,7 @@ impl Transaction for SqlTransaction {
         .bind(opt_string(person.contact.email.as_ref()))
         .bind(opt_string(person.contact.phone.as_ref()))
         .bind(person.status.code())
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("person", &e))?;
         Ok(())
@@ -675,7 +752,7 @@ impl Transaction for SqlTransaction {
         .bind(c.findings.clone())
         .bind(c.checked_by.to_string())
         .bind(micros(c.recorded_at))
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("spot check", &e))?;
         int(&row, "id")
@@ -739,7 +816,7 @@ impl Transaction for SqlTransaction {
         .bind(rows::encode_documents(&check.documents))
         .bind(opt_string(check.checked_by.as_ref()))
         .bind(micros(check.checked_at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("identity check", &e))?;
         Ok(())
@@ -767,7 +844,7 @@ impl Transaction for SqlTransaction {
             .bind(version.to_owned())
             .bind(context.to_owned())
             .bind(micros(at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("terms acceptance", &e))?;
         Ok(())
@@ -795,7 +872,7 @@ impl Transaction for SqlTransaction {
         .bind(r.sponsor.to_string())
         .bind(r.status.code())
         .bind(micros(r.created_at))
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("registration", &e))?;
         Ok(RegistrationId(int(&row, "id")?))
@@ -823,7 +900,7 @@ impl Transaction for SqlTransaction {
             .bind(status.code())
             .bind(person)
             .bind(reason)
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("registration", &e))?;
         Ok(())
@@ -881,7 +958,7 @@ impl Transaction for SqlTransaction {
         .bind(i64::from(p.assignable_by_sponsors))
         .bind(opt_string(created_by))
         .bind(micros(at))
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("position", &e))?;
         Ok(PositionId(int(&row, "id")?))
@@ -906,7 +983,7 @@ impl Transaction for SqlTransaction {
         query("UPDATE positions SET assignable = $2 WHERE id = $1")
             .bind(id.0)
             .bind(i64::from(assignable))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("position", &e))?;
         Ok(())
@@ -923,7 +1000,7 @@ impl Transaction for SqlTransaction {
         .bind(format_date(a.start))
         .bind(a.end.map(format_date))
         .bind(opt_string(a.assigned_by.as_ref()))
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("assignment", &e))?;
         Ok(AssignmentId(int(&row, "id")?))
@@ -951,7 +1028,7 @@ impl Transaction for SqlTransaction {
             .bind(opt_string(removal.removed_by.as_ref()))
             .bind(micros(removal.removed_at))
             .bind(removal.reason.clone())
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("assignment", &e))?;
         Ok(())
@@ -978,7 +1055,7 @@ impl Transaction for SqlTransaction {
         .bind(r.note.clone())
         .bind(r.requested_by.to_string())
         .bind(micros(r.requested_at))
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("request", &e))?;
         Ok(RequestId(int(&row, "id")?))
@@ -1004,7 +1081,7 @@ impl Transaction for SqlTransaction {
             .bind(by)
             .bind(at)
             .bind(reason)
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("request", &e))?;
         Ok(())
@@ -1041,7 +1118,7 @@ impl Transaction for SqlTransaction {
         .bind(opt_string(c.issued_by.as_ref()))
         .bind(micros(c.issued_at))
         .bind(micros(c.expires_at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("credential", &e))?;
         Ok(())
@@ -1060,7 +1137,7 @@ impl Transaction for SqlTransaction {
         .bind(person.to_string())
         .bind(kind.code())
         .bind(micros(at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("revoke credentials", &e))?;
         Ok(done.rows_affected())
@@ -1069,7 +1146,7 @@ impl Transaction for SqlTransaction {
     async fn credential(&mut self, secret_hash: &[u8; 32]) -> Result<Option<Credential>, StoreError> {
         let rows = query("SELECT * FROM credentials WHERE secret_hash = $1")
             .bind(secret_hash.to_vec())
-            .fetch_all(self.conn())
+            .fetch_all(self.conn().await?)
             .await
             .map_err(|e| self.failure("read credential", &e))?;
         rows.first().map(rows::credential).transpose()
@@ -1093,7 +1170,7 @@ impl Transaction for SqlTransaction {
         .bind(card.map(|c| c.workstation.clone()))
         .bind(card.map_or(0, |c| c.heartbeat as i64))
         .bind(card.map(|c| micros(c.last_proof_at)))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("session", &e))?;
         Ok(())
@@ -1102,7 +1179,7 @@ impl Transaction for SqlTransaction {
     async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
         let rows = query("SELECT * FROM sessions WHERE token_hash = $1")
             .bind(token_hash.to_vec())
-            .fetch_all(self.conn())
+            .fetch_all(self.conn().await?)
             .await
             .map_err(|e| self.failure("read session", &e))?;
         rows.first().map(rows::session).transpose()
@@ -1123,7 +1200,7 @@ impl Transaction for SqlTransaction {
         .bind(c.session.clone())
         .bind(c.person.to_string())
         .bind(micros(c.signed_in_at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("insert console session", &e))?;
         Ok(done.rows_affected() > 0)
@@ -1149,7 +1226,7 @@ impl Transaction for SqlTransaction {
         let done = query("UPDATE console_sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL")
             .bind(id.to_owned())
             .bind(micros(at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("end console session", &e))?;
         Ok(done.rows_affected() > 0)
@@ -1173,7 +1250,7 @@ impl Transaction for SqlTransaction {
         query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
             .bind(id.to_owned())
             .bind(micros(at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("session", &e))?;
         Ok(())
@@ -1184,7 +1261,7 @@ impl Transaction for SqlTransaction {
             .bind(id.to_owned())
             .bind(micros(at))
             .bind(reason.to_owned())
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("session", &e))?;
         if done.rows_affected() != 1 {
@@ -1201,13 +1278,13 @@ impl Transaction for SqlTransaction {
         )
         .bind(id.to_owned())
         .bind(micros(at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("queue logouts", &e))?;
         query("UPDATE oidc_tokens SET revoked_at = $2 WHERE session = $1 AND revoked_at IS NULL")
             .bind(id.to_owned())
             .bind(micros(at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("revoke tokens", &e))?;
         Ok(true)
@@ -1223,7 +1300,7 @@ impl Transaction for SqlTransaction {
         .bind(id.to_owned())
         .bind(counter)
         .bind(micros(at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("heartbeat", &e))?;
         Ok(done.rows_affected() == 1)
@@ -1244,7 +1321,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(idle_since))
         .bind(micros(proof_since))
         .bind(i64::from(limit))
-        .fetch_all(self.conn())
+        .fetch_all(self.conn().await?)
         .await
         .map_err(|e| self.failure("sessions due to end", &e))?;
         rows.iter().map(rows::session).collect()
@@ -1255,7 +1332,7 @@ impl Transaction for SqlTransaction {
             query("INSERT INTO used_challenges (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING")
                 .bind(nonce.to_vec())
                 .bind(micros(expires_at))
-                .execute(self.conn())
+                .execute(self.conn().await?)
                 .await
                 .map_err(|e| self.failure("challenge", &e))?;
         Ok(done.rows_affected() == 1)
@@ -1264,7 +1341,7 @@ impl Transaction for SqlTransaction {
     async fn forget_challenges(&mut self, before: OffsetDateTime) -> Result<u64, StoreError> {
         let done = query("DELETE FROM used_challenges WHERE expires_at < $1")
             .bind(micros(before))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("forget challenges", &e))?;
         Ok(done.rows_affected())
@@ -1287,7 +1364,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(card.issued_at))
         .bind(micros(card.last_known_safe_at))
         .bind(card.incident)
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("card", &e))?;
         int(&row, "id")
@@ -1315,7 +1392,7 @@ impl Transaction for SqlTransaction {
         .bind(card.public_key.clone())
         .bind(micros(card.last_known_safe_at))
         .bind(card.incident)
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("card", &e))?;
         Ok(())
@@ -1358,7 +1435,7 @@ impl Transaction for SqlTransaction {
         .bind(current.to_vec())
         .bind(pending.map(|(secret, _)| secret.to_vec()))
         .bind(pending.map(|(_, ceremony)| ceremony.to_owned()))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("card", &e))?;
         Ok(())
@@ -1376,7 +1453,7 @@ impl Transaction for SqlTransaction {
         .bind(micros(c.not_after))
         .bind(c.revoked.map(|(at, _)| micros(at)))
         .bind(c.revoked.map(|(_, reason)| reason.code()))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("certificate", &e))?;
         Ok(())
@@ -1405,7 +1482,7 @@ impl Transaction for SqlTransaction {
         .bind(card)
         .bind(micros(at))
         .bind(reason.code())
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("certificate", &e))?;
         Ok(result.rows_affected() as usize)
@@ -1427,7 +1504,7 @@ impl Transaction for SqlTransaction {
         let row = query(
             "UPDATE counters SET next_value = next_value + 1 WHERE name = 'crl_number' RETURNING next_value - 1 AS v",
         )
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("crl number", &e))?;
         Ok(int(&row, "v")? as u64)
@@ -1450,7 +1527,7 @@ impl Transaction for SqlTransaction {
         .bind(i64::from(code.attempts))
         .bind(code.used_at.map(micros))
         .bind(micros(at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("unlock code", &e))?;
         Ok(())
@@ -1473,7 +1550,7 @@ impl Transaction for SqlTransaction {
             .bind(code.id)
             .bind(i64::from(code.attempts))
             .bind(code.used_at.map(micros))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("unlock code", &e))?;
         Ok(())
@@ -1488,7 +1565,7 @@ impl Transaction for SqlTransaction {
         .bind(m.body.clone())
         .bind(micros(m.created_at))
         .bind(m.sent_at.map(micros))
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("outbox", &e))?;
         int(&row, "id")
@@ -1526,7 +1603,7 @@ impl Transaction for SqlTransaction {
             query("UPDATE outbox SET leased_until = $2 WHERE id = $1")
                 .bind(message.id)
                 .bind(micros(until))
-                .execute(self.conn())
+                .execute(self.conn().await?)
                 .await
                 .map_err(|e| self.failure("lease message", &e))?;
         }
@@ -1538,7 +1615,7 @@ impl Transaction for SqlTransaction {
         query("UPDATE outbox SET sent_at = $2, leased_until = NULL, body = '' WHERE id = $1")
             .bind(id)
             .bind(micros(at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("mark message sent", &e))?;
         Ok(())
@@ -1549,7 +1626,7 @@ impl Transaction for SqlTransaction {
             .bind(id)
             .bind(error.to_owned())
             .bind(micros(retry_at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("mark message failed", &e))?;
         Ok(())
@@ -1565,7 +1642,7 @@ impl Transaction for SqlTransaction {
         .bind(f.reason.clone())
         .bind(f.flagged_by.to_string())
         .bind(micros(f.flagged_at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("flag patient", &e))?;
         Ok(done.rows_affected() > 0)
@@ -1575,7 +1652,7 @@ impl Transaction for SqlTransaction {
         let done = query("DELETE FROM flagged_patients WHERE org = $1 AND nhs_number = $2")
             .bind(org.to_string())
             .bind(patient.to_string())
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("unflag patient", &e))?;
         Ok(done.rows_affected() > 0)
@@ -1633,7 +1710,7 @@ impl Transaction for SqlTransaction {
         .bind(c.closed_at.map(micros))
         .bind(c.outcome.map(careid_domain::case::CaseOutcome::code))
         .bind(c.incident)
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("case", &e))?;
         int(&row, "id")
@@ -1651,7 +1728,7 @@ impl Transaction for SqlTransaction {
             .bind(c.status.code())
             .bind(c.closed_at.map(micros))
             .bind(c.outcome.map(careid_domain::case::CaseOutcome::code))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("case", &e))?;
         Ok(())
@@ -1695,7 +1772,7 @@ impl Transaction for SqlTransaction {
             .bind(e.kind.code())
             .bind(e.text.clone())
             .bind(e.record.map(|r| r as i64))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|err| self.failure("case entry", &err))?;
         Ok(())
@@ -1725,7 +1802,7 @@ impl Transaction for SqlTransaction {
         .bind(i.subject.to_string())
         .bind(i.reported_by.to_string())
         .bind(micros(i.reported_at))
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("incident", &e))?;
         int(&row, "id")
@@ -1750,7 +1827,7 @@ impl Transaction for SqlTransaction {
             .bind(micros(closure.at))
             .bind(closure.review.clone())
             .bind(closure.outcome.clone())
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("incident", &e))?;
         Ok(())
@@ -1767,7 +1844,7 @@ impl Transaction for SqlTransaction {
         .bind(format_date(a.last_day))
         .bind(a.recorded_by.to_string())
         .bind(micros(a.recorded_at))
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("absence", &e))?;
         int(&row, "id")
@@ -1792,7 +1869,7 @@ impl Transaction for SqlTransaction {
         let done = query("UPDATE absences SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL")
             .bind(id)
             .bind(micros(at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("absence", &e))?;
         Ok(done.rows_affected() == 1)
@@ -1806,7 +1883,7 @@ impl Transaction for SqlTransaction {
         query("UPDATE assignments SET working_hours = $2 WHERE id = $1")
             .bind(assignment.0)
             .bind(hours.map(ToString::to_string))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("working hours", &e))?;
         Ok(())
@@ -1833,7 +1910,7 @@ impl Transaction for SqlTransaction {
         .bind(policy.code())
         .bind(by.to_string())
         .bind(micros(at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("absence policy", &e))?;
         Ok(())
@@ -1854,7 +1931,7 @@ impl Transaction for SqlTransaction {
         .bind(c.org.to_string())
         .bind(c.registered_by.to_string())
         .bind(micros(c.registered_at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("client", &e))?;
         Ok(())
@@ -1879,7 +1956,7 @@ impl Transaction for SqlTransaction {
         let done = query("UPDATE oidc_clients SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL")
             .bind(id.to_string())
             .bind(micros(at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("client", &e))?;
         Ok(done.rows_affected() == 1)
@@ -1899,7 +1976,7 @@ impl Transaction for SqlTransaction {
         .bind(a.code_challenge.clone())
         .bind(micros(a.created_at))
         .bind(micros(a.expires_at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("authorization", &e))?;
         Ok(())
@@ -1914,7 +1991,7 @@ impl Transaction for SqlTransaction {
     async fn authorization_by_code(&mut self, code_hash: &[u8; 32]) -> Result<Option<Authorization>, StoreError> {
         let rows = query("SELECT * FROM oidc_authorizations WHERE code_hash = $1")
             .bind(code_hash.to_vec())
-            .fetch_all(self.conn())
+            .fetch_all(self.conn().await?)
             .await
             .map_err(|e| self.failure("read authorization", &e))?;
         rows.first().map(rows::authorization).transpose()
@@ -1935,7 +2012,7 @@ impl Transaction for SqlTransaction {
         .bind(session.to_owned())
         .bind(code_hash.to_vec())
         .bind(micros(at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("authorization", &e))?;
         Ok(done.rows_affected() == 1)
@@ -1948,7 +2025,7 @@ impl Transaction for SqlTransaction {
         )
         .bind(id.to_owned())
         .bind(micros(at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("authorization", &e))?;
         Ok(done.rows_affected() == 1)
@@ -1967,7 +2044,7 @@ impl Transaction for SqlTransaction {
         .bind(t.scope.clone())
         .bind(micros(t.issued_at))
         .bind(micros(t.expires_at))
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("token", &e))?;
         Ok(())
@@ -1983,7 +2060,7 @@ impl Transaction for SqlTransaction {
         let done = query("UPDATE oidc_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id.to_owned())
             .bind(micros(at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("revoke token", &e))?;
         Ok(done.rows_affected() == 1)
@@ -1997,7 +2074,7 @@ impl Transaction for SqlTransaction {
         let done = query("UPDATE oidc_tokens SET revoked_at = $2 WHERE authorization_id = $1 AND revoked_at IS NULL")
             .bind(authorization.to_owned())
             .bind(micros(at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("revoke tokens", &e))?;
         Ok(done.rows_affected())
@@ -2024,7 +2101,7 @@ impl Transaction for SqlTransaction {
             query("UPDATE oidc_logouts SET leased_until = $2 WHERE id = $1")
                 .bind(logout.id)
                 .bind(micros(until))
-                .execute(self.conn())
+                .execute(self.conn().await?)
                 .await
                 .map_err(|e| self.failure("lease logout", &e))?;
         }
@@ -2035,7 +2112,7 @@ impl Transaction for SqlTransaction {
         query("UPDATE oidc_logouts SET sent_at = $2, leased_until = NULL WHERE id = $1")
             .bind(id)
             .bind(micros(at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("mark logout sent", &e))?;
         Ok(())
@@ -2046,7 +2123,7 @@ impl Transaction for SqlTransaction {
             .bind(id)
             .bind(error.to_owned())
             .bind(micros(retry_at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("mark logout failed", &e))?;
         Ok(())
@@ -2074,7 +2151,7 @@ impl Transaction for SqlTransaction {
                     .bind(p.registered_org.to_string())
                     .bind(micros(p.created_at));
             }
-            query.execute(self.conn()).await.map_err(|e| self.failure("person", &e))?;
+            query.execute(self.conn().await?).await.map_err(|e| self.failure("person", &e))?;
         }
         for chunk in assignments.chunks(BULK_ROWS) {
             let mut sql = String::from(
@@ -2091,7 +2168,7 @@ impl Transaction for SqlTransaction {
                     .bind(a.end.map(format_date))
                     .bind(opt_string(a.assigned_by.as_ref()));
             }
-            query.execute(self.conn()).await.map_err(|e| self.failure("assignment", &e))?;
+            query.execute(self.conn().await?).await.map_err(|e| self.failure("assignment", &e))?;
         }
         Ok(())
     }
@@ -2109,7 +2186,7 @@ impl Transaction for SqlTransaction {
             .bind(head.size as i64)
             .bind(head.root.to_vec())
             .bind(head.chain_hash.to_vec())
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("write audit tree", &e))?;
         Ok(())
@@ -2132,7 +2209,7 @@ impl Transaction for SqlTransaction {
             .bind(i64::from(*level))
             .bind(*index as i64)
             .bind(hashes.clone())
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("write audit tile", &e))?;
         }
@@ -2160,7 +2237,7 @@ impl Transaction for SqlTransaction {
             .bind(checkpoint.root.to_vec())
             .bind(checkpoint.note.clone())
             .bind(micros(checkpoint.signed_at))
-            .execute(self.conn())
+            .execute(self.conn().await?)
             .await
             .map_err(|e| self.failure("write checkpoint", &e))?;
         Ok(())
@@ -2191,8 +2268,11 @@ impl Transaction for SqlTransaction {
     }
 
     async fn insert_audit_orgs(&mut self, rows: &[(u64, OdsCode, u64)]) -> Result<(), StoreError> {
-        let rows: Vec<(u64, &OdsCode, u64)> = rows.iter().map(|(seq, org, source)| (*seq, org, *source)).collect();
-        self.insert_orgs(&rows).await
+        let mut index = AuditRows::default();
+        for (seq, org, source) in rows {
+            index.push_org(*seq, org, *source);
+        }
+        self.insert_rows(index).await
     }
 
     async fn audit_index(&mut self, from_seq: u64, limit: u32) -> Result<Vec<AuditIndexRow>, StoreError> {
@@ -2241,7 +2321,7 @@ impl Transaction for SqlTransaction {
         .bind(size as i64)
         .bind(witness.to_owned())
         .bind(line.to_owned())
-        .execute(self.conn())
+        .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("write cosignature", &e))?;
         Ok(())
@@ -2270,7 +2350,7 @@ impl Transaction for SqlTransaction {
         .bind(i.comment.clone())
         .bind(rows::encode_context(&i.context))
         .bind(micros(i.opened_at))
-        .fetch_one(self.conn())
+        .fetch_one(self.conn().await?)
         .await
         .map_err(|e| self.failure("misuse incident", &e))?;
         int(&row, "id")
@@ -2311,7 +2391,7 @@ impl Transaction for SqlTransaction {
                     .bind(micros(a.accessed_at))
                     .bind(a.alert.clone());
             }
-            query.execute(self.conn()).await.map_err(|e| self.failure("patient access", &e))?;
+            query.execute(self.conn().await?).await.map_err(|e| self.failure("patient access", &e))?;
         }
         Ok(())
     }

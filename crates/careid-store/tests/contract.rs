@@ -232,6 +232,48 @@ contract!(concurrent_writers_that_fail_or_give_up_take_nothing_from_the_others, 
     assert_eq!(verify_whole_log(&store).await, 20);
 });
 
+contract!(a_writer_that_appends_then_fails_undoes_its_own_records_and_no_one_elses, |store| {
+    // In a batch, records wait until the writer's next statement or the batch's end: a writer
+    // that appended and then failed takes its records with it, and leaves the batch's other
+    // records and the chain whole.
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for n in 0..40u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let code = format!("R{n:02}");
+            let mut tx = store.begin_write().await.unwrap();
+            let seq = tx.append_audit(&event(n)).await.unwrap();
+            tx.insert_organisation(&org(&code, None)).await.unwrap();
+            if n % 4 == 1 {
+                assert!(tx.insert_organisation(&org(&code, None)).await.is_err());
+                assert!(tx.commit().await.is_err());
+                return None;
+            }
+            if n % 4 == 2 {
+                // Appended after its statements, then abandoned: nothing of it was inserted.
+                tx.append_audit(&event(n + 1_000)).await.unwrap();
+                drop(tx);
+                return None;
+            }
+            tx.commit().await.unwrap();
+            Some((seq, n))
+        }));
+    }
+    let mut committed = Vec::new();
+    for task in tasks {
+        committed.extend(task.await.unwrap());
+    }
+    assert_eq!(committed.len(), 20);
+    assert_eq!(verify_whole_log(&store).await, 20);
+    let mut read = store.begin_read().await.unwrap();
+    for (seq, n) in committed {
+        let entry = careid_audit::decode(&read.audit_range(seq, 1).await.unwrap()[0].entry).unwrap();
+        assert_eq!(entry.get("detail.n"), Some(n.to_string().as_str()), "record {seq}");
+        assert!(read.organisation(&OdsCode::parse(&format!("R{n:02}")).unwrap()).await.unwrap().is_some());
+    }
+});
+
 contract!(organisation_hierarchy_and_scope_queries, |store| {
     let mut tx = store.begin_write().await.unwrap();
     for (code, parent) in [("QWE", None), ("F84003", Some("QWE")), ("F84003A", Some("F84003")), ("RH8", None)] {
@@ -1052,4 +1094,53 @@ async fn postgres_connections_take_tls_and_a_statement_timeout() {
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut *conn).await.unwrap();
     drop(conn);
     store.close().await;
+}
+
+/// Two careid nodes on one PostgreSQL database: each commits its own batches, and the batches
+/// take the log's head in turn, so the chain never forks, never gaps, and holds exactly what
+/// either node acknowledged; the store's counters see the batches.
+#[tokio::test]
+async fn two_nodes_on_one_postgres_take_the_log_in_turn() {
+    let Some(url) = careid_store::test_postgres_url() else {
+        eprintln!("CAREID_TEST_POSTGRES_URL is not set: two nodes on PostgreSQL were not tried");
+        return;
+    };
+    let schema = format!("careid_test_{:016x}", rand::random::<u64>());
+    let mut options = StoreOptions::new(url);
+    options.schema = Some(schema.clone());
+    let nodes = [SqlStore::open(&options).await.unwrap(), SqlStore::open(&options).await.unwrap()];
+    let mut tasks = Vec::new();
+    for n in 0..200u64 {
+        let store = nodes[(n % 2) as usize].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = store.begin_write().await.unwrap();
+            let seq = tx.append_audit(&event(n)).await.unwrap();
+            if n % 10 == 3 {
+                drop(tx);
+                return None;
+            }
+            tx.commit().await.unwrap();
+            Some((seq, n))
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), 180);
+    assert_eq!(verify_whole_log(&nodes[0]).await, 180);
+    let mut read = nodes[1].begin_read().await.unwrap();
+    for (seq, n) in &acknowledged {
+        let entry = careid_audit::decode(&read.audit_range(*seq, 1).await.unwrap()[0].entry).unwrap();
+        assert_eq!(entry.get("detail.n"), Some(n.to_string().as_str()), "record {seq}");
+    }
+    drop(read);
+    let stats: Vec<_> = nodes.iter().map(Store::write_stats).collect();
+    assert_eq!(stats.iter().map(|s| s.transactions).sum::<u64>(), 180, "{stats:?}");
+    assert!(stats.iter().all(|s| s.batches >= 1 && s.batches <= s.transactions && s.serial_seconds > 0.0), "{stats:?}");
+    let pool = nodes[0].postgres_pool().cloned().unwrap();
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
+    for node in &nodes {
+        node.close().await;
+    }
 }
