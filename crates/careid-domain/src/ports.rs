@@ -180,6 +180,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn backend(&self) -> &'static str;
     /// How this store's writes have gone since it opened (for the operator's metrics).
     fn write_stats(&self) -> WriteStats;
+    /// Whether this node holds `role` (signing the audit log's checkpoints, say) among the
+    /// nodes sharing the database, taking it if none does. One node holds a role at a time; a
+    /// node that stops or loses the database loses it, and another takes it at its next call.
+    /// A role saves work only: whatever it does must stay correct if two nodes did it at once.
+    async fn lead(&self, role: &'static str) -> Result<bool, StoreError>;
 }
 
 /// A store's writes since it opened. Write transactions commit in batches, one at a time

@@ -301,6 +301,14 @@ impl Store for SqlStore {
         self.backend.name()
     }
 
+    async fn lead(&self, role: &'static str) -> Result<bool, StoreError> {
+        match &self.inner {
+            // One node, and so always the one.
+            Inner::Lite(_) => Ok(true),
+            Inner::Pg(_, group) => group.lead(role).await,
+        }
+    }
+
     fn write_stats(&self) -> WriteStats {
         match &self.inner {
             Inner::Lite(lite) => lite.group.counters.snapshot(),

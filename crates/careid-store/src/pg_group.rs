@@ -85,6 +85,23 @@ pub(crate) struct PgGroup {
     waiting: Arc<AtomicUsize>,
     next_batch: Arc<AtomicU64>,
     pub(crate) counters: Arc<BatchCounters>,
+    leader: Arc<Mutex<Leader>>,
+}
+
+/// The roles this node holds: session-level advisory locks on a connection of their own,
+/// which PostgreSQL releases when the session ends, however the node stopped.
+#[derive(Default)]
+struct Leader {
+    conn: Option<AnyConnection>,
+    held: Vec<&'static str>,
+}
+
+/// A role's advisory lock key: FNV-1a of its name, in careid's own space of keys.
+fn role_key(role: &str) -> i64 {
+    let hash = format!("careid:{role}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    hash as i64
 }
 
 impl std::fmt::Debug for PgGroup {
@@ -186,6 +203,37 @@ impl PgGroup {
             waiting: Arc::new(AtomicUsize::new(0)),
             next_batch: Arc::new(AtomicU64::new(1)),
             counters: Arc::new(BatchCounters::default()),
+            leader: Arc::default(),
+        }
+    }
+
+    /// Whether this node holds `role`, taking it if no node does (see `Store::lead`).
+    pub(crate) async fn lead(&self, role: &'static str) -> Result<bool, StoreError> {
+        let mut leader = self.leader.lock().await;
+        let leader = &mut *leader;
+        if leader.conn.is_none() {
+            leader.held.clear();
+            leader.conn = Some(self.pool.acquire().await.map_err(|e| sqlx_failure("connect", e))?.detach());
+        }
+        let Some(conn) = leader.conn.as_mut() else { unreachable!("connected above") };
+        let checked = if leader.held.contains(&role) {
+            // Held while this session lives: check that it still does.
+            sqlx::query("SELECT 1").execute(&mut *conn).await.map(|_| true)
+        } else {
+            sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)").bind(role_key(role)).fetch_one(conn).await
+        };
+        match checked {
+            Ok(held) => {
+                if held && !leader.held.contains(&role) {
+                    leader.held.push(role);
+                }
+                Ok(held)
+            }
+            Err(error) => {
+                // The session, and every role with it, is gone.
+                (leader.conn, leader.held) = (None, Vec::new());
+                Err(sqlx_failure("lead", error))
+            }
         }
     }
 
@@ -345,10 +393,11 @@ impl PgGroup {
         tx.commit().await.map_err(|e| sqlx_failure("flush", e))
     }
 
-    /// Closes the writer's connection (the store is closing).
+    /// Closes the writer's connection and gives up this node's roles (the store is closing).
     pub(crate) async fn close(&self) {
-        let mut writer = self.writer.lock().await;
-        if let Some(conn) = writer.conn.take() {
+        let writer = self.writer.lock().await.conn.take();
+        let leader = self.leader.lock().await.conn.take();
+        for conn in [writer, leader].into_iter().flatten() {
             let _ = conn.close().await;
         }
     }

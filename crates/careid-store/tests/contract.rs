@@ -1144,3 +1144,30 @@ async fn two_nodes_on_one_postgres_take_the_log_in_turn() {
         node.close().await;
     }
 }
+
+/// A role (signing the log's checkpoints) is held by one node of several at a time; when that
+/// node stops, another takes it at its next call. On SQLite the one node always holds it.
+#[tokio::test]
+async fn one_node_of_several_holds_a_role_until_it_stops() {
+    let sqlite = SqlStore::open(&StoreOptions::new("sqlite::memory:")).await.unwrap();
+    assert!(sqlite.lead("signer").await.unwrap());
+    let Some(url) = careid_store::test_postgres_url() else {
+        eprintln!("CAREID_TEST_POSTGRES_URL is not set: roles among PostgreSQL nodes were not tried");
+        return;
+    };
+    let schema = format!("careid_test_{:016x}", rand::random::<u64>());
+    let mut options = StoreOptions::new(url);
+    options.schema = Some(schema.clone());
+    let (a, b) = (SqlStore::open(&options).await.unwrap(), SqlStore::open(&options).await.unwrap());
+    let role = "signer";
+    assert!(a.lead(role).await.unwrap(), "a free role is taken");
+    assert!(!b.lead(role).await.unwrap(), "a held role is not taken twice");
+    assert!(a.lead(role).await.unwrap(), "the holder keeps it");
+    assert!(b.lead("another role").await.unwrap(), "roles are held apart");
+    let pool = b.postgres_pool().cloned().unwrap();
+    a.close().await;
+    drop(a);
+    assert!(b.lead(role).await.unwrap(), "a stopped node's role passes to the next that asks");
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
+    b.close().await;
+}

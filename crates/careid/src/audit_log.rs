@@ -58,7 +58,11 @@ pub(crate) fn load_log_signer(config: &Config, origin: &str) -> anyhow::Result<O
     Ok(Some(LogSigner::new(origin, &pkcs8).with_context(|| format!("the log origin {origin:?}"))?))
 }
 
+/// The role of the node that signs the log's checkpoints (`Store::lead`).
+const SIGNER_ROLE: &str = "audit log signer";
+
 /// Follows the records with the tree and signs a checkpoint whenever it grew, until aborted.
+/// Of several nodes on one database, the one that holds the signer's role does.
 /// A failure (a record that breaks the chain, tiles that do not give the last root) signs
 /// nothing and is logged loudly every round: the log must not move on past it.
 pub(crate) async fn integrate_forever(
@@ -70,8 +74,26 @@ pub(crate) async fn integrate_forever(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
     let mut cosigned_sizes = crate::witness::WitnessedSizes::default();
+    let mut signing = false;
     loop {
         tick.tick().await;
+        // One node of a deployment signs (the others serve what it signed); should two ever
+        // sign at once, each checkpoint still extends the last, in a transaction of its own.
+        let leads = service.store().lead(SIGNER_ROLE).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot tell whether this node signs the audit log");
+            false
+        });
+        if leads != signing {
+            signing = leads;
+            if signing {
+                tracing::info!("this node signs the audit log's checkpoints");
+            } else {
+                tracing::info!("another node signs the audit log's checkpoints");
+            }
+        }
+        if !signing {
+            continue;
+        }
         if !witnesses.is_empty()
             && let Err(error) =
                 crate::witness::submit_to_witnesses(&service, &http, &witnesses, &mut cosigned_sizes).await
