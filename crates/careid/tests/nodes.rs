@@ -139,7 +139,7 @@ fn two_nodes_on_one_postgresql_share_sessions_refusals_and_the_log() {
     );
     runtime.block_on(async {
         // The survivor's checkpoint covers everything written before the kill.
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let note = http.get(format!("{follower_url}/log/checkpoint")).send().await.unwrap().text().await.unwrap();
         let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
         let mut options = careid_store::StoreOptions::new(postgres.clone());
