@@ -120,8 +120,29 @@ pub struct ConsoleSession {
 pub struct CardPresence {
     pub card: i64,
     pub workstation: String,
+    /// The counter of the last heartbeat counted (each must be above it).
     pub heartbeat: u64,
     pub last_proof_at: OffsetDateTime,
+    /// Heartbeats counted since login.
+    pub proofs: u64,
+    /// The last heartbeat counted, as the card signed it: kept for the session's end record.
+    pub last_proof: Option<CardSigned>,
+}
+
+/// A message a card signed, and its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardSigned {
+    pub message: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// A heartbeat to count: its session, counter and time, as the card signed them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceProof {
+    pub session: String,
+    pub counter: u64,
+    pub at: OffsetDateTime,
+    pub signed: CardSigned,
 }
 
 /// A new assignment, before the store gives it an id.
@@ -180,6 +201,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn backend(&self) -> &'static str;
     /// How this store's writes have gone since it opened (for the operator's metrics).
     fn write_stats(&self) -> WriteStats;
+    /// Counts a heartbeat as `Transaction::record_heartbeat` does, but outside the serialised
+    /// writes and without waiting for the disk: presence fails closed, so a heartbeat lost in a
+    /// crash can only make its session end early. Reads of a session in a write transaction
+    /// lock it against this, so that whoever ends a session sees every proof it counted.
+    async fn record_presence(&self, proof: &PresenceProof) -> Result<bool, StoreError>;
     /// Whether this node holds `role` (signing the audit log's checkpoints, say) among the
     /// nodes sharing the database, taking it if none does. One node holds a role at a time; a
     /// node that stops or loses the database loses it, and another takes it at its next call.
@@ -344,9 +370,9 @@ pub trait Transaction: Send {
     /// session's tokens are revoked and a back-channel logout is queued for every application
     /// with a logout address that holds a token for it: no path that ends a session can forget.
     async fn end_session(&mut self, id: &str, at: OffsetDateTime, reason: &str) -> Result<bool, StoreError>;
-    /// Counts a heartbeat of a live card session if `counter` is above the last one counted;
-    /// `false` otherwise (ended, or the counter is stale).
-    async fn record_heartbeat(&mut self, id: &str, counter: u64, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Counts a heartbeat of a live card session if its counter is above the last one counted,
+    /// keeping it as the session's last proof; `false` otherwise (ended, or the counter is stale).
+    async fn record_heartbeat(&mut self, proof: &PresenceProof) -> Result<bool, StoreError>;
     /// Live sessions that should have ended by `now`: past `expires_at`, no activity since
     /// `idle_since`, or (card sessions) no proof of presence since `proof_since`. At most `limit`.
     async fn sessions_due_to_end(

@@ -20,7 +20,9 @@ use careid_domain::login::{
     check_signed_time,
 };
 use careid_domain::model::{Assignment, AssignmentStatus, Position, ProfileStatus};
-use careid_domain::ports::{AuditQuery, CardPresence, Session, Store, StoreError, Transaction};
+use careid_domain::ports::{
+    AuditQuery, CardPresence, CardSigned, PresenceProof, Session, Store, StoreError, Transaction,
+};
 use careid_domain::secret::Secret;
 use careid_pki::{IssuedChallenge, PresentedCertificate};
 use time::OffsetDateTime;
@@ -467,6 +469,8 @@ impl Service {
                 workstation: login.workstation.to_string(),
                 heartbeat: 0,
                 last_proof_at: now,
+                proofs: 0,
+                last_proof: None,
             }),
         };
         tx.insert_session(&session).await?;
@@ -619,18 +623,45 @@ impl Service {
         e.subject_person = Some(session.person.clone());
         e.workstation = session.card.as_ref().map(|c| c.workstation.clone());
         e.detail.push(("reason", end.code().into()));
+        // A card session's presence, which heartbeats do not log one by one: how many proofs
+        // the card gave, and the last of them as the card signed it.
+        if let Some(presence) = &session.card {
+            e.detail.push(("proofs", presence.proofs.to_string()));
+            if let Some(last) = &presence.last_proof {
+                e.detail.push(("last_proof_at", careid_audit::format_time(presence.last_proof_at)));
+                e.detail.push(("signed_message", STANDARD.encode(&last.message)));
+                e.detail.push(("signature", STANDARD.encode(&last.signature)));
+            }
+        }
         e
     }
 
     /// Counts a heartbeat signed by the session's card. Refused, and audited, for an ended
     /// session, a counter already used, a time off the server's clock, or a signature that is
     /// not the card's.
+    ///
+    /// A heartbeat that passes is not a record of its own in the audit log (they would be most
+    /// of a national log): the session counts it and keeps it as its last proof, and the
+    /// session's end record carries the count and that proof. It is counted beside the
+    /// serialised writes and does not wait for the disk: presence fails closed, so a heartbeat
+    /// lost in a crash can only make its session end early. Whatever is refused, or finds the
+    /// session lapsed, takes the serialised path, which decides again and audits.
     pub async fn heartbeat(&self, ctx: &RequestContext, beat: &Heartbeat) -> Result<OffsetDateTime, RaError> {
         let now = self.clock.now();
-        // The card's signature is checked before the writer is taken: a P-256 verification is
-        // the slowest step of a heartbeat, and every other write would wait behind it. Inside,
-        // the key it verified under must still be the card's.
-        let verified_key = self.heartbeat_key(beat).await?;
+        // The card's signature is checked before anything is written: a P-256 verification is
+        // the slowest step of a heartbeat. Inside, the key it verified under must still be the
+        // card's.
+        let message = HeartbeatMessage { session: &beat.session, counter: beat.counter, time: beat.time }.to_bytes();
+        let proof = PresenceProof {
+            session: beat.session.clone(),
+            counter: beat.counter,
+            at: now,
+            signed: CardSigned { message, signature: beat.signature.clone() },
+        };
+        let (verified_key, alive) = self.heartbeat_key(beat, now).await?;
+        if alive && verified_key.is_some() && self.store.record_presence(&proof).await? {
+            return Ok(now + self.settings.presence_grace);
+        }
         let mut tx = self.store.begin_write().await?;
         let session =
             tx.session_by_id(&beat.session).await?.ok_or_else(|| crate::error::not_found("session", &beat.session))?;
@@ -645,7 +676,6 @@ impl Service {
         };
         event.workstation = Some(presence.workstation.clone());
         let card = self.load_card(&mut tx, presence.card).await?;
-        let message = HeartbeatMessage { session: &session.id, counter: beat.counter, time: beat.time }.to_bytes();
         let checked = if session.ended_at.is_some() {
             // Say why: a card reported stolen, the RA, or the card's absence are different news.
             let why = match card.state {
@@ -680,29 +710,35 @@ impl Service {
                 Refusal::new(Rule::SessionEnded, format!("the session has ended: {}. Log in again", end.explanation()));
             return Err(self.refuse(tx, event, refusal).await);
         }
-        if !tx.record_heartbeat(&session.id, beat.counter, now).await? {
+        if !tx.record_heartbeat(&proof).await? {
             let refusal =
                 Refusal::new(Rule::SessionEnded, "the heartbeat was not counted: the session ended or it was late");
             return Err(self.refuse(tx, event, refusal).await);
         }
-        event.detail.push(("counter", beat.counter.to_string()));
-        event.detail.push(("card", card.serial.to_string()));
-        event.detail.push(("signed_message", STANDARD.encode(&message)));
-        event.detail.push(("signature", STANDARD.encode(&beat.signature)));
-        tx.record(&event).await?;
         tx.commit().await?;
         Ok(now + self.settings.presence_grace)
     }
 
-    /// The key of the session's card, if the heartbeat's signature verifies under it; read
-    /// outside the writer.
-    async fn heartbeat_key(&self, beat: &Heartbeat) -> Result<Option<Vec<u8>>, RaError> {
+    /// The key of the session's card, if the heartbeat's signature verifies under it, and
+    /// whether, as read outside the writer, the heartbeat passes every other check (the session
+    /// live and not lapsed, the time, the counter): if so it is counted beside the writer.
+    async fn heartbeat_key(&self, beat: &Heartbeat, now: OffsetDateTime) -> Result<(Option<Vec<u8>>, bool), RaError> {
         let mut tx = self.store.begin_read().await?;
-        let Some(presence) = tx.session_by_id(&beat.session).await?.and_then(|s| s.card) else { return Ok(None) };
-        let Some(card) = tx.card(presence.card).await? else { return Ok(None) };
+        let Some(session) = tx.session_by_id(&beat.session).await? else { return Ok((None, false)) };
+        let Some(presence) = &session.card else { return Ok((None, false)) };
+        let Some(card) = tx.card(presence.card).await? else { return Ok((None, false)) };
         drop(tx);
         let message = HeartbeatMessage { session: &beat.session, counter: beat.counter, time: beat.time }.to_bytes();
-        Ok(card.public_key.filter(|key| careid_pki::verify_card_signature(key, &message, &beat.signature)))
+        let key = card.public_key.filter(|key| careid_pki::verify_card_signature(key, &message, &beat.signature));
+        let alive = session.ended_at.is_none()
+            && card.state == CardState::Active
+            && check_signed_time(beat.time, now).is_ok()
+            && beat.counter > presence.heartbeat
+            && self
+                .liveness()
+                .ended(now, Some(presence.last_proof_at), session.last_seen_at, session.expires_at)
+                .is_none();
+        Ok((key, alive))
     }
 
     /// The actor's own live sessions.

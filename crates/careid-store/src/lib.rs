@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use careid_domain::ports::{Store, StoreError, Transaction, WriteStats};
+use careid_domain::ports::{PresenceProof, Store, StoreError, Transaction, WriteStats};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
@@ -105,6 +105,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (15, "flagged patients", include_str!("../migrations/sqlite/0015_flagged_patients.sql")),
     (16, "console sessions", include_str!("../migrations/sqlite/0016_console_sessions.sql")),
     (17, "audit orgs by record", include_str!("../migrations/sqlite/0017_audit_orgs_by_record.sql")),
+    (18, "presence proofs", include_str!("../migrations/sqlite/0018_presence_proofs.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "registration authority", include_str!("../migrations/postgres/0001_registration_authority.sql")),
@@ -123,6 +124,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "flagged patients", include_str!("../migrations/postgres/0014_flagged_patients.sql")),
     (15, "console sessions", include_str!("../migrations/postgres/0015_console_sessions.sql")),
     (16, "audit orgs by record", include_str!("../migrations/postgres/0016_audit_orgs_by_record.sql")),
+    (17, "presence proofs", include_str!("../migrations/postgres/0017_presence_proofs.sql")),
 ];
 
 fn postgres_migrations() -> Migrator {
@@ -299,6 +301,27 @@ impl Store for SqlStore {
 
     fn backend(&self) -> &'static str {
         self.backend.name()
+    }
+
+    async fn record_presence(&self, proof: &PresenceProof) -> Result<bool, StoreError> {
+        let mut tx = match &self.inner {
+            // One writer: the heartbeat takes its turn, with no audit record to write.
+            Inner::Lite(lite) => Box::new(SqlTransaction::new(
+                Conn::Batched(lite.group.begin().await?, lite.group.clone()),
+                self.backend,
+            )),
+            Inner::Pg(pool, _) => {
+                // A transaction of its own on the pool, beside the batches: no head row, and no
+                // wait for the disk.
+                let tx = pool.begin().await.map_err(|e| sqlx_error("begin", e))?;
+                let mut tx = Box::new(SqlTransaction::new(Conn::Pg(tx), self.backend));
+                tx.without_waiting_for_the_disk().await?;
+                tx
+            }
+        };
+        let counted = tx.record_heartbeat(proof).await?;
+        tx.commit().await?;
+        Ok(counted)
     }
 
     async fn lead(&self, role: &'static str) -> Result<bool, StoreError> {

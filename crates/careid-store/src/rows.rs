@@ -15,7 +15,7 @@ use careid_domain::model::{
     RequestKind, RequestStatus, SponsorRequest,
 };
 use careid_domain::oidc::{AppUri, Authorization, Client, ClientId, ClientKind, IssuedToken, PendingLogout};
-use careid_domain::ports::{CardPresence, Credential, Session, StoreError};
+use careid_domain::ports::{CardPresence, CardSigned, Credential, Session, StoreError};
 use time::{Date, OffsetDateTime};
 
 use crate::db::Row;
@@ -311,6 +311,11 @@ pub(crate) fn session(row: &Row) -> Result<Session, StoreError> {
                 heartbeat: int(row, "heartbeat")? as u64,
                 last_proof_at: opt_time_at(row, "last_proof_at")?
                     .ok_or_else(|| StoreError::Corrupt("a card session without a proof time".into()))?,
+                proofs: int(row, "proofs")? as u64,
+                last_proof: match (row.opt_bytes("last_proof_message")?, row.opt_bytes("last_proof_signature")?) {
+                    (Some(message), Some(signature)) => Some(CardSigned { message, signature }),
+                    _ => None,
+                },
             }),
         },
     })

@@ -19,8 +19,8 @@ use careid_domain::model::{
 use careid_domain::oidc::{Authorization, Client, ClientId, IssuedToken, PendingLogout};
 use careid_domain::patient::{FlaggedPatient, NhsNumber, PatientAccess};
 use careid_domain::ports::{
-    AuditIndexRow, AuditQuery, ConsoleSession, Credential, NewAssignment, PatientAccessQuery, SealedSecrets, Session,
-    StoreError, Transaction,
+    AuditIndexRow, AuditQuery, ConsoleSession, Credential, NewAssignment, PatientAccessQuery, PresenceProof,
+    SealedSecrets, Session, StoreError, Transaction,
 };
 use sqlx::Any;
 use time::{Date, OffsetDateTime};
@@ -170,6 +170,24 @@ impl SqlTransaction {
             .map_err(|e| self.failure("write audit head", &e))?;
         self.head = Some(head);
         Ok(())
+    }
+
+    /// `SELECT * FROM sessions WHERE <condition>`; in a write transaction on PostgreSQL the rows
+    /// are locked, so that a heartbeat counted beside the batches (`Store::record_presence`)
+    /// either came before this read or waits for the transaction and finds what it did.
+    fn sessions_where(&self, condition: &str) -> String {
+        let lock = if let Some(Conn::PgBatched(..)) = &self.conn { " FOR UPDATE" } else { "" };
+        format!("SELECT * FROM sessions WHERE {condition}{lock}")
+    }
+
+    /// This transaction's commit does not wait for the disk (PostgreSQL): for what fails
+    /// closed if lost.
+    pub(crate) async fn without_waiting_for_the_disk(&mut self) -> Result<(), StoreError> {
+        query("SET LOCAL synchronous_commit = off")
+            .execute(self.conn().await?)
+            .await
+            .map(drop)
+            .map_err(|e| self.failure("synchronous_commit", &e))
     }
 
     /// Appends events with one multi-row INSERT per chunk and one head update. In a batch on
@@ -1177,17 +1195,14 @@ impl Transaction for SqlTransaction {
     }
 
     async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>, StoreError> {
-        let rows = query("SELECT * FROM sessions WHERE token_hash = $1")
-            .bind(token_hash.to_vec())
-            .fetch_all(self.conn().await?)
-            .await
-            .map_err(|e| self.failure("read session", &e))?;
+        let sql = self.sessions_where("token_hash = $1");
+        let rows = self.fetch_all("read session", &sql, vec![Value::Blob(Some(token_hash.to_vec()))]).await?;
         rows.first().map(rows::session).transpose()
     }
 
     async fn session_by_id(&mut self, id: &str) -> Result<Option<Session>, StoreError> {
-        let rows =
-            self.fetch_all("read session", "SELECT * FROM sessions WHERE id = $1", vec![Value::text(id)]).await?;
+        let sql = self.sessions_where("id = $1");
+        let rows = self.fetch_all("read session", &sql, vec![Value::text(id)]).await?;
         rows.first().map(rows::session).transpose()
     }
 
@@ -1233,8 +1248,8 @@ impl Transaction for SqlTransaction {
     }
 
     async fn live_sessions_of(&mut self, person: &PersonUuid) -> Result<Vec<Session>, StoreError> {
-        let sql = "SELECT * FROM sessions WHERE person = $1 AND ended_at IS NULL ORDER BY created_at, id";
-        self.fetch_all("list sessions", sql, vec![Value::text(person.to_string())])
+        let sql = self.sessions_where("person = $1 AND ended_at IS NULL ORDER BY created_at, id");
+        self.fetch_all("list sessions", &sql, vec![Value::text(person.to_string())])
             .await?
             .iter()
             .map(rows::session)
@@ -1242,8 +1257,8 @@ impl Transaction for SqlTransaction {
     }
 
     async fn live_sessions_of_card(&mut self, card: i64) -> Result<Vec<Session>, StoreError> {
-        let sql = "SELECT * FROM sessions WHERE card = $1 AND ended_at IS NULL ORDER BY created_at, id";
-        self.fetch_all("list sessions", sql, vec![Value::int(card)]).await?.iter().map(rows::session).collect()
+        let sql = self.sessions_where("card = $1 AND ended_at IS NULL ORDER BY created_at, id");
+        self.fetch_all("list sessions", &sql, vec![Value::int(card)]).await?.iter().map(rows::session).collect()
     }
 
     async fn touch_session(&mut self, id: &str, at: OffsetDateTime) -> Result<(), StoreError> {
@@ -1290,16 +1305,19 @@ impl Transaction for SqlTransaction {
         Ok(true)
     }
 
-    async fn record_heartbeat(&mut self, id: &str, counter: u64, at: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn record_heartbeat(&mut self, proof: &PresenceProof) -> Result<bool, StoreError> {
         let counter =
-            i64::try_from(counter).map_err(|_| StoreError::Corrupt("heartbeat counter out of range".into()))?;
+            i64::try_from(proof.counter).map_err(|_| StoreError::Corrupt("heartbeat counter out of range".into()))?;
         let done = query(
-            "UPDATE sessions SET heartbeat = $2, last_proof_at = $3 \
+            "UPDATE sessions SET heartbeat = $2, last_proof_at = $3, proofs = proofs + 1, \
+             last_proof_message = $4, last_proof_signature = $5 \
              WHERE id = $1 AND ended_at IS NULL AND card IS NOT NULL AND heartbeat < $2",
         )
-        .bind(id.to_owned())
+        .bind(proof.session.clone())
         .bind(counter)
-        .bind(micros(at))
+        .bind(micros(proof.at))
+        .bind(proof.signed.message.clone())
+        .bind(proof.signed.signature.clone())
         .execute(self.conn().await?)
         .await
         .map_err(|e| self.failure("heartbeat", &e))?;
@@ -1313,18 +1331,16 @@ impl Transaction for SqlTransaction {
         proof_since: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Session>, StoreError> {
-        let rows = query(
-            "SELECT * FROM sessions WHERE ended_at IS NULL \
-             AND (expires_at <= $1 OR last_seen_at < $2 OR last_proof_at < $3) ORDER BY id LIMIT $4",
-        )
-        .bind(micros(now))
-        .bind(micros(idle_since))
-        .bind(micros(proof_since))
-        .bind(i64::from(limit))
-        .fetch_all(self.conn().await?)
-        .await
-        .map_err(|e| self.failure("sessions due to end", &e))?;
-        rows.iter().map(rows::session).collect()
+        let sql = self.sessions_where(
+            "ended_at IS NULL AND (expires_at <= $1 OR last_seen_at < $2 OR last_proof_at < $3) ORDER BY id LIMIT $4",
+        );
+        let args = vec![
+            Value::int(micros(now)),
+            Value::int(micros(idle_since)),
+            Value::int(micros(proof_since)),
+            Value::int(i64::from(limit)),
+        ];
+        self.fetch_all("sessions due to end", &sql, args).await?.iter().map(rows::session).collect()
     }
 
     async fn use_challenge(&mut self, nonce: &[u8], expires_at: OffsetDateTime) -> Result<bool, StoreError> {

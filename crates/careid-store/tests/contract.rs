@@ -15,7 +15,8 @@ use careid_domain::model::{
     ProfileStatus, Registration, RegistrationStatus,
 };
 use careid_domain::ports::{
-    AuditQuery, CardPresence, ConsoleSession, Credential, NewAssignment, SealedSecrets, Session, Store, StoreError,
+    AuditQuery, CardPresence, CardSigned, ConsoleSession, Credential, NewAssignment, PresenceProof, SealedSecrets,
+    Session, Store, StoreError,
 };
 use careid_store::{SqlStore, StoreOptions};
 use time::macros::{date, datetime};
@@ -492,13 +493,29 @@ contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
         id: id.into(),
         token_hash: [hash; 32],
         auth: AuthMethod::Card,
-        card: Some(CardPresence { card, workstation: "ws-1".into(), heartbeat: 0, last_proof_at: at }),
+        card: Some(CardPresence {
+            card,
+            workstation: "ws-1".into(),
+            heartbeat: 0,
+            last_proof_at: at,
+            proofs: 0,
+            last_proof: None,
+        }),
         ..session.clone()
     };
     tx.insert_session(&card_session("c1", 10)).await.unwrap();
-    assert!(tx.record_heartbeat("c1", 1, at + time::Duration::seconds(30)).await.unwrap());
-    assert!(!tx.record_heartbeat("c1", 1, at + time::Duration::seconds(40)).await.unwrap(), "a counter counts once");
-    assert!(!tx.record_heartbeat("s1", 5, at).await.unwrap(), "not a live card session");
+    let proof = |session: &str, counter: u64, at: time::OffsetDateTime| PresenceProof {
+        session: session.into(),
+        counter,
+        at,
+        signed: CardSigned { message: format!("beat {counter}").into_bytes(), signature: vec![counter as u8; 64] },
+    };
+    assert!(tx.record_heartbeat(&proof("c1", 1, at + time::Duration::seconds(30))).await.unwrap());
+    assert!(
+        !tx.record_heartbeat(&proof("c1", 1, at + time::Duration::seconds(40))).await.unwrap(),
+        "a counter counts once"
+    );
+    assert!(!tx.record_heartbeat(&proof("s1", 5, at)).await.unwrap(), "not a live card session");
     let live = tx.session_by_id("c1").await.unwrap().unwrap();
     assert_eq!(
         live.card,
@@ -506,7 +523,9 @@ contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
             card,
             workstation: "ws-1".into(),
             heartbeat: 1,
-            last_proof_at: at + time::Duration::seconds(30)
+            last_proof_at: at + time::Duration::seconds(30),
+            proofs: 1,
+            last_proof: Some(proof("c1", 1, at).signed),
         })
     );
     assert_eq!(tx.live_sessions_of(&ada.uuid).await.unwrap(), vec![live.clone()]);
@@ -518,6 +537,16 @@ contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
     assert!(proved_recently.unwrap().is_empty());
     let lapsed = tx.sessions_due_to_end(now, idle_since, now - time::Duration::seconds(30), 10).await;
     assert_eq!(lapsed.unwrap().len(), 1);
+    tx.commit().await.unwrap();
+
+    // Counted beside the serialised writes: the same rules, and the session keeps the count
+    // and the last proof. An ended session counts nothing more.
+    assert!(store.record_presence(&proof("c1", 3, at + time::Duration::seconds(60))).await.unwrap());
+    assert!(!store.record_presence(&proof("c1", 2, at + time::Duration::seconds(61))).await.unwrap(), "stale counter");
+    let mut tx = store.begin_write().await.unwrap();
+    let presence = tx.session_by_id("c1").await.unwrap().unwrap().card.unwrap();
+    assert_eq!((presence.heartbeat, presence.proofs), (3, 2));
+    assert_eq!(presence.last_proof, Some(proof("c1", 3, at).signed));
     tx.commit().await.unwrap();
 
     // A console sign-in through the card session: recorded once, found by its name, ended once.
@@ -543,6 +572,15 @@ contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
     let mut tx = store.begin_write().await.unwrap();
     assert_eq!(tx.insert_session(&card_session("c2", 11)).await, Err(StoreError::Duplicate("session")));
     drop(tx);
+
+    // An ended session counts no more proofs, and keeps those it counted.
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(tx.end_session("c1", at + time::Duration::seconds(65), "card_removed").await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(!store.record_presence(&proof("c1", 4, at + time::Duration::seconds(66))).await.unwrap(), "ended");
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.session_by_id("c1").await.unwrap().unwrap().card.unwrap().proofs, 2);
+    tx.commit().await.unwrap();
 
     // A challenge is answered once; forgotten after it expires.
     let mut tx = store.begin_write().await.unwrap();

@@ -82,7 +82,18 @@ enum BenchCommand {
         /// Agents working at once.
         #[arg(long, default_value_t = 64)]
         workers: usize,
+        /// `careid` server processes on the one store; requests go to each in turn (a session
+        /// started on one heartbeats on the next). More than one needs PostgreSQL.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Run the servers on PostgreSQL (a fresh schema, dropped after) instead of SQLite.
+        #[arg(long)]
+        postgres_url: Option<String>,
     },
+    /// One server process of `careid bench login`, with no rate limits (its one client sends
+    /// thousands of logins a second from one address); prints the URL it serves.
+    #[command(hide = true)]
+    Node,
     /// The web console: each page's time at the server with the RA Manager signed in, over a
     /// store of `people` people (SQLite), beside a `/healthz` round trip in the same run.
     Console {
@@ -110,7 +121,7 @@ enum BenchCommand {
     },
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs, config: crate::config::Config) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Ra { people, postgres_people, postgres_url, samples } => {
             let dir = tempfile_dir()?;
@@ -132,9 +143,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         BenchCommand::Console { people, samples } => bench_console(people, samples.max(1)).await,
         BenchCommand::Detect { staff, days, seed, keep } => crate::detect::bench(staff, days, seed, keep.as_deref()),
-        BenchCommand::Login { cards, heartbeats, workers } => {
-            crate::bench_login::bench_login(cards, heartbeats, workers).await
+        BenchCommand::Login { cards, heartbeats, workers, nodes, postgres_url } => {
+            crate::bench_login::bench_login(cards, heartbeats, workers, nodes.max(1), postgres_url).await
         }
+        BenchCommand::Node => crate::bench_login::node(config).await,
         BenchCommand::Pki { certificates, revoked } => {
             bench_pki(certificates, revoked)?;
             bench_card_issue(certificates.min(5_000)).await
@@ -393,7 +405,18 @@ pub(crate) async fn card_holders(
     let service =
         Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default())
             .with_card_authority(authority);
-    let (manager, position, _) = bench_deployment(&service).await?;
+    let (manager, uuids) = people_in_one_position(&service, given, count).await?;
+    Ok((store, service, manager, uuids))
+}
+
+/// A bench deployment on `service` with `count` people in one position; its RA Manager and
+/// the people.
+pub(crate) async fn people_in_one_position(
+    service: &Service,
+    given: &str,
+    count: usize,
+) -> anyhow::Result<(Actor, Vec<PersonUuid>)> {
+    let (manager, position, _) = bench_deployment(service).await?;
     let start = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
     let people = (0..count)
         .map(|i| {
@@ -407,7 +430,7 @@ pub(crate) async fn card_holders(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let uuids = service.import_people(&RequestContext::new("bench"), &manager, people).await?;
-    Ok((store, service, manager, uuids))
+    Ok((manager, uuids))
 }
 
 /// A deployment with one practice and one position; returns its RA Manager and the position.

@@ -390,6 +390,16 @@ async fn stop_signal() {
 /// Serves until Ctrl-C or SIGTERM (a service manager stopping it), with the OpenID Connect
 /// provider when the deployment has a CA.
 pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: &Config) -> anyhow::Result<()> {
+    serve_with_limits(listener, service, config, config.limits()).await
+}
+
+/// `serve`, holding anonymous clients to `limits` instead of the configured ones (benchmarks).
+pub(crate) async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    service: Service,
+    config: &Config,
+    limits: careid_http::limit::Limits,
+) -> anyhow::Result<()> {
     // Records of an earlier version that did not name every organisation they concern are
     // annotated before anyone reads the log through a scoped query.
     let annotated = service.annotate_audit_orgs().await.context("annotating the audit log's organisations")?;
@@ -407,7 +417,7 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Service, config: 
     });
     let sweeper = tokio::spawn(end_lapsed_sessions_forever(service.clone()));
     let mut app = careid_http::App::new(service.clone())
-        .with_limits(config.limits())
+        .with_limits(limits)
         .behind_proxy(config.trusted_proxy()?)
         .with_secure_cookies(config.public_url().starts_with("https://"));
     let mut logouts = None;
@@ -493,7 +503,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sessions(args) => sessions::run(args).await,
         Command::Card(args) => card::run(args, config.public_url()).await,
         Command::Agent(args) => agent::run(args, config.public_url()).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => bench::run(args, config).await,
         Command::Detect(args) => detect::run(&args),
         Command::Audit(args) => audit_log::run(&config, args).await,
         Command::Backup { out } => {
