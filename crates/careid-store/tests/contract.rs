@@ -573,10 +573,20 @@ contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
     assert_eq!(tx.insert_session(&card_session("c2", 11)).await, Err(StoreError::Duplicate("session")));
     drop(tx);
 
-    // An ended session counts no more proofs, and keeps those it counted.
+    // A heartbeat counted beside the writer waits for a write transaction that has read the
+    // session, and then finds what it did: the session ended, so nothing more is counted.
     let mut tx = store.begin_write().await.unwrap();
+    assert!(tx.session_by_id("c1").await.unwrap().is_some());
+    let beside = {
+        let (store, proof) = (store.clone(), proof("c1", 4, at + time::Duration::seconds(64)));
+        tokio::spawn(async move { store.record_presence(&proof).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!beside.is_finished(), "the heartbeat waits for the transaction that read the session");
     assert!(tx.end_session("c1", at + time::Duration::seconds(65), "card_removed").await.unwrap());
     tx.commit().await.unwrap();
+    assert!(!beside.await.unwrap().unwrap(), "and then finds the session ended");
+    // An ended session counts no more proofs, and keeps those it counted.
     assert!(!store.record_presence(&proof("c1", 4, at + time::Duration::seconds(66))).await.unwrap(), "ended");
     let mut tx = store.begin_write().await.unwrap();
     assert_eq!(tx.session_by_id("c1").await.unwrap().unwrap().card.unwrap().proofs, 2);
