@@ -393,8 +393,53 @@ contract!(positions_assignments_and_registrations_round_trip, |store| {
         1,
         "seen from above"
     );
+    assert_eq!(tx.registration(reg_id).await.unwrap().map(|r| r.note), Some("starts Monday".into()));
+    assert_eq!(tx.pending_registration_duplicates(&registration.details).await.unwrap().len(), 1);
     tx.set_registration_status(reg_id, &RegistrationStatus::Rejected { reason: "no show".into() }).await.unwrap();
     assert!(tx.registrations_under(&OdsCode::parse("QWE").unwrap(), true).await.unwrap().is_empty());
+    assert!(tx.pending_registration_duplicates(&registration.details).await.unwrap().is_empty());
+
+    // A sponsor's requests: pending until granted, found from above and by person.
+    let at = datetime!(2026-11-23 11:00 UTC);
+    let request = careid_domain::model::SponsorRequest {
+        id: careid_domain::ids::RequestId(0),
+        person: ada.uuid.clone(),
+        org: position.org.clone(),
+        kind: careid_domain::model::RequestKind::AssignPosition {
+            position: id,
+            start: date!(2026 - 12 - 01),
+            end: None,
+        },
+        note: "new role".into(),
+        requested_by: ada.uuid.clone(),
+        requested_at: at,
+        status: careid_domain::model::RequestStatus::Pending,
+    };
+    let request_id = tx.insert_request(&request).await.unwrap();
+    assert_eq!(tx.request(request_id).await.unwrap().map(|r| r.kind), Some(request.kind.clone()));
+    assert_eq!(tx.requests_under(&OdsCode::parse("QWE").unwrap(), true).await.unwrap().len(), 1);
+    assert_eq!(tx.pending_requests_of(&ada.uuid).await.unwrap().len(), 1);
+    let granted = careid_domain::model::RequestStatus::Granted { by: ada.uuid.clone(), at };
+    tx.set_request_status(request_id, &granted).await.unwrap();
+    assert_eq!(tx.request(request_id).await.unwrap().map(|r| r.status), Some(granted));
+    assert!(tx.pending_requests_of(&ada.uuid).await.unwrap().is_empty());
+    assert!(tx.requests_under(&OdsCode::parse("QWE").unwrap(), true).await.unwrap().is_empty());
+    assert_eq!(tx.requests_under(&OdsCode::parse("QWE").unwrap(), false).await.unwrap().len(), 1);
+
+    // Identity checks and the terms of use accepted.
+    let check = careid_domain::model::IdentityCheck {
+        person: ada.uuid.clone(),
+        purpose: careid_domain::model::IdentityCheckPurpose::Registration,
+        documents: ["passport", "utility_bill", "bank_statement"]
+            .iter()
+            .map(|kind| careid_domain::model::IdentityDocument::parse(kind, "X1").unwrap())
+            .collect(),
+        checked_by: None,
+        checked_at: at,
+    };
+    tx.insert_identity_check(&check).await.unwrap();
+    assert_eq!(tx.identity_checks(&ada.uuid).await.unwrap(), vec![check]);
+    tx.record_terms_acceptance(&ada.uuid, "2026-11", "registration", at).await.unwrap();
     tx.commit().await.unwrap();
 });
 
@@ -467,6 +512,8 @@ contract!(credentials_and_sessions_are_found_by_hash_only, |store| {
         card: None,
     };
     tx.insert_session(&session).await.unwrap();
+    tx.touch_session("s1", at + time::Duration::minutes(2)).await.unwrap();
+    assert_eq!(tx.session_by_id("s1").await.unwrap().unwrap().last_seen_at, at + time::Duration::minutes(2));
     assert!(tx.end_session("s1", at + time::Duration::minutes(5), "signed_out").await.unwrap());
     assert!(!tx.end_session("s1", at + time::Duration::minutes(6), "lifetime").await.unwrap(), "ends once");
     let ended = tx.session(&[9; 32]).await.unwrap().unwrap();
@@ -910,6 +957,8 @@ contract!(a_session_ending_revokes_its_tokens_and_owes_its_applications_a_logout
         code_used_at: None,
     };
     tx.insert_authorization(&authorization).await.unwrap();
+    assert_eq!(tx.authorization("a1").await.unwrap(), Some(authorization.clone()));
+    assert_eq!(tx.authorization("a2").await.unwrap(), None);
     assert!(!tx.use_authorization_code("a1", at).await.unwrap(), "no code before approval");
     assert!(tx.approve_authorization("a1", "s1", &[4; 32], at).await.unwrap());
     assert!(!tx.approve_authorization("a1", "s2", &[5; 32], at).await.unwrap(), "approved once");
@@ -1219,3 +1268,258 @@ async fn one_node_of_several_holds_a_role_until_it_stops() {
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
     b.close().await;
 }
+
+contract!(cards_certificates_unlock_codes_incidents_and_absences_round_trip, |store| {
+    use careid_domain::absence::{Absence, AbsenceKind, AbsencePolicy, WorkingHours};
+    use careid_domain::card::{
+        CardCertificate, CardRecord, CardSerial, CardState, Incident, IncidentClosure, IncidentKind, RevocationReason,
+        UnlockCode,
+    };
+    let at = datetime!(2026-11-23 09:00 UTC);
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("QWE", None)).await.unwrap();
+    tx.insert_organisation(&org("F84003", Some("QWE"))).await.unwrap();
+    let ada = person(PersonUuid::FIRST_SERIAL, "AB123456C", "F84003");
+    tx.insert_person(&ada).await.unwrap();
+    assert_eq!(tx.person_by_ni(&ada.details.ni_number).await.unwrap(), Some(ada.clone()));
+    let mut closed = ada.clone();
+    closed.status = ProfileStatus::Closed;
+    tx.update_person(&closed).await.unwrap();
+    assert_eq!(tx.person(&ada.uuid).await.unwrap().map(|p| p.status), Some(ProfileStatus::Closed));
+    tx.update_person(&ada).await.unwrap();
+    assert_eq!(tx.root_organisations().await.unwrap(), vec![OdsCode::parse("QWE").unwrap()]);
+    assert_eq!(
+        tx.person_orgs(&ada.uuid, date!(2026 - 11 - 23)).await.unwrap(),
+        vec![OdsCode::parse("F84003").unwrap()]
+    );
+
+    // Cards: one live card by its serial, certificates, revocation counted once.
+    let record = CardRecord {
+        id: 0,
+        serial: CardSerial::parse("CARD7").unwrap(),
+        person: ada.uuid.clone(),
+        state: CardState::Active,
+        wrong_passcodes: 0,
+        public_key: None,
+        issued_by: None,
+        issued_at: at,
+        last_known_safe_at: at,
+        incident: None,
+    };
+    let card = tx.insert_card(&record, b"sealed").await.unwrap();
+    assert_eq!(tx.cards_of(&ada.uuid).await.unwrap().len(), 1);
+    assert_eq!(tx.live_card_by_serial(&record.serial).await.unwrap().map(|c| c.id), Some(card));
+    assert_eq!(tx.live_card_by_serial(&CardSerial::parse("NONE1").unwrap()).await.unwrap(), None);
+    // Cards whose sealed secret is in a format (a prefix) to seal again.
+    assert_eq!(tx.cards_with_secrets_starting(b"seal", 0, 10).await.unwrap(), vec![card]);
+    assert!(tx.cards_with_secrets_starting(b"seal", card, 10).await.unwrap().is_empty(), "after the last");
+    assert!(tx.cards_with_secrets_starting(b"other", 0, 10).await.unwrap().is_empty());
+    let certificate = CardCertificate {
+        serial: "0a1b".into(),
+        card,
+        der: vec![1, 2, 3],
+        not_before: at,
+        not_after: at + time::Duration::days(730),
+        revoked: None,
+    };
+    tx.insert_certificate(&certificate).await.unwrap();
+    assert_eq!(tx.certificate("0a1b").await.unwrap(), Some(certificate.clone()));
+    assert_eq!(tx.certificates_of(card).await.unwrap(), vec![certificate]);
+    assert_eq!(tx.revoked_count().await.unwrap(), 0);
+    assert_eq!(tx.revoke_certificates_of(card, RevocationReason::KeyCompromise, at).await.unwrap(), 1);
+    assert_eq!(tx.revoke_certificates_of(card, RevocationReason::KeyCompromise, at).await.unwrap(), 0);
+    assert_eq!(tx.revoked_count().await.unwrap(), 1);
+    assert_eq!(tx.certificate("0a1b").await.unwrap().unwrap().revoked, Some((at, RevocationReason::KeyCompromise)));
+
+    // Unlock codes: the latest one counts, attempts and use are kept, issues are counted.
+    for n in 0..2u8 {
+        let code = UnlockCode {
+            id: 0,
+            card,
+            code_hash: [n; 32],
+            expires_at: at + time::Duration::minutes(15),
+            attempts: 0,
+            used_at: None,
+        };
+        tx.insert_unlock_code(&code, at + time::Duration::minutes(i64::from(n))).await.unwrap();
+    }
+    let mut latest = tx.latest_unlock_code(card).await.unwrap().unwrap();
+    assert_eq!(latest.code_hash, [1; 32]);
+    assert_eq!(tx.unlock_codes_since(card, at).await.unwrap(), 2);
+    assert_eq!(tx.unlock_codes_since(card, at + time::Duration::seconds(30)).await.unwrap(), 1);
+    (latest.attempts, latest.used_at) = (2, Some(at + time::Duration::minutes(3)));
+    tx.update_unlock_code(&latest).await.unwrap();
+    assert_eq!(tx.latest_unlock_code(card).await.unwrap(), Some(latest));
+
+    // Incidents: open until closed, with the review kept.
+    let incident = Incident {
+        id: 0,
+        kind: IncidentKind::LostCard,
+        card,
+        subject: ada.uuid.clone(),
+        reported_by: ada.uuid.clone(),
+        reported_at: at,
+        closure: None,
+    };
+    let id = tx.insert_incident(&incident).await.unwrap();
+    assert_eq!(tx.open_incidents_of(&ada.uuid).await.unwrap().len(), 1);
+    let closure = IncidentClosure {
+        by: ada.uuid.clone(),
+        at: at + time::Duration::hours(1),
+        review: "found in the practice".into(),
+        outcome: "found".into(),
+    };
+    tx.close_incident(id, &closure).await.unwrap();
+    assert!(tx.open_incidents_of(&ada.uuid).await.unwrap().is_empty());
+    assert_eq!(tx.incident(id).await.unwrap().and_then(|i| i.closure), Some(closure));
+
+    // Absences, working hours and an organisation's policy.
+    let absence = Absence {
+        id: 0,
+        person: ada.uuid.clone(),
+        kind: AbsenceKind::AnnualLeave,
+        first_day: date!(2026 - 12 - 01),
+        last_day: date!(2026 - 12 - 05),
+        recorded_by: ada.uuid.clone(),
+        recorded_at: at,
+        cancelled_at: None,
+    };
+    let absence_id = tx.insert_absence(&absence).await.unwrap();
+    assert_eq!(tx.absences_of(&ada.uuid, date!(2026 - 12 - 05)).await.unwrap().len(), 1);
+    assert!(tx.absences_of(&ada.uuid, date!(2026 - 12 - 06)).await.unwrap().is_empty(), "ended before");
+    assert_eq!(tx.absence(absence_id).await.unwrap().map(|a| a.kind), Some(AbsenceKind::AnnualLeave));
+    assert!(tx.cancel_absence(absence_id, at).await.unwrap());
+    assert!(!tx.cancel_absence(absence_id, at).await.unwrap(), "cancelled once");
+    assert!(tx.absences_of(&ada.uuid, date!(2026 - 12 - 01)).await.unwrap().is_empty());
+    let practice = OdsCode::parse("F84003").unwrap();
+    assert_eq!(tx.absence_policy(&practice).await.unwrap(), None);
+    tx.set_absence_policy(&practice, AbsencePolicy::Refuse, &ada.uuid, at).await.unwrap();
+    tx.set_absence_policy(&practice, AbsencePolicy::AllowAndAlert, &ada.uuid, at).await.unwrap();
+    assert_eq!(tx.absence_policy(&practice).await.unwrap(), Some(AbsencePolicy::AllowAndAlert));
+    let position = tx
+        .insert_position(
+            &NewPosition {
+                org: practice.clone(),
+                name: DisplayText::sanitised("Receptionist"),
+                role: RoleTriple::parse("S8000:G8000:R8000").unwrap(),
+                activities: vec![],
+                description: String::new(),
+                approval: PositionApproval {
+                    approved_by: DisplayText::sanitised("x"),
+                    how: DisplayText::sanitised("y"),
+                },
+                assignable_by_sponsors: true,
+            },
+            None,
+            at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tx.positions_at(&practice).await.unwrap().len(), 1);
+    let assignment = tx
+        .insert_assignment(&NewAssignment {
+            person: ada.uuid.clone(),
+            position,
+            org: practice.clone(),
+            start: date!(2026 - 01 - 01),
+            end: None,
+            assigned_by: None,
+        })
+        .await
+        .unwrap();
+    let hours = WorkingHours::parse("mon-fri 08:00-18:30").unwrap();
+    tx.set_working_hours(assignment, Some(&hours)).await.unwrap();
+    assert_eq!(tx.assignment(assignment).await.unwrap().and_then(|a| a.working_hours), Some(hours));
+    tx.set_working_hours(assignment, None).await.unwrap();
+    assert_eq!(tx.assignment(assignment).await.unwrap().and_then(|a| a.working_hours), None);
+
+    // The RA Manager's report rows, read from above.
+    let icb = OdsCode::parse("QWE").unwrap();
+    let today = date!(2026 - 11 - 23);
+    let issues = tx.report_card_issues(&icb).await.unwrap();
+    assert_eq!(issues, vec![(at, false)], "one card issued, replacing none");
+    let people = tx.report_people(&icb, today).await.unwrap();
+    assert_eq!(people.len(), 1);
+    assert_eq!((people[0].card.clone(), people[0].current_positions), (Some((card, "CARD7".to_owned())), 1));
+    assert_eq!(tx.report_coverage(&icb, today).await.unwrap(), vec![("F84003".to_owned(), 1, 1)]);
+    let mut lost = tx.card(card).await.unwrap().unwrap();
+    (lost.state, lost.incident) = (CardState::Lost, Some(id));
+    tx.update_card(&lost).await.unwrap();
+    assert_eq!(tx.report_lost_cards(&icb).await.unwrap().len(), 1);
+    let visit = careid_domain::report::SpotCheck {
+        id: 0,
+        org: practice.clone(),
+        visited_on: today,
+        findings: "cards kept in the desk drawer".into(),
+        checked_by: ada.uuid.clone(),
+        recorded_at: at,
+    };
+    let visit_id = tx.insert_spot_check(&visit).await.unwrap();
+    assert_eq!(
+        tx.report_spot_checks(&icb).await.unwrap(),
+        vec![careid_domain::report::SpotCheck { id: visit_id, ..visit }]
+    );
+    assert!(tx.report_spot_checks(&OdsCode::parse("RH8").unwrap()).await.unwrap().is_empty());
+    tx.commit().await.unwrap();
+});
+
+contract!(the_audit_index_cosignatures_patient_accesses_and_bulk_people_round_trip, |store| {
+    use careid_domain::patient::{NhsNumber, PatientAccess, RecordAction, Relationship};
+    store.ping().await.unwrap();
+    let at = datetime!(2026-11-23 09:00 UTC);
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_organisation(&org("QWE", None)).await.unwrap();
+    tx.insert_organisation(&org("F84003", Some("QWE"))).await.unwrap();
+    let practice = OdsCode::parse("F84003").unwrap();
+    // People in bulk, as an import writes them.
+    let people: Vec<Person> =
+        (0..3).map(|n| person(PersonUuid::FIRST_SERIAL + n, &format!("AB12345{n}C"), "F84003")).collect();
+    tx.bulk_insert_people(&people, &[]).await.unwrap();
+    assert_eq!(tx.person(&people[2].uuid).await.unwrap(), Some(people[2].clone()));
+
+    // The query index of each record, as `careid audit verify` reads it, and index rows added later.
+    let mut named = event(0);
+    named.orgs = vec![practice.clone()];
+    named.actor.session = Some("s1".into());
+    tx.append_audit_batch(&[named, event(1)]).await.unwrap();
+    assert_eq!(tx.audit_records_without_orgs(10).await.unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+    tx.insert_audit_orgs(&[(1, OdsCode::parse("QWE").unwrap(), 0)]).await.unwrap();
+    assert!(tx.audit_records_without_orgs(10).await.unwrap().is_empty());
+    let index = tx.audit_index(0, 10).await.unwrap();
+    assert_eq!(index.len(), 2);
+    assert_eq!((index[0].action.as_str(), index[0].session.as_deref()), ("organisation.create", Some("s1")));
+    assert_eq!(index[0].orgs, vec![(0, "F84003".to_owned()), (1, "QWE".to_owned())]);
+    // A witness's cosignature of a checkpoint, kept once.
+    tx.insert_cosignature(2, "witness.example", "— witness.example abc").await.unwrap();
+    assert_eq!(tx.cosignatures(2).await.unwrap(), vec!["— witness.example abc".to_owned()]);
+    assert!(tx.cosignatures(3).await.unwrap().is_empty());
+
+    // Patient accesses reported by applications: by patient, person, organisation and record.
+    let access = |seq: u64, alert: Option<&str>| PatientAccess {
+        seq,
+        patient: NhsNumber::parse("9434765919").unwrap(),
+        person: people[0].uuid.clone(),
+        org: practice.clone(),
+        client: careid_domain::oidc::ClientId::parse("gp-records").unwrap(),
+        action: RecordAction::View,
+        relationship: Relationship::RegisteredPatient,
+        accessed_at: at,
+        alert: alert.map(str::to_owned),
+    };
+    tx.insert_patient_accesses(&[access(0, None), access(1, Some("self_claimed"))]).await.unwrap();
+    let query = careid_domain::ports::PatientAccessQuery {
+        patient: None,
+        person: Some(people[0].uuid.clone()),
+        org_under: Some(OdsCode::parse("QWE").unwrap()),
+        alerts_only: false,
+        since_seq: None,
+        before_seq: None,
+        limit: 10,
+    };
+    let found: Vec<u64> = tx.patient_accesses(&query).await.unwrap().iter().map(|a| a.seq).collect();
+    assert_eq!(found, vec![1, 0], "newest first");
+    let alerts = careid_domain::ports::PatientAccessQuery { alerts_only: true, ..query };
+    assert_eq!(tx.patient_accesses(&alerts).await.unwrap(), vec![access(1, Some("self_claimed"))]);
+    assert_eq!(tx.patient_access_range(1, 10).await.unwrap(), vec![access(1, Some("self_claimed"))]);
+    tx.commit().await.unwrap();
+});
