@@ -31,6 +31,12 @@ struct RuleLabels {
     rule: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    kind: String,
+    severity: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to about 3 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -43,6 +49,9 @@ pub struct Metrics {
     refusals: Family<RuleLabels, Counter>,
     store_latency: Histogram,
     writes: WriteCounters,
+    alerts: Family<AlertLabels, Counter>,
+    /// The service's alert counts as last seen, so that each scrape adds what is new.
+    alerts_seen: Mutex<std::collections::HashMap<AlertLabels, u64>>,
 }
 
 /// The store's write counters, brought up to date at each scrape.
@@ -97,7 +106,18 @@ impl Default for Metrics {
             "Seconds this node's batches waited, outside the lock, for their commit to reach the disk",
             writes.flush_seconds.clone(),
         );
-        Metrics { registry: Mutex::new(registry), requests, latency, refusals, store_latency, writes }
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register("alerts", "Misuse alerts recorded, by kind and severity", alerts.clone());
+        Metrics {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            refusals,
+            store_latency,
+            writes,
+            alerts,
+            alerts_seen: Mutex::default(),
+        }
     }
 }
 
@@ -127,6 +147,16 @@ impl Metrics {
         *seen = now;
     }
 
+    /// Brings the alert counters up to the service's running counts.
+    pub fn observe_alerts(&self, counts: &[(&str, &str, u64)]) {
+        let mut seen = self.alerts_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for &(kind, severity, n) in counts {
+            let labels = AlertLabels { kind: kind.to_owned(), severity: severity.to_owned() };
+            let before = seen.insert(labels.clone(), n).unwrap_or(0);
+            self.alerts.get_or_create(&labels).inc_by(n.saturating_sub(before));
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -150,6 +180,16 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("careid_refusals_total{rule=\"one_live_card\"} 2"), "{text}");
         assert!(text.contains("careid_refusals_total{rule=\"off_duty\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn alerts_are_counted_by_kind_and_severity_from_the_services_running_counts() {
+        let metrics = Metrics::default();
+        metrics.observe_alerts(&[("off_duty", "medium", 2)]);
+        metrics.observe_alerts(&[("off_duty", "medium", 3), ("two_places", "high", 1)]);
+        let text = metrics.render();
+        assert!(text.contains("careid_alerts_total{kind=\"off_duty\",severity=\"medium\"} 3"), "{text}");
+        assert!(text.contains("careid_alerts_total{kind=\"two_places\",severity=\"high\"} 1"), "{text}");
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub async fn metrics_get(State(app): State<App>) -> ([(&'static str, &'static st
         app.metrics.observe_store(started.elapsed());
     }
     app.metrics.observe_writes(app.service.store().write_stats());
+    app.metrics.observe_alerts(&app.service.alerts_raised());
     ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render())
 }
 

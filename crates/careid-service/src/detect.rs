@@ -115,6 +115,12 @@ impl Service {
                 raise.org = tx.person(person).await?.map(|p| p.registered_org);
             }
             tracing::warn!(kind = raise.kind.code(), severity = raise.severity.code(), "alert raised");
+            *self
+                .alerts_raised
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry((raise.kind.code(), raise.severity.code()))
+                .or_default() += 1;
             events.push(self.alert_event(ctx, raise));
         }
         if events.is_empty() {

@@ -137,6 +137,8 @@ pub struct Service {
     repeats: Arc<repeats::RepeatLedger>,
     /// Reports computed for dashboards, by report and organisation, with when.
     recent_reports: Arc<reports::RecentReports>,
+    /// Alerts recorded since the service started, by kind and severity (for metrics).
+    alerts_raised: Arc<std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>>,
 }
 
 impl Service {
@@ -156,7 +158,15 @@ impl Service {
             tiles: Arc::default(),
             repeats: Arc::default(),
             recent_reports: Arc::default(),
+            alerts_raised: Arc::default(),
         }
+    }
+
+    /// Alerts recorded since this service started, by kind and severity, with their counts: the
+    /// operator's metric. (An alert whose transaction then failed is counted too.)
+    pub fn alerts_raised(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let counts = self.alerts_raised.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.iter().map(|(&(kind, severity), &n)| (kind, severity, n)).collect()
     }
 
     /// Gives the service its certificate authority: card use cases need it.

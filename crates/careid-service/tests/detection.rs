@@ -80,6 +80,8 @@ async fn off_duty_logins_raise_alerts_whether_allowed_or_refused() {
         .collect();
     let raised: Vec<u64> = w.alerts().await.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(evidence, raised);
+    // The operator's metric counts them by kind and severity.
+    assert_eq!(w.service.alerts_raised(), vec![("use.on_leave", "high", 2)]);
 
     // The privacy officer and the RA in scope read the queue; the sponsor may not, and is
     // audited; the holder does not find alerts about them in their own trail.
