@@ -602,25 +602,38 @@ impl Service {
             .authenticate(subject_token.expose())
             .await
             .map_err(|e| OAuthError::InvalidGrant(format!("the subject_token is not a live session: {e}")))?;
+        // What the token will say is read beside the writer (the application, the holder's
+        // identity and positions): only the session's being live must hold under the lock.
+        let mut read = self.store.begin_read().await?;
+        let client = match ClientId::parse(audience) {
+            Ok(id) => read.client(&id).await?.filter(|c| c.disabled_at.is_none()),
+            Err(_) => None,
+        };
+        let session = read.session_by_id(&actor.session).await?.ok_or_else(|| not_found("session", &actor.session))?;
+        let identity = match (&client, actor.auth) {
+            (Some(_), AuthMethod::Card) => Some(self.identity(&mut read, &session, now).await?),
+            _ => None,
+        };
+        drop(read);
         let mut tx = self.store.begin_write().await?;
         let mut event = self.event(ctx, (&actor).into(), Action::OidcTokenExchange, "client", audience);
         event.subject_person = Some(actor.person.clone());
-        let client = match ClientId::parse(audience) {
-            Ok(id) => tx.client(&id).await?.filter(|c| c.disabled_at.is_none()),
-            Err(_) => None,
-        };
         let Some(client) = client else {
             let refusal = Refusal::new(Rule::ClientInvalid, "the audience is not a registered application");
             return Err(self.refuse_oauth(tx, event, refusal, OAuthError::InvalidTarget).await);
         };
-        if actor.auth != AuthMethod::Card {
+        let Some(identity) = identity else {
             let refusal =
                 Refusal::new(Rule::GrantInvalid, "only a card session can be exchanged for application tokens");
             return Err(self.refuse_oauth(tx, event, refusal, OAuthError::InvalidGrant).await);
-        }
-        let session = tx.session_by_id(&actor.session).await?.ok_or_else(|| not_found("session", &actor.session))?;
+        };
+        // Under the lock: a session ended since is refused; one ended after revokes this token.
+        let session = tx.session_by_id(&actor.session).await?.filter(|s| s.ended_at.is_none());
+        let Some(session) = session else {
+            let refusal = Refusal::new(Rule::SessionEnded, "the subject_token's session has ended");
+            return Err(self.refuse_oauth(tx, event, refusal, OAuthError::InvalidGrant).await);
+        };
         let scope = "openid profile nationalrbacaccess associatedorgs";
-        let identity = self.identity(&mut tx, &session, now).await?;
         let token = self.new_token(&client, &session, None, scope, now);
         tx.insert_token(&token).await?;
         event.detail.push(("token", token.id.clone()));
