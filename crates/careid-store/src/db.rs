@@ -11,6 +11,9 @@ use rusqlite::types::ValueRef;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
+use crate::pg_group::PgWriter;
+use crate::tx::AuditRows;
+
 /// A value bound to a statement. Nulls keep their type: PostgreSQL checks it.
 #[derive(Debug, Clone)]
 pub(crate) enum Value {
@@ -129,6 +132,9 @@ pub(crate) fn driver_error(context: &'static str, error: &DbError) -> StoreError
 /// The connection a statement runs on.
 pub(crate) enum DbConn<'c> {
     Pg(&'c mut AnyConnection),
+    /// A transaction in a PostgreSQL batch: the writer, and the records the transaction holds
+    /// in memory (a statement that reads the log has them inserted first).
+    PgBatched(&'c mut PgWriter, &'c mut AuditRows),
     Lite(&'c mut rusqlite::Connection),
 }
 
@@ -137,6 +143,7 @@ impl DbConn<'_> {
     pub(crate) fn reborrow(&mut self) -> DbConn<'_> {
         match self {
             DbConn::Pg(conn) => DbConn::Pg(conn),
+            DbConn::PgBatched(writer, own) => DbConn::PgBatched(writer, own),
             DbConn::Lite(conn) => DbConn::Lite(conn),
         }
     }
@@ -263,10 +270,11 @@ impl<'q> Query<'q> {
 
     pub(crate) async fn execute(self, conn: DbConn<'_>) -> Result<Done, DbError> {
         match conn {
-            DbConn::Pg(conn) => {
-                let done = self.pg().execute(conn).await?;
-                Ok(Done { rows_affected: done.rows_affected() })
+            DbConn::PgBatched(writer, own) => {
+                writer.before_statement(self.sql, own).await?;
+                self.execute_pg(writer.pg_connection()).await
             }
+            DbConn::Pg(conn) => self.execute_pg(conn).await,
             DbConn::Lite(conn) => {
                 let mut statement = conn.prepare_cached(self.sql)?;
                 bind_lite(&mut statement, &self.args)?;
@@ -283,8 +291,17 @@ impl<'q> Query<'q> {
         }
     }
 
+    pub(crate) async fn execute_pg(self, conn: &mut AnyConnection) -> Result<Done, DbError> {
+        let done = self.pg().execute(conn).await?;
+        Ok(Done { rows_affected: done.rows_affected() })
+    }
+
     pub(crate) async fn fetch_all(self, conn: DbConn<'_>) -> Result<Vec<Row>, DbError> {
         match conn {
+            DbConn::PgBatched(writer, own) => {
+                writer.before_statement(self.sql, own).await?;
+                Ok(self.pg().fetch_all(writer.pg_connection()).await?.into_iter().map(Row::Pg).collect())
+            }
             DbConn::Pg(conn) => Ok(self.pg().fetch_all(conn).await?.into_iter().map(Row::Pg).collect()),
             DbConn::Lite(conn) => Ok(self.lite_rows(conn)?.into_iter().map(Row::Lite).collect()),
         }
@@ -292,6 +309,10 @@ impl<'q> Query<'q> {
 
     pub(crate) async fn fetch_one(self, conn: DbConn<'_>) -> Result<Row, DbError> {
         match conn {
+            DbConn::PgBatched(writer, own) => {
+                writer.before_statement(self.sql, own).await?;
+                Ok(Row::Pg(self.pg().fetch_one(writer.pg_connection()).await?))
+            }
             DbConn::Pg(conn) => Ok(Row::Pg(self.pg().fetch_one(conn).await?)),
             DbConn::Lite(conn) => self
                 .lite_rows(conn)?

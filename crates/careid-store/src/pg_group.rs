@@ -75,6 +75,16 @@ pub(crate) struct PgWriter {
     savepoint_open: bool,
     /// Audit rows of transactions released into the open batch, not yet inserted.
     pending: AuditRows,
+    /// Rows of `pending` inserted inside the savepoint of the transaction holding the writer
+    /// (its statement needed them): queued again should that savepoint be undone.
+    inserted_in_savepoint: AuditRows,
+}
+
+/// Whether a statement reads the audit log or refers to its records: then the records the batch
+/// holds in memory must be in the database first. (`every_table_that_refers_to_the_log_is_named`
+/// checks the list against PostgreSQL's own foreign keys.)
+fn touches_the_log(sql: &str) -> bool {
+    ["audit_", "misuse_incidents", "patient_access"].iter().any(|table| sql.contains(table))
 }
 
 /// The shared writer of one node's PostgreSQL store.
@@ -117,8 +127,12 @@ fn sqlx_failure(context: &'static str, error: sqlx::Error) -> StoreError {
 impl PgWriter {
     /// The writer's connection, while a batch is open on it.
     pub(crate) fn connection(&mut self) -> DbConn<'_> {
+        DbConn::Pg(self.pg_connection())
+    }
+
+    pub(crate) fn pg_connection(&mut self) -> &mut AnyConnection {
         match &mut self.conn {
-            Some(conn) => DbConn::Pg(conn),
+            Some(conn) => conn,
             None => unreachable!("a batch is open only on a connection"),
         }
     }
@@ -136,18 +150,32 @@ impl PgWriter {
         rows.insert(self.connection(), Backend::Postgres).await.map_err(|e| driver_error("append audit", &e))
     }
 
-    /// Before the transaction holding the writer runs its first statement: the batch's earlier
-    /// records go in, then the transaction's savepoint opens (so that undoing it undoes only
-    /// its own work). A failure here fails the whole batch.
+    /// Before a statement of the transaction holding the writer: if it reads the log or refers
+    /// to its records, the records held in memory go in first, the batch's earlier ones (kept,
+    /// should this transaction's savepoint be undone) and then the transaction's own (`own`).
+    /// Any other statement costs nothing more.
+    pub(crate) async fn before_statement(&mut self, sql: &str, own: &mut AuditRows) -> Result<(), DbError> {
+        if !touches_the_log(sql) {
+            return Ok(());
+        }
+        if !self.pending.is_empty() {
+            let earlier = std::mem::take(&mut self.pending);
+            earlier.clone().insert_pg(self.pg_connection()).await?;
+            self.inserted_in_savepoint.extend(earlier);
+        }
+        if !own.is_empty() {
+            std::mem::take(own).insert_pg(self.pg_connection()).await?;
+        }
+        Ok(())
+    }
+
+    /// Before the transaction holding the writer runs its first statement: its savepoint opens,
+    /// so that undoing it undoes only its own work. A failure here fails the whole batch.
     pub(crate) async fn open_savepoint(&mut self) -> Result<(), StoreError> {
         if self.savepoint_open {
             return Ok(());
         }
-        let opened = async {
-            self.insert_pending().await?;
-            self.run("SAVEPOINT careid_tx").await
-        }
-        .await;
+        let opened = self.run("SAVEPOINT careid_tx").await;
         if let Err(error) = &opened {
             self.fail_batch(error);
             return opened;
@@ -170,6 +198,11 @@ impl PgWriter {
         .await;
         if let Err(error) = &undone {
             self.fail_batch(error);
+        } else {
+            // Earlier transactions' records inserted inside the undone savepoint wait again.
+            let mut requeued = std::mem::take(&mut self.inserted_in_savepoint);
+            requeued.extend(std::mem::take(&mut self.pending));
+            self.pending = requeued;
         }
         undone
     }
@@ -180,6 +213,7 @@ impl PgWriter {
         self.conn = None;
         (self.head, self.head_dirty, self.savepoint_open) = (None, false, false);
         self.pending = AuditRows::default();
+        self.inserted_in_savepoint = AuditRows::default();
         if let Some(batch) = self.batch.take() {
             batch
                 .state
@@ -198,6 +232,7 @@ impl PgGroup {
                 head_dirty: false,
                 savepoint_open: false,
                 pending: AuditRows::default(),
+                inserted_in_savepoint: AuditRows::default(),
             })),
             pool,
             waiting: Arc::new(AtomicUsize::new(0)),
@@ -299,6 +334,8 @@ impl PgGroup {
                 return Err(error);
             }
         }
+        // Whatever went in inside the savepoint is now the batch's.
+        writer.inserted_in_savepoint = AuditRows::default();
         writer.pending.extend(records);
         if let Some(head) = head {
             writer.head = Some(head);
@@ -400,5 +437,42 @@ impl PgGroup {
         for conn in [writer, leader].into_iter().flatten() {
             let _ = conn.close().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly")]
+
+    use super::touches_the_log;
+    use crate::{SqlStore, StoreOptions};
+
+    /// A statement that refers to the log's records must find the batch's records inserted:
+    /// every table with a foreign key to `audit_log` is one `touches_the_log` knows.
+    #[tokio::test]
+    async fn every_table_that_refers_to_the_log_is_named() {
+        let Some(url) = crate::test_postgres_url() else {
+            eprintln!("CAREID_TEST_POSTGRES_URL is not set: the tables referring to the log were not listed");
+            return;
+        };
+        let schema = format!("careid_test_{:016x}", rand::random::<u64>());
+        let mut options = StoreOptions::new(url);
+        options.schema = Some(schema.clone());
+        let store = SqlStore::open(&options).await.unwrap();
+        let pool = store.postgres_pool().cloned().unwrap();
+        let referring: Vec<(String,)> = sqlx::query_as(
+            "SELECT c.conrelid::regclass::text FROM pg_constraint c \
+             WHERE c.contype = 'f' AND c.confrelid = 'audit_log'::regclass",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(!referring.is_empty(), "the schema has tables referring to the log");
+        for (table,) in &referring {
+            assert!(touches_the_log(&format!("INSERT INTO {table} (x) VALUES ($1)")), "{table} is not named");
+        }
+        assert!(!touches_the_log("INSERT INTO sessions (id) VALUES ($1)"));
+        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&pool).await.unwrap();
+        store.close().await;
     }
 }

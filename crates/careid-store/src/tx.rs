@@ -99,24 +99,18 @@ impl SqlTransaction {
     }
 
     /// The connection for this transaction's next statement. In a batch on PostgreSQL, the
-    /// first opens the transaction's savepoint, and the records it appended go in first (the
-    /// statement may read them).
+    /// first opens the transaction's savepoint; a statement that reads the log has the records
+    /// held in memory inserted first (`PgWriter::before_statement`).
     async fn conn(&mut self) -> Result<DbConn<'_>, StoreError> {
-        if let Some(Conn::PgBatched(writer, _)) = &mut self.conn {
-            if let Err(error) = writer.open_savepoint().await {
-                self.failed = true;
-                return Err(error);
-            }
-            if !self.own_records.is_empty() {
-                let mut rows = std::mem::take(&mut self.own_records);
-                if let Err(error) = rows.insert(writer.connection(), Backend::Postgres).await {
-                    return Err(self.failure("append audit", &error));
-                }
-            }
+        if let Some(Conn::PgBatched(writer, _)) = &mut self.conn
+            && let Err(error) = writer.open_savepoint().await
+        {
+            self.failed = true;
+            return Err(error);
         }
         Ok(match &mut self.conn {
             Some(Conn::Pg(tx)) => DbConn::Pg(tx),
-            Some(Conn::PgBatched(writer, _)) => writer.connection(),
+            Some(Conn::PgBatched(writer, _)) => DbConn::PgBatched(writer, &mut self.own_records),
             Some(Conn::Batched(writer, _)) => DbConn::Lite(writer.connection()),
             Some(Conn::Read(reader)) => DbConn::Lite(reader.connection()),
             None => unreachable!("a transaction's connection is taken only when it ends"),
@@ -227,7 +221,7 @@ impl SqlTransaction {
 }
 
 /// Audit records and their organisations' index rows, as bound values, ready to insert.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct AuditRows {
     records: Vec<Value>,
     orgs: Vec<Value>,
@@ -265,6 +259,23 @@ impl AuditRows {
 
     /// Inserts the rows, a multi-row INSERT a chunk, and empties `self`.
     pub(crate) async fn insert(&mut self, mut conn: DbConn<'_>, backend: Backend) -> Result<(), DbError> {
+        for (sql, args) in self.take_statements(backend) {
+            Query::with_args(&sql, args).execute(conn.reborrow()).await?;
+        }
+        Ok(())
+    }
+
+    /// `insert`, straight on a PostgreSQL connection (a batch's writer inserting what it holds).
+    pub(crate) async fn insert_pg(&mut self, conn: &mut sqlx::AnyConnection) -> Result<(), DbError> {
+        for (sql, args) in self.take_statements(Backend::Postgres) {
+            Query::with_args(&sql, args).execute_pg(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// The INSERT statements for the rows, which leave `self`.
+    fn take_statements(&mut self, backend: Backend) -> Vec<(String, Vec<Value>)> {
+        let mut statements = Vec::new();
         let tables = [
             (
                 "INSERT INTO audit_log (seq, at_us, action, actor, subject_person, session, entry, chain_hash) VALUES ",
@@ -283,11 +294,11 @@ impl AuditRows {
                 let chunk: Vec<Value> = values.by_ref().take(rows * columns).collect();
                 let mut sql = String::from(insert);
                 push_placeholders(&mut sql, backend, rows, columns);
-                Query::with_args(&sql, chunk).execute(conn.reborrow()).await?;
+                statements.push((sql, chunk));
                 left -= rows;
             }
         }
-        Ok(())
+        statements
     }
 }
 

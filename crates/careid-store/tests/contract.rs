@@ -247,6 +247,9 @@ contract!(a_writer_that_appends_then_fails_undoes_its_own_records_and_no_one_els
             let seq = tx.append_audit(&event(n)).await.unwrap();
             tx.insert_organisation(&org(&code, None)).await.unwrap();
             if n % 4 == 1 {
+                // Reads the log first (so the batch's earlier records go in, inside this
+                // writer's savepoint), then fails: the earlier records must survive its undoing.
+                assert!(!tx.audit_range(0, 1_000).await.unwrap().is_empty());
                 assert!(tx.insert_organisation(&org(&code, None)).await.is_err());
                 assert!(tx.commit().await.is_err());
                 return None;
