@@ -89,6 +89,10 @@ enum BenchCommand {
         /// Run the servers on PostgreSQL (a fresh schema, dropped after) instead of SQLite.
         #[arg(long)]
         postgres_url: Option<String>,
+        /// People without cards imported beside the card holders, so that the servers' memory
+        /// is measured over a national store (1,200,000).
+        #[arg(long, default_value_t = 0)]
+        people: usize,
     },
     /// One server process of `careid bench login`, with no rate limits (its one client sends
     /// thousands of logins a second from one address); prints the URL it serves.
@@ -143,8 +147,9 @@ pub async fn run(args: BenchArgs, config: crate::config::Config) -> anyhow::Resu
         }
         BenchCommand::Console { people, samples } => bench_console(people, samples.max(1)).await,
         BenchCommand::Detect { staff, days, seed, keep } => crate::detect::bench(staff, days, seed, keep.as_deref()),
-        BenchCommand::Login { cards, heartbeats, workers, nodes, postgres_url } => {
-            crate::bench_login::bench_login(cards, heartbeats, workers, nodes.max(1), postgres_url).await
+        BenchCommand::Login { cards, heartbeats, workers, nodes, postgres_url, people } => {
+            let store = crate::bench_login::BenchStore { nodes: nodes.max(1), postgres_url, people };
+            crate::bench_login::bench_login(cards, heartbeats, workers, store).await
         }
         BenchCommand::Node => crate::bench_login::node(config).await,
         BenchCommand::Pki { certificates, revoked } => {
@@ -405,17 +410,17 @@ pub(crate) async fn card_holders(
     let service =
         Service::new(Arc::new(store.clone()), Arc::new(SystemClock), Arc::new(OsRandom), ServiceSettings::default())
             .with_card_authority(authority);
-    let (manager, uuids) = people_in_one_position(&service, given, count).await?;
+    let (manager, _, uuids) = people_in_one_position(&service, given, count).await?;
     Ok((store, service, manager, uuids))
 }
 
-/// A bench deployment on `service` with `count` people in one position; its RA Manager and
-/// the people.
+/// A bench deployment on `service` with `count` people in one position; its RA Manager, the
+/// position and the people.
 pub(crate) async fn people_in_one_position(
     service: &Service,
     given: &str,
     count: usize,
-) -> anyhow::Result<(Actor, Vec<PersonUuid>)> {
+) -> anyhow::Result<(Actor, careid_domain::ids::PositionId, Vec<PersonUuid>)> {
     let (manager, position, _) = bench_deployment(service).await?;
     let start = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
     let people = (0..count)
@@ -430,7 +435,7 @@ pub(crate) async fn people_in_one_position(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let uuids = service.import_people(&RequestContext::new("bench"), &manager, people).await?;
-    Ok((manager, uuids))
+    Ok((manager, position, uuids))
 }
 
 /// A deployment with one practice and one position; returns its RA Manager and the position.
@@ -494,17 +499,20 @@ pub(crate) async fn bench_deployment(
 
 /// Imports `people` people at `position` in batches; their identifiers, and the time spent
 /// building the batches (not careid's).
-async fn import_bench_people(
+/// Imports `people` made-up people into `position`, numbered after `after` (their NI numbers
+/// and names follow from the number, and must not repeat others in the store).
+pub(crate) async fn import_bench_people(
     service: &Service,
     manager: &Actor,
     position: careid_domain::ids::PositionId,
     people: usize,
+    after: u64,
 ) -> anyhow::Result<(Vec<PersonUuid>, Duration)> {
     let ctx = RequestContext::new("bench");
     let start_date = time::Date::from_calendar_date(2024, time::Month::January, 1)?;
     let mut uuids: Vec<PersonUuid> = Vec::with_capacity(people);
     let mut build = Duration::ZERO;
-    let mut n = 0u64;
+    let mut n = after;
     while uuids.len() < people {
         let size = BATCH.min(people - uuids.len());
         let build_started = Instant::now();
@@ -540,7 +548,7 @@ async fn bench_console(people: usize, samples: usize) -> anyhow::Result<()> {
     let (manager, position, credential) = bench_deployment(&service).await?;
     println!("careid bench console: SQLite, {people} people");
     let started = Instant::now();
-    let (uuids, _) = import_bench_people(&service, &manager, position, people).await?;
+    let (uuids, _) = import_bench_people(&service, &manager, position, people, 0).await?;
     println!("  (imported in {:.1} s)", started.elapsed().as_secs_f64());
     // The RA Manager signs in to the console with the deployment's credential.
     service.logout(&ctx, &manager, careid_domain::login::SessionEnd::SignedOut).await?;
@@ -629,7 +637,7 @@ async fn bench_ra(options: StoreOptions, people: usize, samples: usize) -> anyho
     let (manager, position, _) = bench_deployment(&service).await?;
 
     let started = Instant::now();
-    let (uuids, build) = import_bench_people(&service, &manager, position, people).await?;
+    let (uuids, build) = import_bench_people(&service, &manager, position, people, 0).await?;
     let elapsed = started.elapsed().saturating_sub(build);
     let rate = people as f64 / elapsed.as_secs_f64();
     println!(

@@ -221,14 +221,31 @@ impl Costs {
     }
 }
 
-pub async fn bench_login(
-    cards: usize,
-    heartbeats: usize,
-    workers: usize,
-    nodes: usize,
-    postgres_url: Option<String>,
-) -> anyhow::Result<()> {
+/// Where `careid bench login` runs its servers.
+pub struct BenchStore {
+    /// Server processes on the one store.
+    pub nodes: usize,
+    /// PostgreSQL instead of SQLite.
+    pub postgres_url: Option<String>,
+    /// People without cards in the store beside the card holders.
+    pub people: usize,
+}
+
+/// A process's resident memory now and at its peak, in MB, from `/proc/PID/status`.
+fn memory_mb(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok().map(|kb| kb / 1024.0))
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+pub async fn bench_login(cards: usize, heartbeats: usize, workers: usize, store: BenchStore) -> anyhow::Result<()> {
     use careid_pki::BoxRecipient;
+    let BenchStore { nodes, postgres_url, people } = store;
 
     anyhow::ensure!(nodes == 1 || postgres_url.is_some(), "more than one node needs --postgres-url");
     let verify_rate = raw_p256_verify_rate()?;
@@ -252,7 +269,12 @@ pub async fn bench_login(
     let config = crate::config::Config::load(None, settings.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))?;
     crate::create_card_authority(&config, "careid bench")?;
     let (store, service) = crate::open_service(&config).await?;
-    let (manager, uuids) = crate::bench::people_in_one_position(&service, "Login", cards).await?;
+    let (manager, position, uuids) = crate::bench::people_in_one_position(&service, "Login", cards).await?;
+    if people > 0 {
+        let started = Instant::now();
+        crate::bench::import_bench_people(&service, &manager, position, people, cards as u64 + 1).await?;
+        println!("  ({people} more people without cards imported in {:.1} s)", started.elapsed().as_secs_f64());
+    }
     let ctx = RequestContext::new("bench");
     let rng = ring::rand::SystemRandom::new();
     let mut bench_cards = Vec::with_capacity(cards);
@@ -402,6 +424,15 @@ pub async fn bench_login(
         .await?;
         print(label, rate, &latencies, verify_rate, "removal + next login");
         Costs::now(&http, &servers).await.print_since(before, count);
+    }
+    for (n, child) in servers.children.iter().enumerate() {
+        if let Some((rss, peak)) = memory_mb(child.id()) {
+            println!(
+                "  server {} memory: {rss:.0} MB resident, {peak:.0} MB peak ({} people in the store; target <= 600 MB)",
+                n + 1,
+                cards + people + 1
+            );
+        }
     }
     drop(servers);
     if let Some(url) = postgres_url {

@@ -458,7 +458,7 @@ pub(crate) async fn serve_with_limits(
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     init_tracing(&config.log);
-    if matches!(cli.command, Command::Audit(_) | Command::Backup { .. }) {
+    if matches!(cli.command, Command::Audit(_) | Command::Backup { .. } | Command::Migrate { .. }) {
         config.find_demo_data();
     }
     match cli.command {

@@ -305,3 +305,45 @@ fn the_tour_reader_splits_lines_as_a_shell_does() {
     assert_eq!(found[1].1, ["a"]);
     assert_eq!(found[2].1, ["b", "--flag", "two words"]);
 }
+
+/// The demo's deployment moved to PostgreSQL, as an operator outgrowing one machine moves it:
+/// `careid migrate` in the demo's directory finds the demo's store, and the moved log carries
+/// the same signed checkpoint and verifies whole there.
+#[test]
+fn the_demo_moved_to_postgresql_verifies_with_the_same_root() {
+    let Some(postgres) = careid_store::test_postgres_url() else {
+        eprintln!("CAREID_TEST_POSTGRES_URL is not set: the demo was not moved to PostgreSQL");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    // The demo's signer follows its records every half second.
+    std::thread::sleep(Duration::from_secs(2));
+    drop(demo);
+    let cli = || support::demo::cli(dir.path());
+    let on_sqlite = support::ok(&cli().args(["audit", "checkpoint"]).output().unwrap());
+    assert!(on_sqlite.lines().nth(1).is_some_and(|size| size.parse::<u64>().is_ok_and(|n| n > 10)), "{on_sqlite}");
+    let schema = format!("careid_demo_{}", std::process::id());
+    let moved = cli().args(["migrate", "--to", &postgres, "--schema", &schema]).output().unwrap();
+    assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
+    let on_postgres = |args: &[&str]| {
+        cli()
+            .args(args)
+            .env("CAREID_DATA_DIR", dir.path().join("careid-demo"))
+            .env("CAREID_STORE_URL", &postgres)
+            .env("CAREID_STORE_SCHEMA", &schema)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(support::ok(&on_postgres(&["audit", "checkpoint"])), on_sqlite, "the same signed checkpoint");
+    let verified = support::ok(&on_postgres(&["audit", "verify"]));
+    assert!(verified.starts_with("verified: all "), "{verified}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut options = careid_store::StoreOptions::new(postgres.clone());
+        options.schema = Some(schema.clone());
+        let store = careid_store::SqlStore::open(&options).await.unwrap();
+        store.execute_raw(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
+        store.close().await;
+    });
+}
