@@ -9,11 +9,12 @@
 //! On one node, write transactions run as savepoints on one dedicated connection inside a
 //! shared database transaction (a *batch*), as on SQLite (`group.rs`). The batch's first
 //! statement locks the head row and reads it; its members take sequence numbers from the head
-//! in memory, and their audit records are inserted together, in one multi-row statement, when
-//! the batch ends (or before a member's next statement, which might read them). The head row
-//! is written once per batch. A member that runs no statement of its own (an application's
-//! report of a patient access) costs the batch no round trip at all; one that does opens its
-//! savepoint with its first statement, so that a failed statement undoes that member only.
+//! in memory, and their audit records are inserted together, in multi-row statements, when the
+//! batch ends, or sooner only before a statement that reads the log or refers to its records
+//! (`touches_the_log`). The head row is written once per batch. A member that runs no
+//! statement of its own (an application's report of a patient access) costs the batch no round
+//! trip at all; one that does opens its savepoint with its first statement, so that a failed
+//! statement undoes that member only.
 //!
 //! The batch commits with `synchronous_commit = off` on this connection: COMMIT returns, and
 //! the head row is free for the next batch (this node's or another's), once the commit record
