@@ -658,7 +658,7 @@ impl Service {
             at: now,
             signed: CardSigned { message, signature: beat.signature.clone() },
         };
-        let (verified_key, alive) = self.heartbeat_key(beat, now).await?;
+        let (verified_key, alive) = self.heartbeat_first_read(beat, now).await?;
         if alive && verified_key.is_some() && self.store.record_presence(&proof).await? {
             return Ok(now + self.settings.presence_grace);
         }
@@ -722,7 +722,11 @@ impl Service {
     /// The key of the session's card, if the heartbeat's signature verifies under it, and
     /// whether, as read outside the writer, the heartbeat passes every other check (the session
     /// live and not lapsed, the time, the counter): if so it is counted beside the writer.
-    async fn heartbeat_key(&self, beat: &Heartbeat, now: OffsetDateTime) -> Result<(Option<Vec<u8>>, bool), RaError> {
+    async fn heartbeat_first_read(
+        &self,
+        beat: &Heartbeat,
+        now: OffsetDateTime,
+    ) -> Result<(Option<Vec<u8>>, bool), RaError> {
         let mut tx = self.store.begin_read().await?;
         let Some(session) = tx.session_by_id(&beat.session).await? else { return Ok((None, false)) };
         let Some(presence) = &session.card else { return Ok((None, false)) };

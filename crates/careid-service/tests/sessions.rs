@@ -351,6 +351,28 @@ async fn no_proof_no_session_even_before_the_sweep() {
     assert_eq!(last.get("detail.reason"), Some(SessionEnd::PresenceLost.code()));
 }
 
+/// A heartbeat that comes after the grace, before any sweep or request has noticed, cannot
+/// bring the session back: it is refused, the session is recorded as ended for lost presence,
+/// and its token no longer works.
+#[tokio::test]
+async fn a_late_heartbeat_cannot_revive_a_lapsed_session() {
+    let w = world().await;
+    let (_, mut card) = holder_with_card(&w, "Kit", "CE400014A").await;
+    let session = w.service.card_login(&ctx(), &answer(&w, &mut card, "ws-1", None)).await.unwrap();
+    w.clock.advance(Duration::seconds(61));
+    let now = w.clock_now().unix_timestamp();
+    let late = w.service.heartbeat(&ctx(), &beat(&mut card, &session.session_id, 1, now)).await;
+    assert!(matches!(&late, Err(careid_service::RaError::Refused(r)) if r.rule == Rule::SessionEnded), "{late:?}");
+    let mut tx = careid_domain::ports::Store::begin_read(&w.store).await.unwrap();
+    let ended = tx.audit_range(0, 1_000_000).await.unwrap().iter().any(|r| {
+        let e = careid_audit::decode(&r.entry).unwrap();
+        e.get("action") == Some("session.end") && e.get("detail.reason") == Some("presence_lost")
+    });
+    drop(tx);
+    assert!(ended, "the lapsed session's end is in the log");
+    assert!(w.service.authenticate(session.token.expose()).await.is_err());
+}
+
 /// What the agent sends when the card refuses the passcode: a fresh challenge for its
 /// workstation and the card's certificate.
 fn wrong_passcode_report(w: &World, card: &support::cards::IssuedCard, workstation: &str) -> WrongPasscodeReport {

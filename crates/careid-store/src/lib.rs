@@ -304,19 +304,16 @@ impl Store for SqlStore {
     }
 
     async fn record_presence(&self, proof: &PresenceProof) -> Result<bool, StoreError> {
-        let mut tx = match &self.inner {
+        let mut tx: Box<dyn Transaction> = match &self.inner {
             // One writer: the heartbeat takes its turn, with no audit record to write.
-            Inner::Lite(lite) => Box::new(SqlTransaction::new(
-                Conn::Batched(lite.group.begin().await?, lite.group.clone()),
-                self.backend,
-            )),
+            Inner::Lite(_) => self.begin_write().await?,
             Inner::Pg(pool, _) => {
                 // A transaction of its own on the pool, beside the batches: no head row, and no
                 // wait for the disk.
                 let tx = pool.begin().await.map_err(|e| sqlx_error("begin", e))?;
-                let mut tx = Box::new(SqlTransaction::new(Conn::Pg(tx), self.backend));
+                let mut tx = SqlTransaction::new(Conn::Pg(tx), self.backend);
                 tx.without_waiting_for_the_disk().await?;
-                tx
+                Box::new(tx)
             }
         };
         let counted = tx.record_heartbeat(proof).await?;

@@ -1317,6 +1317,15 @@ pub(crate) struct OrgSearch {
     q: Option<String>,
 }
 
+/// An organisation's cells in a table: its code (a link to it), name and kind.
+fn organisation_cells(o: &wire::Organisation) -> Vec<Markup> {
+    vec![
+        html! { a href={ "/console/organisations/" (o.ods_code) } { (o.ods_code) } },
+        html! { (o.name) },
+        html! { (o.kind) },
+    ]
+}
+
 /// Organisations found by name or code, and the signed-in person's own.
 pub(crate) async fn organisations(State(app): State<App>, signed: Signed, Query(p): Query<OrgSearch>) -> Page {
     let q = p.q.unwrap_or_default();
@@ -1325,12 +1334,9 @@ pub(crate) async fn organisations(State(app): State<App>, signed: Signed, Query(
         .iter()
         .map(c::organisation_out)
         .map(|o| {
-            vec![
-                html! { a href={ "/console/organisations/" (o.ods_code) } { (o.ods_code) } },
-                html! { (o.name) },
-                html! { (o.kind) },
-                html! { (o.parent.clone().unwrap_or_default()) },
-            ]
+            let mut cells = organisation_cells(&o);
+            cells.push(html! { (o.parent.clone().unwrap_or_default()) });
+            cells
         })
         .collect();
     let content = html! {
@@ -1353,17 +1359,8 @@ pub(crate) async fn organisation(State(app): State<App>, Path(ods): Path<String>
     let (org, children) = app.service.organisation(&code).await?;
     let org = c::organisation_out(&org);
     let positions = app.service.positions_at(&code).await?;
-    let child_rows: Vec<Vec<Markup>> = children
-        .iter()
-        .map(c::organisation_out)
-        .map(|o| {
-            vec![
-                html! { a href={ "/console/organisations/" (o.ods_code) } { (o.ods_code) } },
-                html! { (o.name) },
-                html! { (o.kind) },
-            ]
-        })
-        .collect();
+    let child_rows: Vec<Vec<Markup>> =
+        children.iter().map(c::organisation_out).map(|o| organisation_cells(&o)).collect();
     let position_rows: Vec<Vec<Markup>> = positions
         .iter()
         .map(|p| c::position_out(p, app.service.catalogue()))
